@@ -1,0 +1,145 @@
+"""Aggregator and market operator agents.
+
+The aggregator groups EVs by station (and so by bus), builds the `MarketRequest` for the EVs that need a schedule,
+and turns the `MarketResult` into per-EV power for the current step without breaking any EV's limits: never above
+its charger rating, never outside its plug-in window, never more energy than it still needs, and never above its
+station's cap (a station over its cap scales all its EVs down in proportion).
+
+Schedules are committed per EV when it plugs in; an EV that got less than scheduled (station cap, DSO
+curtailment) is rescheduled at the next step with what it still needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+from agents.fleet import PLUGGED
+from markets.base import EVFlex, MarketRequest, MarketResult, Mechanism
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.model import CoSimulation
+
+
+class MarketOperator(mesa.Agent):
+    """Calls the configured mechanism and keeps the day-ahead plan (tariff and demand-response shift per step)."""
+
+    def __init__(self, model: "CoSimulation", mechanism: Mechanism, n_steps: int, tariff_usd_per_mwh: np.ndarray) -> None:
+        super().__init__(model)
+        self.mechanism = mechanism
+        self.price_usd_per_mwh = np.asarray(tariff_usd_per_mwh, float).copy()
+        self.shift_kw = np.zeros(n_steps)
+        self.wall_time_s = 0.0
+        self.n_clearings = 0
+
+    def clear(self, request: MarketRequest) -> MarketResult:
+        result = self.mechanism.clear(request)
+        self.wall_time_s += result.info["wall_time_s"]
+        self.n_clearings += 1
+        return result
+
+    def plan_day(self, k: int, request: MarketRequest) -> None:
+        """Clear the day-ahead request starting at step ``k`` and store its price and shift."""
+        res = self.clear(request)
+        n = request.n_slots
+        price = np.asarray(res.price_usd_per_mwh, float)
+        if price.ndim == 2:  # locational prices: the plan keeps the system (mean) price
+            price = price.mean(axis=1)
+        self.price_usd_per_mwh[k : k + n] = price[:n]
+        if res.base_load_shift_kw is not None:
+            self.shift_kw[k : k + n] = res.base_load_shift_kw[:n]
+
+
+class Aggregator(mesa.Agent):
+    """Builds market requests from the fleet and dispatches schedules to individual EVs (see module docstring)."""
+
+    def __init__(self, model: "CoSimulation", n_steps: int) -> None:
+        super().__init__(model)
+        fleet = model.fleet
+        self.schedule_kw = np.zeros((len(fleet), n_steps))
+        self.scheduled = np.zeros(len(fleet), bool)
+
+    def to_schedule(self) -> np.ndarray:
+        """Indices of plugged EVs that need a (new) schedule."""
+        f = self.model.fleet
+        return np.nonzero((f.state == PLUGGED) & ~self.scheduled & (f.e_need_kwh > 1e-9))[0]
+
+    def flex(self, idx: np.ndarray, k: int, n_slots: int) -> EVFlex:
+        """Flexibility of EVs ``idx`` for a request whose slot 0 is step ``k``."""
+        f = self.model.fleet
+        dt = self.model.dt_min
+        t0 = k * dt
+        dep_rel = (f.departure_min[idx] - t0) / dt
+        end = np.minimum(np.ceil(dep_rel - 1e-9).astype(int), n_slots)
+        end = np.maximum(end, 1)
+        frac = np.where(np.ceil(dep_rel - 1e-9) <= n_slots, dep_rel - (end - 1), 1.0)
+        frac = np.clip(frac, 1e-6, 1.0)
+        return EVFlex(
+            ev_id=idx,
+            bus=f.bus[idx],
+            station=f.station[idx],
+            start_slot=np.zeros(len(idx), int),
+            end_slot=end,
+            end_frac=frac,
+            e_need_kwh=f.e_need_kwh[idx],
+            p_max_kw=f.p_max_kw[idx],
+            p_min_kw=-f.p_dis_kw[idx],
+            eta_ch=f.eta_ch[idx],
+            participates=f.participates[idx],
+            elasticity=f.elasticity[idx],
+        )
+
+    def committed_kw(self, k: int) -> np.ndarray:
+        """EV load already committed for steps ``k …`` [kW]."""
+        rows = self.scheduled & (self.model.fleet.state == PLUGGED)
+        return self.schedule_kw[rows, k:].sum(axis=0)
+
+    def committed_station_kw(self, k: int) -> np.ndarray:
+        """Committed EV load per station for steps ``k …`` [kW], shape (n_stations, n_slots)."""
+        f = self.model.fleet
+        rows = np.nonzero(self.scheduled & (f.state == PLUGGED))[0]
+        out = np.zeros((len(self.model.station_table), self.schedule_kw.shape[1] - k))
+        np.add.at(out, f.station[rows], self.schedule_kw[rows, k:])
+        return out
+
+    def accept(self, idx: np.ndarray, k: int, result: MarketResult) -> None:
+        """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
+        n = result.p_kw.shape[1]
+        self.schedule_kw[idx, k:] = 0.0
+        self.schedule_kw[idx, k : k + n] = np.clip(result.p_kw, -self.model.fleet.p_dis_kw[idx, None],
+                                                   self.model.fleet.p_max_kw[idx, None])
+        self.scheduled[idx] = True
+
+    def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Power of every plugged EV this step [kW], within all its limits and its station's cap.
+
+        Returns:
+            (indices of plugged EVs, their grid-side power [kW]).
+        """
+        f = self.model.fleet
+        dt_h = self.model.dt_min / 60.0
+        idx = np.nonzero(f.state == PLUGGED)[0]
+        p = self.schedule_kw[idx, k].copy()
+        # never more than the energy still missing; never beyond the plug-in window of this step
+        p = np.minimum(p, f.e_need_kwh[idx] / (f.eta_ch[idx] * dt_h))
+        frac = np.clip((f.departure_min[idx] - k * self.model.dt_min) / self.model.dt_min, 0.0, 1.0)
+        p = np.clip(p, -f.p_dis_kw[idx] * frac, f.p_max_kw[idx] * frac)
+        # discharge limited by the energy above the arrival floor (no deeper than where the EV arrived)
+        floor_kwh = np.minimum(f.soc_arrival[idx], f.soc_target[idx]) * f.battery_kwh[idx]
+        p = np.maximum(p, -np.maximum(f.e_kwh[idx] - floor_kwh, 0.0) * f.eta_dis[idx] / dt_h)
+        st = self.model.station_table
+        if np.isfinite(st.cap_kw).any() and len(idx):
+            load = np.bincount(f.station[idx], weights=np.maximum(p, 0.0), minlength=len(st))
+            scale = np.where(load > st.cap_kw, st.cap_kw / np.maximum(load, 1e-12), 1.0)
+            p = np.where(p > 0, p * scale[f.station[idx]], p)
+        return idx, p
+
+    def shortfall(self, idx: np.ndarray, k: int, p_kw: np.ndarray) -> None:
+        """EVs that got less than scheduled this step are rescheduled next step."""
+        short = p_kw < self.schedule_kw[idx, k] - 1e-9
+        if short.any():
+            rows = idx[short]
+            self.scheduled[rows] = False
+            self.schedule_kw[rows, k + 1 :] = 0.0

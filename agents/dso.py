@@ -1,0 +1,175 @@
+"""The DSO agent: owns the grid, dispatches DGs, runs the power flow every step, and curtails EV load.
+
+**DG dispatch rule** (merit order against the step's energy price λ [$/MWh]): a DG with cost
+``A·P² + B·P + C`` [$/h, P in MW] produces ``P* = clip((λ − B) / 2A, 0, P_max)`` if that earns more than its fixed
+cost (``λ·P* − cost(P*) > 0``), else it is off; reactive output follows its power factor. This reproduces the
+behaviour `002_…` describes: DGs stay off in the cheap early-morning hours.
+
+**Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
+``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent`` and the T–D interface against the
+substation rating. EV load may only be blamed for what it adds: each limit is relaxed to the value the grid
+would have without any EV load (one extra power flow), so a base-load violation never makes EVs stop. If a
+violation remains, EV load at bus ``i`` is scaled by ``1 − α·w_i`` (floored at 0), where ``w_i`` is bus ``i``'s
+voltage sensitivity toward the worst bus (mutual resistance ``Re Z_ki``, normalised to 1 at the most effective
+bus), or ``w_i = 1`` for thermal violations; ``α`` is the smallest value (bisection, 12 power flows at most)
+that clears the violations. Curtailment only ever reduces charging; V2G discharge is left as scheduled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+from grids.network import Network
+from grids.powerflow import PowerFlowResult, make_engine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.model import CoSimulation
+
+_TOL_V = 1e-6
+_TOL_LOADING = 1e-6
+
+
+@dataclass
+class GridStep:
+    """What the DSO reports for one step."""
+
+    pf: PowerFlowResult
+    ev_factor_bus: np.ndarray  # share of each bus's EV charging load that was allowed (1 = none curtailed)
+    dg_p_kw: np.ndarray
+    dg_q_kvar: np.ndarray
+    dg_cost_usd_per_h: float
+    renewable_kw: np.ndarray
+    n_pf: int
+    curtailed: bool
+
+
+def dg_dispatch(network: Network, price_usd_per_mwh: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Merit-order DG dispatch (see module docstring): (P [kW], Q [kVAr], cost [$/h]) per DG."""
+    dgs = network.dgs
+    p = np.zeros(len(dgs))
+    q = np.zeros(len(dgs))
+    cost = 0.0
+    for j, d in enumerate(dgs):
+        pmax = d.p_max_kw / 1000.0
+        pstar = pmax if d.cost_a <= 0 else float(np.clip((price_usd_per_mwh - d.cost_b) / (2 * d.cost_a), 0.0, pmax))
+        run_cost = d.cost_a * pstar**2 + d.cost_b * pstar + d.cost_c
+        if pstar > 0 and price_usd_per_mwh * pstar - run_cost > 0:
+            p[j] = pstar * 1000.0
+            q[j] = p[j] * np.tan(np.arccos(d.pf))
+            cost += run_cost + q[j] / 1000.0 * d.q_cost_usd_per_mvarh
+    return p, q, cost
+
+
+class DSO(mesa.Agent):
+    """Grid operator: power flow, limits, curtailment (see module docstring)."""
+
+    def __init__(self, model: "CoSimulation", network: Network, *, engine: str = "fast", curtail: bool = True) -> None:
+        super().__init__(model)
+        self.network = network
+        self.engine = make_engine(network.net, engine)
+        self.curtail = curtail
+        self._r = network.sensitivity_r() if curtail else None
+        self._dg_bus = np.array([d.bus for d in network.dgs], int)
+        self._ren_bus = np.array([d.bus for d in network.renewables], int)
+        self.pf_time_s = 0.0
+        self.n_pf = 0
+
+    def _solve(self, p_mw: np.ndarray, q_mvar: np.ndarray) -> PowerFlowResult:
+        import time
+
+        t = time.perf_counter()
+        res = self.engine.solve(p_mw, q_mvar)
+        self.pf_time_s += time.perf_counter() - t
+        self.n_pf += 1
+        return res
+
+    def _limits_ok(self, res: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, load_hi: np.ndarray, s_hi: float) -> bool:
+        if not res.converged:
+            return False
+        return bool(
+            np.all(res.vm_pu >= v_lo - _TOL_V)
+            and np.all(res.vm_pu <= v_hi + _TOL_V)
+            and np.all(res.line_loading_percent <= load_hi + _TOL_LOADING)
+            and np.hypot(res.ext_grid_p_mw, res.ext_grid_q_mvar) <= s_hi + 1e-9
+        )
+
+    def operate(
+        self,
+        p_base_kw: np.ndarray,
+        q_base_kvar: np.ndarray,
+        p_ev_kw: np.ndarray,
+        price_usd_per_mwh: float,
+        renewable_kw: np.ndarray,
+    ) -> GridStep:
+        """Run one step: DGs, power flow, limit check, curtailment.
+
+        Args:
+            p_base_kw: non-EV active load per bus [kW].
+            q_base_kvar: non-EV reactive load per bus [kVAr].
+            p_ev_kw: EV load per bus [kW] (negative where V2G discharges).
+            price_usd_per_mwh: energy price of this step [$/MWh].
+            renewable_kw: available output of each renewable DER [kW].
+        """
+        net = self.network
+        dg_p, dg_q, dg_cost = dg_dispatch(net, price_usd_per_mwh)
+        p_fixed = p_base_kw.copy()
+        q_fixed = q_base_kvar.copy()
+        np.add.at(p_fixed, self._dg_bus, -dg_p)
+        np.add.at(q_fixed, self._dg_bus, -dg_q)
+        np.add.at(p_fixed, self._ren_bus, -renewable_kw)
+        ev_charge = np.maximum(p_ev_kw, 0.0)
+        ev_dis = np.minimum(p_ev_kw, 0.0)
+        ones = np.ones_like(p_ev_kw)
+
+        def solve(factor: np.ndarray) -> PowerFlowResult:
+            return self._solve((p_fixed + ev_dis + ev_charge * factor) / 1000.0, q_fixed / 1000.0)
+
+        n0 = self.n_pf
+        res = solve(ones)
+        v_lo = np.full(net.n_bus, net.v_min_pu)
+        v_hi = np.full(net.n_bus, net.v_max_pu)
+        l_hi = np.full(len(res.line_loading_percent), net.max_line_loading_percent)
+        s_hi = net.substation_mva
+        if not self.curtail or ev_charge.sum() <= 0 or self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+        # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
+        base = solve(np.zeros_like(p_ev_kw))
+        if base.converged:
+            v_lo = np.minimum(v_lo, base.vm_pu)
+            v_hi = np.maximum(v_hi, base.vm_pu)
+            l_hi = np.maximum(l_hi, base.line_loading_percent)
+            s_hi = max(s_hi, float(np.hypot(base.ext_grid_p_mw, base.ext_grid_q_mvar)))
+        if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+        has_ev = ev_charge > 0
+        if res.converged and np.any(res.vm_pu < v_lo - _TOL_V):
+            worst = int(np.argmin(res.vm_pu - v_lo))
+            w = np.maximum(self._r[worst], 0.0)
+        else:
+            w = np.ones(net.n_bus)
+        w = np.where(has_ev, w, 0.0)
+        if w.max() <= 0:
+            w = has_ev.astype(float)
+        w = w / w.max()
+        alpha_max = 1.0 / w[has_ev].min()
+
+        def factor(alpha: float) -> np.ndarray:
+            return np.clip(1.0 - alpha * w, 0.0, 1.0)
+
+        lo, hi = 0.0, alpha_max
+        best = solve(factor(hi))
+        if not self._limits_ok(best, v_lo, v_hi, l_hi, s_hi):
+            # even without EV charging the limits fail (e.g. non-convergence without EVs): curtail all EV load
+            return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True)
+        for _ in range(10):
+            mid = 0.5 * (lo + hi)
+            trial = solve(factor(mid))
+            if self._limits_ok(trial, v_lo, v_hi, l_hi, s_hi):
+                hi, best = mid, trial
+            else:
+                lo = mid
+        return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True)

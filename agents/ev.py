@@ -1,0 +1,95 @@
+"""EV and station agents, and the EV's charging session as a SimPy process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator
+
+import mesa
+import numpy as np
+import simpy
+
+from agents.fleet import DEPARTED, PLUGGED, RENEGED, WAITING, FleetState, StationTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.model import CoSimulation
+
+
+class Station(mesa.Agent):
+    """A charging station: its ports are a SimPy `Resource`, so EVs really queue for them.
+
+    Attributes:
+        idx: row in the model's `StationTable`.
+        ports: the SimPy resource (capacity = number of ports).
+        bus: grid bus [pandapower index].
+        cap_kw: power cap of the station [kW] (inf = none).
+        release_when_full: EVs free the port once charged (public stations) instead of at departure (home).
+    """
+
+    def __init__(self, model: "CoSimulation", idx: int, table: StationTable) -> None:
+        super().__init__(model)
+        self.idx = idx
+        self.ports = simpy.Resource(model.env, capacity=int(table.ports[idx]))
+        self.bus = int(table.bus[idx])
+        self.cap_kw = float(table.cap_kw[idx])
+        self.release_when_full = bool(table.release_when_full[idx])
+
+
+class EV(mesa.Agent):
+    """One EV: a view onto row ``idx`` of the fleet's state arrays, plus its charging session process.
+
+    The session (see :meth:`session`): arrive → queue for a port of its station → charge (the power comes from
+    the market step) → leave at departure, or as soon as it is charged at stations that release full EVs. An EV
+    still queued at its departure time leaves without charging (reneges).
+    """
+
+    def __init__(self, model: "CoSimulation", idx: int) -> None:
+        super().__init__(model)
+        self.idx = idx
+        self.charged: simpy.Event = model.env.event()
+
+    @property
+    def fleet(self) -> FleetState:
+        return self.model.fleet
+
+    @property
+    def soc(self) -> float:
+        """State of charge [0–1]."""
+        return float(self.fleet.soc[self.idx])
+
+    @property
+    def state(self) -> int:
+        return int(self.fleet.state[self.idx])
+
+    def session(self) -> Generator[simpy.Event, object, None]:
+        """SimPy process of one charging session."""
+        env: simpy.Environment = self.model.env
+        f, i = self.fleet, self.idx
+        yield env.timeout(f.arrival_min[i])
+        station: Station = self.model.stations[int(f.station[i])]
+        f.state[i] = WAITING
+        req = station.ports.request()
+        patience = max(f.departure_min[i] - env.now, 0.0)
+        got = yield req | env.timeout(patience)
+        if req not in got:
+            req.cancel()
+            f.state[i] = RENEGED
+            f.unplug_min[i] = env.now
+            return
+        f.state[i] = PLUGGED
+        f.plugin_min[i] = env.now
+        left = max(f.departure_min[i] - env.now, 0.0)
+        if station.release_when_full:
+            yield self.charged | env.timeout(left)
+        else:
+            yield env.timeout(left)
+        station.ports.release(req)
+        f.state[i] = DEPARTED
+        f.unplug_min[i] = env.now
+
+
+def wait_min(fleet: FleetState, now_min: float) -> np.ndarray:
+    """Waiting time of each EV so far [min] (plug-in − arrival; NaN before arrival)."""
+    plugged = np.where(np.isnan(fleet.plugin_min), np.nan, fleet.plugin_min)
+    end = np.where(np.isnan(plugged), np.where(np.isnan(fleet.unplug_min), now_min, fleet.unplug_min), plugged)
+    w = end - fleet.arrival_min
+    return np.where(fleet.arrival_min <= now_min, w, np.nan)

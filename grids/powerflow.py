@@ -1,0 +1,775 @@
+"""Fast AC power flow compiled once from a pandapower network.
+
+A simulation step loop must not call :func:`pandapower.runpp` (≈20 ms per call, mostly pandas bookkeeping).
+:class:`FastPowerFlow` runs pandapower *once* at construction to obtain its internal matrices (``Ybus``, ``Yf``,
+``Yt``, bus types, set-points) and then solves each load snapshot with a Newton–Raphson loop on plain numpy
+arrays::
+
+    pf = make_engine(net)                       # "fast" (default) or "pandapower" (reference)
+    res = pf.solve(p_load_mw, q_load_mvar)      # arrays in net.bus.index order
+    res.vm_pu, res.line_loading_percent, res.losses_mw
+
+pandapower stays the model of record: :class:`PandapowerPowerFlow` has the same interface and calls ``pp.runpp``
+on a private copy of the net; the tests check that both agree.
+
+Input convention: ``p_load_mw[i]`` / ``q_load_mvar[i]`` is the TOTAL net load at the i-th bus of ``net.bus.index``
+(positive = consumption, negative = net injection). Both engines ignore ``net.load``, ``net.sgen`` and
+``net.storage`` (the caller supplies all of that through the arrays, see :func:`bus_net_load`). Everything else
+pandapower puts into its internal model is honoured: ``net.ext_grid`` (slack: vm_pu, va_degree), ``net.gen``
+(PV buses: p_mw and vm_pu set-points), lines, trafos, trafo3w, impedances, shunts, switches (bus fusion, open
+line switches), wards (their constant PQ part is a fixed injection).
+
+Limitations of the fast engine (documented deviations from a full ``runpp``):
+
+* reactive-power limits of ``net.gen`` are not enforced (a gen stays a PV bus whatever its Q) – this is also
+  pandapower's default (``enforce_q_lims=False``);
+* no distributed slack, no voltage-dependent loads (the caller's loads are constant power), no controllers,
+  no temperature-dependent line resistance; the network topology/parameters are frozen at construction
+  (build a new engine after switching actions or tap changes).
+
+Tolerance: ``tol_mva`` is a true power mismatch in MVA (``max |ΔS| * baseMVA``). Note that pandapower's own
+``tolerance_mva`` is compared against the *per-unit* mismatch; the reference engine converts accordingly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
+
+import pandapower as pp
+from pandapower.auxiliary import pandapowerNet
+from pandapower.pypower.idx_brch import F_BUS, PF, PT, T_BUS
+from pandapower.pypower.idx_bus import BASE_KV, PD, QD
+from pandapower.pypower.idx_gen import GEN_BUS, PG, VG
+
+__all__ = [
+    "PowerFlowResult",
+    "PowerFlowError",
+    "FastPowerFlow",
+    "PandapowerPowerFlow",
+    "make_engine",
+    "bus_net_load",
+    "ENGINES",
+]
+
+ENGINES: tuple[str, ...] = ("fast", "pandapower")
+_SQRT3 = float(np.sqrt(3.0))
+# Elements whose power the caller supplies through the load arrays.
+_CALLER_ELEMENTS: tuple[str, ...] = ("load", "sgen", "storage")
+
+
+@dataclass(frozen=True)
+class PowerFlowResult:
+    """Result of one AC power flow.
+
+    All per-bus arrays follow ``net.bus.index`` order, per-line arrays ``net.line`` order and per-trafo arrays
+    ``net.trafo`` order. Buses that pandapower removes from the calculation (out of service or isolated) are
+    NaN in ``vm_pu``/``va_degree`` (as in ``net.res_bus``). Out-of-service lines/trafos report 0.
+
+    Attributes:
+        converged: whether the Newton–Raphson mismatch fell below the tolerance.
+        iterations: Newton–Raphson iterations (Jacobian solves) performed.
+        vm_pu: bus voltage magnitudes [pu], shape (n_bus,).
+        va_degree: bus voltage angles [degree], shape (n_bus,).
+        line_loading_percent: max(i_from, i_to) / (max_i_ka * df * parallel) * 100 [%], shape (n_line,);
+            identical to ``net.res_line.loading_percent`` (inf where ``max_i_ka * df * parallel == 0``).
+        line_p_from_mw: active power into the line at its from bus [MW], shape (n_line,).
+        line_q_from_mvar: reactive power into the line at its from bus [Mvar], shape (n_line,).
+        line_pl_mw: active losses of each line [MW], shape (n_line,).
+        trafo_loading_percent: ``net.res_trafo.loading_percent`` [%], shape (n_trafo,) (empty without trafos).
+        losses_mw: total active losses of all AC branches (lines, trafos, trafo3w, impedances, impedance
+            switches) [MW].
+        ext_grid_p_mw: active power injected by all slack elements (ext_grids), positive = import from
+            upstream [MW].
+        ext_grid_q_mvar: reactive power injected by all slack elements [Mvar].
+    """
+
+    converged: bool
+    iterations: int
+    vm_pu: np.ndarray
+    va_degree: np.ndarray
+    line_loading_percent: np.ndarray
+    line_p_from_mw: np.ndarray
+    line_q_from_mvar: np.ndarray
+    line_pl_mw: np.ndarray
+    trafo_loading_percent: np.ndarray
+    losses_mw: float
+    ext_grid_p_mw: float
+    ext_grid_q_mvar: float
+
+
+class PowerFlowError(RuntimeError):
+    """Bad input to a power-flow engine (wrong shape, NaN/inf). Non-convergence is not an error."""
+
+
+def bus_net_load(net: pandapowerNet) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregate the net's own loads, sgens and storages into per-bus net-load arrays.
+
+    Handy to feed an engine with the static loads of a pandapower net (in-service elements only,
+    ``scaling`` applied, sgens counted negative, storage in load convention as in pandapower).
+
+    Args:
+        net: pandapower network.
+
+    Returns:
+        ``(p_mw, q_mvar)``: net load per bus in ``net.bus.index`` order [MW], [Mvar].
+    """
+    pos = {b: i for i, b in enumerate(net.bus.index)}
+    p = np.zeros(len(net.bus))
+    q = np.zeros(len(net.bus))
+    for element, sign in (("load", 1.0), ("sgen", -1.0), ("storage", 1.0)):
+        df = net[element]
+        if not len(df):
+            continue
+        df = df[df["in_service"].astype(bool)]
+        idx = np.array([pos[b] for b in df["bus"]], dtype=np.int64)
+        scaling = df["scaling"].to_numpy(float) if "scaling" in df else np.ones(len(df))
+        np.add.at(p, idx, sign * df["p_mw"].to_numpy(float) * scaling)
+        np.add.at(q, idx, sign * df["q_mvar"].to_numpy(float) * scaling)
+    return p, q
+
+
+def _check_loads(p_load_mw: Any, q_load_mvar: Any, n_bus: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert the per-bus load arrays (raises :class:`PowerFlowError`)."""
+    out = []
+    for name, a in (("p_load_mw", p_load_mw), ("q_load_mvar", q_load_mvar)):
+        try:
+            arr = np.asarray(a, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PowerFlowError(f"{name} must be a numeric array of shape ({n_bus},): {exc}") from exc
+        if arr.shape != (n_bus,):
+            raise PowerFlowError(f"{name} must have shape ({n_bus},) (one entry per bus of net.bus), "
+                                 f"got {arr.shape}")
+        if not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
+            raise PowerFlowError(f"{name} contains NaN/inf at bus positions {bad}")
+        out.append(arr)
+    return out[0], out[1]
+
+
+def _check_v0(v0: Any, n_bus: int) -> np.ndarray:
+    """Validate and convert an initial voltage vector (complex [pu], net.bus order)."""
+    try:
+        arr = np.asarray(v0, dtype=np.complex128)
+    except (TypeError, ValueError) as exc:
+        raise PowerFlowError(f"v0 must be a complex array of shape ({n_bus},): {exc}") from exc
+    if arr.shape != (n_bus,):
+        raise PowerFlowError(f"v0 must have shape ({n_bus},) (one entry per bus of net.bus), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise PowerFlowError("v0 contains NaN/inf")
+    if np.any(arr == 0):
+        raise PowerFlowError("v0 contains zero voltages")
+    return arr
+
+
+def _compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, bool]:
+    """Deep-copy ``net``, switch off the caller-supplied elements and run pandapower once.
+
+    Returns:
+        The private copy (with ``_ppc``/``_pd2ppc_lookups`` filled) and whether that run converged.
+    """
+    net_c = copy.deepcopy(net)
+    for element in _CALLER_ELEMENTS:
+        if element in net_c and len(net_c[element]):
+            net_c[element]["in_service"] = False
+    try:
+        pp.runpp(net_c, **runpp_kw)
+        return net_c, True
+    except pp.LoadflowNotConverged:
+        ppc = getattr(net_c, "_ppc", None)
+        if not ppc or "internal" not in ppc or ppc["internal"].get("Ybus") is None:
+            raise
+        return net_c, False
+
+
+class FastPowerFlow:
+    """Newton-Raphson AC power flow on arrays compiled from a pandapower net.
+
+    Construction deep-copies the net, switches off ``net.load``/``net.sgen``/``net.storage``, runs
+    ``pp.runpp`` once and keeps pandapower's internal admittance matrices, bus types and set-points. Each
+    :meth:`solve` then only needs the per-bus net load. Internally buses are reordered as [PV, PQ, slack] so
+    that all Jacobian blocks are contiguous; the Jacobian sparsity pattern and all index maps are precomputed.
+    Up to ``dense_max_bus`` buses the Jacobian is solved densely (LAPACK), beyond with SuperLU.
+
+    The last converged voltage vector is used as the warm start of the next solve (initially the no-load
+    solution of the compile run). Non-converged solves never replace the warm start.
+
+    Q limits of ``net.gen`` are ignored (PV buses stay PV), as with pandapower's default
+    ``enforce_q_lims=False``.
+    """
+
+    #: Above this many (internal) buses the sparse linear solver is used.
+    dense_max_bus: int = 250
+
+    def __init__(self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30,
+                 trafo_loading: str = "current") -> None:
+        """Compile the engine.
+
+        Args:
+            net: pandapower network (not modified).
+            tol_mva: convergence tolerance on the largest bus power mismatch [MVA].
+            max_iter: maximum number of Newton–Raphson iterations.
+            trafo_loading: ``"current"`` (pandapower's default) or ``"power"``: definition of
+                ``trafo_loading_percent``, as pandapower's ``runpp(trafo_loading=...)``.
+
+        Raises:
+            ValueError: invalid tolerance, iteration count or trafo_loading.
+            pandapower.LoadflowNotConverged: pandapower could not even build its internal model.
+        """
+        if not (tol_mva > 0 and np.isfinite(tol_mva)):
+            raise ValueError(f"tol_mva must be a positive finite number, got {tol_mva!r}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
+        if trafo_loading not in ("current", "power"):
+            raise ValueError(f"trafo_loading must be 'current' or 'power', got {trafo_loading!r}")
+        self.tol_mva = float(tol_mva)
+        self.max_iter = int(max_iter)
+        self.trafo_loading = trafo_loading
+
+        base_mva = float(net.sn_mva)
+        net_c, ok = _compile_run(net, tolerance_mva=min(1e-8, self.tol_mva / base_mva), max_iteration=50,
+                                 trafo_loading=trafo_loading)
+        self._net = net_c
+        internal = net_c._ppc["internal"]
+        self._base_mva = float(internal["baseMVA"])
+        bus = np.real(internal["bus"])
+        gen = np.real(internal["gen"])
+        branch = internal["branch"]
+        ref = np.asarray(internal["ref"], dtype=np.int64)
+        pv = np.asarray(internal["pv"], dtype=np.int64)
+        pq = np.asarray(internal["pq"], dtype=np.int64)
+        n = bus.shape[0]
+        self._n_int = n
+        self._npv, self._npq, self._nref = len(pv), len(pq), len(ref)
+        self._m = self._npv + self._npq
+
+        # --- internal bus order [pv, pq, ref] --------------------------------------------------------------
+        perm = np.concatenate([pv, pq, ref])
+        if len(perm) != n or len(np.unique(perm)) != n:
+            raise RuntimeError("pandapower's ref/pv/pq sets do not partition the internal buses")
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = np.arange(n)
+        Y = sp.csr_matrix(internal["Ybus"])[perm][:, perm].tocsr()
+        Y.sum_duplicates()
+
+        # --- bus lookup: net.bus position -> internal position ----------------------------------------------
+        lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
+        bus_idx = net_c.bus.index.to_numpy(np.int64)
+        self._bus_index = bus_idx.copy()
+        self._n_bus = len(bus_idx)
+        lk = np.full(len(bus_idx), -1, dtype=np.int64)
+        inside = (bus_idx >= 0) & (bus_idx < len(lookup))
+        lk[inside] = lookup[bus_idx[inside]]
+        valid = (lk >= 0) & (lk < n)
+        self._bus_valid = valid
+        self._bus_all_valid = bool(valid.all())
+        self._bus_src = np.flatnonzero(valid)          # net.bus positions that take part
+        self._bus_dst = inv[lk[valid]]                  # ... and their internal position
+        # fast paths: every net bus has an internal bus (output gather), and the map is a bijection (input)
+        self._out_gather = self._bus_dst.copy() if self._bus_all_valid else None
+        self._in_gather = None
+        if self._bus_all_valid and len(self._bus_dst) == n and len(np.unique(self._bus_dst)) == n:
+            g = np.empty(n, dtype=np.int64)
+            g[self._bus_dst] = self._bus_src
+            self._in_gather = g
+
+        # --- fixed injections (gens, wards, ...) without the caller's loads and the slack ------------------
+        s_fixed = -(bus[:, PD] + 1j * bus[:, QD]) / self._base_mva
+        ref_gens = np.asarray(internal.get("ref_gens", []), dtype=np.int64)
+        non_ref = np.ones(gen.shape[0], dtype=bool)
+        non_ref[ref_gens] = False
+        gbus = gen[non_ref, GEN_BUS].astype(np.int64)
+        np.add.at(s_fixed, gbus, gen[non_ref, PG] / self._base_mva)
+        self._s_fixed = s_fixed[perm].astype(np.complex128)
+
+        # --- voltage set-points and start vector --------------------------------------------------------------
+        V_run = np.asarray(internal["V"], dtype=np.complex128)[perm]
+        self._v_set = np.abs(V_run[:self._npv]).copy() if self._npv else np.zeros(0)
+        self._v_ref = V_run[self._m:].copy()            # slack voltages (magnitude and angle)
+        if self._npv:
+            # PV magnitudes from the generator set-points (pandapower's V0 convention)
+            vg = np.ones(n)
+            vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
+            self._v_set = vg[perm[:self._npv]].copy()
+        flat = np.ones(n, dtype=np.complex128)
+        flat[:self._npv] = self._v_set
+        flat[self._m:] = self._v_ref
+        self._v_flat = flat
+        if ok and np.isfinite(V_run).all():
+            self._v_warm = V_run.copy()
+        else:
+            self._v_warm = flat.copy()
+
+        # --- matrices for mismatch and Jacobian ----------------------------------------------------------------
+        m, npv, npq = self._m, self._npv, self._npq
+        self._dense = n <= self.dense_max_bus
+        self._Y = Y.toarray() if self._dense else Y
+        Ys = Y[:m, :m].tocoo()
+        r, c, y = Ys.row.astype(np.int64), Ys.col.astype(np.int64), Ys.data.astype(np.complex128)
+        missing = np.setdiff1d(np.arange(m), r[r == c])
+        if len(missing):  # make sure every diagonal entry is part of the pattern
+            r = np.concatenate([r, missing])
+            c = np.concatenate([c, missing])
+            y = np.concatenate([y, np.zeros(len(missing), dtype=np.complex128)])
+        self._jr, self._jc, self._jyc = r, c, np.conj(y)
+        nnz = len(r)
+        k12 = np.flatnonzero(c >= npv)
+        k21 = np.flatnonzero(r >= npv)
+        k22 = np.flatnonzero((r >= npv) & (c >= npv))
+        self._k12, self._k21, self._k22 = k12, k21, k22
+        self._c12 = c[k12]
+        self._c22 = c[k22]
+        # positions of all Jacobian values: blocks [J11 | J12; J21 | J22]
+        rows = np.concatenate([r, r[k12], m + r[k21] - npv, m + r[k22] - npv])
+        cols = np.concatenate([c, m + c[k12] - npv, c[k21], m + c[k22] - npv])
+        o12, o21, o22 = nnz, nnz + len(k12), nnz + len(k12) + len(k21)
+        self._o = (o12, o21, o22, o22 + len(k22))
+        diag = np.flatnonzero(r == c)
+        d_bus = r[diag]
+        order = np.argsort(d_bus)
+        diag = diag[order]                                  # entry index of the diagonal of bus i, i < m
+        self._d11 = diag
+        pq_diag = diag[npv:]                                # diagonals of pq buses
+        pos12 = np.full(nnz, -1, dtype=np.int64)
+        pos12[k12] = np.arange(len(k12))
+        pos21 = np.full(nnz, -1, dtype=np.int64)
+        pos21[k21] = np.arange(len(k21))
+        pos22 = np.full(nnz, -1, dtype=np.int64)
+        pos22[k22] = np.arange(len(k22))
+        self._d12 = o12 + pos12[pq_diag]
+        self._d21 = o21 + pos21[pq_diag]
+        self._d22 = o22 + pos22[pq_diag]
+        dim = m + npq
+        self._dim = dim
+        self._jvals = np.empty(len(rows))
+        self._F = np.empty(dim)
+        if self._dense:
+            self._J = np.zeros((dim, dim))
+            self._jflat = rows * dim + cols
+        else:
+            pattern = sp.csc_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)),
+                                    shape=(dim, dim))
+            pattern.sort_indices()
+            self._jperm = pattern.data.astype(np.int64) - 1
+            self._J = pattern
+
+        # --- branches ---------------------------------------------------------------------------------------------
+        Yf = sp.csr_matrix(internal["Yf"])[:, perm].tocoo()
+        Yt = sp.csr_matrix(internal["Yt"])[:, perm].tocoo()
+        fb = inv[np.real(branch[:, F_BUS]).astype(np.int64)]
+        tb = inv[np.real(branch[:, T_BUS]).astype(np.int64)]
+        self._fb, self._tb = fb, tb
+        self._yff, self._yft = self._split_branch_admittance(Yf, fb, tb)
+        self._ytf, self._ytt = self._split_branch_admittance(Yt, fb, tb)
+        base_kv = np.real(bus[:, BASE_KV])[perm]
+        self._ibase_f = self._base_mva / (_SQRT3 * base_kv[fb])   # [kA per pu current]
+        self._ibase_t = self._base_mva / (_SQRT3 * base_kv[tb])
+
+        branch_is = np.asarray(internal["branch_is"], dtype=bool)
+        ppci_row = np.cumsum(branch_is) - 1
+        lookups = net_c._pd2ppc_lookups["branch"]
+        self._line = self._branch_map(lookups.get("line"), branch_is, ppci_row, len(net_c.line))
+        self._trafo = self._branch_map(lookups.get("trafo"), branch_is, ppci_row, len(net_c.trafo))
+        self._n_line = len(net_c.line)
+        self._n_trafo = len(net_c.trafo)
+        line = net_c.line
+        i_max = (line["max_i_ka"].to_numpy(float) * line["df"].to_numpy(float)
+                 * line["parallel"].to_numpy(float)) if len(line) else np.zeros(0)
+        self._line_i_max = i_max
+        self._line_i_max_zero = bool(np.any(i_max == 0))
+        trafo = net_c.trafo
+        if len(trafo):
+            sn = trafo["sn_mva"].to_numpy(float)
+            denom = trafo["parallel"].to_numpy(float) * trafo["df"].to_numpy(float)
+            if trafo_loading == "current":
+                self._tr_scale_f = trafo["vn_hv_kv"].to_numpy(float) * _SQRT3 / sn * 100.0 / denom
+                self._tr_scale_t = trafo["vn_lv_kv"].to_numpy(float) * _SQRT3 / sn * 100.0 / denom
+            else:
+                self._tr_scale_f = 100.0 / sn / denom
+                self._tr_scale_t = self._tr_scale_f
+        self._last: PowerFlowResult | None = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Split branch rows of ``Yf``/``Yt`` into their from-bus and to-bus coefficients."""
+        nbr = len(fb)
+        a_f = np.zeros(nbr, dtype=np.complex128)
+        a_t = np.zeros(nbr, dtype=np.complex128)
+        row = Yb.row.astype(np.int64)
+        col = Yb.col.astype(np.int64)
+        at_f = col == fb[row]
+        np.add.at(a_f, row[at_f], Yb.data[at_f])
+        at_t = ~at_f & (col == tb[row])
+        np.add.at(a_t, row[at_t], Yb.data[at_t])
+        if np.any(~at_f & ~at_t):
+            raise RuntimeError("unexpected entry in pandapower's branch admittance matrix")
+        return a_f, a_t
+
+    @staticmethod
+    def _branch_map(rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
+                    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Map an element table (net.line/net.trafo) onto internal branch rows.
+
+        Returns:
+            (element positions in service, their internal branch rows, all-in-service flag).
+        """
+        if rng is None or n_elem == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n_elem == 0
+        f, t = rng
+        if t - f != n_elem:
+            raise RuntimeError("pandapower branch lookup does not match the element table length")
+        k = np.arange(f, t)
+        on = branch_is[k]
+        pos = np.flatnonzero(on)
+        return pos, ppci_row[k[on]], bool(on.all())
+
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def n_bus(self) -> int:
+        """Number of buses of the net (length of the load arrays)."""
+        return self._n_bus
+
+    @property
+    def bus_index(self) -> np.ndarray:
+        """pandapower bus indices in the order of the load/voltage arrays (copy)."""
+        return self._bus_index.copy()
+
+    def reset_warm_start(self) -> None:
+        """Forget the last solution; the next solve starts from the compile run's no-load voltages."""
+        self._v_warm = self._v_flat.copy()
+
+    # ------------------------------------------------------------------------------------------------------------
+    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
+              v0: np.ndarray | None = None) -> PowerFlowResult:
+        """Solve one load snapshot.
+
+        Args:
+            p_load_mw: net active load per bus in ``net.bus.index`` order [MW], positive = consumption.
+            q_load_mvar: net reactive load per bus [Mvar].
+            v0: optional start voltages, complex [pu] in ``net.bus.index`` order (slack and PV magnitudes are
+                reset to their set-points, the slack angle to its set-point); default: last converged solution.
+
+        Returns:
+            The power-flow result. ``converged=False`` (no exception) when Newton–Raphson does not converge
+            within ``max_iter`` iterations; the arrays then hold the last finite iterate.
+
+        Raises:
+            PowerFlowError: wrong shape or non-finite values in the inputs.
+        """
+        p, q = _check_loads(p_load_mw, q_load_mvar, self._n_bus)
+        base = self._base_mva
+        n = self._n_int
+        # specified injections in internal order [pu]
+        if self._in_gather is not None:
+            g = self._in_gather
+            s_spec = self._s_fixed - (p[g] + 1j * q[g]) / base
+        else:
+            pl = np.bincount(self._bus_dst, weights=p[self._bus_src], minlength=n)
+            ql = np.bincount(self._bus_dst, weights=q[self._bus_src], minlength=n)
+            s_spec = self._s_fixed - (pl + 1j * ql) / base
+
+        if v0 is None:
+            V0 = self._v_warm.copy()
+        else:
+            vin = _check_v0(v0, self._n_bus)
+            V0 = self._v_warm.copy()
+            V0[self._bus_dst] = vin[self._bus_src]
+            npv, m = self._npv, self._m
+            if npv:
+                V0[:npv] = self._v_set * V0[:npv] / np.abs(V0[:npv])
+            V0[m:] = self._v_ref
+        V, S, converged, it = self._newton(V0, s_spec)
+        if not converged and not np.isfinite(V).all():
+            V = V0
+            S = V * np.conj(self._Y @ V)
+        if converged:
+            self._v_warm = V.copy()
+        return self._results(V, S, s_spec, converged, it)
+
+    def solve_batch(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray) -> list[PowerFlowResult]:
+        """Solve a sequence of snapshots, each warm-started from the previous converged one.
+
+        Args:
+            p_load_mw: net active load [MW], shape (n_snap, n_bus).
+            q_load_mvar: net reactive load [Mvar], shape (n_snap, n_bus).
+
+        Returns:
+            One :class:`PowerFlowResult` per snapshot.
+
+        Raises:
+            PowerFlowError: wrong shape or non-finite values.
+        """
+        P = np.asarray(p_load_mw, dtype=np.float64)
+        Q = np.asarray(q_load_mvar, dtype=np.float64)
+        for name, a in (("p_load_mw", P), ("q_load_mvar", Q)):
+            if a.ndim != 2 or a.shape[1] != self._n_bus:
+                raise PowerFlowError(f"{name} must have shape (n_snap, {self._n_bus}), got {a.shape}")
+        if P.shape != Q.shape:
+            raise PowerFlowError(f"p_load_mw {P.shape} and q_load_mvar {Q.shape} differ in shape")
+        return [self.solve(P[k], Q[k]) for k in range(P.shape[0])]
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _newton(self, V0: np.ndarray, s_spec: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        """Polar Newton–Raphson in the internal bus order; returns (V, S_calc, converged, iterations)."""
+        Y = self._Y
+        m, npv, dim = self._m, self._npv, self._dim
+        tol_pu = self.tol_mva / self._base_mva
+        F = self._F
+        V = V0.copy()
+        Va = np.angle(V)
+        Vm = np.abs(V)
+        r, c, yc = self._jr, self._jc, self._jyc
+        vals = self._jvals
+        o12, o21, o22, o_end = self._o
+        k12, k21, k22, c12, c22 = self._k12, self._k21, self._k22, self._c12, self._c22
+        it = 0
+        while True:
+            S = V * np.conj(Y @ V)
+            mis = S - s_spec
+            F[:m] = mis.real[:m]
+            F[m:] = mis.imag[npv:m]
+            norm = np.abs(F).max() if dim else 0.0
+            if not np.isfinite(norm):
+                return V, S, False, it
+            if norm < tol_pu:
+                return V, S, True, it
+            if it >= self.max_iter:
+                return V, S, False, it
+            # Jacobian values on the precomputed pattern
+            W = V[r] * yc * np.conj(V[c])
+            Wr, Wi = W.real, W.imag
+            vals[:o12] = Wi
+            vals[o12:o21] = Wr[k12] / Vm[c12]
+            vals[o21:o22] = -Wr[k21]
+            vals[o22:o_end] = Wi[k22] / Vm[c22]
+            P, Q = S.real[:m], S.imag[:m]
+            vals[self._d11] -= Q
+            Ppq, Qpq, Vpq = P[npv:], Q[npv:], Vm[npv:m]
+            vals[self._d12] += Ppq / Vpq
+            vals[self._d21] += Ppq
+            vals[self._d22] += Qpq / Vpq
+            try:
+                if self._dense:
+                    J = self._J
+                    J.flat[self._jflat] = vals
+                    dx = np.linalg.solve(J, F)
+                else:
+                    J = self._J
+                    J.data[:] = vals[self._jperm]
+                    dx = spsolve(J, F)
+            except (np.linalg.LinAlgError, RuntimeError, ValueError):
+                return V, S, False, it
+            it += 1
+            Va[:m] -= dx[:m]
+            Vm[npv:m] -= dx[m:]
+            V = Vm * np.exp(1j * Va)
+
+    def _results(self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, converged: bool, it: int
+                 ) -> PowerFlowResult:
+        """Assemble a :class:`PowerFlowResult` from internal voltages."""
+        base = self._base_mva
+        vm_i = np.abs(V)
+        va_i = np.angle(V, deg=True)
+        if self._out_gather is not None:
+            vm = vm_i[self._out_gather]
+            va = va_i[self._out_gather]
+        else:
+            vm = np.full(self._n_bus, np.nan)
+            va = np.full(self._n_bus, np.nan)
+            vm[self._bus_src] = vm_i[self._bus_dst]
+            va[self._bus_src] = va_i[self._bus_dst]
+
+        Vf = V[self._fb]
+        Vt = V[self._tb]
+        If = self._yff * Vf + self._yft * Vt
+        It = self._ytf * Vf + self._ytt * Vt
+        Sf = Vf * np.conj(If) * base
+        St = Vt * np.conj(It) * base
+        i_f = np.abs(If) * self._ibase_f
+        i_t = np.abs(It) * self._ibase_t
+        pl = Sf.real + St.real
+
+        pos, rows, all_on = self._line
+        if all_on:
+            lp, lq, lpl = Sf.real[rows], Sf.imag[rows], pl[rows]
+            li = np.maximum(i_f[rows], i_t[rows])
+        else:
+            lp, lq, lpl, li = (np.zeros(self._n_line) for _ in range(4))
+            lp[pos], lq[pos], lpl[pos] = Sf.real[rows], Sf.imag[rows], pl[rows]
+            li[pos] = np.maximum(i_f[rows], i_t[rows])
+        if self._line_i_max_zero:
+            loading = np.full(self._n_line, np.inf)
+            np.divide(li, self._line_i_max, where=self._line_i_max != 0, out=loading)
+            loading *= 100.0
+            if not all_on:
+                off = np.ones(self._n_line, dtype=bool)
+                off[pos] = False
+                loading[off] = 0.0
+        else:
+            loading = li / self._line_i_max * 100.0
+
+        tpos, trows, t_all_on = self._trafo
+        if self._n_trafo:
+            if self.trafo_loading == "current":
+                af, at = i_f[trows], i_t[trows]
+            else:
+                af, at = np.abs(Sf[trows]), np.abs(St[trows])
+            tl = np.maximum(af * self._tr_scale_f[tpos], at * self._tr_scale_t[tpos])
+            if t_all_on:
+                tr_loading = tl
+            else:
+                tr_loading = np.zeros(self._n_trafo)
+                tr_loading[tpos] = tl
+        else:
+            tr_loading = np.zeros(0)
+
+        m = self._m
+        s_slack = (S[m:] - s_spec[m:]).sum() * base
+        return PowerFlowResult(
+            converged=bool(converged),
+            iterations=int(it),
+            vm_pu=vm,
+            va_degree=va,
+            line_loading_percent=loading,
+            line_p_from_mw=lp,
+            line_q_from_mvar=lq,
+            line_pl_mw=lpl,
+            trafo_loading_percent=tr_loading,
+            losses_mw=float(pl.sum()),
+            ext_grid_p_mw=float(s_slack.real),
+            ext_grid_q_mvar=float(s_slack.imag),
+        )
+
+
+class PandapowerPowerFlow:
+    """Reference engine: same interface as :class:`FastPowerFlow`, calls ``pp.runpp`` on a private deep copy.
+
+    The copy has ``net.load``/``net.sgen``/``net.storage`` switched off and one constant-power load per bus
+    that carries the caller's arrays. ``pp.runpp`` is called with its defaults except the tolerance (converted
+    from MVA to pandapower's per-unit criterion), ``max_iteration`` and ``trafo_loading``.
+    A non-converged run returns ``converged=False`` with NaN results (pandapower provides none).
+    """
+
+    def __init__(self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30,
+                 trafo_loading: str = "current") -> None:
+        """Prepare the private copy.
+
+        Args:
+            net: pandapower network (not modified).
+            tol_mva: convergence tolerance on the largest bus power mismatch [MVA].
+            max_iter: maximum number of Newton–Raphson iterations.
+            trafo_loading: ``"current"`` or ``"power"``, passed to ``pp.runpp``.
+        """
+        if not (tol_mva > 0 and np.isfinite(tol_mva)):
+            raise ValueError(f"tol_mva must be a positive finite number, got {tol_mva!r}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
+        if trafo_loading not in ("current", "power"):
+            raise ValueError(f"trafo_loading must be 'current' or 'power', got {trafo_loading!r}")
+        net_c = copy.deepcopy(net)
+        for element in _CALLER_ELEMENTS:
+            if element in net_c and len(net_c[element]):
+                net_c[element]["in_service"] = False
+        buses = net_c.bus.index.to_numpy()
+        self._load_idx = pp.create_loads(net_c, buses=buses, p_mw=np.zeros(len(buses)),
+                                         q_mvar=np.zeros(len(buses)), name="evgrid_net_load")
+        self._net = net_c
+        self._n_bus = len(buses)
+        self._runpp_kw = dict(tolerance_mva=tol_mva / float(net_c.sn_mva), max_iteration=int(max_iter),
+                              trafo_loading=trafo_loading)
+
+    @property
+    def n_bus(self) -> int:
+        """Number of buses of the net (length of the load arrays)."""
+        return self._n_bus
+
+    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
+              v0: np.ndarray | None = None) -> PowerFlowResult:
+        """Solve one load snapshot with ``pp.runpp``.
+
+        Args:
+            p_load_mw: net active load per bus in ``net.bus.index`` order [MW].
+            q_load_mvar: net reactive load per bus [Mvar].
+            v0: optional complex start voltages [pu] (``init_vm_pu``/``init_va_degree``); default: pandapower's
+                ``init="auto"``.
+
+        Returns:
+            The power-flow result.
+
+        Raises:
+            PowerFlowError: wrong shape or non-finite values in the inputs.
+        """
+        p, q = _check_loads(p_load_mw, q_load_mvar, self._n_bus)
+        net = self._net
+        net.load.loc[self._load_idx, "p_mw"] = p
+        net.load.loc[self._load_idx, "q_mvar"] = q
+        kw = dict(self._runpp_kw)
+        if v0 is not None:
+            vin = _check_v0(v0, self._n_bus)
+            kw.update(init_vm_pu=np.abs(vin), init_va_degree=np.angle(vin, deg=True))
+        try:
+            pp.runpp(net, **kw)
+            converged = True
+        except pp.LoadflowNotConverged:
+            converged = False
+        n_line, n_trafo = len(net.line), len(net.trafo)
+        if not converged:
+            nan = np.nan
+            return PowerFlowResult(False, int(net._ppc.get("iterations", 0) or 0) if net._ppc else 0,
+                                   np.full(self._n_bus, nan), np.full(self._n_bus, nan),
+                                   np.full(n_line, nan), np.full(n_line, nan), np.full(n_line, nan),
+                                   np.full(n_line, nan), np.full(n_trafo, nan), nan, nan, nan)
+        branch = net._ppc["branch"]
+        losses = float(np.nansum(np.real(branch[:, PF]) + np.real(branch[:, PT])))
+        return PowerFlowResult(
+            converged=True,
+            iterations=int(net._ppc.get("iterations", 0)),
+            vm_pu=net.res_bus["vm_pu"].to_numpy(float).copy(),
+            va_degree=net.res_bus["va_degree"].to_numpy(float).copy(),
+            line_loading_percent=net.res_line["loading_percent"].to_numpy(float).copy(),
+            line_p_from_mw=net.res_line["p_from_mw"].to_numpy(float).copy(),
+            line_q_from_mvar=net.res_line["q_from_mvar"].to_numpy(float).copy(),
+            line_pl_mw=net.res_line["pl_mw"].to_numpy(float).copy(),
+            trafo_loading_percent=(net.res_trafo["loading_percent"].to_numpy(float).copy()
+                                   if n_trafo else np.zeros(0)),
+            losses_mw=losses,
+            ext_grid_p_mw=float(net.res_ext_grid["p_mw"].sum()),
+            ext_grid_q_mvar=float(net.res_ext_grid["q_mvar"].sum()),
+        )
+
+    def solve_batch(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray) -> list[PowerFlowResult]:
+        """Solve a sequence of snapshots (shape (n_snap, n_bus)) one by one."""
+        P = np.asarray(p_load_mw, dtype=np.float64)
+        Q = np.asarray(q_load_mvar, dtype=np.float64)
+        for name, a in (("p_load_mw", P), ("q_load_mvar", Q)):
+            if a.ndim != 2 or a.shape[1] != self._n_bus:
+                raise PowerFlowError(f"{name} must have shape (n_snap, {self._n_bus}), got {a.shape}")
+        return [self.solve(P[k], Q[k]) for k in range(P.shape[0])]
+
+
+def make_engine(net: pandapowerNet, engine: str = "fast", **kw: Any) -> FastPowerFlow | PandapowerPowerFlow:
+    """Build a power-flow engine by name.
+
+    Args:
+        net: pandapower network.
+        engine: ``"fast"`` (:class:`FastPowerFlow`) or ``"pandapower"`` (:class:`PandapowerPowerFlow`).
+        **kw: passed to the engine constructor (``tol_mva``, ``max_iter``, ``trafo_loading``).
+
+    Returns:
+        The engine.
+
+    Raises:
+        ValueError: unknown engine name.
+    """
+    if engine == "fast":
+        return FastPowerFlow(net, **kw)
+    if engine == "pandapower":
+        return PandapowerPowerFlow(net, **kw)
+    raise ValueError(f"unknown power-flow engine {engine!r}; allowed: {', '.join(repr(e) for e in ENGINES)}")

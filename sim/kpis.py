@@ -1,0 +1,127 @@
+"""Key performance indicators of a run, computed from its tables (SPEC.md "Grid and metrics").
+
+Definitions (Δt = step length in hours; sums run over steps):
+
+* energy losses [kWh] = Σ losses·Δt; ``loss_change`` relative to a baseline is computed by the caller.
+* VDI = mean over buses and steps of |V − 1| (`002_…` eq. 19); VRI = maxᵢ (maxₜ Vᵢ − minₜ Vᵢ) (eq. 20).
+* peak, load factor (mean / peak) and load variance (grid stress, [kW²]) of the total demand = non-EV + EV load.
+* T–D power factor = |P| / |S| at the external grid; substation loading = |S| / rating.
+* costs: grid energy = Σ P_grid·λ·Δt (import at λ, export credited at λ), grid reactive = Σ |Q_grid|·q_price·Δt,
+  DG = Σ cost(P_DG)·Δt; total = sum of the three (`002_…` eq. 7, losses priced inside the grid purchase).
+* user cost: what EVs pay at the step price; Gini of spend per EV among EVs that charged; price affordability
+  index = base price ÷ mean price paid per kWh (> 1: users pay below the base price).
+* waiting: plug-in − arrival for EVs that arrived in the horizon (reneged EVs count until they left).
+* energy fulfilment: delivered ÷ needed battery energy, over EVs that depart inside the horizon.
+* renewable utilisation = renewable energy used ÷ available (renewables are never curtailed in this model, so it
+  is 1 unless the power flow fails).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.scenario import Scenario
+
+
+def gini(x: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0 = equal, → 1 = concentrated)."""
+    x = np.sort(np.asarray(x, float))
+    if x.size == 0 or x.sum() <= 0:
+        return 0.0
+    n = x.size
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
+def vdi(vm: np.ndarray) -> float:
+    """Voltage deviation index: mean |V − 1| over all entries [pu]."""
+    return float(np.mean(np.abs(np.asarray(vm) - 1.0)))
+
+
+def vri(vm_steps_by_bus: np.ndarray) -> float:
+    """Voltage regulation index: max over buses of the bus's voltage range over time [pu]."""
+    v = np.asarray(vm_steps_by_bus)
+    return float(np.max(v.max(axis=0) - v.min(axis=0))) if v.size else 0.0
+
+
+def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min: float, timing: dict[str, Any]) -> dict[str, Any]:
+    """All KPIs of one run as a flat dict of floats/ints (units in the key names)."""
+    dt_h = dt_min / 60.0
+    s, bus, line, evs, st = tables["steps"], tables["bus"], tables["line"], tables["evs"], tables["stations"]
+    n_bus = int(bus["bus"].max()) + 1 if len(bus) else 0
+    vm = bus["vm_pu"].to_numpy().reshape(len(s), n_bus) if len(s) else np.zeros((0, 0))
+    g = scenario.grid
+    total = s["total_load_kw"].to_numpy()
+    price = s["price_usd_per_mwh"].to_numpy()
+    k: dict[str, Any] = {}
+    k["n_steps"] = int(len(s))
+    k["dt_min"] = float(dt_min)
+    k["n_evs"] = int(len(evs))
+    # grid
+    k["energy_losses_kwh"] = float(s["losses_kw"].sum() * dt_h)
+    k["peak_losses_kw"] = float(s["losses_kw"].max()) if len(s) else 0.0
+    k["vmin_pu"] = float(vm.min()) if vm.size else float("nan")
+    k["vmin_bus"] = int(np.unravel_index(np.argmin(vm), vm.shape)[1]) if vm.size else -1
+    k["vmax_pu"] = float(vm.max()) if vm.size else float("nan")
+    k["vavg_pu"] = float(vm.mean()) if vm.size else float("nan")
+    k["vstd_pu"] = float(vm.std()) if vm.size else float("nan")
+    k["vdi_pu"] = vdi(vm) if vm.size else float("nan")
+    k["vri_pu"] = vri(vm) if vm.size else float("nan")
+    k["voltage_violation_bus_minutes"] = float(((vm < g.v_min_pu - 1e-6) | (vm > g.v_max_pu + 1e-6)).sum() * dt_min)
+    k["undervoltage_steps"] = int((vm.min(axis=1) < g.v_min_pu - 1e-6).sum()) if vm.size else 0
+    ll = line["loading_percent"].to_numpy()
+    k["max_line_loading_percent"] = float(ll.max()) if ll.size else 0.0
+    k["p95_line_loading_percent"] = float(np.percentile(ll, 95)) if ll.size else 0.0
+    k["line_overload_minutes"] = float((ll > g.max_line_loading_percent + 1e-6).sum() * dt_min)
+    k["max_substation_loading_percent"] = float(s["substation_loading_percent"].max()) if len(s) else 0.0
+    k["td_pf_min"] = float(s["td_pf"].min()) if len(s) else 1.0
+    k["td_pf_mean"] = float(s["td_pf"].mean()) if len(s) else 1.0
+    k["nonconverged_steps"] = int((~s["converged"]).sum())
+    k["curtailment_steps"] = int(s["curtailed"].sum())
+    k["ev_curtailed_kwh"] = float(evs["curtailed_kwh"].sum()) if len(evs) else 0.0
+    # load shape
+    k["peak_load_kw"] = float(total.max()) if total.size else 0.0
+    k["peak_time_h"] = float(s["tod_h"].iloc[int(np.argmax(total))]) if total.size else float("nan")
+    k["load_factor"] = float(total.mean() / total.max()) if total.size and total.max() > 0 else 0.0
+    k["load_variance_kw2"] = float(total.var()) if total.size else 0.0
+    k["ev_peak_kw"] = float(s["ev_load_kw"].max()) if len(s) else 0.0
+    k["ev_energy_kwh"] = float(s["ev_load_kw"].sum() * dt_h)
+    k["dr_shifted_kwh"] = float(np.clip(s["dr_shift_kw"], 0, None).sum() * dt_h)
+    # costs
+    grid_e = s["grid_p_kw"].to_numpy() * dt_h / 1000.0
+    k["grid_energy_cost_usd"] = float((grid_e * price).sum())
+    k["grid_reactive_cost_usd"] = float((np.abs(s["grid_q_kvar"]) * dt_h / 1000.0).sum() * scenario.prices.q_price_usd_per_mvarh)
+    k["dg_cost_usd"] = float(s["dg_cost_usd_per_h"].sum() * dt_h)
+    k["total_cost_usd"] = k["grid_energy_cost_usd"] + k["grid_reactive_cost_usd"] + k["dg_cost_usd"]
+    k["loss_cost_usd"] = float((s["losses_kw"].to_numpy() * dt_h / 1000.0 * price).sum())
+    k["renewable_energy_kwh"] = float((s["pv_kw"] + s["wind_kw"]).sum() * dt_h)
+    used = ((s["pv_kw"] + s["wind_kw"]) * s["converged"]).sum() * dt_h
+    k["renewable_utilisation"] = float(used / k["renewable_energy_kwh"]) if k["renewable_energy_kwh"] > 0 else float("nan")
+    k["dg_energy_kwh"] = float(s["dg_kw"].sum() * dt_h)
+    # users
+    charged = evs[evs["grid_kwh"] > 1e-9] if len(evs) else evs
+    k["user_cost_usd"] = float(evs["cost_usd"].sum()) if len(evs) else 0.0
+    k["user_price_usd_per_kwh"] = float(charged["cost_usd"].sum() / charged["grid_kwh"].sum()) if len(charged) else 0.0
+    k["gini_user_spend"] = gini(charged["cost_usd"].clip(lower=0).to_numpy()) if len(charged) else 0.0
+    rho_kwh = scenario.prices.rho_usd_per_mwh / 1000.0
+    k["price_affordability_index"] = float(rho_kwh / k["user_price_usd_per_kwh"]) if k["user_price_usd_per_kwh"] > 0 else float("nan")
+    arrived = evs[evs["arrival_min"] < len(s) * dt_min] if len(evs) else evs
+    w = arrived["wait_min"].dropna().to_numpy() if len(arrived) else np.zeros(0)
+    k["mean_wait_min"] = float(w.mean()) if w.size else 0.0
+    k["p95_wait_min"] = float(np.percentile(w, 95)) if w.size else 0.0
+    k["max_wait_min"] = float(w.max()) if w.size else 0.0
+    k["share_waited"] = float((w > 1e-9).mean()) if w.size else 0.0
+    k["n_reneged"] = int((arrived["state"] == "reneged").sum()) if len(arrived) else 0
+    k["station_utilisation_mean"] = float(st["utilisation"].mean()) if len(st) else 0.0
+    k["station_utilisation_max"] = float(st["utilisation"].max()) if len(st) else 0.0
+    done = evs[evs["departs_in_horizon"]] if len(evs) else evs
+    k["n_evs_departed_in_horizon"] = int(len(done))
+    k["energy_fulfilment"] = float(done["e_delivered_kwh"].sum() / done["e_need_kwh"].sum()) if len(done) and done["e_need_kwh"].sum() > 0 else 1.0
+    k["share_evs_at_target"] = float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else 1.0
+    k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")
+    # solver
+    for key, v in timing.items():
+        k[f"time_{key}" if not key.startswith("n_") else key] = v
+    return k

@@ -1,0 +1,256 @@
+"""`CoSimulation`: a Mesa model that owns a SimPy environment and runs the market steps.
+
+Order of one market step at time ``t = k·Δt`` (one SimPy process; fixed):
+
+0. EVs charged during the previous step leave ports that release full EVs; then every other event due at ``t``
+   (arrivals, departures, port grants) is processed — the step process wakes with a priority below SimPy's
+   normal one, so it always sees the state *after* everything else that happens at ``t``.
+1. **report**: stations and EVs report their state (tap ``ev_reports``).
+2. **day-ahead** (first step of each day): the market operator clears the day's plan (tariff, DR shift).
+3. **clear**: the aggregator builds a `MarketRequest` for EVs that need a schedule (tap ``bids``), the mechanism
+   clears it, prices go out (tap ``price_signal``) and schedules are committed.
+4. **dispatch**: each plugged EV's power for the step, within its limits and its station's cap.
+5. **grid**: the DSO builds bus injections, dispatches DGs, runs the power flow, curtails EV load on violations.
+6. **measure**: measurements (tap ``dso_measurements``) and the recorder.
+7. **settle**: battery energy, grid energy and cost per EV are updated; short-changed EVs are rescheduled.
+
+EV arrivals, queueing and departures are SimPy processes of their own (`agents.ev.EV.session`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Generator
+
+import mesa
+import numpy as np
+import simpy
+from simpy.events import NORMAL, Event
+
+from agents.aggregator import Aggregator, MarketOperator
+from agents.dso import DSO
+from agents.ev import EV, Station, wait_min
+from agents.fleet import PLUGGED, WAITING, build_stations, generate_fleet
+from grids.network import build_network
+from markets.base import EVFlex, MarketRequest
+from sim.scenario import Scenario
+from sim.streams import spawn_streams
+from sim.taps import Taps
+
+LATE = NORMAL + 1  # the step process runs after every ordinary event due at the same time
+
+
+class _Late(Event):
+    """A timeout that fires after all NORMAL-priority events of the same instant (see module docstring)."""
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, LATE, delay)
+
+
+def tariff(scenario: Scenario, tod_h: np.ndarray, base_kw: np.ndarray) -> np.ndarray:
+    """The scenario's starting tariff per step [$/MWh]."""
+    pr = scenario.prices
+    hour = (np.floor(tod_h) % 24).astype(int)
+    if pr.tariff == "flat":
+        return np.full(len(tod_h), pr.rho_usd_per_mwh)
+    if pr.tariff == "table":
+        return np.asarray(pr.table_usd_per_mwh, float)[hour]
+    from markets.elasticity_dr import tou_price
+
+    # load-shaped TOU per day (`002_…` eq. 4), computed on each day's forecast
+    out = np.empty(len(tod_h))
+    spd = max(int(round(24 * 60 / scenario.time.dt_min)), 1)
+    for s in range(0, len(tod_h), spd):
+        out[s : s + spd] = tou_price(base_kw[s : s + spd], pr.rho_usd_per_mwh, pr.plf_min, pr.plf_max, "affine")
+    return out
+
+
+class CoSimulation(mesa.Model):
+    """EVs, stations, aggregator, DSO and market operator on one SimPy clock against a pandapower grid.
+
+    Args:
+        scenario: a validated `Scenario`.
+        seed: overrides ``scenario.seed`` (a `SeedSequence` is accepted, for replications spawned elsewhere).
+        progress: called after every step with (step, n_steps).
+
+    Example:
+        >>> from sim.scenario import load_scenario
+        >>> sim = CoSimulation(load_scenario("default", ["fleet.n_evs=20", "time.horizon_h=2"]))
+        >>> result = sim.run()
+        >>> result.kpis["n_evs"] >= 0
+        True
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | np.random.SeedSequence | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        seed = scenario.seed if seed is None else seed
+        self.streams = spawn_streams(seed)
+        super().__init__(rng=self.streams["mesa"])
+        self.scenario = scenario
+        self.seed = seed
+        self.progress = progress
+        self.env = simpy.Environment()
+        self.taps = Taps()
+        t = scenario.time
+        self.dt_min = t.dt_min
+        self.n_steps = t.n_steps
+        self.steps_per_day = max(int(round(24 * 60 / t.dt_min)), 1)
+        self.t_build = time.perf_counter()
+
+        g = scenario.grid
+        self.network = build_network(
+            g.case, file=g.file, load_profile=g.load_profile, load_scale=g.load_scale,
+            line_max_i_ka=g.line_max_i_ka, v_min_pu=g.v_min_pu, v_max_pu=g.v_max_pu,
+            max_line_loading_percent=g.max_line_loading_percent, substation_mva=g.substation_mva,
+        )
+        net = self.network
+        zones = {z: net.zone_buses(z) for z in ("all", "residential", "commercial", "industrial")}
+        self.station_table = build_stations(scenario, zones, net.n_bus)
+        self.fleet = generate_fleet(scenario, self.station_table, self.streams)
+
+        # exogenous profiles per step
+        self.t_min = np.arange(self.n_steps) * self.dt_min
+        self.tod_h = (t.start_h + self.t_min / 60.0) % 24.0
+        self.base_p_kw, self.base_q_kvar = net.load_kw(self.tod_h)
+        self.renewable_kw = net.renewable_kw(self.tod_h)
+        base_total = self.base_p_kw.sum(axis=1)
+
+        from markets import base as market_registry
+
+        mech = market_registry.get(scenario.market.mechanism)(seed=self.streams["solver"], **scenario.market.params)
+        self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
+        self.aggregator = Aggregator(self, self.n_steps)
+        self.dso = DSO(self, net, engine=g.engine, curtail=g.curtailment)
+        self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
+        self.evs = [EV(self, i) for i in range(len(self.fleet))]
+        for ev in self.evs:
+            self.env.process(ev.session())
+        from sim.recorder import Recorder
+
+        self.recorder = Recorder(self)
+        self.env.process(self._market_steps())
+        self.t_build = time.perf_counter() - self.t_build
+        self._release_next: np.ndarray = np.zeros(0, int)
+
+    # ------------------------------------------------------------------ step loop
+    def _market_steps(self) -> Generator[Event, Any, None]:
+        for k in range(self.n_steps):
+            for i in self._release_next:
+                ev = self.evs[i]
+                if not ev.charged.triggered:
+                    ev.charged.succeed()
+            yield _Late(self.env, 0.0)
+            self._step(k)
+            self.steps = k + 1
+            if self.progress is not None:
+                self.progress(k + 1, self.n_steps)
+            yield _Late(self.env, self.dt_min)
+
+    def _forecast_base_kw(self, k: int, n: int) -> np.ndarray:
+        return self.base_p_kw[k : k + n].sum(axis=1)
+
+    def _step(self, k: int) -> None:
+        f, agg, mo, dso = self.fleet, self.aggregator, self.market_operator, self.dso
+        dt_h = self.dt_min / 60.0
+        # 1. report
+        self.taps.apply("ev_reports", f, k)
+        # 2. day-ahead plan
+        if k % self.steps_per_day == 0:
+            n = min(self.steps_per_day, self.n_steps - k)
+            mo.plan_day(k, self._request(k, n, EVFlex.empty(), day_ahead=True))
+        # 3. clear for EVs that need a schedule
+        idx = agg.to_schedule()
+        if len(idx):
+            n = self.n_steps - k
+            req = self._request(k, n, agg.flex(idx, k, n), day_ahead=False)
+            req = self.taps.apply("bids", req, k)
+            res = self.taps.apply("price_signal", mo.clear(req), k)
+            agg.accept(idx, k, res)
+        # 4. dispatch
+        ev_idx, p_ev = agg.dispatch(k)
+        # 5. grid
+        shift_bus = self._shift_bus(k)
+        p_base = self.base_p_kw[k] + shift_bus
+        p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus)
+        price = float(mo.price_usd_per_mwh[k])
+        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k])
+        p_disp = p_ev
+        p_ev = np.where(p_ev > 0, p_ev * grid.ev_factor_bus[f.bus[ev_idx]], p_ev)
+        # 6. measure and record
+        meas = self.taps.apply("dso_measurements", grid, k)
+        # 7. settle
+        sched = agg.schedule_kw[ev_idx, k]
+        e_batt = np.where(p_ev > 0, p_ev * f.eta_ch[ev_idx], p_ev / f.eta_dis[ev_idx]) * dt_h
+        f.e_kwh[ev_idx] = np.minimum(f.e_kwh[ev_idx] + e_batt, f.battery_kwh[ev_idx])
+        f.grid_kwh[ev_idx] += p_ev * dt_h
+        f.cost_usd[ev_idx] += p_ev * dt_h * price / 1000.0
+        f.curtailed_kwh[ev_idx] += (p_disp - p_ev) * dt_h
+        agg.shortfall(ev_idx, k, p_ev)
+        full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
+        self._release_next = full[self.station_table.release_when_full[f.station[full]]]
+        self.recorder.record(k, meas, p_base, p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus),
+                             p_ev_requested_kw=float(np.maximum(sched, 0).sum()), ev_idx=ev_idx, p_ev=p_ev, price=price,
+                             shift_kw=float(shift_bus.sum()))
+
+    def _shift_bus(self, k: int) -> np.ndarray:
+        """The day-ahead DR shift of step ``k`` spread over buses in proportion to their load [kW]."""
+        shift = self.market_operator.shift_kw[k]
+        load = self.base_p_kw[k]
+        total = load.sum()
+        return load * (shift / total) if total > 0 else np.zeros_like(load)
+
+    def _request(self, k: int, n: int, evs: EVFlex, *, day_ahead: bool) -> MarketRequest:
+        mo, agg = self.market_operator, self.aggregator
+        base = self._forecast_base_kw(k, n)
+        if not day_ahead:
+            base = base + mo.shift_kw[k : k + n]
+        extra: dict[str, Any] = {}
+        caps = self.station_table.cap_kw
+        if np.isfinite(caps).any():
+            extra["committed_station_kw"] = agg.committed_station_kw(k)[:, :n]
+        return MarketRequest(
+            t0_min=k * self.dt_min,
+            dt_min=self.dt_min,
+            n_slots=n,
+            evs=evs,
+            base_load_kw=base,
+            committed_ev_kw=agg.committed_kw(k)[:n],
+            price_usd_per_mwh=mo.price_usd_per_mwh[k : k + n],
+            station_cap_kw=caps if np.isfinite(caps).any() else None,
+            tod_h=self.tod_h[k : k + n],
+            renewable_kw=self.renewable_kw[k : k + n].sum(axis=1),
+            day_ahead=day_ahead,
+            extra=extra,
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> "Any":
+        """Run the whole horizon and return the `RunResult`."""
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        self.env.run(until=self.n_steps * self.dt_min + 1e-9)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        result = self.recorder.result(wall_s=wall, cpu_s=cpu)
+        self.close()
+        return result
+
+    def close(self) -> None:
+        """Drop Mesa's class-level reference to this model (Mesa 3.3 keeps every model alive in ``Agent._ids``)."""
+        mesa.Agent._ids.pop(self, None)
+
+    def waiting_now(self) -> int:
+        return int((self.fleet.state == WAITING).sum())
+
+    def plugged_now(self) -> int:
+        return int((self.fleet.state == PLUGGED).sum())
+
+    def wait_min(self) -> np.ndarray:
+        return wait_min(self.fleet, self.env.now)

@@ -1,0 +1,241 @@
+"""Recorder: per-step arrays filled by the step loop, turned into tidy tables and KPIs at the end."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from agents.fleet import STATE_NAMES, PLUGGED, WAITING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents.dso import GridStep
+    from sim.model import CoSimulation
+    from sim.result import RunResult
+
+STEP_COLUMNS = (
+    "price_usd_per_mwh", "base_load_kw", "base_load_orig_kw", "dr_shift_kw", "ev_load_kw", "ev_requested_kw",
+    "ev_curtailed_kw", "pv_kw", "wind_kw", "dg_kw", "dg_kvar", "dg_cost_usd_per_h", "grid_p_kw", "grid_q_kvar",
+    "losses_kw", "vmin_pu", "vmax_pu", "vmean_pu", "max_line_loading_percent", "converged", "curtailed",
+    "n_pf", "n_plugged", "n_waiting",
+)
+
+
+class Recorder:
+    """Collects one row per step (and per step × bus/line/station) in preallocated arrays."""
+
+    def __init__(self, model: "CoSimulation") -> None:
+        self.model = model
+        n, nb, nl, ns = model.n_steps, model.network.n_bus, model.network.n_line, len(model.station_table)
+        self.cols = {c: np.zeros(n) for c in STEP_COLUMNS}
+        self.vm = np.zeros((n, nb))
+        self.p_ev_bus = np.zeros((n, nb))
+        self.line_loading = np.zeros((n, nl))
+        self.line_pl_kw = np.zeros((n, nl))
+        self.st_p = np.zeros((n, ns))
+        self.st_occ = np.zeros((n, ns))
+        self.st_queue = np.zeros((n, ns))
+        self.p_net_bus = np.zeros((n, nb))
+        self.q_net_bus = np.zeros((n, nb))
+
+    def record(
+        self,
+        k: int,
+        grid: "GridStep",
+        p_base_kw: np.ndarray,
+        *,
+        p_ev_bus_final: np.ndarray,
+        p_ev_requested_kw: float,
+        ev_idx: np.ndarray,
+        p_ev: np.ndarray,
+        price: float,
+        shift_kw: float,
+    ) -> None:
+        m = self.model
+        net = m.network
+        pf = grid.pf
+        c = self.cols
+        ren = grid.renewable_kw
+        kinds = np.array([d.kind for d in net.renewables])
+        c["price_usd_per_mwh"][k] = price
+        c["base_load_kw"][k] = p_base_kw.sum()
+        c["base_load_orig_kw"][k] = m.base_p_kw[k].sum()
+        c["dr_shift_kw"][k] = shift_kw
+        c["ev_load_kw"][k] = p_ev_bus_final.sum()
+        c["ev_requested_kw"][k] = p_ev_requested_kw
+        c["ev_curtailed_kw"][k] = max(p_ev_requested_kw - np.maximum(p_ev, 0).sum(), 0.0)
+        c["pv_kw"][k] = ren[kinds == "pv"].sum() if len(kinds) else 0.0
+        c["wind_kw"][k] = ren[kinds == "wind"].sum() if len(kinds) else 0.0
+        c["dg_kw"][k] = grid.dg_p_kw.sum()
+        c["dg_kvar"][k] = grid.dg_q_kvar.sum()
+        c["dg_cost_usd_per_h"][k] = grid.dg_cost_usd_per_h
+        c["grid_p_kw"][k] = pf.ext_grid_p_mw * 1000.0
+        c["grid_q_kvar"][k] = pf.ext_grid_q_mvar * 1000.0
+        c["losses_kw"][k] = pf.losses_mw * 1000.0
+        c["vmin_pu"][k] = pf.vm_pu.min()
+        c["vmax_pu"][k] = pf.vm_pu.max()
+        c["vmean_pu"][k] = pf.vm_pu.mean()
+        c["max_line_loading_percent"][k] = pf.line_loading_percent.max() if len(pf.line_loading_percent) else 0.0
+        c["converged"][k] = pf.converged
+        c["curtailed"][k] = grid.curtailed
+        c["n_pf"][k] = grid.n_pf
+        f = m.fleet
+        c["n_plugged"][k] = (f.state == PLUGGED).sum()
+        c["n_waiting"][k] = (f.state == WAITING).sum()
+        self.vm[k] = pf.vm_pu
+        self.p_ev_bus[k] = p_ev_bus_final
+        self.line_loading[k] = pf.line_loading_percent
+        self.line_pl_kw[k] = pf.line_pl_mw * 1000.0
+        ns = len(m.station_table)
+        self.st_p[k] = np.bincount(f.station[ev_idx], weights=p_ev, minlength=ns)
+        self.st_occ[k] = np.bincount(f.station[ev_idx], minlength=ns)
+        self.st_queue[k] = np.bincount(f.station[f.state == WAITING], minlength=ns)
+        # net injections used by the power flow (for loss sensitivity and attacks on measurements)
+        p_net = p_base_kw + p_ev_bus_final
+        q_net = m.base_q_kvar[k].copy()
+        np.add.at(p_net, np.array([d.bus for d in net.dgs], int), -grid.dg_p_kw)
+        np.add.at(q_net, np.array([d.bus for d in net.dgs], int), -grid.dg_q_kvar)
+        np.add.at(p_net, np.array([d.bus for d in net.renewables], int), -ren)
+        self.p_net_bus[k] = p_net
+        self.q_net_bus[k] = q_net
+
+    # ------------------------------------------------------------------ tables
+    def tables(self) -> dict[str, pd.DataFrame]:
+        m = self.model
+        n, nb = self.vm.shape
+        steps = pd.DataFrame({"step": np.arange(n), "t_min": m.t_min, "time_h": m.t_min / 60.0, "tod_h": m.tod_h})
+        for c, v in self.cols.items():
+            steps[c] = v.astype(bool) if c in ("converged", "curtailed") else v
+        steps["n_pf"] = steps["n_pf"].astype(int)
+        steps["total_load_kw"] = steps["base_load_kw"] + steps["ev_load_kw"]
+        s = np.hypot(steps["grid_p_kw"], steps["grid_q_kvar"])
+        steps["td_pf"] = np.where(s > 0, np.abs(steps["grid_p_kw"]) / np.where(s > 0, s, 1.0), 1.0)
+        steps["substation_loading_percent"] = s / (m.network.substation_mva * 10.0)
+
+        step_col = np.repeat(np.arange(n), nb)
+        bus = pd.DataFrame({
+            "step": step_col,
+            "bus": np.tile(np.arange(nb), n),
+            "vm_pu": self.vm.ravel(),
+            "p_ev_kw": self.p_ev_bus.ravel(),
+            "p_net_kw": self.p_net_bus.ravel(),
+        })
+        nl = self.line_loading.shape[1]
+        line = pd.DataFrame({
+            "step": np.repeat(np.arange(n), nl),
+            "line": np.tile(np.arange(nl), n),
+            "loading_percent": self.line_loading.ravel(),
+            "pl_kw": self.line_pl_kw.ravel(),
+        })
+        st = m.station_table
+        ns = len(st)
+        station_step = pd.DataFrame({
+            "step": np.repeat(np.arange(n), ns),
+            "station": np.tile(np.arange(ns), n),
+            "p_kw": self.st_p.ravel(),
+            "occupied_ports": self.st_occ.ravel().astype(int),
+            "queue": self.st_queue.ravel().astype(int),
+        })
+        f = m.fleet
+        horizon_min = n * m.dt_min
+        end = np.where(np.isnan(f.unplug_min), horizon_min, np.minimum(f.unplug_min, horizon_min))
+        wait = m.wait_min()
+        need0 = np.maximum(f.soc_target - f.soc_arrival, 0.0) * f.battery_kwh
+        delivered = f.e_kwh - f.soc_arrival * f.battery_kwh
+        evs = pd.DataFrame({
+            "ev": np.arange(len(f)),
+            "group": np.array([g.name for g in m.scenario.fleet.groups])[f.group.astype(int)] if len(f) else [],
+            "station": f.station.astype(int),
+            "bus": f.bus.astype(int),
+            "arrival_min": f.arrival_min,
+            "departure_min": f.departure_min,
+            "plugin_min": f.plugin_min,
+            "unplug_min": f.unplug_min,
+            "wait_min": wait,
+            "state": STATE_NAMES[f.state.astype(int)] if len(f) else [],
+            "departs_in_horizon": f.departure_min <= horizon_min,
+            "battery_kwh": f.battery_kwh,
+            "soc_arrival": f.soc_arrival,
+            "soc_target": f.soc_target,
+            "soc_end": f.e_kwh / f.battery_kwh if len(f) else [],
+            "e_need_kwh": need0,
+            "e_delivered_kwh": delivered,
+            "grid_kwh": f.grid_kwh,
+            "cost_usd": f.cost_usd,
+            "curtailed_kwh": f.curtailed_kwh,
+            "p_max_kw": f.p_max_kw,
+            "eta_ch": f.eta_ch,
+            "v2g": f.v2g,
+            "participates": f.participates,
+            "elasticity": f.elasticity,
+            "income_group": f.income_group,
+        })
+        evs["fulfilment"] = np.where(need0 > 0, np.clip(delivered / np.where(need0 > 0, need0, 1), 0, None), 1.0)
+        plugged_min = np.where(np.isnan(f.plugin_min), 0.0, end - np.nan_to_num(f.plugin_min, nan=0.0))
+        busy = np.bincount(f.station.astype(int), weights=np.maximum(plugged_min, 0), minlength=ns)
+        wait_sum = np.bincount(f.station.astype(int), weights=np.nan_to_num(wait, nan=0.0), minlength=ns)
+        arrived = np.bincount(f.station.astype(int), weights=(f.arrival_min < horizon_min).astype(float), minlength=ns)
+        stations = pd.DataFrame({
+            "station": np.arange(ns),
+            "name": st.name,
+            "group": np.array([g.name for g in m.scenario.stations])[st.group],
+            "bus": st.bus,
+            "ports": st.ports,
+            "cap_kw": st.cap_kw,
+            "utilisation": busy / (st.ports * horizon_min),
+            "energy_kwh": self.st_p.sum(axis=0) * m.dt_min / 60.0,
+            "n_arrived": arrived.astype(int),
+            "n_reneged": np.bincount(f.station[f.state == 4].astype(int), minlength=ns),
+            "mean_wait_min": np.where(arrived > 0, wait_sum / np.maximum(arrived, 1), 0.0),
+            "max_queue": self.st_queue.max(axis=0).astype(int) if n else np.zeros(ns, int),
+        })
+        return {"steps": steps, "bus": bus, "line": line, "station_step": station_step, "evs": evs, "stations": stations}
+
+    def loss_sensitivity(self, steps: pd.DataFrame, delta_kw: float = 10.0) -> pd.DataFrame:
+        """Loss sensitivity factor per bus at the peak-loss step (`002_…` eq. 21): ΔP_loss/ΔP_i [kW/kW]."""
+        from grids.powerflow import make_engine
+
+        m = self.model
+        if not len(steps):
+            return pd.DataFrame(columns=["bus", "lsf"])
+        k = int(steps["losses_kw"].idxmax())
+        eng = make_engine(m.network.net, "fast")
+        p, q = self.p_net_bus[k] / 1000.0, self.q_net_bus[k] / 1000.0
+        base = eng.solve(p, q)
+        lsf = np.full(len(p), np.nan)
+        for i in range(len(p)):
+            if i in set(np.atleast_1d(m.network.net.ext_grid.bus.values)):
+                lsf[i] = 0.0
+                continue
+            dp = p.copy()
+            dp[i] += delta_kw / 1000.0
+            r = eng.solve(dp, q)
+            if r.converged and base.converged:
+                lsf[i] = (r.losses_mw - base.losses_mw) * 1000.0 / delta_kw
+        return pd.DataFrame({"bus": np.arange(len(p)), "lsf": lsf, "step": k})
+
+    def result(self, *, wall_s: float, cpu_s: float) -> "RunResult":
+        from sim.kpis import compute_kpis
+        from sim.result import RunResult, provenance
+
+        m = self.model
+        tables = self.tables()
+        tables["lsf"] = self.loss_sensitivity(tables["steps"])
+        timing = {
+            "wall_s": wall_s,
+            "cpu_s": cpu_s,
+            "build_s": m.t_build,
+            "powerflow_s": m.dso.pf_time_s,
+            "n_powerflows": m.dso.n_pf,
+            "market_s": m.market_operator.wall_time_s,
+            "n_clearings": m.market_operator.n_clearings,
+        }
+        kpis = compute_kpis(tables, m.scenario, dt_min=m.dt_min, timing=timing)
+        return RunResult(
+            scenario=m.scenario,
+            seed=m.seed if isinstance(m.seed, int) else str(m.seed),
+            tables=tables,
+            kpis=kpis,
+            provenance=provenance(m.scenario),
+        )

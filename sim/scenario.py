@@ -1,0 +1,361 @@
+"""Scenario files: a TOML document validated against the schema below.
+
+Bus numbers: a scenario says once, in ``grid.bus_numbering``, whether the bus numbers it contains are the papers'
+1-based numbers (``"paper"``, the default) or pandapower's 0-based indices (``"pandapower"``). They are converted
+once, by :meth:`Scenario.bus_index`, into pandapower indices, which every other module uses.
+
+Errors: :func:`load_scenario` and :func:`apply_overrides` raise :class:`ScenarioError` whose message is one line per
+problem, each naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override is invalid; ``str(err)`` names the field, value and what is allowed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeSpec(_Model):
+    """Clock: when the run starts, how long it lasts, and the market step."""
+
+    start_h: float = Field(12.0, ge=0, lt=24, description="time of day of the first step [h]")
+    horizon_h: float = Field(24.0, gt=0, le=24 * 366, description="simulated time [h]")
+    dt_min: float = Field(15.0, gt=0, le=24 * 60, description="market step Δt [min]")
+
+    @model_validator(mode="after")
+    def _whole_steps(self) -> "TimeSpec":
+        steps = self.horizon_h * 60 / self.dt_min
+        if abs(steps - round(steps)) > 1e-9:
+            raise ValueError(f"time.horizon_h: {self.horizon_h} h is not a whole number of dt_min={self.dt_min} min steps")
+        return self
+
+    @property
+    def n_steps(self) -> int:
+        return int(round(self.horizon_h * 60 / self.dt_min))
+
+
+class GridSpec(_Model):
+    """The network, its load profile, its limits and the power-flow engine."""
+
+    case: Literal["case33bw", "case33bw-dr", "case33bw-dlmp", "case118", "file"] = "case33bw"
+    file: str = Field("", description="pandapower network file (.json or .p) when case = 'file'")
+    bus_numbering: Literal["paper", "pandapower"] = "paper"
+    load_profile: Literal["zonal", "flat", "residential"] = "zonal"
+    load_scale: float = Field(1.0, gt=0, le=10)
+    v_min_pu: float = Field(0.95, gt=0.5, lt=1.0)
+    v_max_pu: float = Field(1.05, gt=1.0, lt=1.5)
+    line_max_i_ka: float | None = Field(0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's")
+    max_line_loading_percent: float = Field(100.0, gt=0, le=500)
+    substation_mva: float = Field(8.0, gt=0)
+    engine: Literal["fast", "pandapower"] = "fast"
+    curtailment: bool = True
+
+    @model_validator(mode="after")
+    def _file_given(self) -> "GridSpec":
+        if self.case == "file" and not self.file:
+            raise ValueError("grid.file: required when grid.case = 'file'")
+        return self
+
+
+class PriceSpec(_Model):
+    """The tariff the market starts from (mechanisms may replace it)."""
+
+    rho_usd_per_mwh: float = Field(84.0, ge=0, le=10_000, description="base energy price [$/MWh]")
+    tariff: Literal["flat", "load-shaped", "table"] = "load-shaped"
+    plf_min: float = Field(0.75, ge=0)
+    plf_max: float = Field(1.35, gt=0)
+    table_usd_per_mwh: list[float] = Field(default_factory=list, description="24 hourly prices when tariff = 'table'")
+    q_price_usd_per_mvarh: float = Field(7.0, ge=0, description="price of reactive energy from the grid [$/MVArh]")
+
+    @model_validator(mode="after")
+    def _table(self) -> "PriceSpec":
+        if self.tariff == "table" and len(self.table_usd_per_mwh) != 24:
+            raise ValueError(f"prices.table_usd_per_mwh: needs 24 hourly values, got {len(self.table_usd_per_mwh)}")
+        if self.plf_min > self.plf_max:
+            raise ValueError(f"prices.plf_min: {self.plf_min} > plf_max {self.plf_max}")
+        return self
+
+
+class MarketSpec(_Model):
+    """Which mechanism clears the market, with its parameters (checked by the mechanism itself)."""
+
+    mechanism: str = "elasticity-dr"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Uniform(_Model):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _order(self) -> "Uniform":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class Choice(_Model):
+    values: list[Any] = Field(min_length=1)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> "Choice":
+        if self.weights is not None:
+            if len(self.weights) != len(self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be non-negative, one per value, with a positive sum")
+        return self
+
+
+class ArrivalSpec(_Model):
+    """Arrival time of day: a fixed number of EVs with uniform/normal times, or a non-homogeneous Poisson process."""
+
+    process: Literal["uniform", "normal", "poisson"] = "uniform"
+    low_h: float = Field(17.0, ge=0, le=24)
+    high_h: float = Field(19.0, ge=0, le=24)
+    mean_h: float = Field(18.0, ge=0, lt=24)
+    sd_h: float = Field(1.0, gt=0)
+    rate_per_h: list[float] = Field(default_factory=list, description="24 hourly arrival rates [EV/h] (poisson)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArrivalSpec":
+        if self.process == "uniform" and self.high_h < self.low_h:
+            raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
+        if self.process == "poisson" and (len(self.rate_per_h) != 24 or any(r < 0 for r in self.rate_per_h)):
+            raise ValueError("rate_per_h: needs 24 non-negative hourly rates for process = 'poisson'")
+        return self
+
+
+class DepartureSpec(_Model):
+    """Departure: a time of day window (next occurrence after arrival) or a dwell time."""
+
+    kind: Literal["time-of-day", "dwell"] = "time-of-day"
+    low_h: float = Field(6.0, ge=0)
+    high_h: float = Field(8.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "DepartureSpec":
+        if self.high_h < self.low_h:
+            raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
+        if self.kind == "dwell" and self.low_h <= 0:
+            raise ValueError("low_h: a dwell time must be > 0 h")
+        return self
+
+
+class FleetGroup(_Model):
+    """One group of EVs with its own behaviour and hardware distributions."""
+
+    name: str
+    share: float = Field(gt=0, le=1, description="share of fleet.n_evs in this group")
+    station_group: str
+    arrival: ArrivalSpec = ArrivalSpec()
+    departure: DepartureSpec = DepartureSpec()
+    battery_kwh: Choice = Choice(values=[40.0])
+    soc_arrival: Uniform = Uniform(low=0.2, high=0.4)
+    soc_target: float = Field(0.9, gt=0, le=1)
+    energy_need_kwh: Uniform | None = Field(None, description="if set, the need is drawn here and soc_arrival follows")
+    charger_kw: Choice = Choice(values=[7.2])
+    discharge_kw: float = Field(3.6, ge=0)
+    eta_ch: float = Field(0.92, gt=0, le=1)
+    eta_dis: float = Field(0.90, gt=0, le=1)
+    v2g_share: float = Field(0.0, ge=0, le=1)
+    charger_kva_factor: float = Field(1.1, ge=1.0, description="charger apparent-power rating / charger kW")
+    elasticity: Uniform = Uniform(low=-0.5, high=-0.1)
+    income_group: Choice = Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2])
+
+    @field_validator("battery_kwh", "charger_kw")
+    @classmethod
+    def _positive(cls, v: Choice) -> Choice:
+        if any(not isinstance(x, (int, float)) or x <= 0 for x in v.values):
+            raise ValueError("values must be positive numbers")
+        return v
+
+
+class FleetSpec(_Model):
+    n_evs: int = Field(1000, ge=0, le=1_000_000)
+    participation: float = Field(0.85, ge=0, le=1, description="probability an EV follows the aggregator's schedule")
+    groups: list[FleetGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shares(self) -> "FleetSpec":
+        s = sum(g.share for g in self.groups)
+        if abs(s - 1) > 1e-6:
+            raise ValueError(f"fleet.groups.share: shares must sum to 1, got {s:g}")
+        if len({g.name for g in self.groups}) != len(self.groups):
+            raise ValueError("fleet.groups.name: names must be unique")
+        return self
+
+
+class StationGroup(_Model):
+    """Stations of one kind: at which buses, how many ports, what power cap."""
+
+    name: str
+    buses: list[int] | Literal["all", "residential", "commercial", "industrial"] = "all"
+    per_bus: int = Field(1, ge=1, le=1000, description="stations per bus")
+    ports: int = Field(0, ge=0, description="ports per station; 0 = one port per EV assigned (no queue)")
+    cap_kw: float = Field(0.0, ge=0, description="station power cap [kW]; 0 = no cap")
+    release_when_full: bool = Field(False, description="EVs leave the port when charged (public) or stay (home)")
+
+
+class OutputSpec(_Model):
+    plots: bool = True
+    bus_table: bool = True
+    ev_table: bool = True
+
+
+class Scenario(_Model):
+    """A complete, validated scenario."""
+
+    name: str = "unnamed"
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    time: TimeSpec = TimeSpec()
+    grid: GridSpec = GridSpec()
+    prices: PriceSpec = PriceSpec()
+    market: MarketSpec = MarketSpec()
+    fleet: FleetSpec
+    stations: list[StationGroup] = Field(min_length=1)
+    outputs: OutputSpec = OutputSpec()
+    paper: dict[str, Any] = Field(default_factory=dict, description="published reference numbers to print beside ours")
+
+    @model_validator(mode="after")
+    def _refs(self) -> "Scenario":
+        names = {s.name for s in self.stations}
+        if len(names) != len(self.stations):
+            raise ValueError("stations.name: names must be unique")
+        for g in self.fleet.groups:
+            if g.station_group not in names:
+                raise ValueError(
+                    f"fleet.groups.station_group: '{g.station_group}' is not a station group; allowed: {sorted(names)}"
+                )
+        return self
+
+    def bus_index(self, bus: int) -> int:
+        """Convert a bus number written in this scenario into pandapower's 0-based index."""
+        return bus - 1 if self.grid.bus_numbering == "paper" else bus
+
+    def digest(self) -> str:
+        """Stable hash of the resolved scenario (identifies it in result stores)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if isinstance(got, dict) or e["type"] == "missing":
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            lines.append(f"{loc}: {msg} (got {got!r})" if loc else f"{msg} (got {got!r})")
+    return "\n".join(lines)
+
+
+def validate(data: dict[str, Any]) -> Scenario:
+    """Validate a scenario mapping; raises `ScenarioError` naming every bad field."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(_format_errors(err)) from None
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A shipped scenario's name (``default``) or a path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ScenarioError(f"scenario: file '{p}' not found")
+        return p
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise ScenarioError(f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}")
+    return shipped
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into one-line `ScenarioError`s."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(f"{path.name}: not valid TOML: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``key.path=value``; the value is read as a TOML literal, else as a string."""
+    if "=" not in text:
+        raise ScenarioError(f"--set {text}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ScenarioError(f"--set {text}: empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a raw scenario mapping (a deep copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ScenarioError(f"--set {text}: '{where}' needs a list index in 0..{len(node) - 1}")
+                node = node[int(part)]
+            else:
+                if not isinstance(node, dict):
+                    raise ScenarioError(f"--set {text}: '{where}' is not a table")
+                node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ScenarioError(f"--set {text}: needs a list index in 0..{len(node) - 1}")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ScenarioError(f"--set {text}: '{'.'.join(path[:-1])}' is not a table")
+    return out
+
+
+def load_scenario(name_or_path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> Scenario:
+    """Read, override and validate a scenario."""
+    data = read_toml(resolve_path(name_or_path))
+    if overrides:
+        data = apply_overrides(data, overrides)
+    if seed is not None:
+        data["seed"] = seed
+    return validate(data)
+
+
+def list_scenarios() -> list[str]:
+    """Names of the shipped scenarios."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def describe_scenarios() -> list[tuple[str, str]]:
+    """(name, one-line description) of each shipped scenario."""
+    out = []
+    for name in list_scenarios():
+        data = read_toml(SCENARIO_DIR / f"{name}.toml")
+        out.append((name, str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""))
+    return out

@@ -1,0 +1,183 @@
+"""Market interface, registry, and the invariants every mechanism must keep (a conformance suite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import markets.base as mb
+from markets.base import EVFlex, MarketConfigError, MarketRequest, RequestError, asap_fill
+from markets.elasticity_dr import ElasticityDR, elastic_shift, tou_price, water_fill
+
+N_SLOTS = 24
+
+
+@st.composite
+def requests(draw: st.DrawFn, max_evs: int = 12) -> MarketRequest:
+    n = draw(st.integers(1, max_evs))
+    start = np.array(draw(st.lists(st.integers(0, N_SLOTS - 1), min_size=n, max_size=n)))
+    length = np.array(draw(st.lists(st.integers(1, N_SLOTS), min_size=n, max_size=n)))
+    end = np.minimum(start + length, N_SLOTS)
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=np.zeros(n, int),
+        station=np.array(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))),
+        start_slot=start,
+        end_slot=end,
+        end_frac=np.array(draw(st.lists(st.floats(0.1, 1.0), min_size=n, max_size=n))),
+        e_need_kwh=np.array(draw(st.lists(st.floats(0.0, 60.0), min_size=n, max_size=n))),
+        p_max_kw=np.array(draw(st.lists(st.sampled_from([3.6, 7.2, 11.0]), min_size=n, max_size=n))),
+        p_min_kw=np.zeros(n),
+        eta_ch=np.array(draw(st.lists(st.floats(0.8, 1.0), min_size=n, max_size=n))),
+        participates=np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        elasticity=np.full(n, -0.3),
+    )
+    base = np.array(draw(st.lists(st.floats(10.0, 500.0), min_size=N_SLOTS, max_size=N_SLOTS)))
+    caps = draw(st.one_of(st.none(), st.just(np.array([15.0, 30.0, np.inf]))))
+    return MarketRequest(t0_min=0.0, dt_min=60.0, n_slots=N_SLOTS, evs=evs, base_load_kw=base,
+                         price_usd_per_mwh=tou_price(base, 84, 0.75, 1.35, "affine"),
+                         station_cap_kw=caps, day_ahead=draw(st.booleans()))
+
+
+@pytest.mark.parametrize("name", mb.available())
+@settings(max_examples=40, deadline=None)
+@given(req=requests())
+def test_every_mechanism_keeps_ev_limits(name: str, req: MarketRequest) -> None:
+    """Conformance: no power outside the window or above the rating, and never more energy than needed."""
+    res = mb.get(name)().clear(req)
+    evs = req.evs
+    assert res.p_kw.shape == (len(evs), req.n_slots)
+    avail = evs.availability(req.n_slots)
+    assert np.all(res.p_kw <= evs.p_max_kw[:, None] * avail + 1e-9)
+    assert np.all(res.p_kw >= -1e-12)
+    assert np.all(res.p_kw[avail == 0] == 0)
+    e_batt = res.p_kw.sum(axis=1) * req.dt_h * evs.eta_ch
+    assert np.all(e_batt <= evs.e_need_kwh + 1e-6)
+    assert "wall_time_s" in res.info
+    assert np.asarray(res.price_usd_per_mwh).shape[0] == req.n_slots
+
+
+@settings(max_examples=60, deadline=None)
+@given(req=requests())
+def test_asap_delivers_need_when_window_allows(req: MarketRequest) -> None:
+    p = asap_fill(req.evs, req.n_slots, req.dt_h)
+    evs = req.evs
+    can = (evs.availability(req.n_slots) * evs.p_max_kw[:, None]).sum(axis=1) * req.dt_h * evs.eta_ch
+    got = p.sum(axis=1) * req.dt_h * evs.eta_ch
+    np.testing.assert_allclose(got, np.minimum(can, evs.e_need_kwh), rtol=1e-9, atol=1e-9)
+    # charging is front-loaded: once an EV stops short of its rating it never charges again
+    for i in range(len(evs)):
+        row = p[i, evs.start_slot[i] : evs.end_slot[i]]
+        full = evs.p_max_kw[i] * evs.availability(req.n_slots)[i, evs.start_slot[i] : evs.end_slot[i]]
+        short = np.nonzero(row < full - 1e-9)[0]
+        if short.size:
+            assert np.all(row[short[0] + 1 :] == 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(req=requests())
+def test_participants_get_their_energy_and_station_caps_hold(req: MarketRequest) -> None:
+    res = ElasticityDR().clear(req)
+    evs = req.evs
+    avail = evs.availability(req.n_slots)
+    got = res.p_kw.sum(axis=1) * req.dt_h * evs.eta_ch
+    can = (avail * evs.p_max_kw[:, None]).sum(axis=1) * req.dt_h * evs.eta_ch
+    if req.station_cap_kw is None:
+        np.testing.assert_allclose(got, np.minimum(can, evs.e_need_kwh), rtol=1e-7, atol=1e-7)
+    else:
+        # participants never push a station above its cap
+        part = evs.participates
+        if part.any():
+            st_load = np.zeros((3, req.n_slots))
+            np.add.at(st_load, evs.station, res.p_kw)
+            non = np.zeros((3, req.n_slots))
+            np.add.at(non, evs.station[~part], res.p_kw[~part])
+            over = st_load - np.maximum(req.station_cap_kw[:, None], non)
+            assert np.all(over <= 1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    load=st.lists(st.floats(1.0, 100.0), min_size=2, max_size=30),
+    self_e=st.floats(-1.0, 0.0),
+    cross_e=st.floats(0.0, 0.5),
+    dr_max=st.floats(0.0, 0.5),
+    part=st.floats(0.0, 1.0),
+)
+def test_dr_shift_is_energy_neutral_and_bounded(load, self_e, cross_e, dr_max, part) -> None:
+    load = np.array(load)
+    price = tou_price(load, 84.0, 0.75, 1.35, "affine")
+    s = elastic_shift(load, price, rho_usd_per_mwh=84.0, self_elasticity=self_e, cross_elasticity=cross_e,
+                      dr_max=dr_max, participation=part)
+    assert abs(s.sum()) <= 1e-9 * max(1.0, load.sum())
+    assert np.all(np.abs(s) <= part * dr_max * load + 1e-9)
+
+
+def test_dr_moves_load_from_peak_to_valley() -> None:
+    load = np.array([50, 40, 35, 30, 60, 90, 120, 130, 100, 70.0])
+    price = tou_price(load, 84.0, 0.75, 1.35, "affine")
+    s = elastic_shift(load, price, rho_usd_per_mwh=84.0, self_elasticity=-0.3, cross_elasticity=0.1,
+                      dr_max=0.15, participation=0.85)
+    assert s[np.argmax(load)] < 0 < s[np.argmin(load)]
+    assert (load + s).max() < load.max()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    load=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=20),
+    cap=st.floats(0.1, 20.0),
+    need=st.floats(0.0, 400.0),
+)
+def test_water_fill_levels_the_valley(load, cap, need) -> None:
+    load = np.array(load)
+    caps = np.full(load.size, cap)
+    x = water_fill(load, caps, need)
+    assert np.all(x >= -1e-12) and np.all(x <= caps + 1e-9)
+    assert x.sum() == pytest.approx(min(need, caps.sum()), rel=1e-9, abs=1e-9)
+    mid = (x > 1e-9) & (x < caps - 1e-9)
+    if mid.any():
+        level = (load + x)[mid]
+        assert np.ptp(level) <= 1e-6 * max(1.0, level.max())
+        assert np.all(load[x <= 1e-9] >= level.min() - 1e-6)
+
+
+def test_tou_price_range_and_ratio_shape() -> None:
+    load = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(tou_price(load, 100, 0.75, 1.35, "affine"), [75, 95, 135])
+    np.testing.assert_allclose(tou_price(load, 100, 0, 0, "ratio"), [25, 50, 100])
+
+
+def test_registry_and_bad_parameters_are_errors() -> None:
+    assert {"uncontrolled", "elasticity-dr"} <= set(mb.available())
+    with pytest.raises(MarketConfigError, match="allowed: .*elasticity-dr"):
+        mb.get("nope")
+    with pytest.raises(MarketConfigError, match="market.params.dr_maxx: unknown parameter"):
+        ElasticityDR(dr_maxx=0.2)
+    with pytest.raises(MarketConfigError, match=r"market.params.dr_max: got 2.*\[0, 1\]"):
+        ElasticityDR(dr_max=2)
+
+
+def test_request_validation_names_the_field() -> None:
+    with pytest.raises(RequestError, match="end_slot"):
+        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[2],
+                                    departure_slot=[2], e_need_kwh=[1], p_max_kw=[7])
+    with pytest.raises(RequestError, match="base_load_kw"):
+        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(3), arrival_slot=[0],
+                                    departure_slot=[2], e_need_kwh=[1], p_max_kw=[7])
+    with pytest.raises(RequestError, match="e_need_kwh"):
+        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[0],
+                                    departure_slot=[2], e_need_kwh=[np.nan], p_max_kw=[7])
+
+
+def test_usable_without_a_simulation() -> None:
+    req = MarketRequest.from_sessions(dt_min=60, n_slots=6, base_load_kw=[100, 80, 60, 50, 70, 120],
+                                      arrival_slot=[0, 0], departure_slot=[6, 6], e_need_kwh=[14, 14],
+                                      p_max_kw=[7, 7], eta_ch=1.0)
+    res = mb.get("elasticity-dr")().clear(req)
+    df = res.to_frame(req)
+    assert set(df.columns) >= {"ev", "slot", "p_kw", "ev_id", "t_min"}
+    assert df["p_kw"].sum() == pytest.approx(28.0)
+    # valley filling puts the energy in the cheapest (lowest-load) slots
+    assert res.p_kw[:, 3].sum() > 0 and res.p_kw[:, 5].sum() == 0
