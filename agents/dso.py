@@ -24,7 +24,7 @@ import mesa
 import numpy as np
 
 from grids.network import Network
-from grids.powerflow import PowerFlowResult, make_engine
+from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, PowerFlowResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
@@ -67,10 +67,19 @@ def dg_dispatch(network: Network, price_usd_per_mwh: float) -> tuple[np.ndarray,
 class DSO(mesa.Agent):
     """Grid operator: power flow, limits, curtailment (see module docstring)."""
 
-    def __init__(self, model: "CoSimulation", network: Network, *, engine: str = "fast", curtail: bool = True) -> None:
+    def __init__(
+        self,
+        model: "CoSimulation",
+        network: Network,
+        engine: FastPowerFlow | PandapowerPowerFlow,
+        *,
+        curtail: bool = True,
+    ) -> None:
         super().__init__(model)
         self.network = network
-        self.engine = make_engine(network.net, engine)
+        self.engine = engine
+        if hasattr(engine, "reset_warm_start"):
+            engine.reset_warm_start()  # a run must not depend on what an earlier run left in the engine
         self.curtail = curtail
         self._r = network.sensitivity_r() if curtail else None
         self._dg_bus = np.array([d.bus for d in network.dgs], int)

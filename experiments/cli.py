@@ -114,14 +114,15 @@ def _simulate(sc, quiet: bool):  # type: ignore[no-untyped-def]
 def print_kpis(kpis: dict, title: str = "KPIs") -> None:
     """Console table of the headline KPIs."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=escape(title))
     t.add_column("KPI")
     t.add_column("value", justify="right")
     for key, label, fmt in HEADLINE:
         if key in kpis:
-            t.add_row(label, _fmt(fmt, kpis[key]))
+            t.add_row(escape(label), _fmt(fmt, kpis[key]))
     Console().print(t)
 
 

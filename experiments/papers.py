@@ -121,13 +121,14 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
         raise
     print_kpis(results["coordinated"].kpis, title=f"{sc.name}: coordinated (seed {sc.seed})")
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=f"{sc.name}: paper vs ours")
     for c in ("metric", "paper", "ours"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for r in table.itertuples():
-        t.add_row(r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}")
+        t.add_row(escape(r.metric), f"{r.paper:.3f}", f"{r.ours:.3f}")
     Console().print(t)
     print(NOTES.get(kind, ""))
     print(f"results written to {out}")

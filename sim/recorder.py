@@ -194,13 +194,11 @@ class Recorder:
 
     def loss_sensitivity(self, steps: pd.DataFrame, delta_kw: float = 10.0) -> pd.DataFrame:
         """Loss sensitivity factor per bus at the peak-loss step (`002_…` eq. 21): ΔP_loss/ΔP_i [kW/kW]."""
-        from grids.powerflow import make_engine
-
         m = self.model
         if not len(steps):
             return pd.DataFrame(columns=["bus", "lsf"])
         k = int(steps["losses_kw"].idxmax())
-        eng = make_engine(m.network.net, "fast")
+        eng = m.dso.engine
         p, q = self.p_net_bus[k] / 1000.0, self.q_net_bus[k] / 1000.0
         base = eng.solve(p, q)
         lsf = np.full(len(p), np.nan)

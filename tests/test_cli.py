@@ -1,0 +1,84 @@
+"""The `evgrid` command line: runs, listings, validation, and bad input (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from experiments.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_run_writes_tables_kpis_and_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["run", "default", "--set", "fleet.n_evs=30", "--set", "time.horizon_h=6",
+                              "--seed", "3", "--out", str(out), "--no-plots", "-q"])
+    assert res.exit_code == 0, res.output
+    kpis = json.loads((out / "kpis.json").read_text())
+    assert kpis["n_steps"] == 24
+    steps = pd.read_parquet(out / "tables" / "steps.parquet")
+    assert len(steps) == 24 and "vmin_pu" in steps
+    assert "fleet" in (out / "scenario.toml").read_text()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["seed"] == 3 and prov["versions"]["pandapower"]
+    assert "results written to" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--set", "fleet.n_evs=-3"], "fleet.n_evs"),
+        (["--set", "time.dt_min=0"], "time.dt_min"),
+        (["--set", "market.mechanism='qubo-magic'"], "market.mechanism"),
+        (["--set", "market.params.dr_max=3"], "market.params.dr_max"),
+        (["--set", "stations.1.buses=[99]"], "stations.public.buses"),
+        (["--set", "nonsense"], "expected key=value"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "never"
+    res = runner.invoke(app, ["run", "default", "--out", str(out), "-q", *args])
+    assert res.exit_code == 2, res.output
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not out.exists()
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_file_and_validate(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[time]\ndt_min = "soon"\n')
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2 and "time.dt_min" in res.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = [\n")
+    res = runner.invoke(app, ["validate", str(broken)])
+    assert res.exit_code == 2 and "not valid TOML" in res.output
+    res = runner.invoke(app, ["validate", str(ROOT / "experiments" / "scenarios" / "default.toml")])
+    assert res.exit_code == 0 and res.output.startswith("ok: default")
+
+
+def test_scenarios_lists_names_with_descriptions() -> None:
+    res = runner.invoke(app, ["scenarios"])
+    assert res.exit_code == 0
+    lines = {ln.split()[0]: ln for ln in res.output.splitlines() if ln.strip()}
+    assert "default" in lines and "dr-tou-33bus" in lines
+    assert all(len(ln.split()) > 1 for ln in lines.values())
+
+
+def test_help_is_fast() -> None:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "run" in out.stdout
+    assert time.perf_counter() - t < 3.0  # the issue asks < 1 s; CI machines are noisy, the bench prints the figure
