@@ -1,9 +1,12 @@
 """The DSO agent: owns the grid, dispatches DGs, runs the power flow every step, and curtails EV load.
 
-**DG dispatch rule** (merit order against the step's energy price λ [$/MWh]): a DG with cost
-``A·P² + B·P + C`` [$/h, P in MW] produces ``P* = clip((λ − B) / 2A, 0, P_max)`` if that earns more than its fixed
-cost (``λ·P* − cost(P*) > 0``), else it is off; reactive output follows its power factor. This reproduces the
-behaviour `002_…` describes: DGs stay off in the cheap early-morning hours.
+**DG dispatch rule** (economic dispatch against the step's energy price λ [$/MWh]): a DG with cost
+``A·P² + B·P + C`` [$/h, P in MW] produces ``P* = clip((λ − B) / 2A, 0, P_max)`` — it runs whenever its marginal
+cost is below the price; the no-load cost ``C`` is paid in every step it runs. Reactive output follows its power
+factor. (With `002_…`'s Table 4 price range, 0.75–1.35 × 84 $/MWh, the B = 60 unit therefore always runs and the
+B = 85 unit runs above 85 $/MWh; the paper's remark that DGs stop in the early morning holds only for its other,
+eq. 4 price range.) **Voltage support**: if the grid violates a limit with the economic dispatch, the DSO first
+raises every DG to its rating (the extra cost is counted) before it touches EV load.
 
 **Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
 ``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent`` and the T–D interface against the
@@ -47,20 +50,28 @@ class GridStep:
     curtailed: bool
 
 
-def dg_dispatch(network: Network, price_usd_per_mwh: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Merit-order DG dispatch (see module docstring): (P [kW], Q [kVAr], cost [$/h]) per DG."""
+def dg_dispatch(network: Network, price_usd_per_mwh: float, *, full: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Economic DG dispatch (see module docstring): (P [kW], Q [kVAr], cost [$/h]) per DG.
+
+    Args:
+        network: the grid and its DGs.
+        price_usd_per_mwh: energy price of the step [$/MWh].
+        full: every DG at its rating (voltage support) instead of the economic output.
+    """
     dgs = network.dgs
     p = np.zeros(len(dgs))
     q = np.zeros(len(dgs))
     cost = 0.0
     for j, d in enumerate(dgs):
         pmax = d.p_max_kw / 1000.0
-        pstar = pmax if d.cost_a <= 0 else float(np.clip((price_usd_per_mwh - d.cost_b) / (2 * d.cost_a), 0.0, pmax))
-        run_cost = d.cost_a * pstar**2 + d.cost_b * pstar + d.cost_c
-        if pstar > 0 and price_usd_per_mwh * pstar - run_cost > 0:
+        if full or d.cost_a <= 0:
+            pstar = pmax if (full or price_usd_per_mwh > d.cost_b) else 0.0
+        else:
+            pstar = float(np.clip((price_usd_per_mwh - d.cost_b) / (2 * d.cost_a), 0.0, pmax))
+        if pstar > 0:
             p[j] = pstar * 1000.0
             q[j] = p[j] * np.tan(np.arccos(d.pf))
-            cost += run_cost + q[j] / 1000.0 * d.q_cost_usd_per_mvarh
+            cost += d.cost_a * pstar**2 + d.cost_b * pstar + d.cost_c + q[j] / 1000.0 * d.q_cost_usd_per_mvarh
     return p, q, cost
 
 
@@ -124,25 +135,36 @@ class DSO(mesa.Agent):
             renewable_kw: available output of each renewable DER [kW].
         """
         net = self.network
-        dg_p, dg_q, dg_cost = dg_dispatch(net, price_usd_per_mwh)
-        p_fixed = p_base_kw.copy()
-        q_fixed = q_base_kvar.copy()
-        np.add.at(p_fixed, self._dg_bus, -dg_p)
-        np.add.at(q_fixed, self._dg_bus, -dg_q)
-        np.add.at(p_fixed, self._ren_bus, -renewable_kw)
         ev_charge = np.maximum(p_ev_kw, 0.0)
         ev_dis = np.minimum(p_ev_kw, 0.0)
         ones = np.ones_like(p_ev_kw)
+        p_fixed = q_fixed = np.zeros(0)
+
+        def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
+            nonlocal p_fixed, q_fixed
+            dg_p, dg_q, dg_cost = dg_dispatch(net, price_usd_per_mwh, full=full)
+            p_fixed = p_base_kw.copy()
+            q_fixed = q_base_kvar.copy()
+            np.add.at(p_fixed, self._dg_bus, -dg_p)
+            np.add.at(q_fixed, self._dg_bus, -dg_q)
+            np.add.at(p_fixed, self._ren_bus, -renewable_kw)
+            return dg_p, dg_q, dg_cost
 
         def solve(factor: np.ndarray) -> PowerFlowResult:
             return self._solve((p_fixed + ev_dis + ev_charge * factor) / 1000.0, q_fixed / 1000.0)
 
         n0 = self.n_pf
+        dg_p, dg_q, dg_cost = set_dgs(False)
         res = solve(ones)
         v_lo = np.full(net.n_bus, net.v_min_pu)
         v_hi = np.full(net.n_bus, net.v_max_pu)
         l_hi = np.full(len(res.line_loading_percent), net.max_line_loading_percent)
         s_hi = net.substation_mva
+        if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+        if len(self._dg_bus) and np.any(dg_p < [d.p_max_kw for d in net.dgs]):
+            dg_p, dg_q, dg_cost = set_dgs(True)  # voltage support before curtailment
+            res = solve(ones)
         if not self.curtail or ev_charge.sum() <= 0 or self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
             return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
         # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
