@@ -121,12 +121,14 @@ class Recorder:
             "p_ev_kw": self.p_ev_bus.ravel(),
             "p_net_kw": self.p_net_bus.ravel(),
         })
-        nl = self.line_loading.shape[1]
+        # out-of-service lines (the 33-bus feeder's five open tie lines) carry nothing: leave them out
+        live = np.nonzero(m.network.net.line["in_service"].to_numpy(bool))[0]
+        nl = len(live)
         line = pd.DataFrame({
             "step": np.repeat(np.arange(n), nl),
-            "line": np.tile(np.arange(nl), n),
-            "loading_percent": self.line_loading.ravel(),
-            "pl_kw": self.line_pl_kw.ravel(),
+            "line": np.tile(live, n),
+            "loading_percent": self.line_loading[:, live].ravel(),
+            "pl_kw": self.line_pl_kw[:, live].ravel(),
         })
         st = m.station_table
         ns = len(st)
