@@ -110,9 +110,11 @@ class DSO(mesa.Agent):
     def _limits_ok(self, res: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, load_hi: np.ndarray, s_hi: float) -> bool:
         if not res.converged:
             return False
+        vm = res.vm_pu
+        live = ~np.isnan(vm)  # buses pandapower drops (out of service, isolated) have no voltage
         return bool(
-            np.all(res.vm_pu >= v_lo - _TOL_V)
-            and np.all(res.vm_pu <= v_hi + _TOL_V)
+            np.all(vm[live] >= v_lo[live] - _TOL_V)
+            and np.all(vm[live] <= v_hi[live] + _TOL_V)
             and np.all(res.line_loading_percent <= load_hi + _TOL_LOADING)
             and np.hypot(res.ext_grid_p_mw, res.ext_grid_q_mvar) <= s_hi + 1e-9
         )

@@ -45,7 +45,7 @@ from scipy.sparse.linalg import spsolve
 import pandapower as pp
 from pandapower.auxiliary import pandapowerNet
 from pandapower.pypower.idx_brch import F_BUS, PF, PT, T_BUS
-from pandapower.pypower.idx_bus import BASE_KV, PD, QD
+from pandapower.pypower.idx_bus import BASE_KV, PD, QD, VA
 from pandapower.pypower.idx_gen import GEN_BUS, PG, VG
 
 __all__ = [
@@ -85,8 +85,8 @@ class PowerFlowResult:
         trafo_loading_percent: ``net.res_trafo.loading_percent`` [%], shape (n_trafo,) (empty without trafos).
         losses_mw: total active losses of all AC branches (lines, trafos, trafo3w, impedances, impedance
             switches) [MW].
-        ext_grid_p_mw: active power injected by all slack elements (ext_grids), positive = import from
-            upstream [MW].
+        ext_grid_p_mw: active power injected by all slack elements (ext_grids, and gens with ``slack=True``),
+            positive = import from upstream [MW].
         ext_grid_q_mvar: reactive power injected by all slack elements [Mvar].
     """
 
@@ -153,18 +153,21 @@ def _check_loads(p_load_mw: Any, q_load_mvar: Any, n_bus: int) -> tuple[np.ndarr
     return out[0], out[1]
 
 
-def _check_v0(v0: Any, n_bus: int) -> np.ndarray:
-    """Validate and convert an initial voltage vector (complex [pu], net.bus order)."""
+def _check_v0(v0: Any, n_bus: int, used: np.ndarray) -> np.ndarray:
+    """Validate and convert an initial voltage vector (complex [pu], net.bus order).
+
+    Entries of buses outside the calculation (``used`` False: out of service or isolated) are ignored and may
+    be NaN, so that the voltages of a previous result can be passed back unchanged.
+    """
     try:
         arr = np.asarray(v0, dtype=np.complex128)
     except (TypeError, ValueError) as exc:
         raise PowerFlowError(f"v0 must be a complex array of shape ({n_bus},): {exc}") from exc
     if arr.shape != (n_bus,):
         raise PowerFlowError(f"v0 must have shape ({n_bus},) (one entry per bus of net.bus), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise PowerFlowError("v0 contains NaN/inf")
-    if np.any(arr == 0):
-        raise PowerFlowError("v0 contains zero voltages")
+    bad = used & ~(np.isfinite(arr) & (arr != 0))
+    if bad.any():
+        raise PowerFlowError(f"v0 contains NaN/inf/zero at bus positions {np.flatnonzero(bad)[:5].tolist()}")
     return arr
 
 
@@ -292,22 +295,20 @@ class FastPowerFlow:
         self._s_fixed = s_fixed[perm].astype(np.complex128)
 
         # --- voltage set-points and start vector --------------------------------------------------------------
+        # magnitudes from the generator/ext_grid set-points, slack angle from the bus (pandapower's V0 convention)
+        vg = np.ones(n)
+        vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
+        self._v_set = vg[perm[:self._npv]].copy()
+        self._v_ref = vg[perm[self._m:]] * np.exp(1j * np.deg2rad(bus[perm[self._m:], VA]))
         V_run = np.asarray(internal["V"], dtype=np.complex128)[perm]
-        self._v_set = np.abs(V_run[:self._npv]).copy() if self._npv else np.zeros(0)
-        self._v_ref = V_run[self._m:].copy()            # slack voltages (magnitude and angle)
-        if self._npv:
-            # PV magnitudes from the generator set-points (pandapower's V0 convention)
-            vg = np.ones(n)
-            vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
-            self._v_set = vg[perm[:self._npv]].copy()
-        flat = np.ones(n, dtype=np.complex128)
-        flat[:self._npv] = self._v_set
-        flat[self._m:] = self._v_ref
-        self._v_flat = flat
         if ok and np.isfinite(V_run).all():
-            self._v_warm = V_run.copy()
+            start = V_run.copy()                        # no-load solution (includes trafo phase shifts)
         else:
-            self._v_warm = flat.copy()
+            start = np.ones(n, dtype=np.complex128)     # flat start
+            start[:self._npv] = self._v_set
+            start[self._m:] = self._v_ref
+        self._v_start = start
+        self._v_warm = start.copy()
 
         # --- matrices for mismatch and Jacobian ----------------------------------------------------------------
         m, npv, npq = self._m, self._npv, self._npq
@@ -397,7 +398,6 @@ class FastPowerFlow:
             else:
                 self._tr_scale_f = 100.0 / sn / denom
                 self._tr_scale_t = self._tr_scale_f
-        self._last: PowerFlowResult | None = None
 
     # ------------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -448,7 +448,7 @@ class FastPowerFlow:
 
     def reset_warm_start(self) -> None:
         """Forget the last solution; the next solve starts from the compile run's no-load voltages."""
-        self._v_warm = self._v_flat.copy()
+        self._v_warm = self._v_start.copy()
 
     # ------------------------------------------------------------------------------------------------------------
     def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
@@ -463,7 +463,9 @@ class FastPowerFlow:
 
         Returns:
             The power-flow result. ``converged=False`` (no exception) when Newton–Raphson does not converge
-            within ``max_iter`` iterations; the arrays then hold the last finite iterate.
+            within ``max_iter`` iterations or diverges; the arrays then hold the last iterate if it is finite,
+            else the start voltages – finite, but not a physical operating point (treat as "no solution",
+            typically voltage collapse under too much load).
 
         Raises:
             PowerFlowError: wrong shape or non-finite values in the inputs.
@@ -483,7 +485,7 @@ class FastPowerFlow:
         if v0 is None:
             V0 = self._v_warm.copy()
         else:
-            vin = _check_v0(v0, self._n_bus)
+            vin = _check_v0(v0, self._n_bus, self._bus_valid)
             V0 = self._v_warm.copy()
             V0[self._bus_dst] = vin[self._bus_src]
             npv, m = self._npv, self._m
@@ -491,7 +493,7 @@ class FastPowerFlow:
                 V0[:npv] = self._v_set * V0[:npv] / np.abs(V0[:npv])
             V0[m:] = self._v_ref
         V, S, converged, it = self._newton(V0, s_spec)
-        if not converged and not np.isfinite(V).all():
+        if not converged and not (np.isfinite(V).all() and np.isfinite(S).all()):
             V = V0
             S = V * np.conj(self._Y @ V)
         if converged:
@@ -697,6 +699,9 @@ class PandapowerPowerFlow:
         """Number of buses of the net (length of the load arrays)."""
         return self._n_bus
 
+    def reset_warm_start(self) -> None:
+        """No-op (every run starts from pandapower's ``init="auto"``); present for interface symmetry."""
+
     def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
               v0: np.ndarray | None = None) -> PowerFlowResult:
         """Solve one load snapshot with ``pp.runpp``.
@@ -719,7 +724,8 @@ class PandapowerPowerFlow:
         net.load.loc[self._load_idx, "q_mvar"] = q
         kw = dict(self._runpp_kw)
         if v0 is not None:
-            vin = _check_v0(v0, self._n_bus)
+            vin = _check_v0(v0, self._n_bus, self._net.bus["in_service"].to_numpy(bool))
+            vin = np.where(np.isfinite(vin) & (vin != 0), vin, 1.0 + 0.0j)
             kw.update(init_vm_pu=np.abs(vin), init_va_degree=np.angle(vin, deg=True))
         try:
             pp.runpp(net, **kw)

@@ -37,13 +37,13 @@ def gini(x: np.ndarray) -> float:
 
 def vdi(vm: np.ndarray) -> float:
     """Voltage deviation index: mean |V − 1| over all entries [pu]."""
-    return float(np.mean(np.abs(np.asarray(vm) - 1.0)))
+    return float(np.nanmean(np.abs(np.asarray(vm) - 1.0)))
 
 
 def vri(vm_steps_by_bus: np.ndarray) -> float:
     """Voltage regulation index: max over buses of the bus's voltage range over time [pu]."""
     v = np.asarray(vm_steps_by_bus)
-    return float(np.max(v.max(axis=0) - v.min(axis=0))) if v.size else 0.0
+    return float(np.nanmax(np.nanmax(v, axis=0) - np.nanmin(v, axis=0))) if v.size else 0.0
 
 
 def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min: float, timing: dict[str, Any]) -> dict[str, Any]:
@@ -62,15 +62,15 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     # grid
     k["energy_losses_kwh"] = float(s["losses_kw"].sum() * dt_h)
     k["peak_losses_kw"] = float(s["losses_kw"].max()) if len(s) else 0.0
-    k["vmin_pu"] = float(vm.min()) if vm.size else float("nan")
-    k["vmin_bus"] = int(np.unravel_index(np.argmin(vm), vm.shape)[1]) if vm.size else -1
-    k["vmax_pu"] = float(vm.max()) if vm.size else float("nan")
-    k["vavg_pu"] = float(vm.mean()) if vm.size else float("nan")
-    k["vstd_pu"] = float(vm.std()) if vm.size else float("nan")
+    k["vmin_pu"] = float(np.nanmin(vm)) if vm.size else float("nan")
+    k["vmin_bus"] = int(np.unravel_index(np.nanargmin(vm), vm.shape)[1]) if vm.size else -1
+    k["vmax_pu"] = float(np.nanmax(vm)) if vm.size else float("nan")
+    k["vavg_pu"] = float(np.nanmean(vm)) if vm.size else float("nan")
+    k["vstd_pu"] = float(np.nanstd(vm)) if vm.size else float("nan")
     k["vdi_pu"] = vdi(vm) if vm.size else float("nan")
     k["vri_pu"] = vri(vm) if vm.size else float("nan")
     k["voltage_violation_bus_minutes"] = float(((vm < g.v_min_pu - 1e-6) | (vm > g.v_max_pu + 1e-6)).sum() * dt_min)
-    k["undervoltage_steps"] = int((vm.min(axis=1) < g.v_min_pu - 1e-6).sum()) if vm.size else 0
+    k["undervoltage_steps"] = int((np.nanmin(vm, axis=1) < g.v_min_pu - 1e-6).sum()) if vm.size else 0
     ll = line["loading_percent"].to_numpy()
     k["max_line_loading_percent"] = float(ll.max()) if ll.size else 0.0
     k["p95_line_loading_percent"] = float(np.percentile(ll, 95)) if ll.size else 0.0

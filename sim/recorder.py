@@ -73,9 +73,9 @@ class Recorder:
         c["grid_p_kw"][k] = pf.ext_grid_p_mw * 1000.0
         c["grid_q_kvar"][k] = pf.ext_grid_q_mvar * 1000.0
         c["losses_kw"][k] = pf.losses_mw * 1000.0
-        c["vmin_pu"][k] = pf.vm_pu.min()
-        c["vmax_pu"][k] = pf.vm_pu.max()
-        c["vmean_pu"][k] = pf.vm_pu.mean()
+        c["vmin_pu"][k] = np.nanmin(pf.vm_pu)
+        c["vmax_pu"][k] = np.nanmax(pf.vm_pu)
+        c["vmean_pu"][k] = np.nanmean(pf.vm_pu)
         c["max_line_loading_percent"][k] = pf.line_loading_percent.max() if len(pf.line_loading_percent) else 0.0
         c["converged"][k] = pf.converged
         c["curtailed"][k] = grid.curtailed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -77,8 +76,11 @@ def test_scenarios_lists_names_with_descriptions() -> None:
     assert all(len(ln.split()) > 1 for ln in lines.values())
 
 
-def test_help_is_fast() -> None:
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0 and "run" in out.stdout
-    assert time.perf_counter() - t < 3.0  # the issue asks < 1 s; CI machines are noisy, the bench prints the figure
+def test_help_imports_no_heavy_library() -> None:
+    """`evgrid --help` stays quick because the CLI module imports no numerical library (bench/ times it)."""
+    code = ("import sys, experiments.cli; heavy = {'numpy', 'pandas', 'pandapower', 'mesa', 'simpy', 'scipy'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "run" in res.output and "scenarios" in res.output
