@@ -138,12 +138,12 @@ def scenarios() -> None:
 @app.command()
 def validate(file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")]) -> None:
     """Check a scenario file against the schema (and the mechanism's parameters)."""
-    from markets.base import MarketConfigError, get
+    from markets.base import MarketConfigError
     from sim.scenario import ScenarioError, load_scenario
 
     try:
         sc = load_scenario(file)
-        get(sc.market.mechanism)(**sc.market.params)
+        sc.market.build()
     except (ScenarioError, MarketConfigError) as err:
         _fail(str(err).replace("\n", "; "))
     typer.echo(f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "

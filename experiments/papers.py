@@ -19,9 +19,9 @@ import pandas as pd
 from sim.scenario import Scenario, validate
 
 DR_TOU_VARIANTS: dict[str, list[tuple[str, Any]]] = {
-    "no-ev": [("fleet.n_evs", 0), ("market.mechanism", "uncontrolled"), ("market.params", {})],
+    "no-ev": [("fleet.n_evs", 0), ("market.mechanism", "uncontrolled")],
     "dr-no-ev": [("fleet.n_evs", 0)],
-    "uncontrolled": [("market.mechanism", "uncontrolled"), ("market.params", {})],
+    "uncontrolled": [("market.mechanism", "uncontrolled")],
     "coordinated": [],
 }
 

@@ -138,9 +138,7 @@ class CoSimulation(mesa.Model):
         self.renewable_kw = net.renewable_kw(self.tod_h)
         base_total = self.base_p_kw.sum(axis=1)
 
-        from markets import base as market_registry
-
-        mech = market_registry.get(scenario.market.mechanism)(seed=self.streams["solver"], **scenario.market.params)
+        mech = scenario.market.build(seed=self.streams["solver"])
         self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
         self.aggregator = Aggregator(self, self.n_steps)
         self.dso = DSO(self, net, engine, curtail=g.curtailment)

@@ -91,10 +91,36 @@ class PriceSpec(_Model):
 
 
 class MarketSpec(_Model):
-    """Which mechanism clears the market, with its parameters (checked by the mechanism itself)."""
+    """Which mechanism clears the market, and parameters per mechanism (checked by the mechanisms themselves).
+
+    ``params`` holds one table per mechanism name (``[market.params.elasticity-dr]``), so switching
+    ``market.mechanism`` never leaves another mechanism's options behind.
+    """
 
     mechanism: str = "elasticity-dr"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def active_params(self) -> dict[str, Any]:
+        """Parameters of the selected mechanism."""
+        return dict(self.params.get(self.mechanism, {}))
+
+    def build(self, seed: Any = None) -> Any:
+        """Instantiate the selected mechanism; every parameter table is checked against its mechanism.
+
+        Raises:
+            markets.base.MarketConfigError: unknown mechanism or parameter, or a value out of range.
+        """
+        from markets.base import MarketConfigError, get
+
+        for name, params in self.params.items():
+            try:
+                get(name)(**params)
+            except MarketConfigError as err:
+                msg = str(err).replace("market.params.", f"market.params.{name}.")
+                msg = msg.replace("market.mechanism:", f"market.params.{name}:")
+                raise MarketConfigError(msg) from None
+        return get(self.mechanism)(seed=seed, **self.active_params)
 
 
 class Uniform(_Model):

@@ -31,8 +31,6 @@ def scenario_overrides(draw: st.DrawFn) -> list[str]:
         f"stations.1.cap_kw={draw(st.sampled_from([0.0, 10.0, 25.0]))}",
         f"fleet.participation={draw(st.floats(0, 1))}",
     ]
-    if mech == "uncontrolled":
-        out.append("market.params={}")
     return out
 
 
@@ -129,7 +127,7 @@ def test_phase_order_arrival_at_step_time_is_seen_by_that_step() -> None:
 
 
 def test_elasticity_dr_beats_uncontrolled_on_peak_and_losses() -> None:
-    unc = run(["market.mechanism='uncontrolled'", "market.params={}", "fleet.n_evs=400"], 5).result.kpis
+    unc = run(["market.mechanism='uncontrolled'", "fleet.n_evs=400"], 5).result.kpis
     dr = run(["fleet.n_evs=400"], 5).result.kpis
     assert dr["peak_load_kw"] < unc["peak_load_kw"]
     assert dr["energy_losses_kwh"] < unc["energy_losses_kwh"]
