@@ -1,0 +1,1 @@
+"""The user's front door: the `evgrid` CLI, shipped scenarios, paper comparisons and plots."""

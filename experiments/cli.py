@@ -60,6 +60,7 @@ def run(
     seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the scenario's)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
     plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    engine: Annotated[Optional[str], typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Run one scenario and write its tables, KPIs and plots."""
@@ -67,8 +68,13 @@ def run(
 
     if seed is not None and seed < 0:
         _fail(f"--seed: got {seed}; allowed: integer >= 0")
+    overrides = list(set_ or [])
+    if engine is not None:
+        if engine not in ("fast", "pandapower"):
+            _fail(f"--engine: got '{engine}'; allowed: fast, pandapower")
+        overrides.append(f"grid.engine='{engine}'")
     try:
-        sc = load_scenario(scenario, set_ or [], seed)
+        sc = load_scenario(scenario, overrides, seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
     out_dir = out or Path("results") / sc.name
@@ -80,7 +86,16 @@ def run(
     result = _guard(lambda: _simulate(sc, quiet))
     path = result.write(out_dir, plots=plots and sc.outputs.plots)
     print_kpis(result.kpis, title=f"{sc.name} (seed {sc.seed})")
+    warn_failures(result.kpis)
     typer.echo(f"results written to {path}")
+
+
+def warn_failures(kpis: dict) -> None:
+    """Say so on stderr when power flows failed to converge (the steps are flagged in the tables)."""
+    n = kpis.get("nonconverged_steps", 0)
+    if n:
+        typer.echo(f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet "
+                   "column 'converged'", err=True)
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]

@@ -86,7 +86,7 @@ NOTES = {
 
 def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False) -> pd.DataFrame:
     """Run a paper scenario's variants, write each run and the comparison table, and print it."""
-    from experiments.cli import _simulate, print_kpis
+    from experiments.cli import _simulate, print_kpis, warn_failures
 
     kind = sc.paper["compare"]
     if kind not in COMPARISONS:
@@ -101,6 +101,7 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
         results = {}
         for name, changes in variants.items():
             results[name] = _simulate(_variant(sc, changes, name), quiet)
+            warn_failures(results[name].kpis)
             results[name].write(tmp / name, plots=plots and sc.outputs.plots)
         table = table_fn({n: r.kpis for n, r in results.items()}, sc.paper)
         table.to_csv(tmp / "paper_comparison.csv", index=False)

@@ -85,3 +85,24 @@ def test_help_imports_no_heavy_library() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0 and "run" in res.output and "scenarios" in res.output
+
+
+def test_engine_option(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["run", "default", "--engine", "bogus", "--out", str(tmp_path / "x"), "-q"])
+    assert res.exit_code == 2 and "--engine" in res.output and not (tmp_path / "x").exists()
+    out = tmp_path / "ref"
+    res = runner.invoke(app, ["run", "default", "--engine", "pandapower", "--set", "fleet.n_evs=10",
+                              "--set", "time.horizon_h=2", "--out", str(out), "--no-plots", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "engine = \"pandapower\"" in (out / "scenario.toml").read_text()
+
+
+def test_paper_scenario_prints_paper_beside_ours(tmp_path: Path) -> None:
+    out = tmp_path / "paper"
+    res = runner.invoke(app, ["run", "dr-tou-33bus", "--out", str(out), "--no-plots", "-q"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "paper_comparison.csv")
+    assert {"metric", "paper", "ours"} <= set(table.columns) and table["ours"].notna().all()
+    assert "VRI, coordinated" in res.output and "paper vs ours" in res.output
+    for variant in ("no-ev", "dr-no-ev", "uncontrolled", "coordinated"):
+        assert (out / variant / "kpis.json").is_file()

@@ -26,7 +26,7 @@ def scenario_overrides(draw: st.DrawFn) -> list[str]:
     out = [
         f"market.mechanism='{mech}'",
         f"fleet.n_evs={draw(st.integers(0, 80))}",
-        f"time.dt_min={draw(st.sampled_from([15, 30, 60]))}",
+        f"time.dt_min={draw(st.sampled_from([15, 30, 60, 240]))}",
         f"stations.1.ports={draw(st.integers(1, 4))}",
         f"stations.1.cap_kw={draw(st.sampled_from([0.0, 10.0, 25.0]))}",
         f"fleet.participation={draw(st.floats(0, 1))}",
@@ -138,3 +138,44 @@ def test_multi_day_horizon_and_hourly_steps() -> None:
     s = m.result.tables["steps"]
     assert len(s) == 48 and m.result.kpis["n_evs"] > 40  # two days of arrivals
     assert (m.market_operator.shift_kw[:24] != 0).any() and (m.market_operator.shift_kw[24:] != 0).any()
+
+
+def test_reference_engine_gives_the_same_run() -> None:
+    fast = run(["time.horizon_h=6", "fleet.n_evs=40"], 3).result
+    ref = run(["time.horizon_h=6", "fleet.n_evs=40", "grid.engine='pandapower'"], 3).result
+    a, b = fast.tables["steps"], ref.tables["steps"]
+    np.testing.assert_allclose(a["vmin_pu"], b["vmin_pu"], atol=1e-6)
+    np.testing.assert_allclose(a["losses_kw"], b["losses_kw"], atol=0.1)
+    np.testing.assert_allclose(a["ev_load_kw"], b["ev_load_kw"], atol=1e-6)
+
+
+def test_poisson_arrivals_follow_the_rate_profile() -> None:
+    rates = [0.0] * 8 + [1.0] * 10 + [0.0] * 6  # arrivals only between 08:00 and 18:00
+    ov = ["fleet.n_evs=300", "time.start_h=0", "fleet.groups.1.arrival.process='poisson'",
+          f"fleet.groups.1.arrival.rate_per_h={rates}"]
+    m = CoSimulation(load_scenario("default", ov, 4))
+    f = m.fleet
+    tod = (f.arrival_min[f.group == 1] / 60.0) % 24
+    assert np.all((tod >= 8) & (tod < 18))
+    assert 60 <= len(tod) <= 120  # Poisson around 0.3 × 300 = 90
+    m.close()
+
+
+def test_240_minute_steps_and_case118() -> None:
+    m = run(["time.dt_min=240", "fleet.n_evs=30"])
+    assert len(m.result.tables["steps"]) == 6
+    big = run(["grid.case='case118'", "grid.bus_numbering='pandapower'", "grid.line_max_i_ka=99",
+               "grid.load_profile='residential'", "grid.v_min_pu=0.9", "stations.0.buses='all'",
+               "stations.1.buses=[10, 20]", "fleet.n_evs=50", "time.horizon_h=6"]).result
+    assert big.kpis["nonconverged_steps"] == 0 and big.tables["bus"]["bus"].max() == 117
+
+
+def test_models_do_not_leak_after_a_run() -> None:
+    import gc
+    import weakref
+
+    m = run(["fleet.n_evs=10", "time.horizon_h=2"])
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None, "a finished model is still referenced (Mesa's Agent._ids?)"
