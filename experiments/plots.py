@@ -295,7 +295,7 @@ def _price_ev_load(plt, result, path: Path) -> Path | None:
     ev = _col(steps, "ev_load_kw")
     req = _col(steps, "ev_requested_kw", np.nan)
     curt = _col(steps, "ev_curtailed_kw")
-    curtailed_any = (np.nansum(curt) > 1e-9) or (np.all(np.isfinite(req)) and np.nanmax(req - ev) > 1e-6)
+    curtailed_any = np.nansum(curt) > 1e-9  # DSO curtailment only; station caps and full batteries are not
 
     fig, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
     try:
@@ -309,7 +309,7 @@ def _price_ev_load(plt, result, path: Path) -> Path | None:
             _, e = clock.post(ev)
             ax2.step(x, r, where="post", color="#1f77b4", ls="--", lw=1.2, label="EV load requested")
             ax2.fill_between(x, e, r, where=r > e + 1e-9, step="post", facecolor="none", edgecolor="#d62728",
-                             hatch="xx", lw=0, label=f"curtailed ({np.nansum(curt) * clock.dt:,.1f} kWh)")
+                             hatch="xx", lw=0, label=f"scheduled, not delivered (DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh)")
         if "curtailed" in steps and steps["curtailed"].astype(bool).any():
             x, c = clock.post(steps["curtailed"].astype(bool).to_numpy(float))
             ax2.fill_between(x, 0, 1, where=c > 0.5, step="post", transform=ax2.get_xaxis_transform(),
@@ -331,7 +331,7 @@ def _price_ev_load(plt, result, path: Path) -> Path | None:
         fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
         ev_peak = float(np.nanmax(ev)) if len(ev) else 0.0
         ax.set_title(f"{_scenario_name(result)}: price and EV charging load\nEV peak {ev_peak:,.0f} kW"
-                     + (f", curtailed {np.nansum(curt) * clock.dt:,.1f} kWh" if curtailed_any else ""), fontsize=11)
+                     + (f", DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh" if curtailed_any else ""), fontsize=11)
         return _save(fig, path)
     finally:
         plt.close(fig)

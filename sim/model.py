@@ -210,7 +210,8 @@ class CoSimulation(mesa.Model):
         full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
         self.recorder.record(k, meas, p_base, p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus),
-                             p_ev_requested_kw=float(np.maximum(sched, 0).sum()), ev_idx=ev_idx, p_ev=p_ev, price=price,
+                             p_ev_requested_kw=float(np.maximum(sched, 0).sum()),
+                             p_ev_curtailed_kw=float((p_disp - p_ev).sum()), ev_idx=ev_idx, p_ev=p_ev, price=price,
                              shift_kw=float(shift_bus.sum()))
 
     def _shift_bus(self, k: int) -> np.ndarray:

@@ -47,6 +47,7 @@ class Recorder:
         *,
         p_ev_bus_final: np.ndarray,
         p_ev_requested_kw: float,
+        p_ev_curtailed_kw: float,
         ev_idx: np.ndarray,
         p_ev: np.ndarray,
         price: float,
@@ -64,7 +65,7 @@ class Recorder:
         c["dr_shift_kw"][k] = shift_kw
         c["ev_load_kw"][k] = p_ev_bus_final.sum()
         c["ev_requested_kw"][k] = p_ev_requested_kw
-        c["ev_curtailed_kw"][k] = max(p_ev_requested_kw - np.maximum(p_ev, 0).sum(), 0.0)
+        c["ev_curtailed_kw"][k] = p_ev_curtailed_kw  # withheld by the DSO (station caps are not curtailment)
         c["pv_kw"][k] = ren[kinds == "pv"].sum() if len(kinds) else 0.0
         c["wind_kw"][k] = ren[kinds == "wind"].sum() if len(kinds) else 0.0
         c["dg_kw"][k] = grid.dg_p_kw.sum()
