@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
+	$(BIN)/python bench/bench_montecarlo.py
 
 clean:
 	rm -rf $(VENV) results

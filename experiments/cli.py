@@ -165,6 +165,146 @@ def validate(file: Annotated[str, typer.Argument(help="scenario TOML file or shi
                f"{sc.grid.case}, market {sc.market.mechanism})")
 
 
+# ---------------------------------------------------------------------------------------------------- studies
+def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
+               plots: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from experiments.engine import default_workers, run_study
+    from experiments.report import report
+    from experiments.store import Store, StoreError
+
+    if workers is not None and workers < 1:
+        _fail(f"--workers: got {workers}; allowed: integer >= 1")
+    k = workers or default_workers()
+    store = Store(out)
+    try:
+        if quiet:
+            counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume)
+        else:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+                task = bar.add_task(f"{study.kind} {study.scenario.name}", total=None, failed=0)
+
+                def progress(done: int, total: int, failed: int) -> None:
+                    bar.update(task, completed=done, total=total, failed=failed)
+
+                counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume, progress=progress)
+    except StoreError as err:
+        _fail(str(err))
+    typer.echo(f"{counts['ok']} replication(s) ok, {counts['failed']} failed, {counts['skipped']} already stored"
+               f" ({'dask ' + scheduler if scheduler else f'{k} worker(s)'})")
+    report(out, plots=plots)
+    if counts["failed"]:
+        typer.echo(f"warning: {counts['failed']} replication(s) failed; errors and tracebacks are in the store "
+                   f"and summary.md", err=True)
+    typer.echo(f"study stored in {out.resolve()}")
+
+
+@app.command()
+def montecarlo(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
+    n: Annotated[int, typer.Option("-n", help="number of replications")] = 100,
+    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
+    resume: Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")] = False,
+    timeseries: Annotated[Optional[list[str]], typer.Option(help="also store this table per replication, e.g. steps")] = None,
+    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Monte Carlo: n stochastic replications of one scenario, with means, CIs and a convergence plot."""
+    from experiments.engine import Point, Study
+    from sim.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(scenario, set_ or [], seed)
+        study = Study("montecarlo", sc, [Point(0, {}, "scenario")], n, sc.seed, tuple(timeseries or ()))
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    _run_study(study, out or Path("results") / f"{sc.name}-montecarlo", workers, scheduler, resume, quiet, plots)
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="key=v1,v2,… or key=start:stop:count")] = None,
+    oat: Annotated[bool, typer.Option("--oat", help="one parameter at a time around the scenario (tornado)")] = False,
+    baseline: Annotated[Optional[list[str]], typer.Option(help="add a 'baseline' point with these key=value settings")] = None,
+    n: Annotated[int, typer.Option("-n", help="replications per parameter point")] = 20,
+    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local'")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override for every point")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
+    resume: Annotated[bool, typer.Option(help="run only what the store does not hold yet")] = False,
+    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Parameter sweep (full factorial or one-at-a-time) crossed with replications, common random numbers."""
+    from experiments.engine import make_sweep
+    from sim.scenario import ScenarioError, load_scenario
+
+    if not grid:
+        _fail("--grid: at least one key=values is required")
+    try:
+        sc = load_scenario(scenario, set_ or [], seed)
+        study = make_sweep(sc, grid, n=n, oat=oat, baseline=baseline or [])
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    _run_study(study, out or Path("results") / f"{sc.name}-sweep", workers, scheduler, resume, quiet, plots)
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="shipped study (see `evgrid studies`) or study TOML file")],
+    n: Annotated[Optional[int], typer.Option("-n", help="replications per point [default: the study's]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local'")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the study's]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/study-<name>]")] = None,
+    resume: Annotated[bool, typer.Option(help="run only what the store does not hold yet")] = False,
+    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Run a ready study of the papers (sensitivity sweeps) and print it beside the paper's table."""
+    from experiments.engine import load_study_file
+    from sim.scenario import ScenarioError
+
+    try:
+        st, label = load_study_file(name, n=n, seed=seed)
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    _run_study(st, out or Path("results") / f"study-{label}", workers, scheduler, resume, quiet, plots)
+
+
+@app.command()
+def studies() -> None:
+    """List the ready studies with a one-line description."""
+    from experiments.engine import describe_studies
+
+    for name, desc in describe_studies():
+        typer.echo(f"{name:<22} {desc}")
+
+
+@app.command(name="report")
+def report_cmd(
+    directory: Annotated[Path, typer.Argument(help="a study directory")],
+    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+) -> None:
+    """Regenerate a study's summary tables and plots from its store, without re-running anything."""
+    from experiments.report import report
+    from experiments.store import StoreError
+
+    try:
+        report(directory, plots=plots)
+    except StoreError as err:
+        _fail(str(err))
+    typer.echo(f"report written to {directory.resolve()}")
+
+
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
     try:

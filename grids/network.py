@@ -201,6 +201,7 @@ def build_network(
     v_max_pu: float = 1.05,
     max_line_loading_percent: float = 100.0,
     substation_mva: float = 8.0,
+    dg_cost_scale: float = 1.0,
 ) -> Network:
     """Build one of the papers' networks (see module docstring).
 
@@ -214,6 +215,7 @@ def build_network(
         v_max_pu: upper voltage limit [pu].
         max_line_loading_percent: line loading limit [%].
         substation_mva: rating of the T–D interface [MVA].
+        dg_cost_scale: multiplies the DG cost coefficients A, B and C (sensitivity studies, `002_…` §3.2).
     """
     import pandapower as pp
     import pandapower.networks as pn
@@ -270,6 +272,9 @@ def build_network(
         ders += [DER("PV15", "pv", pos[_paper_bus(net, 15)], 500.0, profile=PV_PROFILE)]
         ders += [DER(f"WT7-{k}", "wind", pos[_paper_bus(net, 7)], 500.0, profile=WIND_PROFILE) for k in range(1, 4)]
 
+    for d in ders:
+        if d.kind == "dg":
+            d.cost_a, d.cost_b, d.cost_c = (c * dg_cost_scale for c in (d.cost_a, d.cost_b, d.cost_c))
     # The simulation supplies every load through the power-flow arrays; the net keeps its loads as the record.
     return Network(
         name=case,

@@ -81,6 +81,7 @@ def compiled_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPower
         g.case, file=g.file, load_profile=g.load_profile, load_scale=g.load_scale,
         line_max_i_ka=g.line_max_i_ka, v_min_pu=g.v_min_pu, v_max_pu=g.v_max_pu,
         max_line_loading_percent=g.max_line_loading_percent, substation_mva=g.substation_mva,
+        dg_cost_scale=g.dg_cost_scale,
     )
     if g.curtailment:
         network.sensitivity_r()

@@ -61,6 +61,7 @@ class GridSpec(_Model):
     line_max_i_ka: float | None = Field(0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's")
     max_line_loading_percent: float = Field(100.0, gt=0, le=500)
     substation_mva: float = Field(8.0, gt=0)
+    dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
     engine: Literal["fast", "pandapower"] = "fast"
     curtailment: bool = True
 

@@ -1,0 +1,165 @@
+"""Study plots (convergence, response, tornado, heatmap, plot_study) on small synthetic study frames."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from experiments.study_plots import (_kpi_label, _safe, _short, plot_convergence, plot_heatmap, plot_response,
+                                     plot_study, plot_tornado)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+KPIS = ["peak_load_kw", "energy_losses_kwh", "vdi_pu"]
+DR_MAX = "market.params.elasticity-dr.dr_max"
+
+
+def make_reps(points: list[dict], n: int, *, seed: int = 0, fail: set[tuple[int, int]] = frozenset()) -> pd.DataFrame:
+    """Replications of the given points (dicts of params, plus an optional 'label'); KPIs depend on the params."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, p in enumerate(points):
+        params = {k: v for k, v in p.items() if k != "label"}
+        eff = sum(float(v) for v in params.values() if isinstance(v, (int, float)))
+        eff += sum(0.3 for v in params.values() if isinstance(v, str) and v != "uncontrolled")
+        for r in range(n):
+            row = {"point": i, "rep": r, "status": "ok"}
+            row.update({f"param.{k}": v for k, v in params.items()})
+            row["kpi.peak_load_kw"] = 4000.0 * (1 - 0.2 * eff) + rng.normal(0, 120)
+            row["kpi.energy_losses_kwh"] = 2100.0 * (1 - 0.1 * eff) + rng.normal(0, 60)
+            row["kpi.vdi_pu"] = 0.045 * (1 - 0.15 * eff) + rng.normal(0, 0.002)
+            if (i, r) in fail:
+                row["status"] = "failed"
+                for k in KPIS:
+                    row[f"kpi.{k}"] = np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(reps: pd.DataFrame, labels: dict[int, str]) -> pd.DataFrame:
+    """Per (point, KPI): n, n_failed, mean, std, mcse and the 95 % t-CI of the mean."""
+    params = [c for c in reps.columns if c.startswith("param.")]
+    kpis = [c for c in reps.columns if c.startswith("kpi.")]
+    rows = []
+    for point, g in reps.groupby("point"):
+        ok = g[g["status"] == "ok"]
+        for c in kpis:
+            x = ok[c].dropna().to_numpy(float)
+            n = len(x)
+            m = x.mean() if n else np.nan
+            s = x.std(ddof=1) if n > 1 else np.nan
+            h = stats.t.ppf(0.975, n - 1) * s / np.sqrt(n) if n > 1 else np.nan
+            rows.append({"point": point, "label": labels.get(point, ""), **{p: g[p].iloc[0] for p in params},
+                         "kpi": c[4:], "n": n, "n_failed": int((g["status"] != "ok").sum()), "mean": m, "std": s,
+                         "mcse": s / np.sqrt(n) if n > 1 else np.nan, "ci_low": m - h, "ci_high": m + h})
+    return pd.DataFrame(rows)
+
+
+def study(points: list[dict], n: int, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    reps = make_reps(points, n, **kw)
+    labels = {i: p.get("label") or ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)}
+    return reps, summarize(reps, labels)
+
+
+def assert_pngs(paths: list[Path], names: list[str]) -> None:
+    assert sorted(p.name for p in paths) == sorted(names)
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 5000, p
+        assert p.read_bytes()[:8] == PNG
+
+
+@pytest.fixture(autouse=True)
+def _no_open_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []
+
+
+def test_montecarlo_convergence(tmp_path):
+    reps, summary = study([{"label": "scenario"}], 40)
+    paths = plot_study(reps, summary, {"kind": "montecarlo", "headline_kpis": KPIS}, tmp_path)
+    assert_pngs(paths, ["convergence.png"])
+    # kpi names with prefix, unknown KPIs skipped, another point → nothing
+    assert_pngs(plot_convergence(reps, ["kpi.vdi_pu", "nope"], tmp_path / "b"), ["convergence.png"])
+    assert plot_convergence(reps, KPIS, tmp_path / "c", point=7) == []
+
+
+def test_montecarlo_with_failed_reps(tmp_path):
+    reps, summary = study([{"label": "scenario"}], 30, fail={(0, 3), (0, 11), (0, 12)})
+    assert summary["n"].eq(27).all() and summary["n_failed"].eq(3).all()
+    assert_pngs(plot_convergence(reps, KPIS, tmp_path), ["convergence.png"])
+    # default headline KPIs: only those present
+    assert_pngs(plot_study(reps, summary, {"kind": "montecarlo"}, tmp_path / "s"), ["convergence.png"])
+
+
+def test_one_param_sweep_with_baseline(tmp_path):
+    points = [{"dr.participation": v} for v in (0.0, 0.2, 0.4, 0.6)]
+    points.append({"label": "baseline", "ev.n": 0.0, "market.mechanism": "uncontrolled"})
+    reps, summary = study(points, 12, fail={(1, 0), (1, 5)})
+    paths = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path)
+    assert_pngs(paths, ["response_dr.participation.png"])
+
+
+def test_two_param_factorial(tmp_path):
+    points = [{DR_MAX: a, "dr.participation": b} for a, b in itertools.product((0.1, 0.2, 0.3), (0.0, 0.2, 0.4, 0.6))]
+    reps, summary = study(points, 8)
+    paths = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS + ["missing_kpi"]}, tmp_path)
+    assert_pngs(paths, ["response_elasticity-dr.dr_max.png", "response_dr.participation.png"]
+                + [f"heatmap_{k}.png" for k in KPIS])
+    assert_pngs(plot_heatmap(summary, DR_MAX, "param.dr.participation", "kpi.vdi_pu", tmp_path / "h"),
+                ["heatmap_vdi_pu.png"])
+    assert plot_heatmap(summary, DR_MAX, DR_MAX, "vdi_pu", tmp_path / "h2") == []
+
+
+def test_three_param_sweep_and_string_values(tmp_path):
+    points = [{"a.x": a, "b.y": b, "market.mechanism": m}
+              for a, b, m in itertools.product((1.0, 2.0), (0.5, 1.0, 1.5), ("uncontrolled", "elasticity-dr"))]
+    reps, summary = study(points, 5)
+    paths = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path)
+    assert_pngs(paths, ["response_a.x.png", "response_b.y.png", "response_market.mechanism.png"])
+
+
+def test_oat(tmp_path):
+    points = [{"label": "baseline"}] + [{"dr.participation": v} for v in (0.0, 0.3, 0.6)] \
+        + [{DR_MAX: v} for v in (0.1, 0.2, 0.4)]
+    reps, summary = study(points, 10)
+    paths = plot_study(reps, summary, {"kind": "oat", "headline_kpis": KPIS}, tmp_path)
+    assert_pngs(paths, [f"tornado_{k}.png" for k in KPIS]
+                + ["response_dr.participation.png", "response_elasticity-dr.dr_max.png"])
+    # without a baseline point the tornado falls back to the mean of all points
+    no_base = summary[summary["label"] != "baseline"]
+    assert_pngs(plot_tornado(no_base, "peak_load_kw", tmp_path / "nb"), ["tornado_peak_load_kw.png"])
+
+
+@pytest.mark.parametrize("frame", [pd.DataFrame(), None])
+def test_empty_inputs(tmp_path, frame):
+    assert plot_convergence(frame, KPIS, tmp_path) == []
+    assert plot_response(frame, "dr.participation", KPIS, tmp_path) == []
+    assert plot_tornado(frame, "peak_load_kw", tmp_path) == []
+    assert plot_heatmap(frame, "a", "b", "peak_load_kw", tmp_path) == []
+    for kind in ("montecarlo", "sweep", "oat"):
+        assert plot_study(frame, frame, {"kind": kind}, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_param_or_kpi(tmp_path):
+    reps, summary = study([{"dr.participation": v} for v in (0.0, 0.5)], 4)
+    assert plot_response(summary, "nope", KPIS, tmp_path) == []
+    assert plot_response(summary, "dr.participation", ["nope"], tmp_path) == []
+    assert plot_tornado(summary, "nope", tmp_path) == []
+    with pytest.warns(RuntimeWarning, match="unknown study kind"):
+        assert plot_study(reps, summary, {"kind": "other"}, tmp_path) == []
+
+
+def test_names():
+    assert _short("param.market.params.elasticity-dr.dr_max") == "elasticity-dr.dr_max"
+    assert _short("param.fleet.groups/0: x y.elasticity") == "groups_0_x_y.elasticity"
+    assert _safe("a/b c:d") == "a_b_c_d"
+    assert _kpi_label("peak_load_kw") == "peak load [kW]"
+    assert _kpi_label("user_price_usd_per_kwh") == "user price [$/kWh]"
+    assert _kpi_label("energy_fulfilment") == "energy fulfilment [-]"
