@@ -16,6 +16,12 @@ violation remains, EV load at bus ``i`` is scaled by ``1 − α·w_i`` (floored 
 voltage sensitivity toward the worst bus (mutual resistance ``Re Z_ki``, normalised to 1 at the most effective
 bus), or ``w_i = 1`` for thermal violations; ``α`` is the smallest value (bisection, 12 power flows at most)
 that clears the violations. Curtailment only ever reduces charging; V2G discharge is left as scheduled.
+
+**Volt/VAr droop** (optional): the chargers at each bus inject or absorb ``Q = curve(V_bus) · S_bus`` clipped
+to the headroom ``sqrt(S_bus² − P_bus²)``, where ``S_bus`` is the summed apparent-power rating of the plugged
+chargers and ``P_bus`` their power (the bus aggregate stands in for the per-charger sum; they are equal for
+identical chargers). The equilibrium of curve and power flow is found by damped fixed-point iteration inside
+every power flow, so curtailment sees the grid with its reactive support.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class GridStep:
     renewable_kw: np.ndarray
     n_pf: int
     curtailed: bool
+    ev_q_kvar: np.ndarray | None = None  # reactive injection of EV chargers per bus [kVAr] (+ = inject)
 
 
 def dg_dispatch(network: Network, price_usd_per_mwh: float, *, full: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
@@ -85,10 +92,12 @@ class DSO(mesa.Agent):
         engine: FastPowerFlow | PandapowerPowerFlow,
         *,
         curtail: bool = True,
+        volt_var: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__(model)
         self.network = network
         self.engine = engine
+        self.volt_var = volt_var
         if hasattr(engine, "reset_warm_start"):
             engine.reset_warm_start()  # a run must not depend on what an earlier run left in the engine
         self.curtail = curtail
@@ -126,6 +135,7 @@ class DSO(mesa.Agent):
         p_ev_kw: np.ndarray,
         price_usd_per_mwh: float,
         renewable_kw: np.ndarray,
+        s_ev_kva: np.ndarray | None = None,
     ) -> GridStep:
         """Run one step: DGs, power flow, limit check, curtailment.
 
@@ -135,6 +145,7 @@ class DSO(mesa.Agent):
             p_ev_kw: EV load per bus [kW] (negative where V2G discharges).
             price_usd_per_mwh: energy price of this step [$/MWh].
             renewable_kw: available output of each renewable DER [kW].
+            s_ev_kva: apparent-power rating of the plugged EV chargers per bus [kVA] (Volt/VAr droop).
         """
         net = self.network
         ev_charge = np.maximum(p_ev_kw, 0.0)
@@ -152,8 +163,26 @@ class DSO(mesa.Agent):
             np.add.at(p_fixed, self._ren_bus, -renewable_kw)
             return dg_p, dg_q, dg_cost
 
+        q_ev = np.zeros_like(p_ev_kw)
+        droop = self.volt_var is not None and s_ev_kva is not None and s_ev_kva.sum() > 0
+
         def solve(factor: np.ndarray) -> PowerFlowResult:
-            return self._solve((p_fixed + ev_dis + ev_charge * factor) / 1000.0, q_fixed / 1000.0)
+            nonlocal q_ev
+            p = (p_fixed + ev_dis + ev_charge * factor) / 1000.0
+            if not droop:
+                return self._solve(p, q_fixed / 1000.0)
+            headroom = np.sqrt(np.maximum(s_ev_kva**2 - (ev_charge * factor - ev_dis) ** 2, 0.0))
+            res = self._solve(p, (q_fixed - q_ev) / 1000.0)
+            for _ in range(8):
+                if not res.converged:
+                    break
+                vm = np.nan_to_num(res.vm_pu, nan=1.0)
+                target = np.clip(np.interp(vm, *self.volt_var) * s_ev_kva, -headroom, headroom)
+                if np.max(np.abs(target - q_ev)) < 0.1:  # [kVAr]
+                    break
+                q_ev = q_ev + 0.6 * (target - q_ev)  # damped: the curve's gain times the grid's dV/dQ may exceed 1
+                res = self._solve(p, (q_fixed - q_ev) / 1000.0)
+            return res
 
         n0 = self.n_pf
         dg_p, dg_q, dg_cost = set_dgs(False)
@@ -163,12 +192,12 @@ class DSO(mesa.Agent):
         l_hi = np.full(len(res.line_loading_percent), net.max_line_loading_percent)
         s_hi = net.substation_mva
         if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
         if len(self._dg_bus) and np.any(dg_p < [d.p_max_kw for d in net.dgs]):
             dg_p, dg_q, dg_cost = set_dgs(True)  # voltage support before curtailment
             res = solve(ones)
         if not self.curtail or ev_charge.sum() <= 0 or self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
         # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
         base = solve(np.zeros_like(p_ev_kw))
         if base.converged:
@@ -177,7 +206,7 @@ class DSO(mesa.Agent):
             l_hi = np.maximum(l_hi, base.line_loading_percent)
             s_hi = max(s_hi, float(np.hypot(base.ext_grid_p_mw, base.ext_grid_q_mvar)))
         if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False)
+            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
         has_ev = ev_charge > 0
         if res.converged and np.any(res.vm_pu < v_lo - _TOL_V):
             worst = int(np.argmin(res.vm_pu - v_lo))
@@ -197,7 +226,7 @@ class DSO(mesa.Agent):
         best = solve(factor(hi))
         if not self._limits_ok(best, v_lo, v_hi, l_hi, s_hi):
             # even without EV charging the limits fail (e.g. non-convergence without EVs): curtail all EV load
-            return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True)
+            return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True, q_ev)
         for _ in range(10):
             mid = 0.5 * (lo + hi)
             trial = solve(factor(mid))
@@ -205,4 +234,4 @@ class DSO(mesa.Agent):
                 hi, best = mid, trial
             else:
                 lo = mid
-        return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True)
+        return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True, q_ev)

@@ -70,13 +70,18 @@ def tariff(scenario: Scenario, tod_h: np.ndarray, base_kw: np.ndarray) -> np.nda
     return out
 
 
-@functools.lru_cache(maxsize=8)
 def compiled_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
     """The network and its compiled power-flow engine, built once per process for each grid specification.
 
     Monte Carlo workers run many replications of one grid; compiling it (pandapower build, sensitivity matrix,
     engine arrays) once saves most of a replication's set-up. Runs reset the engine's warm start.
     """
+    return _compiled_grid(g.model_dump_json(exclude={"volt_var"}))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
+    g = GridSpec.model_validate_json(spec_json)
     network = build_network(
         g.case, file=g.file, load_profile=g.load_profile, load_scale=g.load_scale,
         line_max_i_ka=g.line_max_i_ka, v_min_pu=g.v_min_pu, v_max_pu=g.v_max_pu,
@@ -142,7 +147,9 @@ class CoSimulation(mesa.Model):
         mech = scenario.market.build(seed=self.streams["solver"])
         self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
         self.aggregator = Aggregator(self, self.n_steps)
-        self.dso = DSO(self, net, engine, curtail=g.curtailment)
+        vv = g.volt_var
+        self.dso = DSO(self, net, engine, curtail=g.curtailment,
+                       volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
         self.evs = [EV(self, i) for i in range(len(self.fleet))]
         for ev in self.evs:
@@ -195,7 +202,8 @@ class CoSimulation(mesa.Model):
         p_base = self.base_p_kw[k] + shift_bus
         p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus)
         price = float(mo.price_usd_per_mwh[k])
-        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k])
+        s_ev_bus = np.bincount(f.bus[ev_idx], weights=f.s_max_kva[ev_idx], minlength=self.network.n_bus)
+        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus)
         p_disp = p_ev
         p_ev = np.where(p_ev > 0, p_ev * grid.ev_factor_bus[f.bus[ev_idx]], p_ev)
         # 6. measure and record

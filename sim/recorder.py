@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STEP_COLUMNS = (
     "price_usd_per_mwh", "base_load_kw", "base_load_orig_kw", "dr_shift_kw", "ev_load_kw", "ev_requested_kw",
-    "ev_curtailed_kw", "pv_kw", "wind_kw", "dg_kw", "dg_kvar", "dg_cost_usd_per_h", "grid_p_kw", "grid_q_kvar",
+    "ev_curtailed_kw", "ev_q_kvar", "pv_kw", "wind_kw", "dg_kw", "dg_kvar", "dg_cost_usd_per_h", "grid_p_kw", "grid_q_kvar",
     "losses_kw", "vmin_pu", "vmax_pu", "vmean_pu", "max_line_loading_percent", "converged", "curtailed",
     "n_pf", "n_plugged", "n_waiting",
 )
@@ -66,6 +66,7 @@ class Recorder:
         c["ev_load_kw"][k] = p_ev_bus_final.sum()
         c["ev_requested_kw"][k] = p_ev_requested_kw
         c["ev_curtailed_kw"][k] = p_ev_curtailed_kw  # withheld by the DSO (station caps are not curtailment)
+        c["ev_q_kvar"][k] = 0.0 if grid.ev_q_kvar is None else grid.ev_q_kvar.sum()
         c["pv_kw"][k] = ren[kinds == "pv"].sum() if len(kinds) else 0.0
         c["wind_kw"][k] = ren[kinds == "wind"].sum() if len(kinds) else 0.0
         c["dg_kw"][k] = grid.dg_p_kw.sum()
@@ -95,6 +96,8 @@ class Recorder:
         # net injections used by the power flow (for loss sensitivity and attacks on measurements)
         p_net = p_base_kw + p_ev_bus_final
         q_net = m.base_q_kvar[k].copy()
+        if grid.ev_q_kvar is not None:
+            q_net -= grid.ev_q_kvar
         np.add.at(p_net, np.array([d.bus for d in net.dgs], int), -grid.dg_p_kw)
         np.add.at(q_net, np.array([d.bus for d in net.dgs], int), -grid.dg_q_kvar)
         np.add.at(p_net, np.array([d.bus for d in net.renewables], int), -ren)

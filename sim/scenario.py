@@ -48,6 +48,29 @@ class TimeSpec(_Model):
         return int(round(self.horizon_h * 60 / self.dt_min))
 
 
+class VoltVarSpec(_Model):
+    """Local Volt/VAr droop of EV chargers (IEEE 1547-2018 style piecewise-linear curve).
+
+    ``q_share`` is reactive power as a share of the charger's apparent-power rating (+ = inject, − = absorb) at
+    the voltages ``v_pu``; between points it is interpolated, beyond them held. The default is 1547's category B
+    curve. Q never exceeds the headroom ``sqrt(S² − P²)`` left by the charging power.
+    """
+
+    enabled: bool = False
+    v_pu: list[float] = Field(default_factory=lambda: [0.92, 0.98, 1.02, 1.08])
+    q_share: list[float] = Field(default_factory=lambda: [0.44, 0.0, 0.0, -0.44])
+
+    @model_validator(mode="after")
+    def _curve(self) -> "VoltVarSpec":
+        if len(self.v_pu) != len(self.q_share) or len(self.v_pu) < 2:
+            raise ValueError("grid.volt_var: v_pu and q_share need the same length (>= 2)")
+        if any(b <= a for a, b in zip(self.v_pu, self.v_pu[1:])):
+            raise ValueError(f"grid.volt_var.v_pu: must increase strictly, got {self.v_pu}")
+        if any(abs(q) > 1 for q in self.q_share):
+            raise ValueError(f"grid.volt_var.q_share: allowed range [-1, 1], got {self.q_share}")
+        return self
+
+
 class GridSpec(_Model):
     """The network, its load profile, its limits and the power-flow engine."""
 
@@ -64,6 +87,7 @@ class GridSpec(_Model):
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
     engine: Literal["fast", "pandapower"] = "fast"
     curtailment: bool = True
+    volt_var: VoltVarSpec = VoltVarSpec()
 
     @model_validator(mode="after")
     def _file_given(self) -> "GridSpec":
