@@ -11,7 +11,7 @@ curtailment) is rescheduled at the next step with what it still needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mesa
 import numpy as np
@@ -26,19 +26,57 @@ if TYPE_CHECKING:  # pragma: no cover
 class MarketOperator(mesa.Agent):
     """Calls the configured mechanism and keeps the day-ahead plan (tariff and demand-response shift per step)."""
 
-    def __init__(self, model: "CoSimulation", mechanism: Mechanism, n_steps: int, tariff_usd_per_mwh: np.ndarray) -> None:
+    def __init__(
+        self,
+        model: "CoSimulation",
+        mechanism: Mechanism,
+        n_steps: int,
+        tariff_usd_per_mwh: np.ndarray,
+        *,
+        reference: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(model)
         self.mechanism = mechanism
         self.price_usd_per_mwh = np.asarray(tariff_usd_per_mwh, float).copy()
         self.shift_kw = np.zeros(n_steps)
         self.wall_time_s = 0.0
         self.n_clearings = 0
+        self.reference = reference  # None, or keyword arguments of markets.milp.reference
+        self.objective_usd = 0.0
+        self.reference_usd = 0.0
+        self.gaps: list[float] = []
+        self.reference_time_s = 0.0
+
+    @property
+    def replans(self) -> bool:
+        """Whether the mechanism re-solves every plugged EV at every step (rolling horizon)."""
+        return bool(getattr(self.mechanism, "replans", False))
 
     def clear(self, request: MarketRequest) -> MarketResult:
+        """Clear with the mechanism; with a reference configured, also score it against the exact optimum."""
         result = self.mechanism.clear(request)
         self.wall_time_s += result.info["wall_time_s"]
         self.n_clearings += 1
+        if self.reference is not None and len(request.evs):
+            result = self._score(request, result)
         return result
+
+    def _score(self, request: MarketRequest, result: MarketResult) -> MarketResult:
+        import time
+        from dataclasses import replace
+
+        from markets.milp import evaluate_cost, reference
+
+        t = time.perf_counter()
+        ref, _ = reference(request, **self.reference)
+        self.reference_time_s += time.perf_counter() - t
+        penalty = self.reference.get("unserved_penalty_usd_per_kwh", 10.0)
+        obj = evaluate_cost(request, result.p_kw, unserved_penalty_usd_per_kwh=penalty)
+        gap = (obj - ref) / max(abs(ref), 1e-9)
+        self.objective_usd += obj
+        self.reference_usd += ref
+        self.gaps.append(gap)
+        return replace(result, reference_objective=ref, gap=gap)
 
     def plan_day(self, k: int, request: MarketRequest) -> None:
         """Clear the day-ahead request starting at step ``k`` and store its price and shift."""
@@ -59,6 +97,7 @@ class Aggregator(mesa.Agent):
         super().__init__(model)
         fleet = model.fleet
         self.schedule_kw = np.zeros((len(fleet), n_steps))
+        self.schedule_kvar = np.zeros((len(fleet), n_steps))  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
 
     def to_schedule(self) -> np.ndarray:
@@ -110,13 +149,17 @@ class Aggregator(mesa.Agent):
         self.schedule_kw[idx, k:] = 0.0
         self.schedule_kw[idx, k : k + n] = np.clip(result.p_kw, -self.model.fleet.p_dis_kw[idx, None],
                                                    self.model.fleet.p_max_kw[idx, None])
+        self.schedule_kvar[idx, k:] = 0.0
+        if result.q_kvar is not None:
+            self.schedule_kvar[idx, k : k + n] = result.q_kvar
         self.scheduled[idx] = True
 
-    def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Power of every plugged EV this step [kW], within all its limits and its station's cap.
+    def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Power of every plugged EV this step, within all its limits and its station's cap.
 
         Returns:
-            (indices of plugged EVs, their grid-side power [kW]).
+            (indices of plugged EVs, their grid-side active power [kW], their reactive injection [kVAr], the
+            latter within the charger's headroom ``sqrt(S² − P²)``).
         """
         f = self.model.fleet
         dt_h = self.model.dt_min / 60.0
@@ -134,7 +177,9 @@ class Aggregator(mesa.Agent):
             load = np.bincount(f.station[idx], weights=np.maximum(p, 0.0), minlength=len(st))
             scale = np.where(load > st.cap_kw, st.cap_kw / np.maximum(load, 1e-12), 1.0)
             p = np.where(p > 0, p * scale[f.station[idx]], p)
-        return idx, p
+        headroom = np.sqrt(np.maximum(f.s_max_kva[idx] ** 2 - p**2, 0.0))
+        q = np.clip(self.schedule_kvar[idx, k], -headroom, headroom)
+        return idx, p, q
 
     def shortfall(self, idx: np.ndarray, k: int, p_kw: np.ndarray) -> None:
         """EVs that got less than scheduled this step are rescheduled next step."""

@@ -136,6 +136,8 @@ class DSO(mesa.Agent):
         price_usd_per_mwh: float,
         renewable_kw: np.ndarray,
         s_ev_kva: np.ndarray | None = None,
+        *,
+        q_ev_kvar: np.ndarray | None = None,
     ) -> GridStep:
         """Run one step: DGs, power flow, limit check, curtailment.
 
@@ -146,6 +148,8 @@ class DSO(mesa.Agent):
             price_usd_per_mwh: energy price of this step [$/MWh].
             renewable_kw: available output of each renewable DER [kW].
             s_ev_kva: apparent-power rating of the plugged EV chargers per bus [kVA] (Volt/VAr droop).
+            q_ev_kvar: reactive injection of EV chargers set by the market per bus [kVAr] (+ = inject); the
+                droop, if enabled, uses only the headroom left beside it.
         """
         net = self.network
         ev_charge = np.maximum(p_ev_kw, 0.0)
@@ -163,21 +167,23 @@ class DSO(mesa.Agent):
             np.add.at(p_fixed, self._ren_bus, -renewable_kw)
             return dg_p, dg_q, dg_cost
 
-        q_ev = np.zeros_like(p_ev_kw)
+        q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)
+        q_ev = q_set.copy()
         droop = self.volt_var is not None and s_ev_kva is not None and s_ev_kva.sum() > 0
 
         def solve(factor: np.ndarray) -> PowerFlowResult:
             nonlocal q_ev
             p = (p_fixed + ev_dis + ev_charge * factor) / 1000.0
             if not droop:
-                return self._solve(p, q_fixed / 1000.0)
+                return self._solve(p, (q_fixed - q_set) / 1000.0)
             headroom = np.sqrt(np.maximum(s_ev_kva**2 - (ev_charge * factor - ev_dis) ** 2, 0.0))
+            lo, hi = -headroom - np.minimum(q_set, 0.0), headroom - np.maximum(q_set, 0.0)
             res = self._solve(p, (q_fixed - q_ev) / 1000.0)
             for _ in range(8):
                 if not res.converged:
                     break
                 vm = np.nan_to_num(res.vm_pu, nan=1.0)
-                target = np.clip(np.interp(vm, *self.volt_var) * s_ev_kva, -headroom, headroom)
+                target = q_set + np.clip(np.interp(vm, *self.volt_var) * s_ev_kva, np.minimum(lo, 0), np.maximum(hi, 0))
                 if np.max(np.abs(target - q_ev)) < 0.1:  # [kVAr]
                     break
                 q_ev = q_ev + 0.6 * (target - q_ev)  # damped: the curve's gain times the grid's dV/dQ may exceed 1

@@ -165,6 +165,47 @@ def validate(file: Annotated[str, typer.Argument(help="scenario TOML file or shi
                f"{sc.grid.case}, market {sc.market.mechanism})")
 
 
+@app.command(name="compare")
+def compare_cmd(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
+    mechanisms: Annotated[str, typer.Option(help="comma-separated mechanism names")] = "uncontrolled,elasticity-dr,milp",
+    reference: Annotated[str, typer.Option(help="exact reference: 'lp' or 'milp' (discretised)")] = "lp",
+    bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
+) -> None:
+    """Compare mechanisms side by side: objective, gap to the exact optimum, wall time, violations."""
+    from experiments.compare import COLUMNS, compare, write
+    from markets.base import available
+    from sim.scenario import ScenarioError, load_scenario
+
+    names = [m.strip() for m in mechanisms.split(",") if m.strip()]
+    unknown = [m for m in names if m not in available()]
+    if not names or unknown:
+        _fail(f"--mechanisms: unknown {unknown or '(none given)'}; allowed: {', '.join(available())}")
+    if reference not in ("lp", "milp"):
+        _fail(f"--reference: got '{reference}'; allowed: lp, milp")
+    try:
+        sc = load_scenario(scenario, set_ or [], seed)
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    table = _guard(lambda: compare(sc, names, reference_variant=reference, bits=bits))
+    path = write(table, out or Path("results") / f"{sc.name}-compare")
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(f"{sc.name}: mechanisms vs the exact optimum ({reference})"))
+    t.add_column("KPI")
+    for name in names:
+        t.add_column(name, justify="right")
+    for key, label in COLUMNS.items():
+        t.add_row(escape(label), *(_fmt("{:.4g}", v) for v in table[key]))
+    Console().print(t)
+    typer.echo(f"table written to {path.resolve()}")
+
+
 # ---------------------------------------------------------------------------------------------------- studies
 def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
                plots: bool) -> None:

@@ -145,7 +145,13 @@ class CoSimulation(mesa.Model):
         base_total = self.base_p_kw.sum(axis=1)
 
         mech = scenario.market.build(seed=self.streams["solver"])
-        self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
+        ref = None
+        if scenario.market.reference:
+            ref = {"variant": scenario.market.reference_variant}
+            if scenario.market.reference_variant == "milp":
+                ref["bits"] = scenario.market.reference_bits
+        self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total),
+                                              reference=ref)
         self.aggregator = Aggregator(self, self.n_steps)
         vv = g.volt_var
         self.dso = DSO(self, net, engine, curtail=g.curtailment,
@@ -187,7 +193,9 @@ class CoSimulation(mesa.Model):
         if k % self.steps_per_day == 0:
             n = min(self.steps_per_day, self.n_steps - k)
             mo.plan_day(k, self._request(k, n, EVFlex.empty(), day_ahead=True))
-        # 3. clear for EVs that need a schedule
+        # 3. clear for EVs that need a schedule (every plugged EV when the mechanism re-plans each step)
+        if mo.replans:
+            agg.scheduled[f.state == PLUGGED] = False
         idx = agg.to_schedule()
         if len(idx):
             n = self.n_steps - k
@@ -196,14 +204,17 @@ class CoSimulation(mesa.Model):
             res = self.taps.apply("price_signal", mo.clear(req), k)
             agg.accept(idx, k, res)
         # 4. dispatch
-        ev_idx, p_ev = agg.dispatch(k)
+        ev_idx, p_ev, q_ev = agg.dispatch(k)
         # 5. grid
         shift_bus = self._shift_bus(k)
         p_base = self.base_p_kw[k] + shift_bus
         p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus)
         price = float(mo.price_usd_per_mwh[k])
-        s_ev_bus = np.bincount(f.bus[ev_idx], weights=f.s_max_kva[ev_idx], minlength=self.network.n_bus)
-        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus)
+        nb = self.network.n_bus
+        s_ev_bus = np.bincount(f.bus[ev_idx], weights=f.s_max_kva[ev_idx], minlength=nb)
+        q_ev_bus = np.bincount(f.bus[ev_idx], weights=q_ev, minlength=nb)
+        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus,
+                           q_ev_kvar=q_ev_bus)
         p_disp = p_ev
         p_ev = np.where(p_ev > 0, p_ev * grid.ev_factor_bus[f.bus[ev_idx]], p_ev)
         # 6. measure and record
@@ -235,7 +246,7 @@ class CoSimulation(mesa.Model):
         base = self._forecast_base_kw(k, n)
         if not day_ahead:
             base = base + mo.shift_kw[k : k + n]
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"s_max_kva": self.fleet.s_max_kva[evs.ev_id]} if len(evs) else {}
         caps = self.station_table.cap_kw
         if np.isfinite(caps).any():
             extra["committed_station_kw"] = agg.committed_station_kw(k)[:, :n]

@@ -235,7 +235,19 @@ class Recorder:
             "market_s": m.market_operator.wall_time_s,
             "n_clearings": m.market_operator.n_clearings,
         }
-        kpis = compute_kpis(tables, m.scenario, dt_min=m.dt_min, timing=timing)
+        mo = m.market_operator
+        if mo.reference is not None:
+            timing["reference_s"] = mo.reference_time_s
+        market = {}
+        if mo.reference is not None:
+            market = {
+                "market_objective_usd": mo.objective_usd,
+                "market_reference_usd": mo.reference_usd,
+                "market_gap": (mo.objective_usd - mo.reference_usd) / max(abs(mo.reference_usd), 1e-9),
+                "market_gap_max": max(mo.gaps) if mo.gaps else 0.0,
+                "n_scored_clearings": len(mo.gaps),
+            }
+        kpis = {**compute_kpis(tables, m.scenario, dt_min=m.dt_min, timing=timing), **market}
         return RunResult(
             scenario=m.scenario,
             seed=m.seed if isinstance(m.seed, int) else str(m.seed),

@@ -124,6 +124,9 @@ class MarketSpec(_Model):
 
     mechanism: str = "elasticity-dr"
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    reference: bool = Field(False, description="solve the exact optimum of every clearing and report the gap")
+    reference_variant: Literal["lp", "milp"] = "lp"
+    reference_bits: int = Field(4, ge=1, le=12, description="bit depth of the discretised reference")
 
     @property
     def active_params(self) -> dict[str, Any]:
