@@ -63,20 +63,17 @@ class MarketOperator(mesa.Agent):
 
     def _score(self, request: MarketRequest, result: MarketResult) -> MarketResult:
         import time
-        from dataclasses import replace
 
-        from markets.milp import evaluate_cost, reference
+        from markets.milp import reference, score
 
         t = time.perf_counter()
         ref, _ = reference(request, **self.reference)
         self.reference_time_s += time.perf_counter() - t
-        penalty = self.reference.get("unserved_penalty_usd_per_kwh", 10.0)
-        obj = evaluate_cost(request, result.p_kw, unserved_penalty_usd_per_kwh=penalty)
-        gap = (obj - ref) / max(abs(ref), 1e-9)
-        self.objective_usd += obj
+        scored = score(request, result, reference_objective=ref, **self.reference)
+        self.objective_usd += ref + scored.gap * abs(ref) if np.isfinite(scored.gap) else ref
         self.reference_usd += ref
-        self.gaps.append(gap)
-        return replace(result, reference_objective=ref, gap=gap)
+        self.gaps.append(float(scored.gap))
+        return scored
 
     def plan_day(self, k: int, request: MarketRequest) -> None:
         """Clear the day-ahead request starting at step ``k`` and store its price and shift."""
@@ -151,7 +148,7 @@ class Aggregator(mesa.Agent):
                                                    self.model.fleet.p_max_kw[idx, None])
         self.schedule_kvar[idx, k:] = 0.0
         if result.q_kvar is not None:
-            self.schedule_kvar[idx, k : k + n] = result.q_kvar
+            self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection
         self.scheduled[idx] = True
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

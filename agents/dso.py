@@ -128,6 +128,34 @@ class DSO(mesa.Agent):
             and np.hypot(res.ext_grid_p_mw, res.ext_grid_q_mvar) <= s_hi + 1e-9
         )
 
+    def _fixed_injections(
+        self, p_base_kw: np.ndarray, q_base_kvar: np.ndarray, price_usd_per_mwh: float, renewable_kw: np.ndarray,
+        *, full: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """Net load per bus without EVs (non-EV load − DGs − renewables) and the DG dispatch behind it."""
+        dg_p, dg_q, dg_cost = dg_dispatch(self.network, price_usd_per_mwh, full=full)
+        p = p_base_kw.copy()
+        q = q_base_kvar.copy()
+        np.add.at(p, self._dg_bus, -dg_p)
+        np.add.at(q, self._dg_bus, -dg_q)
+        np.add.at(p, self._ren_bus, -renewable_kw)
+        return p, q, dg_p, dg_q, dg_cost
+
+    def forecast_vm(self, p_load_kw: np.ndarray, q_load_kvar: np.ndarray, price_usd_per_mwh: np.ndarray,
+                    renewable_kw: np.ndarray) -> np.ndarray:
+        """Bus voltages [pu] for forecast slots (rows), DGs at their economic dispatch; NaN → 1 where unsolved.
+
+        Used to give market mechanisms the voltage headroom (LinDistFlow constraint) of future slots.
+        """
+        vm = np.ones_like(p_load_kw)
+        for j in range(len(p_load_kw)):
+            p, q, *_ = self._fixed_injections(p_load_kw[j], q_load_kvar[j], float(price_usd_per_mwh[j]),
+                                               renewable_kw[j])
+            res = self._solve(p / 1000.0, q / 1000.0)
+            if res.converged:
+                vm[j] = np.nan_to_num(res.vm_pu, nan=1.0)
+        return vm
+
     def operate(
         self,
         p_base_kw: np.ndarray,
@@ -159,12 +187,8 @@ class DSO(mesa.Agent):
 
         def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
             nonlocal p_fixed, q_fixed
-            dg_p, dg_q, dg_cost = dg_dispatch(net, price_usd_per_mwh, full=full)
-            p_fixed = p_base_kw.copy()
-            q_fixed = q_base_kvar.copy()
-            np.add.at(p_fixed, self._dg_bus, -dg_p)
-            np.add.at(q_fixed, self._dg_bus, -dg_q)
-            np.add.at(p_fixed, self._ren_bus, -renewable_kw)
+            p_fixed, q_fixed, dg_p, dg_q, dg_cost = self._fixed_injections(
+                p_base_kw, q_base_kvar, price_usd_per_mwh, renewable_kw, full=full)
             return dg_p, dg_q, dg_cost
 
         q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)

@@ -2,5 +2,5 @@
 
 >>> from markets.base import available
 >>> available()
-['elasticity-dr', 'uncontrolled']
+['elasticity-dr', 'milp', 'uncontrolled']
 """

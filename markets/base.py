@@ -247,7 +247,8 @@ class MarketResult:
         mechanism: registry name of the mechanism.
         price_usd_per_mwh: price per slot [$/MWh], shape (n_slots,) (or (n_slots, n_bus) for locational prices).
         p_kw: grid-side charging power per EV and slot [kW], shape (n_evs, n_slots); negative = discharge.
-        q_kvar: reactive power per EV and slot [kVAr] or None.
+        q_kvar: reactive power per EV and slot [kVAr] in load convention (positive = absorbed by the charger,
+            like ``p_kw``), or None.
         base_load_shift_kw: change of the non-EV load per slot from demand response [kW], shape (n_slots,);
             sums to zero when shifted energy is fully recovered.
         objective: named objective terms (e.g. ``{"energy_cost_usd": …}``).
@@ -351,7 +352,7 @@ def get(name: str) -> Callable[..., Mechanism]:
 
 
 def _load_builtin() -> None:
-    from markets import elasticity_dr, uncontrolled  # noqa: F401  (registration side effect)
+    from markets import elasticity_dr, milp, uncontrolled  # noqa: F401  (registration side effect)
 
 
 def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | None = None) -> np.ndarray:

@@ -247,6 +247,8 @@ class CoSimulation(mesa.Model):
         if not day_ahead:
             base = base + mo.shift_kw[k : k + n]
         extra: dict[str, Any] = {"s_max_kva": self.fleet.s_max_kva[evs.ev_id]} if len(evs) else {}
+        if len(evs) and getattr(mo.mechanism, "params", {}).get("voltage"):
+            extra["voltage"] = self._voltage_forecast(k, n)
         caps = self.station_table.cap_kw
         if np.isfinite(caps).any():
             extra["committed_station_kw"] = agg.committed_station_kw(k)[:, :n]
@@ -264,6 +266,18 @@ class CoSimulation(mesa.Model):
             day_ahead=day_ahead,
             extra=extra,
         )
+
+    def _voltage_forecast(self, k: int, n: int) -> dict[str, Any]:
+        """Voltages of steps ``k … k+n−1`` with the committed EV load, and the LinDistFlow sensitivity."""
+        f, agg, net = self.fleet, self.aggregator, self.network
+        rows = np.nonzero(agg.scheduled & (f.state == PLUGGED))[0]
+        ev_bus = np.zeros((net.n_bus, n))
+        np.add.at(ev_bus, f.bus[rows], agg.schedule_kw[rows, k : k + n])
+        p = self.base_p_kw[k : k + n] + np.stack([self._shift_bus(j) for j in range(k, k + n)]) + ev_bus.T
+        vm = self.dso.forecast_vm(p, self.base_q_kvar[k : k + n], self.market_operator.price_usd_per_mwh[k : k + n],
+                                  self.renewable_kw[k : k + n])
+        base_kw = float(net.net.sn_mva) * 1000.0
+        return {"vm_base_pu": vm, "dv_dp_pu_per_kw": net.sensitivity_r() / base_kw, "v_min_pu": net.v_min_pu}
 
     # ------------------------------------------------------------------ run
     def run(self) -> "Any":

@@ -106,3 +106,16 @@ def test_paper_scenario_prints_paper_beside_ours(tmp_path: Path) -> None:
     assert "VRI, coordinated" in res.output and "paper vs ours" in res.output
     for variant in ("no-ev", "dr-no-ev", "uncontrolled", "coordinated"):
         assert (out / variant / "kpis.json").is_file()
+
+
+def test_compare_scores_mechanisms_against_the_exact_optimum(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", "default", "--mechanisms", "uncontrolled,elasticity-dr,milp",
+                              "--set", "fleet.n_evs=60", "--set", "time.horizon_h=12", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "compare.csv").set_index("mechanism")
+    assert table.loc["milp", "market_gap"] == pytest.approx(0.0, abs=1e-6)
+    assert (table["market_gap"] >= -1e-6).all()  # nothing beats the exact optimum of its own request
+    assert table.loc["uncontrolled", "market_gap"] > table.loc["elasticity-dr", "market_gap"]
+    res = runner.invoke(app, ["compare", "default", "--mechanisms", "nope", "--out", str(tmp_path / "n")])
+    assert res.exit_code == 2 and "allowed" in res.output
