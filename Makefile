@@ -21,6 +21,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
 	$(BIN)/python bench/bench_montecarlo.py
+	$(BIN)/python bench/bench_milp.py
+	$(BIN)/python bench/bench_dlmp.py
 
 clean:
 	rm -rf $(VENV) results

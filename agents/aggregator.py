@@ -46,6 +46,9 @@ class MarketOperator(mesa.Agent):
         self.reference_usd = 0.0
         self.gaps: list[float] = []
         self.reference_time_s = 0.0
+        self.dlmp_p: np.ndarray | None = None  # (n_steps, n_bus) when the DSO prices the grid
+        self.dlmp_q: np.ndarray | None = None
+        self.dlmp_failed_slots = 0
 
     @property
     def replans(self) -> bool:

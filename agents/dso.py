@@ -156,6 +156,26 @@ class DSO(mesa.Agent):
                 vm[j] = np.nan_to_num(res.vm_pu, nan=1.0)
         return vm
 
+    def dlmp(self, method: str, p_load_kw: np.ndarray, q_load_kvar: np.ndarray, price_usd_per_mwh: np.ndarray,
+             q_price_usd_per_mvarh: float, renewable_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Active and reactive DLMPs per slot and bus [$/MWh, $/MVArh] for forecast loads (`grids.dlmp`).
+
+        Slots whose OPF/LP fails fall back to the system price (λP) and 0 (λQ); their number is returned, so a
+        failure is counted, never hidden.
+        """
+        from grids.dlmp import dlmp_acopf, dlmp_lindistflow
+
+        fn = dlmp_lindistflow if method == "lindistflow" else dlmp_acopf
+        table = fn(self.network, p_load_kw, q_load_kvar, price_usd_per_mwh=price_usd_per_mwh,
+                   q_price_usd_per_mvarh=q_price_usd_per_mvarh, renewable_kw=renewable_kw)
+        n, nb = p_load_kw.shape
+        lam_p = table["lam_p_usd_per_mwh"].to_numpy(float).reshape(n, nb)
+        lam_q = table["lam_q_usd_per_mvarh"].to_numpy(float).reshape(n, nb)
+        failed = ~table["converged"].to_numpy(bool).reshape(n, nb).all(axis=1)
+        lam_p[failed] = np.asarray(price_usd_per_mwh, float)[failed, None]
+        lam_q[failed] = 0.0
+        return lam_p, lam_q, int(failed.sum())
+
     def operate(
         self,
         p_base_kw: np.ndarray,

@@ -206,6 +206,31 @@ def compare_cmd(
     typer.echo(f"table written to {path.resolve()}")
 
 
+@app.command(name="pev-cases")
+def pev_cases_cmd(
+    method: Annotated[str, typer.Option(help="'acopf' (pandapower runopp) or 'lindistflow' (HiGHS LP)")] = "acopf",
+    n_evs: Annotated[int, typer.Option(help="EVs at each EV bus (paper buses 18 and 33)")] = 50,
+    load_scale: Annotated[float, typer.Option(help="multiplies the Baran & Wu loads")] = 0.6,
+    price: Annotated[float, typer.Option(help="substation energy price [$/MWh]")] = 84.0,
+    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/pev-cases]")] = None,
+) -> None:
+    """The review's four PEV cases (001, Part 3) on the 33-bus feeder: per-bus DLMPs, total cost, losses."""
+    from experiments.pev_cases import format_pev_cases, run_pev_cases
+
+    if method not in ("acopf", "lindistflow"):
+        _fail(f"--method: got '{method}'; allowed: acopf, lindistflow")
+    if n_evs < 0 or not (0 < load_scale <= 3) or price < 0:
+        _fail("--n-evs >= 0, --load-scale in (0, 3] and --price >= 0 are required")
+    df = run_pev_cases(n_evs_per_bus=n_evs, load_scale=load_scale, price_usd_per_mwh=price, method=method)
+    target = out or Path("results") / "pev-cases"
+    target.mkdir(parents=True, exist_ok=True)
+    df.to_csv(target / "pev_cases.csv", index=False)
+    text = format_pev_cases(df, [1, 2, 3, 6, 9, 12, 15, 18, 19, 22, 23, 25, 26, 30, 33])
+    (target / "pev_cases.md").write_text(text + "\n")
+    typer.echo(text)
+    typer.echo(f"table written to {target.resolve()}")
+
+
 # ---------------------------------------------------------------------------------------------------- studies
 def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
                plots: bool) -> None:

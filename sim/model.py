@@ -189,9 +189,11 @@ class CoSimulation(mesa.Model):
         dt_h = self.dt_min / 60.0
         # 1. report
         self.taps.apply("ev_reports", f, k)
-        # 2. day-ahead plan
+        # 2. day-ahead plan (the DSO prices the grid first when DLMPs are on)
         if k % self.steps_per_day == 0:
             n = min(self.steps_per_day, self.n_steps - k)
+            if self.scenario.market.dlmp != "off":
+                self._price_grid(k, n)
             mo.plan_day(k, self._request(k, n, EVFlex.empty(), day_ahead=True))
         # 3. clear for EVs that need a schedule (every plugged EV when the mechanism re-plans each step)
         if mo.replans:
@@ -263,9 +265,23 @@ class CoSimulation(mesa.Model):
             station_cap_kw=caps if np.isfinite(caps).any() else None,
             tod_h=self.tod_h[k : k + n],
             renewable_kw=self.renewable_kw[k : k + n].sum(axis=1),
+            dlmp_p_usd_per_mwh=None if mo.dlmp_p is None else mo.dlmp_p[k : k + n],
+            dlmp_q_usd_per_mvarh=None if mo.dlmp_q is None else mo.dlmp_q[k : k + n],
             day_ahead=day_ahead,
             extra=extra,
         )
+
+    def _price_grid(self, k: int, n: int) -> None:
+        """DLMPs of steps ``k … k+n−1`` from the DSO, on the forecast non-EV load (before demand response)."""
+        mo = self.market_operator
+        if mo.dlmp_p is None:
+            mo.dlmp_p = np.zeros((self.n_steps, self.network.n_bus))
+            mo.dlmp_q = np.zeros((self.n_steps, self.network.n_bus))
+        lam_p, lam_q, failed = self.dso.dlmp(
+            self.scenario.market.dlmp, self.base_p_kw[k : k + n], self.base_q_kvar[k : k + n],
+            mo.price_usd_per_mwh[k : k + n], self.scenario.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
+        mo.dlmp_p[k : k + n], mo.dlmp_q[k : k + n] = lam_p, lam_q
+        mo.dlmp_failed_slots += failed
 
     def _voltage_forecast(self, k: int, n: int) -> dict[str, Any]:
         """Voltages of steps ``k … k+n−1`` with the committed EV load, and the LinDistFlow sensitivity."""

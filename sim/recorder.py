@@ -143,6 +143,10 @@ class Recorder:
             "occupied_ports": self.st_occ.ravel().astype(int),
             "queue": self.st_queue.ravel().astype(int),
         })
+        mo = m.market_operator
+        if mo.dlmp_p is not None:
+            bus["lam_p_usd_per_mwh"] = mo.dlmp_p.ravel()
+            bus["lam_q_usd_per_mvarh"] = mo.dlmp_q.ravel()
         f = m.fleet
         horizon_min = n * m.dt_min
         end = np.where(np.isnan(f.unplug_min), horizon_min, np.minimum(f.unplug_min, horizon_min))
@@ -238,9 +242,12 @@ class Recorder:
         mo = m.market_operator
         if mo.reference is not None:
             timing["reference_s"] = mo.reference_time_s
-        market = {}
+        market: dict[str, Any] = {}
+        if mo.dlmp_p is not None:
+            market.update(dlmp_p_mean_usd_per_mwh=float(mo.dlmp_p.mean()), dlmp_p_max_usd_per_mwh=float(mo.dlmp_p.max()),
+                          dlmp_q_mean_usd_per_mvarh=float(mo.dlmp_q.mean()), dlmp_failed_slots=mo.dlmp_failed_slots)
         if mo.reference is not None:
-            market = {
+            market |= {
                 "market_objective_usd": mo.objective_usd,
                 "market_reference_usd": mo.reference_usd,
                 "market_gap": (mo.objective_usd - mo.reference_usd) / max(abs(mo.reference_usd), 1e-9),

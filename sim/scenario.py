@@ -124,6 +124,8 @@ class MarketSpec(_Model):
 
     mechanism: str = "elasticity-dr"
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    dlmp: Literal["off", "lindistflow", "acopf"] = Field(
+        "off", description="DSO prices the grid per bus and slot each day (requests then carry λP, λQ)")
     reference: bool = Field(False, description="solve the exact optimum of every clearing and report the gap")
     reference_variant: Literal["lp", "milp"] = "lp"
     reference_bits: int = Field(4, ge=1, le=12, description="bit depth of the discretised reference")

@@ -119,3 +119,12 @@ def test_compare_scores_mechanisms_against_the_exact_optimum(tmp_path: Path) -> 
     assert table.loc["uncontrolled", "market_gap"] > table.loc["elasticity-dr", "market_gap"]
     res = runner.invoke(app, ["compare", "default", "--mechanisms", "nope", "--out", str(tmp_path / "n")])
     assert res.exit_code == 2 and "allowed" in res.output
+
+
+def test_pev_cases_command(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["pev-cases", "--method", "lindistflow", "--out", str(tmp_path / "pev")])
+    assert res.exit_code == 0, res.output
+    assert "stands in for the review's 5-bus example" in res.output
+    assert (tmp_path / "pev" / "pev_cases.csv").is_file()
+    res = runner.invoke(app, ["pev-cases", "--method", "dc"])
+    assert res.exit_code == 2 and "--method" in res.output
