@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -215,6 +214,3 @@ def load_study(study_dir: str | Path) -> pd.DataFrame:
     """All replications of a stored study as one DataFrame (one row per replication)."""
     return Store(study_dir).load()
 
-
-def manifest_of(study_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(study_dir) / "manifest.json").read_text())

@@ -131,11 +131,3 @@ class Store:
             raise StoreError(f"{self.root}: no '{name}' time series stored (run with --timeseries {name})")
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
-
-def kpi_columns(df: pd.DataFrame) -> list[str]:
-    """Names of the KPIs in a loaded store (without the prefix)."""
-    return [c[len(KPI_PREFIX):] for c in df.columns if c.startswith(KPI_PREFIX)]
-
-
-def param_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.startswith(PARAM_PREFIX)]

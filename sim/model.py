@@ -31,7 +31,7 @@ from simpy.events import NORMAL, Event
 from agents.aggregator import Aggregator, MarketOperator
 from agents.dso import DSO
 from agents.ev import EV, Station, wait_min
-from agents.fleet import PLUGGED, WAITING, build_stations, generate_fleet
+from agents.fleet import PLUGGED, build_stations, generate_fleet
 from grids.network import Network, build_network
 from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, make_engine
 from markets.base import EVFlex, MarketRequest
@@ -309,12 +309,6 @@ class CoSimulation(mesa.Model):
     def close(self) -> None:
         """Drop Mesa's class-level reference to this model (Mesa 3.3 keeps every model alive in ``Agent._ids``)."""
         mesa.Agent._ids.pop(self, None)
-
-    def waiting_now(self) -> int:
-        return int((self.fleet.state == WAITING).sum())
-
-    def plugged_now(self) -> int:
-        return int((self.fleet.state == PLUGGED).sum())
 
     def wait_min(self) -> np.ndarray:
         return wait_min(self.fleet, self.env.now)

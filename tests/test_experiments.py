@@ -188,3 +188,13 @@ def test_manifest_records_the_study(tmp_path: Path) -> None:
     assert man["kind"] == "montecarlo" and man["root_seed"] == 5 and man["versions"]["pandapower"]
     row = store.load().iloc[0]
     assert row["root_seed"] == 5 and row["scenario_hash"] and json.loads(row["versions"])["numpy"]
+
+
+def test_timeseries_are_stored_per_replication(tmp_path: Path) -> None:
+    sc = load_scenario("default", SMALL, 5)
+    store = Store(tmp_path / "ts")
+    run_study(Study("montecarlo", sc, [Point(0, {}, "scenario")], 2, sc.seed, ("steps",)), store)
+    steps = store.load_timeseries("steps")
+    assert set(steps["rep"]) == {0, 1} and len(steps) == 2 * sc.time.n_steps
+    with pytest.raises(StoreError, match="--timeseries bus"):
+        store.load_timeseries("bus")
