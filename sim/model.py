@@ -210,9 +210,9 @@ class CoSimulation(mesa.Model):
         # 5. grid
         shift_bus = self._shift_bus(k)
         p_base = self.base_p_kw[k] + shift_bus
-        p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus)
-        price = float(mo.price_usd_per_mwh[k])
         nb = self.network.n_bus
+        p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=nb)
+        price = float(mo.price_usd_per_mwh[k])
         s_ev_bus = np.bincount(f.bus[ev_idx], weights=f.s_max_kva[ev_idx], minlength=nb)
         q_ev_bus = np.bincount(f.bus[ev_idx], weights=q_ev, minlength=nb)
         grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus,
@@ -231,10 +231,13 @@ class CoSimulation(mesa.Model):
         agg.shortfall(ev_idx, k, p_ev)
         full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
-        self.recorder.record(k, meas, p_base, p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=self.network.n_bus),
-                             p_ev_requested_kw=float(np.maximum(sched, 0).sum()),
-                             p_ev_curtailed_kw=float((p_disp - p_ev).sum()), ev_idx=ev_idx, p_ev=p_ev, price=price,
-                             shift_kw=float(shift_bus.sum()))
+        self.recorder.record(
+            k, meas, p_base,
+            p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=nb),
+            p_ev_requested_kw=float(np.maximum(sched, 0).sum()),
+            p_ev_curtailed_kw=float((p_disp - p_ev).sum()),
+            ev_idx=ev_idx, p_ev=p_ev, price=price, shift_kw=float(shift_bus.sum()),
+        )
 
     def _shift_bus(self, k: int) -> np.ndarray:
         """The day-ahead DR shift of step ``k`` spread over buses in proportion to their load [kW]."""
