@@ -49,6 +49,7 @@ class MarketOperator(mesa.Agent):
         self.dlmp_p: np.ndarray | None = None  # (n_steps, n_bus) when the DSO prices the grid
         self.dlmp_q: np.ndarray | None = None
         self.dlmp_failed_slots = 0
+        self.load_range_kw: tuple[float, float] | None = None  # day-ahead forecast range, anchors real-time prices
 
     @property
     def replans(self) -> bool:
@@ -88,6 +89,14 @@ class MarketOperator(mesa.Agent):
         self.price_usd_per_mwh[k : k + n] = price[:n]
         if res.base_load_shift_kw is not None:
             self.shift_kw[k : k + n] = res.base_load_shift_kw[:n]
+        total = request.base_load_kw + self.shift_kw[k : k + n]
+        self.load_range_kw = (float(total.min()), float(total.max()))
+
+    def reprice(self, k: int, result: MarketResult) -> None:
+        """Adopt a real-time price for steps ``k …`` when the mechanism re-priced (``info["repriced"]``)."""
+        if result.info.get("repriced"):
+            price = np.asarray(result.price_usd_per_mwh, float)
+            self.price_usd_per_mwh[k : k + len(price)] = price
 
 
 class Aggregator(mesa.Agent):

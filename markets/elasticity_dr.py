@@ -198,6 +198,8 @@ class ElasticityDR(Mechanism):
         "incentive_usd_per_mwh": (0.0, "DR incentive paid per MWh shifted (`004_…` eq. 2)"),
         "penalty_usd_per_mwh": (0.0, "DR penalty rate (`004_…` eq. 3)"),
         "flexible_share": (1.0, "share of the non-EV load that is flexible (enrolled in the DR program)"),
+        "reprice": ("day", "'day' (tariff fixed day-ahead) or 'step' (real-time: every clearing re-prices the "
+                           "rest of the day from the reported load, anchored to the day-ahead load range)"),
     }
 
     def _validate(self) -> None:
@@ -212,6 +214,7 @@ class ElasticityDR(Mechanism):
             "self_elasticity": p["self_elasticity"] <= 0,
             "cross_elasticity": p["cross_elasticity"] >= 0,
             "flexible_share": 0 <= p["flexible_share"] <= 1,
+            "reprice": p["reprice"] in ("day", "step"),
         }
         allowed = {
             "rho_usd_per_mwh": "> 0",
@@ -223,14 +226,19 @@ class ElasticityDR(Mechanism):
             "self_elasticity": "<= 0",
             "cross_elasticity": ">= 0",
             "flexible_share": "[0, 1]",
+            "reprice": "'day' or 'step'",
         }
         for k, ok in checks.items():
             if not ok:
                 raise MarketConfigError(f"market.params.{k}: got {p[k]!r}; allowed {allowed[k]}")
 
     def day_ahead(self, request: MarketRequest) -> tuple[np.ndarray, np.ndarray]:
-        """The announced TOU price [$/MWh] and the non-EV load shift [kW] for the request's horizon."""
-        p = self.params
+        """The announced TOU price [$/MWh] and the non-EV load shift [kW] for the request's horizon.
+
+        ``request.extra["elasticity"]`` (a dict with ``self_elasticity``/``cross_elasticity``), when present,
+        replaces the configured elasticities for this clearing — the elasticity channel an attacker can falsify.
+        """
+        p = {**self.params, **request.extra.get("elasticity", {})}
         forecast = request.base_load_kw + request.committed_ev_kw
         price = tou_price(forecast, p["rho_usd_per_mwh"], p["plf_min"], p["plf_max"], p["shape"])
         shift = elastic_shift(
@@ -270,6 +278,16 @@ class ElasticityDR(Mechanism):
             )
         ev_kw = p.sum(axis=0)
         total = request.base_load_kw + shift + request.committed_ev_kw + ev_kw
+        info: dict[str, float] = {}
+        anchor = request.extra.get("load_range_kw")
+        if self.params["reprice"] == "step" and not request.day_ahead and anchor is not None:
+            # real-time price: the same load-following rule, anchored to the day-ahead load range so that a load
+            # above the forecast peak is priced above plf_max (and the rest of the day is re-priced every step)
+            lo, hi = anchor
+            x = (total - lo) / (hi - lo) if hi > lo else np.full(n, 0.5)
+            pr = self.params
+            price = pr["rho_usd_per_mwh"] * (pr["plf_min"] + (pr["plf_max"] - pr["plf_min"]) * x)
+            info["repriced"] = 1.0
         return MarketResult(
             mechanism=self.name,
             price_usd_per_mwh=price,
@@ -281,4 +299,5 @@ class ElasticityDR(Mechanism):
                 "shifted_energy_kwh": float(np.clip(shift, 0, None).sum() * dt_h),
             },
             violations={"dr_energy_imbalance_kwh": float(abs(shift.sum()) * dt_h)},
+            info=info,
         )

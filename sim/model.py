@@ -29,6 +29,8 @@ import simpy
 from simpy.events import NORMAL, Event
 
 from agents.aggregator import Aggregator, MarketOperator
+from agents.attacker import Attacker
+from agents.detection import ReportMonitor
 from agents.dso import DSO
 from agents.ev import EV, Station, wait_min
 from agents.fleet import PLUGGED, build_stations, generate_fleet
@@ -157,6 +159,12 @@ class CoSimulation(mesa.Model):
         self.dso = DSO(self, net, engine, curtail=g.curtailment,
                        volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
+        self.attacker = Attacker(self, list(scenario.attacks)) if scenario.attacks else None
+        self.monitor = None
+        if scenario.detection.enabled:
+            st = self.station_table
+            self.monitor = ReportMonitor(scenario.detection, st.ports, st.cap_kw,
+                                         float(self.fleet.p_max_kw.max()) if len(self.fleet) else 0.0)
         self.evs = [EV(self, i) for i in range(len(self.fleet))]
         for ev in self.evs:
             self.env.process(ev.session())
@@ -205,6 +213,7 @@ class CoSimulation(mesa.Model):
             req = self.taps.apply("bids", req, k)
             res = self.taps.apply("price_signal", mo.clear(req), k)
             agg.accept(idx, k, res)
+            mo.reprice(k, res)
         # 4. dispatch
         ev_idx, p_ev, q_ev = agg.dispatch(k)
         # 5. grid
@@ -229,6 +238,9 @@ class CoSimulation(mesa.Model):
         f.cost_usd[ev_idx] += p_ev * dt_h * price / 1000.0
         f.curtailed_kwh[ev_idx] += (p_disp - p_ev) * dt_h
         agg.shortfall(ev_idx, k, p_ev)
+        if self.monitor is not None:
+            self.monitor.meter(np.bincount(f.station[ev_idx], weights=np.maximum(p_ev, 0.0),
+                                           minlength=len(self.station_table)), k)
         full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
         self.recorder.record(
@@ -252,18 +264,32 @@ class CoSimulation(mesa.Model):
         if not day_ahead:
             base = base + mo.shift_kw[k : k + n]
         extra: dict[str, Any] = {"s_max_kva": self.fleet.s_max_kva[evs.ev_id]} if len(evs) else {}
+        if mo.load_range_kw is not None:
+            extra["load_range_kw"] = mo.load_range_kw
         if len(evs) and getattr(mo.mechanism, "params", {}).get("voltage"):
             extra["voltage"] = self._voltage_forecast(k, n)
         caps = self.station_table.cap_kw
+        # stations report the EV load committed at them; the market sees the reports (an attack tap), screened
+        # by the DSO's monitor when detection is on
+        own = agg.committed_station_kw(k)[:, :n]
+        reports = self.taps.apply("station_reports", own, k)
+        if self.monitor is not None:
+            reports = self.monitor.screen(reports, own, k)
+        if day_ahead and "self_elasticity" in getattr(mo.mechanism, "params", {}):
+            mp = mo.mechanism.params
+            el = {"self_elasticity": mp["self_elasticity"], "cross_elasticity": mp["cross_elasticity"]}
+            tapped = self.taps.apply("elasticity", el, k)
+            if tapped is not el:
+                extra["elasticity"] = tapped
         if np.isfinite(caps).any():
-            extra["committed_station_kw"] = agg.committed_station_kw(k)[:, :n]
+            extra["committed_station_kw"] = reports
         return MarketRequest(
             t0_min=k * self.dt_min,
             dt_min=self.dt_min,
             n_slots=n,
             evs=evs,
             base_load_kw=base,
-            committed_ev_kw=agg.committed_kw(k)[:n],
+            committed_ev_kw=reports.sum(axis=0),
             price_usd_per_mwh=mo.price_usd_per_mwh[k : k + n],
             station_cap_kw=caps if np.isfinite(caps).any() else None,
             tod_h=self.tod_h[k : k + n],

@@ -223,6 +223,34 @@ class Recorder:
                 lsf[i] = (r.losses_mw - base.losses_mw) * 1000.0 / delta_kw
         return pd.DataFrame({"bus": np.arange(len(p)), "lsf": lsf, "step": k})
 
+    def _attack_kpis(self) -> dict[str, Any]:
+        """Attack and detection KPIs: attacked steps, targets detected, false alarms, time to detect."""
+        m = self.model
+        out: dict[str, Any] = {}
+        if m.attacker is None and m.monitor is None:
+            return out
+        labels = [lab for ch in m.taps.labels.values() for lab in ch]
+        attacked_steps = sorted({k for k, hit in labels if hit})
+        out["attack_steps"] = len(attacked_steps)
+        if m.monitor is None:
+            return out
+        targets = np.zeros(len(m.station_table), bool)
+        if m.attacker is not None:
+            for spec, tg in zip(m.attacker.specs, m.attacker.targets):
+                if spec.kind == "station-inflation" and attacked_steps:
+                    targets[tg] = True
+        mon = m.monitor
+        out["detected_targets"] = int((mon.flagged & targets).sum())
+        out["detection_rate"] = float((mon.flagged & targets).sum() / targets.sum()) if targets.any() else float("nan")
+        clean = ~targets
+        out["false_alarm_rate"] = float((mon.flagged & clean).sum() / clean.sum()) if clean.any() else float("nan")
+        hit = mon.flagged & targets
+        if hit.any() and attacked_steps:
+            out["time_to_detect_min"] = float((mon.flag_step[hit] - attacked_steps[0]).mean() * m.dt_min)
+        else:
+            out["time_to_detect_min"] = float("nan")
+        return out
+
     def result(self, *, wall_s: float, cpu_s: float) -> "RunResult":
         from sim.kpis import compute_kpis
         from sim.result import RunResult, provenance
@@ -242,7 +270,7 @@ class Recorder:
         mo = m.market_operator
         if mo.reference is not None:
             timing["reference_s"] = mo.reference_time_s
-        market: dict[str, Any] = {}
+        market: dict[str, Any] = self._attack_kpis()
         if mo.dlmp_p is not None:
             market.update(dlmp_p_mean_usd_per_mwh=float(mo.dlmp_p.mean()), dlmp_p_max_usd_per_mwh=float(mo.dlmp_p.max()),
                           dlmp_q_mean_usd_per_mvarh=float(mo.dlmp_q.mean()), dlmp_failed_slots=mo.dlmp_failed_slots)

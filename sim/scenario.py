@@ -266,6 +266,49 @@ class StationGroup(_Model):
     release_when_full: bool = Field(False, description="EVs leave the port when charged (public) or stay (home)")
 
 
+class AttackSpec(_Model):
+    """A false-data-injection attack applied at a tap (see `agents.attacker`).
+
+    ``kind``: ``station-inflation`` (stations report more committed EV load than they have: channel
+    ``station_reports``), ``elasticity`` (the DR elasticities the market uses are scaled: channel ``elasticity``),
+    ``price-scale`` (the announced price toward the market's schedules is scaled: channel ``price_signal``).
+    Targets are explicit station indices [pandapower-free 0-based station rows] or a random ``share`` drawn from
+    the run's ``attack`` stream. The attack acts on slots whose time lies in ``[start_h, end_h)`` (hours since
+    the run started), ramping in linearly over ``ramp_h``.
+    """
+
+    label: str = ""
+    kind: Literal["station-inflation", "elasticity", "price-scale"]
+    share: float = Field(0.15, ge=0, le=1)
+    targets: list[int] | None = None
+    magnitude: float = Field(0.3, ge=-1, le=10, description="relative change, e.g. 0.3 = +30 %")
+    start_h: float = Field(0.0, ge=0)
+    end_h: float = Field(1e9, gt=0)
+    ramp_h: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> "AttackSpec":
+        if self.end_h <= self.start_h:
+            raise ValueError(f"attacks.end_h: must be > start_h ({self.start_h}), got {self.end_h}")
+        return self
+
+
+class DetectionSpec(_Model):
+    """DSO-side detection of falsified station reports and its mitigation.
+
+    Plausibility: a station's report for the current step is compared with the power the DSO meters at the station
+    in that step; the normalised residual feeds a one-sided CUSUM per station (``S = max(0, S + r − k)``, alarm at
+    ``S > h``). Reports above the station's physical limit (ports × largest charger, or its cap) are flagged at once.
+    Mitigation ``forecast``: a flagged station's reports are replaced by the aggregator's own schedule for it.
+    """
+
+    enabled: bool = False
+    cusum_k: float = Field(0.5, ge=0, description="CUSUM drift allowance [in units of the residual scale]")
+    cusum_h: float = Field(5.0, gt=0, description="CUSUM alarm threshold")
+    scale_kw: float = Field(5.0, gt=0, description="residual normalisation [kW]")
+    mitigation: Literal["none", "forecast"] = "forecast"
+
+
 class OutputSpec(_Model):
     plots: bool = True
     bus_table: bool = True
@@ -285,6 +328,8 @@ class Scenario(_Model):
     fleet: FleetSpec
     stations: list[StationGroup] = Field(min_length=1)
     outputs: OutputSpec = OutputSpec()
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    detection: DetectionSpec = DetectionSpec()
     paper: dict[str, Any] = Field(default_factory=dict, description="published reference numbers to print beside ours")
 
     @model_validator(mode="after")

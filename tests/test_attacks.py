@@ -1,0 +1,61 @@
+"""Attack taps, the attacker agent and DSO-side detection of falsified station reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.model import CoSimulation
+from sim.scenario import ScenarioError, load_scenario
+
+BASE = ["fleet.n_evs=300", "market.params.elasticity-dr.reprice='step'"]
+INFLATE = 'attacks=[{kind="station-inflation", share=0.3, magnitude=2.0, start_h=4, end_h=10}]'
+
+
+def run(ov: list[str], seed: int = 3):  # type: ignore[no-untyped-def]
+    return CoSimulation(load_scenario("default", BASE + ov, seed)).run()
+
+
+def test_attacker_without_an_open_window_changes_nothing() -> None:
+    clean = run([])
+    idle = run(['attacks=[{kind="station-inflation", share=0.5, magnitude=1.0, start_h=100, end_h=200}]'])
+    a = {k: v for k, v in clean.kpis.items() if not k.startswith("time_")}
+    b = {k: v for k, v in idle.kpis.items() if not k.startswith("time_") and k != "attack_steps"}
+    np.testing.assert_equal(a, b)
+    assert idle.kpis["attack_steps"] == 0
+    for name in clean.tables:
+        if name != "lsf":
+            assert clean.tables[name].equals(idle.tables[name]), name
+
+
+def test_station_inflation_raises_real_time_prices_and_is_labelled() -> None:
+    clean, hit = run([]), run([INFLATE])
+    assert hit.kpis["attack_steps"] > 0
+    p0 = clean.tables["steps"]["price_usd_per_mwh"]
+    p1 = hit.tables["steps"]["price_usd_per_mwh"]
+    assert p1.mean() > p0.mean()
+
+
+def test_detection_flags_inflating_stations_and_mitigation_recovers_prices() -> None:
+    clean, hit = run([]), run([INFLATE])
+    det = run([INFLATE, "detection.enabled=true"])
+    assert det.kpis["detection_rate"] >= 0.5
+    assert det.kpis["time_to_detect_min"] >= 0
+    dev = lambda r: abs(r.tables["steps"]["price_usd_per_mwh"].mean() - clean.tables["steps"]["price_usd_per_mwh"].mean())  # noqa: E731
+    assert dev(det) < dev(hit)
+
+
+def test_bad_attack_specs_are_one_line_errors() -> None:
+    with pytest.raises(ScenarioError, match="attacks.0.kind"):
+        load_scenario("default", ['attacks=[{kind="teleport"}]'])
+    with pytest.raises(ScenarioError, match="end_h"):
+        load_scenario("default", ['attacks=[{kind="elasticity", start_h=5, end_h=2}]'])
+    with pytest.raises(ScenarioError, match="attacks.targets"):
+        run(['attacks=[{kind="station-inflation", targets=[999]}]'])
+
+
+def test_elasticity_attack_reaches_the_market() -> None:
+    clean = run([])
+    hit = run(['attacks=[{kind="elasticity", magnitude=-0.5}]'])
+    assert hit.kpis["attack_steps"] > 0
+    assert hit.kpis["dr_shifted_kwh"] < clean.kpis["dr_shifted_kwh"]
