@@ -89,6 +89,8 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     k["ev_peak_kw"] = float(s["ev_load_kw"].max()) if len(s) else 0.0
     k["ev_energy_kwh"] = float(s["ev_load_kw"].sum() * dt_h)
     k["dr_shifted_kwh"] = float(np.clip(s["dr_shift_kw"], 0, None).sum() * dt_h)
+    k["price_mean_usd_per_mwh"] = float(price.mean()) if price.size else float("nan")
+    k["price_max_usd_per_mwh"] = float(price.max()) if price.size else float("nan")
     # costs
     grid_e = s["grid_p_kw"].to_numpy() * dt_h / 1000.0
     k["grid_energy_cost_usd"] = float((grid_e * price).sum())

@@ -59,3 +59,22 @@ def test_elasticity_attack_reaches_the_market() -> None:
     hit = run(['attacks=[{kind="elasticity", magnitude=-0.5}]'])
     assert hit.kpis["attack_steps"] > 0
     assert hit.kpis["dr_shifted_kwh"] < clean.kpis["dr_shifted_kwh"]
+
+
+def test_attack_campaign_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    out = tmp_path / "att"
+    res = CliRunner().invoke(app, [
+        "attack", "default", "--attack", 'kind="station-inflation", share=0.3, magnitude=2.0, start_h=4, end_h=10',
+        "--set", "market.params.elasticity-dr.reprice='step'", "--set", "fleet.n_evs=100", "--set", "time.horizon_h=12",
+        "-n", "2", "--workers", "1", "-q", "--no-plots", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    table = pd.read_csv(out / "paper_comparison.csv")
+    assert len(table) == 2 and "tariff deviation [%]" in table.columns
+    res = CliRunner().invoke(app, ["attack", "default", "--out", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "--attack" in res.output
