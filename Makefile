@@ -23,6 +23,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_montecarlo.py
 	$(BIN)/python bench/bench_milp.py
 	$(BIN)/python bench/bench_dlmp.py
+	$(BIN)/python bench/bench_estimation.py
+	$(BIN)/python bench/bench_eho.py
+	$(BIN)/python bench/bench_eho_vs_mealpy.py
 
 clean:
 	rm -rf $(VENV) results

@@ -33,21 +33,31 @@ class Attacker(mesa.Agent):
         super().__init__(model)
         self.specs = specs
         rng = model.streams["attack"]
-        n_st = len(model.station_table)
         self.targets: list[np.ndarray] = []
         for spec in specs:
+            # what a target is: a station row, a measurement index, or a (non-slack) bus
+            if spec.kind == "measurement-bias":
+                n_t, first, what = model.estimator.n_meas, 0, "measurement"
+            elif spec.kind == "measurement-stealth":
+                n_t, first, what = model.network.n_bus, 1, "bus"
+            else:
+                n_t, first, what = len(model.station_table), 0, "station"
             if spec.targets is not None:
-                bad = [t for t in spec.targets if not 0 <= t < n_st]
+                bad = [t for t in spec.targets if not first <= t < n_t]
                 if bad:
                     from sim.scenario import ScenarioError
 
-                    raise ScenarioError(f"attacks.targets: station {bad[0]} out of range; allowed 0..{n_st - 1}")
+                    raise ScenarioError(f"attacks.targets: {what} {bad[0]} out of range; allowed {first}..{n_t - 1}")
                 tg = np.asarray(spec.targets, int)
             else:
-                tg = np.sort(rng.choice(n_st, size=int(round(spec.share * n_st)), replace=False))
+                size = int(round(spec.share * n_t))
+                if what != "station":
+                    size = max(size, 1)
+                tg = np.sort(rng.choice(np.arange(first, n_t), size=min(size, n_t - first), replace=False))
             self.targets.append(tg)
             channel = {"station-inflation": "station_reports", "elasticity": "elasticity",
-                       "price-scale": "price_signal"}[spec.kind]
+                       "price-scale": "price_signal", "measurement-bias": "dso_measurements",
+                       "measurement-stealth": "dso_measurements"}[spec.kind]
             model.taps.register(channel, self._transform(spec, tg))
 
     def _slot_hours(self, k: int, n: int) -> np.ndarray:
@@ -77,4 +87,24 @@ class Attacker(mesa.Agent):
                 return result, False
             return replace(result, price_usd_per_mwh=price * (1.0 + spec.magnitude * w)), True
 
-        return {"station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale}[spec.kind]
+        def measurement_bias(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            if w == 0:
+                return z, False
+            out = z.copy()
+            out[targets] += spec.magnitude * w * self.model.estimator.sigma[targets]
+            return out, True
+
+        def measurement_stealth(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            pf = self.model.last_pf
+            if w == 0 or pf is None:
+                return z, False
+            est = self.model.estimator
+            dvm = np.zeros(self.model.network.n_bus)
+            dvm[targets] = -spec.magnitude * w
+            c = est.state(dvm, np.zeros_like(dvm))
+            return z + est.stealthy_attack(pf.vm_pu, np.deg2rad(pf.va_degree), c, form="ac"), True
+
+        return {"station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale,
+                "measurement-bias": measurement_bias, "measurement-stealth": measurement_stealth}[spec.kind]

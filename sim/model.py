@@ -81,6 +81,19 @@ def compiled_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPower
     return _compiled_grid(g.model_dump_json(exclude={"volt_var"}))
 
 
+def compiled_estimator(g: GridSpec) -> Any:
+    """The DSO's state estimator for a grid (default measurement set), compiled once per process."""
+    return _compiled_estimator(g.model_dump_json(exclude={"volt_var"}))
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_estimator(spec_json: str) -> Any:
+    from grids.estimation import MeasurementSet, StateEstimator
+
+    network, _ = _compiled_grid(spec_json)
+    return StateEstimator(network.net, MeasurementSet.default(network.net))
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
     g = GridSpec.model_validate_json(spec_json)
@@ -159,6 +172,13 @@ class CoSimulation(mesa.Model):
         self.dso = DSO(self, net, engine, curtail=g.curtailment,
                        volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
+        self.estimator = None
+        self.last_pf = None
+        if scenario.detection.state_estimation:
+            self.estimator = compiled_estimator(g)
+            self.estimator.reset_warm_start()
+            self.se_flag = np.zeros(self.n_steps, bool)
+            self.se_vm_error = np.full(self.n_steps, np.nan)
         self.attacker = Attacker(self, list(scenario.attacks)) if scenario.attacks else None
         self.monitor = None
         if scenario.detection.enabled:
@@ -228,8 +248,14 @@ class CoSimulation(mesa.Model):
                            q_ev_kvar=q_ev_bus)
         p_disp = p_ev
         p_ev = np.where(p_ev > 0, p_ev * grid.ev_factor_bus[f.bus[ev_idx]], p_ev)
-        # 6. measure and record
-        meas = self.taps.apply("dso_measurements", grid, k)
+        # 6. measure (state estimation and bad-data detection on the tapped measurements) and record
+        if self.estimator is not None and grid.pf.converged:
+            self.last_pf = grid.pf
+            z = self.taps.apply("dso_measurements", self.estimator.measure(grid.pf, self.streams["noise"]), k)
+            det = self.estimator.detect(z, alpha=self.scenario.detection.alpha)
+            self.se_flag[k] = det.flagged
+            if det.converged:
+                self.se_vm_error[k] = float(np.nanmax(np.abs(det.result.vm_pu - grid.pf.vm_pu)))
         # 7. settle
         sched = agg.schedule_kw[ev_idx, k]
         e_batt = np.where(p_ev > 0, p_ev * f.eta_ch[ev_idx], p_ev / f.eta_dis[ev_idx]) * dt_h
@@ -244,7 +270,7 @@ class CoSimulation(mesa.Model):
         full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
         self.recorder.record(
-            k, meas, p_base,
+            k, grid, p_base,
             p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=nb),
             p_ev_requested_kw=float(np.maximum(sched, 0).sum()),
             p_ev_curtailed_kw=float((p_disp - p_ev).sum()),

@@ -227,11 +227,24 @@ class Recorder:
         """Attack and detection KPIs: attacked steps, targets detected, false alarms, time to detect."""
         m = self.model
         out: dict[str, Any] = {}
-        if m.attacker is None and m.monitor is None:
+        if m.attacker is None and m.monitor is None and m.estimator is None:
             return out
         labels = [lab for ch in m.taps.labels.values() for lab in ch]
         attacked_steps = sorted({k for k, hit in labels if hit})
         out["attack_steps"] = len(attacked_steps)
+        if m.estimator is not None:
+            flags = m.se_flag
+            meas_attacked = np.zeros(len(flags), bool)
+            for k, hit in m.taps.labels.get("dso_measurements", []):
+                meas_attacked[k] |= hit
+            out["se_alarm_steps"] = int(flags.sum())
+            out["se_detection_rate"] = float(flags[meas_attacked].mean()) if meas_attacked.any() else float("nan")
+            out["se_false_alarm_rate"] = float(flags[~meas_attacked].mean()) if (~meas_attacked).any() else float("nan")
+            first = np.nonzero(meas_attacked)[0]
+            hits = np.nonzero(flags & (np.arange(len(flags)) >= (first[0] if len(first) else 0)))[0]
+            out["se_time_to_detect_min"] = (float((hits[0] - first[0]) * m.dt_min) if len(first) and len(hits)
+                                            else float("nan"))
+            out["se_vm_error_max_pu"] = float(np.nanmax(m.se_vm_error)) if np.isfinite(m.se_vm_error).any() else float("nan")
         if m.monitor is None:
             return out
         targets = np.zeros(len(m.station_table), bool)

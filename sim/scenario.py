@@ -271,17 +271,22 @@ class AttackSpec(_Model):
 
     ``kind``: ``station-inflation`` (stations report more committed EV load than they have: channel
     ``station_reports``), ``elasticity`` (the DR elasticities the market uses are scaled: channel ``elasticity``),
-    ``price-scale`` (the announced price toward the market's schedules is scaled: channel ``price_signal``).
+    ``price-scale`` (the announced price toward the market's schedules is scaled: channel ``price_signal``),
+    ``measurement-bias`` (a random ``share`` of the DSO's measurements is offset by ``magnitude`` standard
+    deviations: channel ``dso_measurements``), ``measurement-stealth`` (the AC-consistent ``h(x + c) − h(x)``
+    attack that lowers the estimated |V| by ``magnitude`` pu at a ``share`` of the buses, with full knowledge of
+    the network and state). Measurement attacks need ``detection.state_estimation``.
     Targets are explicit station indices [pandapower-free 0-based station rows] or a random ``share`` drawn from
     the run's ``attack`` stream. The attack acts on slots whose time lies in ``[start_h, end_h)`` (hours since
     the run started), ramping in linearly over ``ramp_h``.
     """
 
     label: str = ""
-    kind: Literal["station-inflation", "elasticity", "price-scale"]
+    kind: Literal["station-inflation", "elasticity", "price-scale", "measurement-bias", "measurement-stealth"]
     share: float = Field(0.15, ge=0, le=1)
     targets: list[int] | None = None
-    magnitude: float = Field(0.3, ge=-1, le=10, description="relative change, e.g. 0.3 = +30 %")
+    magnitude: float = Field(0.3, ge=-100, le=100, description="relative change (0.3 = +30 %); σ units for "
+                             "measurement-bias; pu of |V| for measurement-stealth")
     start_h: float = Field(0.0, ge=0)
     end_h: float = Field(1e9, gt=0)
     ramp_h: float = Field(0.0, ge=0)
@@ -303,6 +308,8 @@ class DetectionSpec(_Model):
     """
 
     enabled: bool = False
+    state_estimation: bool = Field(False, description="WLS state estimation and chi-square/rN tests every step")
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability of the chi-square test")
     cusum_k: float = Field(0.5, ge=0, description="CUSUM drift allowance [in units of the residual scale]")
     cusum_h: float = Field(5.0, gt=0, description="CUSUM alarm threshold")
     scale_kw: float = Field(5.0, gt=0, description="residual normalisation [kW]")
@@ -331,6 +338,12 @@ class Scenario(_Model):
     attacks: list[AttackSpec] = Field(default_factory=list)
     detection: DetectionSpec = DetectionSpec()
     paper: dict[str, Any] = Field(default_factory=dict, description="published reference numbers to print beside ours")
+
+    @model_validator(mode="after")
+    def _measurement_attacks(self) -> "Scenario":
+        if any(a.kind.startswith("measurement") for a in self.attacks) and not self.detection.state_estimation:
+            raise ValueError("attacks.kind: measurement attacks need detection.state_estimation = true")
+        return self
 
     @model_validator(mode="after")
     def _refs(self) -> "Scenario":

@@ -78,3 +78,21 @@ def test_attack_campaign_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert len(table) == 2 and "tariff deviation [%]" in table.columns
     res = CliRunner().invoke(app, ["attack", "default", "--out", str(tmp_path / "none")])
     assert res.exit_code == 2 and "--attack" in res.output
+
+
+def test_state_estimation_catches_naive_bias_but_not_the_stealthy_attack() -> None:
+    se = ["detection.state_estimation=true", "fleet.n_evs=100", "time.horizon_h=12"]
+    clean = run(se)
+    bias = run([*se, 'attacks=[{kind="measurement-bias", share=0.03, magnitude=20, start_h=3, end_h=9}]'])
+    stealth = run([*se, 'attacks=[{kind="measurement-stealth", share=0.2, magnitude=0.01, start_h=3, end_h=9}]'])
+    assert clean.kpis["se_false_alarm_rate"] <= 0.05
+    assert bias.kpis["se_detection_rate"] == 1.0
+    assert stealth.kpis["se_detection_rate"] <= 0.1  # passes the chi-square test like clean data ...
+    assert stealth.kpis["se_vm_error_max_pu"] > clean.kpis["se_vm_error_max_pu"] + 0.003  # ... yet moves the estimate
+    # the estimator only observes, with noise from its own stream: the simulated grid is the same as without it
+    assert clean.tables["steps"].equals(run(["fleet.n_evs=100", "time.horizon_h=12"]).tables["steps"])
+
+
+def test_measurement_attacks_need_state_estimation() -> None:
+    with pytest.raises(ScenarioError, match="state_estimation"):
+        load_scenario("default", ['attacks=[{kind="measurement-bias"}]'])
