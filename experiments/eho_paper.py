@@ -663,7 +663,7 @@ def eho_sim_table(k: dict[str, dict[str, float]], paper: dict[str, Any]) -> pd.D
 SIM_NOTE = (
     "Co-simulation only: every EV charges at its own station (the market sees no EV before it queues), so the "
     "optimised case shifts load by holding ports longer and waits rise; the paper's wait reduction needs users to "
-    "choose their station. `experiments.eho_paper.run_eho_paper` runs the full comparison (the bilevel model with "
+    "choose their station. The `bilevel/` folder holds the full comparison (the bilevel model with "
     "and without station choice, Tables 4-11, the weight study and EHO judged against DE, random search and an "
     "exact optimum)."
 )
