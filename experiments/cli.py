@@ -41,6 +41,15 @@ HEADLINE = (
 )
 
 
+# Options shared by the study commands (montecarlo, sweep, study, attack)
+WorkersOpt = Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="scenario override, e.g. --set fleet.n_evs=500")]
+ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
+PlotsOpt = Annotated[bool, typer.Option(help="write plots")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
@@ -59,9 +68,9 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the scenario's)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    plots: PlotsOpt = True,
     engine: Annotated[Optional[str], typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run one scenario and write its tables, KPIs and plots."""
     from sim.scenario import ScenarioError, load_scenario
@@ -171,7 +180,7 @@ def compare_cmd(
     mechanisms: Annotated[str, typer.Option(help="comma-separated mechanism names")] = "uncontrolled,elasticity-dr,milp",
     reference: Annotated[str, typer.Option(help="exact reference: 'lp' or 'milp' (discretised)")] = "lp",
     bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override")] = None,
+    set_: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
 ) -> None:
@@ -214,14 +223,14 @@ def attack(
     grid: Annotated[Optional[list[str]], typer.Option("--grid", help="campaign axes, e.g. attacks.0.magnitude=0.1,0.3")] = None,
     detection: Annotated[str, typer.Option(help="'off', 'on' or 'both' (with and without detection)")] = "both",
     n: Annotated[int, typer.Option("-n", help="replications per point")] = 20,
-    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local'")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    set_: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
-    resume: Annotated[bool, typer.Option(help="run only what the store does not hold yet")] = False,
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    resume: ResumeOpt = False,
+    plots: PlotsOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
     """Attack campaign: attack axes × detection × replications, impact paired against the same days without attack."""
     from experiments.engine import make_sweep
@@ -315,15 +324,15 @@ def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str
 def montecarlo(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
     n: Annotated[int, typer.Option("-n", help="number of replications")] = 100,
-    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    set_: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
-    resume: Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")] = False,
+    resume: ResumeOpt = False,
     timeseries: Annotated[Optional[list[str]], typer.Option(help="also store this table per replication, e.g. steps")] = None,
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    plots: PlotsOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
     """Monte Carlo: n stochastic replications of one scenario, with means, CIs and a convergence plot."""
     from experiments.engine import Point, Study
@@ -344,14 +353,14 @@ def sweep(
     oat: Annotated[bool, typer.Option("--oat", help="one parameter at a time around the scenario (tornado)")] = False,
     baseline: Annotated[Optional[list[str]], typer.Option(help="add a 'baseline' point with these key=value settings")] = None,
     n: Annotated[int, typer.Option("-n", help="replications per parameter point")] = 20,
-    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local'")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override for every point")] = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
-    resume: Annotated[bool, typer.Option(help="run only what the store does not hold yet")] = False,
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    resume: ResumeOpt = False,
+    plots: PlotsOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
     """Parameter sweep (full factorial or one-at-a-time) crossed with replications, common random numbers."""
     from experiments.engine import make_sweep
@@ -371,13 +380,13 @@ def sweep(
 def study(
     name: Annotated[str, typer.Argument(help="shipped study (see `evgrid studies`) or study TOML file")],
     n: Annotated[Optional[int], typer.Option("-n", help="replications per point [default: the study's]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local'")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the study's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/study-<name>]")] = None,
-    resume: Annotated[bool, typer.Option(help="run only what the store does not hold yet")] = False,
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    resume: ResumeOpt = False,
+    plots: PlotsOpt = True,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a ready study of the papers (sensitivity sweeps) and print it beside the paper's table."""
     from experiments.engine import load_study_file
@@ -402,7 +411,7 @@ def studies() -> None:
 @app.command(name="report")
 def report_cmd(
     directory: Annotated[Path, typer.Argument(help="a study directory")],
-    plots: Annotated[bool, typer.Option(help="write plots")] = True,
+    plots: PlotsOpt = True,
 ) -> None:
     """Regenerate a study's summary tables and plots from its store, without re-running anything."""
     from experiments.report import report
