@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/evgrid run default --out results/default
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
