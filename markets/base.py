@@ -17,6 +17,7 @@ last slot ``e-1`` during which it is still plugged in (departures need not fall 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar
 
@@ -289,7 +290,7 @@ class MarketResult:
         return replace(self, info={**self.info, **info})
 
 
-class Mechanism:
+class Mechanism(ABC):
     """Base class of market mechanisms: configure once, then `clear` many times.
 
     Subclasses set ``name`` and ``parameters`` (allowed keyword → (default, description)) and implement
@@ -320,8 +321,9 @@ class Mechanism:
         result = self._clear(request)
         return result.with_info(wall_time_s=time.perf_counter() - t)
 
-    def _clear(self, request: MarketRequest) -> MarketResult:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _clear(self, request: MarketRequest) -> MarketResult:
+        """Clear ``request`` (subclasses implement this; `clear` adds the timing)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
