@@ -65,7 +65,11 @@ class EV(mesa.Agent):
         env: simpy.Environment = self.model.env
         f, i = self.fleet, self.idx
         yield env.timeout(f.arrival_min[i])
-        station: Station = self.model.stations[int(f.station[i])]
+        k = self.model.choose_station(i)  # the aggregator may redirect a following user to a nearby station
+        if k != f.station[i]:
+            f.station[i] = k
+            f.bus[i] = self.model.station_table.bus[k]
+        station: Station = self.model.stations[k]
         f.state[i] = WAITING
         req = station.ports.request()
         patience = max(f.departure_min[i] - env.now, 0.0)

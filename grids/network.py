@@ -27,6 +27,7 @@ holds over ``[h, h+1)``.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,32 @@ class Network:
             z[np.ix_(keep, keep)] = np.linalg.inv(ybus[np.ix_(keep, keep)])
             self._r = np.real(z[np.ix_(lookup, lookup)])
         return self._r
+
+
+def feeder_neighbours(net: Any, buses: np.ndarray, reach: int) -> list[list[int]]:
+    """For each station, itself and the ``reach`` other stations nearest along the feeder (in-service lines, hops;
+    ties by station index)."""
+    n = len(net.bus)
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for fb, tb, ok in zip(net.line.from_bus, net.line.to_bus, net.line.in_service):
+        if ok:
+            adj[int(fb)].append(int(tb))
+            adj[int(tb)].append(int(fb))
+    out = []
+    for k, b in enumerate(buses):
+        dist = np.full(n, np.inf)
+        dist[int(b)] = 0
+        q = deque([int(b)])
+        while q:
+            u = q.popleft()
+            for v in adj[u]:
+                if dist[v] == np.inf:
+                    dist[v] = dist[u] + 1
+                    q.append(v)
+        d = dist[np.asarray(buses, int)]
+        order = [j for j in np.lexsort((np.arange(len(buses)), d)) if j != k]
+        out.append([k] + [int(j) for j in order[:reach]])
+    return out
 
 
 def _copy_net(net: Any) -> Any:

@@ -796,6 +796,8 @@ class EHOBilevel(Mechanism):
     name = "eho-bilevel"
     parameters = {
         "alpha1": (0.6, "weight of the DR revenue F1 (eq. 9)"),
+        "station_choice": (0, "in a simulation, following users arriving at a station may use the least busy of "
+                              "it and its N nearest stations along the feeder (the aggregator redirects; 0 = own)"),
         "alpha2": (0.3, "weight of the grid stress F2 (load variance, eq. 9)"),
         "alpha3": (0.1, "weight of the waiting time F3 (eq. 9)"),
         "n_elephants": (50, "EHO population (Table 6)"),
@@ -837,6 +839,8 @@ class EHOBilevel(Mechanism):
         fs, el = p["follow_share"], p["elasticity"]
         checks = {
             "alpha1": (num(p["alpha1"]) and p["alpha1"] >= 0, ">= 0"),
+            "station_choice": (isinstance(p["station_choice"], int) and not isinstance(p["station_choice"], bool)
+                               and p["station_choice"] >= 0, "integer >= 0"),
             "alpha2": (num(p["alpha2"]) and p["alpha2"] >= 0, ">= 0"),
             "alpha3": (num(p["alpha3"]) and p["alpha3"] >= 0, ">= 0"),
             "n_elephants": (isinstance(p["n_elephants"], int) and p["n_elephants"] >= 2, "integer >= 2"),

@@ -172,6 +172,7 @@ class CoSimulation(mesa.Model):
         self.dso = DSO(self, net, engine, curtail=g.curtailment,
                        volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
+        self._station_alternatives = self._alternatives(int(mech.params.get("station_choice", 0) or 0))
         self.estimator = None
         self.last_pf = None
         if scenario.detection.state_estimation:
@@ -194,6 +195,34 @@ class CoSimulation(mesa.Model):
         self.env.process(self._market_steps())
         self.t_build = time.perf_counter() - self.t_build
         self._release_next: np.ndarray = np.zeros(0, int)
+
+    def _alternatives(self, reach: int) -> list[list[int]] | None:
+        """Per station, itself and its ``reach`` nearest stations of the same group along the feeder."""
+        if reach <= 0:
+            return None
+        from grids.network import feeder_neighbours
+
+        st = self.station_table
+        out: list[list[int]] = [[k] for k in range(len(st))]
+        for g in np.unique(st.group):
+            members = np.nonzero(st.group == g)[0]
+            for k, alts in zip(members, feeder_neighbours(self.network.net, st.bus[members], reach)):
+                out[k] = [int(members[j]) for j in alts]
+        return out
+
+    def choose_station(self, i: int) -> int:
+        """The station EV ``i`` queues at: its own, or — when the mechanism redirects users and the EV follows the
+        aggregator — the least busy (waiting + charging per port) of its own and its nearest ones (ties: own)."""
+        own = int(self.fleet.station[i])
+        if self._station_alternatives is None or not self.fleet.participates[i]:
+            return own
+        best, best_load = own, np.inf
+        for k in self._station_alternatives[own]:
+            ports = self.stations[k].ports
+            load = (ports.count + len(ports.queue)) / ports.capacity
+            if load < best_load - 1e-12:
+                best, best_load = k, load
+        return best
 
     # ------------------------------------------------------------------ step loop
     def _market_steps(self) -> Generator[Event, Any, None]:
