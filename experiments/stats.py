@@ -78,3 +78,28 @@ def paired_change(reps: pd.DataFrame, kpi: str, baseline_point: int, *, relative
         rows.append({"point": int(point), "kpi": kpi, "mean": m, "ci_low": lo, "ci_high": hi,
                      "n": int(d.notna().sum())})
     return pd.DataFrame(rows)
+
+
+def roc(score: np.ndarray, attacked: np.ndarray) -> pd.DataFrame:
+    """ROC curve of a detector that alarms when ``score > threshold``, over every threshold the data allow.
+
+    Args:
+        score: detector statistic per step (e.g. the state estimator's χ² objective ``J``; ``inf`` = always alarm).
+        attacked: the step's true label (from the attack taps).
+
+    Returns:
+        One row per threshold: ``threshold``, ``tpr`` (detection rate on attacked steps), ``fpr`` (false-alarm rate on
+        clean steps), from (0, 0) to (1, 1); ``auc`` of the curve in ``df.attrs["auc"]``.
+    """
+    score = np.asarray(score, float)
+    attacked = np.asarray(attacked, bool)
+    keep = ~np.isnan(score)
+    score, attacked = score[keep], attacked[keep]
+    n_pos, n_neg = attacked.sum(), (~attacked).sum()
+    thresholds = np.concatenate([[np.inf], np.sort(np.unique(score))[::-1], [-np.inf]])
+    tpr = np.array([(score[attacked] > t).sum() / n_pos if n_pos else np.nan for t in thresholds])
+    fpr = np.array([(score[~attacked] > t).sum() / n_neg if n_neg else np.nan for t in thresholds])
+    df = pd.DataFrame({"threshold": thresholds, "tpr": tpr, "fpr": fpr})
+    ok = np.isfinite(tpr) & np.isfinite(fpr)
+    df.attrs["auc"] = float(np.trapezoid(tpr[ok], fpr[ok])) if ok.sum() > 1 else float("nan")
+    return df

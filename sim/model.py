@@ -180,6 +180,7 @@ class CoSimulation(mesa.Model):
             self.estimator.reset_warm_start()
             self.se_flag = np.zeros(self.n_steps, bool)
             self.se_vm_error = np.full(self.n_steps, np.nan)
+            self.se_objective = np.full(self.n_steps, np.nan)  # χ² statistic J per step (ROC over thresholds)
         self.attacker = Attacker(self, list(scenario.attacks)) if scenario.attacks else None
         self.monitor = None
         if scenario.detection.enabled:
@@ -283,6 +284,7 @@ class CoSimulation(mesa.Model):
             z = self.taps.apply("dso_measurements", self.estimator.measure(grid.pf, self.streams["noise"]), k)
             det = self.estimator.detect(z, alpha=self.scenario.detection.alpha)
             self.se_flag[k] = det.flagged
+            self.se_objective[k] = det.objective if det.converged else np.inf
             if det.converged:
                 self.se_vm_error[k] = float(np.nanmax(np.abs(det.result.vm_pu - grid.pf.vm_pu)))
         # 7. settle

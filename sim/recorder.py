@@ -116,6 +116,13 @@ class Recorder:
         s = np.hypot(steps["grid_p_kw"], steps["grid_q_kvar"])
         steps["td_pf"] = np.where(s > 0, np.abs(steps["grid_p_kw"]) / np.where(s > 0, s, 1.0), 1.0)
         steps["substation_loading_percent"] = s / (m.network.substation_mva * 10.0)
+        if m.estimator is not None:
+            attacked = np.zeros(n, bool)
+            for kk, hit in m.taps.labels.get("dso_measurements", []):
+                attacked[kk] |= hit
+            steps["se_objective"] = m.se_objective
+            steps["se_flagged"] = m.se_flag
+            steps["measurements_attacked"] = attacked
 
         step_col = np.repeat(np.arange(n), nb)
         bus = pd.DataFrame({

@@ -90,9 +90,29 @@ def test_state_estimation_catches_naive_bias_but_not_the_stealthy_attack() -> No
     assert stealth.kpis["se_detection_rate"] <= 0.1  # passes the chi-square test like clean data ...
     assert stealth.kpis["se_vm_error_max_pu"] > clean.kpis["se_vm_error_max_pu"] + 0.003  # ... yet moves the estimate
     # the estimator only observes, with noise from its own stream: the simulated grid is the same as without it
-    assert clean.tables["steps"].equals(run(["fleet.n_evs=100", "time.horizon_h=12"]).tables["steps"])
+    plain = run(["fleet.n_evs=100", "time.horizon_h=12"]).tables["steps"]
+    assert clean.tables["steps"][plain.columns].equals(plain)
 
 
 def test_measurement_attacks_need_state_estimation() -> None:
     with pytest.raises(ScenarioError, match="state_estimation"):
         load_scenario("default", ['attacks=[{kind="measurement-bias"}]'])
+
+
+def test_roc_of_the_chi_square_detector() -> None:
+    from experiments.stats import roc
+
+    se = ["detection.state_estimation=true", "fleet.n_evs=100", "time.horizon_h=12"]
+    bias = run([*se, 'attacks=[{kind="measurement-bias", share=0.03, magnitude=8, start_h=3, end_h=9}]'])
+    stealth = run([*se, 'attacks=[{kind="measurement-stealth", share=0.2, magnitude=0.01, start_h=3, end_h=9}]'])
+    for r in (bias, stealth):
+        s = r.tables["steps"]
+        assert {"se_objective", "se_flagged", "measurements_attacked"} <= set(s.columns)
+        assert s["measurements_attacked"].sum() == r.kpis["attack_steps"]
+    auc_bias = roc(bias.tables["steps"]["se_objective"], bias.tables["steps"]["measurements_attacked"]).attrs["auc"]
+    auc_stealth = roc(stealth.tables["steps"]["se_objective"],
+                      stealth.tables["steps"]["measurements_attacked"]).attrs["auc"]
+    assert auc_bias > 0.95  # a naive bias separates attacked from clean steps at almost any threshold
+    assert auc_stealth < 0.8  # the stealthy attack looks like clean data to the χ² statistic
+    curve = roc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True]))
+    assert curve["tpr"].iloc[0] == 0 and curve["tpr"].iloc[-1] == 1 and curve.attrs["auc"] == pytest.approx(0.75)
