@@ -16,18 +16,26 @@ slack penalties with one large weight — lands 45–130 % above the optimum; se
 
 1. *Q is eliminated exactly.* ``Q[c,t]`` enters only slot ``(c,t)``'s cost and apparent-power row, so its best
    level given ``n`` is known in closed form (the most injecting feasible level when λQ > 0). The slot's cost is
-   then a function ``f[c,t](n)`` of the P level only, and the apparent-power limit holds by construction. The
-   QUBO carries ``f`` as its least-squares quadratic fit in the bits of ``n`` (exact for the P part, the fit
-   error of the Q part is reported); the decoded schedule is always scored with the true ``f``.
-2. *Decomposition.* The EVA level separates by cluster; each cluster's block is sampled in the same call and the
+   then a function ``f[c,t](n)`` of the P level only, and the apparent-power limit holds by construction.
+2. *Domain-wall encoding.* A slot's level is the position of the wall in a chain of ordered bits; bit ``j`` costs
+   the increment ``f(j+1) − f(j)`` and a chain penalty keeps the bits ordered. The QUBO energy of a valid
+   pattern is then ``f`` exactly (binary bits can only carry a quadratic fit of ``f``, whose error — the Q grid
+   makes ``f`` a staircase — exceeds the price differences the schedule turns on), and moving a slot by one
+   level is a single flip, so annealing can move energy between slots without crossing a penalty wall.
+3. *Multi-resolution.* At 8 bits a chain per slot would be 255 bits long; instead the whole range is annealed on
+   a coarse grid (15 steps), then windows of ± one coarse step around that schedule on ever finer grids, each a
+   small domain-wall QUBO (:func:`solve`).
+4. *Decomposition.* The EVA level separates by cluster; each cluster's block is sampled in the same call and the
    best read of each block is recombined (:class:`~markets.qubo.composites.DecomposedSampler`).
-3. *Penalty calibration from LP duals* (the paper's "penalty factors derived from Lagrangian multipliers"). The
-   energy row is penalised as an augmented Lagrangian ``λ·r + w·r²`` with ``r = Σ_t n − slack − U̲``; ``λ`` is
-   the dual of the energy row in the LP relaxation of the one-hot formulation (HiGHS), so moving energy between
-   slots costs only the price difference, not a penalty wall, and ``w`` need only exceed the largest slot price
-   step near the optimum instead of the largest one-step gain.
-4. *Sampler settings.* The annealing range comes from the BQM's flip energies
+5. *Penalty calibration from LP duals* (the paper's "penalty factors derived from Lagrangian multipliers"). The
+   energy row is penalised as an augmented Lagrangian ``λ·r + w·r²``; ``λ`` is the dual of the energy row in the
+   LP relaxation of the one-hot formulation (HiGHS), so moving energy between slots costs only the price
+   difference, not a penalty wall, and ``w`` need only be a fraction of the slot price spread.
+6. *Sampler settings.* The annealing range comes from the problem's price scales
    (:func:`~markets.qubo.composites.beta_range`), not the sampler's default.
+
+:func:`build_qubo` keeps the plain binary formulation (fitted costs, slack bits) for comparison and for tiny
+exact checks.
 
 The exact reference is the one-hot MILP of the same discretised problem in HiGHS (:func:`reference`).
 """
@@ -45,7 +53,7 @@ import scipy.sparse as sp
 from markets.qubo import composites, encoding, samplers
 from markets.qubo.model import IntVar, QuboModel
 
-__all__ = ["EVAInstance", "EVAReference", "EVASolution", "reference", "build_qubo", "solve", "evaluate",
+__all__ = ["EVAInstance", "paper_instance", "EVAReference", "EVASolution", "reference", "build_qubo", "solve", "evaluate",
            "repair"]
 
 
@@ -139,6 +147,36 @@ class EVAInstance:
     def with_bits(self, bits: int) -> "EVAInstance":
         from dataclasses import replace
         return replace(self, bits=bits)
+
+
+#: Table 1 of ``000_…``: active-power DLMPs of the six 4-hour slots [$/MWh]; reactive DLMPs range [$/MVArh].
+PAPER_LAMBDA_P_USD_PER_MWH = (40.0, 50.0, 60.0, 70.0, 100.0, 60.0)
+PAPER_LAMBDA_Q_RANGE_USD_PER_MVARH = (4.0, 10.0)
+
+
+def paper_instance(bits: int = 8, seed: int = 0, n_clusters: int = 20, n_evs: int = 1000,
+                   reactive: bool = True) -> EVAInstance:
+    """The EVA instance of ``000_…`` Table 1: ``n_evs`` EVs in ``n_clusters`` clusters, 6 slots × 4 h.
+
+    The paper gives the prices and sizes but not the fleet, so the fleet is drawn (``seed``): EVs split over
+    clusters by a Dirichlet(2) share; rated power 7.4 or 11 kW (even odds), daily need U(15, 45) kWh. A cluster's
+    ``P̄`` is the sum of its rated powers, ``S̄ = 1.2 · P̄`` (chargers' converters sized for reactive support),
+    ``Q ∈ [−S̄, S̄]``, energy window ``[E, 1.15 · E]`` with ``E`` the cluster's need. ``λP`` is Table 1's profile
+    scaled per cluster by a locational factor U(1.00, 1.08) (DLMPs rise along the feeder), ``λQ`` is drawn
+    per cluster and slot from Table 1's range.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    share = rng.dirichlet(np.full(n_clusters, 2.0))
+    cluster = rng.choice(n_clusters, size=n_evs, p=share)
+    rated_kw = rng.choice([7.4, 11.0], size=n_evs)
+    need_kwh = rng.uniform(15.0, 45.0, size=n_evs)
+    p_max = np.bincount(cluster, rated_kw, n_clusters) / 1e3
+    e_need = np.bincount(cluster, need_kwh, n_clusters) / 1e3
+    p_max = np.maximum(p_max, 7.4e-3)  # an empty cluster keeps one charger's worth, needing nothing
+    lam_p = rng.uniform(1.0, 1.08, size=(n_clusters, 1)) * np.asarray(PAPER_LAMBDA_P_USD_PER_MWH)[None, :]
+    lam_q = rng.uniform(*PAPER_LAMBDA_Q_RANGE_USD_PER_MVARH, size=lam_p.shape)
+    return EVAInstance(lam_p, lam_q, p_max, 1.2 * p_max, 1.2 * p_max, e_need, 1.15 * e_need, dt_h=4.0, bits=bits,
+                       reactive=reactive)
 
 
 def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> dict[str, Any]:
@@ -243,17 +281,8 @@ def build_qubo(inst: EVAInstance, multiplier_usd_per_unit: np.ndarray | None = N
     nvar = model.integer("n", (c, t), e)
     fit_err = model.add_objective_table(nvar, inst.cost_table())
     lo_u, hi_u = inst.energy_units
-    unit_price = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level unit, (C, T)
     rows = model.rows(nvar, sp.kron(sp.identity(c), np.ones((1, t))))
-    if multiplier_usd_per_unit is None:
-        weight = weight_factor * unit_price.max(axis=1)
-        lam = np.zeros(c)
-    else:
-        spread = unit_price.max(axis=1) - unit_price.min(axis=1)
-        weight = weight_factor * np.maximum(spread, 1e-3 * unit_price.max(axis=1))
-        # Penalised residual r = Σn − slack − U̲; its multiplier is minus the dual of "Σn ≥ U̲" so that the
-        # Lagrangian prices a unit of energy at the marginal price (the dual), in both directions.
-        lam = -np.asarray(multiplier_usd_per_unit, float)
+    weight, lam = _energy_weights(inst, multiplier_usd_per_unit, weight_factor)
     model.add_constraint("energy", rows, lo_u, hi_u, weight, lam, slack="binary")
     return model, nvar, fit_err
 
@@ -296,52 +325,168 @@ def repair(inst: EVAInstance, n: np.ndarray) -> np.ndarray:
     return n
 
 
-def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 64, num_sweeps: int = 1000,
-          seed: int | None = None, calibrate: bool = True, weight_factor: float = 1.0, enc: str = "binary",
-          mu: int | None = None, ref: EVAReference | None = None, cold_factor: float = 0.05,
-          **sampler_params: Any) -> EVASolution:
-    """Build, sample (decomposed by cluster) and decode the EVA QUBO.
+def build_window_qubo(inst: EVAInstance, lo: np.ndarray, step: int, width: int,
+                      multiplier_usd_per_unit: np.ndarray | None, weight_factor: float = 1.0,
+                      order_factor: float = 2.0) -> tuple[QuboModel, IntVar]:
+    """The EVA QUBO on the grid ``n[c,t] = lo[c,t] + step · Σ_j y[c,t,j]``, ``j < width``, in domain-wall bits.
 
-    ``calibrate`` uses the LP relaxation's energy duals as multipliers (computed here unless ``ref`` is given).
-    SA parameters (``num_reads``, ``num_sweeps``, ``seed``, a ``beta_range`` from the BQM) apply to ``sa``;
-    other samplers get ``num_reads``/``seed`` where they take them and ``sampler_params`` as given.
+    Bit ``j`` of a slot costs the increment ``f(lo + step·(j+1)) − f(lo + step·j)`` of the true slot cost ``f``
+    and a chain penalty ``ρ · y[j+1] · (1 − y[j])`` keeps the bits ordered (a "domain wall"), so the QUBO energy
+    of every valid pattern is the true cost — no fit error, whatever the shape of ``f`` — and moving a slot one
+    grid step up or down is a single bit flip, which is what lets annealing move energy between slots. ``ρ`` is
+    ``order_factor`` × the slot's largest absolute increment. With ``lo = 0``, ``step = 1``, ``width = K`` this
+    is the whole problem; a short window around a coarser solution refines it. Levels beyond ``K`` are cut by
+    shortening the slot's chain (its high bits are fixed to 0 by a linear penalty).
+    """
+    c, t = inst.shape
+    lo = np.asarray(lo, np.int64)
+    model = QuboModel()
+    y = model.integer("y", (c, t), encoding.unary(width))
+    grid = lo[:, :, None] + step * np.arange(width + 1)[None, None, :]  # (C, T, width + 1)
+    valid = grid <= inst.levels
+    fw = np.take_along_axis(inst.cost_table(), np.minimum(grid, inst.levels), axis=2)
+    inc = np.diff(fw, axis=2)  # (C, T, width)
+    big = np.abs(np.where(valid[:, :, 1:], inc, 0.0)).max(axis=2, keepdims=True)  # (C, T, 1)
+    rho = order_factor * np.maximum(big, 1e-9)
+    model.offset += float(fw[:, :, 0].sum())
+    # Out-of-range bits: linear penalty larger than anything they could gain.
+    model.add_linear(y.index, np.where(valid[:, :, 1:], inc, 4.0 * rho + np.abs(inc)))
+    if width > 1:
+        # ρ·y[j+1]·(1 − y[j]) = ρ·y[j+1] − ρ·y[j]·y[j+1]
+        model.add_linear(y.index[:, :, 1:], np.broadcast_to(rho, y.index[:, :, 1:].shape))
+        model.add_quadratic(y.index[:, :, :-1], y.index[:, :, 1:], -np.broadcast_to(rho, y.index[:, :, 1:].shape))
+    lo_u, hi_u = inst.energy_units
+    base = lo.sum(axis=1)
+    span = t * width * step
+    r_lo = np.clip(lo_u - base, 0, span)
+    r_hi = np.clip(hi_u - base, r_lo, span)
+    weight, lam = _energy_weights(inst, multiplier_usd_per_unit, weight_factor)
+    # A residual of one grid step then costs weight_factor × the price spread of one step, as on the fine grid.
+    model.add_constraint("energy", model.rows(y, step * sp.kron(sp.identity(c), np.ones((1, t)))), r_lo, r_hi,
+                         weight / step, lam)
+    return model, y
+
+
+def _energy_weights(inst: EVAInstance, dual: np.ndarray | None, weight_factor: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Penalty weight [$ per unit²] and multiplier [$ per unit] of each cluster's energy row."""
+    unit_price = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level unit, (C, T)
+    if dual is None:
+        return weight_factor * unit_price.max(axis=1), np.zeros(inst.shape[0])
+    spread = unit_price.max(axis=1) - unit_price.min(axis=1)
+    # Penalised residual r = Σn − slack − U̲; its multiplier is minus the dual of "Σn ≥ U̲", so the Lagrangian
+    # prices a unit of energy at the marginal price in both directions and the weight only breaks ties.
+    return weight_factor * np.maximum(spread, 1e-3 * unit_price.max(axis=1)), -np.asarray(dual, float)
+
+
+def _cluster_blocks(model: QuboModel, var: IntVar) -> list[np.ndarray]:
+    """Variables of each cluster (its bits and its energy row's slack) — the independent blocks."""
+    con = model.constraints["energy"]
+    slack = {r: sv.index.reshape(-1) for r, sv in con.slack.blocks} if con.slack is not None else {}
+    return [np.concatenate([var.index[k].reshape(-1), slack.get(k, np.empty(0, np.int64))])
+            for k in range(var.shape[0])]
+
+
+def _anneal(model: QuboModel, var: IntVar, sampler: str, params: dict[str, Any], hot: float, cold: float
+            ) -> tuple[np.ndarray, float, int, int, Any]:
+    """Sample one model decomposed by cluster; return the best read's levels of ``var``, seconds, size, β range.
+
+    ``hot``/``cold`` [$] are the uphill moves accepted half the time at the start and 1 % at the end (SA only).
+    """
+    bqm = model.to_bqm()
+    p = dict(params)
+    if sampler == "sa":
+        p.setdefault("beta_range", composites.beta_range(bqm, hot_energy=hot, cold_energy=cold))
+    ts = time.perf_counter()
+    ss = composites.DecomposedSampler(samplers.get(sampler)).sample(bqm, components=_cluster_blocks(model, var), **p)
+    secs = time.perf_counter() - ts
+    x = composites.samples_matrix(ss, model.n_vars)[:1]
+    return var.levels(x)[0], secs, model.n_vars, bqm.num_interactions, p.get("beta_range")
+
+
+def _grids(k: int, coarse_levels: int, shrink: int) -> list[tuple[int, int]]:
+    """``(step, radius)`` of each stage: the whole range at step ``⌈K / coarse_levels⌉``, then windows of
+    ± the previous step at a step ``shrink`` times finer, down to step 1."""
+    step = max(1, -(-k // coarse_levels))
+    out = [(step, 0)]
+    while step > 1:
+        nxt = max(1, -(-step // shrink))
+        out.append((nxt, step))
+        step = nxt
+    return out
+
+
+def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 16, num_sweeps: int = 400,
+          seed: int | None = None, calibrate: bool = True, weight_factor: float = 0.5, coarse_levels: int = 15,
+          shrink: int = 4, passes: int = 3, ref: EVAReference | None = None, cold_factor: float = 0.05,
+          **sampler_params: Any) -> EVASolution:
+    """Solve the EVA level by annealing on a sequence of ever finer grids, each QUBO decomposed by cluster.
+
+    Stage 1 covers every slot's whole range on a grid of ``coarse_levels`` steps (the full grid when
+    ``K ≤ coarse_levels``); each later stage is a window of ± the previous step around the current schedule on a
+    ``shrink`` times finer grid, repeated (up to ``passes`` times) while it still changes the schedule, down to
+    single levels. Every stage is an exact domain-wall QUBO (:func:`build_window_qubo`) sampled by ``sampler``
+    through :class:`~markets.qubo.composites.DecomposedSampler`; the energy rows carry the LP relaxation's duals
+    as multipliers (``calibrate``) and a weight of ``weight_factor`` × the cluster's slot price spread.
+
+    The annealer's schedule is the best (feasible first, then cheapest) of the stages' decoded schedules — all
+    annealing results. Only if it still violates a constraint is :func:`repair` applied; the repaired schedule
+    is reported apart (``repaired_*``).
     """
     t0 = time.perf_counter()
-    duals = None
-    if calibrate:
-        duals = (ref if ref is not None else _lp_only(inst)).energy_dual_usd_per_unit
-    model, nvar, fit_err = build_qubo(inst, duals, weight_factor, enc, mu)
-    bqm = model.to_bqm()
-    c, t = inst.shape
-    blocks = [np.concatenate([nvar.index[k].reshape(-1)] +
-                             [sv.index.reshape(-1) for r, sv in model.constraints["energy"].slack.blocks if r == k]
-                             if model.constraints["energy"].slack is not None else [nvar.index[k].reshape(-1)])
-              for k in range(c)]
+    if not 1 <= coarse_levels <= 64:
+        raise ValueError(f"coarse_levels: must be in [1, 64], got {coarse_levels}")
+    if shrink < 2:
+        raise ValueError(f"shrink: must be ≥ 2, got {shrink}")
+    duals = (ref if ref is not None else _lp_only(inst)).energy_dual_usd_per_unit if calibrate else None
     base = samplers.get(sampler)
     params: dict[str, Any] = dict(sampler_params)
-    accepted = base.parameters
-    if "num_reads" in accepted:
+    if "num_reads" in base.parameters:
         params.setdefault("num_reads", num_reads)
-    if "seed" in accepted and seed is not None:
-        params.setdefault("seed", int(seed))
     if sampler == "sa":
         params.setdefault("num_sweeps", num_sweeps)
-        unit = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level unit
-        params.setdefault("beta_range", composites.beta_range(
-            bqm, hot_energy=float(unit.max()) * inst.levels / 2, cold_energy=cold_factor * float(unit.min())))
-    ts = time.perf_counter()
-    ss = composites.DecomposedSampler(base).sample(bqm, components=blocks, **params)
-    sample_s = time.perf_counter() - ts
-    x = composites.samples_matrix(ss, model.n_vars)[:1]
-    n = nvar.levels(x)[0]
+    rng = np.random.default_rng(seed)
+    c, t = inst.shape
+    k = inst.levels
+    n = np.zeros((c, t), np.int64)
+    stats: list[dict[str, Any]] = []
+    best: tuple[tuple[int, float], np.ndarray] | None = None
+    sample_s, n_vars, n_int = 0.0, 0, 0
+    br: Any = None
+    for stage, (step, radius) in enumerate(_grids(k, coarse_levels, shrink)):
+        for _ in range(1 if radius == 0 else passes):
+            if radius == 0:
+                lo, width = np.zeros((c, t), np.int64), -(-k // step)
+            else:
+                width = 2 * (radius // step)
+                lo = np.clip(n - (width // 2) * step, 0, max(k - width * step, 0))
+            model, y = build_window_qubo(inst, lo, step, width, duals, weight_factor)
+            if "seed" in base.parameters and seed is not None:
+                params["seed"] = int(rng.integers(2**31 - 1))
+            unit = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level
+            lv, secs, nv, ni, br = _anneal(model, y, sampler, params, hot=float(unit.max()) * step * max(width, 1) / 4,
+                                           cold=cold_factor * float(unit.min()))
+            new = np.minimum(lo + step * lv, k)
+            ev = evaluate(inst, new)
+            stats.append({"stage": stage, "step": step, "width": width, "n_vars": nv, "n_interactions": ni,
+                          "sample_s": secs, "cost_usd": ev["cost_usd"], "violations": ev["violations"]})
+            sample_s += secs
+            n_vars, n_int = max(n_vars, nv), max(n_int, ni)
+            key = (ev["violations"], ev["cost_usd"])
+            if best is None or key < best[0]:
+                best = (key, new)
+            changed = not np.array_equal(new, n)
+            n = best[1]
+            if not changed:
+                break
+    assert best is not None
+    n = best[1]
     ev = evaluate(inst, n)
     rep = repair(inst, n) if ev["violations"] else n
     ev_r = evaluate(inst, rep) if ev["violations"] else ev
-    wall = time.perf_counter() - t0
     return EVASolution(n, ev["cost_usd"], ev["violations"], rep, ev_r["cost_usd"], ev_r["violations"],
-                       model.n_vars, bqm.num_interactions, wall, sample_s, float(fit_err.max()),
-                       {"beta_range": params.get("beta_range"), "sampler": sampler,
-                        "qubo_energy": float(ss.first.energy)})
+                       n_vars, n_int, time.perf_counter() - t0, sample_s, 0.0,
+                       {"beta_range": br, "sampler": sampler, "stages": stats})
 
 
 def _lp_only(inst: EVAInstance) -> EVAReference:

@@ -120,7 +120,7 @@ class QuboModel:
         ``coef`` has shape ``(K, var.size)`` (elements in C order), dense or sparse.
         """
         c = sp.csr_matrix(coef)
-        n_el, n_bits = int(np.prod(var.shape, dtype=np.int64)), var.encoding.n_bits
+        n_el = int(np.prod(var.shape, dtype=np.int64))
         if c.shape[1] != n_el:
             raise ValueError(f"coef: needs {n_el} columns (elements of {var.name!r}), got {c.shape[1]}")
         # Kronecker with the bit coefficients: element e → its bits, scaled by c_j.
