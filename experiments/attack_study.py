@@ -166,16 +166,16 @@ def table_003_fdi(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, 
         if label.startswith("elasticity"):
             rows.append({"case": label, "metric": "peak reduction vs uncontrolled [%]",
                          "paper": PAPER_003["peak_reduction_elasticity_pct"], "ours": pr(pt)})
-            rows.append({"case": label, "metric": "tariff deviation [%]", "paper": np.nan,
+            rows.append({"case": label, "metric": "tariff deviation [%]", "paper": "",
                          "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True))})
         else:
-            paper = PAPER_003["tariff_deviation_pct"] if "15" in label and "detection" not in label else np.nan
+            paper = PAPER_003["tariff_deviation_pct"] if "15" in label and "detection" not in label else ""
             rows.append({"case": label, "metric": "tariff deviation [%]", "paper": paper,
                          "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True))})
-            rows.append({"case": label, "metric": "peak change [%]", "paper": np.nan,
+            rows.append({"case": label, "metric": "peak change [%]", "paper": "",
                          "ours": _fmt(*_paired(reps, "peak_load_kw", pt, base, relative=True))})
             if f"{KPI_PREFIX}detection_rate" in reps.columns and "detection" in label:
-                rows.append({"case": label, "metric": "stations detected [share]", "paper": np.nan,
+                rows.append({"case": label, "metric": "stations detected [share]", "paper": "",
                              "ours": _fmt(*_mean(reps, "detection_rate", pt))})
     return pd.DataFrame(rows)
 

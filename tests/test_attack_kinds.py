@@ -142,3 +142,26 @@ def test_new_kinds_are_validated() -> None:
         load_scenario("default", ['attacks=[{kind="price-delay", delay_steps=0}]'])
     with pytest.raises(ScenarioError, match="EV 100000"):
         CoSimulation(load_scenario("default", [*BASE, 'attacks=[{kind="soc-falsification", targets=[100000]}]']))
+
+
+def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from experiments.engine import Study, load_study_file, run_study
+    from experiments.report import report
+    from experiments.store import Store
+
+    st, label = load_study_file("003-fdi")
+    assert label == "003-fdi" and st.n == 20 and st.extra["paper_table"] == "003-fdi"
+    labels = [p.label for p in st.points]
+    assert {"baseline", "uncontrolled", "inflation 15 %", "inflation 15 % + detection", "elasticity -10 %"} <= set(labels)
+    tiny = load_scenario("default", ["fleet.n_evs=60", "time.horizon_h=12", "market.params.elasticity-dr.reprice='step'"])
+    small = Study("points", tiny, st.points, 1, tiny.seed, extra=st.extra)
+    counts = run_study(small, Store(tmp_path), workers=1)
+    assert counts["ok"] == len(labels)
+    out = report(tmp_path, plots=False, print_tables=False)
+    table = pd.read_csv(tmp_path / "paper_comparison.csv")
+    assert len(out["paper"]) == len(table) > 0
+    clean = table[table["case"] == "clean"].iloc[0]
+    assert clean["paper"] == 23.4 and clean["ours"] != "n/a"
+    assert (table["case"] == "inflation 15 %").any()
