@@ -35,14 +35,20 @@ class Attacker(mesa.Agent):
         rng = model.streams["attack"]
         self.targets: list[np.ndarray] = []
         for spec in specs:
-            # what a target is: a station row, a measurement index, or a (non-slack) bus
+            # what a target is: a station row, a measurement index, a (non-slack) bus or an EV (fleet row)
             if spec.kind == "measurement-bias":
                 n_t, first, what = model.estimator.n_meas, 0, "measurement"
-            elif spec.kind == "measurement-stealth":
+            elif spec.kind in ("measurement-stealth", "load-redistribution"):
                 n_t, first, what = model.network.n_bus, 1, "bus"
+            elif spec.kind in ("soc-falsification", "price-delay"):
+                n_t, first, what = len(model.fleet), 0, "EV"
+            elif spec.kind == "replay":
+                n_t, first, what = 0, 0, "none"
             else:
                 n_t, first, what = len(model.station_table), 0, "station"
-            if spec.targets is not None:
+            if what == "none":  # replay: the whole message of the channel is replayed
+                tg = np.zeros(0, int)
+            elif spec.targets is not None:
                 bad = [t for t in spec.targets if not first <= t < n_t]
                 if bad:
                     from sim.scenario import ScenarioError
@@ -51,13 +57,15 @@ class Attacker(mesa.Agent):
                 tg = np.asarray(spec.targets, int)
             else:
                 size = int(round(spec.share * n_t))
-                if what != "station":
+                if what not in ("station", "EV"):
                     size = max(size, 1)
                 tg = np.sort(rng.choice(np.arange(first, n_t), size=min(size, n_t - first), replace=False))
             self.targets.append(tg)
             channel = {"station-inflation": "station_reports", "elasticity": "elasticity",
                        "price-scale": "price_signal", "measurement-bias": "dso_measurements",
-                       "measurement-stealth": "dso_measurements"}[spec.kind]
+                       "measurement-stealth": "dso_measurements", "load-redistribution": "dso_measurements",
+                       "replay": spec.channel, "soc-falsification": "ev_reports",
+                       "price-delay": "price_signal"}[spec.kind]
             model.taps.register(channel, self._transform(spec, tg))
 
     def _slot_hours(self, k: int, n: int) -> np.ndarray:
@@ -106,5 +114,199 @@ class Attacker(mesa.Agent):
             c = est.state(dvm, np.zeros_like(dvm))
             return z + est.stealthy_attack(pf.vm_pu, np.deg2rad(pf.va_degree), c, form="ac"), True
 
+        if spec.kind == "load-redistribution":
+            return self._load_redistribution(spec, targets)
+        if spec.kind == "replay":
+            return self._replay(spec)
+        if spec.kind == "soc-falsification":
+            return self._soc_falsification(spec, targets)
+        if spec.kind == "price-delay":
+            return self._price_delay(spec, targets)
         return {"station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale,
                 "measurement-bias": measurement_bias, "measurement-stealth": measurement_stealth}[spec.kind]
+
+    # ------------------------------------------------------------------ further kinds
+    def _load_redistribution(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+        """Move measured load between the target buses (total unchanged, per-bus bound ``|magnitude|``).
+
+        The targets are split once into a "gain" half and a "lose" half (alternating in the order drawn or given;
+        a negative magnitude swaps them). Loads are read from the true state, ``P_load = −P_inj`` of ``h(x)``
+        (buses with net generation count as zero load). Naive form: only the P injection measurements of the
+        target buses change. Stealthy form: ``x'`` solves the AC power-flow equations (Newton on the estimator's
+        own ``h``) for the redistributed injections, and every measurement moves by ``h(x') − h(x)``.
+        """
+        est = self.model.estimator
+        ms = est.ms
+        n_bus = self.model.network.n_bus
+        gain = np.zeros(n_bus, bool)
+        lose = np.zeros(n_bus, bool)
+        gain[targets[0::2]] = True
+        lose[targets[1::2]] = True
+        if spec.magnitude < 0:
+            gain, lose = lose, gain
+        n_v, n_i = len(ms.v_buses), len(ms.inj_buses)
+        row_p = np.full(n_bus, -1)
+        row_p[ms.inj_buses] = n_v + np.arange(n_i)
+        row_q = np.full(n_bus, -1)
+        row_q[ms.inj_buses] = n_v + n_i + np.arange(n_i)
+        if (row_p[targets] < 0).any():
+            from sim.scenario import ScenarioError
+
+            raise ScenarioError("attacks.targets: load-redistribution needs P/Q injection measurements at every "
+                                "target bus")
+
+        def transform(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            pf = self.model.last_pf
+            if w == 0 or pf is None or not len(targets):
+                return z, False
+            va = np.deg2rad(pf.va_degree)
+            hx = est.h(pf.vm_pu, va)
+            p_load_mw = np.maximum(-hx[row_p[targets]], 0.0)
+            load = np.zeros(n_bus)
+            load[targets] = p_load_mw
+            dp_mw = redistribute(load, gain, lose, abs(spec.magnitude) * w)
+            if not np.any(dp_mw):
+                return z, False
+            if not spec.stealth:
+                out = z.copy()
+                out[row_p[targets]] -= dp_mw[targets]  # injection = −load
+                return out, True
+            x = est.state(pf.vm_pu, va)
+            x_new = self._solve_injections(x, hx, -dp_mw, row_p, row_q)
+            if x_new is None:  # no AC-consistent state: the attacker holds back rather than be caught
+                return z, False
+            return z + est.stealthy_attack(pf.vm_pu, va, x_new - x, form="ac"), True
+
+        return transform
+
+    def _solve_injections(self, x: np.ndarray, hx: np.ndarray, dp_inj_mw: np.ndarray, row_p: np.ndarray,
+                          row_q: np.ndarray) -> np.ndarray | None:
+        """State whose non-slack P injections are those of ``x`` plus ``dp_inj_mw`` [MW] (Q injections and the
+        slack |V| unchanged): Newton–Raphson on the estimator's measurement function. None if it fails."""
+        est = self.model.estimator
+        slack = set(int(b) for b in self.model.network.net.ext_grid["bus"])
+        buses = np.array([b for b in range(len(row_p)) if b not in slack and row_p[b] >= 0])
+        v_rows = [i for i, b in enumerate(est.ms.v_buses) if int(b) in slack]
+        rows = np.concatenate([row_p[buses], row_q[buses], np.asarray(v_rows, int)])
+        if len(rows) != est.n_states:
+            return None
+        target = hx[rows].copy()
+        target[: len(buses)] += dp_inj_mw[buses]
+        xk = x.copy()
+        for _ in range(10):
+            vm, va = est.voltages(xk)
+            mis = target - est.h(vm, va)[rows]
+            if np.max(np.abs(mis)) < 1e-9:
+                return xk
+            xk = xk + np.linalg.solve(est.jacobian(vm, va)[rows], mis)
+        return None
+
+    def _replay(self, spec: AttackSpec):  # type: ignore[no-untyped-def]
+        """Replay the channel's values of ``delay_steps`` earlier (or, with ``freeze``, of the last step before the
+        window opened). Every value passing through is recorded (the true one, not the replayed one). A replayed
+        array keeps its slot positions: slot 0 of the old message is presented as slot 0 now (cut or zero-padded
+        to the current length)."""
+        history: dict[int, np.ndarray] = {}
+        frozen: list[np.ndarray] = []
+
+        def transform(data: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            if w == 0:
+                history[k] = np.array(data, copy=True)
+                frozen.clear()
+                return data, False
+            if spec.freeze:
+                if not frozen:
+                    past = [j for j in history if j < k]
+                    if not past:
+                        return data, False
+                    frozen.append(history[max(past)])
+                old = frozen[0]
+            else:
+                history[k] = np.array(data, copy=True)
+                past = [j for j in history if j <= k - spec.delay_steps]
+                if not past:
+                    return data, False
+                old = history[max(past)]
+            out = np.zeros_like(data)
+            if data.ndim == 1:
+                out = old.copy() if old.shape == data.shape else data
+            else:
+                m = min(old.shape[1], data.shape[1])
+                out[:, :m] = old[:, :m]
+            return out, not np.array_equal(out, data)
+
+        return transform
+
+    def _soc_falsification(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+        """Target EVs report an energy need scaled by ``1 + magnitude·w`` (kept within [0, battery capacity])."""
+        from dataclasses import replace
+
+        mask = np.zeros(len(self.model.fleet), bool)
+        mask[targets] = True
+
+        def transform(flex: Any, k: int) -> tuple[Any, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            hit = mask[flex.ev_id]
+            if w == 0 or not hit.any():
+                return flex, False
+            need = flex.e_need_kwh.copy()
+            cap = self.model.fleet.battery_kwh[flex.ev_id]
+            need[hit] = np.clip(need[hit] * (1.0 + spec.magnitude * w), 0.0, cap[hit])
+            return replace(flex, e_need_kwh=need), bool(np.any(need != flex.e_need_kwh))
+
+        return transform
+
+    def _price_delay(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+        """Target EVs get the price signal of a clearing (and the schedule that answers it) ``delay_steps`` late:
+        for its first ``delay_steps`` slots they keep acting on what they had (their previous schedule, or
+        nothing for an EV that just plugged in). Needs the clearing's EV ids in ``result.info["ev_id"]``."""
+        from dataclasses import replace
+
+        mask = np.zeros(len(self.model.fleet), bool)
+        mask[targets] = True
+        d = spec.delay_steps
+
+        def transform(result: Any, k: int) -> tuple[Any, bool]:
+            w = float(_weights(spec, self._slot_hours(k, 1))[0])
+            ev_id = result.info.get("ev_id")
+            if w == 0 or ev_id is None or not len(ev_id):
+                return result, False
+            rows = np.nonzero(mask[ev_id])[0]
+            if not len(rows):
+                return result, False
+            p = np.array(result.p_kw, float, copy=True)
+            m = min(d, p.shape[1])
+            old = self.model.aggregator.schedule_kw[ev_id[rows], k : k + m]
+            p[rows, : old.shape[1]] = old
+            if np.array_equal(p, result.p_kw):
+                return result, False
+            return replace(result, p_kw=p), True
+
+        return transform
+
+
+def redistribute(load_kw: np.ndarray, gain: np.ndarray, lose: np.ndarray, bound: float) -> np.ndarray:
+    """Load change per bus that moves load from the ``lose`` buses to the ``gain`` buses [same unit as load].
+
+    The transfer is as large as the per-bus bound allows on both sides, ``T = bound · min(Σ_gain L, Σ_lose L)``;
+    it is spread in proportion to the loads, so every bus changes by the same relative amount within its side:
+    ``|ΔL_i| ≤ bound · L_i`` and ``Σ ΔL = 0`` (to rounding). Buses in neither set (or in both) are unchanged.
+
+    Example:
+        >>> redistribute(np.array([100.0, 50.0, 50.0]), np.array([True, False, False]),
+        ...              np.array([False, True, True]), 0.2).tolist()
+        [20.0, -10.0, -10.0]
+    """
+    load = np.maximum(np.asarray(load_kw, float), 0.0)
+    g = np.asarray(gain, bool) & ~np.asarray(lose, bool)
+    lo = np.asarray(lose, bool) & ~np.asarray(gain, bool)
+    sg, sl = load[g].sum(), load[lo].sum()
+    out = np.zeros_like(load)
+    if sg <= 0 or sl <= 0 or bound <= 0:
+        return out
+    t = bound * min(sg, sl)
+    out[g] = t * load[g] / sg
+    out[lo] = -t * load[lo] / sl
+    return out

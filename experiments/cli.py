@@ -232,8 +232,12 @@ def attack(
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Attack campaign: attack axes × detection × replications, impact paired against the same days without attack."""
-    from experiments.engine import make_sweep
+    """Attack campaign: attack axes × detection × replications, impact paired against the same days without attack.
+
+    Adds a clean 'baseline' and an 'uncontrolled' point on the same seeds; with state estimation on, also the ROC
+    of the χ² test (roc.csv, plots/roc.png). Columns: see experiments/attack_study.py.
+    """
+    from experiments.attack_study import make_attack_study
     from sim.scenario import ScenarioError, load_scenario
 
     if not attack_spec:
@@ -250,10 +254,7 @@ def attack(
         axes = ["attacks.0.magnitude=" + str(load_scenario(scenario, overrides).attacks[0].magnitude)]
     try:
         sc = load_scenario(scenario, overrides, seed)
-        study = make_sweep(sc, axes, n=n, baseline={"attacks": [], "detection.enabled": False},
-                           extra={"paper_table": "attack-impact",
-                                  "headline_kpis": ["price_mean_usd_per_mwh", "peak_load_kw", "total_cost_usd",
-                                                    "detection_rate", "false_alarm_rate"]})
+        study = make_attack_study(sc, axes, n=n)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
     _run_study(study, out or Path("results") / f"{sc.name}-attack", workers, scheduler, resume, quiet, plots)

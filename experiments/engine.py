@@ -387,18 +387,29 @@ def load_study_file(name: str, *, n: int | None = None, seed: int | None = None)
         names = ", ".join(sorted(p.stem for p in STUDY_DIR.glob("*.toml")))
         raise ScenarioError(f"study: '{name}' is neither a file nor a ready study; allowed: {names}")
     spec = read_toml(path)
-    allowed = {"description", "kind", "scenario", "n", "seed", "set", "grid", "baseline", "headline_kpis", "paper_table"}
+    allowed = {"description", "kind", "scenario", "n", "seed", "set", "grid", "baseline", "headline_kpis", "paper_table",
+               "points", "roc"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ScenarioError(f"{path.name}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
     kind = spec.get("kind", "sweep")
-    if kind not in ("sweep", "oat", "montecarlo"):
-        raise ScenarioError(f"{path.name}: kind '{kind}'; allowed: sweep, oat, montecarlo")
+    if kind not in ("sweep", "oat", "montecarlo", "points"):
+        raise ScenarioError(f"{path.name}: kind '{kind}'; allowed: sweep, oat, montecarlo, points")
     sc = load_scenario(spec.get("scenario", "default"), list(spec.get("set", [])), seed if seed is not None else spec.get("seed"))
     reps = int(n if n is not None else spec.get("n", 20))
     extra = {"study": path.stem, "headline_kpis": spec.get("headline_kpis"), "paper_table": spec.get("paper_table")}
     if kind == "montecarlo":
         return Study("montecarlo", sc, [Point(0, {}, "scenario")], reps, sc.seed, extra=extra), path.stem
+    if kind == "points":  # named points, each a set of overrides, all on the same replication seeds
+        pts = spec.get("points", [])
+        if not pts or not all(isinstance(p, dict) and isinstance(p.get("label"), str) for p in pts):
+            raise ScenarioError(f"{path.name}: [[points]] needs at least one point, each with a label")
+        labels = [p["label"] for p in pts]
+        if len(set(labels)) != len(labels):
+            raise ScenarioError(f"{path.name}: points.label must be unique, got {labels}")
+        points = [Point(i, dict(p.get("set", {})), p["label"]) for i, p in enumerate(pts)]
+        series = ("steps",) if spec.get("roc") else ()
+        return Study("points", sc, points, reps, sc.seed, series, extra={**extra, "roc": bool(spec.get("roc"))}), path.stem
     grids = [(k, v if isinstance(v, list) else [v]) for k, v in spec.get("grid", {}).items()]
     if not grids:
         raise ScenarioError(f"{path.name}: [grid] needs at least one parameter")

@@ -127,37 +127,23 @@ def table_002_dg_cost(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def table_attack_impact(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
-    """Attack campaign: impact relative to the same days without attack (paired), and detection, per point.
+def table_attack_impact(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None) -> pd.DataFrame:
+    """Attack campaign impact and detection per point (see `experiments.attack_study`)."""
+    from experiments.attack_study import table_attack_impact as impact
 
-    Paper (`003_…`): 15 % of stations inflating demand at peak → 12.6 % tariff deviation.
-    """
-    base = _baseline(manifest)
-    rows = []
-    if base is None:
-        return pd.DataFrame(rows)
-    for p in manifest["points"]:
-        pt = int(p["index"])
-        if pt == base:
-            continue
-        row: dict[str, Any] = {"point": p["label"]}
-        for kpi, name in (("price_mean_usd_per_mwh", "tariff deviation [%]"), ("peak_load_kw", "peak change [%]"),
-                          ("total_cost_usd", "cost change [%]"), ("user_cost_usd", "user cost change [%]")):
-            row[name] = _fmt_ci(*_change(reps, kpi, pt, base), digits=2)
-        for kpi, name in (("detection_rate", "detection rate"), ("false_alarm_rate", "false-alarm rate"),
-                          ("time_to_detect_min", "time to detect [min]")):
-            col = f"{KPI_PREFIX}{kpi}"
-            if col in reps.columns:
-                row[name] = _fmt_ci(*_kpi_ci(reps, pt, kpi), digits=2)
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if len(out):
-        out["paper tariff dev. [%]"] = 12.6  # 003: 15 % of stations inflating demand at peak
-    return out
+    return impact(reps, manifest, aucs)
+
+
+def table_003_fdi(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None) -> pd.DataFrame:
+    """`003_…` FDI numbers beside ours (see `experiments.attack_study`)."""
+    from experiments.attack_study import table_003_fdi as fdi
+
+    return fdi(reps, manifest, aucs)
 
 
 PAPER_TABLES: dict[str, Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame]] = {
     "attack-impact": table_attack_impact,
+    "003-fdi": table_003_fdi,
     "002-table7": table_002_dr_max,
     "002-table8": table_002_participation,
     "002-penetration": table_002_penetration,
@@ -190,9 +176,16 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
         lines += ["", "## Failed replications", ""]
         lines += [f"- point {r.point}, rep {r.rep}: {r.error}" for r in failed.itertuples()]
     out: dict[str, Any] = {"summary": summary, "n_ok": n_ok, "n_failed": len(failed), "expected": expected}
+    aucs: dict[int, float] = {}
+    if manifest.get("roc") and n_ok:
+        from experiments.attack_study import study_roc
+
+        aucs = study_roc(root, manifest, plots=plots)
+        out["auc"] = aucs
     table_name = manifest.get("paper_table")
     if table_name in PAPER_TABLES:
-        table = PAPER_TABLES[table_name](reps, manifest)
+        fn = PAPER_TABLES[table_name]
+        table = fn(reps, manifest, aucs) if table_name in ("attack-impact", "003-fdi") else fn(reps, manifest)
         table.to_csv(root / "paper_comparison.csv", index=False)
         lines += ["", f"## Paper vs ours ({table_name}; ours: mean ± half-width of the 95 % CI)", "",
                   table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)]
@@ -231,9 +224,12 @@ def _print(manifest: dict[str, Any], head: pd.DataFrame, out: dict[str, Any], fa
     con.print(t)
     if "paper" in out and len(out["paper"]):
         p = Table(title="paper vs ours")
-        for c in out["paper"].columns:
+        paper = out["paper"]
+        if len(paper.columns) > 8:  # wide impact tables read better one metric per row
+            paper = paper.set_index(paper.columns[0]).T.reset_index(names="metric")
+        for c in paper.columns:
             p.add_column(escape(str(c)))
-        for row in out["paper"].itertuples(index=False):
+        for row in paper.itertuples(index=False):
             p.add_row(*(escape(str(v)) for v in row))
         con.print(p)
     if len(failed):

@@ -11,7 +11,8 @@ Definitions (Δt = step length in hours; sums run over steps):
 * user cost: what EVs pay at the step price; Gini of spend per EV among EVs that charged; price affordability
   index = base price ÷ mean price paid per kWh (> 1: users pay below the base price).
 * waiting: plug-in − arrival for EVs that arrived in the horizon (reneged EVs count until they left).
-* energy fulfilment: delivered ÷ needed battery energy, over EVs that depart inside the horizon.
+* energy fulfilment: delivered ÷ needed battery energy, over EVs that depart inside the horizon; unserved EV
+  energy [kWh] = Σ max(needed − delivered, 0) over the same EVs.
 * renewable utilisation = renewable energy used ÷ available (renewables are never curtailed in this model, so it
   is 1 unless the power flow fails).
 """
@@ -121,6 +122,7 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     done = evs[evs["departs_in_horizon"]] if len(evs) else evs
     k["n_evs_departed_in_horizon"] = int(len(done))
     k["energy_fulfilment"] = float(done["e_delivered_kwh"].sum() / done["e_need_kwh"].sum()) if len(done) and done["e_need_kwh"].sum() > 0 else 1.0
+    k["ev_unserved_kwh"] = float((done["e_need_kwh"] - done["e_delivered_kwh"]).clip(lower=0).sum()) if len(done) else 0.0
     k["share_evs_at_target"] = float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else 1.0
     k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")
     # solver

@@ -180,6 +180,7 @@ class CoSimulation(mesa.Model):
             self.estimator.reset_warm_start()
             self.se_flag = np.zeros(self.n_steps, bool)
             self.se_vm_error = np.full(self.n_steps, np.nan)
+            self.se_vm_sq = np.full(self.n_steps, np.nan)  # mean over buses of (estimated − true |V|)² [pu²]
             self.se_objective = np.full(self.n_steps, np.nan)  # χ² statistic J per step (ROC over thresholds)
         self.attacker = Attacker(self, list(scenario.attacks)) if scenario.attacks else None
         self.monitor = None
@@ -245,8 +246,7 @@ class CoSimulation(mesa.Model):
     def _step(self, k: int) -> None:
         f, agg, mo, dso = self.fleet, self.aggregator, self.market_operator, self.dso
         dt_h = self.dt_min / 60.0
-        # 1. report
-        self.taps.apply("ev_reports", f, k)
+        # 1. report: EVs' states reach the aggregator through the ``ev_reports`` tap when they ask for a schedule
         # 2. day-ahead plan (the DSO prices the grid first when DLMPs are on)
         if k % self.steps_per_day == 0:
             n = min(self.steps_per_day, self.n_steps - k)
@@ -259,9 +259,9 @@ class CoSimulation(mesa.Model):
         idx = agg.to_schedule()
         if len(idx):
             n = self.n_steps - k
-            req = self._request(k, n, agg.flex(idx, k, n), day_ahead=False)
+            req = self._request(k, n, self.taps.apply("ev_reports", agg.flex(idx, k, n), k), day_ahead=False)
             req = self.taps.apply("bids", req, k)
-            res = self.taps.apply("price_signal", mo.clear(req), k)
+            res = self.taps.apply("price_signal", mo.clear(req).with_info(ev_id=req.evs.ev_id), k)
             agg.accept(idx, k, res)
             mo.reprice(k, res)
         # 4. dispatch
@@ -286,7 +286,9 @@ class CoSimulation(mesa.Model):
             self.se_flag[k] = det.flagged
             self.se_objective[k] = det.objective if det.converged else np.inf
             if det.converged:
-                self.se_vm_error[k] = float(np.nanmax(np.abs(det.result.vm_pu - grid.pf.vm_pu)))
+                err = det.result.vm_pu - grid.pf.vm_pu
+                self.se_vm_error[k] = float(np.nanmax(np.abs(err)))
+                self.se_vm_sq[k] = float(np.nanmean(err**2))
         # 7. settle
         sched = agg.schedule_kw[ev_idx, k]
         e_batt = np.where(p_ev > 0, p_ev * f.eta_ch[ev_idx], p_ev / f.eta_dis[ev_idx]) * dt_h

@@ -123,6 +123,12 @@ class Recorder:
             steps["se_objective"] = m.se_objective
             steps["se_flagged"] = m.se_flag
             steps["measurements_attacked"] = attacked
+        if m.attacker is not None:  # ground truth for detector scoring: any channel falsified in the step
+            any_hit = np.zeros(n, bool)
+            for labels in m.taps.labels.values():
+                for kk, hit in labels:
+                    any_hit[kk] |= hit
+            steps["attacked"] = any_hit
 
         step_col = np.repeat(np.arange(n), nb)
         bus = pd.DataFrame({
@@ -252,6 +258,8 @@ class Recorder:
             out["se_time_to_detect_min"] = (float((hits[0] - first[0]) * m.dt_min) if len(first) and len(hits)
                                             else float("nan"))
             out["se_vm_error_max_pu"] = float(np.nanmax(m.se_vm_error)) if np.isfinite(m.se_vm_error).any() else float("nan")
+            out["se_vm_rmse_pu"] = (float(np.sqrt(np.nanmean(m.se_vm_sq))) if np.isfinite(m.se_vm_sq).any()
+                                    else float("nan"))
         if m.monitor is None:
             return out
         targets = np.zeros(len(m.station_table), bool)

@@ -279,23 +279,53 @@ class AttackSpec(_Model):
     Targets are explicit station indices [pandapower-free 0-based station rows] or a random ``share`` drawn from
     the run's ``attack`` stream. The attack acts on slots whose time lies in ``[start_h, end_h)`` (hours since
     the run started), ramping in linearly over ``ramp_h``.
+
+    Further kinds:
+
+    * ``load-redistribution`` (channel ``dso_measurements``): the load measured at a ``share`` of the non-slack
+      buses is moved from half of them to the other half, total load unchanged, each bus changed by at most
+      ``|magnitude|`` of its load (relative). ``stealth = false`` falsifies only the P injections (inconsistent
+      with the flows and voltages, so the χ² test sees it); ``stealth = true`` replaces every measurement by its
+      AC-consistent value ``z + h(x') − h(x)`` with ``x'`` the power-flow state of the redistributed loads.
+    * ``replay`` (channel ``channel``: ``dso_measurements`` or ``station_reports``): the channel carries the
+      values recorded ``delay_steps`` steps earlier (``freeze = true``: the last value before the window opened).
+      Targets are not used (the whole message is replayed).
+    * ``soc-falsification`` (channel ``ev_reports``): a ``share`` of EVs [fleet rows] report an energy need
+      scaled by ``1 + magnitude`` (relative; the reported SOC follows).
+    * ``price-delay`` (channel ``price_signal``): a ``share`` of EVs [fleet rows] receive the price signal (and the
+      schedule that goes with it) ``delay_steps`` steps late, so they act on stale prices meanwhile.
     """
 
     label: str = ""
-    kind: Literal["station-inflation", "elasticity", "price-scale", "measurement-bias", "measurement-stealth"]
+    kind: Literal["station-inflation", "elasticity", "price-scale", "measurement-bias", "measurement-stealth",
+                  "load-redistribution", "replay", "soc-falsification", "price-delay"]
     share: float = Field(0.15, ge=0, le=1)
     targets: list[int] | None = None
     magnitude: float = Field(0.3, ge=-100, le=100, description="relative change (0.3 = +30 %); σ units for "
-                             "measurement-bias; pu of |V| for measurement-stealth")
+                             "measurement-bias; pu of |V| for measurement-stealth; max relative change per bus "
+                             "for load-redistribution")
     start_h: float = Field(0.0, ge=0)
     end_h: float = Field(1e9, gt=0)
     ramp_h: float = Field(0.0, ge=0)
+    stealth: bool = Field(False, description="load-redistribution: AC-consistent (passes the χ² test)")
+    channel: Literal["dso_measurements", "station_reports"] = Field(
+        "dso_measurements", description="replay: the channel whose recorded values are replayed")
+    delay_steps: int = Field(4, ge=1, le=10_000, description="replay / price-delay: staleness [steps]")
+    freeze: bool = Field(False, description="replay: hold the value of the step before the window opened")
 
     @model_validator(mode="after")
     def _window(self) -> "AttackSpec":
         if self.end_h <= self.start_h:
             raise ValueError(f"attacks.end_h: must be > start_h ({self.start_h}), got {self.end_h}")
+        if self.kind == "load-redistribution" and not 0 <= abs(self.magnitude) <= 1:
+            raise ValueError(f"attacks.magnitude: load-redistribution needs |magnitude| in [0, 1], got {self.magnitude}")
         return self
+
+    @property
+    def on_measurements(self) -> bool:
+        """Whether the attack falsifies the DSO's measurements (needs state estimation)."""
+        return (self.kind.startswith("measurement") or self.kind == "load-redistribution"
+                or (self.kind == "replay" and self.channel == "dso_measurements"))
 
 
 class DetectionSpec(_Model):
@@ -341,8 +371,9 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _measurement_attacks(self) -> "Scenario":
-        if any(a.kind.startswith("measurement") for a in self.attacks) and not self.detection.state_estimation:
-            raise ValueError("attacks.kind: measurement attacks need detection.state_estimation = true")
+        if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
+            raise ValueError("attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
+                             "dso_measurements) need detection.state_estimation = true")
         return self
 
     @model_validator(mode="after")

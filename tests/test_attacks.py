@@ -16,16 +16,25 @@ def run(ov: list[str], seed: int = 3):  # type: ignore[no-untyped-def]
     return CoSimulation(load_scenario("default", BASE + ov, seed)).run()
 
 
+IDLE = ", ".join([
+    '{kind="station-inflation", share=0.5, magnitude=1.0, start_h=100, end_h=200}',
+    '{kind="soc-falsification", share=0.5, magnitude=-0.5, start_h=100, end_h=200}',
+    '{kind="price-delay", share=0.5, delay_steps=3, start_h=100, end_h=200}',
+    '{kind="replay", channel="station_reports", delay_steps=2, start_h=100, end_h=200}',
+])
+
+
 def test_attacker_without_an_open_window_changes_nothing() -> None:
     clean = run([])
-    idle = run(['attacks=[{kind="station-inflation", share=0.5, magnitude=1.0, start_h=100, end_h=200}]'])
+    idle = run([f"attacks=[{IDLE}]"])
     a = {k: v for k, v in clean.kpis.items() if not k.startswith("time_")}
     b = {k: v for k, v in idle.kpis.items() if not k.startswith("time_") and k != "attack_steps"}
     np.testing.assert_equal(a, b)
     assert idle.kpis["attack_steps"] == 0
+    assert not idle.tables["steps"]["attacked"].any()
     for name in clean.tables:
         if name != "lsf":
-            assert clean.tables[name].equals(idle.tables[name]), name
+            assert clean.tables[name].equals(idle.tables[name].drop(columns="attacked", errors="ignore")), name
 
 
 def test_station_inflation_raises_real_time_prices_and_is_labelled() -> None:
