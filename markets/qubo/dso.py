@@ -158,6 +158,8 @@ class DSOInstance:
         amin = np.minimum(a, 0).sum(axis=2) * self.levels
         hi = np.minimum(hi, amax)
         lo = np.where(lo <= amin, -np.inf, lo)  # a row every assignment meets carries no penalty
+        # an unattainable floor (lo > largest activity) becomes "as close as possible": an equality at lo
+        hi = np.where(np.isfinite(lo), np.maximum(hi, lo), hi)
         return a, lo, hi
 
 
