@@ -98,7 +98,7 @@ class QuboDLMP(Mechanism):
         "v_min_pu": (0.95, "voltage floor of the DSO level [pu], in (0.8, 1.0)"),
         "pf_min": (0.9, "minimum T–D power factor, in (0, 1]"),
         "mode": ("day-ahead", "'day-ahead' (plan the horizon) or 'rolling' (re-plan every slot)"),
-        "reference": (True, "solve the DSO's HiGHS reference and report the QUBO's gap"),
+        "reference": (False, "solve the DSO's HiGHS reference (MILP, 10 s limit) and report the QUBO's gap"),
     }
 
     def _validate(self) -> None:

@@ -342,10 +342,12 @@ def _lp_duals(inst: DSOInstance) -> np.ndarray:
     return reference(inst, integral=False).info["duals"]
 
 
-def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integral: bool = True) -> DSODispatch:
+def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integral: bool = True,
+              time_limit_s: float = 10.0) -> DSODispatch:
     """HiGHS optimum of the same discretised problem (integer levels, rows hard; elastic row slack priced at
     ``elastic_usd_per_mw``, default 1e3 × the largest level price per MW, so an infeasible slot still yields the
-    least-violating dispatch). ``info['milp_s']`` is HiGHS's wall time."""
+    least-violating dispatch). ``info['milp_s']`` is HiGHS's wall time; after ``time_limit_s`` the incumbent is
+    returned with ``info['optimal'] = False`` (HiGHS can need minutes on 8-bit levels with unattainable rows)."""
     t, nv = inst.n_slots, inst.n_units + inst.n_dgs
     a, lo, hi = inst.rows()
     cost = inst.level_cost().reshape(-1)
@@ -366,7 +368,8 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
     am = sp.csc_matrix((vals, (r_idx, c_idx)), shape=(n_row, n_col))
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.setOptionValue("mip_rel_gap", 1e-6)
+    h.setOptionValue("time_limit", float(time_limit_s))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n_col, n_row
     lp.col_cost_ = np.concatenate([cost, np.full(2 * n_row, big)])
@@ -386,7 +389,8 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
     h.run()
     secs = time.perf_counter() - t0
     status = h.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    if not optimal and not (status == highspy.HighsModelStatus.kTimeLimit and h.getSolution().value_valid):
         raise RuntimeError(f"DSO reference: HiGHS status {h.modelStatusToString(status)}")
     col = np.asarray(h.getSolution().col_value)
     duals = np.zeros((t, len(ROWS)))
@@ -394,6 +398,6 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
         duals[rows_t, rows_r] = np.asarray(h.getSolution().row_dual)
     levels = np.rint(col[:n_lvl]).astype(np.int64).reshape(t, nv)
     out = evaluate(inst, levels)
-    out.info.update({"milp_s": secs, "duals": duals, "objective_usd": float(h.getInfo().objective_function_value)
+    out.info.update({"milp_s": secs, "duals": duals, "optimal": optimal, "objective_usd": float(h.getInfo().objective_function_value)
                      + inst.constant_cost()})
     return out
