@@ -285,6 +285,28 @@ def pev_cases_cmd(
     typer.echo(f"table written to {target.resolve()}")
 
 
+@app.command(name="qubo-dlmp")
+def qubo_dlmp_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="200 EVs and 8 reads: a smoke run, not Table 2")] = False,
+    bits: Annotated[str, typer.Option(help="comma-separated bit depths")] = "4,8",
+    seed: Annotated[Optional[int], typer.Option(help="random seed [default: the scenarios']")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
+) -> None:
+    """Table 2 of Suri et al. (000): tri-level QUBO DLMP scheduling, S1 and S2, ours beside the paper's."""
+    from experiments.dlmp_paper import format_table2, run_table2, write_table2
+
+    try:
+        depths = tuple(int(b) for b in bits.split(",") if b.strip())
+    except ValueError:
+        depths = ()
+    if not depths or any(not 2 <= b <= 10 for b in depths):
+        _fail(f"--bits: got '{bits}'; allowed: comma-separated integers in [2, 10]")
+    rows = _guard(lambda: run_table2(quick=quick, bits=depths, seed=seed))
+    path = write_table2(rows, out or Path("results") / "qubo-dlmp")
+    typer.echo(format_table2(rows)[0])
+    typer.echo(f"table written to {path.resolve()} (and table2.csv)")
+
+
 # ---------------------------------------------------------------------------------------------------- studies
 def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
                plots: bool) -> None:

@@ -1,0 +1,403 @@
+"""The DSO level of ``000_…`` (eqs. 6–8): dispatch DGs, PV, wind and the T–D interface as a QUBO, and exactly.
+
+Given the EVA schedule as load, the DSO chooses per slot ``t`` the active power ``P[t,u]`` of each dispatchable
+unit ``u`` (DGs, PV, wind; renewables are curtailable down from their forecast) and the reactive power ``Q[t,g]``
+of each DG. All are integer levels on ``bits`` bits (``P = n · P̄/K``, ``Q = m · Q̄/K``, ``K = 2^bits − 1``), so
+the generator limits (Penalty 12–13) hold by construction of the encoding.
+
+**Power balance (Penalty 8) by substitution.** The T–D interface is the feeder's slack bus: it supplies what the
+units do not, ``P_TD = D − Σ_u P_u`` and ``Q_TD = D_Q − Σ_g Q_g`` (``D`` = load + EV + losses estimate from the
+last AC power flow). The balance is therefore exact for every bit pattern; what remains of Penalty 8 is the
+interface's range, ``D − S̄_TD ≤ Σ_u P_u ≤ D`` (no reverse flow, substation rating), penalised as a row. Keeping
+``P_TD`` as bits with a penalised equality (the paper's literal form) makes the annealer unable to move power
+between units (every move must flip interface bits at the same time) — the same trap the issue describes for the
+EVA energy row.
+
+**Rows** (each ``lo ≤ a·x ≤ hi`` in MW-equivalents, penalised as ``w · (a·x − s − lo)²`` with a slack ``s`` on
+``slack_bits`` bits of step ``(hi − lo)/(2^slack_bits − 1)``):
+
+* ``td`` — interface range (above);
+* ``pf`` — T–D power factor ≥ ``pf_min`` (Penalty 11): ``|Q_TD| ≤ tan(acos pf_min) · P_TD``, i.e.
+  ``D_Q − tanφ·D ≤ Σ Q_g − tanφ Σ P_u ≤ D_Q + tanφ·D`` (the paper's 0.484 is tanφ at 0.9);
+* ``v`` — voltage floor at the weakest bus of the last AC power flow (Penalty 9–10), linearised with numerical
+  sensitivities ``∂V/∂P_u``, ``∂V/∂Q_g`` [pu/MW]: ``V0 + Σ s_u (P_u − P0_u) + Σ s_g (Q_g − Q0_g) ≥ V̲``,
+  divided by the largest sensitivity so its residual is in MW. Only slots whose last voltage was within
+  ``v_margin`` of the floor carry the row (the others are disabled: ``lo = −∞``).
+
+**Objective** (eq. 6, in $ over the horizon): ``Σ_t Δt [Σ_u α_u P_u + Σ_g αQ_g Q_g + λTD_t P_TD + LQ_t Q_TD]``
+— DG energy at its cost, renewables free, the interface at the substation's price for active and reactive energy.
+The paper writes the interface term as ``Γ (P^TDfx − P^TDg)`` (a credit against a fixed contracted draw that it
+never states); we price the drawn energy itself, which is the physically sound reading and keeps the DSO cost
+comparable to the EVA's. The objective is linear in the levels; constant parts are kept in the cost.
+
+**Exact reference**: the same integer levels and rows in HiGHS (MILP, rows hard, elastic slack at a large price
+so infeasible slots still return the least-violating dispatch), :func:`reference`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dimod
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from markets.qubo import composites, encoding, samplers
+
+__all__ = ["DSOInstance", "DSODispatch", "build_bqm", "solve", "reference", "evaluate", "ROWS"]
+
+ROWS = ("td", "pf", "v")
+
+
+@dataclass(frozen=True)
+class DSOInstance:
+    """The DSO problem over ``T`` slots with ``U`` active units (the first ``G`` are DGs with reactive output).
+
+    Powers in MW/MVAr, prices in $/MWh and $/MVArh, voltages in pu, sensitivities in pu/MW and pu/MVAr.
+    """
+
+    demand_mw: np.ndarray  # (T,) active power the feeder must be supplied with (load + EV + losses)
+    demand_q_mvar: np.ndarray  # (T,)
+    p_max_mw: np.ndarray  # (T, U) available output per unit and slot
+    cost_usd_per_mwh: np.ndarray  # (U,)
+    q_max_mvar: np.ndarray  # (G,) reactive capability of each DG (injection, ≥ 0)
+    q_cost_usd_per_mvarh: np.ndarray  # (G,)
+    td_price_usd_per_mwh: np.ndarray  # (T,)
+    td_q_price_usd_per_mvarh: np.ndarray  # (T,)
+    s_td_max_mva: float
+    dt_h: float
+    bits: int = 8
+    pf_min: float = 0.9
+    v_min_pu: float = 0.95
+    v0_pu: np.ndarray | None = None  # (T,) watched-bus voltage at the linearisation point
+    v_sens_p: np.ndarray | None = None  # (T, U) ∂V/∂P_u [pu/MW]
+    v_sens_q: np.ndarray | None = None  # (T, G) ∂V/∂Q_g [pu/MVAr]
+    p0_mw: np.ndarray | None = None  # (T, U) linearisation point
+    q0_mvar: np.ndarray | None = None  # (T, G)
+    v_active: np.ndarray | None = None  # (T,) bool: slot carries the voltage row
+
+    def __post_init__(self) -> None:
+        t, u = np.shape(self.p_max_mw)
+        g = len(self.q_max_mvar)
+        if g > u:
+            raise ValueError(f"q_max_mvar: at most {u} DGs (one per active unit), got {g}")
+        for name, shape in (("demand_mw", (t,)), ("demand_q_mvar", (t,)), ("cost_usd_per_mwh", (u,)),
+                            ("q_cost_usd_per_mvarh", (g,)), ("td_price_usd_per_mwh", (t,)),
+                            ("td_q_price_usd_per_mvarh", (t,))):
+            if np.shape(getattr(self, name)) != shape:
+                raise ValueError(f"{name}: needs shape {shape}, got {np.shape(getattr(self, name))}")
+        if not 1 <= self.bits <= 12:
+            raise ValueError(f"bits: must be in [1, 12], got {self.bits}")
+        if np.any(np.asarray(self.p_max_mw) < 0) or np.any(np.asarray(self.q_max_mvar) < 0):
+            raise ValueError("p_max_mw/q_max_mvar: must be >= 0")
+        if not 0 < self.pf_min <= 1:
+            raise ValueError(f"pf_min: must be in (0, 1], got {self.pf_min}")
+
+    @property
+    def n_slots(self) -> int:
+        return int(np.shape(self.p_max_mw)[0])
+
+    @property
+    def n_units(self) -> int:
+        return int(np.shape(self.p_max_mw)[1])
+
+    @property
+    def n_dgs(self) -> int:
+        return len(self.q_max_mvar)
+
+    @property
+    def levels(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Power per level of every integer of a slot, ``(T, U + G)`` [MW or MVAr]."""
+        t = self.n_slots
+        return np.hstack([np.asarray(self.p_max_mw, float), np.broadcast_to(self.q_max_mvar, (t, self.n_dgs))]
+                         ) / self.levels
+
+    def level_cost(self) -> np.ndarray:
+        """Cost of one level of each integer per slot, ``(T, U + G)`` [$], interface displacement included."""
+        cp = (self.cost_usd_per_mwh[None, :] - self.td_price_usd_per_mwh[:, None])
+        cq = (self.q_cost_usd_per_mvarh[None, :] - self.td_q_price_usd_per_mvarh[:, None])
+        return self.dt_h * np.hstack([cp, cq]) * self.steps
+
+    def constant_cost(self) -> float:
+        """Cost [$] of the all-zero dispatch (everything from the interface)."""
+        return float(self.dt_h * np.sum(self.td_price_usd_per_mwh * self.demand_mw
+                                        + self.td_q_price_usd_per_mvarh * self.demand_q_mvar))
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row coefficients per level ``a[t, r, v]`` [MW-equivalent per level] and bounds ``lo, hi`` ``(T, R)``.
+
+        Disabled rows have ``lo = −inf``; ``hi`` is capped at the largest attainable activity.
+        """
+        t, u, g = self.n_slots, self.n_units, self.n_dgs
+        steps = self.steps
+        tanphi = float(np.tan(np.arccos(self.pf_min)))
+        a = np.zeros((t, len(ROWS), u + g))
+        lo = np.full((t, len(ROWS)), -np.inf)
+        hi = np.full((t, len(ROWS)), np.inf)
+        d, dq = np.asarray(self.demand_mw, float), np.asarray(self.demand_q_mvar, float)
+        a[:, 0, :u] = steps[:, :u]
+        lo[:, 0], hi[:, 0] = d - self.s_td_max_mva, d
+        a[:, 1, :u] = -tanphi * steps[:, :u]
+        a[:, 1, u:] = steps[:, u:]
+        lo[:, 1], hi[:, 1] = dq - tanphi * d, dq + tanphi * d
+        if self.v_sens_p is not None and self.v_active is not None and np.any(self.v_active):
+            sens = np.hstack([np.asarray(self.v_sens_p, float), np.asarray(self.v_sens_q, float)])  # (T, U+G)
+            scale = np.maximum(np.abs(sens).max(axis=1), 1e-9)
+            a[:, 2, :] = sens * steps / scale[:, None]
+            x0 = np.hstack([np.asarray(self.p0_mw, float), np.asarray(self.q0_mvar, float)])
+            need = (self.v_min_pu - np.asarray(self.v0_pu, float) + (sens * x0).sum(axis=1)) / scale
+            lo[:, 2] = np.where(self.v_active, need, -np.inf)
+        amax = np.maximum(a, 0).sum(axis=2) * self.levels
+        amin = np.minimum(a, 0).sum(axis=2) * self.levels
+        hi = np.minimum(hi, amax)
+        lo = np.where(lo <= amin, -np.inf, lo)  # a row every assignment meets carries no penalty
+        # an unattainable floor (lo > largest activity) becomes "as close as possible": an equality at lo
+        hi = np.where(np.isfinite(lo), np.maximum(hi, lo), hi)
+        return a, lo, hi
+
+
+@dataclass
+class DSODispatch:
+    """A dispatch (decoded QUBO read or reference) with its cost and row violations.
+
+    ``p_mw`` (T, U), ``q_mvar`` (T, G), interface ``p_td_mw``/``q_td_mvar`` (T,), ``cost_usd`` the objective,
+    ``violation`` (T, R) the distance of each row to its range [MW-equivalent], ``n_violations`` the number of
+    violated rows (tolerance 1e-6).
+    """
+
+    p_mw: np.ndarray
+    q_mvar: np.ndarray
+    p_td_mw: np.ndarray
+    q_td_mvar: np.ndarray
+    cost_usd: float
+    violation: np.ndarray
+    n_violations: int
+    levels: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(inst: DSOInstance, levels: np.ndarray) -> DSODispatch:
+    """Decode integer levels ``(T, U + G)`` into a dispatch; cost and row violations are exact (no slack)."""
+    lv = np.asarray(levels, dtype=np.int64)
+    u = inst.n_units
+    x = lv * inst.steps
+    p, q = x[:, :u], x[:, u:]
+    cost = inst.constant_cost() + float(np.sum(inst.level_cost() * lv))
+    a, lo, hi = inst.rows()
+    act = np.einsum("trv,tv->tr", a, lv.astype(float))
+    viol = np.maximum(np.where(np.isfinite(lo), lo - act, 0.0), 0.0) + np.maximum(act - hi, 0.0)
+    return DSODispatch(p, q, inst.demand_mw - p.sum(axis=1), inst.demand_q_mvar - q.sum(axis=1), cost, viol,
+                       int((viol > 1e-6).sum()), lv)
+
+
+def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | None = None,
+              duals: np.ndarray | None = None) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
+    """The DSO QUBO over all slots (independent blocks, one per slot).
+
+    Variable layout per slot: level bits of the ``U + G`` integers, then the slack bits of each enabled row.
+    Each row is penalised as an augmented Lagrangian ``λ·r + w·r²`` with ``r = a·x − s − lo``. ``duals`` (T, R)
+    are the rows' LP duals (∂cost/∂bound, HiGHS sign convention); ``λ = −dual`` prices a unit of the row at its
+    marginal value, so the quadratic weight only has to beat what remains: ``w = weight_factor`` × the largest
+    |reduced level cost| per MW-equivalent of the slot ÷ the median level step of the slot [$/MW²]. Without
+    duals ``λ = 0`` and the raw level costs set ``w``.
+    Returns the BQM and a layout dict (``level_index`` (T, U+G, bits), ``components`` per slot, ``weights``).
+    """
+    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
+    k = inst.levels
+    e = encoding.binary(k)
+    coef = e.coefficients.astype(float)
+    nb = e.n_bits
+    sb = inst.bits + 2 if slack_bits is None else int(slack_bits)
+    es = encoding.binary((1 << sb) - 1)
+    scoef = es.coefficients.astype(float)
+    a, lo, hi = inst.rows()
+    enabled = np.isfinite(lo) & (hi > lo + 1e-12)
+    equality = np.isfinite(lo) & ~enabled  # lo == hi: no slack needed
+    lin_cost = inst.level_cost()  # (T, nv)
+    steps = inst.steps
+    # index layout
+    per_slot = nv * nb + int(enabled.sum(axis=1).max(initial=0)) * es.n_bits
+    level_index = np.zeros((t, nv, nb), np.int64)
+    lin_all, rows_all, cols_all, vals_all = [], [], [], []
+    offset = inst.constant_cost()
+    weights = np.zeros((t, len(ROWS)))
+    components = []
+    start = 0
+    a_rows, a_cols, a_vals, r_b, r_w = [], [], [], [], []
+    n_rows = 0
+    for s in range(t):  # one block per slot; the arithmetic inside is vectorised
+        idx = start + np.arange(nv * nb).reshape(nv, nb)
+        level_index[s] = idx
+        lin = np.zeros(per_slot)
+        lin[: nv * nb] = (lin_cost[s][:, None] * coef[None, :]).reshape(-1)
+        rs = np.flatnonzero(enabled[s] | equality[s])
+        nsl = 0
+        mult = np.zeros(len(ROWS)) if duals is None else -np.asarray(duals[s], float)
+        reduced = lin_cost[s] + (mult[rs, None] * a[s, rs]).sum(axis=0)  # $ per level after the multipliers
+        price_per_mw = np.abs(reduced) / np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
+        raw = np.abs(lin_cost[s]) / np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
+        scale = max(float(price_per_mw.max(initial=0.0)), 0.05 * float(raw.max(initial=0.0)), 1e-6)
+        positive = np.abs(a[s])[a[s] > 1e-12]
+        typical = float(np.median(positive)) if positive.size else 1.0
+        for r in rs:
+            w = weight_factor * scale / typical
+            weights[s, r] = w
+            cols = idx.reshape(-1)
+            vals = (a[s, r][:, None] * coef[None, :]).reshape(-1)
+            if enabled[s, r]:
+                sidx = start + nv * nb + nsl * es.n_bits + np.arange(es.n_bits)
+                nsl += 1
+                sstep = (hi[s, r] - lo[s, r]) / es.upper
+                cols = np.concatenate([cols, sidx])
+                vals = np.concatenate([vals, -sstep * scoef])
+            # multiplier term λ·(a·x − s − lo): linear in the bits
+            np.add.at(lin, cols - start, mult[r] * vals)
+            offset -= mult[r] * lo[s, r]
+            keep = vals != 0
+            a_rows.append(np.full(keep.sum(), n_rows))
+            a_cols.append(cols[keep])
+            a_vals.append(vals[keep])
+            r_b.append(lo[s, r])
+            r_w.append(w)
+            n_rows += 1
+        used = nv * nb + nsl * es.n_bits
+        lin_all.append(lin[:used])
+        components.append(start + np.arange(used))
+        start += used
+    n = start
+    lin = np.concatenate(lin_all) if lin_all else np.zeros(0)
+    if n_rows:
+        amat = sp.csr_matrix((np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
+                             shape=(n_rows, n))
+        b = np.asarray(r_b)
+        w = np.asarray(r_w)
+        m = (amat.T @ sp.diags(w) @ amat).tocoo()
+        lin = lin + m.diagonal() - 2.0 * np.asarray(amat.T @ (w * b)).ravel()
+        upper = m.row < m.col
+        rows_all.append(m.row[upper])
+        cols_all.append(m.col[upper])
+        vals_all.append(2.0 * m.data[upper])
+        offset += float(np.sum(w * b * b))
+    r = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
+    c = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
+    v = np.concatenate(vals_all) if vals_all else np.zeros(0)
+    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (r, c, v), offset, dimod.BINARY)
+    return bqm, {"level_index": level_index, "components": components, "weights": weights, "n_vars": n,
+                 "coef": coef}
+
+
+def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sweeps: int = 500,
+          seed: int | None = None, weight_factor: float = 2.0, calibrate: bool = True,
+          **sampler_params: Any) -> DSODispatch:
+    """Build, sample (decomposed by slot) and decode the DSO QUBO; the read is scored exactly by :func:`evaluate`.
+
+    ``calibrate`` takes the rows' multipliers from the LP relaxation (HiGHS, a few ms): the paper's "penalty
+    factors derived from Lagrangian multipliers". ``info`` carries the QUBO size, sampling time, the beta range
+    used and the QUBO energy.
+    """
+    t0 = time.perf_counter()
+    duals = _lp_duals(inst) if calibrate else None
+    bqm, lay = build_bqm(inst, weight_factor, duals=duals)
+    base = samplers.get(sampler)
+    params: dict[str, Any] = dict(sampler_params)
+    if "num_reads" in base.parameters:
+        params.setdefault("num_reads", num_reads)
+    if "seed" in base.parameters and seed is not None:
+        params.setdefault("seed", int(seed))
+    lc = np.abs(inst.level_cost())
+    if sampler == "sa":
+        params.setdefault("num_sweeps", num_sweeps)
+        nz = lc[lc > 1e-9]
+        hot = float(lc.max(initial=1.0)) * inst.levels / 2 if nz.size else 1.0
+        cold = 0.05 * float(nz.min()) if nz.size else 1e-3
+        params.setdefault("beta_range", composites.beta_range(bqm, hot_energy=max(hot, 1e-6),
+                                                              cold_energy=max(cold, 1e-9)))
+    ts = time.perf_counter()
+    if lay["n_vars"] == 0:
+        x = np.zeros((1, 0), np.int8)
+        energy = float(bqm.offset)
+    else:
+        ss = composites.DecomposedSampler(base).sample(bqm, components=lay["components"], **params)
+        x = composites.samples_matrix(ss, lay["n_vars"])[:1]
+        energy = float(ss.first.energy)
+    sample_s = time.perf_counter() - ts
+    levels = x[0][lay["level_index"]] @ lay["coef"].astype(np.int64) if lay["n_vars"] else \
+        np.zeros((inst.n_slots, inst.n_units + inst.n_dgs), np.int64)
+    out = evaluate(inst, levels)
+    out.info.update({"n_vars": int(bqm.num_variables), "n_interactions": int(bqm.num_interactions),
+                     "sample_s": sample_s, "wall_s": time.perf_counter() - t0, "qubo_energy": energy,
+                     "beta_range": params.get("beta_range"), "sampler": sampler})
+    return out
+
+
+def _lp_duals(inst: DSOInstance) -> np.ndarray:
+    """Row duals ``(T, R)`` of the LP relaxation (0 for rows without bounds)."""
+    return reference(inst, integral=False).info["duals"]
+
+
+def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integral: bool = True,
+              time_limit_s: float = 10.0) -> DSODispatch:
+    """HiGHS optimum of the same discretised problem (integer levels, rows hard; elastic row slack priced at
+    ``elastic_usd_per_mw``, default 1e3 × the largest level price per MW, so an infeasible slot still yields the
+    least-violating dispatch). ``info['milp_s']`` is HiGHS's wall time; after ``time_limit_s`` the incumbent is
+    returned with ``info['optimal'] = False`` (HiGHS can need minutes on 8-bit levels with unattainable rows)."""
+    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
+    a, lo, hi = inst.rows()
+    cost = inst.level_cost().reshape(-1)
+    steps = inst.steps.reshape(-1)
+    big = elastic_usd_per_mw if elastic_usd_per_mw is not None else \
+        1e3 * max(float(np.max(np.abs(cost) / np.maximum(steps, 1e-12), initial=1.0)), 1.0)
+    rows_t, rows_r = np.nonzero(np.isfinite(lo) | np.isfinite(hi))
+    n_row = len(rows_t)
+    n_lvl = t * nv
+    # columns: levels, then per row an elastic e+ (below lo) and e− (above hi)
+    n_col = n_lvl + 2 * n_row
+    r_idx = np.repeat(np.arange(n_row), nv)
+    c_idx = (rows_t[:, None] * nv + np.arange(nv)[None, :]).reshape(-1)
+    vals = a[rows_t, rows_r].reshape(-1)
+    r_idx = np.concatenate([r_idx, np.arange(n_row), np.arange(n_row)])
+    c_idx = np.concatenate([c_idx, n_lvl + np.arange(n_row), n_lvl + n_row + np.arange(n_row)])
+    vals = np.concatenate([vals, np.ones(n_row), -np.ones(n_row)])
+    am = sp.csc_matrix((vals, (r_idx, c_idx)), shape=(n_row, n_col))
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 1e-6)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n_col, n_row
+    lp.col_cost_ = np.concatenate([cost, np.full(2 * n_row, big)])
+    lp.col_lower_ = np.zeros(n_col)
+    lp.col_upper_ = np.concatenate([np.full(n_lvl, float(inst.levels)), np.full(2 * n_row, highspy.kHighsInf)])
+    lo_r, hi_r = lo[rows_t, rows_r], hi[rows_t, rows_r]
+    lp.row_lower_ = np.where(np.isfinite(lo_r), lo_r, -highspy.kHighsInf)
+    lp.row_upper_ = np.where(np.isfinite(hi_r), hi_r, highspy.kHighsInf)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = am.indptr
+    lp.a_matrix_.index_ = am.indices
+    lp.a_matrix_.value_ = am.data
+    if integral:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_lvl + [highspy.HighsVarType.kContinuous] * (2 * n_row)
+    h.passModel(lp)
+    t0 = time.perf_counter()
+    h.run()
+    secs = time.perf_counter() - t0
+    status = h.getModelStatus()
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    if not optimal and not (status == highspy.HighsModelStatus.kTimeLimit and h.getSolution().value_valid):
+        raise RuntimeError(f"DSO reference: HiGHS status {h.modelStatusToString(status)}")
+    col = np.asarray(h.getSolution().col_value)
+    duals = np.zeros((t, len(ROWS)))
+    if not integral:
+        duals[rows_t, rows_r] = np.asarray(h.getSolution().row_dual)
+    levels = np.rint(col[:n_lvl]).astype(np.int64).reshape(t, nv)
+    out = evaluate(inst, levels)
+    out.info.update({"milp_s": secs, "duals": duals, "optimal": optimal, "objective_usd": float(h.getInfo().objective_function_value)
+                     + inst.constant_cost()})
+    return out

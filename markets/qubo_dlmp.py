@@ -1,0 +1,449 @@
+"""`qubo-dlmp`: the tri-level DLMP scheduling of Suri, Nagpal & Sharma (``000_…``) on dimod samplers.
+
+One clearing runs, for the horizon of the request (``mode = "day-ahead"``) or slot by slot over the remaining
+horizon (``mode = "rolling"``: plan slots ``k … T−1``, commit slot ``k``, move on)::
+
+    EVs ──clustering──► clusters (spectral, silhouette reported; or one per bus)
+    (a) EVA level  : P/Q per cluster and slot against the DLMPs (markets.qubo.eva, QUBO, eqs. 2–5)
+    (b) DSO level  : dispatch of DGs, PV, wind and the T–D interface (markets.qubo.dso, QUBO, eqs. 6–8)
+                     → verified by AC power flow (grids.powerflow, pandapower's model compiled once)
+                     infeasible (voltage below V̲, T–D power factor below pf_min, substation overload or no
+                     convergence) → feedback to (a): a price adder per cluster and violated slot,
+                     ``adder += span(λP) · (V̲ − Vmin)/0.01 pu · ρ_c`` where ``ρ_c ∈ [0, 1]`` is the cluster's
+                     share of the voltage drop at the weakest bus (its bus's driving-point resistance to that bus
+                     relative to the largest) — the voltage component of a DLMP, learnt by subgradient steps —
+                     and (a) is solved again, at most ``rounds`` times; the round with the fewest violations
+                     (then lowest total cost) is kept.
+    (c) allocation : cluster schedules split over the EVs (markets.qubo.allocation, exact LP of eqs. 9–10).
+
+Scenario readings (the paper is silent or inconsistent; our choices, with the paper's numbers as defaults):
+
+* ``demand_response = false`` is the paper's S1 ("no load shifting", §4.1.1: constant EV power all day): each
+  cluster's energy is spread flat over the slots its EVs are plugged in, Q = 0; the EVA QUBO is not needed.
+  ``true`` with ``reactive = true`` is S2 (active and reactive DR).
+* λP per cluster is the energy-weighted mean of its EVs' bus DLMPs when the request carries DLMPs, else the
+  request's price per slot. λQ likewise from ``dlmp_q_usd_per_mvarh``, else ``lam_q_usd_per_mvarh`` (default the
+  paper's range 4–10 $/MVArh shaped like λP). Reactive power is in load convention; with λQ > 0 the EVA earns by
+  injecting (``Q < 0``), limited by the chargers' apparent power (``extra["s_max_kva"]`` or ``s_factor`` × kW).
+* The DSO prices the T–D interface at the cluster-free slot price (λP of the request, λQ as above).
+* DGs: the paper's DSO objective has DGs but its setup lists none; ``dgs`` adds them (the shipped scenarios borrow
+  the two 1.5-MW DGs of the 002 feeder). PV and wind are the ``grid`` case's DERs.
+* The per-bus non-EV load is the grid case's zonal profile averaged over each slot, scaled so that its total
+  equals the request's ``base_load_kw``.
+
+``grid = "none"`` skips (b): the EVA schedule is allocated without grid verification.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, register
+from markets.qubo import allocation, clustering, dso, eva, samplers
+
+__all__ = ["QuboDLMP", "PAPER_LAM_P", "PAPER_LAM_Q"]
+
+PAPER_LAM_P = (40.0, 50.0, 60.0, 70.0, 100.0, 60.0)  # $/MWh, Table 1
+PAPER_LAM_Q = (4.0, 5.0, 6.0, 7.0, 10.0, 6.0)  # $/MVArh: Table 1 gives the range 4–10 only; shaped like λP
+
+
+@lru_cache(maxsize=4)
+def _grid(case: str) -> tuple[Any, Any, np.ndarray]:
+    """(Network, fast power-flow engine, driving-point resistance matrix [pu]) of a grid case, built once."""
+    from grids.network import build_network
+    from grids.powerflow import make_engine
+
+    net = build_network(case)
+    return net, make_engine(net.net), net.sensitivity_r()
+
+
+def _slot_mean(profile24: np.ndarray, tod_h: np.ndarray, dt_h: float) -> np.ndarray:
+    """Mean of an hourly profile over each slot ``[tod, tod + dt)`` (hour ``h`` holds over ``[h, h+1)``)."""
+    fine = np.arange(0.0, dt_h, 0.25)[None, :] + np.asarray(tod_h, float)[:, None]
+    return np.asarray(profile24)[(np.floor(fine) % 24).astype(int)].mean(axis=-1)
+
+
+def _table(values: Any, n: int) -> np.ndarray:
+    """A per-slot table from a list: used as is if its length is ``n``, else stretched (nearest) onto ``n`` slots."""
+    v = np.asarray(values, float).ravel()
+    if v.size == n:
+        return v
+    return v[np.minimum((np.arange(n) * v.size) // n, v.size - 1)]
+
+
+@register
+class QuboDLMP(Mechanism):
+    """Tri-level DLMP scheduling (``000_…``): EVA QUBO, DSO QUBO verified by AC power flow, EV allocation."""
+
+    name = "qubo-dlmp"
+    parameters = {
+        "bits": (8, "bits per P level of the EVA and DSO QUBOs (paper: 8 primary, 4 sensitivity), 2–10"),
+        "sampler": ("sa", "dimod sampler by name (markets.qubo.samplers)"),
+        "num_reads": (16, "sampler reads per QUBO, >= 1"),
+        "num_sweeps": (200, "simulated-annealing sweeps per read, >= 1"),
+        "rounds": (3, "EVA ↔ DSO feedback rounds, 1–20"),
+        "clustering": ("by-bus", "'spectral' (paper) or 'by-bus'"),
+        "n_clusters": (20, "clusters for spectral clustering, >= 1"),
+        "demand_response": (True, "false = S1: flat cluster schedules, no shifting"),
+        "reactive": (True, "EVA reactive-power dispatch (S2)"),
+        "grid": ("case33bw-dlmp", "grid case for the DSO level, or 'none'"),
+        "dgs": ([], "DGs: list of {bus (paper numbering), p_max_kw, cost_usd_per_mwh, q_max_kvar, "
+                    "q_cost_usd_per_mvarh}"),
+        "lam_q_usd_per_mvarh": (list(PAPER_LAM_Q), "reactive price per slot when the request has no Q DLMP"),
+        "s_factor": (1.1, "charger kVA per kW when the request has no extra['s_max_kva'], >= 1"),
+        "v_min_pu": (0.95, "voltage floor of the DSO level [pu], in (0.8, 1.0)"),
+        "pf_min": (0.9, "minimum T–D power factor, in (0, 1]"),
+        "mode": ("day-ahead", "'day-ahead' (plan the horizon) or 'rolling' (re-plan every slot)"),
+        "reference": (False, "solve the DSO's HiGHS reference (MILP, 10 s limit) and report the QUBO's gap"),
+    }
+
+    def _validate(self) -> None:
+        p = self.params
+        checks = [
+            ("bits", isinstance(p["bits"], int) and 2 <= p["bits"] <= 10, "an integer in [2, 10]"),
+            ("num_reads", isinstance(p["num_reads"], int) and p["num_reads"] >= 1, "an integer >= 1"),
+            ("num_sweeps", isinstance(p["num_sweeps"], int) and p["num_sweeps"] >= 1, "an integer >= 1"),
+            ("rounds", isinstance(p["rounds"], int) and 1 <= p["rounds"] <= 20, "an integer in [1, 20]"),
+            ("clustering", p["clustering"] in clustering.METHODS, "'spectral' or 'by-bus'"),
+            ("n_clusters", isinstance(p["n_clusters"], int) and p["n_clusters"] >= 1, "an integer >= 1"),
+            ("s_factor", isinstance(p["s_factor"], (int, float)) and p["s_factor"] >= 1, ">= 1"),
+            ("v_min_pu", isinstance(p["v_min_pu"], (int, float)) and 0.8 < p["v_min_pu"] < 1.0, "in (0.8, 1.0)"),
+            ("pf_min", isinstance(p["pf_min"], (int, float)) and 0 < p["pf_min"] <= 1, "in (0, 1]"),
+            ("mode", p["mode"] in ("day-ahead", "rolling"), "'day-ahead' or 'rolling'"),
+            ("grid", p["grid"] in ("none", "case33bw", "case33bw-dlmp", "case33bw-dr"),
+             "'none', 'case33bw', 'case33bw-dlmp' or 'case33bw-dr'"),
+            ("lam_q_usd_per_mvarh", np.size(p["lam_q_usd_per_mvarh"]) >= 1
+             and bool(np.all(np.isfinite(np.asarray(p["lam_q_usd_per_mvarh"], float)))), "a non-empty list of numbers"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise MarketConfigError(f"market.params.{name}: got {p[name]!r}; allowed: {allowed}")
+        if p["sampler"] not in samplers.names():
+            raise MarketConfigError(f"market.params.sampler: got {p['sampler']!r}; allowed: {', '.join(samplers.names())}")
+        keys = {"bus", "p_max_kw", "cost_usd_per_mwh", "q_max_kvar", "q_cost_usd_per_mvarh"}
+        for i, d in enumerate(p["dgs"]):
+            if not isinstance(d, dict) or set(d) != keys:
+                raise MarketConfigError(f"market.params.dgs.{i}: needs exactly the keys {', '.join(sorted(keys))}")
+            if not (1 <= int(d["bus"]) <= 33) or d["p_max_kw"] <= 0 or d["q_max_kvar"] < 0:
+                raise MarketConfigError(f"market.params.dgs.{i}: bus in [1, 33], p_max_kw > 0, q_max_kvar >= 0")
+
+    # ------------------------------------------------------------------------------------------------ clearing
+    def _clear(self, request: MarketRequest) -> MarketResult:
+        if self.params["mode"] == "rolling" and request.n_slots > 1:
+            return self._rolling(request)
+        return self._plan(request)
+
+    def _rolling(self, request: MarketRequest) -> MarketResult:
+        """Receding horizon: plan slots k…T−1 with what is still needed, keep slot k."""
+        from dataclasses import replace
+
+        evs = request.evs
+        n, t = len(evs), request.n_slots
+        p = np.zeros((n, t))
+        q = np.zeros((n, t))
+        left_kwh = evs.e_need_kwh.copy()
+        first: MarketResult | None = None
+        for k in range(t):
+            alive = (evs.end_slot > k) & (left_kwh > 1e-9)
+            sub_evs = evs.select(alive)
+            sub_evs = replace(sub_evs, start_slot=np.maximum(sub_evs.start_slot - k, 0),
+                              end_slot=sub_evs.end_slot - k, e_need_kwh=left_kwh[alive])
+            sl = slice(k, t)
+            sub = replace(request, t0_min=request.t0_min + k * request.dt_min, n_slots=t - k, evs=sub_evs,
+                          base_load_kw=request.base_load_kw[sl], committed_ev_kw=request.committed_ev_kw[sl],
+                          price_usd_per_mwh=request.price_usd_per_mwh[sl], renewable_kw=request.renewable_kw[sl],
+                          tod_h=None if request.tod_h is None else request.tod_h[sl],
+                          dlmp_p_usd_per_mwh=None if request.dlmp_p_usd_per_mwh is None else request.dlmp_p_usd_per_mwh[sl],
+                          dlmp_q_usd_per_mvarh=None if request.dlmp_q_usd_per_mvarh is None else request.dlmp_q_usd_per_mvarh[sl],
+                          extra={kk: (v[alive] if kk == "s_max_kva" else v) for kk, v in request.extra.items()})
+            res = self._plan(sub)
+            first = first or res
+            p[alive, k] = res.p_kw[:, 0]
+            if res.q_kvar is not None:
+                q[alive, k] = res.q_kvar[:, 0]
+            left_kwh[alive] = np.maximum(left_kwh[alive] - res.p_kw[:, 0] * request.dt_h * evs.eta_ch[alive], 0.0)
+        assert first is not None
+        return replace(first, p_kw=p, q_kvar=q, info={**first.info, "mode": "rolling", "replans": t})
+
+    def _plan(self, request: MarketRequest) -> MarketResult:
+        prm = self.params
+        t_start = time.perf_counter()
+        evs = request.evs
+        n, t, dt = len(evs), request.n_slots, request.dt_h
+        if n == 0 or not np.any(evs.e_need_kwh > 0):
+            return MarketResult(self.name, _table(PAPER_LAM_P, t) if not np.all(np.isfinite(
+                request.price_usd_per_mwh)) else np.asarray(request.price_usd_per_mwh, float), np.zeros((n, t)),
+                np.zeros((n, t)), info={"rounds": 0, "silhouette": float("nan"), "n_clusters": 0})
+        seeds = self.rng.integers(0, 2**31 - 1, size=2 * prm["rounds"] + 2)
+        lam_p_slot = np.asarray(request.price_usd_per_mwh, float)
+        if not np.all(np.isfinite(lam_p_slot)):
+            lam_p_slot = _table(PAPER_LAM_P, t)
+        lam_q_slot = _table(prm["lam_q_usd_per_mvarh"], t)
+        grid = None if prm["grid"] == "none" else _grid(prm["grid"])
+        n_bus = grid[0].n_bus if grid else int(evs.bus.max(initial=0)) + 1
+        bus_r = np.zeros(n) if grid is None else np.diag(grid[2])[evs.bus]
+        # ---- EVs → clusters
+        avail = evs.availability(t)
+        cap_mw = evs.p_max_kw[:, None] * avail / 1000.0
+        need_mwh = np.minimum(evs.e_need_kwh / evs.eta_ch / 1000.0, cap_mw.sum(axis=1) * dt)
+        s_kva = np.asarray(request.extra.get("s_max_kva", evs.p_max_kw * prm["s_factor"]), float)
+        s_kva = np.maximum(s_kva, evs.p_max_kw)
+        cl = clustering.cluster_evs(prm["clustering"], prm["n_clusters"], bus=evs.bus, bus_r_pu=bus_r,
+                                    e_need_kwh=evs.e_need_kwh, p_max_kw=evs.p_max_kw, start_slot=evs.start_slot,
+                                    end_slot=evs.end_slot, rng=np.random.default_rng(int(seeds[0])))
+        c = cl.n_clusters
+        lab = cl.labels
+        member = np.zeros((c, n))
+        member[lab, np.arange(n)] = 1.0
+        p_max_c = member @ (evs.p_max_kw / 1000.0)
+        s_max_c = member @ (s_kva / 1000.0)
+        e_c = member @ need_mwh
+        cap_c = member @ cap_mw  # (C, T)
+        w_e = member * np.maximum(need_mwh, 1e-12)
+        w_e /= w_e.sum(axis=1, keepdims=True)
+        if request.dlmp_p_usd_per_mwh is not None:
+            lam_p_c = w_e @ np.asarray(request.dlmp_p_usd_per_mwh, float)[:, evs.bus].T
+        else:
+            lam_p_c = np.tile(lam_p_slot, (c, 1))
+        if request.dlmp_q_usd_per_mvarh is not None:
+            lam_q_c = w_e @ np.asarray(request.dlmp_q_usd_per_mvarh, float)[:, evs.bus].T
+        else:
+            lam_q_c = np.tile(lam_q_slot, (c, 1))
+        span = float(np.ptp(lam_p_c)) + 1.0
+        # slots a cluster can hardly use get a price adder so the EVA plans around them (allocation clips the rest)
+        short = 1.0 - np.divide(cap_c, p_max_c[:, None], out=np.zeros_like(cap_c), where=p_max_c[:, None] > 0)
+        base_adder = 4.0 * span * short
+        # ---- grid data per slot
+        if grid is not None:
+            net, pf, rmat = grid
+            pf.reset_warm_start()
+            tod = np.asarray(request.tod_h, float)
+            shape_p = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_p_kw
+            shape_q = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_q_kvar
+            scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t),
+                              where=shape_p.sum(axis=1) > 0)
+            load_p = shape_p * scale[:, None] / 1000.0  # (T, n_bus) MW
+            load_q = shape_q * scale[:, None] / 1000.0
+            units = self._units(net, tod, dt)
+        adder = np.zeros((c, t))
+        best: dict[str, Any] | None = None
+        history = []
+        losses_est = np.zeros(t)
+        lossq_est = np.zeros(t)
+        for rnd in range(prm["rounds"]):
+            # ---- (a) EVA level
+            out = self._eva(lam_p_c + base_adder + adder, lam_q_c, p_max_c, s_max_c, e_c, cap_c, dt,
+                            int(seeds[1 + 2 * rnd]))
+            # ---- (c) allocation (needed for the per-bus load the DSO sees)
+            al = allocation.allocate(out["p_mw"], lab, cap_mw, need_mwh, dt)
+            share_q = member * s_kva
+            share_q = np.divide(share_q, share_q.sum(axis=1, keepdims=True), out=np.zeros_like(share_q),
+                                where=share_q.sum(axis=1, keepdims=True) > 0)
+            q_ev = share_q.T @ out["q_mvar"]  # (N, T) MVAr, load convention
+            rec: dict[str, Any] = {"round": rnd + 1, "eva": out, "alloc": al, "q_ev": q_ev}
+            if grid is not None:
+                ev_p_bus = np.zeros((t, n_bus))
+                ev_q_bus = np.zeros((t, n_bus))
+                np.add.at(ev_p_bus.T, evs.bus, al.p_mw)
+                np.add.at(ev_q_bus.T, evs.bus, q_ev)
+                rec.update(self._dso(units, load_p + ev_p_bus, load_q + ev_q_bus, lam_p_slot, lam_q_slot, dt,
+                                     losses_est, lossq_est, int(seeds[2 + 2 * rnd])))
+                losses_est, lossq_est = rec["losses_mw"], rec["lossq_mvar"]
+            rec["n_viol"] = int(rec.get("grid_violations", 0)) + int(out["violations"])
+            rec["total_usd"] = out["cost_usd"] + rec.get("dso_cost_usd", 0.0)
+            history.append({"round": rnd + 1, "violations": rec["n_viol"], "eva_cost_usd": out["cost_usd"],
+                            "dso_cost_usd": rec.get("dso_cost_usd", 0.0),
+                            "vmin_pu": float(rec["vm"].min()) if "vm" in rec else float("nan")})
+            if best is None or (rec["n_viol"], rec["total_usd"]) < (best["n_viol"], best["total_usd"]):
+                best = rec
+            if rec["n_viol"] == 0 or not prm["demand_response"] or grid is None:
+                break
+            # ---- feedback: voltage component of the DLMP as a price adder on the violated slots
+            deficit = np.maximum(prm["v_min_pu"] - rec["vm"].min(axis=1), 0.0)  # (T,)
+            if not np.any(deficit > 1e-4):
+                break  # what is left (power factor, substation) no EVA price adder can move
+            weak = rec["vm"].argmin(axis=1)
+            rho = rmat[np.ix_(weak, evs.bus)]  # (T, N)
+            rho_c = (rho @ member.T) / np.maximum(member.sum(axis=1), 1)[None, :]  # (T, C)
+            rho_c = rho_c / max(float(rho_c.max()), 1e-12)
+            adder += span * (deficit / 0.01)[None, :] * rho_c.T
+        assert best is not None
+        return self._result(request, best, cl, history, lam_p_c, lam_q_c, evs, dt, time.perf_counter() - t_start)
+
+    # ------------------------------------------------------------------------------------------------ levels
+    def _eva(self, lam_p: np.ndarray, lam_q: np.ndarray, p_max: np.ndarray, s_max: np.ndarray, e_c: np.ndarray,
+             cap_c: np.ndarray, dt: float, seed: int) -> dict[str, Any]:
+        prm = self.params
+        c, t = lam_p.shape
+        p = np.zeros((c, t))
+        q = np.zeros((c, t))
+        info: dict[str, Any] = {"annealer_violations": 0, "n_vars": 0, "n_interactions": 0, "sample_s": 0.0}
+        active = (e_c > 1e-12) & (p_max > 0)
+        if not prm["demand_response"]:
+            tot = cap_c.sum(axis=1)
+            p = np.divide(e_c[:, None] * cap_c, tot[:, None] * dt, out=np.zeros_like(cap_c), where=tot[:, None] > 0)
+        elif active.any():
+            idx = np.flatnonzero(active)
+            unit = p_max[idx] / ((1 << prm["bits"]) - 1) * dt
+            inst = eva.EVAInstance(lam_p_usd_per_mwh=lam_p[idx], lam_q_usd_per_mvarh=lam_q[idx], p_max_mw=p_max[idx],
+                                   s_max_mva=s_max[idx], q_max_mvar=s_max[idx],
+                                   e_min_mwh=np.maximum(e_c[idx] - unit, 0.0), e_max_mwh=e_c[idx], dt_h=dt,
+                                   bits=prm["bits"], reactive=bool(prm["reactive"]))
+            sol = eva.solve(inst, sampler=prm["sampler"], num_reads=prm["num_reads"], num_sweeps=prm["num_sweeps"],
+                            seed=seed)
+            ev = eva.evaluate(inst, sol.repaired_n)
+            p[idx], q[idx] = ev["p_mw"], ev["q_mvar"]
+            info = {"annealer_violations": int(sol.violations), "annealer_cost_usd": float(sol.cost_usd),
+                    "n_vars": int(sol.n_vars), "n_interactions": int(sol.n_interactions), "sample_s": sol.sample_s,
+                    "wall_s": sol.wall_s, "repaired": bool(sol.violations)}
+        cost = float(np.sum(dt * (lam_p * p + lam_q * q)))
+        return {"p_mw": p, "q_mvar": q, "cost_usd": cost, "violations": 0, "info": info}
+
+    def _units(self, net: Any, tod: np.ndarray, dt: float) -> dict[str, Any]:
+        """DGs (params) then renewables (grid case): buses, availability (T, U), costs."""
+        buses, pmax, cost = [], [], []
+        qmax, qcost = [], []
+        for d in self.params["dgs"]:
+            buses.append(int(d["bus"]) - 1)
+            pmax.append(np.full(len(tod), d["p_max_kw"] / 1000.0))
+            cost.append(float(d["cost_usd_per_mwh"]))
+            qmax.append(d["q_max_kvar"] / 1000.0)
+            qcost.append(float(d["q_cost_usd_per_mvarh"]))
+        by_bus: dict[tuple[str, int], np.ndarray] = {}
+        for d in net.renewables:  # units of one kind at one bus are dispatched together
+            key = (d.kind, d.bus)
+            by_bus[key] = by_bus.get(key, 0.0) + _slot_mean(d.profile, tod, dt) * d.p_max_kw / 1000.0
+        for (kind, bus), avail in by_bus.items():
+            buses.append(bus)
+            pmax.append(avail)
+            cost.append(0.0)
+        return {"bus": np.asarray(buses, np.int64), "p_max": np.column_stack(pmax) if pmax else np.zeros((len(tod), 0)),
+                "cost": np.asarray(cost, float), "q_max": np.asarray(qmax, float), "q_cost": np.asarray(qcost, float)}
+
+    def _pf(self, load_p: np.ndarray, load_q: np.ndarray) -> list[Any]:
+        pf = _grid(self.params["grid"])[1]
+        return [pf.solve(load_p[k], load_q[k]) for k in range(load_p.shape[0])]
+
+    def _dso(self, units: dict[str, Any], load_p: np.ndarray, load_q: np.ndarray, lam_p: np.ndarray,
+             lam_q: np.ndarray, dt: float, losses: np.ndarray, lossq: np.ndarray, seed: int) -> dict[str, Any]:
+        prm = self.params
+        net = _grid(prm["grid"])[0]
+        t, n_bus = load_p.shape
+        u, g = len(units["bus"]), len(units["q_max"])
+        ub = units["bus"]
+
+        def net_load(pu: np.ndarray, qg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lp, lq = load_p.copy(), load_q.copy()
+            np.add.at(lp.T, ub, -pu.T)
+            np.add.at(lq.T, ub[:g], -qg.T)
+            return lp, lq
+
+        # linearisation point: renewables at their forecast, DGs off
+        p0 = units["p_max"].copy()
+        p0[:, :g] = 0.0
+        q0 = np.zeros((t, g))
+        res0 = self._pf(*net_load(p0, q0))
+        v0 = np.array([r.vm_pu.min() for r in res0])
+        weak = np.array([int(np.nanargmin(r.vm_pu)) for r in res0])
+        sp_, sq_ = np.zeros((t, u)), np.zeros((t, g))
+        h = 0.05  # MW / MVAr probe
+        active = v0 < prm["v_min_pu"] + 0.01
+        for k in np.flatnonzero(active):
+            for j in range(u):
+                lp, lq = load_p[k].copy(), load_q[k].copy()
+                np.add.at(lp, ub, -p0[k])
+                lp[ub[j]] -= h
+                r = _grid(prm["grid"])[1].solve(lp, lq)
+                sp_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
+            for j in range(g):
+                lp, lq = load_p[k].copy(), load_q[k].copy()
+                np.add.at(lp, ub, -p0[k])
+                lq[ub[j]] -= h
+                r = _grid(prm["grid"])[1].solve(lp, lq)
+                sq_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
+        if not np.any(losses):
+            losses = np.array([r.losses_mw for r in res0])
+            lossq = np.array([r.ext_grid_q_mvar for r in res0]) - (load_q.sum(axis=1) - 0.0)
+        inst = dso.DSOInstance(
+            demand_mw=load_p.sum(axis=1) + losses, demand_q_mvar=load_q.sum(axis=1) + lossq,
+            p_max_mw=units["p_max"], cost_usd_per_mwh=units["cost"], q_max_mvar=units["q_max"],
+            q_cost_usd_per_mvarh=units["q_cost"], td_price_usd_per_mwh=lam_p, td_q_price_usd_per_mvarh=lam_q,
+            s_td_max_mva=net.substation_mva, dt_h=dt, bits=prm["bits"], pf_min=prm["pf_min"],
+            v_min_pu=prm["v_min_pu"], v0_pu=v0, v_sens_p=sp_, v_sens_q=sq_, p0_mw=p0, q0_mvar=q0, v_active=active)
+        disp = dso.solve(inst, sampler=prm["sampler"], num_reads=prm["num_reads"], num_sweeps=prm["num_sweeps"],
+                         seed=seed)
+        out: dict[str, Any] = {"dso": disp, "dso_cost_usd": disp.cost_usd, "dso_inst": inst}
+        if prm["reference"]:
+            ref = dso.reference(inst)
+            out["dso_ref"] = ref
+            out["dso_gap"] = (disp.cost_usd - ref.cost_usd) / max(abs(ref.cost_usd), 1e-9)
+        res = self._pf(*net_load(disp.p_mw, disp.q_mvar))
+        vm = np.array([r.vm_pu for r in res])
+        p_td = np.array([r.ext_grid_p_mw for r in res])
+        q_td = np.array([r.ext_grid_q_mvar for r in res])
+        s_td = np.hypot(p_td, q_td)
+        pf_td = np.divide(np.abs(p_td), s_td, out=np.ones(t), where=s_td > 0)
+        conv = np.array([r.converged for r in res])
+        lp_fin, lq_fin = net_load(disp.p_mw, disp.q_mvar)
+        viol = {"voltage_slots": int(np.sum(vm.min(axis=1) < prm["v_min_pu"] - 1e-4)),
+                "td_power_factor_slots": int(np.sum(pf_td < prm["pf_min"] - 1e-4)),
+                "substation_slots": int(np.sum(s_td > net.substation_mva + 1e-6)),
+                "nonconverged_slots": int(np.sum(~conv)),
+                "dso_qubo_rows": int(disp.n_violations)}
+        out.update({"vm": vm, "p_td_mw": p_td, "q_td_mvar": q_td, "pf_td": pf_td,
+                    "losses_mw": np.array([r.losses_mw for r in res]),
+                    "lossq_mvar": q_td - lq_fin.sum(axis=1),
+                    "line_loading": np.array([r.line_loading_percent for r in res]),
+                    "grid_viol": viol,
+                    "grid_violations": sum(v for k, v in viol.items() if k != "dso_qubo_rows")})
+        return out
+
+    # ------------------------------------------------------------------------------------------------ result
+    def _result(self, request: MarketRequest, rec: dict[str, Any], cl: clustering.Clustering, history: list,
+                lam_p_c: np.ndarray, lam_q_c: np.ndarray, evs: Any, dt: float, wall: float) -> MarketResult:
+        al, out = rec["alloc"], rec["eva"]
+        p_kw = al.p_mw * 1000.0
+        q_kvar = rec["q_ev"] * 1000.0
+        objective = {"eva_cost_usd": out["cost_usd"],
+                     "eva_reactive_usd": float(np.sum(dt * lam_q_c * out["q_mvar"])),
+                     "dso_cost_usd": float(rec.get("dso_cost_usd", 0.0))}
+        objective["total_cost_usd"] = objective["eva_cost_usd"] + objective["dso_cost_usd"]
+        violations: dict[str, float] = {"eva_annealer_rows": float(out["info"]["annealer_violations"]),
+                                        "allocation_shortfall_mwh": al.shortfall_mwh}
+        info: dict[str, Any] = {
+            "silhouette": cl.silhouette, "n_clusters": cl.n_clusters, "clustering": cl.method,
+            "rounds": len(history), "history": history, "round_kept": rec["round"],
+            "eva": out["info"], "tracking_error_mwh": al.tracking_error_mwh, "interruptions": al.interruptions,
+            "cluster_p_mw": out["p_mw"], "cluster_q_mvar": out["q_mvar"], "cluster_labels": cl.labels,
+            "reactive_energy_mvarh": float(np.abs(out["q_mvar"]).sum() * dt), "plan_s": wall,
+            "bits": self.params["bits"], "mode": self.params["mode"],
+        }
+        price: np.ndarray = np.asarray(request.price_usd_per_mwh, float)
+        if not np.all(np.isfinite(price)):
+            price = _table(PAPER_LAM_P, request.n_slots)
+        if "dso" in rec:
+            disp = rec["dso"]
+            violations.update({k: float(v) for k, v in rec["grid_viol"].items()})
+            vm = rec["vm"]
+            info.update({
+                "dso": {**disp.info, "p_mw": disp.p_mw, "q_mvar": disp.q_mvar},
+                "dso_gap": rec.get("dso_gap"), "dso_reference_cost_usd":
+                    rec["dso_ref"].cost_usd if "dso_ref" in rec else None,
+                "dso_reference_s": rec["dso_ref"].info["milp_s"] if "dso_ref" in rec else None,
+                "losses_mwh": float(rec["losses_mw"].sum() * dt), "vmin_pu": float(vm.min()),
+                "vavg_pu": float(vm.mean()), "vstd_pu": float(vm.std()),
+                "pf_td_min": float(rec["pf_td"].min()),
+                "pf_td_mean": float(np.sum(np.abs(rec["p_td_mw"])) / max(np.hypot(rec["p_td_mw"], rec["q_td_mvar"]).sum(), 1e-12)),
+                "p_td_mw": rec["p_td_mw"], "q_td_mvar": rec["q_td_mvar"], "vm_pu": vm,
+                "max_line_loading_percent": float(np.nanmax(rec["line_loading"])),
+            })
+        if request.dlmp_p_usd_per_mwh is not None:
+            price = np.asarray(request.dlmp_p_usd_per_mwh, float)
+        gap = rec.get("dso_gap")
+        ref = rec["dso_ref"].cost_usd if "dso_ref" in rec else None
+        return MarketResult(self.name, price, p_kw, q_kvar, objective=objective, violations=violations, info=info,
+                            reference_objective=ref, gap=gap)
