@@ -8,6 +8,7 @@ Definitions (Δt = step length in hours; sums run over steps):
 * T–D power factor = |P| / |S| at the external grid; substation loading = |S| / rating.
 * costs: grid energy = Σ P_grid·λ·Δt (import at λ, export credited at λ), grid reactive = Σ |Q_grid|·q_price·Δt,
   DG = Σ cost(P_DG)·Δt; total = sum of the three (`002_…` eq. 7, losses priced inside the grid purchase).
+* mean step price over the day and over the evening peak 17:00–21:00 (``price_peak_mean``) [$/MWh].
 * user cost: what EVs pay at the step price; Gini of spend per EV among EVs that charged; price affordability
   index = base price ÷ mean price paid per kWh (> 1: users pay below the base price).
 * waiting: plug-in − arrival for EVs that arrived in the horizon (reneged EVs count until they left).
@@ -92,6 +93,9 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     k["dr_shifted_kwh"] = float(np.clip(s["dr_shift_kw"], 0, None).sum() * dt_h)
     k["price_mean_usd_per_mwh"] = float(price.mean()) if price.size else float("nan")
     k["price_max_usd_per_mwh"] = float(price.max()) if price.size else float("nan")
+    # Evening peak 17:00–21:00 (003's "at peak"): where peak-time attacks on the tariff show undiluted.
+    peak_h = (s["tod_h"].to_numpy() >= 17.0) & (s["tod_h"].to_numpy() < 21.0) if len(s) else np.zeros(0, bool)
+    k["price_peak_mean_usd_per_mwh"] = float(price[peak_h].mean()) if peak_h.any() else float("nan")
     # costs
     grid_e = s["grid_p_kw"].to_numpy() * dt_h / 1000.0
     k["grid_energy_cost_usd"] = float((grid_e * price).sum())
