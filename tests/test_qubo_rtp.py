@@ -26,7 +26,7 @@ def _instance(n: int, seed: int, coupled: bool = True, prev: bool = False, **par
         prev_level=rng.integers(5, 20, n) if prev else None, cost_usd_per_kwh=0.2, dt_h=0.25)
 
 
-def _request(n_ev: int, seed: int, n_slots: int = 6) -> MarketRequest:
+def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0) -> MarketRequest:
     rng = np.random.default_rng(seed)
     start = rng.integers(0, n_slots - 1, n_ev)
     return MarketRequest.from_sessions(
@@ -35,19 +35,19 @@ def _request(n_ev: int, seed: int, n_slots: int = 6) -> MarketRequest:
         e_need_kwh=rng.uniform(1.0, 30.0, n_ev), p_max_kw=rng.choice([7.2, 150.0], n_ev),
         station=rng.integers(0, 4, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
         price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots), renewable_kw=np.full(n_slots, 50.0),
-        station_cap_kw=np.full(4, 200.0), extra={"bus_ev_cap_kw": {0: 150.0, 1: 400.0}})
+        station_cap_kw=np.full(4, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0, 1: 400.0}})
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), n_ev=st.integers(1, 15), bits=st.sampled_from([3, 5]))
 def test_prices_within_bounds_and_on_the_grid(seed: int, n_ev: int, bits: int) -> None:
     mech = QuboRTP(bits=bits, seed=seed)
-    res = mech.clear(_request(n_ev, seed))
+    res = mech.clear(_request(n_ev, seed, station_cap_kw=1e4))
     prices = res.info["station_price_usd_per_kwh"]
     assert np.all(prices >= 0.05 - 1e-12) and np.all(prices <= 0.35 + 1e-12)
     level = (prices - 0.05) / (0.30 / ((1 << bits) - 1))
     np.testing.assert_allclose(level, np.rint(level), atol=1e-9)
-    # the ramp limit holds between consecutive intervals (capacity may override it; here it never has to)
+    # the ramp limit holds between consecutive intervals (only station capacity may override it: none binds here)
     assert np.all(np.abs(np.diff(prices, axis=0)) <= 0.05 + 1e-9)
 
 
