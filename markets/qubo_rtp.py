@@ -37,8 +37,9 @@ physically and reported). The bus (feeder) capacity rows ``Σ_{s at b} D[s] ≤ 
 
 **The QUBO.** Each station's level is ``qlo + offset`` with the offset binary-encoded over its window (levels
 below ``p_b`` all give the same demand and cost, so the window starts at ``max(lo, p_b)`` and the decoder moves a
-read at ``p_b`` down to ``lo`` — same objective, lower bill). On that window every term is exactly quadratic in
-the offset, so :meth:`~markets.qubo.model.QuboModel.add_objective_table` represents it without error. The bus
+read at ``p_b`` down to :meth:`RTPInstance.flat_target` — half a ramp step below ``p_b``: same objective, a lower
+bill, and room to rise next interval). On that window every term is exactly quadratic in the offset, so its
+coefficients are exact (no fit error beyond rounding). The bus
 rows are dualised: their multipliers come from the LP relaxation of the one-hot MILP (HiGHS duals), which makes
 the QUBO separable per station (:class:`~markets.qubo.composites.DecomposedSampler` recombines the best read of
 every station); outer augmented-Lagrangian rounds raise the multipliers of rows the read violates. The SA
@@ -148,6 +149,17 @@ class RTPInstance:
         return int(np.clip(np.rint((self.base_price_usd_per_kwh - self.price_min_usd_per_kwh)
                                    / self.step_usd_per_kwh), 0, self.levels))
 
+    @property
+    def ramp_levels(self) -> int:
+        """Largest level change between intervals allowed by ``ramp_max_usd_per_kwh``."""
+        return int(np.floor(self.ramp_max_usd_per_kwh / self.step_usd_per_kwh + 1e-9))
+
+    def flat_target(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Where several levels give the same demand and cost (at or below the base level, or no responsive
+        demand), the level chosen: half a ramp step below the base price, within the window — a discount for
+        users that leaves the next interval room to raise the price above the base price."""
+        return np.clip(self.base_level - self.ramp_levels // 2, lo, hi)
+
     def demand_table(self) -> np.ndarray:
         """``D[s, k]`` [kW] for every station and level (module docstring); computed once, read-only."""
         return self._demand
@@ -193,7 +205,7 @@ class RTPInstance:
         if self.prev_level is None:
             lo, hi = np.zeros(self.n_stations, np.int64), np.full(self.n_stations, kk, np.int64)
         else:
-            r = int(np.floor(self.ramp_max_usd_per_kwh / self.step_usd_per_kwh + 1e-9))
+            r = self.ramp_levels
             prev = np.asarray(self.prev_level, np.int64)
             lo, hi = np.maximum(prev - r, 0), np.minimum(prev + r, kk)
         ramp_broken = k_cap > hi
@@ -418,8 +430,12 @@ def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_swe
     demand = inst.demand_table()
     table = inst.cost_table(demand)
     kb = inst.base_level
-    qlo = np.where(hi >= kb, np.maximum(lo, kb), lo)  # levels in [lo, kb] share kb's demand and cost
-    hi = np.where(hi <= kb, qlo, hi)  # a window entirely at or below kb is flat: any level will do
+    target = inst.flat_target(lo, hi)
+    # levels in [lo, kb] share kb's demand and cost; a window at or below kb, or a station without responsive
+    # demand, is flat: it gets the tie-break level and no variables
+    flat = (hi <= kb) | (inst.d0_kw <= 0) | (inst.elasticity <= 0)
+    qlo = np.where(flat, target, np.maximum(lo, kb))
+    hi = np.where(flat, target, hi)
     coupled = np.size(inst.bus_cap_kw) > 0 and bool(np.any(inst.bus >= 0))
     lam = np.zeros(np.size(inst.bus_cap_kw))
     lp_s = 0.0
@@ -485,8 +501,8 @@ def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_swe
         repaired = True
     # tie-break toward users: a read at the base level moves down to the window's lowest level (same demand, cost)
     at_base = (final == qlo) & (qlo == kb) & (lo < kb)
-    final = np.where(at_base, lo, final)
-    ann_levels = np.where((ann_levels == qlo) & (qlo == kb) & (lo < kb), lo, ann_levels)
+    final = np.where(at_base, target, final)
+    ann_levels = np.where((ann_levels == qlo) & (qlo == kb) & (lo < kb), target, ann_levels)
     ev = evaluate(inst, final)
     return RTPSolution(final, ev["objective_usd"], ann_levels, ann_obj, annealer_feasible, repaired,
                        ev["bus_violations"], n_vars, n_int, time.perf_counter() - t0, sample_s, rounds, fit_err,

@@ -77,8 +77,10 @@ def test_exact_solver_agrees_with_the_toolkit_on_a_tiny_instance() -> None:
     inst = _instance(3, 7, coupled=False, bits=3)
     lo, hi, _, _ = inst.windows()
     kb = inst.base_level
-    qlo = np.where(hi >= kb, np.maximum(lo, kb), lo)
-    hi = np.where(hi <= kb, qlo, hi)
+    target = inst.flat_target(lo, hi)
+    flat = (hi <= kb) | (inst.d0_kw <= 0) | (inst.elasticity <= 0)
+    qlo = np.where(flat, target, np.maximum(lo, kb))
+    hi = np.where(flat, target, hi)
     d = inst.demand_table()
     table = inst.cost_table(d)
     model, blocks, err = build_qubo(inst, qlo, hi, np.zeros(0), table, d)
