@@ -92,6 +92,11 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
     from experiments.cli import _simulate, print_kpis, warn_failures
 
     kind = sc.paper["compare"]
+    if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
+        from experiments.cli import qubo_rtp_cmd
+
+        qubo_rtp_cmd(scenario=str(sc.name), full=False, runs=1, seed=sc.seed, reference=True, set_=[], out=out_dir)
+        return pd.DataFrame()
     if kind not in COMPARISONS:
         from sim.scenario import ScenarioError
 
