@@ -657,6 +657,8 @@ class QuboRTP(Mechanism):
                 ref_obj += r.objective_usd
                 row["gap"] = gap(sol.objective_usd, r.objective_usd)
                 row["annealer_gap"] = gap(sol.annealer_objective_usd, r.objective_usd)
+                row["milp_s"] = r.milp_s
+                row["annealer_feasible"] = float(sol.annealer_feasible)
             info_rows.append(row)
             prices[t] = inst.price(sol.levels)
             dem = inst.demand_table()[np.arange(n_st), sol.levels]
@@ -690,6 +692,7 @@ class QuboRTP(Mechanism):
             "interval_wall_s_max": float(walls.max()),
             "repaired_intervals": int(sum(r["repaired"] for r in info_rows)),
             "annealer_objective_usd": ann_obj,
+            "intervals": info_rows,  # per slot: wall_s, n_vars, repaired, annealer_feasible (+ gap, milp_s)
             "sampler": p["sampler"],
         }
         gap_total = None
