@@ -649,6 +649,7 @@ class QuboRTP(Mechanism):
             sol = solve(inst, sampler=p["sampler"], num_reads=p["num_reads"], num_sweeps=p["num_sweeps"],
                         seed=int(self.rng.integers(2**31 - 1)), al_rounds=p["al_rounds"], repair=p["repair"])
             row = {"wall_s": sol.wall_s, "n_vars": float(sol.n_vars), "repaired": float(sol.repaired),
+                   "al_rounds": float(sol.al_rounds), "lp_s": float(sol.info["lp_s"]), "sample_s": sol.sample_s,
                    "annealer_feasible": float(sol.annealer_feasible)}
             obj["energy_and_comfort_usd"] += sol.objective_usd
             ann_obj += sol.annealer_objective_usd

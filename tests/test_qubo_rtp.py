@@ -119,3 +119,34 @@ def test_bad_parameters_are_one_line_errors(params: dict, field: str) -> None:
         QuboRTP(**params)
     msg = str(err.value)
     assert f"market.params.{field}" in msg and ("allowed" in msg) and len(msg.splitlines()) == 1
+
+
+class _Net118:
+    """Stand-in for the 118-bus `grids.network.Network` (loading pandapower's case118 takes seconds)."""
+
+    n_bus = 118
+
+    def zone_buses(self, zone: str) -> np.ndarray:
+        return np.arange(0, 118, 2)
+
+    def load_kw(self, tod_h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape = 1.0 + 0.4 * np.sin(np.asarray(tod_h) / 24.0 * 2 * np.pi)
+        return np.outer(shape, np.ones(self.n_bus)), np.zeros((np.size(tod_h), self.n_bus))
+
+
+def test_cli_study_small(tmp_path, monkeypatch) -> None:
+    """`evgrid qubo-rtp` end to end at a tiny size: the table beside the paper's, and the repeatability line."""
+    from typer.testing import CliRunner
+
+    import experiments.rtp_paper as rp
+    from experiments.cli import app
+
+    monkeypatch.setattr(rp, "build_network", lambda *a, **k: _Net118())
+
+    res = CliRunner().invoke(app, ["qubo-rtp", "--runs", "2", "--seed", "3", "--out", str(tmp_path),
+                                   "--set", "paper.n_stations=8", "--set", "fleet.n_evs=120"])
+    assert res.exit_code == 0, res.output
+    assert "paper vs ours" in res.output and "2 annealer runs" in res.output
+    assert (tmp_path / "paper_comparison.md").exists() and (tmp_path / "runs.csv").exists()
+    bad = CliRunner().invoke(app, ["qubo-rtp", "--runs", "0"])
+    assert bad.exit_code == 2 and "--runs" in bad.output
