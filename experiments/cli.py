@@ -295,7 +295,6 @@ def qubo_rtp_cmd(
     out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
 ) -> None:
     """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
-    from experiments.rtp_paper import run_study, write
     from sim.scenario import ScenarioError, load_scenario
 
     if runs < 1 or runs > 1000:
@@ -306,6 +305,14 @@ def qubo_rtp_cmd(
         sc = load_scenario(scenario, set_ or [], seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
+    qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=out)
+
+
+def qubo_rtp_report(sc, *, full: bool = False, runs: int = 1, reference: bool = True,  # type: ignore[no-untyped-def]
+                    out: Optional[Path] = None) -> None:
+    """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
+    from experiments.rtp_paper import run_study, write
+
     table, outcomes, per_run = _guard(lambda: run_study(sc, full=full, runs=runs, reference=reference))
     label = f"{sc.name}{'-full' if full else ''}"
     path = write(table, outcomes, per_run, out or Path("results") / label, sc.paper.get("source", ""))

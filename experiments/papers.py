@@ -93,9 +93,9 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
 
     kind = sc.paper["compare"]
     if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
-        from experiments.cli import qubo_rtp_cmd
+        from experiments.cli import qubo_rtp_report
 
-        qubo_rtp_cmd(scenario=str(sc.name), full=False, runs=1, seed=sc.seed, reference=True, set_=[], out=out_dir)
+        qubo_rtp_report(sc, out=Path(out_dir))
         return pd.DataFrame()
     if kind not in COMPARISONS:
         from sim.scenario import ScenarioError
