@@ -33,7 +33,9 @@ affine):
 only bound the level from one side, so they restrict each station to a window of levels ``[lo, hi]`` (capacity
 wins where the two conflict; a station whose demand exceeds its cap even at the highest price is capped
 physically and reported). The bus (feeder) capacity rows ``Σ_{s at b} D[s] ≤ cap_b``
-(``request.extra["bus_ev_cap_kw"]``, bus → kW) couple stations.
+(``request.extra["bus_ev_cap_kw"]``, bus → kW) couple stations; where the ramp windows of a feeder's stations
+cannot bring it under its capacity, the ramp yields there too (``feeders_over_ramp``, reported as
+``ramp_broken``) — physical limits win over price smoothness.
 
 **The QUBO.** Each station's level is ``qlo + offset`` with the offset binary-encoded over its window (levels
 below ``p_b`` all give the same demand and cost, so the window starts at ``max(lo, p_b)`` and the decoder moves a
@@ -107,6 +109,8 @@ class RTPInstance:
         ramp_max_usd_per_kwh: largest price change between intervals [$/kWh].
         w_ren_usd_per_kwh: weight of the renewable-alignment term [$/kWh].
         w_cong_usd_per_kwh: weight of the congestion term [$/kWh].
+        ramp_bus_rows: a feeder the ramp window cannot relieve lifts the ramp's upper bound for its stations
+            (capacity wins over price smoothness); False keeps the ramp and reports the overload as unavoidable.
     """
 
     d0_kw: np.ndarray
@@ -125,6 +129,7 @@ class RTPInstance:
     ramp_max_usd_per_kwh: float = 0.05
     w_ren_usd_per_kwh: float = 0.02
     w_cong_usd_per_kwh: float = 0.02
+    ramp_bus_rows: bool = True
 
     @property
     def n_stations(self) -> int:
@@ -211,6 +216,16 @@ class RTPInstance:
         ramp_broken = k_cap > hi
         lo = np.maximum(lo, k_cap)
         hi = np.maximum(hi, lo)
+        cap_b = np.asarray(self.bus_cap_kw, float)
+        if self.ramp_bus_rows and cap_b.size and self.prev_level is not None:
+            # a feeder the ramp window cannot relieve: its stations may rise above the ramp (capacity wins)
+            m = self.bus >= 0
+            least = np.zeros(cap_b.size)
+            np.add.at(least, self.bus[m], d[np.arange(self.n_stations), hi][m])
+            short = np.zeros(self.n_stations, bool)
+            short[m] = least[self.bus[m]] > cap_b[self.bus[m]] * (1 + 1e-9)
+            ramp_broken = ramp_broken | (short & (hi < kk))
+            hi = np.where(short, kk, hi)
         return lo, hi, cap_short, ramp_broken
 
     def bus_cap_effective(self) -> np.ndarray:
@@ -219,8 +234,8 @@ class RTPInstance:
 
     @cached_property
     def _bus_cap_effective(self) -> np.ndarray:
-        """Bus rows' right-hand sides [kW]: ``cap_b``, raised to the least load the windows allow where the ramp
-        limit keeps prices too low to meet it this interval (the shortfall is reported as unavoidable)."""
+        """Bus rows' right-hand sides [kW]: ``cap_b``, raised to the least load the windows allow where even the
+        highest admissible prices cannot meet it this interval (the shortfall is reported as unavoidable)."""
         cap = np.asarray(self.bus_cap_kw, float)
         if cap.size == 0:
             return cap
@@ -533,6 +548,7 @@ class QuboRTP(Mechanism):
         "price_max_usd_per_kwh": (0.35, "highest price [$/kWh] (paper 0.35)"),
         "base_price_usd_per_kwh": (0.12, "flat base price p0 [$/kWh] (paper 0.12)"),
         "ramp_max_usd_per_kwh": (0.05, "largest price change between intervals [$/kWh] (the paper gives none)"),
+        "feeders_over_ramp": (True, "a feeder the ramp window cannot relieve lifts the ramp for its stations"),
         "w_ren_usd_per_kwh": (0.02, "weight of the renewable-alignment term [$/kWh]"),
         "w_cong_usd_per_kwh": (0.02, "weight of the congestion term [$/kWh]"),
         "urgency_floor": (0.2, "elasticity factor of the most urgent EVs (piecewise-linear logistic), in [0, 1]"),
@@ -569,6 +585,7 @@ class QuboRTP(Mechanism):
             ("num_sweeps", integer(p["num_sweeps"], 1, 1_000_000), "integer in [1, 1000000]"),
             ("al_rounds", integer(p["al_rounds"], 1, 100), "integer in [1, 100]"),
             ("repair", isinstance(p["repair"], bool), "true or false"),
+            ("feeders_over_ramp", isinstance(p["feeders_over_ramp"], bool), "true or false"),
             ("reference", isinstance(p["reference"], bool), "true or false"),
         ]
         for key, ok, allowed in checks:
@@ -591,7 +608,7 @@ class QuboRTP(Mechanism):
                            np.asarray(bus_cap_kw, float), prev_level, float(cost_usd_per_kwh), float(dt_h),
                            p["bits"], p["price_min_usd_per_kwh"], p["price_max_usd_per_kwh"],
                            p["base_price_usd_per_kwh"], p["ramp_max_usd_per_kwh"], p["w_ren_usd_per_kwh"],
-                           p["w_cong_usd_per_kwh"])
+                           p["w_cong_usd_per_kwh"], p["feeders_over_ramp"])
 
     def _clear(self, request: MarketRequest) -> MarketResult:
         p = self.params

@@ -26,7 +26,8 @@ def _instance(n: int, seed: int, coupled: bool = True, prev: bool = False, **par
         prev_level=rng.integers(5, 20, n) if prev else None, cost_usd_per_kwh=0.2, dt_h=0.25)
 
 
-def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0) -> MarketRequest:
+def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0,
+             bus_scale: float = 1.0) -> MarketRequest:
     rng = np.random.default_rng(seed)
     start = rng.integers(0, n_slots - 1, n_ev)
     return MarketRequest.from_sessions(
@@ -35,19 +36,19 @@ def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200
         e_need_kwh=rng.uniform(1.0, 30.0, n_ev), p_max_kw=rng.choice([7.2, 150.0], n_ev),
         station=rng.integers(0, 4, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
         price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots), renewable_kw=np.full(n_slots, 50.0),
-        station_cap_kw=np.full(4, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0, 1: 400.0}})
+        station_cap_kw=np.full(4, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0 * bus_scale, 1: 400.0 * bus_scale}})
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), n_ev=st.integers(1, 15), bits=st.sampled_from([3, 5]))
 def test_prices_within_bounds_and_on_the_grid(seed: int, n_ev: int, bits: int) -> None:
     mech = QuboRTP(bits=bits, seed=seed)
-    res = mech.clear(_request(n_ev, seed, station_cap_kw=1e4))
+    res = mech.clear(_request(n_ev, seed, station_cap_kw=1e4, bus_scale=1e3))
     prices = res.info["station_price_usd_per_kwh"]
     assert np.all(prices >= 0.05 - 1e-12) and np.all(prices <= 0.35 + 1e-12)
     level = (prices - 0.05) / (0.30 / ((1 << bits) - 1))
     np.testing.assert_allclose(level, np.rint(level), atol=1e-9)
-    # the ramp limit holds between consecutive intervals (only station capacity may override it: none binds here)
+    # the ramp limit holds between consecutive intervals (only capacity may override it: none binds here)
     assert np.all(np.abs(np.diff(prices, axis=0)) <= 0.05 + 1e-9)
 
 
@@ -100,6 +101,22 @@ def test_exact_solver_agrees_with_the_toolkit_on_a_tiny_instance() -> None:
                for c in itertools.product(*[range(a, b + 1) for a, b in zip(qlo, hi)]))
     assert true[int(np.argmin(energy))] == pytest.approx(best, abs=1e-12)
     assert solve(inst, seed=1).objective_usd == pytest.approx(reference(inst).objective_usd, abs=1e-9)
+
+
+def test_feeder_capacity_wins_over_the_price_ramp() -> None:
+    from dataclasses import replace
+
+    inst = QuboRTP().instance(d0_kw=np.array([100.0]), elasticity=np.array([0.5]), cap_kw=np.array([np.inf]),
+                              renewable_kw=np.zeros(1), bus=np.zeros(1, int), bus_cap_kw=np.array([80.0]),
+                              prev_level=np.array([0]), cost_usd_per_kwh=0.12, dt_h=0.25)
+    sol = solve(inst, seed=1)
+    assert sol.ramp_broken == 1 and sol.bus_violations == 0
+    assert evaluate(inst, sol.levels)["bus_over_physical_kw"].max() <= 1e-9
+    assert inst.price(sol.levels)[0] - inst.price(0) > inst.ramp_max_usd_per_kwh
+    keep_ramp = replace(inst, ramp_bus_rows=False)
+    sol2 = solve(keep_ramp, seed=1)
+    assert sol2.levels[0] == keep_ramp.ramp_levels  # as high as the ramp allows
+    assert evaluate(keep_ramp, sol2.levels)["bus_over_physical_kw"].max() > 0  # the overload it could not avoid
 
 
 @pytest.mark.parametrize("params, field", [
