@@ -663,8 +663,11 @@ class QuboRTP(Mechanism):
             ren = request.renewable_kw[t] * (d0 / d0.sum() if d0.sum() > 0 else np.zeros(n_st))
             inst = self.instance(d0_kw=d0, elasticity=eps_st, cap_kw=cap, renewable_kw=ren, bus=bus_row,
                                  bus_cap_kw=bus_cap, prev_level=prev, cost_usd_per_kwh=float(cost[t]), dt_h=dt_h)
-            sol = solve(inst, sampler=p["sampler"], num_reads=p["num_reads"], num_sweeps=p["num_sweeps"],
-                        seed=int(self.rng.integers(2**31 - 1)), al_rounds=p["al_rounds"], repair=p["repair"])
+            try:
+                sol = solve(inst, sampler=p["sampler"], num_reads=p["num_reads"], num_sweeps=p["num_sweeps"],
+                            seed=int(self.rng.integers(2**31 - 1)), al_rounds=p["al_rounds"], repair=p["repair"])
+            except samplers.SamplerConfigError as err:  # e.g. 'exact' on more than a toy, or no Leap token
+                raise MarketConfigError(f"market.params.sampler: {err}") from None
             row = {"wall_s": sol.wall_s, "n_vars": float(sol.n_vars), "repaired": float(sol.repaired),
                    "al_rounds": float(sol.al_rounds), "lp_s": float(sol.info["lp_s"]), "sample_s": sol.sample_s,
                    "annealer_feasible": float(sol.annealer_feasible)}

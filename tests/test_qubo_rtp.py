@@ -27,16 +27,16 @@ def _instance(n: int, seed: int, coupled: bool = True, prev: bool = False, **par
 
 
 def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0,
-             bus_scale: float = 1.0) -> MarketRequest:
+             bus_scale: float = 1.0, n_stations: int = 4) -> MarketRequest:
     rng = np.random.default_rng(seed)
     start = rng.integers(0, n_slots - 1, n_ev)
     return MarketRequest.from_sessions(
         dt_min=15, n_slots=n_slots, base_load_kw=np.full(n_slots, 500.0), arrival_slot=start,
         departure_slot=np.minimum(start + rng.integers(1, n_slots, n_ev), n_slots),
         e_need_kwh=rng.uniform(1.0, 30.0, n_ev), p_max_kw=rng.choice([7.2, 150.0], n_ev),
-        station=rng.integers(0, 4, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
+        station=rng.integers(0, n_stations, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
         price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots), renewable_kw=np.full(n_slots, 50.0),
-        station_cap_kw=np.full(4, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0 * bus_scale, 1: 400.0 * bus_scale}})
+        station_cap_kw=np.full(n_stations, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0 * bus_scale, 1: 400.0 * bus_scale}})
 
 
 @settings(max_examples=15, deadline=None)
@@ -167,3 +167,12 @@ def test_cli_study_small(tmp_path, monkeypatch) -> None:
     assert (tmp_path / "paper_comparison.md").exists() and (tmp_path / "runs.csv").exists()
     bad = CliRunner().invoke(app, ["qubo-rtp", "--runs", "0"])
     assert bad.exit_code == 2 and "--runs" in bad.output
+
+
+def test_sampler_that_cannot_run_is_a_config_error() -> None:
+    with pytest.raises(MarketConfigError, match="market.params.sampler: .*at most 24 variables"):
+        QuboRTP(sampler="exact").clear(_request(60, 1, n_stations=12))
+    # a few stations fit: the brute-force sampler then clears the market like the annealer
+    small = _request(10, 2, n_stations=3)
+    exact = QuboRTP(sampler="exact", reference=True).clear(small)
+    assert exact.gap is not None and exact.gap <= 1e-9
