@@ -689,7 +689,8 @@ class QuboRTP(Mechanism):
             pw = desire * np.clip(1.0 - x[evs.station] * e_used, 0.0, 1.0) if n_ev else desire
             # physical station cap (only binds where even the highest price cannot bring demand under it)
             st_load = np.bincount(evs.station, weights=pw, minlength=n_st) if n_ev else np.zeros(n_st)
-            scale = np.where(st_load > cap, cap / np.where(st_load > 0, st_load, 1.0), 1.0)
+            scale = np.ones(n_st)
+            np.divide(cap, st_load, out=scale, where=st_load > cap)
             viol["station_cap_kw"] = max(viol["station_cap_kw"], float(np.max(np.maximum(dem - cap, 0.0))))
             ev_t = evaluate(inst, sol.levels)
             viol["bus_cap_kw"] = max(viol["bus_cap_kw"], float(ev_t["bus_over_physical_kw"].max(initial=0.0)))
