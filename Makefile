@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_eho.py
 	$(BIN)/python bench/bench_eho_vs_mealpy.py
 	$(BIN)/python bench/bench_qubo_eva.py
+	$(BIN)/python bench/bench_qubo_rtp.py
 
 clean:
 	rm -rf $(VENV) results

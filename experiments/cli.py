@@ -307,6 +307,56 @@ def qubo_dlmp_cmd(
     typer.echo(f"table written to {path.resolve()} (and table2.csv)")
 
 
+@app.command(name="qubo-rtp")
+def qubo_rtp_cmd(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "qubo-rtp-118bus",
+    full: Annotated[bool, typer.Option("--full", help="the paper's scale: 500 stations / 10,000 EVs")] = False,
+    runs: Annotated[int, typer.Option(help="annealer runs on the same day (30 = the paper's repeatability study)")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the scenario's)")] = None,
+    reference: Annotated[bool, typer.Option(help="solve every interval exactly in HiGHS and report the gap")] = True,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
+) -> None:
+    """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
+    from sim.scenario import ScenarioError, load_scenario
+
+    if runs < 1 or runs > 1000:
+        _fail(f"--runs: got {runs}; allowed: integer in [1, 1000]")
+    if seed is not None and seed < 0:
+        _fail(f"--seed: got {seed}; allowed: integer >= 0")
+    try:
+        sc = load_scenario(scenario, set_ or [], seed)
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=out)
+
+
+def qubo_rtp_report(sc, *, full: bool = False, runs: int = 1, reference: bool = True,  # type: ignore[no-untyped-def]
+                    out: Optional[Path] = None) -> None:
+    """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
+    from experiments.rtp_paper import run_study, write
+
+    table, outcomes, per_run = _guard(lambda: run_study(sc, full=full, runs=runs, reference=reference))
+    label = f"{sc.name}{'-full' if full else ''}"
+    path = write(table, outcomes, per_run, out or Path("results") / label, sc.paper.get("source", ""))
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(f"{label}: paper vs ours (seed {sc.seed})"))
+    for c in ("metric", "paper", "ours"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for r in table.itertuples():
+        t.add_row(escape(r.metric), escape(str(r.paper)), escape(str(r.ours)))
+    Console().print(t)
+    if runs > 1:
+        obj = per_run["objective_usd"]
+        typer.echo(f"{runs} annealer runs: total cost {obj.mean():,.2f} $ (min {obj.min():,.2f}, max {obj.max():,.2f}), "
+                   f"spread {outcomes['cost_spread_percent']:.4f} % (paper: 3-5 %); worst interval "
+                   f"{per_run['interval_wall_s_max'].max():.3f} s")
+    typer.echo(f"results written to {path.resolve()}")
+
+
 # ---------------------------------------------------------------------------------------------------- studies
 def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
                plots: bool) -> None:

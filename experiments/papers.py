@@ -92,6 +92,11 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
     from experiments.cli import _simulate, print_kpis, warn_failures
 
     kind = sc.paper["compare"]
+    if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
+        from experiments.cli import qubo_rtp_report
+
+        qubo_rtp_report(sc, out=Path(out_dir))
+        return pd.DataFrame()
     if kind not in COMPARISONS:
         from sim.scenario import ScenarioError
 

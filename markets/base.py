@@ -354,7 +354,8 @@ def get(name: str) -> Callable[..., Mechanism]:
 
 
 def _load_builtin() -> None:
-    from markets import eho_bilevel, elasticity_dr, milp, qubo_dlmp, uncontrolled  # noqa: F401  (registration side effect)
+    from markets import (eho_bilevel, elasticity_dr, milp, qubo_dlmp, qubo_rtp,  # noqa: F401  (registration)
+                         uncontrolled)
 
 
 def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | None = None) -> np.ndarray:

@@ -147,14 +147,12 @@ class DecomposedSampler(dimod.ComposedSampler):
         x = samples_matrix(ss, n).astype(float)
         # Block energies of every read: linear part + quadratic part, summed per block.
         n_comp = len(components)
-        e_lin = (x * lin) @ sp.csr_matrix((np.ones(n), (np.arange(n), comp)), shape=(n, n_comp)).toarray()
+        member = sp.csr_matrix((np.ones(n), (np.arange(n), comp)), shape=(n, n_comp))
         qx = (m @ x.T).T  # (S, n): Σ_j Q_ij x_j with Q upper-triangular as stored
-        e_quad = (x * qx) @ sp.csr_matrix((np.ones(n), (np.arange(n), comp)), shape=(n, n_comp)).toarray()
-        e_block = e_lin + e_quad  # (S, n_comp)
+        e_block = np.asarray(member.T @ (x * (lin + qx)).T).T  # (S, n_comp): linear + quadratic per block
         order = np.argsort(e_block, axis=0, kind="stable")  # per block, reads from best to worst
-        out = np.empty_like(x, dtype=np.int8)
-        for k, idx in enumerate(components):
-            out[:, idx] = x[order[:, k]][:, idx]
+        # variable i of combined read r comes from read order[r, comp[i]] (one gather, no loop over blocks)
+        out = x[order[:, comp], np.arange(n)[None, :]].astype(np.int8)
         res = dimod.SampleSet.from_samples_bqm((out, list(range(n))), bqm)
         res.info.update(dict(ss.info))
         res.info["n_components"] = n_comp
