@@ -479,6 +479,7 @@ class QuboDLMP(Mechanism):
             "silhouette": cl.silhouette, "n_clusters": cl.n_clusters, "clustering": cl.method,
             "rounds": len(history), "history": history, "round_kept": rec["round"],
             "eva": out["info"], "tracking_error_mwh": al.tracking_error_mwh, "interruptions": al.interruptions,
+            "interruptions_lp_stage": al.lp_interruptions,
             "cluster_p_mw": out["p_mw"], "cluster_q_mvar": out["q_mvar"], "cluster_labels": cl.labels,
             "reactive_energy_mvarh": float(np.abs(out["q_mvar"]).sum() * dt), "plan_s": wall,
             "bits": self.params["bits"], "mode": self.params["mode"],

@@ -124,3 +124,14 @@ def test_bad_parameters_are_one_line_errors(kw: dict, field: str) -> None:
         get("qubo-dlmp")(**kw)
     msg = str(err.value)
     assert f"market.params.{field}" in msg and "\n" not in msg
+
+
+def test_second_allocation_stage_removes_avoidable_interruptions() -> None:
+    # two EVs, one cluster drawing 1 MW for 4 h, each EV needing 2 MWh: the EVs can take turns without pausing
+    al = allocation.allocate(np.ones((1, 4)), np.zeros(2, int), np.ones((2, 4)), np.array([2.0, 2.0]), 1.0)
+    assert al.interruptions == 0 and al.tracking_error_mwh < 1e-9 and al.shortfall_mwh < 1e-9
+    assert allocation.count_interruptions(np.array([[1, 0, 1, 0], [0, 1, 0, 1]])) == 2  # on → off → on, twice
+    q = allocation._fewest_interruptions(np.ones(4), np.ones((2, 4)), np.array([2.0, 2.0]),
+                                         np.array([[1.0, 0, 1, 0], [0, 1, 0, 1]]), 1.0, 2.0)
+    assert q is not None and allocation.count_interruptions(q) == 0
+    np.testing.assert_allclose(q.sum(axis=0), 1.0)
