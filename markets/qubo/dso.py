@@ -238,6 +238,11 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
     es = encoding.binary((1 << sb) - 1)
     scoef = es.coefficients.astype(float)
     a, lo, hi = inst.rows()
+    # a row with only an upper bound (e.g. the power factor when the feeder exports Q) is anchored at the least
+    # activity any assignment reaches, so its slack spans [amin, hi]
+    amin = np.minimum(a, 0).sum(axis=2) * inst.levels
+    amax = np.maximum(a, 0).sum(axis=2) * inst.levels
+    lo = np.where(~np.isfinite(lo) & (hi < amax - 1e-12), np.minimum(amin, hi), lo)
     enabled = np.isfinite(lo) & (hi > lo + 1e-12)
     equality = np.isfinite(lo) & ~enabled  # lo == hi: no slack needed
     lin_cost = inst.level_cost()  # (T, nv)
