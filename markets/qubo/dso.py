@@ -322,7 +322,7 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
 def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, duals: np.ndarray | None,
                      weight_factor: float = 2.0, active: np.ndarray | None = None, slack_bits_max: int = 48,
                      elastic_usd_per_mw: float | None = None, side: np.ndarray | None = None,
-                     normalise: bool = False) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
+                     normalise: bool = False, tighten: float = 0.5) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
     """The DSO QUBO on the grid ``x[t,v] = lo[t,v] + step · Σ_j y[t,v,j]`` (``j < width``, levels ≤ ``K``).
 
     *Unary levels.* The DSO objective is linear in every level, so each bit of an integer costs the same
@@ -400,12 +400,21 @@ def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, d
                 lin -= sign * elastic_usd_per_mw * coef
                 continue
             else:
-                b = low
-                span = high - low
-                sizes = _slack_sizes(np.abs(coef[np.abs(coef) > 1e-12]), span, width, slack_bits_max)
+                # a real bound is tightened by ``tighten`` × the row's smallest move: the penalty is symmetric
+                # around its target, the row is not, so a read a fraction of a level past the bound must cost more
+                # than one a fraction inside it
+                moves = np.abs(coef[np.abs(coef) > 1e-12])
+                d = tighten * float(moves.min()) if moves.size else 0.0
+                bottom = low + (d if lo_rel[r] > amin[r] + 1e-12 else 0.0)
+                top = high - (d if hi_rel[r] < amax[r] - 1e-12 else 0.0)
+                if top < bottom:
+                    bottom = top = 0.5 * (low + high)
+                b = bottom
+                span = top - bottom
+                sizes = _slack_sizes(moves, span, width, slack_bits_max)
                 upper = mult[r] > 0 if mult[r] != 0 else (side is not None and side[s, r] > 0)
                 if upper and sizes.sum() < span - 1e-12:  # the slack reaches down from the binding upper bound
-                    b = high - float(sizes.sum())
+                    b = top - float(sizes.sum())
                 if sizes.size:
                     cols = np.concatenate([cols, nb + n_sl + np.arange(sizes.size)])
                     vals = np.concatenate([vals, -sizes])
