@@ -47,18 +47,32 @@ def _small_dso(bits: int) -> dso.DSOInstance:
         td_q_price_usd_per_mvarh=np.array([5.0, 7.0, 10.0]), s_td_max_mva=8.0, dt_h=4.0, bits=bits)
 
 
-@pytest.mark.parametrize("bits, tol", [(4, 0.03), (8, 0.10)])  # 8 bits: SA lands 4–9 % above (README)
-def test_dso_qubo_is_balance_feasible_and_near_its_reference(bits: int, tol: float) -> None:
-    inst = _small_dso(bits)
+def _small_dso_voltage(bits: int) -> dso.DSOInstance:
+    """The small case with a voltage floor that binds (LP dual ≠ 0): DGs and DG reactive power must trade."""
+    from dataclasses import replace
+
+    b = _small_dso(bits)
+    t = b.n_slots
+    return replace(b, v0_pu=np.array([0.935, 0.93, 0.925]), v_sens_p=np.tile([0.012, 0.02, 0.008, 0.006], (t, 1)),
+                   v_sens_q=np.tile([0.03, 0.045], (t, 1)),
+                   p0_mw=np.column_stack([np.zeros((t, 2)), b.p_max_mw[:, 2:]]), q0_mvar=np.zeros((t, 2)),
+                   v_active=np.ones(t, bool))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("case", [_small_dso, _small_dso_voltage])
+def test_dso_qubo_is_balance_feasible_and_within_1pct_of_its_reference(bits: int, case) -> None:
+    inst = case(bits)
     ref = dso.reference(inst)
-    got = dso.solve(inst, seed=3, num_reads=32, num_sweeps=1000)
+    got = dso.solve(inst, seed=3, num_reads=16, num_sweeps=400)
     # balance holds by construction: units + interface = demand, interface within its range
     np.testing.assert_allclose(got.p_mw.sum(axis=1) + got.p_td_mw, inst.demand_mw, atol=1e-9)
     assert np.all(got.p_td_mw >= -1e-9) and np.all(got.p_td_mw <= inst.s_td_max_mva + 1e-9)
     assert np.all(got.p_mw <= inst.p_max_mw + 1e-12)
-    assert got.n_violations == 0 and ref.n_violations == 0
+    assert got.n_violations <= ref.n_violations == 0  # no row the reference keeps is broken
     assert got.cost_usd >= ref.cost_usd - 1e-6
-    assert (got.cost_usd - ref.cost_usd) / ref.cost_usd < tol
+    assert (got.cost_usd - ref.cost_usd) / ref.cost_usd <= 0.01
+    assert all(s["n_vars"] > 0 for s in got.info["stages"])  # every stage is a sampled QUBO
 
 
 def test_clustering_reports_silhouette_in_range() -> None:
@@ -110,3 +124,14 @@ def test_bad_parameters_are_one_line_errors(kw: dict, field: str) -> None:
         get("qubo-dlmp")(**kw)
     msg = str(err.value)
     assert f"market.params.{field}" in msg and "\n" not in msg
+
+
+def test_second_allocation_stage_removes_avoidable_interruptions() -> None:
+    # two EVs, one cluster drawing 1 MW for 4 h, each EV needing 2 MWh: the EVs can take turns without pausing
+    al = allocation.allocate(np.ones((1, 4)), np.zeros(2, int), np.ones((2, 4)), np.array([2.0, 2.0]), 1.0)
+    assert al.interruptions == 0 and al.tracking_error_mwh < 1e-9 and al.shortfall_mwh < 1e-9
+    assert allocation.count_interruptions(np.array([[1, 0, 1, 0], [0, 1, 0, 1]])) == 2  # on → off → on, twice
+    q = allocation._fewest_interruptions(np.ones(4), np.ones((2, 4)), np.array([2.0, 2.0]),
+                                         np.array([[1.0, 0, 1, 0], [0, 1, 0, 1]]), 1.0, 2.0)
+    assert q is not None and allocation.count_interruptions(q) == 0
+    np.testing.assert_allclose(q.sum(axis=0), 1.0)

@@ -11,7 +11,12 @@ Eqs. 9–10 are linear in absolute values, so the LP with the usual split variab
 paper's QUBO of the same (eq. 11–12) squares every term. The paper states ``Σ_t p = E_n`` as an equality; with
 integer-level cluster schedules the cluster total can differ from Σ E_n by up to one level, so we keep "≤ E_n"
 hard and price the shortfall (``ω3 > ω1``: the EV's energy wins over tracking the last fraction of a level).
-Interruptions are counted as the number of times an EV stops and later resumes charging inside its window.
+Interruptions are counted as the number of times an EV stops and later resumes charging (on → off → on).
+The L1 term ω2 smooths each EV's power but does not count stops; a second lexicographic stage per cluster (a small
+MILP with on/off binaries, :func:`_fewest_interruptions`) keeps the LP's cluster powers — so tracking and
+energy are unchanged — and re-splits them over the EVs with the fewest interruptions. Interruptions the cluster
+schedule itself forces (a cluster that charges, pauses, and charges again with EVs that need more than one run
+can hold) remain.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Allocation:
         shortfall_mwh: energy the EVs do not get, Σ_n (E_n − Σ_t p·Δt) [MWh].
         interruptions: number of stop-and-resume events over all EVs.
         wall_s: HiGHS wall time [s].
+        lp_interruptions: the same count after the LP stage alone (before the second stage).
     """
 
     p_mw: np.ndarray
@@ -43,6 +49,7 @@ class Allocation:
     shortfall_mwh: float
     interruptions: int
     wall_s: float
+    lp_interruptions: int = 0
 
 
 def count_interruptions(p: np.ndarray, tol: float = 1e-9) -> int:
@@ -54,7 +61,8 @@ def count_interruptions(p: np.ndarray, tol: float = 1e-9) -> int:
 
 
 def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray, e_need_mwh: np.ndarray,
-             dt_h: float, *, w_track: float = 1.0, w_smooth: float = 0.05, w_energy: float = 1.5) -> Allocation:
+             dt_h: float, *, w_track: float = 1.0, w_smooth: float = 0.05, w_energy: float = 1.5,
+             min_interruptions: bool = True, time_limit_s: float = 0.2) -> Allocation:
     """Split cluster schedules over EVs (see module docstring).
 
     Args:
@@ -66,6 +74,9 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
         w_track: ω1 [$/MWh of tracking error].
         w_smooth: ω2 [$/MWh of power change between consecutive slots].
         w_energy: ω3 [$/MWh of shortfall]; must exceed ``w_track``.
+        min_interruptions: a second lexicographic stage per cluster (:func:`_fewest_interruptions`, a small
+            MILP) that keeps the LP's cluster powers and re-splits them with the fewest stop-and-resume events.
+        time_limit_s: HiGHS limit per cluster of that stage [s]; the LP's split is kept if it finds nothing better.
 
     Returns:
         The allocation.
@@ -147,5 +158,93 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
     p[over] *= (need[over] / e[over])[:, None]
     got = np.zeros((c, t))
     np.add.at(got, labels, p)
+    lp_interruptions = count_interruptions(p)
+    if min_interruptions and t > 2 and lp_interruptions > 0:
+        t0 = time.perf_counter()
+        for k in np.unique(labels[(p > 1e-9).any(axis=1)]):
+            members = np.flatnonzero(labels == k)
+            if count_interruptions(p[members]) == 0:
+                continue
+            q = _fewest_interruptions(got[k], cap[members], need[members], p[members], dt_h, time_limit_s)
+            if q is not None:
+                p[members] = q
+        secs += time.perf_counter() - t0
+        got = np.zeros((c, t))
+        np.add.at(got, labels, p)
     return Allocation(p, float(np.abs(got - cp).sum() * dt_h), float(np.maximum(need - p.sum(axis=1) * dt_h, 0).sum()),
-                      count_interruptions(p), secs)
+                      count_interruptions(p), secs, lp_interruptions)
+
+
+def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, p_lp: np.ndarray,
+                          dt_h: float, time_limit_s: float) -> np.ndarray | None:
+    """Second lexicographic stage for one cluster: keep the LP's cluster power per slot (so tracking and total
+    energy are unchanged) and each EV's rating and need, and re-split it with the fewest stop-and-resume events.
+
+    MILP (HiGHS): ``z[n,t]`` on/off, ``p ≤ cap·z``, ``s[n,t] ≥ z[n,t] − z[n,t−1]`` (a start), ``y[n] ≤ Σ_t z``
+    (the EV charges at all); minimise ``Σ s − Σ y`` = interruptions (+ 1e-3 × Σ s so that EVs start once). Returns
+    None when HiGHS finds nothing better than the LP's split within ``time_limit_s``.
+    """
+    n, t = cap_mw.shape
+    n_p = n * t
+    ip = np.arange(n_p).reshape(n, t)
+    iz = n_p + ip
+    i_s = 2 * n_p + ip
+    iy = 3 * n_p + np.arange(n)
+    n_col = 3 * n_p + n
+    rows, cols, vals, lo, hi = [], [], [], [], []
+    r = 0
+
+    def add(cc: list[np.ndarray], vv: list[np.ndarray], nrow: int, lo_: np.ndarray, hi_: np.ndarray) -> None:
+        nonlocal r
+        for c_, v_ in zip(cc, vv):
+            rows.append(r + np.arange(nrow).repeat(c_.size // nrow))
+            cols.append(c_.reshape(-1))
+            vals.append(np.broadcast_to(v_, c_.shape).reshape(-1))
+        lo.append(lo_)
+        hi.append(hi_)
+        r += nrow
+
+    add([ip.T], [np.ones((t, n))], t, total_mw, total_mw)  # Σ_n p[n,t] = cluster power of the LP
+    add([ip], [np.full((n, t), dt_h)], n, np.full(n, -np.inf), need_mwh + 1e-9)  # energy ≤ need
+    add([ip.reshape(-1, 1), iz.reshape(-1, 1)], [np.ones((n_p, 1)), -cap_mw.reshape(-1, 1)], n_p,
+        np.full(n_p, -np.inf), np.zeros(n_p))  # p ≤ cap·z
+    prev = np.concatenate([np.full((n, 1), -1), iz[:, :-1]], axis=1)  # z[n,t−1] (none at t = 0)
+    first = np.zeros((n, t), bool)
+    first[:, 0] = True
+    cc = [i_s.reshape(-1, 1), iz.reshape(-1, 1)]
+    vv = [np.ones((n_p, 1)), -np.ones((n_p, 1))]
+    add(cc, vv, n_p, np.zeros(n_p), np.full(n_p, np.inf))  # s − z ≥ 0 … then + z[t−1] below
+    rows.append((r - n_p) + np.flatnonzero(~first.reshape(-1)))
+    cols.append(prev.reshape(-1)[~first.reshape(-1)])
+    vals.append(np.ones(int((~first).sum())))
+    add([iy.reshape(-1, 1), iz], [np.ones((n, 1)), -np.ones((n, t))], n, np.full(n, -np.inf), np.zeros(n))  # y ≤ Σz
+    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n_col))
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n_col, r
+    lp.col_cost_ = np.concatenate([np.zeros(2 * n_p), np.full(n_p, 1.001), -np.ones(n)])
+    lp.col_lower_ = np.zeros(n_col)
+    lp.col_upper_ = np.concatenate([np.maximum(cap_mw, 0).reshape(-1), np.ones(2 * n_p + n)])
+    lo_a, hi_a = np.concatenate(lo), np.concatenate(hi)
+    lp.row_lower_ = np.where(np.isfinite(lo_a), lo_a, -inf)
+    lp.row_upper_ = np.where(np.isfinite(hi_a), hi_a, inf)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    lp.integrality_ = [highspy.HighsVarType.kContinuous] * n_p + [highspy.HighsVarType.kInteger] * (2 * n_p + n)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", 1e-4)
+    h.setOptionValue("random_seed", 0)
+    h.passModel(lp)
+    h.run()
+    sol = h.getSolution()
+    if not sol.value_valid:
+        return None
+    q = np.clip(np.asarray(sol.col_value)[:n_p].reshape(n, t), 0.0, np.maximum(cap_mw, 0))
+    q[q < 1e-9] = 0.0
+    ok = (np.abs(q.sum(axis=0) - total_mw).max(initial=0.0) < 1e-6
+          and np.all(q.sum(axis=1) * dt_h <= need_mwh + 1e-6))
+    return q if ok and count_interruptions(q) < count_interruptions(p_lp) else None
