@@ -685,8 +685,22 @@ class QuboRTP(Mechanism):
             dem = inst.demand_table()[np.arange(n_st), sol.levels]
             # EVs defer in proportion to their effective elasticity: p_i = d_i (1 − x e_i), x = Δp/p0
             x = np.maximum(prices[t] - inst.price(inst.base_level), 0.0) / inst.base_price_usd_per_kwh
-            e_used = np.minimum(e_i, inst.elasticity[evs.station] if n_ev else e_i)
-            pw = desire * np.clip(1.0 - x[evs.station] * e_used, 0.0, 1.0) if n_ev else desire
+            # Each EV's elasticity scaled by its station's (capped ÷ raw) mean, and the station's draw then held
+            # to the modelled D[s, level] exactly: the load the EVs draw is the load the prices were chosen for
+            # (so the bus and station checks below, made on the model, hold for the realised load too).
+            if n_ev:
+                ratio = np.divide(inst.elasticity, eps_st, out=np.ones(n_st), where=eps_st > 0)
+                pw = desire * np.clip(1.0 - x[evs.station] * e_i * ratio[evs.station], 0.0, 1.0)
+                got = np.bincount(evs.station, weights=pw, minlength=n_st)
+                # too much: scale down; too little (EVs clipped at zero): fill the headroom up to each desire
+                down = np.divide(dem, got, out=np.ones(n_st), where=got > dem)
+                pw = pw * down[evs.station]
+                got = np.bincount(evs.station, weights=pw, minlength=n_st)
+                room = np.bincount(evs.station, weights=desire - pw, minlength=n_st)
+                up = np.divide(np.maximum(dem - got, 0.0), room, out=np.zeros(n_st), where=room > 1e-12)
+                pw = pw + (desire - pw) * np.minimum(up, 1.0)[evs.station]
+            else:
+                pw = desire
             # physical station cap (only binds where even the highest price cannot bring demand under it)
             st_load = np.bincount(evs.station, weights=pw, minlength=n_st) if n_ev else np.zeros(n_st)
             scale = np.ones(n_st)

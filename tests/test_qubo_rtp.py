@@ -176,3 +176,34 @@ def test_sampler_that_cannot_run_is_a_config_error() -> None:
     small = _request(10, 2, n_stations=3)
     exact = QuboRTP(sampler="exact", reference=True).clear(small)
     assert exact.gap is not None and exact.gap <= 1e-9
+
+
+def test_realised_station_load_is_the_load_the_prices_were_chosen_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EVs with different elasticities at one station draw, together, exactly the modelled D[s, level]."""
+    import markets.qubo_rtp as m
+    from markets.base import MarketRequest
+
+    rng = np.random.default_rng(3)
+    n_ev, n_slots, n_st = 60, 6, 3
+    req = MarketRequest.from_sessions(
+        dt_min=15, n_slots=n_slots, base_load_kw=np.full(n_slots, 500.0), arrival_slot=rng.integers(0, 2, n_ev),
+        departure_slot=np.full(n_ev, n_slots), e_need_kwh=rng.uniform(20, 60, n_ev), p_max_kw=np.full(n_ev, 7.2),
+        station=rng.integers(0, n_st, n_ev), bus=np.zeros(n_ev, int), elasticity=rng.uniform(-0.9, -0.05, n_ev),
+        price_usd_per_mwh=np.full(n_slots, 300.0), renewable_kw=np.zeros(n_slots),
+        station_cap_kw=np.full(n_st, 1e4), extra={"bus_ev_cap_kw": {0: 200.0}})
+    seen = []
+    orig = m.solve
+
+    def spy(inst, **kw):  # type: ignore[no-untyped-def]
+        sol = orig(inst, **kw)
+        seen.append((inst, sol))
+        return sol
+
+    monkeypatch.setattr(m, "solve", spy)
+    res = m.QuboRTP(seed=1).clear(req)
+    assert len(seen) == n_slots
+    for t, (inst, sol) in enumerate(seen):
+        model = inst.demand_table()[np.arange(inst.n_stations), sol.levels]
+        real = np.bincount(req.evs.station, weights=res.p_kw[:, t], minlength=n_st)
+        np.testing.assert_allclose(real, model, rtol=1e-9, atol=1e-9)
+    assert np.all(res.p_kw <= req.evs.p_max_kw[:, None] + 1e-9)

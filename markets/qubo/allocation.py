@@ -62,7 +62,7 @@ def count_interruptions(p: np.ndarray, tol: float = 1e-9) -> int:
 
 def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray, e_need_mwh: np.ndarray,
              dt_h: float, *, w_track: float = 1.0, w_smooth: float = 0.05, w_energy: float = 1.5,
-             min_interruptions: bool = True, time_limit_s: float = 0.2) -> Allocation:
+             min_interruptions: bool = True, max_nodes: int = 50) -> Allocation:
     """Split cluster schedules over EVs (see module docstring).
 
     Args:
@@ -76,7 +76,8 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
         w_energy: ω3 [$/MWh of shortfall]; must exceed ``w_track``.
         min_interruptions: a second lexicographic stage per cluster (:func:`_fewest_interruptions`, a small
             MILP) that keeps the LP's cluster powers and re-splits them with the fewest stop-and-resume events.
-        time_limit_s: HiGHS limit per cluster of that stage [s]; the LP's split is kept if it finds nothing better.
+        max_nodes: HiGHS branch-and-bound node limit per cluster of that stage (a work limit, not a wall-clock one,
+            so the result does not depend on the machine's load); the LP's split is kept if it finds nothing better.
 
     Returns:
         The allocation.
@@ -165,7 +166,7 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
             members = np.flatnonzero(labels == k)
             if count_interruptions(p[members]) == 0:
                 continue
-            q = _fewest_interruptions(got[k], cap[members], need[members], p[members], dt_h, time_limit_s)
+            q = _fewest_interruptions(got[k], cap[members], need[members], p[members], dt_h, max_nodes)
             if q is not None:
                 p[members] = q
         secs += time.perf_counter() - t0
@@ -176,13 +177,13 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
 
 
 def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, p_lp: np.ndarray,
-                          dt_h: float, time_limit_s: float) -> np.ndarray | None:
+                          dt_h: float, max_nodes: int) -> np.ndarray | None:
     """Second lexicographic stage for one cluster: keep the LP's cluster power per slot (so tracking and total
     energy are unchanged) and each EV's rating and need, and re-split it with the fewest stop-and-resume events.
 
     MILP (HiGHS): ``z[n,t]`` on/off, ``p ≤ cap·z``, ``s[n,t] ≥ z[n,t] − z[n,t−1]`` (a start), ``y[n] ≤ Σ_t z``
     (the EV charges at all); minimise ``Σ s − Σ y`` = interruptions (+ 1e-3 × Σ s so that EVs start once). Returns
-    None when HiGHS finds nothing better than the LP's split within ``time_limit_s``.
+    None when HiGHS finds nothing better than the LP's split within ``max_nodes`` nodes.
     """
     n, t = cap_mw.shape
     n_p = n * t
@@ -235,7 +236,7 @@ def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np
     lp.integrality_ = [highspy.HighsVarType.kContinuous] * n_p + [highspy.HighsVarType.kInteger] * (2 * n_p + n)
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_max_nodes", int(max_nodes))
     h.setOptionValue("mip_rel_gap", 1e-4)
     h.setOptionValue("random_seed", 0)
     h.passModel(lp)
