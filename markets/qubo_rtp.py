@@ -131,6 +131,35 @@ class RTPInstance:
     w_cong_usd_per_kwh: float = 0.02
     ramp_bus_rows: bool = True
 
+    def __post_init__(self) -> None:
+        n = np.shape(self.d0_kw)
+        if len(n) != 1:
+            raise ValueError(f"d0_kw: needs shape (S,), got {n}")
+        for name in ("elasticity", "cap_kw", "renewable_kw", "bus"):
+            if np.shape(getattr(self, name)) != n:
+                raise ValueError(f"{name}: needs shape {n} (one per station), got {np.shape(getattr(self, name))}")
+        if self.prev_level is not None and np.shape(self.prev_level) != n:
+            raise ValueError(f"prev_level: needs shape {n} or None, got {np.shape(self.prev_level)}")
+        for name in ("d0_kw", "elasticity", "renewable_kw"):
+            v = np.asarray(getattr(self, name), float)
+            if not np.all(np.isfinite(v)) or np.any(v < 0):
+                raise ValueError(f"{name}: must be finite and ≥ 0")
+        if np.any(np.isnan(np.asarray(self.cap_kw, float))) or np.any(np.asarray(self.cap_kw, float) < 0):
+            raise ValueError("cap_kw: must be ≥ 0 (inf = no cap)")
+        b = np.asarray(self.bus)
+        if b.size and (b.min() < -1 or b.max() >= np.size(self.bus_cap_kw)):
+            raise ValueError(f"bus: must be −1 or a row of bus_cap_kw in [0, {np.size(self.bus_cap_kw) - 1}]")
+        if not 1 <= self.bits <= 12:
+            raise ValueError(f"bits: must be in [1, 12], got {self.bits}")
+        if not (0 <= self.price_min_usd_per_kwh <= self.base_price_usd_per_kwh <= self.price_max_usd_per_kwh
+                and self.price_min_usd_per_kwh < self.price_max_usd_per_kwh):
+            raise ValueError("base_price_usd_per_kwh: must lie in [price_min_usd_per_kwh, price_max_usd_per_kwh], "
+                             "with 0 ≤ min < max")
+        if not (np.isfinite(self.dt_h) and self.dt_h > 0):
+            raise ValueError(f"dt_h: must be > 0, got {self.dt_h}")
+        if not np.isfinite(self.cost_usd_per_kwh):
+            raise ValueError("cost_usd_per_kwh: must be finite")
+
     @property
     def n_stations(self) -> int:
         return int(np.size(self.d0_kw))

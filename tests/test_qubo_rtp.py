@@ -207,3 +207,20 @@ def test_realised_station_load_is_the_load_the_prices_were_chosen_for(monkeypatc
         real = np.bincount(req.evs.station, weights=res.p_kw[:, t], minlength=n_st)
         np.testing.assert_allclose(real, model, rtol=1e-9, atol=1e-9)
     assert np.all(res.p_kw <= req.evs.p_max_kw[:, None] + 1e-9)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("elasticity", np.array([0.1, 0.2]), "elasticity: needs shape"),
+    ("d0_kw", np.array([10.0, -1.0, 5.0]), "d0_kw: must be finite"),
+    ("bus", np.array([0, 0, 3]), "bus: must be"),
+])
+def test_rtp_instance_validation_names_the_field(field: str, value: np.ndarray, match: str) -> None:
+    from markets.qubo_rtp import RTPInstance
+
+    kw = dict(d0_kw=np.array([10.0, 20.0, 5.0]), elasticity=np.full(3, 0.3), cap_kw=np.full(3, np.inf),
+              renewable_kw=np.zeros(3), bus=np.array([0, 0, -1]), bus_cap_kw=np.array([25.0]), prev_level=None,
+              cost_usd_per_kwh=0.1)
+    RTPInstance(**kw)  # the valid one builds
+    kw[field] = value
+    with pytest.raises(ValueError, match=match):
+        RTPInstance(**kw)

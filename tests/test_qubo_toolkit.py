@@ -226,3 +226,15 @@ def test_rows_build_the_expected_sparse_matrix() -> None:
     v = m.integer("v", (2,), encoding.binary(3))
     r = m.rows(v, sp.csr_matrix(np.array([[1.0, 2.0]])))
     np.testing.assert_array_equal(r.toarray(), [[1, 2, 2, 4]])
+
+
+def test_eva_instance_rejects_nan_prices_and_zero_slots() -> None:
+    inst = _tiny(4)
+    lam = inst.lam_p_usd_per_mwh.copy()
+    lam[0, 0] = np.nan
+    with pytest.raises(ValueError, match="lam_p_usd_per_mwh: must be finite"):
+        eva.EVAInstance(lam, inst.lam_q_usd_per_mvarh, inst.p_max_mw, inst.s_max_mva, inst.q_max_mvar,
+                        inst.e_min_mwh, inst.e_max_mwh, inst.dt_h)
+    with pytest.raises(ValueError, match="dt_h"):
+        eva.EVAInstance(inst.lam_p_usd_per_mwh, inst.lam_q_usd_per_mvarh, inst.p_max_mw, inst.s_max_mva,
+                        inst.q_max_mvar, inst.e_min_mwh, inst.e_max_mwh, 0.0)

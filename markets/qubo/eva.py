@@ -82,6 +82,14 @@ class EVAInstance:
             raise ValueError(f"lam_q_usd_per_mvarh: needs shape ({c}, {t})")
         if not 1 <= self.bits <= 12:
             raise ValueError(f"bits: must be in [1, 12], got {self.bits}")
+        for name in ("lam_p_usd_per_mwh", "lam_q_usd_per_mvarh", "p_max_mw", "s_max_mva", "q_max_mvar",
+                     "e_min_mwh", "e_max_mwh"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}: must be finite (no NaN or inf)")
+        if not (np.isfinite(self.dt_h) and self.dt_h > 0):
+            raise ValueError(f"dt_h: must be > 0, got {self.dt_h}")
+        if np.any(self.q_max_mvar < 0) or np.any(self.e_min_mwh < 0):
+            raise ValueError("q_max_mvar, e_min_mwh: must be ≥ 0")
         if np.any(self.p_max_mw <= 0) or np.any(self.p_max_mw > self.s_max_mva):
             raise ValueError("p_max_mw: must be in (0, s_max_mva] for every cluster")
         if np.any(self.e_min_mwh > self.e_max_mwh) or np.any(self.e_min_mwh > self.p_max_mw * self.dt_h * t):
