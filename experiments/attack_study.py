@@ -171,7 +171,7 @@ def table_003_fdi(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, 
             rows.append({"case": label, "metric": "tariff deviation [%]", "paper": "",
                          "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True))})
         else:
-            paper = PAPER_003["tariff_deviation_pct"] if "15" in label and "detection" not in label else ""
+            paper = PAPER_003["tariff_deviation_pct"] if label == "inflation 15 %" else ""
             rows.append({"case": label, "metric": "tariff deviation, 17–21 h [%]", "paper": paper,
                          "ours": _fmt(*_paired(reps, "price_peak_mean_usd_per_mwh", pt, base, relative=True))})
             rows.append({"case": label, "metric": "tariff deviation, whole day [%]", "paper": "",
