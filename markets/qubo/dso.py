@@ -246,7 +246,6 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
     enabled = np.isfinite(lo) & (hi > lo + 1e-12)
     equality = np.isfinite(lo) & ~enabled  # lo == hi: no slack needed
     lin_cost = inst.level_cost()  # (T, nv)
-    steps = inst.steps
     # index layout
     per_slot = nv * nb + int(enabled.sum(axis=1).max(initial=0)) * es.n_bits
     level_index = np.zeros((t, nv, nb), np.int64)
@@ -631,7 +630,6 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
     t, nv = inst.n_slots, inst.n_units + inst.n_dgs
     a, lo, hi = inst.rows()
     cost = inst.level_cost().reshape(-1)
-    steps = inst.steps.reshape(-1)
     big = elastic_usd_per_mw if elastic_usd_per_mw is not None else _elastic_price(inst)
     rows_t, rows_r = np.nonzero(np.isfinite(lo) | np.isfinite(hi))
     n_row = len(rows_t)
