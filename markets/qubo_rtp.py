@@ -64,7 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, register
-from markets.qubo import composites, encoding, samplers
+from markets.qubo import composites, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
 __all__ = ["RTPInstance", "RTPSolution", "RTPReference", "QuboRTP", "reference", "solve", "evaluate",
@@ -292,27 +292,9 @@ def _one_hot(inst: RTPInstance, table: np.ndarray, demand: np.ndarray, lo: np.nd
     cols = np.concatenate([np.arange(n_col), np.arange(n_col)[coupled]])
     vals = np.concatenate([np.ones(n_col), dem[coupled]])
     a = sp.csc_matrix((vals, (rows, cols)), shape=(s_n + n_bus, n_col))
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 1e-9)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, s_n + n_bus
-    lp.col_cost_ = cost
-    lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.ones(n_col)
-    lp.row_lower_ = np.concatenate([np.ones(s_n), np.full(n_bus, -highspy.kHighsInf)])
-    lp.row_upper_ = np.concatenate([np.ones(s_n), inst.bus_cap_effective()])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    if integral:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_col
-    h.passModel(lp)
-    t0 = time.perf_counter()
-    h.run()
-    secs = time.perf_counter() - t0
+    h, secs = highs.run(cost, 0.0, 1.0, a, np.concatenate([np.ones(s_n), np.full(n_bus, -np.inf)]),
+                        np.concatenate([np.ones(s_n), inst.bus_cap_effective()]), integer=integral,
+                        mip_rel_gap=0.0, mip_abs_gap=1e-9)
     status = h.modelStatusToString(h.getModelStatus())
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return float("nan"), lo.copy(), np.zeros(n_bus), secs, status
@@ -507,13 +489,10 @@ def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_swe
         else:
             bqm = model.to_bqm()
             n_vars, n_int = model.n_vars, bqm.num_interactions
-            params: dict[str, Any] = dict(sampler_params)
-            if "num_reads" in accepted:
-                params.setdefault("num_reads", num_reads)
+            params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
             if "seed" in accepted:
                 params.setdefault("seed", int(rng.integers(2**31 - 1)))
             if sampler == "sa":
-                params.setdefault("num_sweeps", num_sweeps)
                 steps = np.abs(np.diff(table, axis=1))
                 small = steps[steps > 1e-12]
                 cold = float(np.quantile(small, 0.02)) * 0.1 if small.size else 1e-6

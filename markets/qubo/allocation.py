@@ -28,6 +28,8 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from markets.qubo import highs
+
 __all__ = ["Allocation", "allocate", "count_interruptions"]
 
 
@@ -130,25 +132,8 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
     a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, n_col))
     cost = np.concatenate([np.full(n_p, -w_energy * dt_h), np.full(2 * n_d, w_track * dt_h),
                            np.full(n_u, w_smooth * dt_h)])
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, r0
-    lp.col_cost_ = cost
-    lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.concatenate([np.maximum(cap, 0).ravel(), np.full(2 * n_d + n_u, inf)])
-    lo_a, hi_a = np.concatenate(lo), np.concatenate(hi)
-    lp.row_lower_ = np.where(np.isfinite(lo_a), lo_a, -inf)
-    lp.row_upper_ = np.where(np.isfinite(hi_a), hi_a, inf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.passModel(lp)
-    t0 = time.perf_counter()
-    h.run()
-    secs = time.perf_counter() - t0
+    h, secs = highs.run(cost, 0.0, np.concatenate([np.maximum(cap, 0).ravel(), np.full(2 * n_d + n_u, np.inf)]),
+                        a, np.concatenate(lo), np.concatenate(hi))
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"allocation: HiGHS status {h.modelStatusToString(h.getModelStatus())}")
     x = np.asarray(h.getSolution().col_value)
@@ -224,27 +209,10 @@ def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np
     vals.append(np.ones(int((~first).sum())))
     add([iy.reshape(-1, 1), iz], [np.ones((n, 1)), -np.ones((n, t))], n, np.full(n, -np.inf), np.zeros(n))  # y ≤ Σz
     a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n_col))
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, r
-    lp.col_cost_ = np.concatenate([np.zeros(2 * n_p), np.full(n_p, 1.001), -np.ones(n)])
-    lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.concatenate([np.maximum(cap_mw, 0).reshape(-1), np.ones(2 * n_p + n)])
-    lo_a, hi_a = np.concatenate(lo), np.concatenate(hi)
-    lp.row_lower_ = np.where(np.isfinite(lo_a), lo_a, -inf)
-    lp.row_upper_ = np.where(np.isfinite(hi_a), hi_a, inf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    lp.integrality_ = [highspy.HighsVarType.kContinuous] * n_p + [highspy.HighsVarType.kInteger] * (2 * n_p + n)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_max_nodes", int(max_nodes))
-    h.setOptionValue("mip_rel_gap", 1e-4)
-    h.setOptionValue("random_seed", 0)
-    h.passModel(lp)
-    h.run()
+    h, _ = highs.run(np.concatenate([np.zeros(2 * n_p), np.full(n_p, 1.001), -np.ones(n)]), 0.0,
+                     np.concatenate([np.maximum(cap_mw, 0).reshape(-1), np.ones(2 * n_p + n)]), a,
+                     np.concatenate(lo), np.concatenate(hi), integer=np.arange(n_col) >= n_p,
+                     mip_max_nodes=int(max_nodes), mip_rel_gap=1e-4, random_seed=0)
     sol = h.getSolution()
     if not sol.value_valid:
         return None

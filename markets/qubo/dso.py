@@ -65,7 +65,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from markets.qubo import composites, encoding, samplers
+from markets.qubo import composites, encoding, highs, samplers
 
 __all__ = ["DSOInstance", "DSODispatch", "build_bqm", "solve", "reference", "evaluate", "ROWS"]
 
@@ -495,11 +495,7 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
     active = (np.abs(lp.info["duals"]) > 1e-9) | (lp.violation > 1e-9)
     side = np.zeros(active.shape, np.int64)  # +1: a read broke the row's upper bound
     base = samplers.get(sampler)
-    params: dict[str, Any] = dict(sampler_params)
-    if "num_reads" in base.parameters:
-        params.setdefault("num_reads", num_reads)
-    if sampler == "sa":
-        params.setdefault("num_sweeps", num_sweeps)
+    params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
     rng = np.random.default_rng(seed)
     t, nv = inst.n_slots, inst.n_units + inst.n_dgs
     k = inst.levels
@@ -643,28 +639,11 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
     c_idx = np.concatenate([c_idx, n_lvl + np.arange(n_row), n_lvl + n_row + np.arange(n_row)])
     vals = np.concatenate([vals, np.ones(n_row), -np.ones(n_row)])
     am = sp.csc_matrix((vals, (r_idx, c_idx)), shape=(n_row, n_col))
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 1e-6)
-    h.setOptionValue("time_limit", float(time_limit_s))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, n_row
-    lp.col_cost_ = np.concatenate([cost, np.full(2 * n_row, big)])
-    lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.concatenate([np.full(n_lvl, float(inst.levels)), np.full(2 * n_row, highspy.kHighsInf)])
     lo_r, hi_r = lo[rows_t, rows_r], hi[rows_t, rows_r]
-    lp.row_lower_ = np.where(np.isfinite(lo_r), lo_r, -highspy.kHighsInf)
-    lp.row_upper_ = np.where(np.isfinite(hi_r), hi_r, highspy.kHighsInf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = am.indptr
-    lp.a_matrix_.index_ = am.indices
-    lp.a_matrix_.value_ = am.data
-    if integral:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_lvl + [highspy.HighsVarType.kContinuous] * (2 * n_row)
-    h.passModel(lp)
-    t0 = time.perf_counter()
-    h.run()
-    secs = time.perf_counter() - t0
+    h, secs = highs.run(np.concatenate([cost, np.full(2 * n_row, big)]), 0.0,
+                        np.concatenate([np.full(n_lvl, float(inst.levels)), np.full(2 * n_row, np.inf)]), am,
+                        lo_r, hi_r, integer=integral and np.arange(n_col) < n_lvl,
+                        mip_rel_gap=1e-6, time_limit=float(time_limit_s))
     status = h.getModelStatus()
     optimal = status == highspy.HighsModelStatus.kOptimal
     if not optimal and not (status == highspy.HighsModelStatus.kTimeLimit and h.getSolution().value_valid):

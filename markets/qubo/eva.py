@@ -50,7 +50,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from markets.qubo import composites, encoding, samplers
+from markets.qubo import composites, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
 __all__ = ["EVAInstance", "paper_instance", "EVAReference", "EVASolution", "reference", "build_qubo", "solve", "evaluate",
@@ -237,27 +237,9 @@ def _one_hot(inst: EVAInstance, integral: bool) -> tuple[float, np.ndarray, np.n
     vals = np.concatenate([np.ones(n_col), lev])
     cols = np.concatenate([col, col])
     a = sp.csc_matrix((vals, (rows, cols)), shape=(c * t + c, n_col))
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 1e-9)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n_col, c * t + c
-    lp.col_cost_ = f
-    lp.col_lower_ = np.zeros(n_col)
-    lp.col_upper_ = np.ones(n_col)
-    lp.row_lower_ = np.concatenate([np.ones(c * t), lo_u.astype(float)])
-    lp.row_upper_ = np.concatenate([np.ones(c * t), hi_u.astype(float)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    if integral:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_col
-    h.passModel(lp)
-    t0 = time.perf_counter()
-    h.run()
-    secs = time.perf_counter() - t0
+    h, secs = highs.run(f, 0.0, 1.0, a, np.concatenate([np.ones(c * t), lo_u.astype(float)]),
+                        np.concatenate([np.ones(c * t), hi_u.astype(float)]), integer=integral,
+                        mip_rel_gap=0.0, mip_abs_gap=1e-9)
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"EVA reference: HiGHS status {h.modelStatusToString(status)}")
@@ -448,11 +430,7 @@ def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 16, num_sw
         raise ValueError(f"shrink: must be ≥ 2, got {shrink}")
     duals = (ref if ref is not None else _lp_only(inst)).energy_dual_usd_per_unit if calibrate else None
     base = samplers.get(sampler)
-    params: dict[str, Any] = dict(sampler_params)
-    if "num_reads" in base.parameters:
-        params.setdefault("num_reads", num_reads)
-    if sampler == "sa":
-        params.setdefault("num_sweeps", num_sweeps)
+    params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
     rng = np.random.default_rng(seed)
     c, t = inst.shape
     k = inst.levels

@@ -116,6 +116,18 @@ _REGISTRY: dict[str, Callable[[], dimod.Sampler]] = {
 }
 
 
+def read_params(name: str, sampler: dimod.Sampler, num_reads: int, num_sweeps: int,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sampling keywords for ``sampler`` (registered as ``name``): ``extra`` plus ``num_reads`` where the sampler
+    takes it and ``num_sweeps`` for simulated annealing — what every QUBO level passes the same way."""
+    params: dict[str, Any] = dict(extra or {})
+    if "num_reads" in sampler.parameters:
+        params.setdefault("num_reads", num_reads)
+    if name == "sa":
+        params.setdefault("num_sweeps", num_sweeps)
+    return params
+
+
 def names() -> list[str]:
     """Every sampler name :func:`get` accepts."""
     return sorted(_REGISTRY)
