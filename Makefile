@@ -1,5 +1,9 @@
 # Two entry points: `make run` (default study) and `make test`. Both build .venv from requirements.lock.
-PY ?= python3.11
+# The first Python 3.12 or 3.13 found (on PATH, then pyenv's versions); `make PY=/path/to/python3.12` overrides.
+PY_CANDIDATES := python3.12 python3.13 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) \
+	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) python3
+PY ?= $(shell for c in $(PY_CANDIDATES); do $$c -c 'import sys; sys.exit(not (3, 12) <= sys.version_info[:2] < (3, 14))' \
+	2>/dev/null && { echo $$c; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,7 +11,10 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench clean
 
 $(STAMP): pyproject.toml requirements.lock
-	$(PY) -m venv $(VENV)
+	@test -n "$(PY)" || { echo "evgrid needs Python 3.12 or 3.13 and found none (tried: $(PY_CANDIDATES));" \
+		"install one (e.g. 'pyenv install 3.12') or run 'make PY=/path/to/python3.12'" >&2; exit 2; }
+	@echo "building $(VENV) with $(PY) ($$($(PY) --version))"
+	$(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

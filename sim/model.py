@@ -134,7 +134,8 @@ class CoSimulation(mesa.Model):
         seed = scenario.seed if seed is None else seed
         self.streams = spawn_streams(seed)
         super().__init__(rng=self.streams["mesa"])
-        self.scenario = scenario
+        # Mesa 3.5 reserves ``Model.scenario`` for its own (experimental) Scenario class; ours is ``spec``
+        self.spec = scenario
         self.seed = seed
         self.progress = progress
         self.env = simpy.Environment()
@@ -189,8 +190,8 @@ class CoSimulation(mesa.Model):
             self.monitor = ReportMonitor(scenario.detection, st.ports, st.cap_kw,
                                          float(self.fleet.p_max_kw.max()) if len(self.fleet) else 0.0)
         self.evs = [EV(self, i) for i in range(len(self.fleet))]
-        for ev in self.evs:
-            self.env.process(ev.session())
+        if self.evs:  # sessions start in creation order (Mesa's AgentSet keeps it), so runs stay bit-identical
+            self.agents_by_type[EV].do(lambda ev: self.env.process(ev.session()))
         from sim.recorder import Recorder
 
         self.recorder = Recorder(self)
@@ -250,7 +251,7 @@ class CoSimulation(mesa.Model):
         # 2. day-ahead plan (the DSO prices the grid first when DLMPs are on)
         if k % self.steps_per_day == 0:
             n = min(self.steps_per_day, self.n_steps - k)
-            if self.scenario.market.dlmp != "off":
+            if self.spec.market.dlmp != "off":
                 self._price_grid(k, n)
             mo.plan_day(k, self._request(k, n, EVFlex.empty(), day_ahead=True))
         # 3. clear for EVs that need a schedule (every plugged EV when the mechanism re-plans each step)
@@ -282,7 +283,7 @@ class CoSimulation(mesa.Model):
         if self.estimator is not None and grid.pf.converged:
             self.last_pf = grid.pf
             z = self.taps.apply("dso_measurements", self.estimator.measure(grid.pf, self.streams["noise"]), k)
-            det = self.estimator.detect(z, alpha=self.scenario.detection.alpha)
+            det = self.estimator.detect(z, alpha=self.spec.detection.alpha)
             self.se_flag[k] = det.flagged
             self.se_objective[k] = det.objective if det.converged else np.inf
             if det.converged:
@@ -366,8 +367,8 @@ class CoSimulation(mesa.Model):
             mo.dlmp_p = np.zeros((self.n_steps, self.network.n_bus))
             mo.dlmp_q = np.zeros((self.n_steps, self.network.n_bus))
         lam_p, lam_q, failed = self.dso.dlmp(
-            self.scenario.market.dlmp, self.base_p_kw[k : k + n], self.base_q_kvar[k : k + n],
-            mo.price_usd_per_mwh[k : k + n], self.scenario.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
+            self.spec.market.dlmp, self.base_p_kw[k : k + n], self.base_q_kvar[k : k + n],
+            mo.price_usd_per_mwh[k : k + n], self.spec.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
         mo.dlmp_p[k : k + n], mo.dlmp_q[k : k + n] = lam_p, lam_q
         mo.dlmp_failed_slots += failed
 
@@ -395,8 +396,12 @@ class CoSimulation(mesa.Model):
         return result
 
     def close(self) -> None:
-        """Drop Mesa's class-level reference to this model (Mesa 3.3 keeps every model alive in ``Agent._ids``)."""
-        mesa.Agent._ids.pop(self, None)
+        """Deregister every agent (Mesa's own ``remove_all_agents``), so a finished model holds no agents.
+
+        Mesa ≥ 3.5 keeps no class-level reference to models (the 3.3 ``Agent._ids`` leak is gone), so nothing here
+        touches Mesa's private state; Monte Carlo workers stay flat in memory (``bench/bench_montecarlo.py``).
+        """
+        self.remove_all_agents()
 
     def wait_min(self) -> np.ndarray:
         return wait_min(self.fleet, self.env.now)

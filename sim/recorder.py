@@ -168,7 +168,7 @@ class Recorder:
         delivered = f.e_kwh - f.soc_arrival * f.battery_kwh
         evs = pd.DataFrame({
             "ev": np.arange(len(f)),
-            "group": np.array([g.name for g in m.scenario.fleet.groups])[f.group.astype(int)] if len(f) else [],
+            "group": np.array([g.name for g in m.spec.fleet.groups])[f.group.astype(int)] if len(f) else [],
             "station": f.station.astype(int),
             "bus": f.bus.astype(int),
             "arrival_min": f.arrival_min,
@@ -202,7 +202,7 @@ class Recorder:
         stations = pd.DataFrame({
             "station": np.arange(ns),
             "name": st.name,
-            "group": np.array([g.name for g in m.scenario.stations])[st.group],
+            "group": np.array([g.name for g in m.spec.stations])[st.group],
             "bus": st.bus,
             "ports": st.ports,
             "cap_kw": st.cap_kw,
@@ -310,11 +310,11 @@ class Recorder:
                 "market_gap_max": max(mo.gaps) if mo.gaps else 0.0,
                 "n_scored_clearings": len(mo.gaps),
             }
-        kpis = {**compute_kpis(tables, m.scenario, dt_min=m.dt_min, timing=timing), **market}
+        kpis = {**compute_kpis(tables, m.spec, dt_min=m.dt_min, timing=timing), **market}
         return RunResult(
-            scenario=m.scenario,
+            scenario=m.spec,
             seed=m.seed if isinstance(m.seed, int) else str(m.seed),
             tables=tables,
             kpis=kpis,
-            provenance=provenance(m.scenario),
+            provenance=provenance(m.spec),
         )
