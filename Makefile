@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PY)" || { echo "evgrid needs Python 3.12 or 3.13 and found none (tried: $(PY_CANDIDATES));" \
@@ -24,6 +24,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --quiet
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py

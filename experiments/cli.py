@@ -160,13 +160,16 @@ def scenarios() -> None:
 
 
 @app.command()
-def validate(file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")]) -> None:
-    """Check a scenario file against the schema (and the mechanism's parameters)."""
+def validate(
+    file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
+) -> None:
+    """Check a scenario file (with any --set overrides) against the schema and the mechanism's parameters."""
     from markets.base import MarketConfigError
     from sim.scenario import ScenarioError, load_scenario
 
     try:
-        sc = load_scenario(file)
+        sc = load_scenario(file, list(set_ or []))
         sc.market.build()
     except (ScenarioError, MarketConfigError) as err:
         _fail(str(err).replace("\n", "; "))
