@@ -171,7 +171,7 @@ def _check_v0(v0: Any, n_bus: int, used: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, bool]:
+def compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, bool]:
     """Deep-copy ``net``, switch off the caller-supplied elements and run pandapower once.
 
     Returns:
@@ -239,7 +239,7 @@ class FastPowerFlow:
         self.trafo_loading = trafo_loading
 
         base_mva = float(net.sn_mva)
-        net_c, ok = _compile_run(net, tolerance_mva=min(1e-8, self.tol_mva / base_mva), max_iteration=50,
+        net_c, ok = compile_run(net, tolerance_mva=min(1e-8, self.tol_mva / base_mva), max_iteration=50,
                                  trafo_loading=trafo_loading)
         self._net = net_c
         internal = net_c._ppc["internal"]

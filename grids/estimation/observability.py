@@ -1,0 +1,38 @@
+"""Observability checks of a measurement set: enough measurements, and which states a singular gain leaves open."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from grids.estimation.errors import NotObservableError
+
+__all__ = ["require_enough_measurements", "unobservable_message"]
+
+
+def require_enough_measurements(m: int, n: int) -> None:
+    """Raise :class:`NotObservableError` when ``m`` measurements cannot determine ``n`` states (``m < n``)."""
+    if m < n:
+        raise NotObservableError(f"{m} measurements cannot determine {n} states (need at least {n}); "
+                                 "add measurements")
+
+
+def unobservable_message(G: np.ndarray, state_label: Callable[[int], str]) -> str:
+    """Name the states that the measurement set leaves undetermined (null space of the gain matrix ``G``).
+
+    Args:
+        G: gain matrix ``Hᵀ R⁻¹ H`` at the point where its factorisation failed, shape (n, n).
+        state_label: name of state entry ``k`` (e.g. :meth:`grids.estimation.StateEstimator.state_label`).
+
+    Returns:
+        One sentence: the number of undetermined directions and (up to eight of) the states involved.
+    """
+    d = np.sqrt(np.maximum(np.diag(G), 1e-300))
+    Gs = G / d[:, None] / d[None, :]
+    w, v = np.linalg.eigh(Gs)
+    null = v[:, w < 1e-9 * max(w.max(), 1e-300)]
+    weak = np.flatnonzero(np.abs(null).max(axis=1) > 1e-3) if null.size else np.arange(0)
+    names = [state_label(int(k)) for k in weak[:8]]
+    return (f"measurement set is not observable: {max(null.shape[1], 1)} undetermined state direction(s); "
+            f"states involved: {', '.join(names) or 'unknown'}{' …' if len(weak) > 8 else ''}")
