@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -191,7 +192,7 @@ def _slot_rows(network: Network, net: Any, inp: DlmpInputs, k: int, el: _OpfElem
                 gen_p[i] += row.p_mw * 1e3
                 gen_q[i] += row.q_mvar * 1e3
     dg_p = np.array([net.res_sgen.at[s, "p_mw"] for s in dg_idx])
-    no_load = sum(d.cost_c for d, p in zip(network.dgs, dg_p) if p * 1e3 > ON_KW)
+    no_load = sum(d.cost_c for d, p in zip(network.dgs, dg_p, strict=True) if p * 1e3 > ON_KW)
     losses = float(net.res_line.pl_mw.sum()) if len(net.line) else 0.0
     if len(net.trafo):
         losses += float(net.res_trafo.pl_mw.sum())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,7 @@ def dg_q_max_mw(d: Any) -> float:
 def dg_cost(network: Network, p_mw: np.ndarray, q_mvar: np.ndarray) -> float:
     """Cost of the DGs' dispatch [$/h], including the no-load cost of the units that run."""
     cost = 0.0
-    for d, p, q in zip(network.dgs, p_mw, q_mvar):
+    for d, p, q in zip(network.dgs, p_mw, q_mvar, strict=True):
         cost += d.cost_a * p**2 + d.cost_b * p + d.q_cost_usd_per_mvarh * q
         if p * 1e3 > ON_KW:
             cost += d.cost_c

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def _sequential_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, t
     sol = None
     it = 0
     move_max = np.inf
-    for it in range(1, int(n_iter) + 1):
+    for it in range(1, int(n_iter) + 1):  # noqa: B007 (the last value is returned: LPs solved)
         p_u, q_u = _unit_dispatch(units, x_units)
         pl, ql = _net_load_pd(inp, k, units, p_u, q_u)
         pf_res = model.pf.solve(pl, ql)
@@ -153,7 +154,7 @@ def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, un
     dg_u = [u for u, kd in enumerate(units.unit_kind) if kd == "dg"]
     cost = dg_cost(network, p_u[dg_u], q_u[dg_u])
     cost += sum(float(e.cost_usd_per_mwh) * p_u[u] for u, e in
-                zip([u for u, kd in enumerate(units.unit_kind) if kd == "ev"], inp.evs))
+                zip([u for u, kd in enumerate(units.unit_kind) if kd == "ev"], inp.evs, strict=True))
     if pf_res.converged:
         grid_p, grid_q, losses = pf_res.ext_grid_p_mw, pf_res.ext_grid_q_mvar, pf_res.losses_mw
         cost += inp.price[k] * grid_p + inp.q_price[k] * grid_q
@@ -180,9 +181,9 @@ def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, un
         row = dict(method="lindistflow", slot=k, bus=int(b), lam_p_usd_per_mwh=float(sol["lamP"][m]),
                    lam_q_usd_per_mvarh=float(sol["lamQ"][m]), vm_pu=float(vm[i]), gen_p_kw=gen_p[i],
                    gen_q_kvar=gen_q[i], ev_p_kw=ev_p[i], ev_q_kvar=ev_q[i])
-        for c, v in zip(COMPONENTS_P, cp[m]):
+        for c, v in zip(COMPONENTS_P, cp[m], strict=True):
             row[c] = float(v)
-        for c, v in zip(COMPONENTS_Q, cq[m]):
+        for c, v in zip(COMPONENTS_Q, cq[m], strict=True):
             row[c] = float(v)
         row["vm_lp_pu"] = float(v_lp[m])
         row.update(slot)
@@ -197,7 +198,7 @@ def _bus_dispatch(units: _Units, inp: DlmpInputs, p_u: np.ndarray, q_u: np.ndarr
     gen_q = np.zeros(len(inp.bus_index))
     ev_p = np.zeros(len(inp.bus_index))
     ev_q = np.zeros(len(inp.bus_index))
-    for u, (kd, i) in enumerate(zip(units.unit_kind, units.unit_pd)):
+    for u, (kd, i) in enumerate(zip(units.unit_kind, units.unit_pd, strict=True)):
         if kd == "ev":
             ev_p[i] -= p_u[u] * 1e3
             ev_q[i] -= q_u[u] * 1e3
@@ -248,7 +249,12 @@ def _units(network: Network, model: RadialModel, inp: DlmpInputs, k: int, n_seg:
         unit_pd.append(i)
 
     def col(m: int, kd: int, a: float, b: float, c: float, new_group: bool = True) -> None:
-        bus_m.append(m), kind.append(kd), lo.append(a), hi.append(b), cost.append(c), owner.append(len(unit_kind))
+        bus_m.append(m)
+        kind.append(kd)
+        lo.append(a)
+        hi.append(b)
+        cost.append(c)
+        owner.append(len(unit_kind))
         if new_group:
             n_group[0] += 1
         group.append(n_group[0] - 1)
@@ -266,7 +272,7 @@ def _units(network: Network, model: RadialModel, inp: DlmpInputs, k: int, n_seg:
         m = int(model.m_of_pd[i])
         pmax = d.p_max_kw / 1e3
         edges = np.linspace(0.0, pmax, n_seg + 1)
-        for s_, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        for s_, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
             col(m, 0, 0.0, b - a, d.cost_b + d.cost_a * (a + b), new_group=(s_ == 0))  # secant of A·P² + B·P
         col(m, 1, 0.0, dg_q_max_mw(d), d.q_cost_usd_per_mvarh)
         unit("dg", i)
@@ -366,7 +372,9 @@ def _solve_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, Pb: np
 
     def add(rr: Any, cc: Any, vv: Any) -> None:
         rr, cc, vv = np.broadcast_arrays(np.asarray(rr), np.asarray(cc), np.asarray(vv, dtype=float))
-        rows.append(rr.ravel()), cols.append(cc.ravel()), vals.append(vv.ravel())
+        rows.append(rr.ravel())
+        cols.append(cc.ravel())
+        vals.append(vv.ravel())
 
     add(rP + ch, cP, 1 - aP)
     add(rP + ch, cQ, -bP)
@@ -516,7 +524,9 @@ def _decompose(model: RadialModel, sol: dict[str, Any], price: float, q_price: f
 
     def add(rr: Any, cc: Any, vv: Any) -> None:
         rr, cc, vv = np.broadcast_arrays(np.asarray(rr), np.asarray(cc), np.asarray(vv, dtype=float))
-        rows.append(rr.ravel()), cols.append(cc.ravel()), vals.append(vv.ravel())
+        rows.append(rr.ravel())
+        cols.append(cc.ravel())
+        vals.append(vv.ravel())
 
     # stationarity of P_ij:  (1−aP)λP_j − bQ λQ_j − λP_i + 2r β_ij + Σ cos θ η = 0
     add(iP, iP, 1 - aP)

@@ -141,7 +141,7 @@ def _tree_order(n_ppc: int, fb: np.ndarray, tb: np.ndarray, root_ppc: int, n_act
             f"{n_act} buses (a tree has {n_act - 1}); it is meshed or split. LinDistFlow does not apply to "
             "meshed networks — use dlmp_acopf")
     adj: list[list[tuple[int, int]]] = [[] for _ in range(n_ppc)]
-    for e, (a, b) in enumerate(zip(fb, tb)):
+    for e, (a, b) in enumerate(zip(fb, tb, strict=True)):
         adj[a].append((b, e))
         adj[b].append((a, e))
     order = [root_ppc]

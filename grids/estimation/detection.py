@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import chi2 as _chi2
-
 from pandapower.auxiliary import pandapowerNet
+from scipy.stats import chi2 as _chi2
 
 from grids.estimation.errors import EstimationError
 from grids.estimation.kernels import HAVE_NUMBA

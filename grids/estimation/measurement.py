@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from pandapower.auxiliary import pandapowerNet
 
 from grids.estimation.errors import EstimationError
@@ -74,7 +73,7 @@ class MeasurementSet:
                 + [f"Q flow line {k}" for k in self.flow_lines])
 
     @classmethod
-    def default(cls, net: pandapowerNet, **sigmas: float) -> "MeasurementSet":
+    def default(cls, net: pandapowerNet, **sigmas: float) -> MeasurementSet:
         """A redundant, observable measurement set for a radial feeder.
 
         * ``|V|`` at the substation (ext_grid buses) and at every feeder end (in-service buses with one branch);
@@ -97,12 +96,12 @@ class MeasurementSet:
         on = set(buses.tolist())
         edges: list[tuple[int, int, int]] = []       # (from, to, line index or -1 for trafos)
         ln = net.line[net.line["in_service"].astype(bool)]
-        for k, f, t in zip(ln.index, ln["from_bus"], ln["to_bus"]):
+        for k, f, t in zip(ln.index, ln["from_bus"], ln["to_bus"], strict=True):
             if f in on and t in on:
                 edges.append((int(f), int(t), int(k)))
         if "trafo" in net and len(net.trafo):
             tr = net.trafo[net.trafo["in_service"].astype(bool)]
-            for f, t in zip(tr["hv_bus"], tr["lv_bus"]):
+            for f, t in zip(tr["hv_bus"], tr["lv_bus"], strict=True):
                 if f in on and t in on:
                     edges.append((int(f), int(t), -1))
         adj: dict[int, list[tuple[int, int]]] = {b: [] for b in on}

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import reverse_cuthill_mckee
-
 from pandapower.auxiliary import pandapowerNet
 from pandapower.pypower.idx_brch import F_BUS, T_BUS
 from pandapower.pypower.idx_bus import VA
 from pandapower.pypower.idx_gen import GEN_BUS, VG
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from grids.estimation.errors import EstimationError
 from grids.estimation.kernels import HAVE_NUMBA
@@ -71,6 +70,9 @@ class MeasurementModel:
         pr, pc = self._compile_jacobian_pattern()
         self._compile_gain_order(pr, pc)
         self._compile_gain_pairs(pr)
+        self._x_flat = self._x_from_int(self._flat_vm, self._flat_va)
+        #: (x, |V|, Ybus terms, P, Q, flow terms) of the last numpy h(x), reused by the Jacobian at the same x
+        self._cache: tuple[Any, ...] | None = None
         if self.backend == "numba":
             self._model_args = (self._nva, self._ref, self._va_ref, self._nonref, vb, ib, self._er, self._ec,
                                 self._eyc, self._eq, self._fb, self._tb, self._yff, self._yft, self._col_th,
@@ -124,7 +126,7 @@ class MeasurementModel:
         self._bus_identity = (len(bus_idx) == nb and bool(valid.all())
                               and np.array_equal(self._bus_dst, np.arange(nb)))
         first = np.full(nb, -1, dtype=np.int64)        # internal bus -> a pandapower bus index (first mapped)
-        for s, d in zip(self._bus_src[::-1], self._bus_dst[::-1]):
+        for s, d in zip(self._bus_src[::-1], self._bus_dst[::-1], strict=True):
             first[d] = bus_idx[s]
         self.va_buses = first[self._nonref]            # pandapower bus of each angle state
         self.vm_buses = first.copy()                   # pandapower bus of each magnitude state
@@ -146,7 +148,7 @@ class MeasurementModel:
         vb = np.array([internal_bus(b, "v_buses") for b in ms.v_buses], dtype=np.int64)
         ib = np.array([internal_bus(b, "inj_buses") for b in ms.inj_buses], dtype=np.int64)
         if len(np.unique(ib)) != len(ib):
-            dup = [int(b) for b, i in zip(ms.inj_buses, ib) if (ib == i).sum() > 1]
+            dup = [int(b) for b, i in zip(ms.inj_buses, ib, strict=True) if (ib == i).sum() > 1]
             raise EstimationError(f"inj_buses: buses {dup} are fused into one node (closed bus-bus switches); "
                                   "measure the injection of one of them only")
         return vb, ib
@@ -391,10 +393,11 @@ class MeasurementModel:
 
     def _jac_int(self, x: np.ndarray) -> np.ndarray:
         """Jacobian of h in per unit at x (dense, shared buffer)."""
-        c = getattr(self, "_cache", None)
+        c = self._cache
         if c is None or c[0] is not x:
             self._h_int(x)
             c = self._cache
+            assert c is not None                       # set by _h_int
         _, vm, W, P, Q, A, B, vmf = c
         Wr, Wi = W.real, W.imag
         ivm = 1.0 / vm
@@ -460,7 +463,7 @@ class MeasurementModel:
         """
         if (vm_pu is None) != (va_rad is None):
             raise EstimationError("give both vm_pu and va_rad, or neither (flat start)")
-        if vm_pu is None:
+        if vm_pu is None or va_rad is None:
             return self._jac_int(self._x_flat.copy()) * self._scale[:, None]
         return self.jacobian(vm_pu, va_rad)
 

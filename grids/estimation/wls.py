@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
-
 from pandapower.auxiliary import pandapowerNet
+from scipy.linalg import lapack
 
 from grids.estimation.errors import EstimationError, NotObservableError
 from grids.estimation.kernels import HAVE_NUMBA, STATUS_MESSAGE
@@ -104,8 +103,7 @@ class WlsEstimator(MeasurementModel):
         self._potri = lapack.get_lapack_funcs("potri", (np.zeros((1, 1)),))
 
         # --- observability at the flat start ------------------------------------------------------------------------
-        x_flat = self._x_from_int(self._flat_vm, self._flat_va)
-        self._x_flat = x_flat
+        x_flat = self._x_flat
         cf, H = self._factor(x_flat)
         if cf is None:
             raise NotObservableError(unobservable_message((H.T * self._w) @ H, self.state_label))
