@@ -75,7 +75,8 @@ class GridSpec(_Model):
     """The network, its load profile, its limits and the power-flow engine."""
 
     case: Literal["case33bw", "case33bw-dr", "case33bw-dlmp", "case118", "file"] = "case33bw"
-    file: str = Field("", description="pandapower network file (.json or .p) when case = 'file'")
+    file: str = Field("", description="network file when case = 'file': pandapower .json or MATPOWER .m/.mat "
+                      "(pickles only with the command-line opt-in --trust-pickle)")
     bus_numbering: Literal["paper", "pandapower"] = "paper"
     load_profile: Literal["zonal", "flat", "residential"] = "zonal"
     load_scale: float = Field(1.0, gt=0, le=10)
@@ -368,6 +369,16 @@ class Scenario(_Model):
     attacks: list[AttackSpec] = Field(default_factory=list)
     detection: DetectionSpec = DetectionSpec()
     paper: dict[str, Any] = Field(default_factory=dict, description="published reference numbers to print beside ours")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the name becomes a folder (results/<name>): a name must not climb, hide or escape it
+        if (not v or len(v) > 120 or v in (".", "..") or v.startswith(".") or any(c in v for c in "/\\:")
+                or not v.isprintable()):
+            raise ValueError("must be a plain name of 1-120 printable characters without '/', '\\', ':', NUL, "
+                             "a leading '.' or being '.'/'..'")
+        return v
 
     @model_validator(mode="after")
     def _measurement_attacks(self) -> "Scenario":
