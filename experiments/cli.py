@@ -442,8 +442,16 @@ def report_cmd(
     typer.echo(f"report written to {directory.resolve()}")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out (exit 143)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,8 @@ class ScenarioError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN/inf in any float field (lists included) is an error naming the field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeSpec(_Model):
@@ -381,6 +383,15 @@ class Scenario(_Model):
         return v
 
     @model_validator(mode="after")
+    def _finite_free_tables(self) -> "Scenario":
+        # market.params and paper are free-form tables (checked by the mechanisms / printed): no NaN/inf there either
+        for root, table in (("market.params", self.market.params), ("paper", self.paper)):
+            where = _non_finite(table, root)
+            if where:
+                raise ValueError(f"{where[0]}: must be a finite number (got {where[1]!r})")
+        return self
+
+    @model_validator(mode="after")
     def _measurement_attacks(self) -> "Scenario":
         if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
             raise ValueError("attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
@@ -406,6 +417,18 @@ class Scenario(_Model):
     def digest(self) -> str:
         """Stable hash of the resolved scenario (identifies it in result stores)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
+    """The first NaN/inf float inside nested tables/lists, as (dotted path, value), or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        hit = _non_finite(v, f"{path}.{k}")
+        if hit:
+            return hit
+    return None
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -445,7 +468,16 @@ def resolve_path(name_or_path: str | Path) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file, turning syntax errors into one-line `ScenarioError`s."""
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(f"{path.name}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset "
+                            f"{err.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{path.name}: not valid TOML: {err}") from None
 

@@ -283,3 +283,73 @@ def test_check_output_dir_refuses_files_and_symlinks(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="symbolic link"):
         check_output_dir(link)
     assert staging_dir(tmp_path / "new").parent == tmp_path
+
+
+def test_sigterm_leaves_no_staging_folder(tmp_path: Path) -> None:
+    """A run stopped with SIGTERM mid-way (the paper runner stages four runs) leaves nothing beside --out."""
+    import signal
+    import time
+
+    out = tmp_path / "paper"
+    proc = subprocess.Popen([sys.executable, "-c", "from experiments.cli import main; main()", "run", "dr-tou-33bus",
+                             "--out", str(out), "--no-plots", "-q"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None and any(tmp_path.iterdir()), "the run never staged anything"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, field", [
+    ("prices.table_usd_per_mwh=[nan, 80.0]", "prices.table_usd_per_mwh.0"),
+    ("grid.load_scale=inf", "grid.load_scale"),
+    ("fleet.groups.0.share=nan", "fleet.groups.0.share"),
+    ("market.params.elasticity-dr.dr_max=nan", "market.params.elasticity-dr.dr_max"),
+    ("paper.peak=-inf", "paper.peak"),
+])
+def test_nan_and_inf_are_rejected_with_the_field_named(tmp_path: Path, override: str, field: str) -> None:
+    for cmd in (["validate", "default"], ["run", "default", "--out", str(tmp_path / "o"), "-q"]):
+        res = runner.invoke(app, [*cmd, "--set", override])
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {field}: ") and "finite" in lines[0], res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_utf8_scenario_is_one_line_with_the_byte_offset(tmp_path: Path) -> None:
+    sc = tmp_path / "s.toml"
+    sc.write_bytes(b'name = "x"\ndescription = "caf\xe9"\n')
+    res = runner.invoke(app, ["validate", str(sc)])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: s.toml: not UTF-8 text (invalid byte 0xe9 at byte offset 29)"
+
+
+def test_arrows_point_one_way() -> None:
+    """Nothing below experiments imports it, and no experiments module imports the CLI (#19)."""
+    import ast
+
+    def imports(path: Path) -> set[str]:
+        mods: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods.add(node.module)
+        return mods
+
+    for layer in ("sim", "agents", "markets", "grids"):
+        for f in (ROOT / layer).rglob("*.py"):
+            up = {m for m in imports(f) if m.split(".")[0] == "experiments"}
+            assert not up, f"{f.relative_to(ROOT)} imports {up}"
+    for f in (ROOT / "experiments").rglob("*.py"):
+        if f.name != "cli.py":
+            assert "experiments.cli" not in imports(f), f"{f.relative_to(ROOT)} imports the CLI"
+    assert "experiments.console" in imports(ROOT / "experiments" / "papers.py")
