@@ -109,6 +109,12 @@ def qubo_rtp_report(sc: Any, *, full: bool = False, runs: int = 1, reference: bo
     table, outcomes, per_run = guard(lambda: run_study(sc, full=full, runs=runs, reference=reference))
     label = f"{sc.name}{'-full' if full else ''}"
     path = write(table, outcomes, per_run, out or Path("results") / label, sc.paper.get("source", ""))
+    import json
+
+    from sim.result import PROVENANCE, provenance
+
+    # marks the folder as an evgrid result, so `run --force` may replace it later
+    (Path(path) / PROVENANCE).write_text(json.dumps(provenance(sc), indent=2))
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
