@@ -7,12 +7,11 @@ these helpers from below, and neither imports the other's privates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Any, NoReturn
 
 import typer
-
-T = TypeVar("T")
 
 # Headline KPIs shown on the console after a run: (key, label, format)
 HEADLINE = (
@@ -57,7 +56,7 @@ def warn_failures(kpis: dict) -> None:
                    "column 'converged'", err=True)
 
 
-def guard(fn: Callable[[], T]) -> T:
+def guard[T](fn: Callable[[], T]) -> T:
     """Run ``fn``; input errors found while building the model exit 2, other failures exit 1."""
     from grids.network import NetworkError
     from markets.base import MarketConfigError
@@ -102,7 +101,7 @@ def print_kpis(kpis: dict, title: str = "KPIs") -> None:
 
 
 def qubo_rtp_report(sc: Any, *, full: bool = False, runs: int = 1, reference: bool = True,
-                    out: Optional[Path] = None) -> None:
+                    out: Path | None = None) -> None:
     """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
     from experiments.rtp_paper import run_study, write
 
