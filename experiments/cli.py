@@ -12,6 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from experiments.console import HEADLINE, print_kpis, qubo_rtp_report, warn_failures  # noqa: F401
+from experiments.console import fail as _fail
+from experiments.console import fmt_value as _fmt
+from experiments.console import guard as _guard
+from experiments.console import simulate as _simulate
+
 app = typer.Typer(
     name="evgrid",
     help="Agent-based co-simulation of EV charging, electricity markets and distribution grids.",
@@ -20,27 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Headline KPIs shown on the console after a run: (key, label, format)
-HEADLINE = (
-    ("peak_load_kw", "peak load [kW]", "{:,.0f}"),
-    ("load_factor", "load factor", "{:.3f}"),
-    ("ev_energy_kwh", "EV energy [kWh]", "{:,.0f}"),
-    ("ev_peak_kw", "EV peak [kW]", "{:,.0f}"),
-    ("energy_losses_kwh", "energy losses [kWh]", "{:,.1f}"),
-    ("vmin_pu", "Vmin [pu]", "{:.4f}"),
-    ("vdi_pu", "VDI [pu]", "{:.4f}"),
-    ("vri_pu", "VRI [pu]", "{:.4f}"),
-    ("max_line_loading_percent", "max line loading [%]", "{:.1f}"),
-    ("voltage_violation_bus_minutes", "voltage violations [bus·min]", "{:,.0f}"),
-    ("ev_curtailed_kwh", "EV energy curtailed [kWh]", "{:,.1f}"),
-    ("total_cost_usd", "total cost [$]", "{:,.0f}"),
-    ("user_price_usd_per_kwh", "user price [$/kWh]", "{:.4f}"),
-    ("mean_wait_min", "mean wait [min]", "{:.1f}"),
-    ("energy_fulfilment", "energy fulfilment", "{:.3f}"),
-    ("time_cpu_s", "CPU time [s]", "{:.2f}"),
-)
-
-
 # Options shared by the study commands (montecarlo, sweep, study, attack)
 WorkersOpt = Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
@@ -48,18 +33,19 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="scenario ove
 ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
 PlotsOpt = Annotated[bool, typer.Option(help="write plots")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="allow grid.file to be a pickle (a pickle runs code when loaded: only your own files)")]
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
+def _trust_pickle(on: bool) -> None:
+    """Opt in to pickled network files for this process and the workers it starts (see grids/netfile.py)."""
+    import os
 
+    from grids.netfile import TRUST_PICKLE_ENV
 
-def _fmt(fmt: str, v: object) -> str:
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+    if on:
+        os.environ[TRUST_PICKLE_ENV] = "1"
+        typer.echo("warning: --trust-pickle: a pickled network file can run arbitrary code when loaded", err=True)
 
 
 @app.command()
@@ -70,11 +56,19 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
     plots: PlotsOpt = True,
     engine: Annotated[Optional[str], typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")] = False,
+    trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run one scenario and write its tables, KPIs and plots."""
+    """Run one scenario and write its tables, KPIs and plots.
+
+    The output folder must be new, empty, or (with --force) hold a previous evgrid result; results appear in it
+    complete or not at all.
+    """
+    from sim.result import OutputError, check_output_dir
     from sim.scenario import ScenarioError, load_scenario
 
+    _trust_pickle(trust_pickle)
     if seed is not None and seed < 0:
         _fail(f"--seed: got {seed}; allowed: integer >= 0")
     overrides = list(set_ or [])
@@ -87,67 +81,28 @@ def run(
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
     out_dir = out or Path("results") / sc.name
+    try:
+        check_output_dir(out_dir, replace=force)
+    except OutputError as err:
+        _fail(str(err))
     if sc.paper.get("compare"):
         from experiments.papers import run_paper
 
-        _guard(lambda: run_paper(sc, out_dir, plots=plots, quiet=quiet))
+        _guard(lambda: run_paper(sc, out_dir, plots=plots, quiet=quiet, replace=force))
         return
     result = _guard(lambda: _simulate(sc, quiet))
-    path = result.write(out_dir, plots=plots and sc.outputs.plots)
+    plotter = None
+    if plots and sc.outputs.plots:
+        from experiments.plots import plot_run
+
+        plotter = plot_run
+    try:
+        path = result.write(out_dir, plots=plotter, replace=force)
+    except OutputError as err:  # the folder changed while the simulation ran
+        _fail(str(err))
     print_kpis(result.kpis, title=f"{sc.name} (seed {sc.seed})")
     warn_failures(result.kpis)
     typer.echo(f"results written to {path}")
-
-
-def warn_failures(kpis: dict) -> None:
-    """Say so on stderr when power flows failed to converge (the steps are flagged in the tables)."""
-    n = kpis.get("nonconverged_steps", 0)
-    if n:
-        typer.echo(f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet "
-                   "column 'converged'", err=True)
-
-
-def _guard(fn):  # type: ignore[no-untyped-def]
-    """Run ``fn``; input errors found while building the model exit 2, other failures exit 1."""
-    from grids.network import NetworkError
-    from markets.base import MarketConfigError
-    from sim.scenario import ScenarioError
-
-    try:
-        return fn()
-    except (ScenarioError, NetworkError, MarketConfigError) as err:
-        _fail(str(err).replace("\n", "; "))
-
-
-def _simulate(sc, quiet: bool):  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from sim.model import CoSimulation
-
-    if quiet:
-        return CoSimulation(sc).run()
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-    ) as bar:
-        task = bar.add_task(sc.name, total=sc.time.n_steps)
-        model = CoSimulation(sc, progress=lambda k, n: bar.update(task, completed=k))
-        return model.run()
-
-
-def print_kpis(kpis: dict, title: str = "KPIs") -> None:
-    """Console table of the headline KPIs."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    t = Table(title=escape(title))
-    t.add_column("KPI")
-    t.add_column("value", justify="right")
-    for key, label, fmt in HEADLINE:
-        if key in kpis:
-            t.add_row(escape(label), _fmt(fmt, kpis[key]))
-    Console().print(t)
 
 
 @app.command()
@@ -162,16 +117,21 @@ def scenarios() -> None:
 @app.command()
 def validate(
     file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
+    set_: SetOpt = None,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
-    """Check a scenario file (with any --set overrides) against the schema and the mechanism's parameters."""
+    """Check a scenario file against the schema, the mechanism's parameters and its network file."""
+    from grids.netfile import NetworkFileError, load_network_file
     from markets.base import MarketConfigError
     from sim.scenario import ScenarioError, load_scenario
 
+    _trust_pickle(trust_pickle)
     try:
-        sc = load_scenario(file, list(set_ or []))
+        sc = load_scenario(file, set_ or [])
         sc.market.build()
-    except (ScenarioError, MarketConfigError) as err:
+        if sc.grid.case == "file":
+            load_network_file(sc.grid.file)
+    except (ScenarioError, MarketConfigError, NetworkFileError) as err:
         _fail(str(err).replace("\n", "; "))
     typer.echo(f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "
                f"{sc.grid.case}, market {sc.market.mechanism})")
@@ -228,6 +188,7 @@ def attack(
     n: Annotated[int, typer.Option("-n", help="replications per point")] = 20,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
@@ -240,6 +201,7 @@ def attack(
     Adds a clean 'baseline' and an 'uncontrolled' point on the same seeds; with state estimation on, also the ROC
     of the χ² test (roc.csv, plots/roc.png). Columns: see experiments/attack_study.py.
     """
+    _trust_pickle(trust_pickle)
     from experiments.attack_study import make_attack_study
     from sim.scenario import ScenarioError, load_scenario
 
@@ -334,32 +296,6 @@ def qubo_rtp_cmd(
     qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=out)
 
 
-def qubo_rtp_report(sc, *, full: bool = False, runs: int = 1, reference: bool = True,  # type: ignore[no-untyped-def]
-                    out: Optional[Path] = None) -> None:
-    """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
-    from experiments.rtp_paper import run_study, write
-
-    table, outcomes, per_run = _guard(lambda: run_study(sc, full=full, runs=runs, reference=reference))
-    label = f"{sc.name}{'-full' if full else ''}"
-    path = write(table, outcomes, per_run, out or Path("results") / label, sc.paper.get("source", ""))
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    t = Table(title=escape(f"{label}: paper vs ours (seed {sc.seed})"))
-    for c in ("metric", "paper", "ours"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
-    for r in table.itertuples():
-        t.add_row(escape(r.metric), escape(str(r.paper)), escape(str(r.ours)))
-    Console().print(t)
-    if runs > 1:
-        obj = per_run["objective_usd"]
-        typer.echo(f"{runs} annealer runs: total cost {obj.mean():,.2f} $ (min {obj.min():,.2f}, max {obj.max():,.2f}), "
-                   f"spread {outcomes['cost_spread_percent']:.4f} % (paper: 3-5 %); worst interval "
-                   f"{per_run['interval_wall_s_max'].max():.3f} s")
-    typer.echo(f"results written to {path.resolve()}")
-
-
 # ---------------------------------------------------------------------------------------------------- studies
 def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
                plots: bool) -> None:
@@ -402,6 +338,7 @@ def montecarlo(
     n: Annotated[int, typer.Option("-n", help="number of replications")] = 100,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
@@ -411,6 +348,7 @@ def montecarlo(
     quiet: QuietOpt = False,
 ) -> None:
     """Monte Carlo: n stochastic replications of one scenario, with means, CIs and a convergence plot."""
+    _trust_pickle(trust_pickle)
     from experiments.engine import Point, Study
     from sim.scenario import ScenarioError, load_scenario
 
@@ -431,6 +369,7 @@ def sweep(
     n: Annotated[int, typer.Option("-n", help="replications per parameter point")] = 20,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override for every point")] = None,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
@@ -439,6 +378,7 @@ def sweep(
     quiet: QuietOpt = False,
 ) -> None:
     """Parameter sweep (full factorial or one-at-a-time) crossed with replications, common random numbers."""
+    _trust_pickle(trust_pickle)
     from experiments.engine import make_sweep
     from sim.scenario import ScenarioError, load_scenario
 
@@ -458,6 +398,7 @@ def study(
     n: Annotated[Optional[int], typer.Option("-n", help="replications per point [default: the study's]")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     seed: Annotated[Optional[int], typer.Option(help="root seed [default: the study's]")] = None,
     out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/study-<name>]")] = None,
     resume: ResumeOpt = False,
@@ -465,6 +406,7 @@ def study(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a ready study of the papers (sensitivity sweeps) and print it beside the paper's table."""
+    _trust_pickle(trust_pickle)
     from experiments.engine import load_study_file
     from sim.scenario import ScenarioError
 
@@ -500,8 +442,16 @@ def report_cmd(
     typer.echo(f"report written to {directory.resolve()}")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out (exit 143)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except KeyboardInterrupt:

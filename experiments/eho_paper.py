@@ -489,7 +489,10 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
             st = res.tables["steps"]
             base_price = tariff(v, st["tod_h"].to_numpy(), st["total_load_kw"].to_numpy()) / 1000.0
         sims[name] = res
-        res.write(out / name, plots=plots and not quick and sc.outputs.plots)
+        plotter = None
+        if plots and not quick and sc.outputs.plots:
+            from experiments.plots import plot_run as plotter
+        res.write(out / name, plots=plotter, replace=True)
         cases[name], util[name], peak_hour[name] = _sim_case(prob_c, res, v, base_price)
     sim_info = sims["sim-eho"].kpis
 

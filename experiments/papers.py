@@ -8,9 +8,8 @@ come from the scenario's ``[paper]`` table.
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,14 +86,18 @@ NOTES = {
 }
 
 
-def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False) -> pd.DataFrame:
-    """Run a paper scenario's variants, write each run and the comparison table, and print it."""
-    from experiments.cli import _simulate, print_kpis, warn_failures
+def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False,
+              replace: bool = False) -> pd.DataFrame:
+    """Run a paper scenario's variants, write each run and the comparison table, and print it.
+
+    ``out_dir`` follows `sim.result.check_output_dir` (new, empty, or a previous evgrid result with ``replace``);
+    everything is staged in a temporary sibling and appears complete or not at all.
+    """
+    from experiments.console import print_kpis, qubo_rtp_report, simulate, warn_failures
+    from sim.result import check_output_dir, provenance, publish, staging_dir
 
     kind = sc.paper["compare"]
     if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
-        from experiments.cli import qubo_rtp_report
-
         qubo_rtp_report(sc, out=Path(out_dir))
         return pd.DataFrame()
     if kind not in COMPARISONS:
@@ -102,15 +105,18 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
 
         raise ScenarioError(f"paper.compare: unknown '{kind}'; allowed: {', '.join(COMPARISONS)}")
     variants, table_fn = COMPARISONS[kind]
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out = check_output_dir(out_dir, replace=replace)
+    draw = plots and sc.outputs.plots
+    plot_run = None
+    if draw:
+        from experiments.plots import plot_run
+    tmp = staging_dir(out)
     try:
         results = {}
         for name, changes in variants.items():
-            results[name] = _simulate(_variant(sc, changes, name), quiet)
+            results[name] = simulate(_variant(sc, changes, name), quiet)
             warn_failures(results[name].kpis)
-            results[name].write(tmp / name, plots=plots and sc.outputs.plots)
+            results[name].write(tmp / name, plots=plot_run)
         table = table_fn({n: r.kpis for n, r in results.items()}, sc.paper)
         table.to_csv(tmp / "paper_comparison.csv", index=False)
         md = [f"# {sc.name}: paper vs ours", "", f"Source: {sc.paper.get('source', '')}", "",
@@ -118,16 +124,14 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
         md += [f"| {r.metric} | {r.paper:.3f} | {r.ours:.3f} |" for r in table.itertuples()]
         md += ["", NOTES.get(kind, "")]
         (tmp / "paper_comparison.md").write_text("\n".join(md) + "\n")
-        if plots and sc.outputs.plots:
+        if draw:
             from experiments.plots import plot_comparison
 
             plot_comparison(results, tmp / "plots")
         if kind == "eho":  # the bilevel model on the same EVs: the paper's Tables 4–11, Table 9, the searches judged
-            run_eho_paper(tmp / "bilevel", seed=sc.seed, plots=plots and sc.outputs.plots, scenario=sc.name,
-                          quiet=quiet)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            run_eho_paper(tmp / "bilevel", seed=sc.seed, plots=draw, scenario=sc.name, quiet=quiet)
+        (tmp / "provenance.json").write_text(json.dumps(provenance(sc), indent=2))
+        publish(tmp, out, replace=replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,7 +13,8 @@ Builders (``build_network(case, …)``):
   7 / 8.5 $/MVArh and power factor 0.95; + PV 0.8 MW at bus 18; 8 MVA substation.
 * ``case33bw-dlmp`` — the feeder of Suri et al. (`000_…`): + PV 500 kW at bus 15 and 3 × 500 kW wind at bus 7.
 * ``case118`` — IEEE 118-bus system (pandapower's ``case118``), one system-wide profile.
-* ``file`` — any pandapower network file (JSON or pickle).
+* ``file`` — a network file: pandapower JSON (checked against a data allow-list before pandapower reads it),
+  MATPOWER ``.m``/``.mat``, or a pickle only with the user's ``--trust-pickle`` opt-in (see `grids.netfile`).
 
 Line ratings: Baran & Wu give none (pandapower's case33bw carries 99999 kA). Unless told otherwise every line gets
 ``line_max_i_ka`` (default 0.4 kA ≈ 8.8 MVA at 12.66 kV, the substation rating), so line loading is meaningful;
@@ -234,7 +235,7 @@ def build_network(
 
     Args:
         case: ``case33bw``, ``case33bw-dr``, ``case33bw-dlmp``, ``case118`` or ``file``.
-        file: pandapower network file when ``case = "file"``.
+        file: network file when ``case = "file"`` (``.json``, ``.m``, ``.mat``; pickles need ``--trust-pickle``).
         load_profile: ``"zonal"`` (R/C/I zones), ``"residential"`` (one residential curve) or ``"flat"``.
         load_scale: multiplies every base load.
         line_max_i_ka: thermal rating given to every line [kA]; None keeps the network's own.
@@ -256,14 +257,13 @@ def build_network(
         net = pn.case118()
         citation = "IEEE 118-bus test system (pandapower case118, from MATPOWER)"
     elif case == "file":
-        path = Path(file)
-        if not path.is_file():
-            raise NetworkError(f"grid.file: '{file}' not found")
+        from grids.netfile import NetworkFileError, load_network_file
+
         try:
-            net = pp.from_json(str(path)) if path.suffix == ".json" else pp.from_pickle(str(path))
-        except Exception as err:  # pandapower raises many types for a bad file
-            raise NetworkError(f"grid.file: cannot read '{file}' as a pandapower network ({err})") from err
-        citation = f"pandapower network file {path.name}"
+            net = load_network_file(file)
+        except NetworkFileError as err:
+            raise NetworkError(str(err)) from None
+        citation = f"network file {Path(file).name}"
     else:
         raise NetworkError(f"grid.case: unknown '{case}'; allowed: case33bw, case33bw-dr, case33bw-dlmp, case118, file")
 

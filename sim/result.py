@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -19,6 +20,105 @@ import pandas as pd
 from sim.scenario import Scenario
 
 PACKAGES = ("evgrid", "mesa", "simpy", "pandapower", "numpy", "pandas", "scipy", "dimod", "highspy", "pydantic")
+
+
+PROVENANCE = "provenance.json"
+_STAGING = ".evgrid-tmp-"
+
+
+class OutputError(ValueError):
+    """An output folder cannot be used (not ours, not empty, the working directory, not writable)."""
+
+
+def is_result_dir(path: Path) -> bool:
+    """True if ``path`` holds an evgrid result: a provenance file of ours (scenario hash, package versions)."""
+    try:
+        prov = json.loads((path / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(prov, dict) and "scenario_hash" in prov and "evgrid" in (prov.get("versions") or {})
+
+
+def check_output_dir(out_dir: str | Path, *, replace: bool = False, where: str = "--out") -> Path:
+    """Resolve an output folder and refuse one that writing would destroy user data in.
+
+    Allowed: a path that does not exist (its parent must be creatable and writable), an empty folder, and — with
+    ``replace`` — a folder holding a previous evgrid result (`is_result_dir`). Never the working directory, one of
+    its ancestors, the home folder or the root. Nothing is created or changed.
+
+    Raises:
+        OutputError: one line naming the folder and what is allowed.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved:
+        raise OutputError(f"{where}: '{out_dir}' is the working directory, one of its parents, home or root; "
+                          "name a new folder")
+    if out.is_symlink():
+        raise OutputError(f"{where}: '{out_dir}' is a symbolic link; name a real folder")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{where}: '{out_dir}' exists and is not a folder")
+        if any(p.name != ".DS_Store" for p in out.iterdir()):
+            if not is_result_dir(out):
+                raise OutputError(f"{where}: '{out_dir}' is not empty and holds no evgrid result; refusing to touch "
+                                  "it (name a new or empty folder)")
+            if not replace:
+                raise OutputError(f"{where}: '{out_dir}' holds a previous evgrid result; pass --force to replace it")
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{where}: cannot write in '{out.parent}' (permission denied)")
+        return out
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{where}: cannot create '{out_dir}' ('{parent}' is not a writable folder)")
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh temporary sibling of ``out`` to write into, with the permissions of a folder made under the umask.
+
+    Staging folders left by killed runs (their process is gone) are removed first.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.name}{_STAGING}"
+    for old in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if old.is_dir() and not old.is_symlink() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def publish(tmp: Path, out: Path, *, replace: bool = False) -> None:
+    """Move a finished staging folder into place (checks ``out`` again; see `check_output_dir`)."""
+    check_output_dir(out, replace=replace)
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}{os.getpid()}-old-", dir=out.parent))
+        os.replace(out, old / "previous")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def _git_revision() -> str:
@@ -76,18 +176,24 @@ class RunResult:
     kpis: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, out_dir: str | Path, *, plots: bool | None = None,
-              extra: Callable[[Path], None] | None = None) -> Path:
+    def write(self, out_dir: str | Path, *, plots: Callable[["RunResult", Path], None] | None = None,
+              extra: Callable[[Path], None] | None = None, replace: bool = False) -> Path:
         """Write tables (Parquet), KPIs (JSON), scenario (TOML), provenance and plots into ``out_dir``.
 
         The directory appears complete or not at all: everything is written into a temporary sibling that is
-        renamed into place at the end (an existing ``out_dir`` is replaced).
+        renamed into place at the end. ``out_dir`` must not exist, be empty, or — with ``replace`` — hold a previous
+        evgrid result (see `check_output_dir`); anything else raises `OutputError` before a byte is written.
+
+        Args:
+            plots: called as ``plots(result, folder)`` to draw the plots (the caller chooses the plotting module;
+                None = no plots).
+            extra: called with the staging folder to add files of the caller's own.
+            replace: replace a previous evgrid result in ``out_dir``.
         """
         import tomli_w
 
-        out = Path(out_dir).resolve()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        out = check_output_dir(out_dir, replace=replace)
+        tmp = staging_dir(out)
         try:
             (tmp / "tables").mkdir()
             skip = set()
@@ -99,22 +205,13 @@ class RunResult:
                 if name not in skip:
                     df.to_parquet(tmp / "tables" / f"{name}.parquet", index=False)
             (tmp / "kpis.json").write_text(json.dumps({k: _jsonable(v) for k, v in self.kpis.items()}, indent=2))
-            (tmp / "provenance.json").write_text(json.dumps({**self.provenance, "run_seed": str(self.seed)}, indent=2))
             (tmp / "scenario.toml").write_text(tomli_w.dumps(self.scenario.model_dump(mode="json", exclude_none=True)))
-            if plots if plots is not None else self.scenario.outputs.plots:
-                from experiments.plots import plot_run
-
-                plot_run(self, tmp / "plots")
+            if plots is not None:
+                plots(self, tmp / "plots")
             if extra is not None:
                 extra(tmp)
-            if out.exists():
-                old = out.with_name(f".{out.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
+            (tmp / PROVENANCE).write_text(json.dumps({**self.provenance, "run_seed": str(self.seed)}, indent=2))
+            publish(tmp, out, replace=replace)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

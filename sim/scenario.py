@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,8 @@ class ScenarioError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN/inf in any float field (lists included) is an error naming the field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeSpec(_Model):
@@ -75,7 +77,8 @@ class GridSpec(_Model):
     """The network, its load profile, its limits and the power-flow engine."""
 
     case: Literal["case33bw", "case33bw-dr", "case33bw-dlmp", "case118", "file"] = "case33bw"
-    file: str = Field("", description="pandapower network file (.json or .p) when case = 'file'")
+    file: str = Field("", description="network file when case = 'file': pandapower .json or MATPOWER .m/.mat "
+                      "(pickles only with the command-line opt-in --trust-pickle)")
     bus_numbering: Literal["paper", "pandapower"] = "paper"
     load_profile: Literal["zonal", "flat", "residential"] = "zonal"
     load_scale: float = Field(1.0, gt=0, le=10)
@@ -369,6 +372,25 @@ class Scenario(_Model):
     detection: DetectionSpec = DetectionSpec()
     paper: dict[str, Any] = Field(default_factory=dict, description="published reference numbers to print beside ours")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the name becomes a folder (results/<name>): a name must not climb, hide or escape it
+        if (not v or len(v) > 120 or v in (".", "..") or v.startswith(".") or any(c in v for c in "/\\:")
+                or not v.isprintable()):
+            raise ValueError("must be a plain name of 1-120 printable characters without '/', '\\', ':', NUL, "
+                             "a leading '.' or being '.'/'..'")
+        return v
+
+    @model_validator(mode="after")
+    def _finite_free_tables(self) -> "Scenario":
+        # market.params and paper are free-form tables (checked by the mechanisms / printed): no NaN/inf there either
+        for root, table in (("market.params", self.market.params), ("paper", self.paper)):
+            where = _non_finite(table, root)
+            if where:
+                raise ValueError(f"{where[0]}: must be a finite number (got {where[1]!r})")
+        return self
+
     @model_validator(mode="after")
     def _measurement_attacks(self) -> "Scenario":
         if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
@@ -395,6 +417,18 @@ class Scenario(_Model):
     def digest(self) -> str:
         """Stable hash of the resolved scenario (identifies it in result stores)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
+    """The first NaN/inf float inside nested tables/lists, as (dotted path, value), or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        hit = _non_finite(v, f"{path}.{k}")
+        if hit:
+            return hit
+    return None
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -434,7 +468,16 @@ def resolve_path(name_or_path: str | Path) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file, turning syntax errors into one-line `ScenarioError`s."""
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(f"{path.name}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset "
+                            f"{err.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{path.name}: not valid TOML: {err}") from None
 
