@@ -73,8 +73,8 @@ def _cache_pandapower_kernels() -> int:
     import sys
 
     try:
-        from numba.core.dispatcher import Dispatcher
         from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
     except ImportError:  # pragma: no cover - numba is a pinned dependency; pandapower then runs without it
         return 0
     n = 0
@@ -82,7 +82,7 @@ def _cache_pandapower_kernels() -> int:
         if not (name == "pandapower" or name.startswith("pandapower.")) or module is None:
             continue
         for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache) \
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache) \
                     and getattr(obj.py_func, "__module__", "").startswith("pandapower"):
                 try:
                     obj.enable_caching()

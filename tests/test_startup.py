@@ -17,18 +17,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandapower as pp
 import pytest
 
-from grids.network import build_network
+from grids.network import Network, build_network
 from grids.powerflow import FastPowerFlow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _r_by_pandapower(network) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _r_by_pandapower(network: Network) -> np.ndarray:
     """The former ``sensitivity_r``: its own ``pp.runpp`` on a copy, then Re(inv(Ybus without slack))."""
     net = copy.deepcopy(network.net)
     pp.runpp(net)
@@ -70,7 +71,7 @@ def test_run_setup_calls_runpp_once(monkeypatch) -> None:
     calls = []
     real = pp.runpp
 
-    def counting(net, **kw):  # type: ignore[no-untyped-def]
+    def counting(net: Any, **kw: Any) -> Any:
         calls.append(kw)
         return real(net, **kw)
 
