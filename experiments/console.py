@@ -72,16 +72,23 @@ def simulate(sc: Any, quiet: bool) -> Any:
     """Run a co-simulation of scenario ``sc``, with a progress bar unless ``quiet``; returns its `RunResult`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sim.model import CoSimulation
-
     if quiet:
+        from sim.model import CoSimulation
+
         return CoSimulation(sc).run()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
     ) as bar:
-        task = bar.add_task(sc.name, total=sc.time.n_steps)
+        # set-up phases on the bar before the steps start (the grid is built once per process, then cached)
+        task = bar.add_task(f"{sc.name}: loading libraries", total=sc.time.n_steps)
+        from sim.model import CoSimulation, compiled_grid
+
+        bar.update(task, description=f"{sc.name}: building grid, compiling power flow")
+        compiled_grid(sc.grid)
+        bar.update(task, description=f"{sc.name}: generating fleet and agents")
         model = CoSimulation(sc, progress=lambda k, n: bar.update(task, completed=k))
+        bar.update(task, description=sc.name)
         return model.run()
 
 

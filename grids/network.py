@@ -158,24 +158,25 @@ class Network:
     def dgs(self) -> list[DER]:
         return [d for d in self.ders if d.kind == "dg"]
 
-    def sensitivity_r(self) -> np.ndarray:
+    def sensitivity_r(self, engine: Any = None) -> np.ndarray:
         """Mutual driving-point resistance ``Re(Z_ki)`` between buses [pu] (slack removed), shape (n_bus, n_bus).
 
         ``-Re(Z_ki)`` approximates ∂V_k/∂P_i in per unit (LinDistFlow-like sensitivity); the DSO uses it to curtail
-        EV load where it helps the violated bus most. Cached after the first call.
+        EV load where it helps the violated bus most. Cached after the first call (read-only array).
+
+        Computed by our fast power-flow engine from the bus admittance matrix of its one compile run
+        (:meth:`grids.powerflow.FastPowerFlow.driving_point_resistance`), no power flow of its own. Pass the
+        :class:`~grids.powerflow.FastPowerFlow` already compiled from ``self.net`` as ``engine`` to reuse it;
+        otherwise one is compiled here.
         """
         if getattr(self, "_r", None) is None:
-            import pandapower as pp
+            from grids.powerflow import FastPowerFlow
 
-            net = _copy_net(self.net)
-            pp.runpp(net)
-            ybus = net._ppc["internal"]["Ybus"].toarray()
-            lookup = net._pd2ppc_lookups["bus"][net.bus.index.values]
-            ref = set(np.atleast_1d(net._ppc["internal"]["ref"]).tolist())
-            keep = np.array([i for i in range(ybus.shape[0]) if i not in ref])
-            z = np.zeros(ybus.shape, complex)
-            z[np.ix_(keep, keep)] = np.linalg.inv(ybus[np.ix_(keep, keep)])
-            self._r = np.real(z[np.ix_(lookup, lookup)])
+            if not isinstance(engine, FastPowerFlow):
+                engine = FastPowerFlow(self.net)
+            elif not np.array_equal(engine.bus_index, self.net.bus.index.to_numpy()):
+                raise ValueError(f"sensitivity_r: the engine was not compiled from network {self.name!r}")
+            self._r = engine.driving_point_resistance()
         return self._r
 
 
@@ -203,12 +204,6 @@ def feeder_neighbours(net: Any, buses: np.ndarray, reach: int) -> list[list[int]
         order = [j for j in np.lexsort((np.arange(len(buses)), d)) if j != k]
         out.append([k] + [int(j) for j in order[:reach]])
     return out
-
-
-def _copy_net(net: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(net)
 
 
 def _paper_bus(net: Any, bus_1based: int) -> int:

@@ -58,6 +58,45 @@ __all__ = [
     "ENGINES",
 ]
 
+
+def _cache_pandapower_kernels() -> int:
+    """Let numba cache pandapower's JIT kernels on disk; returns how many kernels were switched to caching.
+
+    pandapower declares its power-flow kernels (``makeYbus_numba.gen_Ybus``, the Jacobian and branch-flow
+    kernels, the bus-fusion helpers of ``build_bus``) with ``cache=False``, so every process compiled them again
+    on its first ``pp.runpp`` — about 10 s of CPU (20 s wall on a busy machine) before the first step of every
+    run. Switching their dispatchers to numba's file cache is what ``cache=True`` would have done: the same
+    machine code, loaded from ``__pycache__`` next to pandapower's sources (or numba's per-user cache directory
+    when that is read-only), so results are bit-identical and only the first process on an installation pays
+    the compilation. Where numba cannot cache (no writable location) the kernel is left as it was.
+    """
+    import sys
+
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # pragma: no cover - numba is a pinned dependency; pandapower then runs without it
+        return 0
+    n = 0
+    for name, module in list(sys.modules.items()):
+        if not (name == "pandapower" or name.startswith("pandapower.")) or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache) \
+                    and getattr(obj.py_func, "__module__", "").startswith("pandapower"):
+                try:
+                    obj.enable_caching()
+                    n += 1
+                except Exception:  # noqa: BLE001 - numba raises RuntimeError (no cache locator) and others
+                    pass
+    return n
+
+
+# pandapower imports its power-flow kernel modules (pf.makeYbus_numba, pf.create_jacobian_numba, ...) with itself
+import pandapower.pf.run_newton_raphson_pf  # noqa: E402,F401  (make sure the kernels are loaded before patching)
+
+PANDAPOWER_KERNELS_CACHED: int = _cache_pandapower_kernels()
+
 ENGINES: tuple[str, ...] = ("fast", "pandapower")
 _SQRT3 = float(np.sqrt(3.0))
 # Elements whose power the caller supplies through the load arrays.
@@ -277,6 +316,11 @@ class FastPowerFlow:
         self._bus_all_valid = bool(valid.all())
         self._bus_src = np.flatnonzero(valid)          # net.bus positions that take part
         self._bus_dst = inv[lk[valid]]                  # ... and their internal position
+        # pandapower's own (unpermuted) admittance matrix and slack set, for driving_point_resistance()
+        self._bus_ppci = lk[valid]
+        self._ybus_ppci = internal["Ybus"]
+        self._ref_ppci = ref
+        self._r_pu: np.ndarray | None = None
         # fast paths: every net bus has an internal bus (output gather), and the map is a bijection (input)
         self._out_gather = self._bus_dst.copy() if self._bus_all_valid else None
         self._in_gather = None
@@ -445,6 +489,30 @@ class FastPowerFlow:
     def bus_index(self) -> np.ndarray:
         """pandapower bus indices in the order of the load/voltage arrays (copy)."""
         return self._bus_index.copy()
+
+    def driving_point_resistance(self) -> np.ndarray:
+        """Mutual driving-point resistance ``Re(Z_ki)`` between buses [pu], slack removed, shape (n_bus, n_bus).
+
+        ``Z`` is the inverse of the bus admittance matrix with the slack rows and columns removed (``Z`` is 0 on
+        the slack buses); rows and columns follow ``net.bus.index``. Computed from the admittance matrix of the
+        compile run (no further power flow) and cached; buses outside the calculation (out of service or
+        isolated) have zero rows and columns — an injection there reaches no other bus. The returned array is
+        read-only.
+        """
+        if self._r_pu is None:
+            ybus = self._ybus_ppci.toarray()
+            ref = set(np.atleast_1d(self._ref_ppci).tolist())
+            keep = np.array([i for i in range(ybus.shape[0]) if i not in ref], dtype=np.int64)
+            z = np.zeros(ybus.shape, complex)
+            z[np.ix_(keep, keep)] = np.linalg.inv(ybus[np.ix_(keep, keep)])
+            r = np.real(z[np.ix_(self._bus_ppci, self._bus_ppci)])
+            if not self._bus_all_valid:
+                full = np.zeros((self._n_bus, self._n_bus))
+                full[np.ix_(self._bus_src, self._bus_src)] = r
+                r = full
+            r.setflags(write=False)
+            self._r_pu = r
+        return self._r_pu
 
     def reset_warm_start(self) -> None:
         """Forget the last solution; the next solve starts from the compile run's no-load voltages."""

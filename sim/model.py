@@ -103,9 +103,10 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         max_line_loading_percent=g.max_line_loading_percent, substation_mva=g.substation_mva,
         dg_cost_scale=g.dg_cost_scale,
     )
+    engine = make_engine(network.net, g.engine)
     if g.curtailment:
-        network.sensitivity_r()
-    return network, make_engine(network.net, g.engine)
+        network.sensitivity_r(engine)  # from the fast engine's admittance matrix (compiled afresh for "pandapower")
+    return network, engine
 
 
 class CoSimulation(mesa.Model):
