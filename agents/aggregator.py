@@ -11,20 +11,25 @@ curtailment) is rescheduled at the next step with what it still needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mesa
 import numpy as np
 
 from agents.fleet import PLUGGED
 from markets.base import EVFlex, MarketRequest, MarketResult, Mechanism
+from markets.scoring import Scored
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
 
 
 class MarketOperator(mesa.Agent):
-    """Calls the configured mechanism and keeps the day-ahead plan (tariff and demand-response shift per step)."""
+    """Calls the configured mechanism and keeps the day-ahead plan (tariff and demand-response shift per step).
+
+    With reference scoring on, ``mechanism`` is a `markets.scoring.Scored` composite; its running totals are
+    read through ``reference`` (None when scoring is off).
+    """
 
     def __init__(
         self,
@@ -32,8 +37,6 @@ class MarketOperator(mesa.Agent):
         mechanism: Mechanism,
         n_steps: int,
         tariff_usd_per_mwh: np.ndarray,
-        *,
-        reference: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model)
         self.mechanism = mechanism
@@ -41,43 +44,47 @@ class MarketOperator(mesa.Agent):
         self.shift_kw = np.zeros(n_steps)
         self.wall_time_s = 0.0
         self.n_clearings = 0
-        self.reference = reference  # None, or keyword arguments of markets.milp.reference
-        self.objective_usd = 0.0
-        self.reference_usd = 0.0
-        self.gaps: list[float] = []
-        self.reference_time_s = 0.0
         self.dlmp_p: np.ndarray | None = None  # (n_steps, n_bus) when the DSO prices the grid
         self.dlmp_q: np.ndarray | None = None
         self.dlmp_failed_slots = 0
         self.load_range_kw: tuple[float, float] | None = None  # day-ahead forecast range, anchors real-time prices
 
     @property
+    def reference(self) -> Scored | None:
+        """The scoring composite when the mechanism is scored against the exact optimum, else None."""
+        return self.mechanism if isinstance(self.mechanism, Scored) else None
+
+    @property
+    def objective_usd(self) -> float:
+        """The mechanism's schedules on the reference's objective, summed over scored clearings [$]."""
+        return self.reference.objective_usd if self.reference is not None else 0.0
+
+    @property
+    def reference_usd(self) -> float:
+        """The exact optima of the scored clearings, summed [$]."""
+        return self.reference.reference_usd if self.reference is not None else 0.0
+
+    @property
+    def gaps(self) -> list[float]:
+        """Relative gap of every scored clearing."""
+        return self.reference.gaps if self.reference is not None else []
+
+    @property
+    def reference_time_s(self) -> float:
+        """Wall time spent solving references [s]."""
+        return self.reference.reference_time_s if self.reference is not None else 0.0
+
+    @property
     def replans(self) -> bool:
-        """Whether the mechanism re-solves every plugged EV at every step (rolling horizon)."""
-        return bool(getattr(self.mechanism, "replans", False))
+        """Whether the mechanism re-solves every plugged EV at every step (rolling horizon; declared by it)."""
+        return self.mechanism.replans
 
     def clear(self, request: MarketRequest) -> MarketResult:
-        """Clear with the mechanism; with a reference configured, also score it against the exact optimum."""
+        """Clear with the mechanism (scored against the exact optimum when it is a `Scored` composite)."""
         result = self.mechanism.clear(request)
         self.wall_time_s += result.info["wall_time_s"]
         self.n_clearings += 1
-        if self.reference is not None and len(request.evs):
-            result = self._score(request, result)
         return result
-
-    def _score(self, request: MarketRequest, result: MarketResult) -> MarketResult:
-        import time
-
-        from markets.milp import reference, score
-
-        t = time.perf_counter()
-        ref, _ = reference(request, **self.reference)
-        self.reference_time_s += time.perf_counter() - t
-        scored = score(request, result, reference_objective=ref, **self.reference)
-        self.objective_usd += ref + scored.gap * abs(ref) if np.isfinite(scored.gap) else ref
-        self.reference_usd += ref
-        self.gaps.append(float(scored.gap))
-        return scored
 
     def plan_day(self, k: int, request: MarketRequest) -> None:
         """Clear the day-ahead request starting at step ``k`` and store its price and shift."""
@@ -93,8 +100,8 @@ class MarketOperator(mesa.Agent):
         self.load_range_kw = (float(total.min()), float(total.max()))
 
     def reprice(self, k: int, result: MarketResult) -> None:
-        """Adopt a real-time price for steps ``k …`` when the mechanism re-priced (``info["repriced"]``)."""
-        if result.info.get("repriced"):
+        """Adopt a real-time price for steps ``k …`` when the mechanism re-priced (``result.repriced``)."""
+        if result.repriced:
             price = np.asarray(result.price_usd_per_mwh, float)
             self.price_usd_per_mwh[k : k + len(price)] = price
 

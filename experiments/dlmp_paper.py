@@ -87,7 +87,7 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
     price = np.asarray(sc.prices.table_usd_per_mwh, float)[(hours % 24).astype(int)].reshape(t, per_slot).mean(axis=1)
     return MarketRequest(t0_min=sc.time.start_h * 60, dt_min=dt_min, n_slots=t, evs=evs, base_load_kw=base,
                          price_usd_per_mwh=price, day_ahead=True,
-                         extra={"s_max_kva": fleet.s_max_kva})
+                         s_max_kva=fleet.s_max_kva)
 
 
 def _cold_gap(res: Any) -> float | None:

@@ -481,6 +481,8 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
 
         data = sc.model_dump(mode="json")
         data["market"]["mechanism"] = mech
+        if mech == "uncontrolled":  # no aggregator to redirect users: everyone queues at their own station
+            data["fleet"]["station_choice"] = 0
         data["paper"] = {}
         data["name"] = f"{sc.name}-{mech}"
         v = validate(data)
@@ -609,8 +611,8 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
 
 # ----------------------------------------------------------------------------------------------- `evgrid run` path
 EHO_VARIANTS: dict[str, list[tuple[str, Any]]] = {
-    "uncontrolled": [("market.mechanism", "uncontrolled")],
-    "coordinated-own-station": [("market.params.eho-bilevel.station_choice", 0)],
+    "uncontrolled": [("market.mechanism", "uncontrolled"), ("fleet.station_choice", 0)],
+    "coordinated-own-station": [("fleet.station_choice", 0)],
     "coordinated": [],
 }
 
@@ -641,7 +643,7 @@ def eho_sim_table(k: dict[str, dict[str, float]], paper: dict[str, Any]) -> pd.D
 
 SIM_NOTE = (
     "Co-simulation: following users are redirected at arrival to the least busy of their station and its two "
-    "nearest (`station_choice = 2`, the paper's advice to redirect users); kept at their own station, the "
+    "nearest (`fleet.station_choice = 2`, the paper's advice to redirect users); kept at their own station, the "
     "optimised case shifts load by holding ports longer and waits rise instead. The `bilevel/` folder holds the "
     "full comparison (the bilevel model with and without station choice, Tables 4-11, the weight study and EHO "
     "judged against DE, random search and an exact optimum)."

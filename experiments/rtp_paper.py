@@ -119,7 +119,7 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     st_cap = np.where(st_cap > 0, st_cap, np.inf)
     req = MarketRequest(t0_min=sc.time.start_h * 60.0, dt_min=dt_min, n_slots=n, evs=evs,
                         base_load_kw=load, price_usd_per_mwh=cost, renewable_kw=ren, station_cap_kw=st_cap,
-                        extra={"bus_ev_cap_kw": bus_cap})
+                        bus_ev_cap_kw=bus_cap)
     return RTPDay(req, base, ren, n_st, bus)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -120,6 +120,91 @@ class EVFlex:
 
 
 @dataclass(frozen=True)
+class VoltageForecast:
+    """Bus voltages expected over a request's horizon and their linear sensitivity to EV power (LinDistFlow).
+
+    Attributes:
+        vm_base_pu: voltage magnitude per slot and bus with the load already committed [pu], shape (n_slots, n_bus).
+        dv_dp_pu_per_kw: voltage drop at bus ``i`` per kW drawn at bus ``j`` [pu/kW], shape (n_bus, n_bus).
+        v_min_pu: lowest allowed voltage [pu], one value or one per bus (stored per bus, shape (n_bus,)).
+        dv_dq_pu_per_kvar: voltage drop per kVAr absorbed [pu/kVAr], shape (n_bus, n_bus), or None.
+    """
+
+    vm_base_pu: np.ndarray
+    dv_dp_pu_per_kw: np.ndarray
+    v_min_pu: Any
+    dv_dq_pu_per_kvar: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        vm = _arr(self.vm_base_pu)
+        if vm.ndim != 2:
+            raise RequestError(f"voltage.vm_base_pu: expected shape (n_slots, n_bus), got {vm.shape}")
+        nb = vm.shape[1]
+        object.__setattr__(self, "vm_base_pu", vm)
+        for key in ("dv_dp_pu_per_kw", "dv_dq_pu_per_kvar"):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            m = _arr(v)
+            if m.shape != (nb, nb):
+                raise RequestError(f"voltage.{key}: expected shape ({nb}, {nb}), got {m.shape}")
+            object.__setattr__(self, key, m)
+        if self.dv_dp_pu_per_kw is None:
+            raise RequestError("voltage.dv_dp_pu_per_kw: required")
+        vmin = np.asarray(self.v_min_pu, float)
+        if vmin.ndim > 1 or (vmin.ndim == 1 and vmin.shape != (nb,)):
+            raise RequestError(f"voltage.v_min_pu: expected one value or shape ({nb},), got {vmin.shape}")
+        object.__setattr__(self, "v_min_pu", _arr(np.broadcast_to(vmin, (nb,))))
+        for key in ("vm_base_pu", "dv_dp_pu_per_kw", "v_min_pu", "dv_dq_pu_per_kvar"):
+            a = getattr(self, key)
+            if a is not None and not np.all(np.isfinite(a)):
+                raise RequestError(f"voltage.{key}: contains NaN or inf")
+
+    @property
+    def n_bus(self) -> int:
+        """Number of buses."""
+        return int(self.vm_base_pu.shape[1])
+
+    def window(self, start: int, stop: int | None = None) -> "VoltageForecast":
+        """The forecast of slots ``start … stop−1`` (the sensitivities are kept)."""
+        return replace(self, vm_base_pu=self.vm_base_pu[start:stop])
+
+
+@dataclass(frozen=True)
+class Elasticity:
+    """Price elasticities of the flexible non-EV load, as announced to a demand-response mechanism.
+
+    Attributes:
+        self_elasticity: demand change per price change in the same slot (relative, normally ≤ 0).
+        cross_elasticity: demand change per price change in the other slots (relative, normally ≥ 0).
+
+    The signs are not enforced: the ``elasticity`` attack channel may announce implausible values, and the
+    mechanism must see what was announced.
+    """
+
+    self_elasticity: float
+    cross_elasticity: float
+
+    def __post_init__(self) -> None:
+        for key in ("self_elasticity", "cross_elasticity"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                raise RequestError(f"elasticity.{key}: expected a finite number, got {v!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"self_elasticity": …, "cross_elasticity": …}``."""
+        return {"self_elasticity": self.self_elasticity, "cross_elasticity": self.cross_elasticity}
+
+
+#: The optional parts of a `MarketRequest` a mechanism may declare in `Mechanism.needs`; a simulation fills a part
+#: only for a mechanism that declares it. ``dlmp`` stands for both DLMP fields.
+REQUEST_PARTS: frozenset[str] = frozenset({
+    "dlmp", "voltage", "load_elasticity", "s_max_kva", "load_range_kw", "committed_station_kw", "bus_ev_cap_kw",
+    "prev_station_price_usd_per_kwh",
+})
+
+
+@dataclass(frozen=True)
 class MarketRequest:
     """Everything a mechanism may look at to clear one market step (a snapshot, never live state).
 
@@ -138,7 +223,17 @@ class MarketRequest:
         dlmp_p_usd_per_mwh: optional active DLMP per slot and bus [$/MWh], shape (n_slots, n_bus).
         dlmp_q_usd_per_mvarh: optional reactive DLMP per slot and bus [$/MVArh], shape (n_slots, n_bus).
         day_ahead: true on the first clearing of a day (mechanisms that plan the day do it then).
-        extra: anything else a mechanism documents that it reads.
+        s_max_kva: optional apparent-power rating of each EV's charger [kVA], shape (n_evs,).
+        load_range_kw: optional (lowest, highest) system load of the day-ahead forecast [kW] (anchors real-time
+            prices).
+        voltage: optional voltage forecast and sensitivities (`VoltageForecast`, n_slots rows).
+        load_elasticity: optional announced elasticities of the flexible load (`Elasticity`), replacing a demand-response
+            mechanism's configured ones for this clearing.
+        committed_station_kw: optional EV load already committed at each station per slot, as the stations report
+            it [kW], shape (n_stations, n_slots) (n_stations = ``len(station_cap_kw)`` when caps are given).
+        bus_ev_cap_kw: optional EV-load limit of feeder buses {bus: kW} (couples the stations at a bus).
+        prev_station_price_usd_per_kwh: optional price of each station in the interval before slot 0 [$/kWh],
+            shape (n_stations,) (the start of a price-ramp limit; NaN = no previous price for that station).
     """
 
     t0_min: float
@@ -154,7 +249,13 @@ class MarketRequest:
     dlmp_p_usd_per_mwh: np.ndarray | None = None
     dlmp_q_usd_per_mvarh: np.ndarray | None = None
     day_ahead: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    s_max_kva: np.ndarray | None = None
+    load_range_kw: tuple[float, float] | None = None
+    voltage: VoltageForecast | None = None
+    load_elasticity: Elasticity | None = None
+    committed_station_kw: np.ndarray | None = None
+    bus_ev_cap_kw: Mapping[int, float] | None = None
+    prev_station_price_usd_per_kwh: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (self.dt_min > 0):
@@ -185,6 +286,53 @@ class MarketRequest:
             raise RequestError(f"evs.end_slot: must be <= n_slots={n}")
         if self.station_cap_kw is not None:
             object.__setattr__(self, "station_cap_kw", _arr(self.station_cap_kw))
+        self._check_optional_parts()
+
+    def _check_optional_parts(self) -> None:
+        """Validate the typed optional parts (shape, range, finite), like the required fields."""
+        n, n_ev = self.n_slots, len(self.evs)
+        if self.s_max_kva is not None:
+            a = _arr(np.broadcast_to(np.asarray(self.s_max_kva, float), (n_ev,)) if np.ndim(self.s_max_kva) == 0
+                     else self.s_max_kva)
+            if a.shape != (n_ev,):
+                raise RequestError(f"s_max_kva: expected shape ({n_ev},), got {a.shape}")
+            if not np.all(np.isfinite(a)) or np.any(a < 0):
+                raise RequestError("s_max_kva: must be finite and >= 0 per EV")
+            object.__setattr__(self, "s_max_kva", a)
+        if self.load_range_kw is not None:
+            lr = tuple(float(x) for x in self.load_range_kw)
+            if len(lr) != 2 or not all(np.isfinite(lr)) or lr[0] > lr[1]:
+                raise RequestError(f"load_range_kw: expected finite (low, high) with low <= high, got {self.load_range_kw!r}")
+            object.__setattr__(self, "load_range_kw", lr)
+        if self.voltage is not None:
+            v = self.voltage
+            if not isinstance(v, VoltageForecast):
+                raise RequestError(f"voltage: expected a VoltageForecast, got {type(v).__name__}")
+            if v.vm_base_pu.shape[0] != n:
+                raise RequestError(f"voltage.vm_base_pu: expected shape (n_slots={n}, n_bus), got {v.vm_base_pu.shape}")
+            if n_ev and self.evs.bus.max() >= v.n_bus:
+                raise RequestError(f"voltage: has {v.n_bus} buses but an EV is at bus {self.evs.bus.max()}")
+        if self.load_elasticity is not None and not isinstance(self.load_elasticity, Elasticity):
+            raise RequestError(f"load_elasticity: expected an Elasticity, got {type(self.load_elasticity).__name__}")
+        if self.committed_station_kw is not None:
+            c = _arr(self.committed_station_kw)
+            n_st = None if self.station_cap_kw is None else len(self.station_cap_kw)
+            if c.ndim != 2 or c.shape[1] != n or (n_st is not None and c.shape[0] != n_st):
+                raise RequestError(f"committed_station_kw: expected shape ({n_st if n_st is not None else 'n_stations'}, "
+                                   f"{n}), got {c.shape}")
+            if not np.all(np.isfinite(c)):
+                raise RequestError("committed_station_kw: contains NaN or inf")
+            object.__setattr__(self, "committed_station_kw", c)
+        if self.bus_ev_cap_kw is not None:
+            caps = {int(b): float(v) for b, v in dict(self.bus_ev_cap_kw).items()}
+            if any(b < 0 for b in caps) or not all(np.isfinite(v) and v >= 0 for v in caps.values()):
+                raise RequestError("bus_ev_cap_kw: expected {bus >= 0: finite kW >= 0}")
+            object.__setattr__(self, "bus_ev_cap_kw", caps)
+        if self.prev_station_price_usd_per_kwh is not None:
+            pp = _arr(np.atleast_1d(self.prev_station_price_usd_per_kwh))
+            if pp.ndim != 1 or np.any(np.isinf(pp)) or np.any(pp < 0):
+                raise RequestError("prev_station_price_usd_per_kwh: expected one price >= 0 (or NaN) per station")
+            object.__setattr__(self, "prev_station_price_usd_per_kwh", pp)
 
     @property
     def dt_h(self) -> float:
@@ -254,7 +402,10 @@ class MarketResult:
             sums to zero when shifted energy is fully recovered.
         objective: named objective terms (e.g. ``{"energy_cost_usd": …}``).
         violations: named constraint violations (0 means satisfied).
-        info: solver information: ``wall_time_s`` always, plus mechanism-specific entries.
+        info: solver information: ``wall_time_s`` always, plus mechanism-specific entries (for inspection; nothing in
+            the simulation steers by it).
+        repriced: true when the mechanism re-priced the rest of the horizon in real time (the market operator then
+            adopts ``price_usd_per_mwh`` from the clearing's first slot on).
         reference_objective: objective of an exact reference solution, when computed.
         gap: relative optimality gap to the reference, when computed.
     """
@@ -269,6 +420,7 @@ class MarketResult:
     info: dict[str, Any] = field(default_factory=dict)
     reference_objective: float | None = None
     gap: float | None = None
+    repriced: bool = False
 
     def to_frame(self, request: MarketRequest | None = None) -> "Any":
         """Schedules as a tidy pandas DataFrame (one row per EV and slot with non-zero power)."""
@@ -295,10 +447,20 @@ class Mechanism(ABC):
 
     Subclasses set ``name`` and ``parameters`` (allowed keyword → (default, description)) and implement
     `_clear`. Unknown keywords are an error: a misspelt option must not silently spoil a sweep.
+
+    What a mechanism tells a simulation (declared, never probed):
+
+    * ``needs`` — the optional request parts it reads (a subset of `REQUEST_PARTS`); a simulation fills only those.
+      A class attribute, or set per instance in ``__init__`` when a parameter switches a part on.
+    * ``replans`` — true when the simulation should send every plugged EV at every step (rolling horizon).
+    * `announced_elasticity` — the elasticities it announces for the ``load_elasticity`` part (the simulation passes
+      them through the ``elasticity`` attack channel), for mechanisms that need ``load_elasticity``.
     """
 
     name: ClassVar[str] = ""
     parameters: ClassVar[dict[str, tuple[Any, str]]] = {}
+    needs: frozenset[str] = frozenset()
+    replans: bool = False
 
     def __init__(self, *, seed: int | np.random.SeedSequence | np.random.Generator | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.parameters))
@@ -311,6 +473,15 @@ class Mechanism(ABC):
         self.params.update(params)
         self.rng = np.random.default_rng(seed)
         self._validate()
+        unknown_parts = sorted(set(self.needs) - REQUEST_PARTS)
+        if unknown_parts:
+            raise MarketConfigError(f"{type(self).__name__}.needs: unknown request part '{unknown_parts[0]}'; allowed: "
+                                    f"{', '.join(sorted(REQUEST_PARTS))}")
+
+    @property
+    def announced_elasticity(self) -> Elasticity | None:
+        """The elasticities the mechanism announces (None unless it needs ``load_elasticity``)."""
+        return None
 
     def _validate(self) -> None:
         """Check parameter ranges; raise `MarketConfigError` naming the parameter."""

@@ -781,7 +781,7 @@ class EHOBilevel(Mechanism):
       simulation's day-ahead request shows no EVs, so without a forecast there is nothing to optimise and the
       base price and the physical caps are announced), search it with EHO, and announce the DR price of every
       slot and the station limits. The base price ``BP`` is the request's tariff (NaN: the flat
-      ``rho_usd_per_mwh``). Load already committed (``committed_ev_kw``, ``extra["committed_station_kw"]``) is
+      ``rho_usd_per_mwh``). Load already committed (``committed_ev_kw``, ``committed_station_kw``) is
       part of the base load and of the stations' booked capacity.
     * **every clearing** schedules the request's EVs as the lower level's answer to the announced prices and
       limits: followers' exact best responses, the others' elastic response (module docstring), each within its
@@ -789,15 +789,17 @@ class EHOBilevel(Mechanism):
       queue wait is over); a follower's ``H`` counts the time until it is charged.
 
     ``result.info["station_limit_kw"]`` holds the limits, ``info["dr_multiplier"]`` the price multiplier per slot.
-    In ``mode="rolling"`` the re-optimised price is flagged ``info["repriced"] = 1`` (the market operator then
+    In ``mode="rolling"`` the re-optimised price is flagged ``result.repriced`` (the market operator then
     adopts it for the rest of the horizon).
+
+    Whether following users may change station is a fleet behaviour in a simulation (``fleet.station_choice``),
+    not a parameter of the mechanism.
     """
 
     name = "eho-bilevel"
+    needs = frozenset({"committed_station_kw"})  # the stations' booked capacity
     parameters = {
         "alpha1": (0.6, "weight of the DR revenue F1 (eq. 9)"),
-        "station_choice": (0, "in a simulation, following users arriving at a station may use the least busy of "
-                              "it and its N nearest stations along the feeder (the aggregator redirects; 0 = own)"),
         "alpha2": (0.3, "weight of the grid stress F2 (load variance, eq. 9)"),
         "alpha3": (0.1, "weight of the waiting time F3 (eq. 9)"),
         "n_elephants": (50, "EHO population (Table 6)"),
@@ -839,8 +841,6 @@ class EHOBilevel(Mechanism):
         fs, el = p["follow_share"], p["elasticity"]
         checks = {
             "alpha1": (num(p["alpha1"]) and p["alpha1"] >= 0, ">= 0"),
-            "station_choice": (isinstance(p["station_choice"], int) and not isinstance(p["station_choice"], bool)
-                               and p["station_choice"] >= 0, "integer >= 0"),
             "alpha2": (num(p["alpha2"]) and p["alpha2"] >= 0, ">= 0"),
             "alpha3": (num(p["alpha3"]) and p["alpha3"] >= 0, ">= 0"),
             "n_elephants": (isinstance(p["n_elephants"], int) and p["n_elephants"] >= 2, "integer >= 2"),
@@ -884,11 +884,6 @@ class EHOBilevel(Mechanism):
             if v is not None and not (isinstance(v, int) and v >= lo):
                 raise MarketConfigError(f"market.params.forecast.{key}: got {v!r}; allowed integer >= {lo}")
         self._plan: dict[str, Any] | None = None
-
-    @property
-    def replans(self) -> bool:
-        """Rolling mode re-plans prices at every clearing but keeps committed EV schedules (no EV re-scheduling)."""
-        return False
 
     # ------------------------------------------------------------------ helpers
     def _base_price_kwh(self, request: MarketRequest) -> np.ndarray:
@@ -952,9 +947,8 @@ class EHOBilevel(Mechanism):
             ports = np.maximum(fports, 1)
             sessions = Sessions(*(np.r_[getattr(own, f.name), getattr(fs, f.name)] for f in fields(Sessions)))
         booked = np.zeros((n_st, request.n_slots))
-        committed = request.extra.get("committed_station_kw")
-        if committed is not None:
-            c = np.asarray(committed, float)
+        if request.committed_station_kw is not None:
+            c = request.committed_station_kw
             booked[: c.shape[0], :] += c[:, : request.n_slots]
         hours = np.floor(np.asarray(request.tod_h, float) + 1e-9).astype(int) % 24
         prob = BilevelProblem(
@@ -998,6 +992,7 @@ class EHOBilevel(Mechanism):
         p = self.params
         n, dt_h = request.n_slots, request.dt_h
         info: dict[str, Any] = {"mode": p["mode"]}
+        repriced = False
         if request.day_ahead or (p["mode"] == "rolling" and len(request.evs)):
             bp_now = self._base_price_kwh(request) * 1000.0
             plan = self._optimise(request)
@@ -1008,7 +1003,7 @@ class EHOBilevel(Mechanism):
                 plan["t0_min"], plan["dt_min"] = request.t0_min, request.dt_min
                 if self._plan is not None and "t0_tod_h" in self._plan:
                     plan["t0_tod_h"], plan["day_t0_min"] = self._plan["t0_tod_h"], self._plan["day_t0_min"]
-                info["repriced"] = 1.0
+                repriced = True
             self._plan = plan
             info.update(eho_objective=plan["objective"], eho_history=plan["history"].tolist(),
                         eho_n_evals=plan["n_evals"], n_sessions_optimised=plan["n_sessions"])
@@ -1048,6 +1043,7 @@ class EHOBilevel(Mechanism):
             base_load_shift_kw=np.zeros(n),
             objective=objective,
             info=info,
+            repriced=repriced,
         )
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from markets.base import (
+    Elasticity,
     EVFlex,
     MarketConfigError,
     MarketRequest,
@@ -47,27 +48,9 @@ from markets.base import (
     asap_fill,
     register,
 )
+from markets.tariffs import tou_price
 
-
-def tou_price(load_kw: np.ndarray, rho_usd_per_mwh: float, plf_min: float, plf_max: float, shape: str) -> np.ndarray:
-    """TOU price per slot that follows the load shape [$/MWh] (`002_…` eq. 2 and 4).
-
-    Args:
-        load_kw: forecast system load per slot [kW].
-        rho_usd_per_mwh: base price ρ [$/MWh].
-        plf_min: price level factor at the lowest load (``shape="affine"``).
-        plf_max: price level factor at the peak load (``shape="affine"``).
-        shape: ``"affine"`` maps ``[min L, max L]`` onto ``[plf_min, plf_max]``; ``"ratio"`` is ``L / max L``.
-    """
-    load = np.asarray(load_kw, float)
-    peak = load.max()
-    if shape == "ratio":
-        plf = load / peak if peak > 0 else np.ones_like(load)
-    else:
-        span = peak - load.min()
-        x = (load - load.min()) / span if span > 0 else np.full_like(load, 0.5)
-        plf = plf_min + (plf_max - plf_min) * x
-    return rho_usd_per_mwh * plf
+__all__ = ["ElasticityDR", "elastic_shift", "water_fill", "valley_fill", "tou_price"]
 
 
 def elastic_shift(
@@ -186,6 +169,8 @@ class ElasticityDR(Mechanism):
     """TOU demand response with elasticities and coordinated (valley-filling) EV charging; see module docstring."""
 
     name = "elasticity-dr"
+    #: announced elasticities (the attack channel), station reports (caps), the day-ahead load range (``reprice="step"``)
+    needs = frozenset({"load_elasticity", "committed_station_kw", "load_range_kw"})
     parameters = {
         "rho_usd_per_mwh": (84.0, "base energy price ρ [$/MWh] (`002_…` Table 3)"),
         "plf_min": (0.75, "price level factor at the load valley (`002_…` Table 4)"),
@@ -232,13 +217,18 @@ class ElasticityDR(Mechanism):
             if not ok:
                 raise MarketConfigError(f"market.params.{k}: got {p[k]!r}; allowed {allowed[k]}")
 
+    @property
+    def announced_elasticity(self) -> Elasticity:
+        """The configured elasticities of the DR program (what the market announces and a simulation may falsify)."""
+        return Elasticity(self.params["self_elasticity"], self.params["cross_elasticity"])
+
     def day_ahead(self, request: MarketRequest) -> tuple[np.ndarray, np.ndarray]:
         """The announced TOU price [$/MWh] and the non-EV load shift [kW] for the request's horizon.
 
-        ``request.extra["elasticity"]`` (a dict with ``self_elasticity``/``cross_elasticity``), when present,
-        replaces the configured elasticities for this clearing — the elasticity channel an attacker can falsify.
+        ``request.load_elasticity`` (an `Elasticity`), when present, replaces the configured elasticities for this
+        clearing — the elasticity channel an attacker can falsify.
         """
-        p = {**self.params, **request.extra.get("elasticity", {})}
+        p = {**self.params, **(request.load_elasticity.as_dict() if request.load_elasticity is not None else {})}
         forecast = request.base_load_kw + request.committed_ev_kw
         price = tou_price(forecast, p["rho_usd_per_mwh"], p["plf_min"], p["plf_max"], p["shape"])
         shift = elastic_shift(
@@ -268,9 +258,8 @@ class ElasticityDR(Mechanism):
         if request.station_cap_kw is not None:
             n_st = len(request.station_cap_kw)
             station_load = np.zeros((n_st, n))
-            committed = request.extra.get("committed_station_kw")
-            if committed is not None:
-                station_load += committed
+            if request.committed_station_kw is not None:
+                station_load += request.committed_station_kw
             np.add.at(station_load, evs.station[~follow], p[~follow])
         if follow.any():
             p[follow] = valley_fill(
@@ -278,8 +267,8 @@ class ElasticityDR(Mechanism):
             )
         ev_kw = p.sum(axis=0)
         total = request.base_load_kw + shift + request.committed_ev_kw + ev_kw
-        info: dict[str, float] = {}
-        anchor = request.extra.get("load_range_kw")
+        repriced = False
+        anchor = request.load_range_kw
         if self.params["reprice"] == "step" and not request.day_ahead and anchor is not None:
             # real-time price: the same load-following rule, anchored to the day-ahead load range so that a load
             # above the forecast peak is priced above plf_max (and the rest of the day is re-priced every step)
@@ -287,7 +276,7 @@ class ElasticityDR(Mechanism):
             x = (total - lo) / (hi - lo) if hi > lo else np.full(n, 0.5)
             pr = self.params
             price = pr["rho_usd_per_mwh"] * (pr["plf_min"] + (pr["plf_max"] - pr["plf_min"]) * x)
-            info["repriced"] = 1.0
+            repriced = True
         return MarketResult(
             mechanism=self.name,
             price_usd_per_mwh=price,
@@ -299,5 +288,5 @@ class ElasticityDR(Mechanism):
                 "shifted_energy_kwh": float(np.clip(shift, 0, None).sum() * dt_h),
             },
             violations={"dr_energy_imbalance_kwh": float(abs(shift.sum()) * dt_h)},
-            info=info,
+            repriced=repriced,
         )

@@ -43,18 +43,18 @@ Choices and deviations from the issue text, recorded here:
 * **Reactive power** (``reactive=True``): Q per EV and slot in load convention (positive = consumed), priced at
   ``request.dlmp_q_usd_per_mvarh[t, bus]`` when present (else free: then Q is only shaped by the voltage
   constraint and otherwise arbitrary). Apparent power ``s_max_kva`` per EV comes from
-  ``request.extra["s_max_kva"]``; absent, the charger rating ``p_max_kw`` is used. ``P² + Q² ≤ (s_max·a)²`` is
+  ``request.s_max_kva``; absent, the charger rating ``p_max_kw`` is used. ``P² + Q² ≤ (s_max·a)²`` is
   replaced by the *inscribed* regular polygon with ``polygon_sides`` sides (a multiple of 4), so every returned
   (P, Q) is inside the true circle (conservative by at most ``1 − cos(π/sides)``, 1.9 % for 16 sides). With
   ``P ≥ 0`` only the facets with normals in ``(−90°, 90°)`` are rows; the ``±90°`` facets are bounds on Q.
-* **Voltage** (``voltage=True``, the LinDistFlow sensitivity): when ``request.extra["voltage"]`` is a dict with
+* **Voltage** (``voltage=True``, the LinDistFlow sensitivity): when ``request.voltage`` (a `VoltageForecast`) carries
   ``vm_base_pu`` (n_slots, n_bus) — the voltage without this request's EVs —, ``dv_dp_pu_per_kw`` (n_bus, n_bus;
   drop at bus b per kW drawn at bus j), ``v_min_pu`` (scalar or per bus) and optionally ``dv_dq_pu_per_kvar``,
   then ``vm_base − dV/dP·P_bus (− dV/dQ·Q_bus) ≥ v_min`` per slot and bus. Where the base case already violates
   ``v_min`` the headroom is taken as 0 (EVs answer only for what they add, the DSO's rule), which keeps the
   problem feasible. Rows that cannot bind (largest possible drop ≤ headroom) are not built. Absent: skipped
   silently. No line-flow limits (the issue's "nothing else").
-* **Station caps** minus ``request.extra["committed_station_kw"]`` (n_stations, n_slots) when given; a cap
+* **Station caps** minus ``request.committed_station_kw`` (n_stations, n_slots) when given; a cap
   already exhausted by committed load leaves 0 (not a negative, infeasible bound). Infinite caps: no row.
 * **Solution clean-up.** HiGHS meets rows to its feasibility tolerance (1e-7). The LP schedule is clipped to the
   bounds and scaled down where an EV's energy or a station's load exceeds its limit by such a residue (power is
@@ -150,41 +150,21 @@ def _bus_matrix(x: Any, request: MarketRequest, name: str) -> np.ndarray:
 
 
 def _voltage_data(request: MarketRequest) -> dict[str, np.ndarray] | None:
-    """The validated ``extra["voltage"]`` dict, or None when the request carries none."""
-    v = request.extra.get("voltage")
-    if not isinstance(v, dict) or not {"vm_base_pu", "dv_dp_pu_per_kw", "v_min_pu"} <= set(v):
+    """The request's voltage forecast as arrays by name (validated by `VoltageForecast`), or None."""
+    v = request.voltage
+    if v is None:
         return None
-    vm = np.asarray(v["vm_base_pu"], float)
-    if vm.ndim != 2 or vm.shape[0] != request.n_slots:
-        raise RequestError(f"extra.voltage.vm_base_pu: expected shape (n_slots={request.n_slots}, n_bus), got {vm.shape}")
-    nb = vm.shape[1]
-    out = {"vm_base_pu": vm}
-    for key in ("dv_dp_pu_per_kw", "dv_dq_pu_per_kvar"):
-        if key in v and v[key] is not None:
-            m = np.asarray(v[key], float)
-            if m.shape != (nb, nb):
-                raise RequestError(f"extra.voltage.{key}: expected shape ({nb}, {nb}), got {m.shape}")
-            out[key] = m
-    vmin = np.broadcast_to(np.asarray(v["v_min_pu"], float), (nb,)).copy()
-    out["v_min_pu"] = vmin
-    for key, a in out.items():
-        if not np.all(np.isfinite(a)):
-            raise RequestError(f"extra.voltage.{key}: contains NaN or inf")
-    if len(request.evs) and request.evs.bus.max() >= nb:
-        raise RequestError(f"extra.voltage: has {nb} buses but an EV is at bus {request.evs.bus.max()}")
+    out = {"vm_base_pu": v.vm_base_pu, "dv_dp_pu_per_kw": v.dv_dp_pu_per_kw, "v_min_pu": v.v_min_pu}
+    if v.dv_dq_pu_per_kvar is not None:
+        out["dv_dq_pu_per_kvar"] = v.dv_dq_pu_per_kvar
     return out
 
 
 def _s_max(request: MarketRequest) -> np.ndarray:
-    """Apparent-power limit per EV [kVA]: ``extra["s_max_kva"]`` or the charger rating."""
-    s = request.extra.get("s_max_kva")
-    n = len(request.evs)
-    if s is None:
+    """Apparent-power limit per EV [kVA]: ``request.s_max_kva`` or the charger rating."""
+    if request.s_max_kva is None:
         return request.evs.p_max_kw.astype(float).copy()
-    a = np.broadcast_to(np.asarray(s, float), (n,)).copy()
-    if not np.all(np.isfinite(a)) or np.any(a < 0):
-        raise RequestError("extra.s_max_kva: must be finite and >= 0 per EV")
-    return a
+    return np.asarray(request.s_max_kva, float).copy()
 
 
 def _station_limits(request: MarketRequest) -> np.ndarray | None:
@@ -193,12 +173,8 @@ def _station_limits(request: MarketRequest) -> np.ndarray | None:
         return None
     cap = np.asarray(request.station_cap_kw, float)
     lim = np.broadcast_to(cap[:, None], (cap.size, request.n_slots)).copy()
-    committed = request.extra.get("committed_station_kw")
-    if committed is not None:
-        c = np.asarray(committed, float)
-        if c.shape != lim.shape:
-            raise RequestError(f"extra.committed_station_kw: expected shape {lim.shape}, got {c.shape}")
-        lim = lim - c
+    if request.committed_station_kw is not None:  # shape checked by MarketRequest
+        lim = lim - request.committed_station_kw
     return np.maximum(lim, 0.0)
 
 
@@ -362,9 +338,9 @@ class MILP(Mechanism):
         "objective": ("cost", "'cost' (energy at DLMP/tariff + penalty) or 'peak' (peak system load + penalty)"),
         "peak_usd_per_kw": (1.0, "weight of the peak load in objective 'peak' [$/kW]"),
         "rho_usd_per_mwh": (84.0, "flat price where the request has neither DLMP nor tariff [$/MWh]"),
-        "reactive": (False, "also schedule Q per EV within the apparent-power limit (extra['s_max_kva'])"),
+        "reactive": (False, "also schedule Q per EV within the apparent-power limit (request.s_max_kva)"),
         "polygon_sides": (16, "sides of the inscribed polygon replacing P² + Q² ≤ S² (multiple of 4, ≥ 4)"),
-        "voltage": (True, "add the LinDistFlow voltage constraint when the request carries extra['voltage']"),
+        "voltage": (True, "add the LinDistFlow voltage constraint when the request carries a voltage forecast"),
         "time_limit_s": (30.0, "HiGHS time limit per clearing [s]"),
         "mip_rel_gap": (1e-6, "relative MIP gap at which HiGHS stops and reports optimal"),
         "rolling": (False, "re-solve for every plugged EV each step (sets `replans`; the simulation acts on it)"),
@@ -373,7 +349,11 @@ class MILP(Mechanism):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         #: True: the aggregator should send every plugged EV at each step (rolling horizon re-planning).
-        self.replans: bool = bool(self.params["rolling"])
+        self.replans = bool(self.params["rolling"])
+        #: DLMPs price the energy, station reports bound the caps, chargers' kVA bound Q; the voltage forecast only
+        #: when the voltage constraint is on
+        self.needs = frozenset({"dlmp", "committed_station_kw", "s_max_kva"} | ({"voltage"} if self.params["voltage"]
+                                                                                  else set()))
 
     def _validate(self) -> None:
         p = self.params

@@ -33,7 +33,7 @@ Scenario readings (the paper is silent or inconsistent; our choices, with the pa
 * λP per cluster is the energy-weighted mean of its EVs' bus DLMPs when the request carries DLMPs, else the
   request's price per slot. λQ likewise from ``dlmp_q_usd_per_mvarh``, else ``lam_q_usd_per_mvarh`` (default the
   paper's range 4–10 $/MVArh shaped like λP). Reactive power is in load convention; with λQ > 0 the EVA earns by
-  injecting (``Q < 0``), limited by the chargers' apparent power (``extra["s_max_kva"]`` or ``s_factor`` × kW).
+  injecting (``Q < 0``), limited by the chargers' apparent power (``request.s_max_kva`` or ``s_factor`` × kW).
 * The DSO prices the T–D interface at the cluster-free slot price (λP of the request, λQ as above).
 * DGs: the paper's DSO objective has DGs but its setup lists none; ``dgs`` adds them (the shipped scenarios borrow
   the two 1.5-MW DGs of the 002 feeder). PV and wind are the ``grid`` case's DERs.
@@ -89,6 +89,7 @@ class QuboDLMP(Mechanism):
     """Tri-level DLMP scheduling (``000_…``): EVA QUBO, DSO QUBO verified by AC power flow, EV allocation."""
 
     name = "qubo-dlmp"
+    needs = frozenset({"dlmp", "s_max_kva"})  # DLMPs price the clusters; the chargers' kVA bound Q
     parameters = {
         "bits": (8, "bits per P level of the EVA and DSO QUBOs (paper: 8 primary, 4 sensitivity), 2–10"),
         "sampler": ("sa", "dimod sampler by name (markets.qubo.samplers)"),
@@ -103,7 +104,7 @@ class QuboDLMP(Mechanism):
         "dgs": ([], "DGs: list of {bus (paper numbering), p_max_kw, cost_usd_per_mwh, q_max_kvar, "
                     "q_cost_usd_per_mvarh}"),
         "lam_q_usd_per_mvarh": (list(PAPER_LAM_Q), "reactive price per slot when the request has no Q DLMP"),
-        "s_factor": (1.1, "charger kVA per kW when the request has no extra['s_max_kva'], >= 1"),
+        "s_factor": (1.1, "charger kVA per kW when the request has no s_max_kva, >= 1"),
         "v_min_pu": (0.95, "voltage floor of the DSO level [pu], in (0.8, 1.0)"),
         "pf_min": (0.9, "minimum T–D power factor, in (0, 1]"),
         "mode": ("day-ahead", "'day-ahead' (plan the horizon) or 'rolling' (re-plan every slot)"),
@@ -175,7 +176,10 @@ class QuboDLMP(Mechanism):
                           tod_h=None if request.tod_h is None else request.tod_h[sl],
                           dlmp_p_usd_per_mwh=None if request.dlmp_p_usd_per_mwh is None else request.dlmp_p_usd_per_mwh[sl],
                           dlmp_q_usd_per_mvarh=None if request.dlmp_q_usd_per_mvarh is None else request.dlmp_q_usd_per_mvarh[sl],
-                          extra={kk: (v[alive] if kk == "s_max_kva" else v) for kk, v in request.extra.items()})
+                          s_max_kva=None if request.s_max_kva is None else request.s_max_kva[alive],
+                          voltage=None if request.voltage is None else request.voltage.window(k),
+                          committed_station_kw=None if request.committed_station_kw is None
+                          else request.committed_station_kw[:, sl])
             res = self._plan(sub)
             first = first or res
             p[alive, k] = res.p_kw[:, 0]
@@ -214,7 +218,7 @@ class QuboDLMP(Mechanism):
         avail = evs.availability(t)
         cap_mw = evs.p_max_kw[:, None] * avail / 1000.0
         need_mwh = np.minimum(evs.e_need_kwh / evs.eta_ch / 1000.0, cap_mw.sum(axis=1) * dt)
-        s_kva = np.asarray(request.extra.get("s_max_kva", evs.p_max_kw * prm["s_factor"]), float)
+        s_kva = np.asarray(evs.p_max_kw * prm["s_factor"] if request.s_max_kva is None else request.s_max_kva, float)
         s_kva = np.maximum(s_kva, evs.p_max_kw)
         cl = clustering.cluster_evs(prm["clustering"], prm["n_clusters"], bus=evs.bus, bus_r_pu=bus_r,
                                     e_need_kwh=evs.e_need_kwh, p_max_kw=evs.p_max_kw, start_slot=evs.start_slot,

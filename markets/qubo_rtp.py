@@ -33,7 +33,7 @@ affine):
 only bound the level from one side, so they restrict each station to a window of levels ``[lo, hi]`` (capacity
 wins where the two conflict; a station whose demand exceeds its cap even at the highest price is capped
 physically and reported). The bus (feeder) capacity rows ``Σ_{s at b} D[s] ≤ cap_b``
-(``request.extra["bus_ev_cap_kw"]``, bus → kW) couple stations; where the ramp windows of a feeder's stations
+(``request.bus_ev_cap_kw``, bus → kW) couple stations; where the ramp windows of a feeder's stations
 cannot bring it under its capacity, the ramp yields there too (``feeders_over_ramp``, reported as
 ``ramp_broken``) — physical limits win over price smoothness.
 
@@ -544,12 +544,15 @@ class QuboRTP(Mechanism):
 
     ``clear`` prices the request's slots one after another (each slot one interval of the module docstring, the
     ramp limit chaining them), moving each EV's deferred energy into the following slots. Reads
-    ``request.extra["bus_ev_cap_kw"]`` ({bus: kW}) for the feeder rows and ``request.extra["prev_price_usd_per_kwh"]``
-    ({station: $/kWh}) for the ramp of the first slot. ``result.info["station_price_usd_per_kwh"]`` holds the
+    ``request.bus_ev_cap_kw`` ({bus: kW}) for the feeder rows and ``request.prev_station_price_usd_per_kwh``
+    (per station, $/kWh; NaN or absent: the base price) for the ramp of the first slot. The simulation fills
+    neither (its scenarios have no feeder EV caps, and each clearing starts the ramp at the base price); a request
+    built by hand may carry both. ``result.info["station_price_usd_per_kwh"]`` holds the
     prices per slot and station; ``result.price_usd_per_mwh`` is their demand-weighted mean per slot.
     """
 
     name = "qubo-rtp"
+    needs = frozenset({"bus_ev_cap_kw", "prev_station_price_usd_per_kwh"})  # filled only by hand (class docstring)
     parameters = {
         "bits": (5, "bits of the price level grid (paper: 5, i.e. 32 levels)"),
         "price_min_usd_per_kwh": (0.05, "lowest price [$/kWh] (paper 0.05)"),
@@ -630,20 +633,19 @@ class QuboRTP(Mechanism):
         cap = np.where(cap > 0, cap, np.inf)
         st_bus = np.zeros(n_st, np.int64)
         st_bus[evs.station] = evs.bus
-        bus_caps: dict[int, float] = {int(b): float(c) for b, c in request.extra.get("bus_ev_cap_kw", {}).items()}
+        bus_caps: dict[int, float] = dict(request.bus_ev_cap_kw or {})
         rows_of = {b: r for r, b in enumerate(sorted(bus_caps))}
         bus_row = np.array([rows_of.get(int(b), -1) for b in st_bus], np.int64)
         bus_cap = np.array([bus_caps[b] for b in sorted(bus_caps)], float)
-        prev_prices = request.extra.get("prev_price_usd_per_kwh")
+        prev_prices = request.prev_station_price_usd_per_kwh
         prev: np.ndarray | None = None
         probe = self.instance(d0_kw=np.zeros(1), elasticity=np.zeros(1), cap_kw=np.full(1, np.inf),
                               renewable_kw=np.zeros(1), bus=np.full(1, -1), bus_cap_kw=np.zeros(0), prev_level=None,
                               cost_usd_per_kwh=0.0, dt_h=dt_h)
         if prev_prices is not None:
             pp = np.full(n_st, p["base_price_usd_per_kwh"])
-            for s, v in dict(prev_prices).items():
-                if 0 <= int(s) < n_st:
-                    pp[int(s)] = float(v)
+            m = min(n_st, len(prev_prices))
+            pp[:m] = np.where(np.isnan(prev_prices[:m]), pp[:m], prev_prices[:m])
             prev = np.clip(np.rint((pp - probe.price_min_usd_per_kwh) / probe.step_usd_per_kwh), 0,
                            probe.levels).astype(np.int64)
         avail = evs.availability(n)

@@ -7,7 +7,8 @@ Order of one market step at time ``t = k·Δt`` (one SimPy process; fixed):
    normal one, so it always sees the state *after* everything else that happens at ``t``.
 1. **report**: stations and EVs report their state (tap ``ev_reports``).
 2. **day-ahead** (first step of each day): the market operator clears the day's plan (tariff, DR shift).
-3. **clear**: the aggregator builds a `MarketRequest` for EVs that need a schedule (tap ``bids``), the mechanism
+3. **clear**: the market interface (`sim.interface`) builds a `MarketRequest` for EVs that need a schedule, with the
+   optional parts the mechanism declares (tap ``bids``), the mechanism
    clears it, prices go out (tap ``price_signal``) and schedules are committed.
 4. **dispatch**: each plugged EV's power for the step, within its limits and its station's cap.
 5. **grid**: the DSO builds bus injections, dispatches DGs, runs the power flow, curtails EV load on violations.
@@ -36,7 +37,10 @@ from agents.ev import EV, Station, wait_min
 from agents.fleet import PLUGGED, build_stations, generate_fleet
 from grids.network import Network, build_network
 from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, make_engine
-from markets.base import EVFlex, MarketRequest
+from markets.base import EVFlex
+from markets.scoring import Scored
+from markets.tariffs import starting_tariff
+from sim.interface import MarketInterface
 from sim.scenario import GridSpec, Scenario
 from sim.streams import spawn_streams
 from sim.taps import Taps
@@ -55,21 +59,11 @@ class _Late(Event):
 
 
 def tariff(scenario: Scenario, tod_h: np.ndarray, base_kw: np.ndarray) -> np.ndarray:
-    """The scenario's starting tariff per step [$/MWh]."""
+    """The scenario's starting tariff per step [$/MWh] (:func:`markets.tariffs.starting_tariff` on ``[prices]``)."""
     pr = scenario.prices
-    hour = (np.floor(tod_h) % 24).astype(int)
-    if pr.tariff == "flat":
-        return np.full(len(tod_h), pr.rho_usd_per_mwh)
-    if pr.tariff == "table":
-        return np.asarray(pr.table_usd_per_mwh, float)[hour]
-    from markets.elasticity_dr import tou_price
-
-    # load-shaped TOU per day (`002_…` eq. 4), computed on each day's forecast
-    out = np.empty(len(tod_h))
-    spd = max(int(round(24 * 60 / scenario.time.dt_min)), 1)
-    for s in range(0, len(tod_h), spd):
-        out[s : s + spd] = tou_price(base_kw[s : s + spd], pr.rho_usd_per_mwh, pr.plf_min, pr.plf_max, "affine")
-    return out
+    return starting_tariff(pr.tariff, tod_h, base_kw, rho_usd_per_mwh=pr.rho_usd_per_mwh,
+                           steps_per_day=int(round(24 * 60 / scenario.time.dt_min)), plf_min=pr.plf_min,
+                           plf_max=pr.plf_max, table_usd_per_mwh=pr.table_usd_per_mwh)
 
 
 def compiled_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
@@ -162,19 +156,16 @@ class CoSimulation(mesa.Model):
         base_total = self.base_p_kw.sum(axis=1)
 
         mech = scenario.market.build(seed=self.streams["solver"])
-        ref = None
-        if scenario.market.reference:
-            ref = {"variant": scenario.market.reference_variant}
-            if scenario.market.reference_variant == "milp":
-                ref["bits"] = scenario.market.reference_bits
-        self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total),
-                                              reference=ref)
+        if scenario.market.reference:  # score every clearing against the exact optimum (a composite mechanism)
+            mech = Scored(mech, variant=scenario.market.reference_variant, bits=scenario.market.reference_bits)
+        self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
+        self.interface = MarketInterface(self, mech)
         self.aggregator = Aggregator(self, self.n_steps)
         vv = g.volt_var
         self.dso = DSO(self, net, engine, curtail=g.curtailment,
                        volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
-        self._station_alternatives = self._alternatives(int(mech.params.get("station_choice", 0) or 0))
+        self._station_alternatives = self._alternatives(scenario.fleet.station_choice)
         self.estimator = None
         self.last_pf = None
         if scenario.detection.state_estimation:
@@ -215,7 +206,7 @@ class CoSimulation(mesa.Model):
         return out
 
     def choose_station(self, i: int) -> int:
-        """The station EV ``i`` queues at: its own, or — when the mechanism redirects users and the EV follows the
+        """The station EV ``i`` queues at: its own, or — with ``fleet.station_choice`` > 0 and an EV that follows the
         aggregator — the least busy (waiting + charging per port) of its own and its nearest ones (ties: own)."""
         own = int(self.fleet.station[i])
         if self._station_alternatives is None or not self.fleet.participates[i]:
@@ -242,9 +233,6 @@ class CoSimulation(mesa.Model):
                 self.progress(k + 1, self.n_steps)
             yield _Late(self.env, self.dt_min)
 
-    def _forecast_base_kw(self, k: int, n: int) -> np.ndarray:
-        return self.base_p_kw[k : k + n].sum(axis=1)
-
     def _step(self, k: int) -> None:
         f, agg, mo, dso = self.fleet, self.aggregator, self.market_operator, self.dso
         dt_h = self.dt_min / 60.0
@@ -254,14 +242,14 @@ class CoSimulation(mesa.Model):
             n = min(self.steps_per_day, self.n_steps - k)
             if self.spec.market.dlmp != "off":
                 self._price_grid(k, n)
-            mo.plan_day(k, self._request(k, n, EVFlex.empty(), day_ahead=True))
+            mo.plan_day(k, self.interface.request(k, n, EVFlex.empty(), day_ahead=True))
         # 3. clear for EVs that need a schedule (every plugged EV when the mechanism re-plans each step)
         if mo.replans:
             agg.scheduled[f.state == PLUGGED] = False
         idx = agg.to_schedule()
         if len(idx):
             n = self.n_steps - k
-            req = self._request(k, n, self.taps.apply("ev_reports", agg.flex(idx, k, n), k), day_ahead=False)
+            req = self.interface.request(k, n, self.taps.apply("ev_reports", agg.flex(idx, k, n), k), day_ahead=False)
             req = self.taps.apply("bids", req, k)
             res = self.taps.apply("price_signal", mo.clear(req).with_info(ev_id=req.evs.ev_id), k)
             agg.accept(idx, k, res)
@@ -269,7 +257,7 @@ class CoSimulation(mesa.Model):
         # 4. dispatch
         ev_idx, p_ev, q_ev = agg.dispatch(k)
         # 5. grid
-        shift_bus = self._shift_bus(k)
+        shift_bus = self.shift_bus(k)
         p_base = self.base_p_kw[k] + shift_bus
         nb = self.network.n_bus
         p_ev_bus = np.bincount(f.bus[ev_idx], weights=p_ev, minlength=nb)
@@ -312,54 +300,12 @@ class CoSimulation(mesa.Model):
             ev_idx=ev_idx, p_ev=p_ev, price=price, shift_kw=float(shift_bus.sum()),
         )
 
-    def _shift_bus(self, k: int) -> np.ndarray:
+    def shift_bus(self, k: int) -> np.ndarray:
         """The day-ahead DR shift of step ``k`` spread over buses in proportion to their load [kW]."""
         shift = self.market_operator.shift_kw[k]
         load = self.base_p_kw[k]
         total = load.sum()
         return load * (shift / total) if total > 0 else np.zeros_like(load)
-
-    def _request(self, k: int, n: int, evs: EVFlex, *, day_ahead: bool) -> MarketRequest:
-        mo, agg = self.market_operator, self.aggregator
-        base = self._forecast_base_kw(k, n)
-        if not day_ahead:
-            base = base + mo.shift_kw[k : k + n]
-        extra: dict[str, Any] = {"s_max_kva": self.fleet.s_max_kva[evs.ev_id]} if len(evs) else {}
-        if mo.load_range_kw is not None:
-            extra["load_range_kw"] = mo.load_range_kw
-        if len(evs) and getattr(mo.mechanism, "params", {}).get("voltage"):
-            extra["voltage"] = self._voltage_forecast(k, n)
-        caps = self.station_table.cap_kw
-        # stations report the EV load committed at them; the market sees the reports (an attack tap), screened
-        # by the DSO's monitor when detection is on
-        own = agg.committed_station_kw(k)[:, :n]
-        reports = self.taps.apply("station_reports", own, k)
-        if self.monitor is not None:
-            reports = self.monitor.screen(reports, own, k)
-        if day_ahead and "self_elasticity" in getattr(mo.mechanism, "params", {}):
-            mp = mo.mechanism.params
-            el = {"self_elasticity": mp["self_elasticity"], "cross_elasticity": mp["cross_elasticity"]}
-            tapped = self.taps.apply("elasticity", el, k)
-            if tapped is not el:
-                extra["elasticity"] = tapped
-        if np.isfinite(caps).any():
-            extra["committed_station_kw"] = reports
-        return MarketRequest(
-            t0_min=k * self.dt_min,
-            dt_min=self.dt_min,
-            n_slots=n,
-            evs=evs,
-            base_load_kw=base,
-            committed_ev_kw=reports.sum(axis=0),
-            price_usd_per_mwh=mo.price_usd_per_mwh[k : k + n],
-            station_cap_kw=caps if np.isfinite(caps).any() else None,
-            tod_h=self.tod_h[k : k + n],
-            renewable_kw=self.renewable_kw[k : k + n].sum(axis=1),
-            dlmp_p_usd_per_mwh=None if mo.dlmp_p is None else mo.dlmp_p[k : k + n],
-            dlmp_q_usd_per_mvarh=None if mo.dlmp_q is None else mo.dlmp_q[k : k + n],
-            day_ahead=day_ahead,
-            extra=extra,
-        )
 
     def _price_grid(self, k: int, n: int) -> None:
         """DLMPs of steps ``k … k+n−1`` from the DSO, on the forecast non-EV load (before demand response)."""
@@ -372,18 +318,6 @@ class CoSimulation(mesa.Model):
             mo.price_usd_per_mwh[k : k + n], self.spec.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
         mo.dlmp_p[k : k + n], mo.dlmp_q[k : k + n] = lam_p, lam_q
         mo.dlmp_failed_slots += failed
-
-    def _voltage_forecast(self, k: int, n: int) -> dict[str, Any]:
-        """Voltages of steps ``k … k+n−1`` with the committed EV load, and the LinDistFlow sensitivity."""
-        f, agg, net = self.fleet, self.aggregator, self.network
-        rows = np.nonzero(agg.scheduled & (f.state == PLUGGED))[0]
-        ev_bus = np.zeros((net.n_bus, n))
-        np.add.at(ev_bus, f.bus[rows], agg.schedule_kw[rows, k : k + n])
-        p = self.base_p_kw[k : k + n] + np.stack([self._shift_bus(j) for j in range(k, k + n)]) + ev_bus.T
-        vm = self.dso.forecast_vm(p, self.base_q_kvar[k : k + n], self.market_operator.price_usd_per_mwh[k : k + n],
-                                  self.renewable_kw[k : k + n])
-        base_kw = float(net.net.sn_mva) * 1000.0
-        return {"vm_base_pu": vm, "dv_dp_pu_per_kw": net.sensitivity_r() / base_kw, "v_min_pu": net.v_min_pu}
 
     # ------------------------------------------------------------------ run
     def run(self) -> "Any":

@@ -246,6 +246,10 @@ class FleetGroup(_Model):
 class FleetSpec(_Model):
     n_evs: int = Field(1000, ge=0, le=1_000_000)
     participation: float = Field(0.85, ge=0, le=1, description="probability an EV follows the aggregator's schedule")
+    station_choice: int = Field(
+        0, ge=0, le=1000,
+        description="a following user arriving at a station queues at the least busy of it and its N nearest stations "
+                    "of the same group along the feeder (0 = own station; any mechanism)")
     groups: list[FleetGroup] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -396,6 +400,13 @@ class Scenario(_Model):
         if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
             raise ValueError("attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
                              "dso_measurements) need detection.state_estimation = true")
+        return self
+
+    @model_validator(mode="after")
+    def _moved_keys(self) -> "Scenario":
+        if "station_choice" in self.market.params.get("eho-bilevel", {}):
+            raise ValueError("market.params.eho-bilevel.station_choice: moved to fleet.station_choice (a fleet "
+                             "behaviour, for every mechanism); allowed: integer >= 0 there")
         return self
 
     @model_validator(mode="after")

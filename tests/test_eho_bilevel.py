@@ -154,7 +154,7 @@ def test_bilevel_uncontrolled_equals_the_cosimulation() -> None:
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
-    sc = load_scenario("eho-bilevel-10stations", ["market.mechanism='uncontrolled'"])
+    sc = load_scenario("eho-bilevel-10stations", ["market.mechanism='uncontrolled'", "fleet.station_choice=0"])
     prob, _ = problem_from_scenario(sc)
     m = prob.metrics(prob.baseline.response)
     k = CoSimulation(sc).run().kpis
@@ -243,7 +243,7 @@ def _request(rng: np.random.Generator, n: int, *, caps=None, day_ahead: bool = F
     committed = rng.uniform(0, 5, (3, N))
     return MarketRequest(t0_min=480.0, dt_min=60.0, n_slots=N, evs=evs, base_load_kw=base,
                          price_usd_per_mwh=np.linspace(120, 170, N), station_cap_kw=caps, day_ahead=day_ahead,
-                         extra={"committed_station_kw": committed})
+                         committed_station_kw=committed)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -262,9 +262,9 @@ def test_mechanism_keeps_ev_and_station_limits(seed: int) -> None:
     avail = evs.availability(req.n_slots)
     assert np.all(res.p_kw <= evs.p_max_kw[:, None] * avail + 1e-9) and np.all(res.p_kw >= 0)
     assert np.all(res.p_kw.sum(axis=1) * req.dt_h * evs.eta_ch <= evs.e_need_kwh + 1e-6)
-    load = req.extra["committed_station_kw"].copy()
+    load = req.committed_station_kw.copy()
     np.add.at(load, evs.station, res.p_kw)
-    bound = np.maximum(np.minimum(caps, lim)[:, None], req.extra["committed_station_kw"])
+    bound = np.maximum(np.minimum(caps, lim)[:, None], req.committed_station_kw)
     assert np.all(load <= bound + 1e-6)
     np.testing.assert_array_equal(res.info["station_limit_kw"], lim)   # later clearings keep the day's plan
 
@@ -277,11 +277,11 @@ def test_rolling_mode_reprices_and_keeps_limits() -> None:
     mech.clear(_request(rng, 0, caps=caps, day_ahead=True))
     req = _request(rng, 8, caps=caps, day_ahead=False)
     res = mech.clear(req)
-    assert res.info.get("repriced") == 1.0 and res.info["eho_n_evals"] == 40
-    load = req.extra["committed_station_kw"].copy()
+    assert res.repriced and res.info["eho_n_evals"] == 40
+    load = req.committed_station_kw.copy()
     np.add.at(load, req.evs.station, res.p_kw)
     lim = np.minimum(caps, res.info["station_limit_kw"])[:, None]
-    assert np.all(load <= np.maximum(lim, req.extra["committed_station_kw"]) + 1e-6)
+    assert np.all(load <= np.maximum(lim, req.committed_station_kw) + 1e-6)
 
 
 def test_mechanism_is_deterministic_by_seed_and_validates() -> None:
@@ -308,7 +308,7 @@ def test_optimised_day_beats_uncontrolled_on_peak_in_the_cosimulation() -> None:
     for mech in ("uncontrolled", "eho-bilevel"):
         sc = load_scenario("eho-bilevel-10stations", [f"market.mechanism='{mech}'",
                                                       "market.params.eho-bilevel.n_iter=8",
-                                                      "market.params.eho-bilevel.station_choice=0"])
+                                                      "fleet.station_choice=0"])
         r = CoSimulation(sc).run()
         k[mech] = r.kpis
         ss, st = r.tables["station_step"], r.tables["stations"]
@@ -342,7 +342,8 @@ def test_redirecting_users_cuts_waits_in_the_co_simulation() -> None:
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
-    unc = CoSimulation(load_scenario("eho-bilevel-10stations", ["market.mechanism=uncontrolled"])).run()
+    unc = CoSimulation(load_scenario("eho-bilevel-10stations", ["market.mechanism=uncontrolled",
+                                                                "fleet.station_choice=0"])).run()
     m = CoSimulation(load_scenario("eho-bilevel-10stations"))
     opt = m.run()
     a, b = unc.kpis, opt.kpis

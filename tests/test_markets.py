@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,8 @@ from hypothesis import strategies as st
 
 import markets.base as mb
 from markets.base import EVFlex, MarketConfigError, MarketRequest, RequestError, asap_fill
-from markets.elasticity_dr import ElasticityDR, elastic_shift, tou_price, water_fill
+from markets.elasticity_dr import ElasticityDR, elastic_shift, water_fill
+from markets.tariffs import tou_price
 
 N_SLOTS = 24
 
@@ -181,3 +184,118 @@ def test_usable_without_a_simulation() -> None:
     assert df["p_kw"].sum() == pytest.approx(28.0)
     # valley filling puts the energy in the cheapest (lowest-load) slots
     assert res.p_kw[:, 3].sum() > 0 and res.p_kw[:, 5].sum() == 0
+
+
+def test_typed_optional_parts_are_validated_and_name_the_field() -> None:
+    kw = dict(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[0], departure_slot=[2],
+              e_need_kwh=[1.0], p_max_kw=[7.0], bus=[2])
+    vf = mb.VoltageForecast(vm_base_pu=np.ones((4, 3)), dv_dp_pu_per_kw=np.zeros((3, 3)), v_min_pu=0.95)
+    ok = MarketRequest.from_sessions(**kw, s_max_kva=[7.7], voltage=vf, load_range_kw=(1, 2),
+                                     committed_station_kw=np.zeros((2, 4)), station_cap_kw=[10.0, 20.0],
+                                     load_elasticity=mb.Elasticity(-0.3, 0.1), bus_ev_cap_kw={2: 50})
+    assert ok.voltage.v_min_pu.shape == (3,) and ok.load_range_kw == (1.0, 2.0) and ok.bus_ev_cap_kw == {2: 50.0}
+    bad = [
+        ({"s_max_kva": [7.0, 7.0]}, "s_max_kva: expected shape"),
+        ({"s_max_kva": [-1.0]}, "s_max_kva: must be finite"),
+        ({"voltage": mb.VoltageForecast(np.ones((3, 3)), np.zeros((3, 3)), 0.95)}, r"voltage.vm_base_pu: .*n_slots=4"),
+        ({"voltage": mb.VoltageForecast(np.ones((4, 2)), np.zeros((2, 2)), 0.95)}, "voltage: has 2 buses"),
+        ({"voltage": {"vm_base_pu": np.ones((4, 3))}}, "voltage: expected a VoltageForecast"),
+        ({"committed_station_kw": np.zeros((2, 3)), "station_cap_kw": [1.0, 2.0]}, r"committed_station_kw: .*\(2, 4\)"),
+        ({"committed_station_kw": np.zeros((3, 4)), "station_cap_kw": [1.0, 2.0]}, "committed_station_kw: expected"),
+        ({"committed_station_kw": np.full((1, 4), np.nan), "station_cap_kw": [1.0]}, "committed_station_kw: contains"),
+        ({"load_range_kw": (2.0, 1.0)}, "load_range_kw"),
+        ({"bus_ev_cap_kw": {0: -5.0}}, "bus_ev_cap_kw"),
+        ({"prev_station_price_usd_per_kwh": [np.inf]}, "prev_station_price_usd_per_kwh"),
+    ]
+    for extra_kw, msg in bad:
+        with pytest.raises(RequestError, match=msg):
+            MarketRequest.from_sessions(**kw, **extra_kw)
+    with pytest.raises(RequestError, match="voltage.dv_dp_pu_per_kw: expected shape"):
+        mb.VoltageForecast(np.ones((4, 3)), np.zeros((2, 2)), 0.95)
+    with pytest.raises(RequestError, match="voltage.vm_base_pu: contains NaN"):
+        mb.VoltageForecast(np.full((4, 3), np.nan), np.zeros((3, 3)), 0.95)
+    with pytest.raises(RequestError, match="elasticity.self_elasticity"):
+        mb.Elasticity(float("nan"), 0.1)
+    assert not hasattr(ok, "extra")
+
+
+def test_needs_are_declared_and_checked() -> None:
+    from markets.milp import MILP
+
+    assert ElasticityDR().needs == {"load_elasticity", "committed_station_kw", "load_range_kw"}
+    assert ElasticityDR(self_elasticity=-0.5).announced_elasticity == mb.Elasticity(-0.5, 0.1)
+    assert "voltage" in MILP().needs and "voltage" not in MILP(voltage=False).needs
+    assert mb.get("uncontrolled")().needs == frozenset() and mb.get("uncontrolled")().replans is False
+    for name in mb.available():
+        assert mb.get(name)().needs <= mb.REQUEST_PARTS, name
+
+    class Greedy(mb.Mechanism):
+        name = "greedy"
+        needs = frozenset({"weather"})
+
+        def _clear(self, request: MarketRequest) -> mb.MarketResult:  # pragma: no cover - never cleared
+            raise AssertionError
+
+    with pytest.raises(MarketConfigError, match="Greedy.needs: unknown request part 'weather'"):
+        Greedy()
+
+
+def test_announced_elasticity_in_the_request_replaces_the_configured_one() -> None:
+    base = np.r_[np.full(12, 100.0), np.full(12, 300.0)]
+    req = MarketRequest.from_sessions(dt_min=60, n_slots=24, base_load_kw=base, arrival_slot=[0], departure_slot=[24],
+                                      e_need_kwh=[1.0], p_max_kw=[7.0], day_ahead=True)
+    mech = ElasticityDR()
+    own = mech.clear(req).base_load_shift_kw
+    same = mech.clear(replace(req, load_elasticity=mech.announced_elasticity)).base_load_shift_kw
+    np.testing.assert_array_equal(own, same)
+    weaker = mech.clear(replace(req, load_elasticity=mb.Elasticity(-0.01, 0.0))).base_load_shift_kw
+    assert 1e-6 < np.abs(weaker).sum() < np.abs(own).sum() - 1e-6
+
+
+def test_real_time_repricing_is_a_typed_flag() -> None:
+    req = MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=[10, 20, 30, 5], arrival_slot=[0],
+                                      departure_slot=[4], e_need_kwh=[9.2], p_max_kw=[7.0],
+                                      price_usd_per_mwh=np.full(4, 84.0))
+    assert not ElasticityDR(reprice="step").clear(req).repriced  # no day-ahead load range: nothing to anchor to
+    res = ElasticityDR(reprice="step").clear(replace(req, load_range_kw=(5.0, 30.0)))
+    assert res.repriced and "repriced" not in res.info
+    assert not ElasticityDR().clear(replace(req, load_range_kw=(5.0, 30.0))).repriced
+
+
+def test_scored_composite_wraps_any_mechanism() -> None:
+    from markets.milp import reference
+    from markets.scoring import Scored
+
+    req = MarketRequest.from_sessions(dt_min=60, n_slots=6, base_load_kw=[100, 80, 60, 50, 70, 120],
+                                      arrival_slot=[0, 1], departure_slot=[6, 5], e_need_kwh=[14, 10],
+                                      p_max_kw=[7, 7], eta_ch=1.0, price_usd_per_mwh=[90, 80, 60, 50, 70, 120])
+    for name in ("uncontrolled", "elasticity-dr", "milp"):
+        mech = Scored(mb.get(name)(), variant="lp")
+        res = mech.clear(req)
+        plain = mb.get(name)().clear(req)
+        np.testing.assert_array_equal(res.p_kw, plain.p_kw)
+        assert res.reference_objective == pytest.approx(reference(req)[0]) and res.gap >= -1e-9
+        assert mech.gaps == [res.gap] and mech.reference_usd == pytest.approx(res.reference_objective)
+        assert mech.needs >= mb.get(name)().needs | {"dlmp"}
+    assert Scored(mb.get("uncontrolled")()).clear(req).gap > 1e-3  # charging at once is not optimal here
+    from markets.milp import MILP
+
+    assert Scored(MILP(rolling=True)).replans and not Scored(MILP()).replans
+    assert Scored(ElasticityDR()).announced_elasticity == ElasticityDR().announced_elasticity
+
+
+def test_starting_tariffs() -> None:
+    from markets.tariffs import starting_tariff
+
+    tod = np.arange(48) % 24 + 0.5
+    load = np.r_[np.linspace(1, 2, 24), np.linspace(10, 30, 24)]
+    flat = starting_tariff("flat", tod, load, rho_usd_per_mwh=84.0, steps_per_day=24)
+    np.testing.assert_array_equal(flat, 84.0)
+    tab = starting_tariff("table", tod, load, rho_usd_per_mwh=84.0, steps_per_day=24, table_usd_per_mwh=range(24))
+    np.testing.assert_array_equal(tab, np.arange(48) % 24)
+    shaped = starting_tariff("load-shaped", tod, load, rho_usd_per_mwh=100.0, steps_per_day=24)
+    # each day on its own forecast: both days span the whole [plf_min, plf_max] range
+    for day in (shaped[:24], shaped[24:]):
+        assert day.min() == pytest.approx(75.0) and day.max() == pytest.approx(135.0)
+    with pytest.raises(ValueError, match="unknown tariff 'spot'"):
+        starting_tariff("spot", tod, load, rho_usd_per_mwh=84.0, steps_per_day=24)

@@ -34,17 +34,16 @@ def small_requests(draw: st.DrawFn, max_evs: int = 6, max_slots: int = 10, dlmp:
     )
     base = flts(10.0, 500.0, n_slots)
     caps = draw(st.one_of(st.none(), st.just(np.array([8.0, 15.0, np.inf])), st.just(np.array([30.0, 30.0, 30.0]))))
-    extra = {}
-    if caps is not None and draw(st.booleans()):
-        extra["committed_station_kw"] = np.array(draw(st.lists(st.floats(0.0, 20.0), min_size=3 * n_slots,
-                                                               max_size=3 * n_slots))).reshape(3, n_slots)
     kw = {}
+    if caps is not None and draw(st.booleans()):
+        kw["committed_station_kw"] = np.array(draw(st.lists(st.floats(0.0, 20.0), min_size=3 * n_slots,
+                                                               max_size=3 * n_slots))).reshape(3, n_slots)
     if dlmp and draw(st.booleans()):
         kw["dlmp_p_usd_per_mwh"] = np.array(draw(st.lists(st.floats(20.0, 200.0), min_size=3 * n_slots,
                                                          max_size=3 * n_slots))).reshape(n_slots, 3)
     return MarketRequest(t0_min=0.0, dt_min=draw(st.sampled_from([15.0, 60.0])), n_slots=n_slots, evs=evs,
                          base_load_kw=base, price_usd_per_mwh=flts(40.0, 150.0, n_slots), station_cap_kw=caps,
-                         extra=extra, **kw)
+                         **kw)
 
 
 def assert_feasible(req: MarketRequest, res: mb.MarketResult) -> None:
@@ -138,14 +137,15 @@ def _feeder_request(voltage: bool, reactive_price: bool = False) -> MarketReques
                  end_slot=np.full(4, T), end_frac=np.ones(4), e_need_kwh=np.full(4, 30.0), p_max_kw=np.full(4, 11.0),
                  p_min_kw=np.zeros(4), eta_ch=np.ones(4), participates=np.ones(4, bool), elasticity=np.full(4, -0.3))
     a = 1e-3  # pu per kW
-    extra: dict = {"s_max_kva": np.full(4, 11.0)}
+    kw: dict = {"s_max_kva": np.full(4, 11.0)}
     if voltage:
-        extra["voltage"] = {"vm_base_pu": np.array([[1.0, 0.99, 0.98]] * T), "v_min_pu": 0.95,
-                            "dv_dp_pu_per_kw": np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]),
-                            "dv_dq_pu_per_kvar": np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]) * 2}
-    kw = {"dlmp_q_usd_per_mvarh": np.full((T, 3), 5.0)} if reactive_price else {}
+        kw["voltage"] = mb.VoltageForecast(vm_base_pu=np.array([[1.0, 0.99, 0.98]] * T), v_min_pu=0.95,
+                                           dv_dp_pu_per_kw=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]),
+                                           dv_dq_pu_per_kvar=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]) * 2)
+    if reactive_price:
+        kw["dlmp_q_usd_per_mvarh"] = np.full((T, 3), 5.0)
     return MarketRequest(t0_min=0, dt_min=60, n_slots=T, evs=evs, base_load_kw=np.full(T, 50.0),
-                         price_usd_per_mwh=np.array([50.0, 60, 70, 80]), extra=extra, **kw)
+                         price_usd_per_mwh=np.array([50.0, 60, 70, 80]), **kw)
 
 
 def test_lindistflow_voltage_limit_binds_and_holds() -> None:

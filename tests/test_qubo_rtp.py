@@ -36,7 +36,7 @@ def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200
         e_need_kwh=rng.uniform(1.0, 30.0, n_ev), p_max_kw=rng.choice([7.2, 150.0], n_ev),
         station=rng.integers(0, n_stations, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
         price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots), renewable_kw=np.full(n_slots, 50.0),
-        station_cap_kw=np.full(n_stations, station_cap_kw), extra={"bus_ev_cap_kw": {0: 150.0 * bus_scale, 1: 400.0 * bus_scale}})
+        station_cap_kw=np.full(n_stations, station_cap_kw), bus_ev_cap_kw={0: 150.0 * bus_scale, 1: 400.0 * bus_scale})
 
 
 @settings(max_examples=15, deadline=None)
@@ -190,7 +190,7 @@ def test_realised_station_load_is_the_load_the_prices_were_chosen_for(monkeypatc
         departure_slot=np.full(n_ev, n_slots), e_need_kwh=rng.uniform(20, 60, n_ev), p_max_kw=np.full(n_ev, 7.2),
         station=rng.integers(0, n_st, n_ev), bus=np.zeros(n_ev, int), elasticity=rng.uniform(-0.9, -0.05, n_ev),
         price_usd_per_mwh=np.full(n_slots, 300.0), renewable_kw=np.zeros(n_slots),
-        station_cap_kw=np.full(n_st, 1e4), extra={"bus_ev_cap_kw": {0: 200.0}})
+        station_cap_kw=np.full(n_st, 1e4), bus_ev_cap_kw={0: 200.0})
     seen = []
     orig = m.solve
 
