@@ -224,3 +224,17 @@ def test_rtp_instance_validation_names_the_field(field: str, value: np.ndarray, 
     kw[field] = value
     with pytest.raises(ValueError, match=match):
         RTPInstance(**kw)
+
+
+def test_previous_station_prices_bound_the_first_interval() -> None:
+    """``prev_station_price_usd_per_kwh`` starts the ramp: slot 0 stays within ramp_max of it (NaN: of the base price)."""
+    from dataclasses import replace
+
+    req = _request(8, 4, station_cap_kw=1e4, bus_scale=1e3)
+    prev = np.array([0.35, 0.05, np.nan, 0.20])
+    res = QuboRTP(seed=1).clear(replace(req, prev_station_price_usd_per_kwh=prev))
+    first = res.info["station_price_usd_per_kwh"][0]
+    bound = ~np.isnan(prev)
+    assert np.all(np.abs(first[bound] - prev[bound]) <= 0.05 + 1e-9)
+    free = QuboRTP(seed=1).clear(req).info["station_price_usd_per_kwh"][0]
+    assert np.any(np.abs(free[bound] - prev[bound]) > 0.05 + 1e-9)  # without it the first interval goes elsewhere

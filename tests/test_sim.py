@@ -222,3 +222,44 @@ def test_dso_prices_the_grid_and_market_reactive_power_follows_lambda_q() -> Non
     assert q.result.kpis["energy_losses_kwh"] < k["energy_losses_kwh"]
     # injected Q stays inside every charger's apparent-power headroom (checked at dispatch)
     assert np.all(np.abs(q.aggregator.schedule_kvar) <= q.fleet.s_max_kva[:, None] + 1e-6)
+
+
+def test_interface_fills_only_the_parts_a_mechanism_declares() -> None:
+    """The one place requests are built: optional parts follow `Mechanism.needs`, never the mechanism's params."""
+    from markets.base import EVFlex
+
+    ov = ["fleet.n_evs=40", "time.horizon_h=4", "market.dlmp='lindistflow'", "stations.1.cap_kw=25"]
+    seen = {}
+    for mech in ("uncontrolled", "milp", "elasticity-dr"):
+        m = CoSimulation(load_scenario("default", ov + [f"market.mechanism='{mech}'"]))
+        m.env.run(until=2 * m.dt_min + 1e-9)  # two steps: the DLMPs and the day-ahead plan exist
+        plugged = np.nonzero(m.fleet.state == PLUGGED)[0]
+        assert len(plugged)
+        evs = m.aggregator.flex(plugged, 2, 4)
+        req, day = m.interface.request(2, 4, evs, day_ahead=False), m.interface.request(2, 4, EVFlex.empty(), day_ahead=True)
+        seen[mech] = req
+        needs = m.market_operator.mechanism.needs
+        assert (req.dlmp_p_usd_per_mwh is not None) == ("dlmp" in needs)
+        assert (req.voltage is not None) == ("voltage" in needs)
+        assert (req.s_max_kva is not None) == ("s_max_kva" in needs)
+        assert (req.committed_station_kw is not None) == ("committed_station_kw" in needs)
+        assert (req.load_range_kw is not None) == ("load_range_kw" in needs)
+        assert (day.load_elasticity is not None) == ("load_elasticity" in needs) and req.load_elasticity is None
+        m.close()
+    assert seen["milp"].voltage.vm_base_pu.shape == (4, m.network.n_bus)
+    np.testing.assert_array_equal(seen["milp"].s_max_kva, m.fleet.s_max_kva[seen["milp"].evs.ev_id])
+    assert seen["uncontrolled"].voltage is None and seen["uncontrolled"].dlmp_p_usd_per_mwh is None
+
+
+def test_station_choice_is_a_fleet_setting_for_every_mechanism() -> None:
+    from sim.scenario import ScenarioError
+
+    for mech in ("uncontrolled", "eho-bilevel"):
+        m = CoSimulation(load_scenario("eho-bilevel-10stations", [f"market.mechanism='{mech}'", "time.horizon_h=1"]))
+        assert m.spec.fleet.station_choice == 2 and m._station_alternatives is not None
+        m.close()
+    m = CoSimulation(load_scenario("eho-bilevel-10stations", ["fleet.station_choice=0", "time.horizon_h=1"]))
+    assert m._station_alternatives is None
+    m.close()
+    with pytest.raises(ScenarioError, match="market.params.eho-bilevel.station_choice: moved to fleet.station_choice"):
+        load_scenario("eho-bilevel-10stations", ["market.params.eho-bilevel.station_choice=2"])
