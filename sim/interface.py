@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.fleet import PLUGGED
-from markets.base import Elasticity, EVFlex, MarketRequest, Mechanism, VoltageForecast
+from markets.base import (REQUEST_PARTS, Elasticity, EVFlex, MarketConfigError, MarketRequest, Mechanism,
+                          VoltageForecast)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
@@ -46,6 +47,10 @@ class MarketInterface:
     """
 
     def __init__(self, sim: "CoSimulation", mechanism: Mechanism) -> None:
+        unknown = sorted(set(mechanism.needs) - REQUEST_PARTS)
+        if unknown:  # needs set per instance after `Mechanism.__init__` checked the class's
+            raise MarketConfigError(f"{type(mechanism).__name__}.needs: unknown request part '{unknown[0]}'; allowed: "
+                                    f"{', '.join(sorted(REQUEST_PARTS))}")
         self.sim = sim
         self.needs = frozenset(mechanism.needs)
         self.mechanism = mechanism
