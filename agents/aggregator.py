@@ -1,7 +1,7 @@
 """Aggregator and market operator agents.
 
-The aggregator groups EVs by station (and so by bus), builds the `MarketRequest` for the EVs that need a schedule,
-and turns the `MarketResult` into per-EV power for the current step without breaking any EV's limits: never above
+The aggregator groups EVs by station (and so by bus), reports the flexibility (`EVFlex`) of the EVs that need a
+schedule (the simulation's market interface, `sim.interface`, wraps it into the `MarketRequest`), and turns the `MarketResult` into per-EV power for the current step without breaking any EV's limits: never above
 its charger rating, never outside its plug-in window, never more energy than it still needs, and never above its
 station's cap (a station over its cap scales all its EVs down in proportion).
 
