@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -165,7 +166,7 @@ class VoltageForecast:
         """Number of buses."""
         return int(self.vm_base_pu.shape[1])
 
-    def window(self, start: int, stop: int | None = None) -> "VoltageForecast":
+    def window(self, start: int, stop: int | None = None) -> VoltageForecast:
         """The forecast of slots ``start … stop−1`` (the sensitivities are kept)."""
         return replace(self, vm_base_pu=self.vm_base_pu[start:stop])
 

@@ -9,7 +9,7 @@ Plain functions on arrays, so a mechanism (``elasticity-dr`` announces `tou_pric
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

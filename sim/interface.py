@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.fleet import PLUGGED
-from markets.base import (REQUEST_PARTS, Elasticity, EVFlex, MarketConfigError, MarketRequest, Mechanism,
-                          VoltageForecast)
+from markets.base import REQUEST_PARTS, Elasticity, EVFlex, MarketConfigError, MarketRequest, Mechanism, VoltageForecast
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
@@ -46,7 +45,7 @@ class MarketInterface:
         mechanism: the mechanism the requests are for; its ``needs`` decide the optional parts.
     """
 
-    def __init__(self, sim: "CoSimulation", mechanism: Mechanism) -> None:
+    def __init__(self, sim: CoSimulation, mechanism: Mechanism) -> None:
         unknown = sorted(set(mechanism.needs) - REQUEST_PARTS)
         if unknown:  # needs set per instance after `Mechanism.__init__` checked the class's
             raise MarketConfigError(f"{type(mechanism).__name__}.needs: unknown request part '{unknown[0]}'; allowed: "

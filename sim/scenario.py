@@ -403,7 +403,7 @@ class Scenario(_Model):
         return self
 
     @model_validator(mode="after")
-    def _moved_keys(self) -> "Scenario":
+    def _moved_keys(self) -> Scenario:
         if "station_choice" in self.market.params.get("eho-bilevel", {}):
             raise ValueError("market.params.eho-bilevel.station_choice: moved to fleet.station_choice (a fleet "
                              "behaviour, for every mechanism); allowed: integer >= 0 there")
