@@ -263,3 +263,20 @@ def test_station_choice_is_a_fleet_setting_for_every_mechanism() -> None:
     m.close()
     with pytest.raises(ScenarioError, match="market.params.eho-bilevel.station_choice: moved to fleet.station_choice"):
         load_scenario("eho-bilevel-10stations", ["market.params.eho-bilevel.station_choice=2"])
+
+
+def test_market_operator_adopts_prices_only_from_a_repriced_result() -> None:
+    from dataclasses import replace
+
+    from markets.base import MarketResult
+
+    m = CoSimulation(load_scenario("default", ["fleet.n_evs=5", "time.horizon_h=2"]))
+    mo = m.market_operator
+    before = mo.price_usd_per_mwh.copy()
+    res = MarketResult("x", np.full(3, 999.0), np.zeros((0, 3)))
+    mo.reprice(1, res)
+    np.testing.assert_array_equal(mo.price_usd_per_mwh, before)
+    mo.reprice(1, replace(res, repriced=True))
+    np.testing.assert_array_equal(mo.price_usd_per_mwh[1:4], 999.0)
+    assert mo.price_usd_per_mwh[0] == before[0] and np.array_equal(mo.price_usd_per_mwh[4:], before[4:])
+    m.close()
