@@ -29,7 +29,7 @@ def _weights(spec: AttackSpec, t_h: np.ndarray) -> np.ndarray:
 class Attacker(mesa.Agent):
     """Registers one transform per attack spec on the model's taps."""
 
-    def __init__(self, model: "CoSimulation", specs: list[AttackSpec]) -> None:
+    def __init__(self, model: CoSimulation, specs: list[AttackSpec]) -> None:
         super().__init__(model)
         self.specs = specs
         rng = model.streams["attack"]

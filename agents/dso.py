@@ -87,7 +87,7 @@ class DSO(mesa.Agent):
 
     def __init__(
         self,
-        model: "CoSimulation",
+        model: CoSimulation,
         network: Network,
         engine: FastPowerFlow | PandapowerPowerFlow,
         *,

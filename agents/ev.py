@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import mesa
 import numpy as np
@@ -25,7 +26,7 @@ class Station(mesa.Agent):
         release_when_full: EVs free the port once charged (public stations) instead of at departure (home).
     """
 
-    def __init__(self, model: "CoSimulation", idx: int, table: StationTable) -> None:
+    def __init__(self, model: CoSimulation, idx: int, table: StationTable) -> None:
         super().__init__(model)
         self.idx = idx
         self.ports = simpy.Resource(model.env, capacity=int(table.ports[idx]))
@@ -42,7 +43,7 @@ class EV(mesa.Agent):
     still queued at its departure time leaves without charging (reneges).
     """
 
-    def __init__(self, model: "CoSimulation", idx: int) -> None:
+    def __init__(self, model: CoSimulation, idx: int) -> None:
         super().__init__(model)
         self.idx = idx
         self.charged: simpy.Event = model.env.event()

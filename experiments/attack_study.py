@@ -221,7 +221,7 @@ def study_roc(study_dir: str | Path, manifest: dict[str, Any], *, plots: bool = 
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        for (pt, label), g in table.groupby(["point", "label"]):
+        for (_pt, label), g in table.groupby(["point", "label"]):
             ax.step(g["fpr"], g["tpr"], where="post", label=f"{label} (AUC {g['auc'].iloc[0]:.3f})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlabel("false-alarm rate (clean steps)")

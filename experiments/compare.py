@@ -8,11 +8,16 @@ penalty on unserved energy). The gap is ``(Σ objective − Σ optimum) / |Σ op
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sim.scenario import Scenario, validate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.result import RunResult
 
 COLUMNS = {
     "market_objective_usd": "objective [$]",
@@ -32,7 +37,7 @@ COLUMNS = {
 
 
 def compare(scenario: Scenario, mechanisms: list[str], *, reference_variant: str = "lp", bits: int = 4,
-            run: "callable | None" = None) -> pd.DataFrame:
+            run: Callable[[Scenario], RunResult] | None = None) -> pd.DataFrame:
     """Run ``scenario`` once per mechanism with exact-optimum scoring; one row per mechanism."""
     from sim.model import CoSimulation
 

@@ -26,8 +26,9 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -326,7 +327,7 @@ def _execute_dask(tasks: list[Task], on_result: Callable[..., None], *, workers:
 
 def run_study(
     study: Study,
-    store: "Any",
+    store: Any,
     *,
     workers: int = 1,
     scheduler: str | None = None,

@@ -36,7 +36,7 @@ Run ``python -m experiments.pev_cases`` (``--method lindistflow`` for the LP, ``
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

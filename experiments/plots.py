@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -606,7 +607,7 @@ def _run_all(plots: dict[str, Callable[..., Path | None]], args: tuple, out: Pat
     return written
 
 
-def plot_run(result: "RunResult", out_dir: Path, *, strict: bool = False) -> list[Path]:
+def plot_run(result: RunResult, out_dir: Path, *, strict: bool = False) -> list[Path]:
     """Write the standard plots of one run into ``out_dir`` and return their paths.
 
     Files (each skipped when its tables are missing or empty): ``voltage_heatmap.png`` (bus × time),
@@ -693,7 +694,7 @@ def _comparison_voltage(plt, frames, path: Path) -> Path | None:
                               lambda y: f"min {np.nanmin(y):.3f} pu" if np.isfinite(y).any() else "no data", limits)
 
 
-def plot_comparison(frames: dict[str, "RunResult"], out_dir: Path, *, strict: bool = False) -> list[Path]:
+def plot_comparison(frames: dict[str, RunResult], out_dir: Path, *, strict: bool = False) -> list[Path]:
     """Overlay several runs: ``comparison_load.png`` (total load) and ``comparison_voltage.png`` (Vmin per step).
 
     Args:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -440,7 +441,7 @@ def plot_tornado(summary: pd.DataFrame, kpi: str, out_dir: str | Path, *,
         xs = [ref]
         has_text = any(isinstance(b[1][0][0], str) for b in bars)
         text_note = {"lowest value": " (first for text parameters)", "highest value": " (last for text parameters)"}
-        for y, (name, ends, swing, n_lv) in enumerate(bars):
+        for y, (name, ends, _swing, n_lv) in enumerate(bars):
             for (v, m, lo, hi), dy, colour, which in ((ends[0], 0.2, "#1f77b4", "lowest value"),
                                                        (ends[1], -0.2, "#ff7f0e", "highest value")):
                 if n_lv == 1 and dy < 0:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from agents.fleet import STATE_NAMES, PLUGGED, WAITING
+from agents.fleet import PLUGGED, STATE_NAMES, WAITING
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.dso import GridStep
@@ -25,7 +25,7 @@ STEP_COLUMNS = (
 class Recorder:
     """Collects one row per step (and per step × bus/line/station) in preallocated arrays."""
 
-    def __init__(self, model: "CoSimulation") -> None:
+    def __init__(self, model: CoSimulation) -> None:
         self.model = model
         n, nb, nl, ns = model.n_steps, model.network.n_bus, model.network.n_line, len(model.station_table)
         self.cols = {c: np.zeros(n) for c in STEP_COLUMNS}
@@ -42,7 +42,7 @@ class Recorder:
     def record(
         self,
         k: int,
-        grid: "GridStep",
+        grid: GridStep,
         p_base_kw: np.ndarray,
         *,
         p_ev_bus_final: np.ndarray,
@@ -279,7 +279,7 @@ class Recorder:
             out["time_to_detect_min"] = float("nan")
         return out
 
-    def result(self, *, wall_s: float, cpu_s: float) -> "RunResult":
+    def result(self, *, wall_s: float, cpu_s: float) -> RunResult:
         from sim.kpis import compute_kpis
         from sim.result import RunResult, provenance
 

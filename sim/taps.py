@@ -9,7 +9,8 @@ special cases; the labels let a detector be scored against the truth.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CHANNELS = ("ev_reports", "station_reports", "bids", "price_signal", "elasticity", "dso_measurements")
 

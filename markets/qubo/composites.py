@@ -24,6 +24,7 @@ from typing import Any
 import dimod
 import numpy as np
 import scipy.sparse as sp
+from dimod.typing import LabelledBQMVectors
 
 from markets.qubo.model import QuboModel
 
@@ -41,7 +42,9 @@ def samples_matrix(sampleset: dimod.SampleSet, n_vars: int) -> np.ndarray:
 
 
 def _sparse_q(bqm: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, sp.csr_matrix, float, list]:
-    lin, (r, c, q), off, labels = bqm.to_numpy_vectors(return_labels=True)
+    vectors = bqm.to_numpy_vectors(return_labels=True)
+    assert isinstance(vectors, LabelledBQMVectors), "return_labels=True yields the labelled vectors"
+    lin, (r, c, q), off, labels = vectors
     n = len(lin)
     m = sp.coo_matrix((q, (r, c)), shape=(n, n)).tocsr()
     return np.asarray(lin, float), m, float(off), list(labels)

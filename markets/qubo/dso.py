@@ -300,19 +300,19 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
     if n_rows:
         amat = sp.csr_matrix((np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
                              shape=(n_rows, n))
-        b = np.asarray(r_b)
-        w = np.asarray(r_w)
-        m = (amat.T @ sp.diags(w) @ amat).tocoo()
-        lin = lin + m.diagonal() - 2.0 * np.asarray(amat.T @ (w * b)).ravel()
+        b_rows = np.asarray(r_b)
+        w_rows = np.asarray(r_w)
+        m = (amat.T @ sp.diags(w_rows) @ amat).tocoo()
+        lin = lin + m.diagonal() - 2.0 * np.asarray(amat.T @ (w_rows * b_rows)).ravel()
         upper = m.row < m.col
         rows_all.append(m.row[upper])
         cols_all.append(m.col[upper])
         vals_all.append(2.0 * m.data[upper])
-        offset += float(np.sum(w * b * b))
-    r = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
-    c = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
-    v = np.concatenate(vals_all) if vals_all else np.zeros(0)
-    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (r, c, v), offset, dimod.BINARY)
+        offset += float(np.sum(w_rows * b_rows * b_rows))
+    q_rows = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
+    q_cols = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
+    q_vals = np.concatenate(vals_all) if vals_all else np.zeros(0)
+    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
     return bqm, {"level_index": level_index, "components": components, "weights": weights, "n_vars": n,
                  "coef": coef}
 
@@ -451,10 +451,10 @@ def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, d
         components.append(start + np.arange(n_blk))
         start += n_blk
     lin = np.concatenate(lin_all) if lin_all else np.zeros(0)
-    r = np.concatenate(q_r) if q_r else np.zeros(0, np.int64)
-    c = np.concatenate(q_c) if q_c else np.zeros(0, np.int64)
-    v = np.concatenate(q_v) if q_v else np.zeros(0)
-    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (r, c, v), offset, dimod.BINARY)
+    q_rows = np.concatenate(q_r) if q_r else np.zeros(0, np.int64)
+    q_cols = np.concatenate(q_c) if q_c else np.zeros(0, np.int64)
+    q_vals = np.concatenate(q_v) if q_v else np.zeros(0)
+    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
     return bqm, {"owner": np.concatenate(owner_all) if owner_all else np.zeros(0, np.int64),
                  "level_bits": np.concatenate(level_bits) if level_bits else np.zeros(0, np.int64),
                  "components": components, "n_vars": start, "block_scale": np.asarray(block_scale)}
@@ -511,7 +511,7 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
     for stage, (step, radius) in enumerate(stages):
         if stage == 1 and warm_start:
             x = lp.levels  # centre the windows on the rounded LP relaxation (the reads stay the annealer's)
-        for rep in range(passes):
+        for _rep in range(passes):
             if radius == 0:
                 lo, width = np.zeros((t, nv), np.int64), -(-k // step)
             else:

@@ -97,7 +97,7 @@ class EVAInstance:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(np.shape(self.lam_p_usd_per_mwh))  # type: ignore[return-value]
+        return tuple(np.shape(self.lam_p_usd_per_mwh))
 
     @property
     def levels(self) -> int:
@@ -152,7 +152,7 @@ class EVAInstance:
         q = self.q_of_level(self.best_q_levels().transpose(2, 0, 1)).transpose(1, 2, 0) if self.reactive else 0.0
         return self.dt_h * (self.lam_p_usd_per_mwh[:, :, None] * p + self.lam_q_usd_per_mvarh[:, :, None] * q)
 
-    def with_bits(self, bits: int) -> "EVAInstance":
+    def with_bits(self, bits: int) -> EVAInstance:
         from dataclasses import replace
         return replace(self, bits=bits)
 

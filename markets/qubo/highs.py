@@ -12,13 +12,15 @@ import scipy.sparse as sp
 __all__ = ["run"]
 
 
-def run(cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray, a: sp.spmatrix, row_lower: np.ndarray,
-        row_upper: np.ndarray, integer: np.ndarray | bool | None = None, **options: Any) -> tuple[highspy.Highs, float]:
+def run(cost: np.ndarray, col_lower: np.ndarray | float, col_upper: np.ndarray | float, a: sp.spmatrix,
+        row_lower: np.ndarray | float, row_upper: np.ndarray | float, integer: np.ndarray | bool | None = None,
+        **options: Any) -> tuple[highspy.Highs, float]:
     """Solve ``min cost·x`` s.t. ``row_lower ≤ a·x ≤ row_upper``, ``col_lower ≤ x ≤ col_upper``.
 
-    Infinite bounds become HiGHS's infinity; ``integer`` marks integer columns (a bool mask, or True for all);
-    ``options`` are HiGHS options (``output_flag`` is off unless given). Returns the solved ``Highs`` (status,
-    solution and duals are read from it) and the solver's wall time [s].
+    Bounds are arrays or scalars (broadcast to every column/row); infinite ones become HiGHS's infinity;
+    ``integer`` marks integer columns (a bool mask, or True for all); ``options`` are HiGHS options
+    (``output_flag`` is off unless given). Returns the solved ``Highs`` (status, solution and duals are read
+    from it) and the solver's wall time [s].
     """
     inf = highspy.kHighsInf
     a = sp.csc_matrix(a)

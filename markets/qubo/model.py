@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 import dimod
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from markets.qubo import encoding as enc
 
-__all__ = ["IntVar", "Constraint", "QuboModel"]
+__all__ = ["IntVar", "SlackView", "Constraint", "QuboModel"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,20 @@ class IntVar:
         return self.encoding.offset + self.encoding.step * self.levels(x)
 
 
+class SlackView:
+    """The slack integers of one constraint (one block per row with a range), addressed as a whole."""
+
+    def __init__(self, k: int, blocks: list[tuple[int, IntVar]]) -> None:
+        self.k = k
+        self.blocks = blocks
+
+    def levels(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), self.k))
+        for r, sv in self.blocks:
+            out[:, r] = sv.levels(x)
+        return out
+
+
 @dataclass
 class Constraint:
     """``lo ≤ A·x ≤ hi`` over the model's bits, with its penalty weights, multipliers and slack block."""
@@ -70,7 +85,7 @@ class Constraint:
     hi: np.ndarray
     weight: np.ndarray
     multiplier: np.ndarray
-    slack: IntVar | None = None
+    slack: SlackView | None = None
     slack_rows: list[np.ndarray] = field(default_factory=list)  # bit indices of each row's slack
 
     def activity(self, x: np.ndarray) -> np.ndarray:
@@ -188,29 +203,29 @@ class QuboModel:
             raise ValueError(f"constraint {name!r} already exists")
         a = sp.csr_matrix(a, dtype=float)
         k = a.shape[0]
-        lo = np.broadcast_to(np.asarray(lo, float), (k,)).copy()
-        hi = np.broadcast_to(np.asarray(hi, float), (k,)).copy()
+        lo_k: NDArray[np.float64] = np.broadcast_to(np.asarray(lo, float), (k,)).copy()
+        hi_k: NDArray[np.float64] = np.broadcast_to(np.asarray(hi, float), (k,)).copy()
         amax = np.asarray(a.maximum(0).sum(axis=1)).ravel()
-        hi = np.minimum(hi, amax)
-        bad = [nm for nm, v in (("a", a.data), ("lo", lo), ("hi", hi)) if np.any(np.abs(v - np.rint(v)) > 1e-9)]
+        hi_k = np.minimum(hi_k, amax)
+        bad = [nm for nm, v in (("a", a.data), ("lo", lo_k), ("hi", hi_k)) if np.any(np.abs(v - np.rint(v)) > 1e-9)]
         if bad:
             raise ValueError(f"constraint {name!r}: {', '.join(bad)} must be integer-valued for an exact slack")
-        if np.any(hi < lo):
-            raise ValueError(f"constraint {name!r}: infeasible rows (hi < lo) at {np.flatnonzero(hi < lo)[:5]}")
-        width = np.rint(hi - lo).astype(np.int64)
-        con = Constraint(name, a, lo, hi, np.broadcast_to(np.asarray(weight, float), (k,)).copy(),
+        if np.any(hi_k < lo_k):
+            raise ValueError(f"constraint {name!r}: infeasible rows (hi < lo) at {np.flatnonzero(hi_k < lo_k)[:5]}")
+        width = np.rint(hi_k - lo_k).astype(np.int64)
+        con = Constraint(name, a, lo_k, hi_k, np.broadcast_to(np.asarray(weight, float), (k,)).copy(),
                          np.broadcast_to(np.asarray(multiplier, float), (k,)).copy())
         if np.any(width > 0):
             # One slack integer per row, all on the encoding of the widest row; narrower rows get their
             # unused high bits fixed out by a bound row (cheaper: give each row its own block).
-            slack_vars = []
-            for r in np.flatnonzero(width > 0):
+            slack_vars: list[tuple[int, IntVar]] = []
+            for r in np.flatnonzero(width > 0).tolist():
                 sv = self.integer(f"{name}.slack{r}", (), enc.make(slack, int(width[r]), mu=mu))
                 slack_vars.append((r, sv))
             con.slack_rows = [np.empty(0, np.int64)] * k
             for r, sv in slack_vars:
                 con.slack_rows[r] = sv.index.reshape(-1)
-            con.slack = _SlackView(k, slack_vars)  # type: ignore[assignment]
+            con.slack = SlackView(k, slack_vars)
         self.constraints[name] = con
         return con
 
@@ -219,7 +234,7 @@ class QuboModel:
         a = con.a.copy()
         a.resize((a.shape[0], self.n_vars))
         if con.slack is not None:
-            blocks = con.slack.blocks  # type: ignore[union-attr]
+            blocks = con.slack.blocks
             r = np.concatenate([np.full(sv.encoding.n_bits, k) for k, sv in blocks])
             c = np.concatenate([sv.index.reshape(-1) for _, sv in blocks])
             v = np.concatenate([-sv.encoding.coefficients.astype(float) for _, sv in blocks])
@@ -309,21 +324,7 @@ class QuboModel:
                 if con.slack is None:
                     continue
                 ax = con.activity(x[None, :])[0]
-                for r, sv in con.slack.blocks:  # type: ignore[union-attr]
+                for r, sv in con.slack.blocks:
                     surplus = int(np.clip(np.rint(ax[r] - con.lo[r]), 0, sv.encoding.upper))
                     x[sv.index] = sv.encoding.encode(surplus)
         return x
-
-
-class _SlackView:
-    """The slack integers of one constraint (one block per row with a range), addressed as a whole."""
-
-    def __init__(self, k: int, blocks: list[tuple[int, IntVar]]) -> None:
-        self.k = k
-        self.blocks = blocks
-
-    def levels(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(x), self.k))
-        for r, sv in self.blocks:
-            out[:, r] = sv.levels(x)
-        return out

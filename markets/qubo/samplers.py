@@ -27,7 +27,8 @@ markets.qubo.samplers.SamplerConfigError: sampler: must be one of dwave, dwave-h
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dimod
 
