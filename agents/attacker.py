@@ -17,6 +17,7 @@ from sim.scenario import AttackSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
+    from sim.taps import Transform
 
 
 def _weights(spec: AttackSpec, t_h: np.ndarray) -> np.ndarray:
@@ -37,6 +38,7 @@ class Attacker(mesa.Agent):
         for spec in specs:
             # what a target is: a station row, a measurement index, a (non-slack) bus or an EV (fleet row)
             if spec.kind == "measurement-bias":
+                assert model.estimator is not None, "measurement attacks need detection.state_estimation (Scenario)"
                 n_t, first, what = model.estimator.n_meas, 0, "measurement"
             elif spec.kind in ("measurement-stealth", "load-redistribution"):
                 n_t, first, what = model.network.n_bus, 1, "bus"
@@ -71,7 +73,7 @@ class Attacker(mesa.Agent):
     def _slot_hours(self, k: int, n: int) -> np.ndarray:
         return (k + np.arange(n)) * self.model.dt_min / 60.0
 
-    def _transform(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+    def _transform(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         def station_inflation(reports: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
             w = _weights(spec, self._slot_hours(k, reports.shape[1]))
             if not w.any() or not len(targets):
@@ -122,11 +124,13 @@ class Attacker(mesa.Agent):
             return self._soc_falsification(spec, targets)
         if spec.kind == "price-delay":
             return self._price_delay(spec, targets)
-        return {"station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale,
-                "measurement-bias": measurement_bias, "measurement-stealth": measurement_stealth}[spec.kind]
+        by_kind: dict[str, Transform] = {
+            "station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale,
+            "measurement-bias": measurement_bias, "measurement-stealth": measurement_stealth}
+        return by_kind[spec.kind]
 
     # ------------------------------------------------------------------ further kinds
-    def _load_redistribution(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+    def _load_redistribution(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         """Move measured load between the target buses (total unchanged, per-bus bound ``|magnitude|``).
 
         The targets are split once into a "gain" half and a "lose" half (alternating in the order drawn or given;
@@ -202,7 +206,7 @@ class Attacker(mesa.Agent):
             xk = xk + np.linalg.solve(est.jacobian(vm, va)[rows], mis)
         return None
 
-    def _replay(self, spec: AttackSpec):  # type: ignore[no-untyped-def]
+    def _replay(self, spec: AttackSpec) -> Transform:
         """Replay the channel's values of ``delay_steps`` earlier (or, with ``freeze``, of the last step before the
         window opened). Every value passing through is recorded (the true one, not the replayed one). A replayed
         array keeps its slot positions: slot 0 of the old message is presented as slot 0 now (cut or zero-padded
@@ -239,7 +243,7 @@ class Attacker(mesa.Agent):
 
         return transform
 
-    def _soc_falsification(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+    def _soc_falsification(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         """Target EVs report an energy need scaled by ``1 + magnitude·w`` (kept within [0, battery capacity])."""
         from dataclasses import replace
 
@@ -258,7 +262,7 @@ class Attacker(mesa.Agent):
 
         return transform
 
-    def _price_delay(self, spec: AttackSpec, targets: np.ndarray):  # type: ignore[no-untyped-def]
+    def _price_delay(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         """Target EVs get the price signal of a clearing (and the schedule that answers it) ``delay_steps`` late:
         for its first ``delay_steps`` slots they keep acting on what they had (their previous schedule, or
         nothing for an EV that just plugged in). Needs the clearing's EV ids in ``result.info["ev_id"]``."""

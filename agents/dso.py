@@ -220,6 +220,7 @@ class DSO(mesa.Agent):
             p = (p_fixed + ev_dis + ev_charge * factor) / 1000.0
             if not droop:
                 return self._solve(p, (q_fixed - q_set) / 1000.0)
+            assert s_ev_kva is not None and self.volt_var is not None, "droop needs the curve and the EV ratings"
             headroom = np.sqrt(np.maximum(s_ev_kva**2 - (ev_charge * factor - ev_dis) ** 2, 0.0))
             lo, hi = -headroom - np.minimum(q_set, 0.0), headroom - np.maximum(q_set, 0.0)
             res = self._solve(p, (q_fixed - q_ev) / 1000.0)
@@ -258,6 +259,7 @@ class DSO(mesa.Agent):
         if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
             return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
         has_ev = ev_charge > 0
+        assert self._r is not None, "curtailment keeps the network's voltage sensitivities (set in __init__)"
         if res.converged and np.any(res.vm_pu < v_lo - _TOL_V):
             worst = int(np.argmin(res.vm_pu - v_lo))
             w = np.maximum(self._r[worst], 0.0)

@@ -75,6 +75,7 @@ class EV(mesa.Agent):
         req = station.ports.request()
         patience = max(f.departure_min[i] - env.now, 0.0)
         got = yield req | env.timeout(patience)
+        assert isinstance(got, simpy.events.ConditionValue), "an AnyOf event yields the events that fired"
         if req not in got:
             req.cancel()
             f.state[i] = RENEGED

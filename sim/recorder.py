@@ -158,6 +158,7 @@ class Recorder:
         })
         mo = m.market_operator
         if mo.dlmp_p is not None:
+            assert mo.dlmp_q is not None, "the DSO prices P and Q together"
             bus["lam_p_usd_per_mwh"] = mo.dlmp_p.ravel()
             bus["lam_q_usd_per_mvarh"] = mo.dlmp_q.ravel()
         f = m.fleet
@@ -272,9 +273,9 @@ class Recorder:
         out["detection_rate"] = float((mon.flagged & targets).sum() / targets.sum()) if targets.any() else float("nan")
         clean = ~targets
         out["false_alarm_rate"] = float((mon.flagged & clean).sum() / clean.sum()) if clean.any() else float("nan")
-        hit = mon.flagged & targets
-        if hit.any() and attacked_steps:
-            out["time_to_detect_min"] = float((mon.flag_step[hit] - attacked_steps[0]).mean() * m.dt_min)
+        caught = mon.flagged & targets
+        if caught.any() and attacked_steps:
+            out["time_to_detect_min"] = float((mon.flag_step[caught] - attacked_steps[0]).mean() * m.dt_min)
         else:
             out["time_to_detect_min"] = float("nan")
         return out
@@ -300,6 +301,7 @@ class Recorder:
             timing["reference_s"] = mo.reference_time_s
         market: dict[str, Any] = self._attack_kpis()
         if mo.dlmp_p is not None:
+            assert mo.dlmp_q is not None, "the DSO prices P and Q together"
             market.update(dlmp_p_mean_usd_per_mwh=float(mo.dlmp_p.mean()), dlmp_p_max_usd_per_mwh=float(mo.dlmp_p.max()),
                           dlmp_q_mean_usd_per_mvarh=float(mo.dlmp_q.mean()), dlmp_failed_slots=mo.dlmp_failed_slots)
         if mo.reference is not None:
