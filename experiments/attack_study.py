@@ -84,12 +84,13 @@ def _mean(reps: pd.DataFrame, kpi: str, pt: int) -> tuple[float, float, float]:
     return m, lo, hi
 
 
-def peak_reduction(reps: pd.DataFrame, pt: int, unc: int) -> np.ndarray:
-    """Per replication (same seed): ``100 · (1 − peak_pt / peak_uncontrolled)`` [%], indexed by rep."""
+def peak_reduction(reps: pd.DataFrame, pt: int, unc: int) -> pd.Series:
+    """Per replication (same seed): ``100 · (1 − peak_pt / peak_uncontrolled)`` [%], indexed by rep (empty when
+    either point has no successful replication)."""
     ok = reps[reps["status"] == "ok"]
     wide = ok.pivot_table(index="rep", columns="point", values=f"{KPI_PREFIX}peak_load_kw", aggfunc="first")
     if pt not in wide or unc not in wide:
-        return np.zeros(0)
+        return pd.Series(dtype=float)
     return (100.0 * (1.0 - wide[pt] / wide[unc])).dropna()
 
 
@@ -97,6 +98,8 @@ def impact_row(reps: pd.DataFrame, manifest: dict[str, Any], pt: int, aucs: dict
     """Every impact and detection column of one point (see module docstring)."""
     base = _by_label(manifest, "baseline")
     unc = _by_label(manifest, "uncontrolled")
+    if base is None:
+        raise ValueError("manifest.points: impact_row needs a point labelled 'baseline' (the paired reference)")
     row: dict[str, Any] = {}
     for kpi, name in (("price_mean_usd_per_mwh", "tariff deviation [%]"),
                       ("price_peak_mean_usd_per_mwh", "tariff deviation 17–21 h [%]"), ("peak_load_kw", "peak change [%]"),
@@ -156,7 +159,7 @@ def table_003_fdi(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, 
     def pr(pt: int) -> str:
         if unc is None:
             return "n/a"
-        m, _, _, lo, hi = mean_ci(peak_reduction(reps, pt, unc).to_numpy() if unc is not None else np.zeros(0))
+        m, _, _, lo, hi = mean_ci(peak_reduction(reps, pt, unc).to_numpy())
         return _fmt(m, lo, hi, 1)
 
     rows.append({"case": "clean", "metric": "peak reduction vs uncontrolled [%]",

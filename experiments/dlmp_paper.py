@@ -162,7 +162,7 @@ def format_table2(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
     cols = []
     for r in rows:
         cols.append((r["scenario"].rsplit("-", 1)[-1].upper(), r["bits"], r))
-    scen = []
+    scen: list[tuple[str, Any]] = []
     for s, _, r in cols:
         if s not in [x[0] for x in scen]:
             scen.append((s, r["paper"]))

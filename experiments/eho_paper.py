@@ -199,7 +199,7 @@ def _md(df: pd.DataFrame, fmt: str = "{:.3g}") -> str:
         cells = []
         for v in r:
             if isinstance(v, (float, np.floating)):
-                cells.append("–" if not np.isfinite(v) else (f"{v:,.1f}" if abs(v) >= 100 else fmt.format(v)))
+                cells.append("–" if not np.isfinite(v) else (f"{v:,.1f}" if abs(float(v)) >= 100 else fmt.format(v)))
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
@@ -222,7 +222,8 @@ def compare_searches(prob: BilevelProblem, *, seeds: list[int], n_elephants: int
     """EHO, DE and random search at the same number of evaluations, per seed: objective, evaluations, time."""
     from markets.eho_bilevel import solve
 
-    rows, hist = [], {}
+    rows: list[dict[str, Any]] = []
+    hist: dict[str, list[np.ndarray]] = {}
     budget = n_elephants * (n_iter + 1)
     for method in ("eho", "de", "random"):
         hist[method] = []
@@ -284,7 +285,7 @@ def _plots(out: Path, ctx: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     waits = ctx["waits"]
     bins = np.arange(0, max(max((w.max() for w in waits.values()), default=1.0), 1.0) + 1.0, 1.0)
-    ax.hist(list(waits.values()), bins=bins, label=list(waits), rwidth=0.9)
+    ax.hist(list(waits.values()), bins=bins.tolist(), label=list(waits), rwidth=0.9)
     ax.set(xlabel="queue wait [h]", ylabel="EVs", title="Wait-time distribution")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -445,7 +446,7 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
     n_el, n_it = int(p.get("n_elephants", 50)), int(p.get("n_iter", 50))
     if quick:
         n_it = 10
-    eho_kw = {"n_clans": int(p.get("n_clans", 5)), "alpha": float(p.get("eho_alpha", 0.6)),
+    eho_kw: dict[str, Any] = {"n_clans": int(p.get("n_clans", 5)), "alpha": float(p.get("eho_alpha", 0.6)),
               "beta": float(p.get("eho_beta", 0.3)), "n_elite": int(p.get("n_elite", 2))}
     seeds = [seed + i for i in range(2 if quick else 5)]
 
@@ -534,7 +535,8 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
     summ_c, summ_f = _summary(cmp_c), _summary(cmp_f)
     summ_c.insert(0, "problem", f"paper, station choice (reach {reach})")
     summ_f.insert(0, "problem", "paper, fixed stations")
-    small = small_instance(weights=prob_c.weights, epsilon=prob_c.epsilon)
+    w1, w2, w3 = prob_c.weights  # eq. 9's (α1, α2, α3)
+    small = small_instance(weights=(w1, w2, w3), epsilon=prob_c.epsilon)
     t = time.perf_counter()
     exact = exact_upper_level(small)
     exact_s = time.perf_counter() - t

@@ -27,6 +27,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ def _cached_versions() -> dict[str, Any]:
 
     from sim.result import PACKAGES
 
-    out = {}
+    out: dict[str, str | None] = {}
     for p in PACKAGES:
         try:
             out[p] = metadata.version(p)
@@ -258,7 +259,7 @@ class Study:
             **self.extra,
         }
 
-    def tasks(self, skip: set[tuple[int, int]] = frozenset()) -> list[Task]:
+    def tasks(self, skip: AbstractSet[tuple[int, int]] = frozenset()) -> list[Task]:
         n_groups = len(self.scenario.fleet.groups)
         return [
             Task(p.index, r, tuple(p.params.items()), self.scenario_json, self.root_seed, self.timeseries, n_groups)

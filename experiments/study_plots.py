@@ -19,6 +19,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -617,22 +618,21 @@ def plot_study(reps: pd.DataFrame, summary: pd.DataFrame, manifest: dict[str, An
     elif kind in ("sweep", "oat"):
         params = _design_params(summary, "baseline")
         if kind == "oat":
-            jobs += [(f"tornado {k}", lambda k=k: plot_tornado(summary, k, out)) for k in headline]
-            jobs += [(f"response {p}", lambda p=p: plot_response(summary, p, headline, out)) for p in params]
+            jobs += [(f"tornado {k}", partial(plot_tornado, summary, k, out)) for k in headline]
+            jobs += [(f"response {p}", partial(plot_response, summary, p, headline, out)) for p in params]
         elif len(params) == 1:
             jobs.append((f"response {params[0]}", lambda: plot_response(summary, params[0], headline, out)))
         elif len(params) == 2:
             p1, p2 = params
             jobs += [(f"response {p1}", lambda: plot_response(summary, p1, headline, out, by=p2)),
                      (f"response {p2}", lambda: plot_response(summary, p2, headline, out, by=p1))]
-            jobs += [(f"heatmap {k}", lambda k=k: plot_heatmap(summary, p1, p2, k, out)) for k in headline]
+            jobs += [(f"heatmap {k}", partial(plot_heatmap, summary, p1, p2, k, out)) for k in headline]
         elif len(params) >= 3:
             points, _ = _summary_rows(summary, "baseline")
             first = {p: _levels(points[p])[0] for p in params}
             for p in params:
                 where = {q: v for q, v in first.items() if q != p}
-                jobs.append((f"response {p}", lambda p=p, where=where: plot_response(summary, p, headline, out,
-                                                                                    where=where)))
+                jobs.append((f"response {p}", partial(plot_response, summary, p, headline, out, where=where)))
     else:
         warnings.warn(f"plot_study: unknown study kind {kind!r}; allowed: montecarlo, sweep, oat", RuntimeWarning,
                       stacklevel=2)
