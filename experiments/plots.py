@@ -22,6 +22,11 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
+    from types import ModuleType
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from sim.result import RunResult
 
 DPI = 120
@@ -31,7 +36,7 @@ COMPARISON_FILES = ("comparison_load.png", "comparison_voltage.png")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +66,7 @@ def _paper(result: Any) -> bool:
     return _grid_attr(result, "bus_numbering", "paper") == "paper"
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     if fig.get_layout_engine() is None:  # figures with a legend below the axes use constrained layout
         fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -106,7 +111,7 @@ class _Clock:
         return np.append(self.t, self.t1), np.append(y, y[-1] if len(y) else np.nan)
 
 
-def _time_axis(ax, clock: _Clock, t0: float | None = None, t1: float | None = None, max_ticks: int = 9) -> None:
+def _time_axis(ax: Axes, clock: _Clock, t0: float | None = None, t1: float | None = None, max_ticks: int = 9) -> None:
     """Ticks every 3 h (coarser for long runs or narrow axes) labelled with time of day; the day on multi-day runs."""
     t0 = clock.t0 if t0 is None else t0
     t1 = clock.t1 if t1 is None else t1
@@ -134,7 +139,7 @@ def _time_axis(ax, clock: _Clock, t0: float | None = None, t1: float | None = No
     ax.set_xlabel("time of day [h]" if not multi else "day of run" if step >= 24 else "time of day [h] / day of run")
 
 
-def _bus_ticks(ax, ids: np.ndarray, paper: bool, axis: str = "y", max_labels: int = 35) -> None:
+def _bus_ticks(ax: Axes, ids: np.ndarray, paper: bool, axis: str = "y", max_labels: int = 35) -> None:
     """Label positions 0..n-1 with bus numbers (1-based in paper numbering), thinned to at most ``max_labels``."""
     n = len(ids)
     every = max(1, math.ceil(n / max_labels))
@@ -165,14 +170,14 @@ def _pivot(df: pd.DataFrame, index: str, value: str) -> pd.DataFrame:
         .sort_index(axis=1)
 
 
-def _message(ax, text: str) -> None:
+def _message(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 # ------------------------------------------------------------------------------------------------ run plots
-def _voltage_heatmap(plt, result, path: Path) -> Path | None:
+def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.lines import Line2D
 
@@ -225,7 +230,7 @@ def _voltage_heatmap(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _load_profile(plt, result, path: Path) -> Path | None:
+def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     steps = _table(result, "steps")
     if steps is None:
         return None
@@ -286,7 +291,7 @@ def _load_profile(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _price_ev_load(plt, result, path: Path) -> Path | None:
+def _price_ev_load(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     steps = _table(result, "steps")
     if steps is None:
         return None
@@ -338,7 +343,7 @@ def _price_ev_load(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _line_loading(plt, result, path: Path) -> Path | None:
+def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     line = _table(result, "line")
     if line is None:
         return None
@@ -385,7 +390,7 @@ def _line_loading(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _stations(plt, result, path: Path) -> Path | None:
+def _stations(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
     st = _table(result, "stations")
@@ -461,7 +466,7 @@ def _stations(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _fulfilment(plt, result, path: Path) -> Path | None:
+def _fulfilment(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
     evs = _table(result, "evs")
@@ -530,7 +535,7 @@ def _fulfilment(plt, result, path: Path) -> Path | None:
         plt.close(fig)
 
 
-def _voltage_profile(plt, result, path: Path) -> Path | None:
+def _voltage_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     bus = _table(result, "bus")
     if bus is None:
         return None
@@ -644,8 +649,9 @@ def _vmin(s: pd.DataFrame) -> np.ndarray | None:
     return s["vmin_pu"].to_numpy(float) if "vmin_pu" in s else None
 
 
-def _comparison_series(plt, frames: dict[str, Any], path: Path, values: Callable[[pd.DataFrame], np.ndarray | None],
-                       ylabel: str, title: str, legend: Callable[[np.ndarray], str],
+def _comparison_series(plt: ModuleType, frames: dict[str, Any], path: Path,
+                       values: Callable[[pd.DataFrame], np.ndarray | None], ylabel: str, title: str,
+                       legend: Callable[[np.ndarray], str],
                        limits: Callable[[Any], list[tuple[float, str]]]) -> Path | None:
     runs = []
     for name, r in frames.items():
@@ -679,13 +685,13 @@ def _comparison_series(plt, frames: dict[str, Any], path: Path, values: Callable
         plt.close(fig)
 
 
-def _comparison_load(plt, frames, path: Path) -> Path | None:
+def _comparison_load(plt: ModuleType, frames: dict[str, RunResult], path: Path) -> Path | None:
     return _comparison_series(plt, frames, path, _total_load, "total demand [kW]", "total load per run",
                               lambda y: f"peak {np.nanmax(y):,.0f} kW" if np.isfinite(y).any() else "no data",
                               lambda r: [])
 
 
-def _comparison_voltage(plt, frames, path: Path) -> Path | None:
+def _comparison_voltage(plt: ModuleType, frames: dict[str, RunResult], path: Path) -> Path | None:
     def limits(r: Any) -> list[tuple[float, str]]:
         v = float(_grid_attr(r, "v_min_pu", 0.95))
         return [(v, f"v_min limit {v:.2f} pu")]

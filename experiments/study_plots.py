@@ -21,12 +21,18 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from experiments.plots import DPI, _pyplot
+
+if TYPE_CHECKING:  # pragma: no cover
+    from types import ModuleType
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PARAM_PREFIX = "param."
 KPI_PREFIX = "kpi."
@@ -142,7 +148,8 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def _panels(plt, n: int, w: float = 4.8, h: float = 3.7, extra_h: float = 0.9):
+def _panels(plt: ModuleType, n: int, w: float = 4.8, h: float = 3.7, extra_h: float = 0.9
+            ) -> tuple[Figure, list[Axes]]:
     nrows, ncols = _grid(n)
     fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 0.4, h * nrows + extra_h), layout="constrained",
                              squeeze=False)
@@ -159,7 +166,7 @@ def _cap(items: list[str], what: str) -> list[str]:
     return items[:MAX_PANELS]
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
