@@ -25,8 +25,9 @@ Outputs under ``out_dir``: ``tables/*.csv`` and ``*.md``, ``plots/*.png``, ``pap
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ import pandas as pd
 from grids.network import feeder_neighbours
 from markets.eho_bilevel import BilevelProblem, Sessions
 from sim.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.result import RunResult
 
 SCENARIO = "eho-bilevel-10stations"
 
@@ -492,9 +496,11 @@ def run_eho_paper(out_dir: str | Path, *, seed: int | None = None, quick: bool =
             st = res.tables["steps"]
             base_price = tariff(v, st["tod_h"].to_numpy(), st["total_load_kw"].to_numpy()) / 1000.0
         sims[name] = res
-        plotter = None
+        plotter: Callable[[RunResult, Path], object] | None = None
         if plots and not quick and sc.outputs.plots:
-            from experiments.plots import plot_run as plotter
+            from experiments.plots import plot_run
+
+            plotter = plot_run
         res.write(out / name, plots=plotter, replace=True)
         cases[name], util[name], peak_hour[name] = _sim_case(prob_c, res, v, base_price)
     sim_info = sims["sim-eho"].kpis

@@ -176,7 +176,7 @@ class RunResult:
     kpis: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, out_dir: str | Path, *, plots: Callable[["RunResult", Path], None] | None = None,
+    def write(self, out_dir: str | Path, *, plots: Callable[["RunResult", Path], object] | None = None,
               extra: Callable[[Path], None] | None = None, replace: bool = False) -> Path:
         """Write tables (Parquet), KPIs (JSON), scenario (TOML), provenance and plots into ``out_dir``.
 
