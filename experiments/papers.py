@@ -107,9 +107,11 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
     variants, table_fn = COMPARISONS[kind]
     out = check_output_dir(out_dir, replace=replace)
     draw = plots and sc.outputs.plots
-    plot_run = None
+    plot_run: Callable[..., object] | None = None
     if draw:
-        from experiments.plots import plot_run
+        from experiments.plots import plot_run as _plot_run
+
+        plot_run = _plot_run
     tmp = staging_dir(out)
     try:
         results = {}

@@ -148,7 +148,11 @@ class Network:
         ren = [d for d in self.ders if d.kind in ("pv", "wind")]
         if not ren:
             return np.zeros((hour.size, 0))
-        return np.stack([d.profile[hour] * d.p_max_kw for d in ren], axis=1)
+        rows = []
+        for d in ren:
+            assert d.profile is not None, f"{d.kind} unit without a profile"  # builders give every PV/wind unit one
+            rows.append(d.profile[hour] * d.p_max_kw)
+        return np.stack(rows, axis=1)
 
     @property
     def renewables(self) -> list[DER]:

@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -242,11 +242,13 @@ class MarketRequest:
     n_slots: int
     evs: EVFlex
     base_load_kw: np.ndarray
-    committed_ev_kw: np.ndarray | None = None
-    price_usd_per_mwh: np.ndarray | None = None
+    # Given as None (or omitted), these four are filled by __post_init__ (zeros, NaN = "no reference price", the
+    # clock's time of day), so a cleared request always holds arrays: typed as such for the mechanisms.
+    committed_ev_kw: np.ndarray = cast(np.ndarray, None)
+    price_usd_per_mwh: np.ndarray = cast(np.ndarray, None)
     station_cap_kw: np.ndarray | None = None
-    tod_h: np.ndarray | None = None
-    renewable_kw: np.ndarray | None = None
+    tod_h: np.ndarray = cast(np.ndarray, None)
+    renewable_kw: np.ndarray = cast(np.ndarray, None)
     dlmp_p_usd_per_mwh: np.ndarray | None = None
     dlmp_q_usd_per_mvarh: np.ndarray | None = None
     day_ahead: bool = False

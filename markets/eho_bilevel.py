@@ -1007,6 +1007,7 @@ class EHOBilevel(Mechanism):
             self._plan = plan
             info.update(eho_objective=plan["objective"], eho_history=plan["history"].tolist(),
                         eho_n_evals=plan["n_evals"], n_sessions_optimised=plan["n_sessions"])
+        assert self._plan is not None  # planned above on the first clearing of a day
         plan = self._plan
         hours = np.floor(np.asarray(request.tod_h, float) + 1e-9).astype(int) % 24
         n_st, cap = self._stations(request)
@@ -1120,9 +1121,9 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         # objective() only reads schedules, prices and plug-in times, in the problem's (caller's) session order
         inv = np.empty_like(problem.order)
         inv[problem.order] = np.arange(n)
-        r = Response(p_kw=p[inv], station=s.station.astype(np.int64)[inv], plugin_h=plug[inv], start_h=plug[inv],
+        resp = Response(p_kw=p[inv], station=s.station.astype(np.int64)[inv], plugin_h=plug[inv], start_h=plug[inv],
                      release_h=plug[inv], reneged=np.zeros(n, bool), price_usd_per_kwh=price, limit_kw=problem.cap)
-        j, _ = problem.objective(r)
+        j, _ = problem.objective(resp)
         if j > best["objective"] + 1e-12:
             best.update(objective=j, m=m)
 

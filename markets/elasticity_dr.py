@@ -154,6 +154,7 @@ def valley_fill(
         s, e = int(evs.start_slot[i]), int(evs.end_slot[i])
         cap = evs.p_max_kw[i] * avail[i, s:e]
         if st_load is not None:
+            assert station_cap_kw is not None  # st_load exists only with caps
             k = int(evs.station[i])
             cap = np.minimum(cap, np.maximum(station_cap_kw[k] - st_load[k, s:e], 0.0))
         x = water_fill(load[s:e], cap, evs.e_need_kwh[i] / evs.eta_ch[i] / dt_h)

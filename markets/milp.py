@@ -419,7 +419,7 @@ class MILP(Mechanism):
         if not peak:
             cost[:nx] = _price_matrix(request, p["rho_usd_per_mwh"])[ei, ti] * ux * dt / 1000.0
         m = int(p["polygon_sides"])
-        s_max = _s_max(request) if reactive else None
+        s_max = _s_max(request) if reactive else np.zeros(0)  # read only when reactive
         if reactive:
             qb = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
             lo[c_q:c_u], hi[c_q:c_u] = -qb, qb
@@ -439,7 +439,11 @@ class MILP(Mechanism):
 
         def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> None:
             nonlocal nrow
-            rows.append(r + nrow), cols.append(c), vals.append(v), rlo.append(lo_), rhi.append(hi_)
+            rows.append(r + nrow)
+            cols.append(c)
+            vals.append(v)
+            rlo.append(lo_)
+            rhi.append(hi_)
             nrow += lo_.size
 
         # energy: Σ_t unit·x·Δt·η + u = need  (one row per EV with a need)
@@ -612,6 +616,7 @@ class MILP(Mechanism):
                 xv = np.clip(np.round(xv), 0.0, model["hi"][:nx])
             p_kw[ei, ti] = model["ux"] * xv
             if reactive:
+                assert q_kvar is not None  # allocated whenever reactive
                 q_kvar[ei, ti] = x[nx : nx + model["nq"]]
             raw = p_kw.copy()
             p_kw = self._repair(request, p_kw, exact_grid=milp)

@@ -173,7 +173,7 @@ class RTPInstance:
     def step_usd_per_kwh(self) -> float:
         return (self.price_max_usd_per_kwh - self.price_min_usd_per_kwh) / self.levels
 
-    def price(self, level: np.ndarray) -> np.ndarray:
+    def price(self, level: np.ndarray | int) -> np.ndarray:
         """Price [$/kWh] of integer levels."""
         return self.price_min_usd_per_kwh + self.step_usd_per_kwh * np.asarray(level, float)
 
@@ -575,10 +575,10 @@ class QuboRTP(Mechanism):
         p = self.params
 
         def num(x: Any) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
 
         def integer(x: Any, lo: int, hi: int) -> bool:
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and lo <= x <= hi
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and bool(lo <= x <= hi)
 
         lo_p, hi_p, p0 = p["price_min_usd_per_kwh"], p["price_max_usd_per_kwh"], p["base_price_usd_per_kwh"]
         checks = [

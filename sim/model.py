@@ -27,7 +27,7 @@ from typing import Any, Callable, Generator
 import mesa
 import numpy as np
 import simpy
-from simpy.events import NORMAL, Event
+from simpy.events import NORMAL, Event, EventPriority
 
 from agents.aggregator import Aggregator, MarketOperator
 from agents.attacker import Attacker
@@ -36,7 +36,7 @@ from agents.dso import DSO
 from agents.ev import EV, Station, wait_min
 from agents.fleet import PLUGGED, build_stations, generate_fleet
 from grids.network import Network, build_network
-from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, make_engine
+from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, PowerFlowResult, make_engine
 from markets.base import EVFlex
 from markets.scoring import Scored
 from markets.tariffs import starting_tariff
@@ -55,7 +55,7 @@ class _Late(Event):
         super().__init__(env)
         self._ok = True
         self._value = None
-        env.schedule(self, LATE, delay)
+        env.schedule(self, EventPriority(LATE), delay)
 
 
 def tariff(scenario: Scenario, tod_h: np.ndarray, base_kw: np.ndarray) -> np.ndarray:
@@ -167,7 +167,7 @@ class CoSimulation(mesa.Model):
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
         self._station_alternatives = self._alternatives(scenario.fleet.station_choice)
         self.estimator = None
-        self.last_pf = None
+        self.last_pf: PowerFlowResult | None = None
         if scenario.detection.state_estimation:
             self.estimator = compiled_estimator(g)
             self.estimator.reset_warm_start()
@@ -316,6 +316,7 @@ class CoSimulation(mesa.Model):
         lam_p, lam_q, failed = self.dso.dlmp(
             self.spec.market.dlmp, self.base_p_kw[k : k + n], self.base_q_kvar[k : k + n],
             mo.price_usd_per_mwh[k : k + n], self.spec.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
+        assert mo.dlmp_p is not None and mo.dlmp_q is not None
         mo.dlmp_p[k : k + n], mo.dlmp_q[k : k + n] = lam_p, lam_q
         mo.dlmp_failed_slots += failed
 

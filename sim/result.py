@@ -132,7 +132,7 @@ def _git_revision() -> str:
 
 def provenance(scenario: Scenario) -> dict[str, Any]:
     """Who/what produced a result: scenario hash, seed, package versions, git revision, platform."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in PACKAGES:
         try:
             versions[p] = metadata.version(p)
