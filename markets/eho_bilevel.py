@@ -1007,13 +1007,12 @@ class EHOBilevel(Mechanism):
             self._plan = plan
             info.update(eho_objective=plan["objective"], eho_history=plan["history"].tolist(),
                         eho_n_evals=plan["n_evals"], n_sessions_optimised=plan["n_sessions"])
-        assert self._plan is not None  # planned above on the first clearing of a day
-        plan = self._plan
+        current: dict[str, Any] | None = self._plan  # None before the first day-ahead plan
         hours = np.floor(np.asarray(request.tod_h, float) + 1e-9).astype(int) % 24
         n_st, cap = self._stations(request)
-        if plan is not None:
-            mult = plan["mult_by_hour"][hours]
-            lim = np.asarray(plan["limits_kw"], float)
+        if current is not None:
+            mult = current["mult_by_hour"][hours]
+            lim = np.asarray(current["limits_kw"], float)
             limits = np.r_[lim, np.full(max(n_st - lim.size, 0), np.inf)][:n_st]
         else:  # no plan yet: base price, physical caps
             mult = np.ones(n)
@@ -1035,7 +1034,7 @@ class EHOBilevel(Mechanism):
             }
         # the limits in force: the plan's choice, or the physical cap (NaN: none) before any plan
         info["station_limit_kw"] = np.where(np.isfinite(np.minimum(cap, limits)), np.minimum(cap, limits), np.nan) \
-            if plan is None else limits
+            if current is None else limits
         info["dr_multiplier"] = mult
         return MarketResult(
             mechanism=self.name,
