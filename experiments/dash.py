@@ -50,7 +50,7 @@ from sim.scenario import Scenario, apply_overrides, list_scenarios, read_toml, r
 ENV_SCENARIO = "EVGRID_DASH_SCENARIO"
 ENV_SET = "EVGRID_DASH_SET"
 STRESS_MAX_PERCENT = 120.0  # top of the shared colour scale [% of limit]
-PLAY_PAUSE_S = 0.05  # pause between steps while running [s], so the page keeps up
+PLAY_PAUSE_S = 0.2  # pause between steps while running [s], so each step is drawn and can be watched
 
 # The attack the switch adds to a scenario that has none: stations report 100 % more committed EV load than they
 # have, at 30 % of the stations, from 4 h to 12 h into the run; the DSO's report monitor (CUSUM) watches for it.
@@ -332,18 +332,23 @@ def queue_figure(live: Live) -> Figure:
     ax.step(h, q.sum(axis=1), where="post", color="tab:red", lw=1.6, label="EVs waiting (all stations)")
     ax.step(h, q.max(axis=1) if q.shape[1] else np.zeros(k), where="post", color="tab:red", lw=1.0, ls="--",
             label="longest queue")
-    ax.step(h, m.recorder.cols["n_plugged"][:k] / 10.0, where="post", color="tab:green", lw=1.2,
-            label="EVs plugged / 10")
+    ax2 = ax.twinx()
+    ax2.step(h, m.recorder.cols["n_plugged"][:k], where="post", color="tab:green", lw=1.2,
+             label="EVs plugged (right)")
+    ax2.set_ylabel("EVs plugged", color="tab:green")
+    ax2.set_ylim(bottom=0)
     _hour_axis(ax, live)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("EVs")
+    ax.set_ylim(bottom=0, top=max(float(q.sum(axis=1).max()) if k else 0.0, 1.0) * 1.15)
+    ax.set_ylabel("EVs waiting")
     f = m.fleet
     arrived = f.arrival_min <= m.env.now
     w = m.wait_min()[arrived] if len(f) else np.zeros(0)
     note = f"mean wait {np.nanmean(w):.1f} min" if np.isfinite(w).any() else "no arrivals yet"
     ax.set_title(f"Station queues · {note}", loc="left", fontsize=10)
     if k:
-        ax.legend(loc="upper left", fontsize=8)
+        hs, ls = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(hs + h2, ls + l2, loc="upper left", fontsize=8)
     return fig
 
 
