@@ -445,6 +445,34 @@ def report_cmd(
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out (exit 143)."""
     raise SystemExit(128 + signum)
+@app.command()
+def dash(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or path to a TOML file")] = "default",
+    port: Annotated[int, typer.Option(help="TCP port to serve the page on")] = 8765,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    set_: SetOpt = None,
+) -> None:
+    """Watch a co-simulation live in the browser (a Solara page): feeder, prices, loads, queues, KPIs, attacks."""
+    import json
+    import os
+
+    from sim.scenario import ScenarioError
+
+    if not 1 <= port <= 65535:
+        _fail(f"--port: got {port}; allowed: 1..65535")
+    try:
+        from experiments.dash import ENV_SCENARIO, ENV_SET, default_params
+
+        default_params(scenario, list(set_ or []))
+    except ScenarioError as err:
+        _fail(str(err).replace("\n", "; "))
+    # no network: assets come from the solara-assets package, no telemetry, no PyPI version check
+    env = {**os.environ, ENV_SCENARIO: scenario, ENV_SET: json.dumps(list(set_ or [])),
+           "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False"}
+    typer.echo(f"evgrid dash: {scenario} at http://{host}:{port}/  (Ctrl-C stops it)", err=False)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "solara", "run", "experiments.dash", "--host", host,
+                               "--port", str(port), "--production", "--no-open", "--no-check-version", "--log-level", "warning"], env)
 
 
 def main() -> None:

@@ -341,3 +341,15 @@ class CoSimulation(mesa.Model):
 
     def wait_min(self) -> np.ndarray:
         return wait_min(self.fleet, self.env.now)
+
+    def advance(self, n_steps: int = 1) -> int:
+        """Run the next ``n_steps`` market steps (fewer at the end of the horizon) and return the steps done so far.
+
+        For live views that step the model by hand: SimPy's events are processed one by one until the step process
+        has finished its step, exactly as `run` processes them, so stepping then calling `run` gives the same result.
+        The recorder's arrays hold rows ``0 … steps−1`` afterwards.
+        """
+        target = min(self.steps + max(int(n_steps), 0), self.n_steps)
+        while self.steps < target:
+            self.env.step()
+        return self.steps
