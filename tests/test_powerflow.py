@@ -132,12 +132,29 @@ def test_case33bw_baran_wu_and_pandapower(net33, fast33):
     assert res.trafo_loading_percent.shape == (0,)
 
 
+def _tables(net: pp.pandapowerNet) -> dict:
+    """Deep copies of every table of a net (element, result and lookup tables alike)."""
+    import pandas as pd
+
+    return {k: v.copy(deep=True) for k, v in net.items() if isinstance(v, pd.DataFrame)}
+
+
 def test_engine_does_not_modify_net():
+    """Building either engine and solving with it (single, warm-started and batch) leaves every table of the
+    caller's net — element data, results, everything — exactly as it was."""
+    import pandas as pd
+
     net = _case33bw()
-    before = net.load.copy()
-    FastPowerFlow(net)
-    PandapowerPowerFlow(net)
-    assert net.load.equals(before)
+    before = _tables(net)
+    p, q = bus_net_load(net)
+    for engine in (FastPowerFlow(net), PandapowerPowerFlow(net)):
+        assert engine.solve(1.3 * p, 1.3 * q).converged
+        assert engine.solve(0.7 * p, 0.7 * q).converged
+        assert all(r.converged for r in engine.solve_batch(np.vstack([p, 0.5 * p]), np.vstack([q, 0.5 * q])))
+    after = _tables(net)
+    assert after.keys() == before.keys()
+    for name, table in before.items():
+        pd.testing.assert_frame_equal(after[name], table, check_exact=True, obj=f"net.{name}")
     assert net.res_bus.empty or net.res_bus.vm_pu.isna().all()
 
 
