@@ -11,8 +11,10 @@ Mutations:
 * ``eho-no-clan``      — EHO with the clan-updating operator (eq. 21) switched off: α forced to the smallest
   positive double, so every non-matriarch stays where it is (matriarch update and separating still run).
 * ``detector-silent``  — `StateEstimator.detect` and `chi2_test` never flag (the estimate is still computed).
-* ``pf-mutates-net``   — both power-flow engines write into the caller's net (the external-grid voltage set point
-  and a load) when constructed.
+* ``pf-mutates-net``   — both power-flow engines keep the caller's net and, on every solve, cache their results in
+  its ``res_bus`` and rewrite its external-grid set point column.
+* ``plot-off-by-one``  — every series the plots read from a table is drawn one step late (``np.roll``).
+* ``plot-blank``       — the plots write their PNGs after clearing the figure.
 
 Usage::
 
@@ -58,6 +60,14 @@ GUARDS: dict[str, list[tuple[str, bool]]] = {
     ],
     "pf-mutates-net": [
         ("tests/test_powerflow.py::test_engine_does_not_modify_net", True),
+    ],
+    "plot-off-by-one": [
+        ("tests/test_plots.py::test_plot_run_draws_the_recorded_run", False),
+        ("tests/test_plots.py::test_plot_comparison", False),
+    ],
+    "plot-blank": [
+        ("tests/test_plots.py::test_plot_run_draws_the_recorded_run", False),
+        ("tests/test_plots.py::test_plot_run_minimal_tables", False),
     ],
 }
 
@@ -112,20 +122,51 @@ def _detector_silent() -> list[tuple[Any, str, Any]]:
 
 
 def _pf_mutates_net() -> list[tuple[Any, str, Any]]:
+    import pandas as pd
+
     from grids import powerflow
 
     out = []
     for cls in (powerflow.FastPowerFlow, powerflow.PandapowerPowerFlow):
-        init = cls.__init__
+        init, solve = cls.__init__, cls.solve
 
-        def mutating_init(self, net, *args: Any, __init=init, **kwargs: Any) -> None:
+        def keeping_init(self, net, *args: Any, __init=init, **kwargs: Any) -> None:
             __init(self, net, *args, **kwargs)
-            net.ext_grid["vm_pu"] = net.ext_grid["vm_pu"] + 0.01     # "normalises" the caller's set point
-            if len(net.load):
-                net.load.loc[net.load.index[0], "p_mw"] *= 1.001
+            self._mutant_net = net                               # keeps the caller's net ...
 
-        out.append((cls, "__init__", mutating_init))
+        def caching_solve(self, *args: Any, __solve=solve, **kwargs: Any):
+            res = __solve(self, *args, **kwargs)
+            net = self._mutant_net                               # ... and caches results in it while solving
+            net.res_bus = pd.DataFrame({"vm_pu": res.vm_pu, "va_degree": res.va_degree})
+            return res
+
+        out += [(cls, "__init__", keeping_init), (cls, "solve", caching_solve)]
     return out
+
+
+def _plot_off_by_one() -> list[tuple[Any, str, Any]]:
+    import numpy as np
+
+    from experiments import plots
+
+    col = plots._col
+
+    def shifted_col(df, name: str, default: float = 0.0):
+        return np.roll(col(df, name, default), 1)          # every series drawn one step late
+
+    return [(plots, "_col", shifted_col)]
+
+
+def _plot_blank() -> list[tuple[Any, str, Any]]:
+    from experiments import plots
+
+    save = plots._save
+
+    def blank_save(fig, path):
+        fig.clf()                                           # the file is written, the drawing is lost
+        return save(fig, path)
+
+    return [(plots, "_save", blank_save)]
 
 
 MUTATIONS: dict[str, Callable[[], list[tuple[Any, str, Any]]]] = {
@@ -133,6 +174,8 @@ MUTATIONS: dict[str, Callable[[], list[tuple[Any, str, Any]]]] = {
     "eho-no-clan": _eho_no_clan,
     "detector-silent": _detector_silent,
     "pf-mutates-net": _pf_mutates_net,
+    "plot-off-by-one": _plot_off_by_one,
+    "plot-blank": _plot_blank,
 }
 
 
