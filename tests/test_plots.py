@@ -117,6 +117,7 @@ def test_plot_run_draws_the_recorded_run(tmp_path: Path, runs: dict[str, Any], f
     assert f"min {worst.vm_pu:.3f} pu at bus {int(worst.bus) + 1}," in hm["title"]
 
 
+@pytest.mark.slow
 def test_plot_run_multi_day_and_pandapower_numbering(tmp_path: Path, runs: dict[str, Any], figures: dict) -> None:
     r = runs["multi-day"]
     assert r.scenario.grid.bus_numbering == "pandapower"

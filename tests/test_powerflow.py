@@ -174,6 +174,7 @@ def test_case33bw_random_snapshots_match_pandapower(fast33, ref33, net33, factor
 # ---------------------------------------------------------------------------------------------------------------
 # case118 (PV buses, trafos), mv_oberrhein (2 ext_grids, sgens, open switches), odd topologies
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_case118_random_snapshots_match_pandapower(net118, engines118, seed):
     fast, ref = engines118
@@ -189,6 +190,7 @@ def test_case118_random_snapshots_match_pandapower(net118, engines118, seed):
     assert a.ext_grid_p_mw == pytest.approx((p0 * f).sum() - gen_p + a.losses_mw, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_case118_pv_buses_hold_their_setpoints(net118, engines118):
     fast, _ = engines118
     p0, q0 = bus_net_load(net118)
@@ -197,6 +199,7 @@ def test_case118_pv_buses_hold_their_setpoints(net118, engines118):
     np.testing.assert_allclose(res.vm_pu[pos], net118.gen.vm_pu.to_numpy(), atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mv_oberrhein_with_trafos_matches_pandapower(net_mv, seed):
     rng = np.random.default_rng(seed)
