@@ -141,7 +141,7 @@ def test_beats_random_search_at_equal_evaluations():
     for f in (rastrigin, lambda X: np.sum(X**2, axis=1)):
         ours = [eho_minimize(f, lo, hi, n_elephants=50, n_iter=40, seed=s, vectorized=True) for s in range(5)]
         rand = [random_search(f, lo, hi, n_evals=50 * 41, seed=s, vectorized=True) for s in range(5)]
-        assert all(o.n_evals == r.n_evals == 50 * 41 for o, r in zip(ours, rand))
+        assert all(o.n_evals == r.n_evals == 50 * 41 for o, r in zip(ours, rand, strict=True))
         assert 100 * max(o.fun for o in ours) < min(r.fun for r in rand), ([o.fun for o in ours],
                                                                          [r.fun for r in rand])
 
