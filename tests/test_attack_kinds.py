@@ -40,6 +40,7 @@ def test_redistribution_keeps_total_load_and_the_per_bus_bound(load, bound, seed
     assert np.all(d[side == 0] == 0) and np.all(d[side == 1] >= 0) and np.all(d[side == 2] <= 0)
 
 
+@pytest.mark.slow
 def test_load_redistribution_stealthy_passes_chi_square_naive_is_caught() -> None:
     """200 noisy snapshots of one operating point: χ² alarm rate of clean, stealthy and naive measurements."""
     spec = '{kind="load-redistribution", share=0.5, magnitude=0.5, stealth=%s}'
@@ -144,6 +145,7 @@ def test_new_kinds_are_validated() -> None:
         CoSimulation(load_scenario("default", [*BASE, 'attacks=[{kind="soc-falsification", targets=[100000]}]']))
 
 
+@pytest.mark.slow
 def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 

@@ -70,6 +70,7 @@ def test_elasticity_attack_reaches_the_market() -> None:
     assert hit.kpis["dr_shifted_kwh"] < clean.kpis["dr_shifted_kwh"]
 
 
+@pytest.mark.slow
 def test_attack_campaign_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 

@@ -87,6 +87,7 @@ def test_help_imports_no_heavy_library() -> None:
     assert res.exit_code == 0 and "run" in res.output and "scenarios" in res.output
 
 
+@pytest.mark.slow
 def test_engine_option(tmp_path: Path) -> None:
     res = runner.invoke(app, ["run", "default", "--engine", "bogus", "--out", str(tmp_path / "x"), "-q"])
     assert res.exit_code == 2 and "--engine" in res.output and not (tmp_path / "x").exists()
@@ -121,6 +122,7 @@ def test_compare_scores_mechanisms_against_the_exact_optimum(tmp_path: Path) -> 
     assert res.exit_code == 2 and "allowed" in res.output
 
 
+@pytest.mark.slow
 def test_pev_cases_command(tmp_path: Path) -> None:
     res = runner.invoke(app, ["pev-cases", "--method", "lindistflow", "--out", str(tmp_path / "pev")])
     assert res.exit_code == 0, res.output

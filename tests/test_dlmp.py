@@ -137,6 +137,7 @@ def test_decomposition_sums_to_lambda_light_load(lp):
     _identity(lp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binding", ["voltage", "congestion"])
 def test_decomposition_with_binding_limits(binding):
     # the 002 feeder (DGs at 11 and 33, PV at 18) at full load: with the 0.4 kA default rating the 0.95 pu floor
@@ -208,6 +209,7 @@ def test_flexible_ev_box_inside_the_inverter_circle():
     assert np.hypot(phi, qhi) <= 0.4 + 1e-12
 
 
+@pytest.mark.slow
 def test_four_pev_cases():
     from experiments.pev_cases import format_pev_cases, run_pev_cases
 

@@ -112,8 +112,38 @@ def test_shifted_sphere_10d_reaches_the_optimum():
 
 
 def test_defaults_converge_on_the_centred_sphere():
-    res = eho_minimize(lambda X: np.sum(X**2, axis=1), LO, HI, n_iter=60, seed=0, vectorized=True)
-    assert res.fun < 1e-3
+    # Measured on seeds 0–4 (3000 evaluations): EHO ≤ 8.6e-7; EHO with clan updating off (α → 0) 1.8e-4–2.8e-4;
+    # random search at the same budget 13–20. The bound 1e-5 sits > 10× from both sides.
+    funs = [eho_minimize(lambda X: np.sum(X**2, axis=1), LO, HI, n_iter=60, seed=s, vectorized=True).fun
+            for s in range(5)]
+    assert max(funs) < 1e-5, funs
+
+
+def test_clan_updating_is_what_converges():
+    """The shifted sphere (α = 1.5, β = 1) is solved by EHO; with the clan-updating operator switched off
+    (α → the smallest positive double: x + α·(x_best − x)·r == x) the same run stalls above 10 on every seed."""
+    def run(seed: int, alpha: float) -> float:
+        return eho_minimize(sphere_shifted_batch, LO, HI, n_elephants=50, n_iter=200, alpha=alpha, beta=1.0,
+                            seed=seed, vectorized=True).fun
+
+    for s in range(3):
+        assert run(s, 1.5) < 1e-3
+        assert run(s, 5e-324) > 1.0      # the ablation measurably loses (measured 10.7–13.1)
+
+
+def test_beats_random_search_at_equal_evaluations():
+    """At equal evaluations (50 × 41) EHO's *worst* seed beats random search's *best* seed by ≥ 100× on the
+    10-d Rastrigin and sphere (measured: EHO ≤ 8.4e-4 and ≤ 1e-6; random search ≥ 77 and ≥ 13)."""
+    def rastrigin(X):
+        return 10.0 * X.shape[-1] + np.sum(X**2 - 10.0 * np.cos(2.0 * np.pi * X), axis=-1)
+
+    lo, hi = np.full(D, -5.12), np.full(D, 5.12)
+    for f in (rastrigin, lambda X: np.sum(X**2, axis=1)):
+        ours = [eho_minimize(f, lo, hi, n_elephants=50, n_iter=40, seed=s, vectorized=True) for s in range(5)]
+        rand = [random_search(f, lo, hi, n_evals=50 * 41, seed=s, vectorized=True) for s in range(5)]
+        assert all(o.n_evals == r.n_evals == 50 * 41 for o, r in zip(ours, rand, strict=True))
+        assert 100 * max(o.fun for o in ours) < min(r.fun for r in rand), ([o.fun for o in ours],
+                                                                         [r.fun for r in rand])
 
 
 def test_matriarch_goes_to_beta_times_centre():
@@ -270,3 +300,6 @@ def test_not_worse_than_mealpy_at_equal_evaluations():
         theirs.append(float(model.solve(problem, seed=s).target.fitness))
     assert mealpy.__version__
     assert np.median(ours) <= np.median(theirs)
+    # and not merely "no worse": measured ours ≤ 8.4e-4 on every seed, mealpy 5.6–6.4, ours without clan
+    # updating 0.11–0.24, random search ≥ 77 — the bound 0.01 separates EHO from both broken variants
+    assert max(ours) < 0.01, ours

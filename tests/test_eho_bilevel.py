@@ -227,9 +227,19 @@ def test_exact_optimum_bounds_every_search_on_a_small_instance() -> None:
     mesh = np.stack(np.meshgrid(*[grid] * 4), -1).reshape(-1, 4)
     best_grid = max(prob.evaluate(np.r_[m, 150.0])[0] for m in mesh)
     assert best_grid <= ex["objective"] + 1e-9
+    best = {}
     for method in ("eho", "de", "random"):
-        out = solve(prob, method=method, n_elephants=10, n_clans=2, n_iter=10, seed=0)
-        assert out["objective"] <= ex["objective"] + 1e-9
+        objs = [solve(prob, method=method, n_elephants=20, n_clans=2, n_iter=20, seed=sd)["objective"]
+                for sd in range(5)]
+        assert max(objs) <= ex["objective"] + 1e-9
+        best[method] = max(objs)
+    # The bound is tight, not just valid: DE's best of 5 seeds (420 evaluations each) comes within 10 % of it
+    # (measured 4.7 %), so an "exact" value that overstates the optimum fails; the returned point is consistent.
+    assert prob.evaluate(np.asarray(ex["x"], float))[0] == pytest.approx(ex["objective_at_x"], abs=1e-9)
+    assert best["de"] >= ex["objective"] - 0.10 * abs(ex["objective"]), (best, ex["objective"])
+    # EHO as specified (α 0.6, β 0.3) does NOT beat random search on this 4-d instance (measured gaps to J*: EHO
+    # 0.69–1.04, random 0.08–0.54), so this test cannot and does not separate EHO from random search;
+    # test_paper_run_quick does, on the paper problems, and tests/test_eho.py on the benchmark functions.
 
 
 def _request(rng: np.random.Generator, n: int, *, caps=None, day_ahead: bool = False) -> MarketRequest:
@@ -318,8 +328,11 @@ def test_optimised_day_beats_uncontrolled_on_peak_in_the_cosimulation() -> None:
     assert k["eho-bilevel"]["energy_fulfilment"] >= 0.95
 
 
+@pytest.mark.slow
 def test_paper_run_quick(tmp_path) -> None:
     """The paper comparison runs end to end; with station choice EHO beats uncontrolled on peak, LF and wait."""
+    import pandas as pd
+
     from experiments.eho_paper import run_eho_paper
 
     out = run_eho_paper(tmp_path / "eho", quick=True, plots=False, quiet=True)
@@ -333,6 +346,15 @@ def test_paper_run_quick(tmp_path) -> None:
     s = out["search"]
     small = s[s.problem.str.startswith("small")]
     assert np.all(small.gap_best_to_reference >= -1e-9)
+    # At equal evaluations (550) EHO's worst seed beats random search's best seed on both paper problems by
+    # ≥ 0.01 in J (measured: choice 0.091 vs 0.043, fixed 0.027 vs 0.007); EHO replaced by random search gives
+    # identical runs and fails this.
+    runs = pd.read_csv(tmp_path / "eho" / "tables" / "search_runs.csv")
+    for problem in ("choice", "fixed"):
+        r = runs[runs.problem == problem]
+        eho_j, rand_j = r[r.method == "eho"].objective, r[r.method == "random"].objective
+        assert len(eho_j) == len(rand_j) == 2 and set(r.n_evals[r.method != "de"]) == {550}
+        assert eho_j.min() >= rand_j.max() + 0.01, (problem, eho_j.tolist(), rand_j.tolist())
 
 
 def test_redirecting_users_cuts_waits_in_the_co_simulation() -> None:

@@ -48,6 +48,7 @@ def mc_study(n: int = 4) -> Study:
     return Study("montecarlo", sc, [Point(0, {}, "scenario")], n, sc.seed)
 
 
+@pytest.mark.slow
 def test_replications_identical_on_every_backend(tmp_path: Path) -> None:
     frames = {}
     for name, kw in {"one": {"workers": 1}, "two": {"workers": 2}, "dask": {"workers": 2, "scheduler": "local"}}.items():
@@ -87,6 +88,7 @@ def test_failed_replication_is_recorded_and_the_rest_complete(tmp_path: Path, mo
     assert (store.load()["status"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "experiments.cli", "montecarlo", "default", "-n", "60", "--workers", "1",
             "--seed", "5", "-q", "--no-plots", *sum((["--set", s] for s in SMALL), [])]
@@ -124,6 +126,7 @@ def test_store_refuses_to_mix_studies(tmp_path: Path) -> None:
         run_study(other, store, resume=True)
 
 
+@pytest.mark.slow
 def test_sweep_uses_common_random_numbers_and_reports(tmp_path: Path) -> None:
     sc = load_scenario("default", SMALL, 2)
     study = make_sweep(sc, ["dr.dr_max=0.05,0.25"], n=3, baseline=["market.mechanism=uncontrolled"])

@@ -44,6 +44,7 @@ def requests(draw: st.DrawFn, max_evs: int = 12) -> MarketRequest:
                          station_cap_kw=caps, day_ahead=draw(st.booleans()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", mb.available())
 @settings(max_examples=40, deadline=None)
 @given(req=requests())

@@ -151,6 +151,7 @@ class _Net118:
         return np.outer(shape, np.ones(self.n_bus)), np.zeros((np.size(tod_h), self.n_bus))
 
 
+@pytest.mark.slow
 def test_cli_study_small(tmp_path, monkeypatch) -> None:
     """`evgrid qubo-rtp` end to end at a tiny size: the table beside the paper's, and the repeatability line."""
     from typer.testing import CliRunner

@@ -187,6 +187,7 @@ def test_exact_solver_agrees_with_the_reference_on_a_tiny_instance(reactive: boo
     assert sol.cost_usd == pytest.approx(ref.objective_usd, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits", [4, 8])
 def test_eva_annealing_is_near_optimal_and_feasible(bits: int) -> None:
     inst = eva.paper_instance(bits, seed=11, n_clusters=4, n_evs=200)

@@ -34,6 +34,7 @@ def scenario_overrides(draw: st.DrawFn) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ov=scenario_overrides(), seed=st.integers(0, 2**32 - 1))
 def test_run_invariants(ov: list[str], seed: int) -> None:
@@ -140,6 +141,7 @@ def test_multi_day_horizon_and_hourly_steps() -> None:
     assert (m.market_operator.shift_kw[:24] != 0).any() and (m.market_operator.shift_kw[24:] != 0).any()
 
 
+@pytest.mark.slow
 def test_reference_engine_gives_the_same_run() -> None:
     fast = run(["time.horizon_h=6", "fleet.n_evs=40"], 3).result
     ref = run(["time.horizon_h=6", "fleet.n_evs=40", "grid.engine='pandapower'"], 3).result
@@ -161,6 +163,7 @@ def test_poisson_arrivals_follow_the_rate_profile() -> None:
     m.close()
 
 
+@pytest.mark.slow
 def test_240_minute_steps_and_case118() -> None:
     m = run(["time.dt_min=240", "fleet.n_evs=30"])
     assert len(m.result.tables["steps"]) == 6
@@ -181,6 +184,7 @@ def test_models_do_not_leak_after_a_run() -> None:
     assert ref() is None, "a finished model is still referenced (Mesa's Agent._ids?)"
 
 
+@pytest.mark.slow
 def test_volt_var_droop_raises_minimum_voltage_and_stays_in_the_headroom() -> None:
     ov = ["market.mechanism='uncontrolled'", "grid.curtailment=false", "fleet.n_evs=600"]
     off = run(ov, 1).result
@@ -207,6 +211,7 @@ def test_volt_var_never_exceeds_the_charger_headroom() -> None:
     model.close()
 
 
+@pytest.mark.slow
 def test_dso_prices_the_grid_and_market_reactive_power_follows_lambda_q() -> None:
     base = ["fleet.n_evs=120", "market.mechanism='milp'", "market.dlmp='lindistflow'", "time.horizon_h=24"]
     plain = run(base, 2)

@@ -89,6 +89,7 @@ def test_montecarlo_convergence(tmp_path):
     assert plot_convergence(reps, KPIS, tmp_path / "c", point=7) == []
 
 
+@pytest.mark.slow
 def test_montecarlo_with_failed_reps(tmp_path):
     reps, summary = study([{"label": "scenario"}], 30, fail={(0, 3), (0, 11), (0, 12)})
     assert summary["n"].eq(27).all() and summary["n_failed"].eq(3).all()
@@ -105,6 +106,7 @@ def test_one_param_sweep_with_baseline(tmp_path):
     assert_pngs(paths, ["response_dr.participation.png"])
 
 
+@pytest.mark.slow
 def test_two_param_factorial(tmp_path):
     points = [{DR_MAX: a, "dr.participation": b} for a, b in itertools.product((0.1, 0.2, 0.3), (0.0, 0.2, 0.4, 0.6))]
     reps, summary = study(points, 8)
@@ -116,6 +118,7 @@ def test_two_param_factorial(tmp_path):
     assert plot_heatmap(summary, DR_MAX, DR_MAX, "vdi_pu", tmp_path / "h2") == []
 
 
+@pytest.mark.slow
 def test_three_param_sweep_and_string_values(tmp_path):
     points = [{"a.x": a, "b.y": b, "market.mechanism": m}
               for a, b, m in itertools.product((1.0, 2.0), (0.5, 1.0, 1.5), ("uncontrolled", "elasticity-dr"))]
@@ -124,6 +127,7 @@ def test_three_param_sweep_and_string_values(tmp_path):
     assert_pngs(paths, ["response_a.x.png", "response_b.y.png", "response_market.mechanism.png"])
 
 
+@pytest.mark.slow
 def test_oat(tmp_path):
     points = [{"label": "baseline"}] + [{"dr.participation": v} for v in (0.0, 0.3, 0.6)] \
         + [{DR_MAX: v} for v in (0.1, 0.2, 0.4)]
