@@ -33,7 +33,7 @@ class MarketOperator(mesa.Agent):
 
     def __init__(
         self,
-        model: "CoSimulation",
+        model: CoSimulation,
         mechanism: Mechanism,
         n_steps: int,
         tariff_usd_per_mwh: np.ndarray,
@@ -109,7 +109,7 @@ class MarketOperator(mesa.Agent):
 class Aggregator(mesa.Agent):
     """Builds market requests from the fleet and dispatches schedules to individual EVs (see module docstring)."""
 
-    def __init__(self, model: "CoSimulation", n_steps: int) -> None:
+    def __init__(self, model: CoSimulation, n_steps: int) -> None:
         super().__init__(model)
         fleet = model.fleet
         self.schedule_kw = np.zeros((len(fleet), n_steps))

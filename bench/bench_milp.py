@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_request(n_evs: int, n_slots: int, seed: int) -> "object":
+def make_request(n_evs: int, n_slots: int, seed: int) -> object:
     """A day-ahead request like the default study's (see module docstring)."""
     import numpy as np
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,9 +27,9 @@ app = typer.Typer(
 )
 
 # Options shared by the study commands (montecarlo, sweep, study, attack)
-WorkersOpt = Annotated[Optional[int], typer.Option(help="local worker processes [default: CPUs]")]
-SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="scenario override, e.g. --set fleet.n_evs=500")]
+WorkersOpt = Annotated[int | None, typer.Option(help="local worker processes [default: CPUs]")]
+SchedulerOpt = Annotated[str | None, typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="scenario override, e.g. --set fleet.n_evs=500")]
 ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
 PlotsOpt = Annotated[bool, typer.Option(help="write plots")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
@@ -51,11 +51,11 @@ def _trust_pickle(on: bool) -> None:
 @app.command()
 def run(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or path to a TOML file")] = "default",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the scenario's)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
     plots: PlotsOpt = True,
-    engine: Annotated[Optional[str], typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
+    engine: Annotated[str | None, typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")] = False,
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
@@ -144,8 +144,8 @@ def compare_cmd(
     reference: Annotated[str, typer.Option(help="exact reference: 'lp' or 'milp' (discretised)")] = "lp",
     bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
     set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
 ) -> None:
     """Compare mechanisms side by side: objective, gap to the exact optimum, wall time, violations."""
     from experiments.compare import COLUMNS, compare, write
@@ -181,17 +181,17 @@ def compare_cmd(
 @app.command()
 def attack(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
-    attack_spec: Annotated[list[str], typer.Option("--attack", help='attack as a TOML inline table body, e.g. '
-                                                   '\'kind="station-inflation", share=0.15, magnitude=0.3, start_h=5, end_h=9\'')] = [],
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="campaign axes, e.g. attacks.0.magnitude=0.1,0.3")] = None,
+    attack_spec: Annotated[list[str] | None, typer.Option("--attack", help='attack as a TOML inline table body, e.g. '
+                                                   '\'kind="station-inflation", share=0.15, magnitude=0.3, start_h=5, end_h=9\'')] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="campaign axes, e.g. attacks.0.magnitude=0.1,0.3")] = None,
     detection: Annotated[str, typer.Option(help="'off', 'on' or 'both' (with and without detection)")] = "both",
     n: Annotated[int, typer.Option("-n", help="replications per point")] = 20,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="root seed")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -209,7 +209,7 @@ def attack(
         _fail("--attack: at least one attack is required")
     if detection not in ("off", "on", "both"):
         _fail(f"--detection: got '{detection}'; allowed: off, on, both")
-    overrides = list(set_ or []) + ["attacks=[" + ", ".join("{" + a + "}" for a in attack_spec) + "]"]
+    overrides = list(set_ or []) + ["attacks=[" + ", ".join("{" + a + "}" for a in attack_spec or []) + "]"]
     axes = list(grid or [])
     if detection == "both":
         axes.append("detection.enabled=false,true")
@@ -231,7 +231,7 @@ def pev_cases_cmd(
     n_evs: Annotated[int, typer.Option(help="EVs at each EV bus (paper buses 18 and 33)")] = 50,
     load_scale: Annotated[float, typer.Option(help="multiplies the Baran & Wu loads")] = 0.6,
     price: Annotated[float, typer.Option(help="substation energy price [$/MWh]")] = 84.0,
-    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/pev-cases]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory [default: results/pev-cases]")] = None,
 ) -> None:
     """The review's four PEV cases (001, Part 3) on the 33-bus feeder: per-bus DLMPs, total cost, losses."""
     from experiments.pev_cases import format_pev_cases, run_pev_cases
@@ -254,8 +254,8 @@ def pev_cases_cmd(
 def qubo_dlmp_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="200 EVs and 8 reads: a smoke run, not Table 2")] = False,
     bits: Annotated[str, typer.Option(help="comma-separated bit depths")] = "4,8",
-    seed: Annotated[Optional[int], typer.Option(help="random seed [default: the scenarios']")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed [default: the scenarios']")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
 ) -> None:
     """Table 2 of Suri et al. (000): tri-level QUBO DLMP scheduling, S1 and S2, ours beside the paper's."""
     from experiments.dlmp_paper import format_table2, run_table2, write_table2
@@ -277,10 +277,10 @@ def qubo_rtp_cmd(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "qubo-rtp-118bus",
     full: Annotated[bool, typer.Option("--full", help="the paper's scale: 500 stations / 10,000 EVs")] = False,
     runs: Annotated[int, typer.Option(help="annealer runs on the same day (30 = the paper's repeatability study)")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the scenario's)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
     reference: Annotated[bool, typer.Option(help="solve every interval exactly in HiGHS and report the gap")] = True,
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
 ) -> None:
     """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
     from sim.scenario import ScenarioError, load_scenario
@@ -297,9 +297,16 @@ def qubo_rtp_cmd(
 
 
 # ---------------------------------------------------------------------------------------------------- studies
-def _run_study(study, out: Path, workers: Optional[int], scheduler: Optional[str], resume: bool, quiet: bool,
+def _run_study(study, out: Path, workers: int | None, scheduler: str | None, resume: bool, quiet: bool,
                plots: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from experiments.engine import default_workers, run_study
     from experiments.report import report
@@ -340,10 +347,10 @@ def montecarlo(
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
     resume: ResumeOpt = False,
-    timeseries: Annotated[Optional[list[str]], typer.Option(help="also store this table per replication, e.g. steps")] = None,
+    timeseries: Annotated[list[str] | None, typer.Option(help="also store this table per replication, e.g. steps")] = None,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
@@ -363,16 +370,16 @@ def montecarlo(
 @app.command()
 def sweep(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="key=v1,v2,… or key=start:stop:count")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="key=v1,v2,… or key=start:stop:count")] = None,
     oat: Annotated[bool, typer.Option("--oat", help="one parameter at a time around the scenario (tornado)")] = False,
-    baseline: Annotated[Optional[list[str]], typer.Option(help="add a 'baseline' point with these key=value settings")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="add a 'baseline' point with these key=value settings")] = None,
     n: Annotated[int, typer.Option("-n", help="replications per parameter point")] = 20,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="scenario override for every point")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="scenario override for every point")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -395,12 +402,12 @@ def sweep(
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="shipped study (see `evgrid studies`) or study TOML file")],
-    n: Annotated[Optional[int], typer.Option("-n", help="replications per point [default: the study's]")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="replications per point [default: the study's]")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
-    seed: Annotated[Optional[int], typer.Option(help="root seed [default: the study's]")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="study directory [default: results/study-<name>]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed [default: the study's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory [default: results/study-<name>]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,

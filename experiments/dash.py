@@ -31,18 +31,17 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np
+import solara
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-
-import solara
 
 from markets.base import available
 from sim.scenario import Scenario, apply_overrides, list_scenarios, read_toml, resolve_path, validate
@@ -469,7 +468,7 @@ def _kpi_html(live: Live | None) -> str:
 def Page() -> None:
     start, overrides = solara.use_memo(_env_params, [])
     params = solara.use_reactive(start)
-    live = solara.use_reactive(None)  # type: ignore[var-annotated]
+    live: solara.Reactive[Live | None] = solara.use_reactive(cast(Live | None, None))
     error = solara.use_reactive("")
     tick = solara.use_reactive(0)
     playing = solara.use_reactive(False)

@@ -244,7 +244,6 @@ def build_network(
         substation_mva: rating of the T–D interface [MVA].
         dg_cost_scale: multiplies the DG cost coefficients A, B and C (sensitivity studies, `002_…` §3.2).
     """
-    import pandapower as pp
     import pandapower.networks as pn
 
     citation = ""

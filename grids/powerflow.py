@@ -38,15 +38,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.linalg import lapack
-from scipy.sparse.linalg import spsolve
-
 import pandapower as pp
+import scipy.sparse as sp
 from pandapower.auxiliary import pandapowerNet
 from pandapower.pypower.idx_brch import F_BUS, PF, PT, T_BUS
 from pandapower.pypower.idx_bus import BASE_KV, PD, QD, VA
 from pandapower.pypower.idx_gen import GEN_BUS, PG, VG
+from scipy.linalg import lapack
+from scipy.sparse.linalg import spsolve
 
 __all__ = [
     "PowerFlowResult",

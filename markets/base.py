@@ -102,11 +102,11 @@ class EVFlex:
         return len(self.ev_id)
 
     @classmethod
-    def empty(cls) -> "EVFlex":
+    def empty(cls) -> EVFlex:
         z = np.zeros(0)
         return cls(*(z for _ in fields(cls)))
 
-    def select(self, mask: np.ndarray) -> "EVFlex":
+    def select(self, mask: np.ndarray) -> EVFlex:
         """The EVs where ``mask`` is true (a new, independent `EVFlex`)."""
         return EVFlex(*(getattr(self, f.name)[mask] for f in fields(self)))
 
@@ -359,7 +359,7 @@ class MarketRequest:
         participates: Any = True,
         elasticity: Any = -0.3,
         **kw: Any,
-    ) -> "MarketRequest":
+    ) -> MarketRequest:
         """Build a request by hand from session lists (the way to use a mechanism without a simulation).
 
         Example:
@@ -425,7 +425,7 @@ class MarketResult:
     gap: float | None = None
     repriced: bool = False
 
-    def to_frame(self, request: MarketRequest | None = None) -> "Any":
+    def to_frame(self, request: MarketRequest | None = None) -> Any:
         """Schedules as a tidy pandas DataFrame (one row per EV and slot with non-zero power)."""
         import pandas as pd
 
@@ -440,7 +440,7 @@ class MarketResult:
         """Grid-side energy scheduled per EV [kWh]."""
         return self.p_kw.sum(axis=1) * dt_h
 
-    def with_info(self, **info: Any) -> "MarketResult":
+    def with_info(self, **info: Any) -> MarketResult:
         """A copy with extra ``info`` entries."""
         return replace(self, info={**self.info, **info})
 
@@ -486,7 +486,7 @@ class Mechanism(ABC):
         """The elasticities the mechanism announces (None unless it needs ``load_elasticity``)."""
         return None
 
-    def _validate(self) -> None:
+    def _validate(self) -> None:  # noqa: B027 - an optional hook: mechanisms without ranges keep the no-op
         """Check parameter ranges; raise `MarketConfigError` naming the parameter."""
 
     def clear(self, request: MarketRequest) -> MarketResult:
@@ -528,8 +528,7 @@ def get(name: str) -> Callable[..., Mechanism]:
 
 
 def _load_builtin() -> None:
-    from markets import (eho_bilevel, elasticity_dr, milp, qubo_dlmp, qubo_rtp,  # noqa: F401  (registration)
-                         uncontrolled)
+    from markets import eho_bilevel, elasticity_dr, milp, qubo_dlmp, qubo_rtp, uncontrolled  # noqa: F401  (registration)
 
 
 def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | None = None) -> np.ndarray:

@@ -102,8 +102,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -357,7 +358,7 @@ class Sessions:
     def __len__(self) -> int:
         return len(self.arrival_h)
 
-    def select(self, idx: Any) -> "Sessions":
+    def select(self, idx: Any) -> Sessions:
         return Sessions(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 

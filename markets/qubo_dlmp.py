@@ -395,7 +395,7 @@ class QuboDLMP(Mechanism):
         for d in net.renewables:  # units of one kind at one bus are dispatched together
             key = (d.kind, d.bus)
             by_bus[key] = by_bus.get(key, 0.0) + _slot_mean(d.profile, tod, dt) * d.p_max_kw / 1000.0
-        for (kind, bus), avail in by_bus.items():
+        for (_kind, bus), avail in by_bus.items():
             buses.append(bus)
             pmax.append(avail)
             cost.append(0.0)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 import mesa
 import numpy as np
@@ -321,7 +322,7 @@ class CoSimulation(mesa.Model):
         mo.dlmp_failed_slots += failed
 
     # ------------------------------------------------------------------ run
-    def run(self) -> "Any":
+    def run(self) -> Any:
         """Run the whole horizon and return the `RunResult`."""
         t0 = time.perf_counter()
         c0 = time.process_time()

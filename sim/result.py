@@ -10,10 +10,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -176,7 +177,7 @@ class RunResult:
     kpis: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, out_dir: str | Path, *, plots: Callable[["RunResult", Path], object] | None = None,
+    def write(self, out_dir: str | Path, *, plots: Callable[[RunResult, Path], object] | None = None,
               extra: Callable[[Path], None] | None = None, replace: bool = False) -> Path:
         """Write tables (Parquet), KPIs (JSON), scenario (TOML), provenance and plots into ``out_dir``.
 
@@ -218,7 +219,7 @@ class RunResult:
         return out
 
     @classmethod
-    def read(cls, out_dir: str | Path) -> "RunResult":
+    def read(cls, out_dir: str | Path) -> RunResult:
         """Load a result written by `write` (tables, KPIs, scenario, provenance)."""
         import tomllib
 

@@ -39,7 +39,7 @@ class TimeSpec(_Model):
     dt_min: float = Field(15.0, gt=0, le=24 * 60, description="market step Δt [min]")
 
     @model_validator(mode="after")
-    def _whole_steps(self) -> "TimeSpec":
+    def _whole_steps(self) -> TimeSpec:
         steps = self.horizon_h * 60 / self.dt_min
         if abs(steps - round(steps)) > 1e-9:
             raise ValueError(f"time.horizon_h: {self.horizon_h} h is not a whole number of dt_min={self.dt_min} min steps")
@@ -63,7 +63,7 @@ class VoltVarSpec(_Model):
     q_share: list[float] = Field(default_factory=lambda: [0.44, 0.0, 0.0, -0.44])
 
     @model_validator(mode="after")
-    def _curve(self) -> "VoltVarSpec":
+    def _curve(self) -> VoltVarSpec:
         if len(self.v_pu) != len(self.q_share) or len(self.v_pu) < 2:
             raise ValueError("grid.volt_var: v_pu and q_share need the same length (>= 2)")
         if any(b <= a for a, b in zip(self.v_pu, self.v_pu[1:])):
@@ -93,7 +93,7 @@ class GridSpec(_Model):
     volt_var: VoltVarSpec = VoltVarSpec()
 
     @model_validator(mode="after")
-    def _file_given(self) -> "GridSpec":
+    def _file_given(self) -> GridSpec:
         if self.case == "file" and not self.file:
             raise ValueError("grid.file: required when grid.case = 'file'")
         return self
@@ -110,7 +110,7 @@ class PriceSpec(_Model):
     q_price_usd_per_mvarh: float = Field(7.0, ge=0, description="price of reactive energy from the grid [$/MVArh]")
 
     @model_validator(mode="after")
-    def _table(self) -> "PriceSpec":
+    def _table(self) -> PriceSpec:
         if self.tariff == "table" and len(self.table_usd_per_mwh) != 24:
             raise ValueError(f"prices.table_usd_per_mwh: needs 24 hourly values, got {len(self.table_usd_per_mwh)}")
         if self.plf_min > self.plf_max:
@@ -161,7 +161,7 @@ class Uniform(_Model):
     high: float
 
     @model_validator(mode="after")
-    def _order(self) -> "Uniform":
+    def _order(self) -> Uniform:
         if self.high < self.low:
             raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
         return self
@@ -172,7 +172,7 @@ class Choice(_Model):
     weights: list[float] | None = None
 
     @model_validator(mode="after")
-    def _weights(self) -> "Choice":
+    def _weights(self) -> Choice:
         if self.weights is not None:
             if len(self.weights) != len(self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be non-negative, one per value, with a positive sum")
@@ -190,7 +190,7 @@ class ArrivalSpec(_Model):
     rate_per_h: list[float] = Field(default_factory=list, description="24 hourly arrival rates [EV/h] (poisson)")
 
     @model_validator(mode="after")
-    def _check(self) -> "ArrivalSpec":
+    def _check(self) -> ArrivalSpec:
         if self.process == "uniform" and self.high_h < self.low_h:
             raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
         if self.process == "poisson" and (len(self.rate_per_h) != 24 or any(r < 0 for r in self.rate_per_h)):
@@ -206,7 +206,7 @@ class DepartureSpec(_Model):
     high_h: float = Field(8.0, ge=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "DepartureSpec":
+    def _order(self) -> DepartureSpec:
         if self.high_h < self.low_h:
             raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
         if self.kind == "dwell" and self.low_h <= 0:
@@ -253,7 +253,7 @@ class FleetSpec(_Model):
     groups: list[FleetGroup] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _shares(self) -> "FleetSpec":
+    def _shares(self) -> FleetSpec:
         s = sum(g.share for g in self.groups)
         if abs(s - 1) > 1e-6:
             raise ValueError(f"fleet.groups.share: shares must sum to 1, got {s:g}")
@@ -321,7 +321,7 @@ class AttackSpec(_Model):
     freeze: bool = Field(False, description="replay: hold the value of the step before the window opened")
 
     @model_validator(mode="after")
-    def _window(self) -> "AttackSpec":
+    def _window(self) -> AttackSpec:
         if self.end_h <= self.start_h:
             raise ValueError(f"attacks.end_h: must be > start_h ({self.start_h}), got {self.end_h}")
         if self.kind == "load-redistribution" and not 0 <= abs(self.magnitude) <= 1:
@@ -387,7 +387,7 @@ class Scenario(_Model):
         return v
 
     @model_validator(mode="after")
-    def _finite_free_tables(self) -> "Scenario":
+    def _finite_free_tables(self) -> Scenario:
         # market.params and paper are free-form tables (checked by the mechanisms / printed): no NaN/inf there either
         for root, table in (("market.params", self.market.params), ("paper", self.paper)):
             where = _non_finite(table, root)
@@ -396,7 +396,7 @@ class Scenario(_Model):
         return self
 
     @model_validator(mode="after")
-    def _measurement_attacks(self) -> "Scenario":
+    def _measurement_attacks(self) -> Scenario:
         if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
             raise ValueError("attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
                              "dso_measurements) need detection.state_estimation = true")
@@ -410,7 +410,7 @@ class Scenario(_Model):
         return self
 
     @model_validator(mode="after")
-    def _refs(self) -> "Scenario":
+    def _refs(self) -> Scenario:
         names = {s.name for s in self.stations}
         if len(names) != len(self.stations):
             raise ValueError("stations.name: names must be unique")

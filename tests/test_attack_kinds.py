@@ -18,7 +18,7 @@ BASE = ["fleet.n_evs=150", "time.horizon_h=12"]
 SE = ["detection.state_estimation=true"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(*ov: str, seed: int = 3):  # type: ignore[no-untyped-def]
     return CoSimulation(load_scenario("default", [*BASE, *ov], seed)).run()
 

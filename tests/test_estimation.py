@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grids.estimation import (
+    _HAVE_NUMBA,
     Detection,
     EstimationError,
     MeasurementSet,
     NotObservableError,
     StateEstimator,
-    _HAVE_NUMBA,
 )
 from grids.powerflow import FastPowerFlow, bus_net_load
 

@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.study_plots import (_kpi_label, _safe, _short, plot_convergence, plot_heatmap, plot_response,
-                                     plot_study, plot_tornado)
+from experiments.study_plots import (
+    _kpi_label,
+    _safe,
+    _short,
+    plot_convergence,
+    plot_heatmap,
+    plot_response,
+    plot_study,
+    plot_tornado,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 KPIS = ["peak_load_kw", "energy_losses_kwh", "vdi_pu"]
