@@ -113,7 +113,9 @@ class Aggregator(mesa.Agent):
         super().__init__(model)
         fleet = model.fleet
         self.schedule_kw = np.zeros((len(fleet), n_steps))
-        self.schedule_kvar = np.zeros((len(fleet), n_steps))  # reactive set-points (+ = inject), when a market sets them
+        self.schedule_kvar = np.zeros(
+            (len(fleet), n_steps)
+        )  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
 
     def to_schedule(self) -> np.ndarray:
@@ -163,8 +165,9 @@ class Aggregator(mesa.Agent):
         """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
         n = result.p_kw.shape[1]
         self.schedule_kw[idx, k:] = 0.0
-        self.schedule_kw[idx, k : k + n] = np.clip(result.p_kw, -self.model.fleet.p_dis_kw[idx, None],
-                                                   self.model.fleet.p_max_kw[idx, None])
+        self.schedule_kw[idx, k : k + n] = np.clip(
+            result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None]
+        )
         self.schedule_kvar[idx, k:] = 0.0
         if result.q_kvar is not None:
             self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection

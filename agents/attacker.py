@@ -63,11 +63,17 @@ class Attacker(mesa.Agent):
                     size = max(size, 1)
                 tg = np.sort(rng.choice(np.arange(first, n_t), size=min(size, n_t - first), replace=False))
             self.targets.append(tg)
-            channel = {"station-inflation": "station_reports", "elasticity": "elasticity",
-                       "price-scale": "price_signal", "measurement-bias": "dso_measurements",
-                       "measurement-stealth": "dso_measurements", "load-redistribution": "dso_measurements",
-                       "replay": spec.channel, "soc-falsification": "ev_reports",
-                       "price-delay": "price_signal"}[spec.kind]
+            channel = {
+                "station-inflation": "station_reports",
+                "elasticity": "elasticity",
+                "price-scale": "price_signal",
+                "measurement-bias": "dso_measurements",
+                "measurement-stealth": "dso_measurements",
+                "load-redistribution": "dso_measurements",
+                "replay": spec.channel,
+                "soc-falsification": "ev_reports",
+                "price-delay": "price_signal",
+            }[spec.kind]
             model.taps.register(channel, self._transform(spec, tg))
 
     def _slot_hours(self, k: int, n: int) -> np.ndarray:
@@ -125,8 +131,12 @@ class Attacker(mesa.Agent):
         if spec.kind == "price-delay":
             return self._price_delay(spec, targets)
         by_kind: dict[str, Transform] = {
-            "station-inflation": station_inflation, "elasticity": elasticity, "price-scale": price_scale,
-            "measurement-bias": measurement_bias, "measurement-stealth": measurement_stealth}
+            "station-inflation": station_inflation,
+            "elasticity": elasticity,
+            "price-scale": price_scale,
+            "measurement-bias": measurement_bias,
+            "measurement-stealth": measurement_stealth,
+        }
         return by_kind[spec.kind]
 
     # ------------------------------------------------------------------ further kinds
@@ -156,8 +166,9 @@ class Attacker(mesa.Agent):
         if (row_p[targets] < 0).any():
             from sim.scenario import ScenarioError
 
-            raise ScenarioError("attacks.targets: load-redistribution needs P/Q injection measurements at every "
-                                "target bus")
+            raise ScenarioError(
+                "attacks.targets: load-redistribution needs P/Q injection measurements at every target bus"
+            )
 
         def transform(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
             w = float(_weights(spec, self._slot_hours(k, 1))[0])
@@ -184,8 +195,9 @@ class Attacker(mesa.Agent):
 
         return transform
 
-    def _solve_injections(self, x: np.ndarray, hx: np.ndarray, dp_inj_mw: np.ndarray, row_p: np.ndarray,
-                          row_q: np.ndarray) -> np.ndarray | None:
+    def _solve_injections(
+        self, x: np.ndarray, hx: np.ndarray, dp_inj_mw: np.ndarray, row_p: np.ndarray, row_q: np.ndarray
+    ) -> np.ndarray | None:
         """State whose non-slack P injections are those of ``x`` plus ``dp_inj_mw`` [MW] (Q injections and the
         slack |V| unchanged): Newton–Raphson on the estimator's measurement function. None if it fails."""
         est = self.model.estimator

@@ -57,7 +57,9 @@ class GridStep:
     ev_q_kvar: np.ndarray | None = None  # reactive injection of EV chargers per bus [kVAr] (+ = inject)
 
 
-def dg_dispatch(network: Network, price_usd_per_mwh: float, *, full: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+def dg_dispatch(
+    network: Network, price_usd_per_mwh: float, *, full: bool = False
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Economic DG dispatch (see module docstring): (P [kW], Q [kVAr], cost [$/h]) per DG.
 
     Args:
@@ -116,7 +118,9 @@ class DSO(mesa.Agent):
         self.n_pf += 1
         return res
 
-    def _limits_ok(self, res: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, load_hi: np.ndarray, s_hi: float) -> bool:
+    def _limits_ok(
+        self, res: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, load_hi: np.ndarray, s_hi: float
+    ) -> bool:
         if not res.converged:
             return False
         vm = res.vm_pu
@@ -129,8 +133,13 @@ class DSO(mesa.Agent):
         )
 
     def _fixed_injections(
-        self, p_base_kw: np.ndarray, q_base_kvar: np.ndarray, price_usd_per_mwh: float, renewable_kw: np.ndarray,
-        *, full: bool = False,
+        self,
+        p_base_kw: np.ndarray,
+        q_base_kvar: np.ndarray,
+        price_usd_per_mwh: float,
+        renewable_kw: np.ndarray,
+        *,
+        full: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """Net load per bus without EVs (non-EV load − DGs − renewables) and the DG dispatch behind it."""
         dg_p, dg_q, dg_cost = dg_dispatch(self.network, price_usd_per_mwh, full=full)
@@ -141,23 +150,32 @@ class DSO(mesa.Agent):
         np.add.at(p, self._ren_bus, -renewable_kw)
         return p, q, dg_p, dg_q, dg_cost
 
-    def forecast_vm(self, p_load_kw: np.ndarray, q_load_kvar: np.ndarray, price_usd_per_mwh: np.ndarray,
-                    renewable_kw: np.ndarray) -> np.ndarray:
+    def forecast_vm(
+        self, p_load_kw: np.ndarray, q_load_kvar: np.ndarray, price_usd_per_mwh: np.ndarray, renewable_kw: np.ndarray
+    ) -> np.ndarray:
         """Bus voltages [pu] for forecast slots (rows), DGs at their economic dispatch; NaN → 1 where unsolved.
 
         Used to give market mechanisms the voltage headroom (LinDistFlow constraint) of future slots.
         """
         vm = np.ones_like(p_load_kw)
         for j in range(len(p_load_kw)):
-            p, q, *_ = self._fixed_injections(p_load_kw[j], q_load_kvar[j], float(price_usd_per_mwh[j]),
-                                               renewable_kw[j])
+            p, q, *_ = self._fixed_injections(
+                p_load_kw[j], q_load_kvar[j], float(price_usd_per_mwh[j]), renewable_kw[j]
+            )
             res = self._solve(p / 1000.0, q / 1000.0)
             if res.converged:
                 vm[j] = np.nan_to_num(res.vm_pu, nan=1.0)
         return vm
 
-    def dlmp(self, method: str, p_load_kw: np.ndarray, q_load_kvar: np.ndarray, price_usd_per_mwh: np.ndarray,
-             q_price_usd_per_mvarh: float, renewable_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    def dlmp(
+        self,
+        method: str,
+        p_load_kw: np.ndarray,
+        q_load_kvar: np.ndarray,
+        price_usd_per_mwh: np.ndarray,
+        q_price_usd_per_mvarh: float,
+        renewable_kw: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Active and reactive DLMPs per slot and bus [$/MWh, $/MVArh] for forecast loads (`grids.dlmp`).
 
         Slots whose OPF/LP fails fall back to the system price (λP) and 0 (λQ); their number is returned, so a
@@ -166,8 +184,14 @@ class DSO(mesa.Agent):
         from grids.dlmp import dlmp_acopf, dlmp_lindistflow
 
         fn = dlmp_lindistflow if method == "lindistflow" else dlmp_acopf
-        table = fn(self.network, p_load_kw, q_load_kvar, price_usd_per_mwh=price_usd_per_mwh,
-                   q_price_usd_per_mvarh=q_price_usd_per_mvarh, renewable_kw=renewable_kw)
+        table = fn(
+            self.network,
+            p_load_kw,
+            q_load_kvar,
+            price_usd_per_mwh=price_usd_per_mwh,
+            q_price_usd_per_mvarh=q_price_usd_per_mvarh,
+            renewable_kw=renewable_kw,
+        )
         n, nb = p_load_kw.shape
         lam_p = table["lam_p_usd_per_mwh"].to_numpy(float).reshape(n, nb)
         lam_q = table["lam_q_usd_per_mvarh"].to_numpy(float).reshape(n, nb)
@@ -208,7 +232,8 @@ class DSO(mesa.Agent):
         def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
             nonlocal p_fixed, q_fixed
             p_fixed, q_fixed, dg_p, dg_q, dg_cost = self._fixed_injections(
-                p_base_kw, q_base_kvar, price_usd_per_mwh, renewable_kw, full=full)
+                p_base_kw, q_base_kvar, price_usd_per_mwh, renewable_kw, full=full
+            )
             return dg_p, dg_q, dg_cost
 
         q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)

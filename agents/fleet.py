@@ -117,7 +117,9 @@ def _arrival_tod_h(rng: np.random.Generator, g: FleetGroup, n: int) -> np.ndarra
     raise AssertionError("poisson handled by _poisson_arrivals")
 
 
-def _poisson_arrivals(rng: np.random.Generator, rate_per_h: list[float], scale: float, t0_h: float, t1_h: float) -> np.ndarray:
+def _poisson_arrivals(
+    rng: np.random.Generator, rate_per_h: list[float], scale: float, t0_h: float, t1_h: float
+) -> np.ndarray:
     """Non-homogeneous Poisson arrivals on [t0_h, t1_h) (absolute hours of day-time, may exceed 24) by thinning."""
     rates = np.asarray(rate_per_h, float) * scale
     lam_max = rates.max()
@@ -136,11 +138,20 @@ def build_stations(scenario: Scenario, zone_buses: dict[str, np.ndarray], n_bus:
         buses = _group_buses(scenario, sg, zone_buses, n_bus)
         for b in buses:
             for k in range(sg.per_bus):
-                rows.append((f"{sg.name}@{b}" + (f"#{k}" if sg.per_bus > 1 else ""), gi, int(b), sg.ports,
-                             sg.cap_kw if sg.cap_kw > 0 else np.inf, sg.release_when_full))
+                rows.append(
+                    (
+                        f"{sg.name}@{b}" + (f"#{k}" if sg.per_bus > 1 else ""),
+                        gi,
+                        int(b),
+                        sg.ports,
+                        sg.cap_kw if sg.cap_kw > 0 else np.inf,
+                        sg.release_when_full,
+                    )
+                )
     name, group, bus, ports, cap, rel = zip(*rows)
-    return StationTable(np.array(name), np.array(group), np.array(bus), np.array(ports), np.array(cap, float),
-                        np.array(rel, bool))
+    return StationTable(
+        np.array(name), np.array(group), np.array(bus), np.array(ports), np.array(cap, float), np.array(rel, bool)
+    )
 
 
 def _group_buses(scenario: Scenario, sg: StationGroup, zone_buses: dict[str, np.ndarray], n_bus: int) -> np.ndarray:
@@ -160,9 +171,7 @@ def _group_buses(scenario: Scenario, sg: StationGroup, zone_buses: dict[str, np.
     return idx
 
 
-def generate_fleet(
-    scenario: Scenario, stations: StationTable, streams: dict[str, np.random.Generator]
-) -> FleetState:
+def generate_fleet(scenario: Scenario, stations: StationTable, streams: dict[str, np.random.Generator]) -> FleetState:
     """Draw the EV sessions of the whole run (see module docstring)."""
     t = scenario.time
     n_days = int(np.ceil(t.horizon_h / 24.0 - 1e-9))
@@ -175,7 +184,9 @@ def generate_fleet(
         if g.arrival.process == "poisson":
             total = sum(g.arrival.rate_per_h)
             scale = n_day / total if total > 0 else 0.0  # rates are a shape; n_evs × share is the expected daily count
-            arr_h = _poisson_arrivals(r_arr, g.arrival.rate_per_h, scale, t.start_h, t.start_h + t.horizon_h) - t.start_h
+            arr_h = (
+                _poisson_arrivals(r_arr, g.arrival.rate_per_h, scale, t.start_h, t.start_h + t.horizon_h) - t.start_h
+            )
         else:
             days = [d * 24.0 + (_arrival_tod_h(r_arr, g, n_day) - t.start_h) % 24.0 for d in range(n_days)]
             arr_h = np.concatenate(days) if days else np.zeros(0)

@@ -58,14 +58,15 @@ def main() -> None:
         CoSimulation(sc).run()  # a whole replication: set-up, steps, tables, KPIs, loss sensitivities
         rep_cpu.append((time.process_time() - c3) / days)
     med = statistics.median
-    print(f"scenario {sc.name}: {sc.fleet.n_evs} EVs/day, {model.n_steps} steps of {sc.time.dt_min:g} min, "
-          f"{len(model.fleet)} sessions, grid {sc.grid.case}, engine {sc.grid.engine}")
+    print(
+        f"scenario {sc.name}: {sc.fleet.n_evs} EVs/day, {model.n_steps} steps of {sc.time.dt_min:g} min, "
+        f"{len(model.fleet)} sessions, grid {sc.grid.case}, engine {sc.grid.engine}"
+    )
     print(f"CPU s per simulated day (step loop)      : {med(run_cpu):.3f}   (target <= 0.5)")
     print(f"wall s per simulated day (step loop)     : {med(run_wall):.3f}")
     print(f"CPU s per simulated day incl. set-up     : {med(full_cpu):.3f}")
     print(f"CPU s per replication (set-up, run, tables, KPIs): {med(rep_cpu):.3f}")
-    print(f"share of step-loop wall time in power flow: {med(pf_share):.1%} "
-          f"({model.dso.n_pf} power flows per day)")
+    print(f"share of step-loop wall time in power flow: {med(pf_share):.1%} ({model.dso.n_pf} power flows per day)")
 
     # fast engine vs pp.runpp on the same snapshots
     rec = model.recorder
@@ -81,8 +82,10 @@ def main() -> None:
     t_ref = (time.perf_counter() - t) / len(p)
     dv = max(float(np.abs(a.vm_pu - b.vm_pu).max()) for a, b in zip(fast_res, ref_res))
     dl = max(abs(a.losses_mw - b.losses_mw) for a, b in zip(fast_res, ref_res))
-    print(f"power flow per snapshot: fast {t_fast * 1e3:.3f} ms, pp.runpp {t_ref * 1e3:.2f} ms "
-          f"-> speed-up x{t_ref / t_fast:.0f} on {len(p)} snapshots (max |dV| {dv:.1e} pu, max |dP_loss| {dl:.1e} MW)")
+    print(
+        f"power flow per snapshot: fast {t_fast * 1e3:.3f} ms, pp.runpp {t_ref * 1e3:.2f} ms "
+        f"-> speed-up x{t_ref / t_fast:.0f} on {len(p)} snapshots (max |dV| {dv:.1e} pu, max |dP_loss| {dl:.1e} MW)"
+    )
 
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "experiments.cli", "--help"], cwd=ROOT, capture_output=True, check=True)

@@ -44,15 +44,17 @@ def main() -> None:
         return rho * (0.75 + 0.6 * (p_total - lo) / max(hi - lo, 1e-9))
 
     print("DLMP time per market step (wall ms per slot, median), same slots for both methods")
-    print(f"{'network':<13} {'slots':>5} {'AC OPF':>9} {'LinDistFlow':>12} {'ratio':>7} {'LP iters':>9} "
-          f"{'max|dλP| $/MWh':>15} {'max|dλQ| $/MVArh':>17} {'conv AC/LP':>11}")
+    print(
+        f"{'network':<13} {'slots':>5} {'AC OPF':>9} {'LinDistFlow':>12} {'ratio':>7} {'LP iters':>9} "
+        f"{'max|dλP| $/MWh':>15} {'max|dλQ| $/MVArh':>17} {'conv AC/LP':>11}"
+    )
     for case in ("case33bw", "case33bw-dr"):
         nw = build_network(case, v_min_pu=0.90)
         p, q = nw.load_kw(hours)
         ren = nw.renewable_kw(hours)
         price = tariff(p.sum(axis=1))
         kw = dict(price_usd_per_mwh=price, renewable_kw=ren)
-        dlmp_acopf(nw, p[:1], q[:1], price_usd_per_mwh=price[0], renewable_kw=ren[:1])        # warm-up
+        dlmp_acopf(nw, p[:1], q[:1], price_usd_per_mwh=price[0], renewable_kw=ren[:1])  # warm-up
         dlmp_lindistflow(nw, p[:1], q[:1], price_usd_per_mwh=price[0], renewable_kw=ren[:1])  # warm-up
         t = time.perf_counter()
         ac = dlmp_acopf(nw, p, q, **kw)
@@ -67,11 +69,15 @@ def main() -> None:
         dp = float((both.lam_p_usd_per_mwh_ac - both.lam_p_usd_per_mwh_lp)[ok].abs().max())
         dq = float((both.lam_q_usd_per_mvarh_ac - both.lam_q_usd_per_mvarh_lp)[ok].abs().max())
         iters = lp.drop_duplicates("slot").iterations
-        print(f"{case:<13} {len(p):>5} {med_ac:>9.1f} {med_lp:>12.1f} {med_ac / med_lp:>6.0f}x "
-              f"{iters.mean():>5.1f}/{int(iters.max()):<3} {dp:>15.3f} {dq:>17.3f} "
-              f"{int(ac.drop_duplicates('slot').converged.sum()):>5}/{int(lp.drop_duplicates('slot').converged.sum())}")
-        print(f"{'':<13} mean incl. table building: AC OPF {t_ac * 1e3:.1f} ms, LinDistFlow {t_lp * 1e3:.1f} ms "
-              f"per slot (x{t_ac / t_lp:.0f})")
+        print(
+            f"{case:<13} {len(p):>5} {med_ac:>9.1f} {med_lp:>12.1f} {med_ac / med_lp:>6.0f}x "
+            f"{iters.mean():>5.1f}/{int(iters.max()):<3} {dp:>15.3f} {dq:>17.3f} "
+            f"{int(ac.drop_duplicates('slot').converged.sum()):>5}/{int(lp.drop_duplicates('slot').converged.sum())}"
+        )
+        print(
+            f"{'':<13} mean incl. table building: AC OPF {t_ac * 1e3:.1f} ms, LinDistFlow {t_lp * 1e3:.1f} ms "
+            f"per slot (x{t_ac / t_lp:.0f})"
+        )
 
     # the case's own ratings and voltage band (0.94–1.06 pu; with 0.95 a generator set-point lies outside it)
     nw = build_network("case118", line_max_i_ka=None, v_min_pu=0.94, v_max_pu=1.06)
@@ -86,8 +92,10 @@ def main() -> None:
         lp_txt = "ran (unexpected)"
     except NotRadialError as err:
         lp_txt = f"n/a — {err}"
-    print(f"{'case118':<13} {len(p):>5} {med_ac:>9.1f} {'n/a':>12} {'—':>7}   "
-          f"(AC OPF converged {int(ac.drop_duplicates('slot').converged.sum())}/{len(p)})")
+    print(
+        f"{'case118':<13} {len(p):>5} {med_ac:>9.1f} {'n/a':>12} {'—':>7}   "
+        f"(AC OPF converged {int(ac.drop_duplicates('slot').converged.sum())}/{len(p)})"
+    )
     print(f"{'':<13} LinDistFlow: {lp_txt}")
 
 

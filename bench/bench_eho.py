@@ -66,16 +66,20 @@ def main() -> None:
     t = time.perf_counter()
     for x in X[:20]:
         prob_c.respond(x)
-    print(f"lower level per candidate, interpreted fallback (station choice): "
-          f"{(time.perf_counter() - t) / 20 * 1e3:.1f} ms")
+    print(
+        f"lower level per candidate, interpreted fallback (station choice): "
+        f"{(time.perf_counter() - t) / 20 * 1e3:.1f} ms"
+    )
     eb._KERNEL = None
 
     for name, prob in (("fixed stations", prob_f), ("station choice", prob_c)):
         t = time.perf_counter()
         out = eb.solve(prob, seed=args.seed)
         wall = time.perf_counter() - t
-        print(f"EHO, paper problem ({name}): {out['n_evals']} evaluations in {wall:.2f} s "
-              f"(target <= 10 s); J = {out['objective']:.4f}")
+        print(
+            f"EHO, paper problem ({name}): {out['n_evals']} evaluations in {wall:.2f} s "
+            f"(target <= 10 s); J = {out['objective']:.4f}"
+        )
 
     seeds = list(range(args.seeds))
     for name, prob in (("fixed stations", prob_f), ("station choice", prob_c)):
@@ -90,8 +94,10 @@ def main() -> None:
     small = small_instance()
     t = time.perf_counter()
     ex = eb.exact_upper_level(small)
-    print(f"\nsmall instance (2 EVs, 1 port, 5 slots): exact J* = {ex['objective']:.4f} from {ex['n_lp']} LPs "
-          f"in {time.perf_counter() - t:.2f} s")
+    print(
+        f"\nsmall instance (2 EVs, 1 port, 5 slots): exact J* = {ex['objective']:.4f} from {ex['n_lp']} LPs "
+        f"in {time.perf_counter() - t:.2f} s"
+    )
     df, _ = compare_searches(small, seeds=seeds, n_elephants=20, n_iter=20, eho_kw={"n_clans": 4})
     print(_summary(df, reference=ex["objective"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
@@ -99,8 +105,10 @@ def main() -> None:
 
     t = time.perf_counter()
     res = CoSimulation(sc).run()
-    print(f"\nco-simulation with eho-bilevel: {time.perf_counter() - t:.2f} s wall, market "
-          f"{res.kpis.get('time_market_s', float('nan')):.2f} s; peak {res.kpis['peak_load_kw']:.1f} kW")
+    print(
+        f"\nco-simulation with eho-bilevel: {time.perf_counter() - t:.2f} s wall, market "
+        f"{res.kpis.get('time_market_s', float('nan')):.2f} s; peak {res.kpis['peak_load_kw']:.1f} kW"
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ def rosenbrock(X: np.ndarray) -> np.ndarray:
 def ackley(X: np.ndarray) -> np.ndarray:
     """Ackley (a = 20, b = 0.2, c = 2π)."""
     d = X.shape[-1]
-    return (-20.0 * np.exp(-0.2 * np.sqrt(np.sum(X**2, axis=-1) / d))
-            - np.exp(np.sum(np.cos(2.0 * np.pi * X), axis=-1) / d) + 20.0 + np.e)
+    return (
+        -20.0 * np.exp(-0.2 * np.sqrt(np.sum(X**2, axis=-1) / d))
+        - np.exp(np.sum(np.cos(2.0 * np.pi * X), axis=-1) / d)
+        + 20.0
+        + np.e
+    )
 
 
 def shifted(f: Callable[[np.ndarray], np.ndarray], o: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -102,8 +106,12 @@ def run_mealpy(f: Counted, lo: np.ndarray, hi: np.ndarray, n: int, budget: int, 
     n_clans = 5
     epochs = max(1, (budget - n - 1) // (n + n_clans))  # init n (+1 problem check), then n + n_clans per epoch
     model = EHO.OriginalEHO(epoch=epochs, pop_size=n, alpha=0.6, beta=0.3, n_clans=n_clans)
-    problem = {"obj_func": f.scalar, "bounds": FloatVar(lb=lo.tolist(), ub=hi.tolist()), "minmax": "min",
-               "log_to": None}
+    problem = {
+        "obj_func": f.scalar,
+        "bounds": FloatVar(lb=lo.tolist(), ub=hi.tolist()),
+        "minmax": "min",
+        "log_to": None,
+    }
     g = model.solve(problem, seed=seed)
     return float(g.target.fitness)
 
@@ -125,15 +133,21 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - any import failure means "skip it"
         have_mealpy = False
         mealpy_note = f"mealpy missing ({type(exc).__name__}: {exc}); its column is skipped"
-    print(f"d = {d}, budget = {budget} evaluations ({n} × (1 + {a.iters})), median over {a.seeds} seeds; "
-          f"{mealpy_note}; numpy {np.__version__}")
+    print(
+        f"d = {d}, budget = {budget} evaluations ({n} × (1 + {a.iters})), median over {a.seeds} seeds; "
+        f"{mealpy_note}; numpy {np.__version__}"
+    )
 
     methods: dict[str, Callable[[Counted, np.ndarray, np.ndarray, int], float]] = {
-        "EHO": lambda f, lo, hi, s: eho_minimize(f.batch, lo, hi, n_elephants=n, n_iter=a.iters, seed=s,
-                                                 vectorized=True).fun,
+        "EHO": lambda f, lo, hi, s: (
+            eho_minimize(f.batch, lo, hi, n_elephants=n, n_iter=a.iters, seed=s, vectorized=True).fun
+        ),
         "mealpy": lambda f, lo, hi, s: run_mealpy(f, lo, hi, n, budget, s),
-        "EHO*": lambda f, lo, hi, s: eho_minimize(f.batch, lo, hi, n_elephants=n, n_iter=a.iters, alpha=1.5,
-                                                  beta=1.0, seed=s, vectorized=True).fun,
+        "EHO*": lambda f, lo, hi, s: (
+            eho_minimize(
+                f.batch, lo, hi, n_elephants=n, n_iter=a.iters, alpha=1.5, beta=1.0, seed=s, vectorized=True
+            ).fun
+        ),
         "random": lambda f, lo, hi, s: random_search(f.batch, lo, hi, n_evals=budget, seed=s, vectorized=True).fun,
         "DE": lambda f, lo, hi, s: differential_evolution_budget(f.scalar, lo, hi, n_evals=budget, seed=s).fun,
     }
@@ -158,8 +172,12 @@ def main() -> None:
                 evals[m].append(c.n)
                 assert c.n <= budget + 1, (m, c.n, budget)
             vals[m], times[m] = float(np.median(v)), float(np.median(t))
-        print(f"{pname:<16}" + "".join(f"{vals[m]:>11.3g}" for m in names) + " │"
-              + "".join(f"{times[m]:>9.3f}" for m in names))
+        print(
+            f"{pname:<16}"
+            + "".join(f"{vals[m]:>11.3g}" for m in names)
+            + " │"
+            + "".join(f"{times[m]:>9.3f}" for m in names)
+        )
     print("evals (median)  " + "".join(f"{int(np.median(evals[m])):>11d}" for m in names))
 
 

@@ -56,7 +56,7 @@ def main() -> None:
 
     pf = FastPowerFlow(net)
     ms = MeasurementSet.default(net)
-    se = StateEstimator(net, ms)                       # numba when available
+    se = StateEstimator(net, ms)  # numba when available
     se_np = StateEstimator(net, ms, backend="numpy")
 
     # pandapower reference: one measurement table, values overwritten every compared step
@@ -72,11 +72,14 @@ def main() -> None:
         pp.create_measurement(net_pp, "p", "line", 0.0, sig[nv + 2 * ni + k], int(line), side="from")
         pp.create_measurement(net_pp, "q", "line", 0.0, sig[nv + 2 * ni + nf + k], int(line), side="from")
     meas = net_pp.measurement
-    sign = np.concatenate([np.ones(nv), -np.ones(2 * ni), np.ones(2 * nf)])   # bus P/Q in load convention
-    order = np.concatenate([np.arange(nv),                                     # table order -> z order
-                            np.ravel(np.column_stack([nv + np.arange(ni), nv + ni + np.arange(ni)])),
-                            np.ravel(np.column_stack([nv + 2 * ni + np.arange(nf),
-                                                      nv + 2 * ni + nf + np.arange(nf)]))])
+    sign = np.concatenate([np.ones(nv), -np.ones(2 * ni), np.ones(2 * nf)])  # bus P/Q in load convention
+    order = np.concatenate(
+        [
+            np.arange(nv),  # table order -> z order
+            np.ravel(np.column_stack([nv + np.arange(ni), nv + ni + np.arange(ni)])),
+            np.ravel(np.column_stack([nv + 2 * ni + np.arange(nf), nv + 2 * ni + nf + np.arange(nf)])),
+        ]
+    )
 
     def pp_estimate(z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         meas["value"] = (z * sign)[order]
@@ -131,8 +134,10 @@ def main() -> None:
         print(f"  {name:<44} {statistics.median(ts) * 1e6:>10.1f} {statistics.mean(ts) * 1e6:>10.1f} {len(ts):>6}")
 
     n = len(tod)
-    print(f"case33bw, default measurement set: {se.n_meas} measurements, {se.n_states} states, "
-          f"{n} steps of 15 min ({args.days} days), backend of the fast estimator: {se.backend}")
+    print(
+        f"case33bw, default measurement set: {se.n_meas} measurements, {se.n_states} states, "
+        f"{n} steps of 15 min ({args.days} days), backend of the fast estimator: {se.backend}"
+    )
     print(f"  {'per step':<44} {'median µs':>10} {'mean µs':>10} {'steps':>6}")
     row("fast power flow (FastPowerFlow.solve)", t_pf)
     row("measurement synthesis (measure: h + noise)", t_meas)
@@ -141,14 +146,20 @@ def main() -> None:
     row("rN identification (only on χ² alarms)", t_rn)
     row("pandapower estimation.estimate", t_pp)
     med_pf, med_det = statistics.median(t_pf), statistics.median(t_det)
-    print(f"detection adds {100 * med_det / med_pf:.0f} % to a step (median; mean "
-          f"{100 * statistics.mean(t_det) / statistics.mean(t_pf):.0f} %); numpy backend "
-          f"{100 * statistics.median(t_det_np) / med_pf:.0f} %; pandapower's estimator "
-          f"{100 * statistics.median(t_pp) / med_pf:.0f} %")
-    print(f"fast vs pandapower estimator: {statistics.median(t_pp) / med_det:.0f}x faster; "
-          f"max |Δ|V|| {max(dvm):.1e} pu, max |Δθ| {max(dva):.1e} rad over {len(t_pp)} compared steps")
-    print(f"Gauss–Newton iterations per step: mean {statistics.mean(iters):.2f}; "
-          f"χ² alarms on clean data: {flags}/{n} ({100 * flags / n:.1f} %, alpha 1 %)")
+    print(
+        f"detection adds {100 * med_det / med_pf:.0f} % to a step (median; mean "
+        f"{100 * statistics.mean(t_det) / statistics.mean(t_pf):.0f} %); numpy backend "
+        f"{100 * statistics.median(t_det_np) / med_pf:.0f} %; pandapower's estimator "
+        f"{100 * statistics.median(t_pp) / med_pf:.0f} %"
+    )
+    print(
+        f"fast vs pandapower estimator: {statistics.median(t_pp) / med_det:.0f}x faster; "
+        f"max |Δ|V|| {max(dvm):.1e} pu, max |Δθ| {max(dva):.1e} rad over {len(t_pp)} compared steps"
+    )
+    print(
+        f"Gauss–Newton iterations per step: mean {statistics.mean(iters):.2f}; "
+        f"χ² alarms on clean data: {flags}/{n} ({100 * flags / n:.1f} %, alpha 1 %)"
+    )
 
 
 if __name__ == "__main__":

@@ -47,14 +47,30 @@ def make_request(n_evs: int, n_slots: int, seed: int) -> object:
     station = np.where(home, n_pub + np.arange(n_evs), rng.integers(0, n_pub, n_evs))
     caps = np.concatenate([np.full(n_pub, 50.0), np.full(n_evs, np.inf)])
     evs = EVFlex(
-        ev_id=np.arange(n_evs), bus=rng.integers(1, 33, n_evs), station=station, start_slot=start, end_slot=end,
-        end_frac=np.ones(n_evs), e_need_kwh=np.where(home, rng.uniform(8, 40, n_evs), rng.uniform(5, 25, n_evs)),
-        p_max_kw=p_max, p_min_kw=np.zeros(n_evs), eta_ch=np.full(n_evs, 0.92),
-        participates=np.ones(n_evs, bool), elasticity=np.full(n_evs, -0.3),
+        ev_id=np.arange(n_evs),
+        bus=rng.integers(1, 33, n_evs),
+        station=station,
+        start_slot=start,
+        end_slot=end,
+        end_frac=np.ones(n_evs),
+        e_need_kwh=np.where(home, rng.uniform(8, 40, n_evs), rng.uniform(5, 25, n_evs)),
+        p_max_kw=p_max,
+        p_min_kw=np.zeros(n_evs),
+        eta_ch=np.full(n_evs, 0.92),
+        participates=np.ones(n_evs, bool),
+        elasticity=np.full(n_evs, -0.3),
     )
-    return MarketRequest(t0_min=0.0, dt_min=dt_min, n_slots=n_slots, evs=evs, base_load_kw=base,
-                         price_usd_per_mwh=tou_price(base, 84.0, 0.75, 1.35, "affine"), station_cap_kw=caps,
-                         tod_h=tod, day_ahead=True)
+    return MarketRequest(
+        t0_min=0.0,
+        dt_min=dt_min,
+        n_slots=n_slots,
+        evs=evs,
+        base_load_kw=base,
+        price_usd_per_mwh=tou_price(base, 84.0, 0.75, 1.35, "affine"),
+        station_cap_kw=caps,
+        tod_h=tod,
+        day_ahead=True,
+    )
 
 
 def main() -> None:
@@ -72,8 +88,10 @@ def main() -> None:
     from markets.milp import MILP, check_schedule, score
 
     req = make_request(args.evs, args.slots, args.seed)
-    print(f"request: {args.evs} EVs x {args.slots} slots of {req.dt_min:g} min, "
-          f"{int(req.evs.availability(req.n_slots).astype(bool).sum())} plugged EV-slots; highspy {version('highspy')}")
+    print(
+        f"request: {args.evs} EVs x {args.slots} slots of {req.dt_min:g} min, "
+        f"{int(req.evs.availability(req.n_slots).astype(bool).sum())} plugged EV-slots; highspy {version('highspy')}"
+    )
     MILP().clear(make_request(5, 8, 0))  # warm-up: imports, HiGHS library load
 
     rows = []
@@ -88,19 +106,25 @@ def main() -> None:
         rows.append((variant if bits is None else f"milp-{bits}bit", res, wall, worst))
 
     lp_obj = rows[0][1].objective["objective_usd"]
-    print(f"{'variant':<12}{'status':<12}{'vars':>8}{'int':>8}{'rows':>8}{'build s':>9}{'solve s':>9}{'wall s':>9}"
-          f"{'objective $':>13}{'/ LP':>9}{'energy $':>10}{'mip gap':>10}{'unserved kWh':>14}{'max viol':>10}")
+    print(
+        f"{'variant':<12}{'status':<12}{'vars':>8}{'int':>8}{'rows':>8}{'build s':>9}{'solve s':>9}{'wall s':>9}"
+        f"{'objective $':>13}{'/ LP':>9}{'energy $':>10}{'mip gap':>10}{'unserved kWh':>14}{'max viol':>10}"
+    )
     for name, res, wall, worst in rows:
         i, o = res.info, res.objective
-        print(f"{name:<12}{i['status']:<12}{i['n_vars']:>8}{i['n_int_vars']:>8}{i['n_rows']:>8}{i['build_time_s']:>9.3f}"
-              f"{i['solve_time_s']:>9.3f}{wall:>9.3f}{o['objective_usd']:>13.4f}{o['objective_usd'] / lp_obj:>9.5f}"
-              f"{o['energy_cost_usd']:>10.3f}"
-              f"{i['mip_gap']:>10.2e}{o['unserved_kwh']:>14.4f}{worst:>10.1e}")
+        print(
+            f"{name:<12}{i['status']:<12}{i['n_vars']:>8}{i['n_int_vars']:>8}{i['n_rows']:>8}{i['build_time_s']:>9.3f}"
+            f"{i['solve_time_s']:>9.3f}{wall:>9.3f}{o['objective_usd']:>13.4f}{o['objective_usd'] / lp_obj:>9.5f}"
+            f"{o['energy_cost_usd']:>10.3f}"
+            f"{i['mip_gap']:>10.2e}{o['unserved_kwh']:>14.4f}{worst:>10.1e}"
+        )
     for name in ("uncontrolled", "elasticity-dr"):
         res = score(req, get(name)().clear(req), reference_objective=lp_obj)
         cost = lp_obj * (1 + res.gap)
-        print(f"heuristic {name:<14} objective {cost:10.4f} $  gap to LP optimum {res.gap:+.2%}"
-              f"  (scored as dispatched: up to {res.info['score_removed_kw']:.2f} kW removed to meet caps)")
+        print(
+            f"heuristic {name:<14} objective {cost:10.4f} $  gap to LP optimum {res.gap:+.2%}"
+            f"  (scored as dispatched: up to {res.info['score_removed_kw']:.2f} kW removed to meet caps)"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def _plain_binary(inst: eva.EVAInstance, ref: eva.EVAReference, seed: int) -> tu
     model, nvar, _ = eva.build_qubo(inst, ref.energy_dual_usd_per_unit, weight_factor=0.5)
     bqm = model.to_bqm()
     ss = composites.DecomposedSampler(samplers.get("sa")).sample(
-        bqm, components=eva._cluster_blocks(model, nvar), num_reads=16, num_sweeps=400, seed=seed)
+        bqm, components=eva._cluster_blocks(model, nvar), num_reads=16, num_sweeps=400, seed=seed
+    )
     n = nvar.levels(composites.samples_matrix(ss, model.n_vars)[:1])[0]
     ev = eva.evaluate(inst, n)
     return _gap_pct(ev["cost_usd"], ref.objective_usd), ev["violations"], time.perf_counter() - t0
@@ -35,8 +36,10 @@ def _plain_binary(inst: eva.EVAInstance, ref: eva.EVAReference, seed: int) -> tu
 
 def main(n_seeds: int = 3) -> None:
     print(f"EVA QUBO vs HiGHS one-hot MILP, 000 Table 1 instance (20 clusters x 6 slots x 4 h), {n_seeds} fleets")
-    head = (f"{'bits':>4} {'fleet':>5} {'vars':>6} {'inter':>7} {'wall_s':>7} {'gap_%':>7} {'rep_gap_%':>9} "
-            f"{'viol':>4} {'highs_s':>7} {'ratio':>6}")
+    head = (
+        f"{'bits':>4} {'fleet':>5} {'vars':>6} {'inter':>7} {'wall_s':>7} {'gap_%':>7} {'rep_gap_%':>9} "
+        f"{'viol':>4} {'highs_s':>7} {'ratio':>6}"
+    )
     print(head)
     worst: dict[int, tuple[float, float, int]] = {}
     for bits in (4, 8):
@@ -49,15 +52,22 @@ def main(n_seeds: int = 3) -> None:
             sol = eva.solve(inst, seed=seed)  # computes its own LP duals: all of the QUBO's work is timed
             wall = time.perf_counter() - t0
             gap, rep = _gap_pct(sol.cost_usd, ref.objective_usd), _gap_pct(sol.repaired_cost_usd, ref.objective_usd)
-            print(f"{bits:>4} {seed:>5} {sol.n_vars:>6} {sol.n_interactions:>7} {wall:>7.2f} {gap:>7.3f} {rep:>9.3f} "
-                  f"{sol.violations:>4} {highs_s:>7.2f} {wall / highs_s:>6.2f}", flush=True)
+            print(
+                f"{bits:>4} {seed:>5} {sol.n_vars:>6} {sol.n_interactions:>7} {wall:>7.2f} {gap:>7.3f} {rep:>9.3f} "
+                f"{sol.violations:>4} {highs_s:>7.2f} {wall / highs_s:>6.2f}",
+                flush=True,
+            )
             w = worst.get(bits, (-np.inf, 0.0, 0))
             worst[bits] = (max(w[0], gap), max(w[1], wall), max(w[2], sol.violations))
         g, v, s = _plain_binary(eva.paper_instance(bits, seed=0), eva.reference(eva.paper_instance(bits, seed=0)), 0)
-        print(f"{bits:>4} {'plain':>5} {'':>6} {'':>7} {s:>7.2f} {g:>7.3f} {'':>9} {v:>4}   (binary levels, fitted costs)")
+        print(
+            f"{bits:>4} {'plain':>5} {'':>6} {'':>7} {s:>7.2f} {g:>7.3f} {'':>9} {v:>4}   (binary levels, fitted costs)"
+        )
     for bits, (g, w, v) in worst.items():
-        print(f"{bits}-bit worst: annealer gap {g:.3f} %, wall {w:.2f} s, violations {v} "
-              f"(target <= 1 %, <= 5 s, 0; paper runtime {69.5 if bits == 4 else 326.6} s)")
+        print(
+            f"{bits}-bit worst: annealer gap {g:.3f} %, wall {w:.2f} s, violations {v} "
+            f"(target <= 1 %, <= 5 s, 0; paper runtime {69.5 if bits == 4 else 326.6} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ print(json.dumps({"error": "no step was reported"}), flush=True)
 def time_to_first_step(scenario: str, env: dict[str, str]) -> tuple[float, float]:
     """(wall [s], CPU [s]) from spawning a fresh interpreter to its first simulated step."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, scenario], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, scenario], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     wall = time.perf_counter() - t0
     proc.wait()
@@ -84,8 +85,10 @@ def main() -> None:
             cpus.append(c)
             print(f"{'warm':6s} {w:9.2f} {c:9.2f}")
         if walls:
-            print(f"warm median: wall {statistics.median(walls):.2f} s, CPU {statistics.median(cpus):.2f} s "
-                  f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+            print(
+                f"warm median: wall {statistics.median(walls):.2f} s, CPU {statistics.median(cpus):.2f} s "
+                f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+            )
 
 
 if __name__ == "__main__":

@@ -80,11 +80,20 @@ def _eho_random() -> list[tuple[Any, str, Any]]:
     original = eho.eho_minimize
 
     @functools.wraps(original)
-    def eho_as_random_search(fun, lower, upper, *, n_elephants: int = 50, n_iter: int = 50, seed=None,
-                             vectorized: bool = False, max_evals: int | None = None, **_: Any):
+    def eho_as_random_search(
+        fun,
+        lower,
+        upper,
+        *,
+        n_elephants: int = 50,
+        n_iter: int = 50,
+        seed=None,
+        vectorized: bool = False,
+        max_evals: int | None = None,
+        **_: Any,
+    ):
         gens = n_iter if max_evals is None else max(0, min(n_iter, (max_evals - n_elephants) // n_elephants))
-        return eho.random_search(fun, lower, upper, n_evals=n_elephants * (gens + 1), seed=seed,
-                                 vectorized=vectorized)
+        return eho.random_search(fun, lower, upper, n_evals=n_elephants * (gens + 1), seed=seed, vectorized=vectorized)
 
     return [(eho, "eho_minimize", eho_as_random_search)]
 
@@ -96,7 +105,7 @@ def _eho_no_clan() -> list[tuple[Any, str, Any]]:
 
     @functools.wraps(original)
     def eho_without_clan_updating(*args: Any, **kwargs: Any):
-        kwargs["alpha"] = 5e-324          # x + α·(x_best − x)·r == x: no elephant moves towards its matriarch
+        kwargs["alpha"] = 5e-324  # x + α·(x_best − x)·r == x: no elephant moves towards its matriarch
         return original(*args, **kwargs)
 
     return [(eho, "eho_minimize", eho_without_clan_updating)]
@@ -112,8 +121,9 @@ def _detector_silent() -> list[tuple[Any, str, Any]]:
 
     def silent_detect(self, z, alpha: float = 0.01, rn_threshold: float = 3.0):
         d = detect(self, z, alpha, rn_threshold)
-        return dataclasses.replace(d, flagged=False, chi2_flagged=False, rn_max=float("nan"), suspect=-1,
-                                   suspect_label="")
+        return dataclasses.replace(
+            d, flagged=False, chi2_flagged=False, rn_max=float("nan"), suspect=-1, suspect_label=""
+        )
 
     def silent_chi2_test(self, result, alpha: float = 0.01):
         _, J, t = chi2_test(self, result, alpha)
@@ -133,11 +143,11 @@ def _pf_mutates_net() -> list[tuple[Any, str, Any]]:
 
         def keeping_init(self, net, *args: Any, __init=init, **kwargs: Any) -> None:
             __init(self, net, *args, **kwargs)
-            self._mutant_net = net                               # keeps the caller's net ...
+            self._mutant_net = net  # keeps the caller's net ...
 
         def caching_solve(self, *args: Any, __solve=solve, **kwargs: Any):
             res = __solve(self, *args, **kwargs)
-            net = self._mutant_net                               # ... and caches results in it while solving
+            net = self._mutant_net  # ... and caches results in it while solving
             net.res_bus = pd.DataFrame({"vm_pu": res.vm_pu, "va_degree": res.va_degree})
             return res
 
@@ -153,7 +163,7 @@ def _plot_off_by_one() -> list[tuple[Any, str, Any]]:
     col = plots._col
 
     def shifted_col(df, name: str, default: float = 0.0):
-        return np.roll(col(df, name, default), 1)          # every series drawn one step late
+        return np.roll(col(df, name, default), 1)  # every series drawn one step late
 
     return [(plots, "_col", shifted_col)]
 
@@ -164,7 +174,7 @@ def _plot_blank() -> list[tuple[Any, str, Any]]:
     save = plots._save
 
     def blank_save(fig, path):
-        fig.clf()                                           # the file is written, the drawing is lost
+        fig.clf()  # the file is written, the drawing is lost
         return save(fig, path)
 
     return [(plots, "_save", blank_save)]
@@ -236,8 +246,16 @@ def run(name: str | None, nodeids: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         t = time.perf_counter()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name or "", "--report", str(report),
-               "--", *nodeids]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            name or "",
+            "--report",
+            str(report),
+            "--",
+            *nodeids,
+        ]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if not report.is_file():
             raise RuntimeError(f"mutation run {name!r} crashed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -268,8 +286,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["| mutation | guarding tests | failing tests | s |", "|---|---|---|---|"]
     for r in rows:
         failing = ", ".join(f.split("::", 1)[1] for f in r["failed"]) or "none"
-        verdict = ("caught" if r["failed"] else "NOT CAUGHT") if r["mutation"] != "(none)" else (
-            "baseline green" if not r["failed"] else "BASELINE FAILS")
+        verdict = (
+            ("caught" if r["failed"] else "NOT CAUGHT")
+            if r["mutation"] != "(none)"
+            else ("baseline green" if not r["failed"] else "BASELINE FAILS")
+        )
         lines.append(f"| {r['mutation']} ({verdict}) | {r['tests']} | {failing} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 

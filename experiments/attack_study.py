@@ -38,8 +38,15 @@ from sim.scenario import Scenario
 
 CLEAN = {"attacks": [], "detection.enabled": False}
 UNCONTROLLED = {"attacks": [], "detection.enabled": False, "market.mechanism": "uncontrolled"}
-HEADLINE = ["price_mean_usd_per_mwh", "peak_load_kw", "total_cost_usd", "detection_rate", "false_alarm_rate",
-            "se_vm_rmse_pu", "ev_unserved_kwh"]
+HEADLINE = [
+    "price_mean_usd_per_mwh",
+    "peak_load_kw",
+    "total_cost_usd",
+    "detection_rate",
+    "false_alarm_rate",
+    "se_vm_rmse_pu",
+    "ev_unserved_kwh",
+]
 
 
 def make_attack_study(scenario: Scenario, axes: list[str], *, n: int, extra: dict[str, Any] | None = None) -> Study:
@@ -51,9 +58,15 @@ def make_attack_study(scenario: Scenario, axes: list[str], *, n: int, extra: dic
     points.append(Point(len(points), dict(CLEAN), "baseline"))
     points.append(Point(len(points), dict(UNCONTROLLED), "uncontrolled"))
     series = ("steps",) if scenario.detection.state_estimation else ()
-    return Study("sweep", scenario, points, n, scenario.seed, series,
-                 extra={"paper_table": "attack-impact", "headline_kpis": HEADLINE, "roc": bool(series),
-                        **(extra or {})})
+    return Study(
+        "sweep",
+        scenario,
+        points,
+        n,
+        scenario.seed,
+        series,
+        extra={"paper_table": "attack-impact", "headline_kpis": HEADLINE, "roc": bool(series), **(extra or {})},
+    )
 
 
 def _by_label(manifest: dict[str, Any], label: str) -> int | None:
@@ -71,8 +84,11 @@ def _paired(reps: pd.DataFrame, kpi: str, pt: int, base: int, *, relative: bool)
         return np.nan, np.nan, np.nan
     ch = paired_change(reps, kpi, base, relative=relative)
     row = ch[ch["point"] == pt]
-    return (np.nan,) * 3 if row.empty else (float(row.iloc[0]["mean"]), float(row.iloc[0]["ci_low"]),
-                                           float(row.iloc[0]["ci_high"]))
+    return (
+        (np.nan,) * 3
+        if row.empty
+        else (float(row.iloc[0]["mean"]), float(row.iloc[0]["ci_low"]), float(row.iloc[0]["ci_high"]))
+    )
 
 
 def _mean(reps: pd.DataFrame, kpi: str, pt: int) -> tuple[float, float, float]:
@@ -101,9 +117,13 @@ def impact_row(reps: pd.DataFrame, manifest: dict[str, Any], pt: int, aucs: dict
     if base is None:
         raise ValueError("manifest.points: impact_row needs a point labelled 'baseline' (the paired reference)")
     row: dict[str, Any] = {}
-    for kpi, name in (("price_mean_usd_per_mwh", "tariff deviation [%]"),
-                      ("price_peak_mean_usd_per_mwh", "tariff deviation 17–21 h [%]"), ("peak_load_kw", "peak change [%]"),
-                      ("total_cost_usd", "cost change [%]"), ("user_cost_usd", "user cost change [%]")):
+    for kpi, name in (
+        ("price_mean_usd_per_mwh", "tariff deviation [%]"),
+        ("price_peak_mean_usd_per_mwh", "tariff deviation 17–21 h [%]"),
+        ("peak_load_kw", "peak change [%]"),
+        ("total_cost_usd", "cost change [%]"),
+        ("user_cost_usd", "user cost change [%]"),
+    ):
         row[name] = _fmt(*_paired(reps, kpi, pt, base, relative=True))
     if unc is not None:
         d = (peak_reduction(reps, base, unc) - peak_reduction(reps, pt, unc)).dropna()
@@ -112,13 +132,20 @@ def impact_row(reps: pd.DataFrame, manifest: dict[str, Any], pt: int, aucs: dict
     if f"{KPI_PREFIX}se_vm_rmse_pu" in reps.columns:
         row["SE |V| RMS error [pu]"] = _fmt(*_mean(reps, "se_vm_rmse_pu", pt), digits=4)
         row["Δ SE |V| RMS error [pu]"] = _fmt(*_paired(reps, "se_vm_rmse_pu", pt, base, relative=False), digits=4)
-    for kpi, name in (("voltage_violation_bus_minutes", "Δ voltage violation [bus·min]"),
-                      ("line_overload_minutes", "Δ line overload [min]"),
-                      ("ev_unserved_kwh", "Δ unserved EV energy [kWh]")):
+    for kpi, name in (
+        ("voltage_violation_bus_minutes", "Δ voltage violation [bus·min]"),
+        ("line_overload_minutes", "Δ line overload [min]"),
+        ("ev_unserved_kwh", "Δ unserved EV energy [kWh]"),
+    ):
         row[name] = _fmt(*_paired(reps, kpi, pt, base, relative=False), digits=1)
-    for kpi, name in (("detection_rate", "detection rate"), ("false_alarm_rate", "false-alarm rate"),
-                      ("time_to_detect_min", "time to detect [min]"), ("se_detection_rate", "χ² detection rate"),
-                      ("se_false_alarm_rate", "χ² false-alarm rate"), ("se_time_to_detect_min", "χ² time to detect [min]")):
+    for kpi, name in (
+        ("detection_rate", "detection rate"),
+        ("false_alarm_rate", "false-alarm rate"),
+        ("time_to_detect_min", "time to detect [min]"),
+        ("se_detection_rate", "χ² detection rate"),
+        ("se_false_alarm_rate", "χ² false-alarm rate"),
+        ("se_time_to_detect_min", "χ² time to detect [min]"),
+    ):
         if f"{KPI_PREFIX}{kpi}" in reps.columns:
             row[name] = _fmt(*_mean(reps, kpi, pt))
     if pt in aucs:
@@ -126,8 +153,9 @@ def impact_row(reps: pd.DataFrame, manifest: dict[str, Any], pt: int, aucs: dict
     return row
 
 
-def table_attack_impact(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None
-                        ) -> pd.DataFrame:
+def table_attack_impact(
+    reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None
+) -> pd.DataFrame:
     """One row per attacked point: impact against the clean day (paired) and detection (see module docstring)."""
     base = _by_label(manifest, "baseline")
     if base is None:
@@ -162,28 +190,70 @@ def table_003_fdi(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, 
         m, _, _, lo, hi = mean_ci(peak_reduction(reps, pt, unc).to_numpy())
         return _fmt(m, lo, hi, 1)
 
-    rows.append({"case": "clean", "metric": "peak reduction vs uncontrolled [%]",
-                 "paper": PAPER_003["peak_reduction_clean_pct"], "ours": pr(base)})
+    rows.append(
+        {
+            "case": "clean",
+            "metric": "peak reduction vs uncontrolled [%]",
+            "paper": PAPER_003["peak_reduction_clean_pct"],
+            "ours": pr(base),
+        }
+    )
     for p in manifest["points"]:
         label, pt = p["label"], int(p["index"])
         if label in ("baseline", "uncontrolled"):
             continue
         if label.startswith("elasticity"):
-            rows.append({"case": label, "metric": "peak reduction vs uncontrolled [%]",
-                         "paper": PAPER_003["peak_reduction_elasticity_pct"], "ours": pr(pt)})
-            rows.append({"case": label, "metric": "tariff deviation [%]", "paper": "",
-                         "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True))})
+            rows.append(
+                {
+                    "case": label,
+                    "metric": "peak reduction vs uncontrolled [%]",
+                    "paper": PAPER_003["peak_reduction_elasticity_pct"],
+                    "ours": pr(pt),
+                }
+            )
+            rows.append(
+                {
+                    "case": label,
+                    "metric": "tariff deviation [%]",
+                    "paper": "",
+                    "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True)),
+                }
+            )
         else:
             paper = PAPER_003["tariff_deviation_pct"] if label == "inflation 15 %" else ""
-            rows.append({"case": label, "metric": "tariff deviation, 17–21 h [%]", "paper": paper,
-                         "ours": _fmt(*_paired(reps, "price_peak_mean_usd_per_mwh", pt, base, relative=True))})
-            rows.append({"case": label, "metric": "tariff deviation, whole day [%]", "paper": "",
-                         "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True))})
-            rows.append({"case": label, "metric": "peak change [%]", "paper": "",
-                         "ours": _fmt(*_paired(reps, "peak_load_kw", pt, base, relative=True))})
+            rows.append(
+                {
+                    "case": label,
+                    "metric": "tariff deviation, 17–21 h [%]",
+                    "paper": paper,
+                    "ours": _fmt(*_paired(reps, "price_peak_mean_usd_per_mwh", pt, base, relative=True)),
+                }
+            )
+            rows.append(
+                {
+                    "case": label,
+                    "metric": "tariff deviation, whole day [%]",
+                    "paper": "",
+                    "ours": _fmt(*_paired(reps, "price_mean_usd_per_mwh", pt, base, relative=True)),
+                }
+            )
+            rows.append(
+                {
+                    "case": label,
+                    "metric": "peak change [%]",
+                    "paper": "",
+                    "ours": _fmt(*_paired(reps, "peak_load_kw", pt, base, relative=True)),
+                }
+            )
             if f"{KPI_PREFIX}detection_rate" in reps.columns and "detection" in label:
-                rows.append({"case": label, "metric": "stations detected [share]", "paper": "",
-                             "ours": _fmt(*_mean(reps, "detection_rate", pt))})
+                rows.append(
+                    {
+                        "case": label,
+                        "metric": "stations detected [share]",
+                        "paper": "",
+                        "ours": _fmt(*_mean(reps, "detection_rate", pt)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -229,8 +299,9 @@ def study_roc(study_dir: str | Path, manifest: dict[str, Any], *, plots: bool = 
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlabel("false-alarm rate (clean steps)")
         ax.set_ylabel("detection rate (attacked steps)")
-        ax.set_title("ROC of the χ² test of the state estimate\n(all thresholds, steps pooled over replications)",
-                     fontsize=9)
+        ax.set_title(
+            "ROC of the χ² test of the state estimate\n(all thresholds, steps pooled over replications)", fontsize=9
+        )
         ax.legend(fontsize=7, loc="lower right")
         (root / "plots").mkdir(exist_ok=True)
         fig.savefig(root / "plots" / "roc.png", dpi=120, bbox_inches="tight")

@@ -33,8 +33,12 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="scenario overri
 ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
 PlotsOpt = Annotated[bool, typer.Option(help="write plots")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
-TrustPickleOpt = Annotated[bool, typer.Option(
-    "--trust-pickle", help="allow grid.file to be a pickle (a pickle runs code when loaded: only your own files)")]
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle", help="allow grid.file to be a pickle (a pickle runs code when loaded: only your own files)"
+    ),
+]
 
 
 def _trust_pickle(on: bool) -> None:
@@ -56,7 +60,9 @@ def run(
     out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
     plots: PlotsOpt = True,
     engine: Annotated[str | None, typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")
+    ] = False,
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -133,14 +139,18 @@ def validate(
             load_network_file(sc.grid.file)
     except (ScenarioError, MarketConfigError, NetworkFileError) as err:
         _fail(str(err).replace("\n", "; "))
-    typer.echo(f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "
-               f"{sc.grid.case}, market {sc.market.mechanism})")
+    typer.echo(
+        f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "
+        f"{sc.grid.case}, market {sc.market.mechanism})"
+    )
 
 
 @app.command(name="compare")
 def compare_cmd(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
-    mechanisms: Annotated[str, typer.Option(help="comma-separated mechanism names")] = "uncontrolled,elasticity-dr,milp",
+    mechanisms: Annotated[
+        str, typer.Option(help="comma-separated mechanism names")
+    ] = "uncontrolled,elasticity-dr,milp",
     reference: Annotated[str, typer.Option(help="exact reference: 'lp' or 'milp' (discretised)")] = "lp",
     bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
     set_: SetOpt = None,
@@ -181,9 +191,17 @@ def compare_cmd(
 @app.command()
 def attack(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
-    attack_spec: Annotated[list[str] | None, typer.Option("--attack", help='attack as a TOML inline table body, e.g. '
-                                                   '\'kind="station-inflation", share=0.15, magnitude=0.3, start_h=5, end_h=9\'')] = None,
-    grid: Annotated[list[str] | None, typer.Option("--grid", help="campaign axes, e.g. attacks.0.magnitude=0.1,0.3")] = None,
+    attack_spec: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            help="attack as a TOML inline table body, e.g. "
+            "'kind=\"station-inflation\", share=0.15, magnitude=0.3, start_h=5, end_h=9'",
+        ),
+    ] = None,
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", help="campaign axes, e.g. attacks.0.magnitude=0.1,0.3")
+    ] = None,
     detection: Annotated[str, typer.Option(help="'off', 'on' or 'both' (with and without detection)")] = "both",
     n: Annotated[int, typer.Option("-n", help="replications per point")] = 20,
     workers: WorkersOpt = None,
@@ -297,8 +315,9 @@ def qubo_rtp_cmd(
 
 
 # ---------------------------------------------------------------------------------------------------- studies
-def _run_study(study, out: Path, workers: int | None, scheduler: str | None, resume: bool, quiet: bool,
-               plots: bool) -> None:
+def _run_study(
+    study, out: Path, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, plots: bool
+) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -320,8 +339,14 @@ def _run_study(study, out: Path, workers: int | None, scheduler: str | None, res
         if quiet:
             counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume)
         else:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            ) as bar:
                 task = bar.add_task(f"{study.kind} {study.scenario.name}", total=None, failed=0)
 
                 def progress(done: int, total: int, failed: int) -> None:
@@ -330,12 +355,16 @@ def _run_study(study, out: Path, workers: int | None, scheduler: str | None, res
                 counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume, progress=progress)
     except StoreError as err:
         _fail(str(err))
-    typer.echo(f"{counts['ok']} replication(s) ok, {counts['failed']} failed, {counts['skipped']} already stored"
-               f" ({'dask ' + scheduler if scheduler else f'{k} worker(s)'})")
+    typer.echo(
+        f"{counts['ok']} replication(s) ok, {counts['failed']} failed, {counts['skipped']} already stored"
+        f" ({'dask ' + scheduler if scheduler else f'{k} worker(s)'})"
+    )
     report(out, plots=plots)
     if counts["failed"]:
-        typer.echo(f"warning: {counts['failed']} replication(s) failed; errors and tracebacks are in the store "
-                   f"and summary.md", err=True)
+        typer.echo(
+            f"warning: {counts['failed']} replication(s) failed; errors and tracebacks are in the store and summary.md",
+            err=True,
+        )
     typer.echo(f"study stored in {out.resolve()}")
 
 
@@ -350,7 +379,9 @@ def montecarlo(
     seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
     out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
     resume: ResumeOpt = False,
-    timeseries: Annotated[list[str] | None, typer.Option(help="also store this table per replication, e.g. steps")] = None,
+    timeseries: Annotated[
+        list[str] | None, typer.Option(help="also store this table per replication, e.g. steps")
+    ] = None,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
@@ -372,7 +403,9 @@ def sweep(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
     grid: Annotated[list[str] | None, typer.Option("--grid", help="key=v1,v2,… or key=start:stop:count")] = None,
     oat: Annotated[bool, typer.Option("--oat", help="one parameter at a time around the scenario (tornado)")] = False,
-    baseline: Annotated[list[str] | None, typer.Option(help="add a 'baseline' point with these key=value settings")] = None,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="add a 'baseline' point with these key=value settings")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="replications per parameter point")] = 20,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -452,6 +485,8 @@ def report_cmd(
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so staging folders are removed on the way out (exit 143)."""
     raise SystemExit(128 + signum)
+
+
 @app.command()
 def dash(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or path to a TOML file")] = "default",
@@ -474,12 +509,34 @@ def dash(
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
     # no network: assets come from the solara-assets package, no telemetry, no PyPI version check
-    env = {**os.environ, ENV_SCENARIO: scenario, ENV_SET: json.dumps(list(set_ or [])),
-           "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False"}
+    env = {
+        **os.environ,
+        ENV_SCENARIO: scenario,
+        ENV_SET: json.dumps(list(set_ or [])),
+        "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False",
+    }
     typer.echo(f"evgrid dash: {scenario} at http://{host}:{port}/  (Ctrl-C stops it)", err=False)
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "solara", "run", "experiments.dash", "--host", host,
-                               "--port", str(port), "--production", "--no-open", "--no-check-version", "--log-level", "warning"], env)
+    os.execve(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "solara",
+            "run",
+            "experiments.dash",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--production",
+            "--no-open",
+            "--no-check-version",
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
 
 
 def main() -> None:

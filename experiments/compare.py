@@ -36,16 +36,21 @@ COLUMNS = {
 }
 
 
-def compare(scenario: Scenario, mechanisms: list[str], *, reference_variant: str = "lp", bits: int = 4,
-            run: Callable[[Scenario], RunResult] | None = None) -> pd.DataFrame:
+def compare(
+    scenario: Scenario,
+    mechanisms: list[str],
+    *,
+    reference_variant: str = "lp",
+    bits: int = 4,
+    run: Callable[[Scenario], RunResult] | None = None,
+) -> pd.DataFrame:
     """Run ``scenario`` once per mechanism with exact-optimum scoring; one row per mechanism."""
     from sim.model import CoSimulation
 
     rows = []
     for name in mechanisms:
         data = scenario.model_dump(mode="json")
-        data["market"].update(mechanism=name, reference=True, reference_variant=reference_variant,
-                              reference_bits=bits)
+        data["market"].update(mechanism=name, reference=True, reference_variant=reference_variant, reference_bits=bits)
         data["paper"] = {}
         sc = validate(data)
         result = run(sc) if run is not None else CoSimulation(sc).run()

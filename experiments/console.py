@@ -52,8 +52,10 @@ def warn_failures(kpis: dict) -> None:
     """Say so on stderr when power flows failed to converge (the steps are flagged in the tables)."""
     n = kpis.get("nonconverged_steps", 0)
     if n:
-        typer.echo(f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet "
-                   "column 'converged'", err=True)
+        typer.echo(
+            f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet column 'converged'",
+            err=True,
+        )
 
 
 def guard[T](fn: Callable[[], T]) -> T:
@@ -77,8 +79,12 @@ def simulate(sc: Any, quiet: bool) -> Any:
 
         return CoSimulation(sc).run()
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
     ) as bar:
         # set-up phases on the bar before the steps start (the grid is built once per process, then cached)
         task = bar.add_task(f"{sc.name}: loading libraries", total=sc.time.n_steps)
@@ -107,8 +113,9 @@ def print_kpis(kpis: dict, title: str = "KPIs") -> None:
     Console().print(t)
 
 
-def qubo_rtp_report(sc: Any, *, full: bool = False, runs: int = 1, reference: bool = True,
-                    out: Path | None = None) -> None:
+def qubo_rtp_report(
+    sc: Any, *, full: bool = False, runs: int = 1, reference: bool = True, out: Path | None = None
+) -> None:
     """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
     from experiments.rtp_paper import run_study, write
 
@@ -133,7 +140,9 @@ def qubo_rtp_report(sc: Any, *, full: bool = False, runs: int = 1, reference: bo
     Console().print(t)
     if runs > 1:
         obj = per_run["objective_usd"]
-        typer.echo(f"{runs} annealer runs: total cost {obj.mean():,.2f} $ (min {obj.min():,.2f}, max {obj.max():,.2f}), "
-                   f"spread {outcomes['cost_spread_percent']:.4f} % (paper: 3-5 %); worst interval "
-                   f"{per_run['interval_wall_s_max'].max():.3f} s")
+        typer.echo(
+            f"{runs} annealer runs: total cost {obj.mean():,.2f} $ (min {obj.min():,.2f}, max {obj.max():,.2f}), "
+            f"spread {outcomes['cost_spread_percent']:.4f} % (paper: 3-5 %); worst interval "
+            f"{per_run['interval_wall_s_max'].max():.3f} s"
+        )
     typer.echo(f"results written to {path.resolve()}")

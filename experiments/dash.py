@@ -54,8 +54,12 @@ PLAY_PAUSE_S = 0.2  # pause between steps while running [s], so each step is dra
 # The attack the switch adds to a scenario that has none: stations report 100 % more committed EV load than they
 # have, at 30 % of the stations, from 4 h to 12 h into the run; the DSO's report monitor (CUSUM) watches for it.
 DEFAULT_ATTACK: dict[str, Any] = {
-    "label": "dash: station-report inflation", "kind": "station-inflation", "share": 0.3, "magnitude": 1.0,
-    "start_h": 4.0, "end_h": 12.0,
+    "label": "dash: station-report inflation",
+    "kind": "station-inflation",
+    "share": 0.3,
+    "magnitude": 1.0,
+    "start_h": 4.0,
+    "end_h": 12.0,
 }
 
 
@@ -79,8 +83,9 @@ def base_data(scenario: str, overrides: list[str] | None = None) -> dict[str, An
 def default_params(scenario: str, overrides: list[str] | None = None) -> DashParams:
     """The controls' starting values: the (overridden) scenario's own."""
     sc = validate(base_data(scenario, overrides))
-    return DashParams(scenario=scenario, mechanism=sc.market.mechanism, n_evs=sc.fleet.n_evs, seed=sc.seed,
-                      attack=bool(sc.attacks))
+    return DashParams(
+        scenario=scenario, mechanism=sc.market.mechanism, n_evs=sc.fleet.n_evs, seed=sc.seed, attack=bool(sc.attacks)
+    )
 
 
 def build_scenario(p: DashParams, overrides: list[str] | None = None) -> Scenario:
@@ -232,20 +237,25 @@ class Live:
             ("max_line_loading_percent", "max line loading [%]", f"{c['max_line_loading_percent'][:k].max():.1f}"),
             ("ev_curtailed_kwh", "EV energy curtailed [kWh]", f"{c['ev_curtailed_kw'][:k].sum() * dt_h:,.1f}"),
             ("ev_cost_usd", "EV users paid [$]", f"{f.cost_usd.sum():,.0f}"),
-            ("plugged_waiting", "EVs plugged / waiting", f"{int(c['n_plugged'][k - 1])} / {int(c['n_waiting'][k - 1])}"),
+            (
+                "plugged_waiting",
+                "EVs plugged / waiting",
+                f"{int(c['n_plugged'][k - 1])} / {int(c['n_waiting'][k - 1])}",
+            ),
             ("mean_wait_min", "mean wait [min]", f"{np.nanmean(wait):.1f}" if np.isfinite(wait).any() else "–"),
         ]
         if m.attacker is not None or m.monitor is not None:
             out.append(("attack_steps", "attacked steps", f"{int(self.attacked()[:k].sum())}"))
         if m.monitor is not None:
-            out.append(("flagged_stations", "stations flagged", f"{int(m.monitor.flagged.sum())} / "
-                                                                  f"{len(m.monitor.flagged)}"))
+            out.append(
+                ("flagged_stations", "stations flagged", f"{int(m.monitor.flagged.sum())} / {len(m.monitor.flagged)}")
+            )
         if m.estimator is not None:
             out.append(("se_alarm_steps", "χ² alarms [steps]", f"{int(m.se_flag[:k].sum())}"))
         return out
 
     def clock(self) -> str:
-        """"step k / N · hh:mm" of the last step done."""
+        """ "step k / N · hh:mm" of the last step done."""
         m, k = self.model, self.steps
         h = (m.spec.time.start_h + max(k - 1, 0) * m.dt_min / 60.0) % 24
         when = f"{int(h):02d}:{int(round((h % 1) * 60)) % 60:02d}" if k else "not started"
@@ -282,8 +292,14 @@ def price_figure(live: Live) -> Figure:
     fig = Figure(figsize=(6.4, 2.5), layout="constrained")
     ax = fig.add_subplot()
     h = live.hours()
-    ax.step(h[:k], m.recorder.cols["price_usd_per_mwh"][:k], where="post", color="tab:purple", lw=1.8,
-            label=f"step price ({m.spec.market.mechanism})")
+    ax.step(
+        h[:k],
+        m.recorder.cols["price_usd_per_mwh"][:k],
+        where="post",
+        color="tab:purple",
+        lw=1.8,
+        label=f"step price ({m.spec.market.mechanism})",
+    )
     mo = m.market_operator
     if mo.dlmp_p is not None and k:
         ax.step(h[:k], mo.dlmp_p[:k].mean(axis=1), where="post", color="tab:olive", lw=1.2, label="mean DLMP")
@@ -329,11 +345,17 @@ def queue_figure(live: Live) -> Figure:
     h = live.hours()[:k]
     q = m.recorder.st_queue[:k]
     ax.step(h, q.sum(axis=1), where="post", color="tab:red", lw=1.6, label="EVs waiting (all stations)")
-    ax.step(h, q.max(axis=1) if q.shape[1] else np.zeros(k), where="post", color="tab:red", lw=1.0, ls="--",
-            label="longest queue")
+    ax.step(
+        h,
+        q.max(axis=1) if q.shape[1] else np.zeros(k),
+        where="post",
+        color="tab:red",
+        lw=1.0,
+        ls="--",
+        label="longest queue",
+    )
     ax2 = ax.twinx()
-    ax2.step(h, m.recorder.cols["n_plugged"][:k], where="post", color="tab:green", lw=1.2,
-             label="EVs plugged (right)")
+    ax2.step(h, m.recorder.cols["n_plugged"][:k], where="post", color="tab:green", lw=1.2, label="EVs plugged (right)")
     ax2.set_ylabel("EVs plugged", color="tab:green")
     ax2.set_ylim(bottom=0)
     _hour_axis(ax, live)
@@ -366,8 +388,9 @@ def detector_figure(live: Live) -> Figure | None:
     if m.estimator is not None:
         ax2 = ax.twinx() if m.monitor is not None else ax
         ax2.step(h, m.se_objective[:k], where="post", color="tab:cyan", lw=1.2, label="χ² statistic J")
-        ax2.axhline(m.estimator.chi2_threshold(m.spec.detection.alpha), color="tab:cyan", ls=":", lw=1.0,
-                    label="χ² threshold")
+        ax2.axhline(
+            m.estimator.chi2_threshold(m.spec.detection.alpha), color="tab:cyan", ls=":", lw=1.0, label="χ² threshold"
+        )
         ax2.set_ylabel("J [-]")
     _shade_attacks(ax, live)
     _hour_axis(ax, live)
@@ -409,19 +432,41 @@ def feeder_figure(live: Live) -> Figure:
     ax = fig.add_subplot()
     pos = {b: i for i, b in enumerate(net.bus.index)}
     live_lines = np.nonzero(net.line["in_service"].to_numpy(bool))[0]
-    segs = [[(x[pos[net.line.from_bus.iat[i]]], y[pos[net.line.from_bus.iat[i]]]),
-             (x[pos[net.line.to_bus.iat[i]]], y[pos[net.line.to_bus.iat[i]]])] for i in live_lines]
+    segs = [
+        [
+            (x[pos[net.line.from_bus.iat[i]]], y[pos[net.line.from_bus.iat[i]]]),
+            (x[pos[net.line.to_bus.iat[i]]], y[pos[net.line.to_bus.iat[i]]]),
+        ]
+        for i in live_lines
+    ]
     lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=4.0, zorder=1)
     lc.set_array(np.ma.masked_invalid(line_pct[live_lines]))
     ax.add_collection(lc)
-    sc = ax.scatter(x, y, c=np.ma.masked_invalid(bus_pct), cmap=cmap, norm=norm, s=70, edgecolors="k",
-                    linewidths=0.6, zorder=3, plotnonfinite=True)
+    sc = ax.scatter(
+        x,
+        y,
+        c=np.ma.masked_invalid(bus_pct),
+        cmap=cmap,
+        norm=norm,
+        s=70,
+        edgecolors="k",
+        linewidths=0.6,
+        zorder=3,
+        plotnonfinite=True,
+    )
     slack = [pos[int(b)] for b in net.ext_grid["bus"]]
     ax.scatter(x[slack], y[slack], marker="s", s=160, c="k", zorder=4)
     if len(x) <= 60:
         for i in range(len(x)):
-            ax.annotate(str(i + 1), (x[i], y[i]), xytext=(0, 7), textcoords="offset points", ha="center",
-                        fontsize=6.5, color="#333333")
+            ax.annotate(
+                str(i + 1),
+                (x[i], y[i]),
+                xytext=(0, 7),
+                textcoords="offset points",
+                ha="center",
+                fontsize=6.5,
+                color="#333333",
+            )
     # stations with ports (public chargers queue; home chargers never do): squares under their bus
     st = m.station_table
     queued = st.ports > 0
@@ -430,20 +475,36 @@ def feeder_figure(live: Live) -> Figure:
         occ = m.recorder.st_occ[k - 1] if k else np.zeros(len(st))
         rows = np.nonzero(queued)[0]
         bx, by = x[st.bus[rows]], y[st.bus[rows]] - 0.45
-        ax.scatter(bx, by, marker="s", s=25 + 45 * q[rows], facecolor=mpl.colormaps["Greens"](
-            0.25 + 0.75 * np.clip(occ[rows] / np.maximum(st.ports[rows], 1), 0, 1)), edgecolors="tab:green",
-            linewidths=0.8, zorder=2)
+        ax.scatter(
+            bx,
+            by,
+            marker="s",
+            s=25 + 45 * q[rows],
+            facecolor=mpl.colormaps["Greens"](0.25 + 0.75 * np.clip(occ[rows] / np.maximum(st.ports[rows], 1), 0, 1)),
+            edgecolors="tab:green",
+            linewidths=0.8,
+            zorder=2,
+        )
         for r, xx, yy in zip(rows, bx, by):
             if q[r] > 0:
-                ax.annotate(f"{int(q[r])}", (xx, yy), xytext=(0, -11), textcoords="offset points", ha="center",
-                            fontsize=7, color="tab:red", weight="bold")
+                ax.annotate(
+                    f"{int(q[r])}",
+                    (xx, yy),
+                    xytext=(0, -11),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=7,
+                    color="tab:red",
+                    weight="bold",
+                )
     cb = fig.colorbar(sc, ax=ax, shrink=0.85, pad=0.01)
     cb.set_label("share of limit used [%]\nbus: voltage drop / allowed; line: loading / rating", fontsize=8)
     ax.set_xlim(x.min() - 0.8, x.max() + 0.8)
     ax.set_ylim(y.min() - 1.2, y.max() + 0.8)
     ax.set_axis_off()
-    ax.set_title(f"Feeder · {live.clock()} · squares: public stations (size = queue, green = ports busy)",
-                 loc="left", fontsize=9)
+    ax.set_title(
+        f"Feeder · {live.clock()} · squares: public stations (size = queue, green = ports busy)", loc="left", fontsize=9
+    )
     return fig
 
 
@@ -460,7 +521,8 @@ def _kpi_html(live: Live | None) -> str:
     rows = "".join(
         f'<tr data-kpi="{key}"><td style="padding:1px 8px 1px 0;color:#555">{label}</td>'
         f'<td class="kpi-value" style="text-align:right;font-variant-numeric:tabular-nums"><b>{value}</b></td></tr>'
-        for key, label, value in live.kpis())
+        for key, label, value in live.kpis()
+    )
     return f'<table style="font-size:13px;border-collapse:collapse">{rows}</table>'
 
 
@@ -518,21 +580,27 @@ def Page() -> None:
     solara.Title("evgrid dash")
     with solara.Sidebar():
         with solara.Card("Run"):
-            solara.Select(label="scenario", values=scen, value=p.scenario,
-                          on_value=lambda v: set_param(scenario=v))
+            solara.Select(label="scenario", values=scen, value=p.scenario, on_value=lambda v: set_param(scenario=v))
             solara.Text("mechanism")
-            solara.ToggleButtonsSingle(value=p.mechanism, values=available(),
-                                       on_value=lambda v: set_param(mechanism=v), dense=True,
-                                       classes=["evgrid-mechanism"], style={"flex-wrap": "wrap"})
-            solara.InputInt("fleet size [EVs]", value=p.n_evs,
-                            on_value=lambda v: set_param(n_evs=max(int(v or 0), 0)))
+            solara.ToggleButtonsSingle(
+                value=p.mechanism,
+                values=available(),
+                on_value=lambda v: set_param(mechanism=v),
+                dense=True,
+                classes=["evgrid-mechanism"],
+                style={"flex-wrap": "wrap"},
+            )
+            solara.InputInt("fleet size [EVs]", value=p.n_evs, on_value=lambda v: set_param(n_evs=max(int(v or 0), 0)))
             solara.InputInt("seed", value=p.seed, on_value=lambda v: set_param(seed=max(int(v or 0), 0)))
             solara.Checkbox(label="attack on", value=p.attack, on_value=lambda v: set_param(attack=bool(v)))
             with solara.Row():
-                solara.Button("Step", on_click=step, color="primary",
-                              disabled=lv is None or lv.done or playing.value)
-                solara.Button("Pause" if playing.value else "Run", color="primary",
-                              on_click=lambda: playing.set(not playing.value), disabled=lv is None or lv.done)
+                solara.Button("Step", on_click=step, color="primary", disabled=lv is None or lv.done or playing.value)
+                solara.Button(
+                    "Pause" if playing.value else "Run",
+                    color="primary",
+                    on_click=lambda: playing.set(not playing.value),
+                    disabled=lv is None or lv.done,
+                )
                 solara.Button("Reset", on_click=build)
         with solara.Card("KPIs so far"):
             solara.HTML(tag="div", unsafe_innerHTML=_kpi_html(lv), classes=["evgrid-kpis"])
@@ -541,11 +609,15 @@ def Page() -> None:
     if lv is None:
         solara.Info("building the model …")
         return
-    solara.HTML(tag="div", classes=["evgrid-clock"], attributes={"data-step": str(lv.steps)},
-                unsafe_innerHTML=f"<b>{lv.scenario.name}</b> · {lv.scenario.market.mechanism} · "
-                                 f"{lv.scenario.fleet.n_evs} EVs · seed {lv.scenario.seed}"
-                                 f"{' · attack on' if lv.model.attacker is not None else ''} · "
-                                 f"<span class='evgrid-step'>{lv.clock()}</span>")
+    solara.HTML(
+        tag="div",
+        classes=["evgrid-clock"],
+        attributes={"data-step": str(lv.steps)},
+        unsafe_innerHTML=f"<b>{lv.scenario.name}</b> · {lv.scenario.market.mechanism} · "
+        f"{lv.scenario.fleet.n_evs} EVs · seed {lv.scenario.seed}"
+        f"{' · attack on' if lv.model.attacker is not None else ''} · "
+        f"<span class='evgrid-step'>{lv.clock()}</span>",
+    )
     deps = [tick.value, lv]
     with solara.Columns([1, 1]):
         with solara.Column():

@@ -63,8 +63,11 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
     from markets.base import EVFlex, MarketRequest
     from sim.streams import spawn_streams
 
-    sc = scenario if n_evs is None else scenario.model_copy(
-        update={"fleet": scenario.fleet.model_copy(update={"n_evs": n_evs})})
+    sc = (
+        scenario
+        if n_evs is None
+        else scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"n_evs": n_evs})})
+    )
     net = build_network(sc.grid.case, load_profile=sc.grid.load_profile)
     zones = {z: net.zone_buses(z) for z in ("all", "residential", "commercial", "industrial")}
     stations = build_stations(sc, zones, net.n_bus)
@@ -76,18 +79,35 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
     end = np.clip(np.ceil(end_exact - 1e-9).astype(int), start + 1, t)
     frac = np.where(end_exact >= t, 1.0, np.clip(end_exact - (end - 1), 1e-6, 1.0))
     n = len(start)
-    evs = EVFlex(ev_id=np.arange(n), bus=fleet.bus.astype(int), station=fleet.station.astype(int), start_slot=start,
-                 end_slot=end, end_frac=frac, e_need_kwh=(fleet.soc_target - fleet.soc_arrival) * fleet.battery_kwh,
-                 p_max_kw=fleet.p_max_kw, p_min_kw=np.zeros(n), eta_ch=fleet.eta_ch,
-                 participates=fleet.participates.astype(bool), elasticity=fleet.elasticity)
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=fleet.bus.astype(int),
+        station=fleet.station.astype(int),
+        start_slot=start,
+        end_slot=end,
+        end_frac=frac,
+        e_need_kwh=(fleet.soc_target - fleet.soc_arrival) * fleet.battery_kwh,
+        p_max_kw=fleet.p_max_kw,
+        p_min_kw=np.zeros(n),
+        eta_ch=fleet.eta_ch,
+        participates=fleet.participates.astype(bool),
+        elasticity=fleet.elasticity,
+    )
     hours = sc.time.start_h + np.arange(0.0, sc.time.horizon_h, 1.0)
     p_bus, _ = net.load_kw(hours)
     per_slot = int(round(dt_min / 60))
     base = p_bus.sum(axis=1).reshape(t, per_slot).mean(axis=1)
     price = np.asarray(sc.prices.table_usd_per_mwh, float)[(hours % 24).astype(int)].reshape(t, per_slot).mean(axis=1)
-    return MarketRequest(t0_min=sc.time.start_h * 60, dt_min=dt_min, n_slots=t, evs=evs, base_load_kw=base,
-                         price_usd_per_mwh=price, day_ahead=True,
-                         s_max_kva=fleet.s_max_kva)
+    return MarketRequest(
+        t0_min=sc.time.start_h * 60,
+        dt_min=dt_min,
+        n_slots=t,
+        evs=evs,
+        base_load_kw=base,
+        price_usd_per_mwh=price,
+        day_ahead=True,
+        s_max_kva=fleet.s_max_kva,
+    )
 
 
 def _cold_gap(res: Any) -> float | None:
@@ -104,29 +124,39 @@ def _cold_gap(res: Any) -> float | None:
 
 def _record(res: Any, req: Any, wall_s: float) -> dict[str, Any]:
     info, obj, viol = res.info, res.objective, res.violations
-    grid_v = sum(viol.get(k, 0) for k in ("voltage_slots", "td_power_factor_slots", "substation_slots",
-                                           "nonconverged_slots", "dso_qubo_rows"))
+    grid_v = sum(
+        viol.get(k, 0)
+        for k in ("voltage_slots", "td_power_factor_slots", "substation_slots", "nonconverged_slots", "dso_qubo_rows")
+    )
     return {
-        "n_evs": len(req.evs), "n_clusters": info["n_clusters"], "silhouette": info["silhouette"],
-        "eva_cost_usd": obj["eva_cost_usd"], "dso_cost_usd": obj["dso_cost_usd"],
-        "total_cost_usd": obj["total_cost_usd"], "reactive_compensation_usd": obj["eva_reactive_usd"],
-        "losses_mwh": info.get("losses_mwh"), "vmin_pu": info.get("vmin_pu"), "vavg_pu": info.get("vavg_pu"),
-        "vstd_pu": info.get("vstd_pu"), "pf_td": info.get("pf_td_mean"),
-        "reactive_energy_mvarh": info["reactive_energy_mvarh"], "interruptions": info["interruptions"],
+        "n_evs": len(req.evs),
+        "n_clusters": info["n_clusters"],
+        "silhouette": info["silhouette"],
+        "eva_cost_usd": obj["eva_cost_usd"],
+        "dso_cost_usd": obj["dso_cost_usd"],
+        "total_cost_usd": obj["total_cost_usd"],
+        "reactive_compensation_usd": obj["eva_reactive_usd"],
+        "losses_mwh": info.get("losses_mwh"),
+        "vmin_pu": info.get("vmin_pu"),
+        "vavg_pu": info.get("vavg_pu"),
+        "vstd_pu": info.get("vstd_pu"),
+        "pf_td": info.get("pf_td_mean"),
+        "reactive_energy_mvarh": info["reactive_energy_mvarh"],
+        "interruptions": info["interruptions"],
         "constraint_violations": grid_v + viol.get("eva_annealer_rows", 0),
         "dso_gap": None if res.gap is None else 100.0 * res.gap,
         "dso_gap_cold": _cold_gap(res),
         "eva_annealer_violations": info["eva"]["annealer_violations"],
-        "rounds": f"{info['round_kept']}/{info['rounds']}", "runtime_s": wall_s - info.get("reference_s", 0.0),
+        "rounds": f"{info['round_kept']}/{info['rounds']}",
+        "runtime_s": wall_s - info.get("reference_s", 0.0),
         "anneal_s": info.get("eva_sample_s", 0.0) + info.get("dso_sample_s", 0.0),
         "reference_s": info.get("reference_s"),
-        "dso_reference_s": info.get("dso_reference_s"), "vmin_slot_pu": info["vm_pu"].min(axis=1).round(4).tolist()
-        if "vm_pu" in info else None,
+        "dso_reference_s": info.get("dso_reference_s"),
+        "vmin_slot_pu": info["vm_pu"].min(axis=1).round(4).tolist() if "vm_pu" in info else None,
     }
 
 
-def run_table2(quick: bool = False, bits: tuple[int, ...] = (4, 8), seed: int | None = None
-               ) -> list[dict[str, Any]]:
+def run_table2(quick: bool = False, bits: tuple[int, ...] = (4, 8), seed: int | None = None) -> list[dict[str, Any]]:
     """Clear S1 and S2 at each bit depth; one record per (scenario, bits) with the paper's numbers attached."""
     from markets.base import get
     from sim.scenario import load_scenario
@@ -184,8 +214,15 @@ def format_table2(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
             for ss, b, r in cols:
                 if ss == s:
                     cells.append(_fmt(fmt, r.get(key)))
-                    csv.append({"scenario": s, "bits": b, "metric": key, "ours": r.get(key),
-                                "paper": paper.get(pkey.format(bits=b)) if pkey else None})
+                    csv.append(
+                        {
+                            "scenario": s,
+                            "bits": b,
+                            "metric": key,
+                            "ours": r.get(key),
+                            "paper": paper.get(pkey.format(bits=b)) if pkey else None,
+                        }
+                    )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), csv
 

@@ -186,11 +186,19 @@ def run_replication(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
     t0 = time.perf_counter()
     point = task.point_obj
     row: dict[str, Any] = {
-        "point": task.point, "rep": task.rep, "status": "", "error": "", "traceback": "",
-        "root_seed": task.root_seed, "scenario_hash": "", "versions": json.dumps(_cached_versions()),
+        "point": task.point,
+        "rep": task.rep,
+        "status": "",
+        "error": "",
+        "traceback": "",
+        "root_seed": task.root_seed,
+        "scenario_hash": "",
+        "versions": json.dumps(_cached_versions()),
     }
     for key, value in point.params.items():
-        row[f"param.{key}"] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        row[f"param.{key}"] = (
+            float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        )
     try:
         sc = _scenario(task.scenario_json, tuple(point.overrides(task.n_groups)))
         row["scenario_hash"] = sc.digest()
@@ -228,8 +236,9 @@ class Study:
             raise ScenarioError(f"-n: got {self.n}; allowed: integer >= 1")
         unknown = set(self.timeseries) - {"steps", "bus", "line", "station_step", "evs", "stations", "lsf"}
         if unknown:
-            raise ScenarioError(f"--timeseries: unknown {sorted(unknown)}; allowed: steps, bus, line, station_step, "
-                                "evs, stations, lsf")
+            raise ScenarioError(
+                f"--timeseries: unknown {sorted(unknown)}; allowed: steps, bus, line, station_step, evs, stations, lsf"
+            )
         # validate every point now: a typo in a grid must fail before anything runs
         from markets.base import MarketConfigError
 
@@ -311,8 +320,13 @@ def _execute_dask(tasks: list[Task], on_result: Callable[..., None], *, workers:
 
     cluster = None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=max(workers, 1),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
         client = Client(cluster)
     else:
         client = Client(scheduler)
@@ -348,6 +362,7 @@ def run_study(
 
     execute(todo, on_result, workers=workers, scheduler=scheduler)
     return counts
+
 
 STUDY_DIR = __import__("pathlib").Path(__file__).resolve().parent / "studies"
 
@@ -389,15 +404,29 @@ def load_study_file(name: str, *, n: int | None = None, seed: int | None = None)
         names = ", ".join(sorted(p.stem for p in STUDY_DIR.glob("*.toml")))
         raise ScenarioError(f"study: '{name}' is neither a file nor a ready study; allowed: {names}")
     spec = read_toml(path)
-    allowed = {"description", "kind", "scenario", "n", "seed", "set", "grid", "baseline", "headline_kpis", "paper_table",
-               "points", "roc"}
+    allowed = {
+        "description",
+        "kind",
+        "scenario",
+        "n",
+        "seed",
+        "set",
+        "grid",
+        "baseline",
+        "headline_kpis",
+        "paper_table",
+        "points",
+        "roc",
+    }
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ScenarioError(f"{path.name}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
     kind = spec.get("kind", "sweep")
     if kind not in ("sweep", "oat", "montecarlo", "points"):
         raise ScenarioError(f"{path.name}: kind '{kind}'; allowed: sweep, oat, montecarlo, points")
-    sc = load_scenario(spec.get("scenario", "default"), list(spec.get("set", [])), seed if seed is not None else spec.get("seed"))
+    sc = load_scenario(
+        spec.get("scenario", "default"), list(spec.get("set", [])), seed if seed is not None else spec.get("seed")
+    )
     reps = int(n if n is not None else spec.get("n", 20))
     extra = {"study": path.stem, "headline_kpis": spec.get("headline_kpis"), "paper_table": spec.get("paper_table")}
     if kind == "montecarlo":
@@ -411,7 +440,9 @@ def load_study_file(name: str, *, n: int | None = None, seed: int | None = None)
             raise ScenarioError(f"{path.name}: points.label must be unique, got {labels}")
         points = [Point(i, dict(p.get("set", {})), p["label"]) for i, p in enumerate(pts)]
         series = ("steps",) if spec.get("roc") else ()
-        return Study("points", sc, points, reps, sc.seed, series, extra={**extra, "roc": bool(spec.get("roc"))}), path.stem
+        return Study(
+            "points", sc, points, reps, sc.seed, series, extra={**extra, "roc": bool(spec.get("roc"))}
+        ), path.stem
     grids = [(k, v if isinstance(v, list) else [v]) for k, v in spec.get("grid", {}).items()]
     if not grids:
         raise ScenarioError(f"{path.name}: [grid] needs at least one parameter")

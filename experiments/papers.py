@@ -48,22 +48,40 @@ def dr_tou_table(k: dict[str, dict[str, float]], paper: dict[str, Any]) -> pd.Da
     """Paper vs ours for `002_…` from the KPIs of the four variants."""
     base, dr, unc, coo = k["no-ev"], k["dr-no-ev"], k["uncontrolled"], k["coordinated"]
     rows = [
-        ("daily cost change, coordinated vs uncontrolled EVs [%]", "cost_change_coordinated_vs_uncontrolled_percent",
-         _pct(coo["total_cost_usd"], unc["total_cost_usd"])),
-        ("daily cost change from DR without EVs [%] (Table 5)", "cost_change_dr_no_ev_percent",
-         _pct(dr["total_cost_usd"], base["total_cost_usd"])),
+        (
+            "daily cost change, coordinated vs uncontrolled EVs [%]",
+            "cost_change_coordinated_vs_uncontrolled_percent",
+            _pct(coo["total_cost_usd"], unc["total_cost_usd"]),
+        ),
+        (
+            "daily cost change from DR without EVs [%] (Table 5)",
+            "cost_change_dr_no_ev_percent",
+            _pct(dr["total_cost_usd"], base["total_cost_usd"]),
+        ),
         ("energy losses, no EVs, no DR [kWh] (Table 5)", "loss_no_ev_no_dr_kwh", base["energy_losses_kwh"]),
         ("energy losses, no EVs, with DR [kWh] (Table 5)", "loss_no_ev_with_dr_kwh", dr["energy_losses_kwh"]),
-        ("loss change, uncontrolled EVs vs no EVs [%]", "loss_change_uncontrolled_vs_no_ev_percent",
-         _pct(unc["energy_losses_kwh"], base["energy_losses_kwh"])),
-        ("loss change, coordinated EVs vs no EVs [%]", "loss_change_coordinated_vs_no_ev_percent",
-         _pct(coo["energy_losses_kwh"], base["energy_losses_kwh"])),
+        (
+            "loss change, uncontrolled EVs vs no EVs [%]",
+            "loss_change_uncontrolled_vs_no_ev_percent",
+            _pct(unc["energy_losses_kwh"], base["energy_losses_kwh"]),
+        ),
+        (
+            "loss change, coordinated EVs vs no EVs [%]",
+            "loss_change_coordinated_vs_no_ev_percent",
+            _pct(coo["energy_losses_kwh"], base["energy_losses_kwh"]),
+        ),
         ("VRI, uncontrolled [pu]", "vri_uncontrolled_pu", unc["vri_pu"]),
         ("VRI, coordinated [pu]", "vri_coordinated_pu", coo["vri_pu"]),
-        ("VDI change, coordinated vs uncontrolled [%]", "vdi_change_coordinated_vs_uncontrolled_percent",
-         _pct(coo["vdi_pu"], unc["vdi_pu"])),
-        ("peak load reduction, coordinated vs uncontrolled [%] (Table 7, DR_max 15 %)", "peak_reduction_dr_percent",
-         -_pct(coo["peak_load_kw"], unc["peak_load_kw"])),
+        (
+            "VDI change, coordinated vs uncontrolled [%]",
+            "vdi_change_coordinated_vs_uncontrolled_percent",
+            _pct(coo["vdi_pu"], unc["vdi_pu"]),
+        ),
+        (
+            "peak load reduction, coordinated vs uncontrolled [%] (Table 7, DR_max 15 %)",
+            "peak_reduction_dr_percent",
+            -_pct(coo["peak_load_kw"], unc["peak_load_kw"]),
+        ),
     ]
     return pd.DataFrame(
         [{"metric": label, "paper": paper.get(key, float("nan")), "ours": ours} for label, key, ours in rows]
@@ -87,8 +105,9 @@ NOTES = {
 }
 
 
-def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False,
-              replace: bool = False) -> pd.DataFrame:
+def run_paper(
+    sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False, replace: bool = False
+) -> pd.DataFrame:
     """Run a paper scenario's variants, write each run and the comparison table, and print it.
 
     ``out_dir`` follows `sim.result.check_output_dir` (new, empty, or a previous evgrid result with ``replace``);
@@ -122,8 +141,14 @@ def run_paper(sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = 
             results[name].write(tmp / name, plots=plot_run)
         table = table_fn({n: r.kpis for n, r in results.items()}, sc.paper)
         table.to_csv(tmp / "paper_comparison.csv", index=False)
-        md = [f"# {sc.name}: paper vs ours", "", f"Source: {sc.paper.get('source', '')}", "",
-              "| metric | paper | ours |", "|---|---:|---:|"]
+        md = [
+            f"# {sc.name}: paper vs ours",
+            "",
+            f"Source: {sc.paper.get('source', '')}",
+            "",
+            "| metric | paper | ours |",
+            "|---|---:|---:|",
+        ]
         md += [f"| {r.metric} | {r.paper:.3f} | {r.ours:.3f} |" for r in table.itertuples()]
         md += ["", NOTES.get(kind, "")]
         (tmp / "paper_comparison.md").write_text("\n".join(md) + "\n")

@@ -52,8 +52,10 @@ CASES: dict[int, str] = {
     3: "V2G (P and Q)",
     4: "charging P, supplying Q",
 }
-NOTE = ("IEEE 33-bus feeder (Baran & Wu) stands in for the review's 5-bus example, whose data are incomplete; "
-        "bus numbers are the papers' 1-based numbers")
+NOTE = (
+    "IEEE 33-bus feeder (Baran & Wu) stands in for the review's 5-bus example, whose data are incomplete; "
+    "bus numbers are the papers' 1-based numbers"
+)
 
 
 def run_pev_cases(
@@ -123,22 +125,42 @@ def run_pev_cases(
             p += fixed_p
             q += fixed_q
         elif case == 3 and n > 0:
-            ev = [FlexibleEV(bus=b, p_min_kw=-n * p_ev_kw, p_max_kw=0.0, q_min_kvar=-n * q_ev_kvar,
-                             q_max_kvar=n * q_ev_kvar, s_max_kva=n * s_ev_kva,
-                             cost_usd_per_mwh=discharge_price_ratio * price_usd_per_mwh, name=f"V2G{b + 1}")
-                  for b in buses]
+            ev = [
+                FlexibleEV(
+                    bus=b,
+                    p_min_kw=-n * p_ev_kw,
+                    p_max_kw=0.0,
+                    q_min_kvar=-n * q_ev_kvar,
+                    q_max_kvar=n * q_ev_kvar,
+                    s_max_kva=n * s_ev_kva,
+                    cost_usd_per_mwh=discharge_price_ratio * price_usd_per_mwh,
+                    name=f"V2G{b + 1}",
+                )
+                for b in buses
+            ]
         elif case == 4 and n > 0:
-            ev = [FlexibleEV(bus=b, p_min_kw=n * p_ev_kw, p_max_kw=n * p_ev_kw, q_min_kvar=-n * q_ev_kvar,
-                             q_max_kvar=n * q_ev_kvar, s_max_kva=n * s_ev_kva, cost_usd_per_mwh=0.0,
-                             name=f"EVQ{b + 1}")
-                  for b in buses]
-        df = solve(nw, p[None, :], q[None, :], price_usd_per_mwh=price_usd_per_mwh, ev=ev,
-                   v_min_pu=v_min_pu, v_max_pu=v_max_pu)
+            ev = [
+                FlexibleEV(
+                    bus=b,
+                    p_min_kw=n * p_ev_kw,
+                    p_max_kw=n * p_ev_kw,
+                    q_min_kvar=-n * q_ev_kvar,
+                    q_max_kvar=n * q_ev_kvar,
+                    s_max_kva=n * s_ev_kva,
+                    cost_usd_per_mwh=0.0,
+                    name=f"EVQ{b + 1}",
+                )
+                for b in buses
+            ]
+        df = solve(
+            nw, p[None, :], q[None, :], price_usd_per_mwh=price_usd_per_mwh, ev=ev, v_min_pu=v_min_pu, v_max_pu=v_max_pu
+        )
         df = df.drop(columns=["slot", "method"])
         df["ev_p_kw"] = df["ev_p_kw"].to_numpy() + fixed_p
         df["ev_q_kvar"] = df["ev_q_kvar"].to_numpy() + fixed_q
-        ev_cost = float(np.nansum(df["lam_p_usd_per_mwh"] * df["ev_p_kw"] + df["lam_q_usd_per_mvarh"] * df["ev_q_kvar"])
-                        / 1e3)
+        ev_cost = float(
+            np.nansum(df["lam_p_usd_per_mwh"] * df["ev_p_kw"] + df["lam_q_usd_per_mvarh"] * df["ev_q_kvar"]) / 1e3
+        )
         converged = bool(df["converged"].all())
         df.insert(0, "case", case)
         df.insert(1, "case_name", CASES[case])
@@ -150,16 +172,33 @@ def run_pev_cases(
         df["note"] = NOTE
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
-    first = ["case", "case_name", "bus", "bus_pp", "lam_p_usd_per_mwh", "lam_q_usd_per_mvarh", "vm_pu", "ev_p_kw",
-             "ev_q_kvar", "converged", "total_cost_usd_per_h", "ev_cost_usd_per_h", "losses_kw", "grid_p_kw",
-             "grid_q_kvar", "vmin_pu", "method", "note"]
+    first = [
+        "case",
+        "case_name",
+        "bus",
+        "bus_pp",
+        "lam_p_usd_per_mwh",
+        "lam_q_usd_per_mvarh",
+        "vm_pu",
+        "ev_p_kw",
+        "ev_q_kvar",
+        "converged",
+        "total_cost_usd_per_h",
+        "ev_cost_usd_per_h",
+        "losses_kw",
+        "grid_p_kw",
+        "grid_q_kvar",
+        "vmin_pu",
+        "method",
+        "note",
+    ]
     drop = {"gen_p_kw", "gen_q_kvar", "solve_time_s", "message"}
     rest = [c for c in out.columns if c not in first and c not in drop]
     return out[first + rest]
 
 
 def _fmt(v: float) -> str:
-    return f"{round(float(v), 2) + 0.0:.2f}"   # no "-0.00"
+    return f"{round(float(v), 2) + 0.0:.2f}"  # no "-0.00"
 
 
 def format_pev_cases(df: pd.DataFrame, buses: Sequence[int] | None = None) -> str:
@@ -176,8 +215,10 @@ def format_pev_cases(df: pd.DataFrame, buses: Sequence[int] | None = None) -> st
     cases = sorted(df["case"].unique())
     names = df.drop_duplicates("case").set_index("case")["case_name"]
     sel = sorted(df["bus"].unique()) if buses is None else [int(b) for b in buses]
-    lines = ["| bus | " + " | ".join(f"{c}. {names[c]}: λP [$/MWh] / λQ [$/MVArh]" for c in cases) + " |",
-             "|---:|" + "---:|" * len(cases)]
+    lines = [
+        "| bus | " + " | ".join(f"{c}. {names[c]}: λP [$/MWh] / λQ [$/MVArh]" for c in cases) + " |",
+        "|---:|" + "---:|" * len(cases),
+    ]
     by = df.set_index(["case", "bus"])
     for b in sel:
         cells = []
@@ -186,15 +227,21 @@ def format_pev_cases(df: pd.DataFrame, buses: Sequence[int] | None = None) -> st
             cells.append("—" if not np.isfinite(lp) else f"{_fmt(lp)} / {_fmt(lq)}")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     per = df.drop_duplicates("case").set_index("case")
-    lines += ["", "| case | total cost [$/h] | EV cost at DLMPs [$/h] | losses [kW] | grid import [kW] | "
-              "EV P / Q [kW / kVAr] | Vmin [pu] | converged |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "| case | total cost [$/h] | EV cost at DLMPs [$/h] | losses [kW] | grid import [kW] | "
+        "EV P / Q [kW / kVAr] | Vmin [pu] | converged |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for c in cases:
         r = per.loc[c]
         evp = df.loc[df["case"] == c, "ev_p_kw"].sum()
         evq = df.loc[df["case"] == c, "ev_q_kvar"].sum()
-        lines.append(f"| {c}. {names[c]} | {r.total_cost_usd_per_h:.2f} | {r.ev_cost_usd_per_h:.2f} | "
-                     f"{r.losses_kw:.1f} | {r.grid_p_kw:.1f} | {evp:.0f} / {evq:.0f} | {r.vmin_pu:.4f} | "
-                     f"{bool(r.converged)} |")
+        lines.append(
+            f"| {c}. {names[c]} | {r.total_cost_usd_per_h:.2f} | {r.ev_cost_usd_per_h:.2f} | "
+            f"{r.losses_kw:.1f} | {r.grid_p_kw:.1f} | {evp:.0f} / {evq:.0f} | {r.vmin_pu:.4f} | "
+            f"{bool(r.converged)} |"
+        )
     lines += ["", f"Method: {per.iloc[0]['method']}. Note: {NOTE}."]
     return "\n".join(lines)
 
@@ -207,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--price", type=float, default=84.0, help="substation price [$/MWh]")
     ap.add_argument("--all-buses", action="store_true", help="list every bus (default: a selection)")
     args = ap.parse_args(argv)
-    df = run_pev_cases(n_evs_per_bus=args.n_evs, load_scale=args.load_scale, price_usd_per_mwh=args.price,
-                       method=args.method)
+    df = run_pev_cases(
+        n_evs_per_bus=args.n_evs, load_scale=args.load_scale, price_usd_per_mwh=args.price, method=args.method
+    )
     buses = None if args.all_buses else [1, 2, 3, 6, 9, 12, 15, 18, 19, 22, 23, 25, 26, 30, 33]
     print(format_pev_cases(df, buses))
 

@@ -30,8 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from sim.result import RunResult
 
 DPI = 120
-RUN_FILES = ("voltage_heatmap.png", "load_profile.png", "price_ev_load.png", "line_loading.png", "stations.png",
-             "fulfilment.png", "voltage_profile.png")
+RUN_FILES = (
+    "voltage_heatmap.png",
+    "load_profile.png",
+    "price_ev_load.png",
+    "line_loading.png",
+    "stations.png",
+    "fulfilment.png",
+    "voltage_profile.png",
+)
 COMPARISON_FILES = ("comparison_load.png", "comparison_voltage.png")
 
 
@@ -93,8 +100,11 @@ class _Clock:
 
     def time_of(self, step: Any) -> np.ndarray:
         """Hours since start of the given step numbers."""
-        return np.interp(np.asarray(step, float), self.step.astype(float), self.t) if len(self.t) > 1 else \
-            np.asarray(step, float) * self.dt + self.t0
+        return (
+            np.interp(np.asarray(step, float), self.step.astype(float), self.t)
+            if len(self.t) > 1
+            else np.asarray(step, float) * self.dt + self.t0
+        )
 
     def tod_label(self, t_h: float) -> str:
         a = self.start_tod + t_h
@@ -166,8 +176,11 @@ def _col(df: pd.DataFrame, name: str, default: float = 0.0) -> np.ndarray:
 
 def _pivot(df: pd.DataFrame, index: str, value: str) -> pd.DataFrame:
     """step × ``index`` matrix of ``value`` (rows sorted by step, columns by index)."""
-    return df.pivot_table(index="step", columns=index, values=value, aggfunc="mean", dropna=False).sort_index() \
+    return (
+        df.pivot_table(index="step", columns=index, values=value, aggfunc="mean", dropna=False)
+        .sort_index()
         .sort_index(axis=1)
+    )
 
 
 def _message(ax: Axes, text: str) -> None:
@@ -200,8 +213,15 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
     fig, ax = plt.subplots(figsize=(11, 6), layout="constrained")
     try:
         x_edges = (t[0], t[-1] + clock.dt)
-        im = ax.imshow(vm, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest", origin="upper",
-                       extent=(x_edges[0], x_edges[1], len(ids) - 0.5, -0.5))
+        im = ax.imshow(
+            vm,
+            aspect="auto",
+            cmap=cmap,
+            norm=norm,
+            interpolation="nearest",
+            origin="upper",
+            extent=(x_edges[0], x_edges[1], len(ids) - 0.5, -0.5),
+        )
         handles = []
         xc = t + clock.dt / 2
         for lim, style in ((vlo, "--"), (vhi, ":")):
@@ -211,8 +231,17 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         b, k = np.unravel_index(int(np.ma.argmin(vm)), vm.shape)
         ax.plot(xc[k], b, marker="x", color="k", ms=9, mew=2, ls="none")
         bus_str = f"{int(ids[b]) + (1 if paper else 0)}"
-        handles.append(Line2D([], [], marker="x", color="k", ls="none", mew=2,
-                              label=f"min {dmin:.3f} pu (bus {bus_str}, {clock.tod_label(t[k])})"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="x",
+                color="k",
+                ls="none",
+                mew=2,
+                label=f"min {dmin:.3f} pu (bus {bus_str}, {clock.tod_label(t[k])})",
+            )
+        )
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
         cb = fig.colorbar(im, ax=ax, pad=0.02)
         cb.set_label("voltage magnitude [pu]")
@@ -222,9 +251,12 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         _bus_ticks(ax, ids, paper, "y")
         ax.set_ylabel(_bus_label(paper))
         below = int((vm < vlo - 1e-9).sum())
-        status = (f"{below} bus-steps below {vlo:.2f} pu" if below else f"all buses ≥ {vlo:.2f} pu")
-        ax.set_title(f"{_scenario_name(result)}: bus voltage [pu]\nmin {dmin:.3f} pu at bus {bus_str}, "
-                     f"{clock.tod_label(t[k])}; {status}", fontsize=11)
+        status = f"{below} bus-steps below {vlo:.2f} pu" if below else f"all buses ≥ {vlo:.2f} pu"
+        ax.set_title(
+            f"{_scenario_name(result)}: bus voltage [pu]\nmin {dmin:.3f} pu at bus {bus_str}, "
+            f"{clock.tod_label(t[k])}; {status}",
+            fontsize=11,
+        )
         return _save(fig, path)
     finally:
         plt.close(fig)
@@ -237,8 +269,12 @@ def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None
     steps = steps.sort_values("step")
     clock = _Clock(steps)
     grid = _col(steps, "grid_p_kw")
-    sources = [("substation import", np.clip(grid, 0, None), "#7f7f7f"), ("DG", _col(steps, "dg_kw"), "#d62728"),
-               ("PV", _col(steps, "pv_kw"), "#ffbf00"), ("wind", _col(steps, "wind_kw"), "#2ca02c")]
+    sources = [
+        ("substation import", np.clip(grid, 0, None), "#7f7f7f"),
+        ("DG", _col(steps, "dg_kw"), "#d62728"),
+        ("PV", _col(steps, "pv_kw"), "#ffbf00"),
+        ("wind", _col(steps, "wind_kw"), "#2ca02c"),
+    ]
     sources = [s for s in sources if np.nanmax(np.abs(np.nan_to_num(s[1]))) > 1e-9 or s[0] == "substation import"]
     total = _col(steps, "total_load_kw", np.nan)
     if "total_load_kw" not in steps:
@@ -257,20 +293,38 @@ def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None
             y = np.nan_to_num(y)
             x, lo = clock.post(bottom)
             _, hi = clock.post(bottom + y)
-            ax.fill_between(x, lo, hi, step="post", color=colour, alpha=0.55, lw=0,
-                            label=f"{label} ({np.sum(y) * dt_h:,.0f} kWh)")
+            ax.fill_between(
+                x, lo, hi, step="post", color=colour, alpha=0.55, lw=0, label=f"{label} ({np.sum(y) * dt_h:,.0f} kWh)"
+            )
             bottom = bottom + y
         export = np.clip(grid, None, 0)
         if np.any(export < -1e-9):
             x, y = clock.post(export)
-            ax.fill_between(x, 0, y, step="post", color="#9467bd", alpha=0.5, lw=0,
-                            label=f"substation export ({-np.sum(export) * dt_h:,.0f} kWh)")
+            ax.fill_between(
+                x,
+                0,
+                y,
+                step="post",
+                color="#9467bd",
+                alpha=0.5,
+                lw=0,
+                label=f"substation export ({-np.sum(export) * dt_h:,.0f} kWh)",
+            )
             ax.axhline(0, color="k", lw=0.6)
         if np.nanmax(np.abs(ev)) > 1e-9 and np.all(np.isfinite(base)):
             x, lo = clock.post(base)
             _, hi = clock.post(base + ev)
-            ax.fill_between(x, lo, hi, step="post", facecolor="none", edgecolor="#1f77b4", hatch="///", lw=0,
-                            label=f"EV load ({e_ev:,.0f} kWh, {share:.1%} of demand)")
+            ax.fill_between(
+                x,
+                lo,
+                hi,
+                step="post",
+                facecolor="none",
+                edgecolor="#1f77b4",
+                hatch="///",
+                lw=0,
+                label=f"EV load ({e_ev:,.0f} kWh, {share:.1%} of demand)",
+            )
         ax.step(*clock.post(total), where="post", color="k", lw=1.8, label=f"total demand ({e_total:,.0f} kWh)")
         if "base_load_orig_kw" in steps:
             orig = _col(steps, "base_load_orig_kw")
@@ -281,11 +335,19 @@ def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None
         ax.set_ylabel("power [kW]")
         ax.set_ylim(bottom=min(0.0, float(np.nanmin(np.append(export, 0))) * 1.1))
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="supply (stacked) / demand",
-                  title_fontsize=8)
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=8,
+            title="supply (stacked) / demand",
+            title_fontsize=8,
+        )
         peak = float(np.nanmax(total)) if np.any(np.isfinite(total)) else float("nan")
-        ax.set_title(f"{_scenario_name(result)}: load by source\npeak demand {peak:,.0f} kW, EV share of energy "
-                     f"{share:.1%} (supply above demand = losses)", fontsize=11)
+        ax.set_title(
+            f"{_scenario_name(result)}: load by source\npeak demand {peak:,.0f} kW, EV share of energy "
+            f"{share:.1%} (supply above demand = losses)",
+            fontsize=11,
+        )
         return _save(fig, path)
     finally:
         plt.close(fig)
@@ -308,18 +370,44 @@ def _price_ev_load(plt: ModuleType, result: RunResult, path: Path) -> Path | Non
         ax2 = ax.twinx()
         ax.set_zorder(ax2.get_zorder() + 1)  # price line on top of the EV area
         ax.patch.set_visible(False)
-        ax2.fill_between(*clock.post(ev), step="post", color="#1f77b4", alpha=0.35, lw=0,
-                         label=f"EV load delivered ({np.nansum(ev) * clock.dt:,.0f} kWh)")
+        ax2.fill_between(
+            *clock.post(ev),
+            step="post",
+            color="#1f77b4",
+            alpha=0.35,
+            lw=0,
+            label=f"EV load delivered ({np.nansum(ev) * clock.dt:,.0f} kWh)",
+        )
         if curtailed_any and np.all(np.isfinite(req)):
             x, r = clock.post(req)
             _, e = clock.post(ev)
             ax2.step(x, r, where="post", color="#1f77b4", ls="--", lw=1.2, label="EV load requested")
-            ax2.fill_between(x, e, r, where=r > e + 1e-9, step="post", facecolor="none", edgecolor="#d62728",
-                             hatch="xx", lw=0, label=f"scheduled, not delivered (DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh)")
+            ax2.fill_between(
+                x,
+                e,
+                r,
+                where=r > e + 1e-9,
+                step="post",
+                facecolor="none",
+                edgecolor="#d62728",
+                hatch="xx",
+                lw=0,
+                label=f"scheduled, not delivered (DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh)",
+            )
         if "curtailed" in steps and steps["curtailed"].astype(bool).any():
             x, c = clock.post(steps["curtailed"].astype(bool).to_numpy(float))
-            ax2.fill_between(x, 0, 1, where=c > 0.5, step="post", transform=ax2.get_xaxis_transform(),
-                             color="#d62728", alpha=0.08, lw=0, label="steps with DSO curtailment")
+            ax2.fill_between(
+                x,
+                0,
+                1,
+                where=c > 0.5,
+                step="post",
+                transform=ax2.get_xaxis_transform(),
+                color="#d62728",
+                alpha=0.08,
+                lw=0,
+                label="steps with DSO curtailment",
+            )
         ax.step(*clock.post(price), where="post", color="#d62728", lw=2, label="price")
         ax.set_ylabel("price [$/MWh]", color="#d62728")
         ax.tick_params(axis="y", colors="#d62728")
@@ -336,8 +424,11 @@ def _price_ev_load(plt: ModuleType, result: RunResult, path: Path) -> Path | Non
         h2, l2 = ax2.get_legend_handles_labels()
         fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
         ev_peak = float(np.nanmax(ev)) if len(ev) else 0.0
-        ax.set_title(f"{_scenario_name(result)}: price and EV charging load\nEV peak {ev_peak:,.0f} kW"
-                     + (f", DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh" if curtailed_any else ""), fontsize=11)
+        ax.set_title(
+            f"{_scenario_name(result)}: price and EV charging load\nEV peak {ev_peak:,.0f} kW"
+            + (f", DSO curtailed {np.nansum(curt) * clock.dt:,.1f} kWh" if curtailed_any else ""),
+            fontsize=11,
+        )
         return _save(fig, path)
     finally:
         plt.close(fig)
@@ -361,16 +452,27 @@ def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None
     try:
         pos = np.arange(len(ids))
         keep = [i for i, d in enumerate(data) if len(d)]
-        bp = ax.boxplot([data[i] for i in keep], positions=pos[keep], whis=(0, 100), showfliers=False,
-                        patch_artist=True, widths=0.6, medianprops={"color": "k", "lw": 1})
+        bp = ax.boxplot(
+            [data[i] for i in keep],
+            positions=pos[keep],
+            whis=(0, 100),
+            showfliers=False,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "k", "lw": 1},
+        )
         for i, patch in zip(keep, bp["boxes"]):
             patch.set_facecolor("#d62728" if maxes[i] > limit else "#1f77b4")
             patch.set_alpha(0.6)
         ax.axhline(limit, color="#d62728", ls="--", lw=1.3, label=f"limit {limit:.0f} %")
         ax.set_xlim(-0.7, len(ids) - 0.3)
         every = max(1, math.ceil(len(ids) / 40))
-        ax.set_xticks(pos[::every], [str(int(i) + (1 if paper else 0)) for i in ids[::every]],
-                      fontsize=7 if len(ids) > 20 else 9, rotation=90 if len(ids) > 40 else 0)
+        ax.set_xticks(
+            pos[::every],
+            [str(int(i) + (1 if paper else 0)) for i in ids[::every]],
+            fontsize=7 if len(ids) > 20 else 9,
+            rotation=90 if len(ids) > 40 else 0,
+        )
         ax.set_xlabel(_bus_label(paper, "line"))
         ax.set_ylabel("line loading [%]")
         ax.grid(axis="y", alpha=0.3)
@@ -383,8 +485,11 @@ def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None
         ax.set_ylim(bottom=0, top=max(limit, float(np.nanmax(maxes))) * 1.08)
         n_over = int((maxes > limit).sum())
         lab = int(ids[worst]) + (1 if paper else 0)
-        ax.set_title(f"{_scenario_name(result)}: line loading over the run\nmax {maxes[worst]:.1f} % on line {lab}; "
-                     f"{n_over} line(s) above {limit:.0f} %", fontsize=11)
+        ax.set_title(
+            f"{_scenario_name(result)}: line loading over the run\nmax {maxes[worst]:.1f} % on line {lab}; "
+            f"{n_over} line(s) above {limit:.0f} %",
+            fontsize=11,
+        )
         return _save(fig, path)
     finally:
         plt.close(fig)
@@ -444,8 +549,9 @@ def _stations(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
             ax2.set_xlabel("waiting time before plug-in [min]")
             ax2.set_ylabel("EVs")
             ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-            ax2.set_title(f"waiting time: {len(wait)} of {n_ev} EVs waited ({len(wait) / max(n_ev, 1):.0%})",
-                          fontsize=10)
+            ax2.set_title(
+                f"waiting time: {len(wait)} of {n_ev} EVs waited ({len(wait) / max(n_ev, 1):.0%})", fontsize=10
+            )
         elif ss is not None and "queue" in ss and _table(result, "steps") is not None:
             clock = _Clock(_table(result, "steps"))
             q = ss.groupby("step")["queue"].sum().sort_index()
@@ -455,8 +561,9 @@ def _stations(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
             ax2.set_ylabel("EVs queueing (all stations)")
             ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax2.set_ylim(bottom=0, top=max(1.0, float(full.max()) * 1.15))
-            ax2.set_title("queue length over time — no EV waited" if full.max() == 0 else "queue length over time",
-                          fontsize=10)
+            ax2.set_title(
+                "queue length over time — no EV waited" if full.max() == 0 else "queue length over time", fontsize=10
+            )
         else:
             _message(ax2, "no EV waited" if evs is not None else "no EV table")
         ax2.grid(alpha=0.3)
@@ -486,8 +593,14 @@ def _fulfilment(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
         if finite.any():
             hi = max(1.0, float(np.nanmax(soc)))
             bins = np.linspace(0, hi + 1e-9, 26)
-            ax1.hist([soc[(groups == g).to_numpy() & finite] for g in names], bins=bins, stacked=True,
-                     color=[colours[g] for g in names], label=names, alpha=0.8)
+            ax1.hist(
+                [soc[(groups == g).to_numpy() & finite] for g in names],
+                bins=bins,
+                stacked=True,
+                color=[colours[g] for g in names],
+                label=names,
+                alpha=0.8,
+            )
             targets = np.unique(np.round(tgt[np.isfinite(tgt)], 3))
             if 0 < len(targets) <= 3:
                 for i, v in enumerate(targets):
@@ -511,15 +624,23 @@ def _fulfilment(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
             if fin.any():
                 hi = max(1.0, float(np.nanmax(f)))
                 bins = np.linspace(0, hi + 1e-9, 21)
-                ax2.hist([f[(groups == g).to_numpy() & fin] for g in names], bins=bins, stacked=True,
-                         color=[colours[g] for g in names], label=names, alpha=0.8)
+                ax2.hist(
+                    [f[(groups == g).to_numpy() & fin] for g in names],
+                    bins=bins,
+                    stacked=True,
+                    color=[colours[g] for g in names],
+                    label=names,
+                    alpha=0.8,
+                )
                 mean = float(np.mean(f[fin]))
                 ax2.axvline(mean, color="k", lw=1.3, label=f"mean {mean:.2f}")
                 full_share = float(np.mean(f[fin] >= 0.99))
                 e_need = float(np.nansum(_col(sel, "e_need_kwh")))
                 e_del = float(np.nansum(np.clip(_col(sel, "e_delivered_kwh"), 0, None)))
-                ax2.set_title(f"energy fulfilment: {full_share:.0%} of EVs ≥ 99 %; "
-                              f"{e_del:,.0f} of {e_need:,.0f} kWh needed", fontsize=10)
+                ax2.set_title(
+                    f"energy fulfilment: {full_share:.0%} of EVs ≥ 99 %; {e_del:,.0f} of {e_need:,.0f} kWh needed",
+                    fontsize=10,
+                )
                 ax2.legend(fontsize=8, loc="upper left")
             else:
                 _message(ax2, "no fulfilment data")
@@ -577,8 +698,11 @@ def _voltage_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         ax.legend(fontsize=8, loc="lower left", ncol=2)
         b = int(np.nanargmin(vmin))
         n_bad = int(((vmin < vlo - 1e-9) | (vmax > vhi + 1e-9)).sum())
-        ax.set_title(f"{_scenario_name(result)}: voltage envelope per bus\nmin {vmin[b]:.3f} pu at bus "
-                     f"{int(ids[b]) + (1 if paper else 0)}; {n_bad} bus(es) outside limits at some step", fontsize=11)
+        ax.set_title(
+            f"{_scenario_name(result)}: voltage envelope per bus\nmin {vmin[b]:.3f} pu at bus "
+            f"{int(ids[b]) + (1 if paper else 0)}; {n_bad} bus(es) outside limits at some step",
+            fontsize=11,
+        )
         return _save(fig, path)
     finally:
         plt.close(fig)
@@ -649,10 +773,16 @@ def _vmin(s: pd.DataFrame) -> np.ndarray | None:
     return s["vmin_pu"].to_numpy(float) if "vmin_pu" in s else None
 
 
-def _comparison_series(plt: ModuleType, frames: dict[str, Any], path: Path,
-                       values: Callable[[pd.DataFrame], np.ndarray | None], ylabel: str, title: str,
-                       legend: Callable[[np.ndarray], str],
-                       limits: Callable[[Any], list[tuple[float, str]]]) -> Path | None:
+def _comparison_series(
+    plt: ModuleType,
+    frames: dict[str, Any],
+    path: Path,
+    values: Callable[[pd.DataFrame], np.ndarray | None],
+    ylabel: str,
+    title: str,
+    legend: Callable[[np.ndarray], str],
+    limits: Callable[[Any], list[tuple[float, str]]],
+) -> Path | None:
     runs = []
     for name, r in frames.items():
         s = _table(r, "steps")
@@ -686,9 +816,16 @@ def _comparison_series(plt: ModuleType, frames: dict[str, Any], path: Path,
 
 
 def _comparison_load(plt: ModuleType, frames: dict[str, RunResult], path: Path) -> Path | None:
-    return _comparison_series(plt, frames, path, _total_load, "total demand [kW]", "total load per run",
-                              lambda y: f"peak {np.nanmax(y):,.0f} kW" if np.isfinite(y).any() else "no data",
-                              lambda r: [])
+    return _comparison_series(
+        plt,
+        frames,
+        path,
+        _total_load,
+        "total demand [kW]",
+        "total load per run",
+        lambda y: f"peak {np.nanmax(y):,.0f} kW" if np.isfinite(y).any() else "no data",
+        lambda r: [],
+    )
 
 
 def _comparison_voltage(plt: ModuleType, frames: dict[str, RunResult], path: Path) -> Path | None:
@@ -696,8 +833,16 @@ def _comparison_voltage(plt: ModuleType, frames: dict[str, RunResult], path: Pat
         v = float(_grid_attr(r, "v_min_pu", 0.95))
         return [(v, f"v_min limit {v:.2f} pu")]
 
-    return _comparison_series(plt, frames, path, _vmin, "lowest bus voltage [pu]", "lowest bus voltage per step",
-                              lambda y: f"min {np.nanmin(y):.3f} pu" if np.isfinite(y).any() else "no data", limits)
+    return _comparison_series(
+        plt,
+        frames,
+        path,
+        _vmin,
+        "lowest bus voltage [pu]",
+        "lowest bus voltage per step",
+        lambda y: f"min {np.nanmin(y):.3f} pu" if np.isfinite(y).any() else "no data",
+        limits,
+    )
 
 
 def plot_comparison(frames: dict[str, RunResult], out_dir: Path, *, strict: bool = False) -> list[Path]:

@@ -81,8 +81,12 @@ def table_002_dr_max(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFra
 
 def table_002_participation(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
     """`002_…` Table 8: DR participation 0–60 % (VDI change vs participation 0; ΔLoss vs the no-EV baseline)."""
-    paper = {0.0: (0.067, 0.0, 3.0, 1.5), 0.2: (0.062, -4.5, 0.5, 1.4), 0.4: (0.057, -8.5, -3.2, 1.3),
-             0.6: (0.053, -11.3, -6.1, 1.2)}
+    paper = {
+        0.0: (0.067, 0.0, 3.0, 1.5),
+        0.2: (0.062, -4.5, 0.5, 1.4),
+        0.4: (0.057, -8.5, -3.2, 1.3),
+        0.6: (0.053, -11.3, -6.1, 1.2),
+    }
     base = _baseline(manifest)
     zero = _point_of(manifest, **{"dr.participation": 0.0})
     rows = []
@@ -110,8 +114,14 @@ def table_002_penetration(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.Da
         if lo is None or hi is None:
             continue
         ours = _change(reps, "peak_load_kw", hi, lo)
-        rows.append({"mechanism": mech, "metric": f"peak load increase, {ns[0]} → {ns[-1]} EVs [%]",
-                     "paper": paper, "ours": _fmt_ci(*ours)})
+        rows.append(
+            {
+                "mechanism": mech,
+                "metric": f"peak load increase, {ns[0]} → {ns[-1]} EVs [%]",
+                "paper": paper,
+                "ours": _fmt_ci(*ours),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -123,12 +133,20 @@ def table_002_dg_cost(reps: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFr
         pt = _point_of(manifest, **{"dg.cost_scale": scale})
         if pt is None or base is None:
             continue
-        rows.append({"dg_cost_scale": scale, "metric": "total cost change [%]", "paper": 2.7 if scale > 1 else -2.7,
-                     "ours": _fmt_ci(*_change(reps, "total_cost_usd", pt, base))})
+        rows.append(
+            {
+                "dg_cost_scale": scale,
+                "metric": "total cost change [%]",
+                "paper": 2.7 if scale > 1 else -2.7,
+                "ours": _fmt_ci(*_change(reps, "total_cost_usd", pt, base)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def table_attack_impact(reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None) -> pd.DataFrame:
+def table_attack_impact(
+    reps: pd.DataFrame, manifest: dict[str, Any], aucs: dict[int, float] | None = None
+) -> pd.DataFrame:
     """Attack campaign impact and detection per point (see `experiments.attack_study`)."""
     from experiments.attack_study import table_attack_impact as impact
 
@@ -168,14 +186,20 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
     n_ok = int((reps["status"] == "ok").sum()) if len(reps) else 0
     failed = reps[reps["status"] != "ok"] if len(reps) else reps
     expected = manifest["n"] * len(manifest["points"])
-    lines = [f"# {manifest['kind']} of {manifest['scenario']} (root seed {manifest['root_seed']})", "",
-             f"{n_ok} of {expected} replications ok, {len(failed)} failed, {expected - n_ok - len(failed)} missing.", ""]
+    lines = [
+        f"# {manifest['kind']} of {manifest['scenario']} (root seed {manifest['root_seed']})",
+        "",
+        f"{n_ok} of {expected} replications ok, {len(failed)} failed, {expected - n_ok - len(failed)} missing.",
+        "",
+    ]
     head = summary[summary["kpi"].isin(headline)]
     if len(head):
         lines += ["| point | KPI | n | mean | 95 % CI | MCSE |", "|---|---|---:|---:|---|---:|"]
         for r in head.itertuples():
-            lines.append(f"| {r.label or r.point} | {r.kpi} | {r.n} | {r.mean:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] "
-                         f"| {r.mcse:.3g} |")
+            lines.append(
+                f"| {r.label or r.point} | {r.kpi} | {r.n} | {r.mean:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] "
+                f"| {r.mcse:.3g} |"
+            )
     if len(failed):
         lines += ["", "## Failed replications", ""]
         lines += [f"- point {r.point}, rep {r.rep}: {r.error}" for r in failed.itertuples()]
@@ -194,8 +218,12 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
         table = PAPER_TABLES[table_name](reps, manifest)
     if table is not None:
         table.to_csv(root / "paper_comparison.csv", index=False)
-        lines += ["", f"## Paper vs ours ({table_name}; ours: mean ± half-width of the 95 % CI)", "",
-                  table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)]
+        lines += [
+            "",
+            f"## Paper vs ours ({table_name}; ours: mean ± half-width of the 95 % CI)",
+            "",
+            table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
+        ]
         out["paper"] = table
     (root / "summary.md").write_text("\n".join(lines) + "\n")
     if plots and n_ok:
@@ -226,8 +254,14 @@ def _print(manifest: dict[str, Any], head: pd.DataFrame, out: dict[str, Any], fa
     for c in ("point", "KPI", "n", "mean", "95 % CI", "MCSE"):
         t.add_column(c, justify="left" if c in ("point", "KPI") else "right")
     for r in head.itertuples():
-        t.add_row(escape(str(r.label or r.point)), r.kpi, str(r.n), f"{r.mean:.4g}",
-                  f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", f"{r.mcse:.3g}")
+        t.add_row(
+            escape(str(r.label or r.point)),
+            r.kpi,
+            str(r.n),
+            f"{r.mean:.4g}",
+            f"[{r.ci_low:.4g}, {r.ci_high:.4g}]",
+            f"{r.mcse:.3g}",
+        )
     con.print(t)
     if "paper" in out and len(out["paper"]):
         p = Table(title="paper vs ours")
@@ -246,4 +280,3 @@ def _print(manifest: dict[str, Any], head: pd.DataFrame, out: dict[str, Any], fa
 def load_study(study_dir: str | Path) -> pd.DataFrame:
     """All replications of a stored study as one DataFrame (one row per replication)."""
     return Store(study_dir).load()
-

@@ -76,8 +76,14 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     net = build_network(sc.grid.case, load_profile=sc.grid.load_profile, line_max_i_ka=sc.grid.line_max_i_ka)
     load_buses = net.zone_buses("all")
     bus = load_buses[np.arange(n_st) % len(load_buses)]
-    stations = StationTable(np.array([f"st{k}" for k in range(n_st)]), np.zeros(n_st, int), bus,
-                            np.zeros(n_st, int), np.full(n_st, np.inf), np.zeros(n_st, bool))
+    stations = StationTable(
+        np.array([f"st{k}" for k in range(n_st)]),
+        np.zeros(n_st, int),
+        bus,
+        np.zeros(n_st, int),
+        np.full(n_st, np.inf),
+        np.zeros(n_st, bool),
+    )
     data = sc.model_dump(mode="json")
     data["fleet"]["n_evs"] = n_evs
     sc_day = Scenario.model_validate(data)
@@ -86,21 +92,34 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     dt_min, n = sc.time.dt_min, sc.time.n_steps
     dt_h = dt_min / 60.0
     noise = streams["noise"]
-    need = fleet.e_need_kwh * np.clip(1.0 + noise.normal(0.0, float(paper.get("demand_noise", 0.12)), len(fleet)),
-                                      0.2, 2.0)
+    need = fleet.e_need_kwh * np.clip(
+        1.0 + noise.normal(0.0, float(paper.get("demand_noise", 0.12)), len(fleet)), 0.2, 2.0
+    )
     need = np.minimum(need, fleet.battery_kwh)
     start = np.floor(fleet.arrival_min / dt_min).astype(int)
     end = np.minimum(np.ceil(fleet.departure_min / dt_min).astype(int), n)
     keep = (start < n) & (end > start)
-    evs = EVFlex(ev_id=np.arange(keep.sum()), bus=fleet.bus[keep].astype(int), station=fleet.station[keep].astype(int),
-                 start_slot=start[keep], end_slot=end[keep], end_frac=np.ones(keep.sum()), e_need_kwh=need[keep],
-                 p_max_kw=fleet.p_max_kw[keep], p_min_kw=np.zeros(keep.sum()), eta_ch=fleet.eta_ch[keep],
-                 participates=np.ones(keep.sum(), bool), elasticity=fleet.elasticity[keep])
+    evs = EVFlex(
+        ev_id=np.arange(keep.sum()),
+        bus=fleet.bus[keep].astype(int),
+        station=fleet.station[keep].astype(int),
+        start_slot=start[keep],
+        end_slot=end[keep],
+        end_frac=np.ones(keep.sum()),
+        e_need_kwh=need[keep],
+        p_max_kw=fleet.p_max_kw[keep],
+        p_min_kw=np.zeros(keep.sum()),
+        eta_ch=fleet.eta_ch[keep],
+        participates=np.ones(keep.sum(), bool),
+        elasticity=fleet.elasticity[keep],
+    )
     base = asap_fill(evs, n, dt_h)
     tod = (sc.time.start_h + np.arange(n) * dt_h) % 24.0
     hour = np.floor(tod).astype(int)
     # renewable power for EV charging: 500 MW PV : 300 MW wind shape, ±20 % noise, carrying a share of EV energy
-    shape = float(paper.get("pv_mw", 500.0)) * PV_PROFILE[hour] + float(paper.get("wind_mw", 300.0)) * WIND_PROFILE[hour]
+    shape = (
+        float(paper.get("pv_mw", 500.0)) * PV_PROFILE[hour] + float(paper.get("wind_mw", 300.0)) * WIND_PROFILE[hour]
+    )
     shape = shape * np.clip(1.0 + noise.normal(0.0, float(paper.get("renewable_noise", 0.2)), n), 0.0, None)
     e_ev = base.sum() * dt_h
     ren = float(paper.get("renewable_penetration", 0.5)) * e_ev * shape / max(shape.sum() * dt_h, 1e-9)
@@ -117,9 +136,17 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     bus_cap = {int(b): float(feeder[b]) for b in np.unique(bus) if feeder[b] > 0}
     st_cap = float(paper.get("station_cap_factor", 1.0)) * st_base.max(axis=1)
     st_cap = np.where(st_cap > 0, st_cap, np.inf)
-    req = MarketRequest(t0_min=sc.time.start_h * 60.0, dt_min=dt_min, n_slots=n, evs=evs,
-                        base_load_kw=load, price_usd_per_mwh=cost, renewable_kw=ren, station_cap_kw=st_cap,
-                        bus_ev_cap_kw=bus_cap)
+    req = MarketRequest(
+        t0_min=sc.time.start_h * 60.0,
+        dt_min=dt_min,
+        n_slots=n,
+        evs=evs,
+        base_load_kw=load,
+        price_usd_per_mwh=cost,
+        renewable_kw=ren,
+        station_cap_kw=st_cap,
+        bus_ev_cap_kw=bus_cap,
+    )
     return RTPDay(req, base, ren, n_st, bus)
 
 
@@ -155,8 +182,10 @@ def outcomes(day: RTPDay, res: Any, p0_usd_per_kwh: float) -> dict[str, float]:
     per_kwh_r = spend_r.sum() / max(rtp.sum() * dt_h, 1e-9)
     terc = np.quantile(energy_b, [1 / 3, 2 / 3])
     grp = np.digitize(energy_b, terc)
-    chg = {g: 100.0 * (spend_r[grp == i].sum() / max(spend_b[grp == i].sum(), 1e-9) - 1.0)
-           for i, g in enumerate(("low", "medium", "high"))}
+    chg = {
+        g: 100.0 * (spend_r[grp == i].sum() / max(spend_b[grp == i].sum(), 1e-9) - 1.0)
+        for i, g in enumerate(("low", "medium", "high"))
+    }
     return {
         "peak_reduction_system_percent": 100.0 * (1.0 - ev_r.max() / ev_b.max()),
         "peak_reduction_station_mean_percent": float(100.0 * np.mean(1.0 - pk_r[used] / pk_b[used])),
@@ -184,8 +213,9 @@ def outcomes(day: RTPDay, res: Any, p0_usd_per_kwh: float) -> dict[str, float]:
     }
 
 
-def run_study(sc: Scenario, *, full: bool = False, runs: int = 1, seed: int | None = None,
-              reference: bool = True) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+def run_study(
+    sc: Scenario, *, full: bool = False, runs: int = 1, seed: int | None = None, reference: bool = True
+) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
     """Build the day, clear it with `qubo-rtp` ``runs`` times (solver seeds spawned from the run's seed).
 
     Returns the paper-vs-ours table, the outcomes of the first run, and one row per run (objective, wall time).
@@ -202,8 +232,15 @@ def run_study(sc: Scenario, *, full: bool = False, runs: int = 1, seed: int | No
         res = mech.clear(day.request)
         wall = time.perf_counter() - t0
         out = outcomes(day, res, mech.params["base_price_usd_per_kwh"])
-        rows.append({"run": k, "objective_usd": out["objective_usd"], "day_wall_s": wall,
-                     "interval_wall_s_max": out["interval_wall_s_max"], "gap_percent_total": out["gap_percent_total"]})
+        rows.append(
+            {
+                "run": k,
+                "objective_usd": out["objective_usd"],
+                "day_wall_s": wall,
+                "interval_wall_s_max": out["interval_wall_s_max"],
+                "gap_percent_total": out["gap_percent_total"],
+            }
+        )
         if first is None:
             first = out
             reference = False if runs > 1 else reference  # the gap is measured once; repeats time the annealer only
@@ -221,33 +258,60 @@ def run_study(sc: Scenario, *, full: bool = False, runs: int = 1, seed: int | No
 
 def paper_table(o: dict[str, float], paper: dict[str, Any]) -> pd.DataFrame:
     """Paper vs ours, one row per outcome (the paper's number as text where it gives a range)."""
+
     def rng(lo: str, hi: str, unit: str = "") -> str:
         return f"{paper.get(lo, float('nan')):g} … {paper.get(hi, float('nan')):g}{unit}"
 
     rows = [
         ("scale: stations / EVs", "500 / 10,000", f"{o['n_stations']:.0f} / {o['n_evs']:.0f}"),
-        ("peak reduction, system EV load [%]", f"{paper.get('peak_reduction_percent', float('nan')):g}",
-         f"{o['peak_reduction_system_percent']:.1f}"),
+        (
+            "peak reduction, system EV load [%]",
+            f"{paper.get('peak_reduction_percent', float('nan')):g}",
+            f"{o['peak_reduction_system_percent']:.1f}",
+        ),
         ("peak reduction, mean per station [%]", "20 … 25 (Fig. 2)", f"{o['peak_reduction_station_mean_percent']:.1f}"),
-        ("renewable utilisation, baseline → RTP", "65–70 % → 78–95 % (Fig. 6)",
-         f"{100 * o['renewable_utilisation_baseline']:.1f} % → {100 * o['renewable_utilisation_rtp']:.1f} %"),
-        ("renewable utilisation gain [%]", f"+{paper.get('renewable_utilisation_gain_percent', float('nan')):g}",
-         f"{o['renewable_utilisation_gain_percent']:+.1f} ({o['renewable_utilisation_gain_pp']:+.1f} pp)"),
-        ("user cost change [%] (all / low / med / high use)",
-         rng("user_cost_change_percent_low", "user_cost_change_percent_high"),
-         f"{o['user_cost_change_percent']:+.1f} / {o['user_cost_change_low_percent']:+.1f} / "
-         f"{o['user_cost_change_medium_percent']:+.1f} / {o['user_cost_change_high_percent']:+.1f}"),
+        (
+            "renewable utilisation, baseline → RTP",
+            "65–70 % → 78–95 % (Fig. 6)",
+            f"{100 * o['renewable_utilisation_baseline']:.1f} % → {100 * o['renewable_utilisation_rtp']:.1f} %",
+        ),
+        (
+            "renewable utilisation gain [%]",
+            f"+{paper.get('renewable_utilisation_gain_percent', float('nan')):g}",
+            f"{o['renewable_utilisation_gain_percent']:+.1f} ({o['renewable_utilisation_gain_pp']:+.1f} pp)",
+        ),
+        (
+            "user cost change [%] (all / low / med / high use)",
+            rng("user_cost_change_percent_low", "user_cost_change_percent_high"),
+            f"{o['user_cost_change_percent']:+.1f} / {o['user_cost_change_low_percent']:+.1f} / "
+            f"{o['user_cost_change_medium_percent']:+.1f} / {o['user_cost_change_high_percent']:+.1f}",
+        ),
         ("energy delivered within the day vs baseline", "(not reported)", f"{100 * o['energy_served_share']:.1f} %"),
-        ("Gini of user spend, flat → RTP", f"{paper.get('gini_flat', float('nan')):g} → {paper.get('gini_rtp', float('nan')):g}",
-         f"{o['gini_flat']:.3f} → {o['gini_rtp']:.3f}"),
-        ("cost gap to MILP [%] (day / worst interval)", f"< {paper.get('cost_gap_percent', float('nan')):g}",
-         f"{o['gap_percent_total']:.3f} / {o['gap_percent_max_interval']:.3f}"),
-        ("annealer's own worst-interval gap [%], repaired intervals", "—",
-         f"{o['annealer_gap_percent_max_interval']:.3f}, {o['repaired_intervals']:.0f}"),
-        ("wall time per interval [s] (mean / max)", f"{paper.get('interval_runtime_s', float('nan')):g} (< 6)",
-         f"{o['interval_wall_s_mean']:.3f} / {o['interval_wall_s_max']:.3f}"),
-        (f"cost spread over {o['runs']:.0f} annealer runs [%]", rng("cost_spread_percent_low", "cost_spread_percent_high"),
-         "—" if not np.isfinite(o["cost_spread_percent"]) else f"{o['cost_spread_percent']:.4f}"),
+        (
+            "Gini of user spend, flat → RTP",
+            f"{paper.get('gini_flat', float('nan')):g} → {paper.get('gini_rtp', float('nan')):g}",
+            f"{o['gini_flat']:.3f} → {o['gini_rtp']:.3f}",
+        ),
+        (
+            "cost gap to MILP [%] (day / worst interval)",
+            f"< {paper.get('cost_gap_percent', float('nan')):g}",
+            f"{o['gap_percent_total']:.3f} / {o['gap_percent_max_interval']:.3f}",
+        ),
+        (
+            "annealer's own worst-interval gap [%], repaired intervals",
+            "—",
+            f"{o['annealer_gap_percent_max_interval']:.3f}, {o['repaired_intervals']:.0f}",
+        ),
+        (
+            "wall time per interval [s] (mean / max)",
+            f"{paper.get('interval_runtime_s', float('nan')):g} (< 6)",
+            f"{o['interval_wall_s_mean']:.3f} / {o['interval_wall_s_max']:.3f}",
+        ),
+        (
+            f"cost spread over {o['runs']:.0f} annealer runs [%]",
+            rng("cost_spread_percent_low", "cost_spread_percent_high"),
+            "—" if not np.isfinite(o["cost_spread_percent"]) else f"{o['cost_spread_percent']:.4f}",
+        ),
     ]
     return pd.DataFrame(rows, columns=["metric", "paper", "ours"])
 

@@ -34,7 +34,9 @@ def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, fl
 def summarize(reps: pd.DataFrame, labels: dict[int, str] | None = None, kpis: list[str] | None = None) -> pd.DataFrame:
     """One row per (point, KPI): n, n_failed, mean, std, mcse, ci_low, ci_high, with the point's parameters."""
     if reps.empty:
-        return pd.DataFrame(columns=["point", "label", "kpi", "n", "n_failed", "mean", "std", "mcse", "ci_low", "ci_high"])
+        return pd.DataFrame(
+            columns=["point", "label", "kpi", "n", "n_failed", "mean", "std", "mcse", "ci_low", "ci_high"]
+        )
     kpi_cols = [c for c in reps.columns if c.startswith(KPI_PREFIX)]
     if kpis is not None:
         kpi_cols = [f"{KPI_PREFIX}{k}" for k in kpis if f"{KPI_PREFIX}{k}" in reps.columns]
@@ -48,9 +50,19 @@ def summarize(reps: pd.DataFrame, labels: dict[int, str] | None = None, kpis: li
         for c in kpi_cols:
             vals = pd.to_numeric(ok[c], errors="coerce").to_numpy() if c in ok else np.zeros(0)
             m, s, se, lo, hi = mean_ci(vals)
-            rows.append({**base, "kpi": c[len(KPI_PREFIX):], "n": int(np.isfinite(vals).sum()),
-                         "n_failed": int((g["status"] != "ok").sum()), "mean": m, "std": s, "mcse": se,
-                         "ci_low": lo, "ci_high": hi})
+            rows.append(
+                {
+                    **base,
+                    "kpi": c[len(KPI_PREFIX) :],
+                    "n": int(np.isfinite(vals).sum()),
+                    "n_failed": int((g["status"] != "ok").sum()),
+                    "mean": m,
+                    "std": s,
+                    "mcse": se,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,8 +87,9 @@ def paired_change(reps: pd.DataFrame, kpi: str, baseline_point: int, *, relative
         if relative:
             d = 100.0 * d / b
         m, _, _, lo, hi = mean_ci(d.to_numpy())
-        rows.append({"point": int(point), "kpi": kpi, "mean": m, "ci_low": lo, "ci_high": hi,
-                     "n": int(d.notna().sum())})
+        rows.append(
+            {"point": int(point), "kpi": kpi, "mean": m, "ci_low": lo, "ci_high": hi, "n": int(d.notna().sum())}
+        )
     return pd.DataFrame(rows)
 
 

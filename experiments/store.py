@@ -75,8 +75,9 @@ class Store:
         if path.is_file():
             old = json.loads(path.read_text())
             if not resume:
-                raise StoreError(f"{self.root}: a study is already stored here; pass --resume to continue it "
-                                 "or choose another --out")
+                raise StoreError(
+                    f"{self.root}: a study is already stored here; pass --resume to continue it or choose another --out"
+                )
             for key in ("kind", "scenario_hash", "root_seed", "points"):
                 if old.get(key) != manifest.get(key):
                     raise StoreError(f"--resume: {key} differs from the stored study in {self.root}")
@@ -100,7 +101,9 @@ class Store:
         """Store one replication (time series first, so an ``ok`` part implies its series are there)."""
         point, rep = int(row["point"]), int(row["rep"])
         for name, df in (timeseries or {}).items():
-            _atomic_write_parquet(df.assign(point=point, rep=rep), self.root / "timeseries" / name / part_name(point, rep))
+            _atomic_write_parquet(
+                df.assign(point=point, rep=rep), self.root / "timeseries" / name / part_name(point, rep)
+            )
         _atomic_write_parquet(pd.DataFrame([row]), self.parts_dir / part_name(point, rep))
 
     def done(self) -> set[tuple[int, int]]:
@@ -130,4 +133,3 @@ class Store:
         if not files:
             raise StoreError(f"{self.root}: no '{name}' time series stored (run with --timeseries {name})")
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-

@@ -41,9 +41,22 @@ MAX_PANELS = 6
 
 # KPI name suffix → unit (longest suffixes first)
 _UNITS = (
-    ("_usd_per_kwh", "$/kWh"), ("_usd_per_mwh", "$/MWh"), ("_usd_per_h", "$/h"), ("_bus_minutes", "bus·min"),
-    ("_kwh", "kWh"), ("_kw2", "kW²"), ("_kvar", "kvar"), ("_kw", "kW"), ("_pu", "pu"), ("_usd", "$"),
-    ("_percent", "%"), ("_pct", "%"), ("_minutes", "min"), ("_min", "min"), ("_h", "h"), ("_s", "s"),
+    ("_usd_per_kwh", "$/kWh"),
+    ("_usd_per_mwh", "$/MWh"),
+    ("_usd_per_h", "$/h"),
+    ("_bus_minutes", "bus·min"),
+    ("_kwh", "kWh"),
+    ("_kw2", "kW²"),
+    ("_kvar", "kvar"),
+    ("_kw", "kW"),
+    ("_pu", "pu"),
+    ("_usd", "$"),
+    ("_percent", "%"),
+    ("_pct", "%"),
+    ("_minutes", "min"),
+    ("_min", "min"),
+    ("_h", "h"),
+    ("_s", "s"),
 )
 
 
@@ -58,7 +71,7 @@ def _name(col: str) -> str:
     """Displayed name of a ``param.``/``kpi.`` column (prefix dropped)."""
     for prefix in (PARAM_PREFIX, KPI_PREFIX):
         if col.startswith(prefix):
-            return col[len(prefix):]
+            return col[len(prefix) :]
     return col
 
 
@@ -68,7 +81,7 @@ def _short(param: str) -> str:
 
 
 def _kpi_name(kpi: str) -> str:
-    return kpi[len(KPI_PREFIX):] if kpi.startswith(KPI_PREFIX) else kpi
+    return kpi[len(KPI_PREFIX) :] if kpi.startswith(KPI_PREFIX) else kpi
 
 
 def _kpi_label(kpi: str) -> str:
@@ -76,7 +89,7 @@ def _kpi_label(kpi: str) -> str:
     k = _kpi_name(kpi)
     for suffix, unit in _UNITS:
         if k.endswith(suffix) and len(k) > len(suffix):
-            return f"{k[:-len(suffix)].replace('_', ' ')} [{unit}]"
+            return f"{k[: -len(suffix)].replace('_', ' ')} [{unit}]"
     return f"{k.replace('_', ' ')} [-]"
 
 
@@ -101,7 +114,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "0"
     if a < 1e-6:
         return f"{v:.{digits - 1}e}"
-    if a >= 10 ** digits:
+    if a >= 10**digits:
         return f"{v:,.0f}"
     v = float(f"{v:.{digits}g}")  # round first: 0.000999 at 2 digits → 0.0010, not 0.00100
     a = abs(v)
@@ -148,11 +161,11 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def _panels(plt: ModuleType, n: int, w: float = 4.8, h: float = 3.7, extra_h: float = 0.9
-            ) -> tuple[Figure, list[Axes]]:
+def _panels(plt: ModuleType, n: int, w: float = 4.8, h: float = 3.7, extra_h: float = 0.9) -> tuple[Figure, list[Axes]]:
     nrows, ncols = _grid(n)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 0.4, h * nrows + extra_h), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(w * ncols + 0.4, h * nrows + extra_h), layout="constrained", squeeze=False
+    )
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -161,8 +174,9 @@ def _panels(plt: ModuleType, n: int, w: float = 4.8, h: float = 3.7, extra_h: fl
 
 def _cap(items: list[str], what: str) -> list[str]:
     if len(items) > MAX_PANELS:
-        warnings.warn(f"{what}: only the first {MAX_PANELS} of {len(items)} KPIs are plotted", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{what}: only the first {MAX_PANELS} of {len(items)} KPIs are plotted", RuntimeWarning, stacklevel=3
+        )
     return items[:MAX_PANELS]
 
 
@@ -261,26 +275,43 @@ def plot_convergence(reps: pd.DataFrame, kpis: list[str], out_dir: str | Path, *
                 text = f"n = {len(x)}: {_fmt(mean[-1])} ± {_fmt(h, 2)}{rel}"
             else:
                 text = f"n = {len(x)}: {_fmt(mean[-1])} (no CI with n < 2)"
-            ax.text(0.98, 0.96, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
-                    bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.9))
+            ax.text(
+                0.98,
+                0.96,
+                text,
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.9),
+            )
             ax.set_title(_kpi_label(c), fontsize=10)
             ax.set_xlabel("number of replications")
             ax.set_ylabel(_kpi_label(c))
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7, loc="lower right")
         failed = f"; {n_failed} failed replication(s) excluded" if n_failed else ""
-        fig.suptitle(f"Monte Carlo convergence (point {point}, {n_max} replications{failed})\n"
-                     "running mean with running 95 % t-confidence band of the mean; final mean ± half-width",
-                     fontsize=11)
+        fig.suptitle(
+            f"Monte Carlo convergence (point {point}, {n_max} replications{failed})\n"
+            "running mean with running 95 % t-confidence band of the mean; final mean ± half-width",
+            fontsize=11,
+        )
         return [_save(fig, Path(out_dir) / "convergence.png")]
     finally:
         plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ response
-def plot_response(summary: pd.DataFrame, param: str, kpis: list[str], out_dir: str | Path, *,
-                  by: str | None = None, where: dict[str, Any] | None = None,
-                  baseline_label: str = "baseline") -> list[Path]:
+def plot_response(
+    summary: pd.DataFrame,
+    param: str,
+    kpis: list[str],
+    out_dir: str | Path,
+    *,
+    by: str | None = None,
+    where: dict[str, Any] | None = None,
+    baseline_label: str = "baseline",
+) -> list[Path]:
     """KPI means (with 95 % CI band) against one parameter of a sweep.
 
     Writes ``response_<short param>.png``: one panel per KPI (at most 6), x = parameter value (categorical
@@ -314,8 +345,15 @@ def plot_response(summary: pd.DataFrame, param: str, kpis: list[str], out_dir: s
     if bc is not None:
         rows = rows[rows[bc].notna()]
     names = [_kpi_name(k) for k in kpis or []]
-    names = _cap([k for k in names if (rows["kpi"] == k).any() and np.isfinite(
-        pd.to_numeric(rows.loc[rows["kpi"] == k, "mean"], errors="coerce")).any()], "response")
+    names = _cap(
+        [
+            k
+            for k in names
+            if (rows["kpi"] == k).any()
+            and np.isfinite(pd.to_numeric(rows.loc[rows["kpi"] == k, "mean"], errors="coerce")).any()
+        ],
+        "response",
+    )
     if rows.empty or not names:
         return []
 
@@ -345,13 +383,35 @@ def plot_response(summary: pd.DataFrame, param: str, kpis: list[str], out_dir: s
                 lo, hi = r["ci_low"].to_numpy(float), r["ci_high"].to_numpy(float)
                 ok = np.isfinite(lo) & np.isfinite(hi)
                 if ok.any() and numeric:
-                    ax.fill_between(x, np.where(ok, lo, m), np.where(ok, hi, m), color=colour,
-                                    alpha=0.18 if cmap_n == 1 else 0.12, lw=0)
+                    ax.fill_between(
+                        x,
+                        np.where(ok, lo, m),
+                        np.where(ok, hi, m),
+                        color=colour,
+                        alpha=0.18 if cmap_n == 1 else 0.12,
+                        lw=0,
+                    )
                 if ok.any():
-                    ax.errorbar(x[ok], m[ok], yerr=[m[ok] - lo[ok], hi[ok] - m[ok]], fmt="none", ecolor=colour,
-                                elinewidth=1, capsize=3, alpha=0.8)
-                ax.plot(x, m, marker="o", ms=4.5 if numeric else 6, lw=1.7, ls="-" if numeric else "none", color=colour,
-                        label=glabel if glabel else "mean ± 95 % CI")
+                    ax.errorbar(
+                        x[ok],
+                        m[ok],
+                        yerr=[m[ok] - lo[ok], hi[ok] - m[ok]],
+                        fmt="none",
+                        ecolor=colour,
+                        elinewidth=1,
+                        capsize=3,
+                        alpha=0.8,
+                    )
+                ax.plot(
+                    x,
+                    m,
+                    marker="o",
+                    ms=4.5 if numeric else 6,
+                    lw=1.7,
+                    ls="-" if numeric else "none",
+                    color=colour,
+                    label=glabel if glabel else "mean ± 95 % CI",
+                )
             b = base[base["kpi"] == k] if not base.empty else base
             if not b.empty and np.isfinite(float(b["mean"].iloc[0])):
                 bm, blo, bhi = (float(b[c].iloc[0]) for c in ("mean", "ci_low", "ci_high"))
@@ -359,9 +419,12 @@ def plot_response(summary: pd.DataFrame, param: str, kpis: list[str], out_dir: s
                 if np.isfinite(blo) and np.isfinite(bhi):
                     ax.axhspan(blo, bhi, color="0.5", alpha=0.15, lw=0)
             if not numeric:
-                ax.set_xticks(list(pos.values()), [_fmt_value(lv) for lv in levels],
-                              rotation=30 if sum(len(str(lv)) for lv in levels) > 40 else 0,
-                              ha="right" if sum(len(str(lv)) for lv in levels) > 40 else "center")
+                ax.set_xticks(
+                    list(pos.values()),
+                    [_fmt_value(lv) for lv in levels],
+                    rotation=30 if sum(len(str(lv)) for lv in levels) > 40 else 0,
+                    ha="right" if sum(len(str(lv)) for lv in levels) > 40 else "center",
+                )
                 ax.set_xlim(-0.5, len(levels) - 0.5)
             elif len(levels) <= 8:
                 ax.set_xticks(levels, [_fmt_value(lv) for lv in levels])
@@ -379,24 +442,29 @@ def plot_response(summary: pd.DataFrame, param: str, kpis: list[str], out_dir: s
                         handles.append(h)
                         labels.append(baseline_label)
             labels = [baseline_label if x.startswith(baseline_label) else x for x in labels]
-            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8,
-                       frameon=False)
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
         fixed = ""
         if where:
-            fixed = "\nonly points with " + ", ".join(f"{_name(k)} = {_fmt_value(v)}" for k, v in where.items()) + \
-                    " (first value of each other parameter)"
+            fixed = (
+                "\nonly points with "
+                + ", ".join(f"{_name(k)} = {_fmt_value(v)}" for k, v in where.items())
+                + " (first value of each other parameter)"
+            )
         per = f", one {'line' if numeric else 'series'} per value of {_name(bc)}" if bc else ""
         base_txt = f"; dashed: {baseline_label} (grey band: its 95 % CI)" if not base.empty else ""
-        fig.suptitle(f"response to {_name(pc)}{per}\nmean and 95 % CI of the mean ({_n_text(rows)}){base_txt}"
-                     f"{fixed}", fontsize=11)
+        fig.suptitle(
+            f"response to {_name(pc)}{per}\nmean and 95 % CI of the mean ({_n_text(rows)}){base_txt}{fixed}",
+            fontsize=11,
+        )
         return [_save(fig, Path(out_dir) / f"response_{_short(pc)}.png")]
     finally:
         plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ tornado
-def plot_tornado(summary: pd.DataFrame, kpi: str, out_dir: str | Path, *,
-                 baseline_label: str = "baseline") -> list[Path]:
+def plot_tornado(
+    summary: pd.DataFrame, kpi: str, out_dir: str | Path, *, baseline_label: str = "baseline"
+) -> list[Path]:
     """One-at-a-time sensitivity of one KPI: mean at the lowest and highest value of each parameter vs the baseline.
 
     Writes ``tornado_<kpi>.png``: per parameter (each ``param.*`` column) two horizontal bars from the baseline mean
@@ -450,23 +518,40 @@ def plot_tornado(summary: pd.DataFrame, kpi: str, out_dir: str | Path, *,
         has_text = any(isinstance(b[1][0][0], str) for b in bars)
         text_note = {"lowest value": " (first for text parameters)", "highest value": " (last for text parameters)"}
         for y, (name, ends, _swing, n_lv) in enumerate(bars):
-            for (v, m, lo, hi), dy, colour, which in ((ends[0], 0.2, "#1f77b4", "lowest value"),
-                                                       (ends[1], -0.2, "#ff7f0e", "highest value")):
+            for (v, m, lo, hi), dy, colour, which in (
+                (ends[0], 0.2, "#1f77b4", "lowest value"),
+                (ends[1], -0.2, "#ff7f0e", "highest value"),
+            ):
                 if n_lv == 1 and dy < 0:
                     continue
-                ax.barh(y + dy, m - ref, left=ref, height=0.38, color=colour, alpha=0.85, zorder=2,
-                        label=which + (text_note[which] if has_text else ""))
+                ax.barh(
+                    y + dy,
+                    m - ref,
+                    left=ref,
+                    height=0.38,
+                    color=colour,
+                    alpha=0.85,
+                    zorder=2,
+                    label=which + (text_note[which] if has_text else ""),
+                )
                 if np.isfinite(lo) and np.isfinite(hi):
-                    ax.errorbar(m, y + dy, xerr=[[m - lo], [hi - m]], fmt="none", ecolor="k", elinewidth=0.9,
-                                capsize=2.5)
+                    ax.errorbar(
+                        m, y + dy, xerr=[[m - lo], [hi - m]], fmt="none", ecolor="k", elinewidth=0.9, capsize=2.5
+                    )
                     xs += [lo, hi]
                 xs.append(m)
                 rel = f", {100 * (m - ref) / abs(ref):+.1f} %" if ref != 0 else ""
                 right = m >= ref
                 edge = max(m, hi) if right and np.isfinite(hi) else min(m, lo) if np.isfinite(lo) else m
-                ax.annotate(f"{_name(name).split('.')[-1]} = {_fmt_value(v)}: {_fmt(m)}{rel}", (edge, y + dy),
-                            xytext=(4 if right else -4, 0), textcoords="offset points", va="center",
-                            ha="left" if right else "right", fontsize=8)
+                ax.annotate(
+                    f"{_name(name).split('.')[-1]} = {_fmt_value(v)}: {_fmt(m)}{rel}",
+                    (edge, y + dy),
+                    xytext=(4 if right else -4, 0),
+                    textcoords="offset points",
+                    va="center",
+                    ha="left" if right else "right",
+                    fontsize=8,
+                )
         ax.axvline(ref, color="k", lw=1.3, ls="--", label=ref_label)
         if all(np.isfinite(ref_ci)):
             ax.axvspan(*ref_ci, color="0.5", alpha=0.15, lw=0, zorder=0, label=f"{baseline_label} 95 % CI")
@@ -480,20 +565,28 @@ def plot_tornado(summary: pd.DataFrame, kpi: str, out_dir: str | Path, *,
         ax.grid(axis="x", alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         order = ("lowest", "highest", baseline_label, "mean of all")
-        uniq = dict(sorted(zip(labels, handles), key=lambda lh: next((i for i, o in enumerate(order)
-                                                                       if lh[0].startswith(o)), len(order))))
+        uniq = dict(
+            sorted(
+                zip(labels, handles),
+                key=lambda lh: next((i for i, o in enumerate(order) if lh[0].startswith(o)), len(order)),
+            )
+        )
         fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="outside lower center", ncol=len(uniq), frameon=False)
-        ax.set_title(f"one-at-a-time sensitivity of {_kpi_label(k)}\nmean at the lowest/highest value of each "
-                     f"parameter (whiskers: 95 % CI) vs {ref_label.split(' (')[0] if base.empty else baseline_label}; "
-                     f"sorted by swing", fontsize=11)
+        ax.set_title(
+            f"one-at-a-time sensitivity of {_kpi_label(k)}\nmean at the lowest/highest value of each "
+            f"parameter (whiskers: 95 % CI) vs {ref_label.split(' (')[0] if base.empty else baseline_label}; "
+            f"sorted by swing",
+            fontsize=11,
+        )
         return [_save(fig, Path(out_dir) / f"tornado_{_safe(k)}.png")]
     finally:
         plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ heatmap
-def plot_heatmap(summary: pd.DataFrame, p1: str, p2: str, kpi: str, out_dir: str | Path, *,
-                 baseline_label: str = "baseline") -> list[Path]:
+def plot_heatmap(
+    summary: pd.DataFrame, p1: str, p2: str, kpi: str, out_dir: str | Path, *, baseline_label: str = "baseline"
+) -> list[Path]:
     """Mean of one KPI over a two-parameter full factorial.
 
     Writes ``heatmap_<kpi>.png``: cells at (value of ``p1`` on x, value of ``p2`` on y) coloured by the mean and
@@ -524,8 +617,9 @@ def plot_heatmap(summary: pd.DataFrame, p1: str, p2: str, kpi: str, out_dir: str
     mean = np.full((len(l2), len(l1)), np.nan)
     half = np.full_like(mean, np.nan)
     cnt = np.zeros_like(mean)
-    for a, b, m, lo, hi in zip(i1, i2, rows["mean"].to_numpy(float), rows["ci_low"].to_numpy(float),
-                               rows["ci_high"].to_numpy(float)):
+    for a, b, m, lo, hi in zip(
+        i1, i2, rows["mean"].to_numpy(float), rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    ):
         mean[b, a] = m if cnt[b, a] == 0 else (mean[b, a] * cnt[b, a] + m) / (cnt[b, a] + 1)
         half[b, a] = (hi - lo) / 2
         cnt[b, a] += 1
@@ -547,13 +641,31 @@ def plot_heatmap(summary: pd.DataFrame, p1: str, p2: str, kpi: str, out_dir: str
                     continue
                 colour = "white" if norm(m) < 0.55 else "black"
                 hw = np.isfinite(half[b, a])
-                ax.text(a, b + (0.08 if hw else 0), _fmt(m), ha="center", va="center", color=colour,
-                        fontsize=7 if small else 9, fontweight="bold")
+                ax.text(
+                    a,
+                    b + (0.08 if hw else 0),
+                    _fmt(m),
+                    ha="center",
+                    va="center",
+                    color=colour,
+                    fontsize=7 if small else 9,
+                    fontweight="bold",
+                )
                 if hw:
-                    ax.text(a, b - 0.2, f"± {_fmt(half[b, a], 2)}", ha="center", va="center", color=colour,
-                            fontsize=6 if small else 7)
-        ax.set_xticks(range(len(l1)), [_fmt_value(v) for v in l1],
-                      rotation=30 if sum(len(_fmt_value(v)) for v in l1) > 6 * len(l1) else 0)
+                    ax.text(
+                        a,
+                        b - 0.2,
+                        f"± {_fmt(half[b, a], 2)}",
+                        ha="center",
+                        va="center",
+                        color=colour,
+                        fontsize=6 if small else 7,
+                    )
+        ax.set_xticks(
+            range(len(l1)),
+            [_fmt_value(v) for v in l1],
+            rotation=30 if sum(len(_fmt_value(v)) for v in l1) > 6 * len(l1) else 0,
+        )
         ax.set_yticks(range(len(l2)), [_fmt_value(v) for v in l2])
         ax.set_xlabel(_name(c1))
         ax.set_ylabel(_name(c2))
@@ -565,8 +677,11 @@ def plot_heatmap(summary: pd.DataFrame, p1: str, p2: str, kpi: str, out_dir: str
             b_txt = f"; {baseline_label}: {_fmt(bm)}" + (f" ± {_fmt((bhi - blo) / 2, 2)}" if np.isfinite(blo) else "")
             if norm.vmin <= bm <= norm.vmax:
                 cb.ax.axhline(bm, color="r", lw=1.5)
-        ax.set_title(f"{_kpi_label(k)} over {_name(c1)} × {_name(c2)}\nmean per point (small: ± half-width of the "
-                     f"95 % CI; {_n_text(rows)}){b_txt}", fontsize=10)
+        ax.set_title(
+            f"{_kpi_label(k)} over {_name(c1)} × {_name(c2)}\nmean per point (small: ± half-width of the "
+            f"95 % CI; {_n_text(rows)}){b_txt}",
+            fontsize=10,
+        )
         return [_save(fig, Path(out_dir) / f"heatmap_{_safe(k)}.png")]
     finally:
         plt.close(fig)
@@ -583,8 +698,9 @@ def _design_params(summary: pd.DataFrame, baseline_label: str) -> list[str]:
     return varying or cols
 
 
-def plot_study(reps: pd.DataFrame, summary: pd.DataFrame, manifest: dict[str, Any], out_dir: str | Path, *,
-               strict: bool = False) -> list[Path]:
+def plot_study(
+    reps: pd.DataFrame, summary: pd.DataFrame, manifest: dict[str, Any], out_dir: str | Path, *, strict: bool = False
+) -> list[Path]:
     """All plots of a study, chosen by ``manifest["kind"]``, for ``manifest["headline_kpis"]``.
 
     * ``montecarlo``: ``convergence.png``.
@@ -631,8 +747,10 @@ def plot_study(reps: pd.DataFrame, summary: pd.DataFrame, manifest: dict[str, An
             jobs.append((f"response {params[0]}", lambda: plot_response(summary, params[0], headline, out)))
         elif len(params) == 2:
             p1, p2 = params
-            jobs += [(f"response {p1}", lambda: plot_response(summary, p1, headline, out, by=p2)),
-                     (f"response {p2}", lambda: plot_response(summary, p2, headline, out, by=p1))]
+            jobs += [
+                (f"response {p1}", lambda: plot_response(summary, p1, headline, out, by=p2)),
+                (f"response {p2}", lambda: plot_response(summary, p2, headline, out, by=p1)),
+            ]
             jobs += [(f"heatmap {k}", partial(plot_heatmap, summary, p1, p2, k, out)) for k in headline]
         elif len(params) >= 3:
             points, _ = _summary_rows(summary, "baseline")
@@ -641,8 +759,9 @@ def plot_study(reps: pd.DataFrame, summary: pd.DataFrame, manifest: dict[str, An
                 where = {q: v for q, v in first.items() if q != p}
                 jobs.append((f"response {p}", partial(plot_response, summary, p, headline, out, where=where)))
     else:
-        warnings.warn(f"plot_study: unknown study kind {kind!r}; allowed: montecarlo, sweep, oat", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"plot_study: unknown study kind {kind!r}; allowed: montecarlo, sweep, oat", RuntimeWarning, stacklevel=2
+        )
         return []
     written: list[Path] = []
     for what, job in jobs:

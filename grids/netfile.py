@@ -35,22 +35,24 @@ PICKLE_SUFFIXES = (".p", ".pkl", ".pickle")
 # (module, class) pairs pandapower's JSON writer emits for a network's data (see pandapower.io_utils
 # to_serializable): the net itself, its tables and indices. Anything else (controllers, functions, enums, geometry,
 # networkx graphs) is refused — the simulation reads none of it.
-ALLOWED_OBJECTS: frozenset[tuple[str, str]] = frozenset({
-    ("pandapower.auxiliary", "pandapowerNet"),
-    ("pandas.core.frame", "DataFrame"),
-    ("pandas.core.series", "Series"),
-    ("pandas", "Index"),
-    ("pandas", "RangeIndex"),
-    ("pandas", "MultiIndex"),
-    ("pandas.core.indexes.base", "Index"),
-    ("pandas.core.indexes.range", "RangeIndex"),
-    ("pandas.core.indexes.multi", "MultiIndex"),
-    ("numpy", "array"),
-    ("builtins", "tuple"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "complex"),
-})
+ALLOWED_OBJECTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("pandapower.auxiliary", "pandapowerNet"),
+        ("pandas.core.frame", "DataFrame"),
+        ("pandas.core.series", "Series"),
+        ("pandas", "Index"),
+        ("pandas", "RangeIndex"),
+        ("pandas", "MultiIndex"),
+        ("pandas.core.indexes.base", "Index"),
+        ("pandas.core.indexes.range", "RangeIndex"),
+        ("pandas.core.indexes.multi", "MultiIndex"),
+        ("numpy", "array"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "complex"),
+    }
+)
 
 
 class NetworkFileError(ValueError):
@@ -83,10 +85,12 @@ def scan_pandapower_json(text: str, where: str = "grid.file") -> None:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         raise NetworkFileError(f"{where}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    if not (isinstance(doc, dict) and doc.get("_module") == "pandapower.auxiliary"
-            and doc.get("_class") == "pandapowerNet"):
-        raise NetworkFileError(f"{where}: not a pandapower network (top-level object must be "
-                               "pandapower.auxiliary.pandapowerNet)")
+    if not (
+        isinstance(doc, dict) and doc.get("_module") == "pandapower.auxiliary" and doc.get("_class") == "pandapowerNet"
+    ):
+        raise NetworkFileError(
+            f"{where}: not a pandapower network (top-level object must be pandapower.auxiliary.pandapowerNet)"
+        )
     found = 0
     stack: list[Any] = [doc]
     while stack:
@@ -98,7 +102,8 @@ def scan_pandapower_json(text: str, where: str = "grid.file") -> None:
                 if not _allowed(module, cls):
                     raise NetworkFileError(
                         f"{where}: refusing object _module={module!r} _class={cls!r}; a network file may hold only "
-                        "pandapower/pandas/numpy data (see grids/netfile.py ALLOWED_OBJECTS)")
+                        "pandapower/pandas/numpy data (see grids/netfile.py ALLOWED_OBJECTS)"
+                    )
             stack.extend(o.keys())
             stack.extend(o.values())
         elif isinstance(o, list):
@@ -152,16 +157,20 @@ def load_network_file(file: str | Path, *, trust_pickle: bool | None = None, whe
             try:
                 import matpowercaseframes  # noqa: F401
             except ImportError:
-                raise NetworkFileError(f"{where}: reading MATPOWER '.m' files needs the package matpowercaseframes "
-                                       "(pip install matpowercaseframes), or save the case as .mat") from None
+                raise NetworkFileError(
+                    f"{where}: reading MATPOWER '.m' files needs the package matpowercaseframes "
+                    "(pip install matpowercaseframes), or save the case as .mat"
+                ) from None
         try:
             net = from_mpc(str(path), f_hz=50)
         except Exception as err:  # the converter raises many types for a bad file
             raise NetworkFileError(f"{where}: cannot read '{file}' as a MATPOWER case ({err})") from None
     elif suffix in PICKLE_SUFFIXES:
         if not (trust_pickle if trust_pickle is not None else trust_pickle_from_env()):
-            raise NetworkFileError(f"{where}: '{file}' is a pickle, which can run code when loaded; use a "
-                                   "pandapower .json or MATPOWER .m/.mat file, or pass --trust-pickle if you trust it")
+            raise NetworkFileError(
+                f"{where}: '{file}' is a pickle, which can run code when loaded; use a "
+                "pandapower .json or MATPOWER .m/.mat file, or pass --trust-pickle if you trust it"
+            )
         print(f"warning: loading pickle '{file}' (--trust-pickle): it can run arbitrary code", file=sys.stderr)
         import pandapower as pp
 
@@ -170,8 +179,10 @@ def load_network_file(file: str | Path, *, trust_pickle: bool | None = None, whe
         except Exception as err:
             raise NetworkFileError(f"{where}: cannot read '{file}' as a pandapower pickle ({err})") from None
     else:
-        raise NetworkFileError(f"{where}: '{file}' has an unsupported extension '{path.suffix}'; allowed: "
-                               ".json (pandapower), .m/.mat (MATPOWER), .p/.pkl (pickle, with --trust-pickle)")
+        raise NetworkFileError(
+            f"{where}: '{file}' has an unsupported extension '{path.suffix}'; allowed: "
+            ".json (pandapower), .m/.mat (MATPOWER), .p/.pkl (pickle, with --trust-pickle)"
+        )
     check_net(net, f"{where} '{file}'")
     return net
 
@@ -183,8 +194,12 @@ def check_net(net: Any, where: str) -> None:
     if not len(getattr(net, "ext_grid", ())):
         raise NetworkFileError(f"{where}: the network has no external grid (slack bus)")
     buses = set(net.bus.index)
-    for table, cols in (("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")), ("load", ("bus",)),
-                        ("ext_grid", ("bus",))):
+    for table, cols in (
+        ("line", ("from_bus", "to_bus")),
+        ("trafo", ("hv_bus", "lv_bus")),
+        ("load", ("bus",)),
+        ("ext_grid", ("bus",)),
+    ):
         df = getattr(net, table, None)
         if df is None or not len(df):
             continue

@@ -38,16 +38,88 @@ import numpy as np
 # Normalised hourly demand level factors (hour 0 = 00:00–01:00); peak 1.0 in each zone.
 PROFILES: dict[str, np.ndarray] = {
     "residential": np.array(
-        [0.55, 0.50, 0.47, 0.45, 0.45, 0.48, 0.58, 0.68, 0.66, 0.62, 0.60, 0.61,
-         0.63, 0.62, 0.61, 0.64, 0.72, 0.84, 0.95, 1.00, 0.98, 0.90, 0.78, 0.65]
+        [
+            0.55,
+            0.50,
+            0.47,
+            0.45,
+            0.45,
+            0.48,
+            0.58,
+            0.68,
+            0.66,
+            0.62,
+            0.60,
+            0.61,
+            0.63,
+            0.62,
+            0.61,
+            0.64,
+            0.72,
+            0.84,
+            0.95,
+            1.00,
+            0.98,
+            0.90,
+            0.78,
+            0.65,
+        ]
     ),
     "commercial": np.array(
-        [0.40, 0.38, 0.37, 0.37, 0.38, 0.42, 0.52, 0.68, 0.84, 0.94, 0.98, 1.00,
-         0.97, 0.99, 0.98, 0.95, 0.90, 0.82, 0.72, 0.64, 0.57, 0.50, 0.45, 0.42]
+        [
+            0.40,
+            0.38,
+            0.37,
+            0.37,
+            0.38,
+            0.42,
+            0.52,
+            0.68,
+            0.84,
+            0.94,
+            0.98,
+            1.00,
+            0.97,
+            0.99,
+            0.98,
+            0.95,
+            0.90,
+            0.82,
+            0.72,
+            0.64,
+            0.57,
+            0.50,
+            0.45,
+            0.42,
+        ]
     ),
     "industrial": np.array(
-        [0.72, 0.70, 0.70, 0.70, 0.72, 0.76, 0.85, 0.93, 0.98, 1.00, 1.00, 0.98,
-         0.95, 0.98, 1.00, 0.99, 0.96, 0.90, 0.84, 0.80, 0.78, 0.76, 0.74, 0.73]
+        [
+            0.72,
+            0.70,
+            0.70,
+            0.70,
+            0.72,
+            0.76,
+            0.85,
+            0.93,
+            0.98,
+            1.00,
+            1.00,
+            0.98,
+            0.95,
+            0.98,
+            1.00,
+            0.99,
+            0.96,
+            0.90,
+            0.84,
+            0.80,
+            0.78,
+            0.76,
+            0.74,
+            0.73,
+        ]
     ),
     "flat": np.ones(24),
 }
@@ -55,8 +127,32 @@ PROFILES: dict[str, np.ndarray] = {
 # PV: clear-sky bell between 06:00 and 19:00; wind: typical diurnal shape, stronger at night. Per unit of rating.
 PV_PROFILE = np.clip(np.sin(np.pi * (np.arange(24) + 0.5 - 6.0) / 13.0), 0.0, None)
 WIND_PROFILE = np.array(
-    [0.62, 0.65, 0.66, 0.66, 0.64, 0.60, 0.55, 0.48, 0.42, 0.38, 0.35, 0.33,
-     0.32, 0.33, 0.35, 0.38, 0.42, 0.47, 0.52, 0.56, 0.58, 0.60, 0.61, 0.62]
+    [
+        0.62,
+        0.65,
+        0.66,
+        0.66,
+        0.64,
+        0.60,
+        0.55,
+        0.48,
+        0.42,
+        0.38,
+        0.35,
+        0.33,
+        0.32,
+        0.33,
+        0.35,
+        0.38,
+        0.42,
+        0.47,
+        0.52,
+        0.56,
+        0.58,
+        0.60,
+        0.61,
+        0.62,
+    ]
 )
 
 # Zones of the 33-bus feeder (paper numbering), after `002_…` Fig. 3 (the figure itself is missing from our copy):
@@ -287,10 +383,28 @@ def build_network(
     ders: list[DER] = []
     if case == "case33bw-dr":
         ders += [
-            DER("DG11", "dg", pos[_paper_bus(net, 11)], 1500.0, cost_a=0.0075, cost_b=60.0, cost_c=45.0,
-                q_cost_usd_per_mvarh=7.0, pf=0.95),
-            DER("DG33", "dg", pos[_paper_bus(net, 33)], 1500.0, cost_a=0.0075, cost_b=85.0, cost_c=58.5,
-                q_cost_usd_per_mvarh=8.5, pf=0.95),
+            DER(
+                "DG11",
+                "dg",
+                pos[_paper_bus(net, 11)],
+                1500.0,
+                cost_a=0.0075,
+                cost_b=60.0,
+                cost_c=45.0,
+                q_cost_usd_per_mvarh=7.0,
+                pf=0.95,
+            ),
+            DER(
+                "DG33",
+                "dg",
+                pos[_paper_bus(net, 33)],
+                1500.0,
+                cost_a=0.0075,
+                cost_b=85.0,
+                cost_c=58.5,
+                q_cost_usd_per_mvarh=8.5,
+                pf=0.95,
+            ),
             DER("PV18", "pv", pos[_paper_bus(net, 18)], 800.0, profile=PV_PROFILE),
         ]
     elif case == "case33bw-dlmp":

@@ -81,8 +81,11 @@ def _cache_pandapower_kernels() -> int:
         if not (name == "pandapower" or name.startswith("pandapower.")) or module is None:
             continue
         for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache) \
-                    and getattr(obj.py_func, "__module__", "").startswith("pandapower"):
+            if (
+                isinstance(obj, Dispatcher)
+                and isinstance(getattr(obj, "_cache", None), NullCache)
+                and getattr(obj.py_func, "__module__", "").startswith("pandapower")
+            ):
                 try:
                     obj.enable_caching()
                     n += 1
@@ -182,8 +185,7 @@ def _check_loads(p_load_mw: Any, q_load_mvar: Any, n_bus: int) -> tuple[np.ndarr
         except (TypeError, ValueError) as exc:
             raise PowerFlowError(f"{name} must be a numeric array of shape ({n_bus},): {exc}") from exc
         if arr.shape != (n_bus,):
-            raise PowerFlowError(f"{name} must have shape ({n_bus},) (one entry per bus of net.bus), "
-                                 f"got {arr.shape}")
+            raise PowerFlowError(f"{name} must have shape ({n_bus},) (one entry per bus of net.bus), got {arr.shape}")
         if not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
             raise PowerFlowError(f"{name} contains NaN/inf at bus positions {bad}")
@@ -251,8 +253,9 @@ class FastPowerFlow:
     #: Above this Jacobian dimension the sparse linear solver is used.
     dense_max_dim: int = 128
 
-    def __init__(self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30,
-                 trafo_loading: str = "current") -> None:
+    def __init__(
+        self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30, trafo_loading: str = "current"
+    ) -> None:
         """Compile the engine.
 
         Args:
@@ -277,8 +280,9 @@ class FastPowerFlow:
         self.trafo_loading = trafo_loading
 
         base_mva = float(net.sn_mva)
-        net_c, ok = compile_run(net, tolerance_mva=min(1e-8, self.tol_mva / base_mva), max_iteration=50,
-                                 trafo_loading=trafo_loading)
+        net_c, ok = compile_run(
+            net, tolerance_mva=min(1e-8, self.tol_mva / base_mva), max_iteration=50, trafo_loading=trafo_loading
+        )
         self._net = net_c
         internal = net_c._ppc["internal"]
         self._base_mva = float(internal["baseMVA"])
@@ -313,8 +317,8 @@ class FastPowerFlow:
         valid = (lk >= 0) & (lk < n)
         self._bus_valid = valid
         self._bus_all_valid = bool(valid.all())
-        self._bus_src = np.flatnonzero(valid)          # net.bus positions that take part
-        self._bus_dst = inv[lk[valid]]                  # ... and their internal position
+        self._bus_src = np.flatnonzero(valid)  # net.bus positions that take part
+        self._bus_dst = inv[lk[valid]]  # ... and their internal position
         # pandapower's own (unpermuted) admittance matrix and slack set, for driving_point_resistance()
         self._bus_ppci = lk[valid]
         self._ybus_ppci = internal["Ybus"]
@@ -341,15 +345,15 @@ class FastPowerFlow:
         # magnitudes from the generator/ext_grid set-points, slack angle from the bus (pandapower's V0 convention)
         vg = np.ones(n)
         vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
-        self._v_set = vg[perm[:self._npv]].copy()
-        self._v_ref = vg[perm[self._m:]] * np.exp(1j * np.deg2rad(bus[perm[self._m:], VA]))
+        self._v_set = vg[perm[: self._npv]].copy()
+        self._v_ref = vg[perm[self._m :]] * np.exp(1j * np.deg2rad(bus[perm[self._m :], VA]))
         V_run = np.asarray(internal["V"], dtype=np.complex128)[perm]
         if ok and np.isfinite(V_run).all():
-            start = V_run.copy()                        # no-load solution (includes trafo phase shifts)
+            start = V_run.copy()  # no-load solution (includes trafo phase shifts)
         else:
-            start = np.ones(n, dtype=np.complex128)     # flat start
-            start[:self._npv] = self._v_set
-            start[self._m:] = self._v_ref
+            start = np.ones(n, dtype=np.complex128)  # flat start
+            start[: self._npv] = self._v_set
+            start[self._m :] = self._v_ref
         self._v_start = start
         self._v_warm = start.copy()
 
@@ -381,9 +385,9 @@ class FastPowerFlow:
         diag = np.flatnonzero(r == c)
         d_bus = r[diag]
         order = np.argsort(d_bus)
-        diag = diag[order]                                  # entry index of the diagonal of bus i, i < m
+        diag = diag[order]  # entry index of the diagonal of bus i, i < m
         self._d11 = diag
-        pq_diag = diag[npv:]                                # diagonals of pq buses
+        pq_diag = diag[npv:]  # diagonals of pq buses
         pos12 = np.full(nnz, -1, dtype=np.int64)
         pos12[k12] = np.arange(len(k12))
         pos21 = np.full(nnz, -1, dtype=np.int64)
@@ -401,8 +405,7 @@ class FastPowerFlow:
             self._jflat = np.ravel_multi_index((rows, cols), (dim, dim), order="F")
             self._gesv = lapack.get_lapack_funcs("gesv", (self._J,))
         else:
-            pattern = sp.csc_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)),
-                                    shape=(dim, dim))
+            pattern = sp.csc_matrix((np.arange(1, len(rows) + 1, dtype=np.float64), (rows, cols)), shape=(dim, dim))
             pattern.sort_indices()
             self._jperm = pattern.data.astype(np.int64) - 1
             self._J = pattern
@@ -416,7 +419,7 @@ class FastPowerFlow:
         self._yff, self._yft = self._split_branch_admittance(Yf, fb, tb)
         self._ytf, self._ytt = self._split_branch_admittance(Yt, fb, tb)
         base_kv = np.real(bus[:, BASE_KV])[perm]
-        self._ibase_f = self._base_mva / (_SQRT3 * base_kv[fb])   # [kA per pu current]
+        self._ibase_f = self._base_mva / (_SQRT3 * base_kv[fb])  # [kA per pu current]
         self._ibase_t = self._base_mva / (_SQRT3 * base_kv[tb])
 
         branch_is = np.asarray(internal["branch_is"], dtype=bool)
@@ -427,8 +430,11 @@ class FastPowerFlow:
         self._n_line = len(net_c.line)
         self._n_trafo = len(net_c.trafo)
         line = net_c.line
-        i_max = (line["max_i_ka"].to_numpy(float) * line["df"].to_numpy(float)
-                 * line["parallel"].to_numpy(float)) if len(line) else np.zeros(0)
+        i_max = (
+            (line["max_i_ka"].to_numpy(float) * line["df"].to_numpy(float) * line["parallel"].to_numpy(float))
+            if len(line)
+            else np.zeros(0)
+        )
         self._line_i_max = i_max
         self._line_i_max_zero = bool(np.any(i_max == 0))
         trafo = net_c.trafo
@@ -444,8 +450,7 @@ class FastPowerFlow:
 
     # ------------------------------------------------------------------------------------------------------------
     @staticmethod
-    def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray
-                                 ) -> tuple[np.ndarray, np.ndarray]:
+    def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split branch rows of ``Yf``/``Yt`` into their from-bus and to-bus coefficients."""
         nbr = len(fb)
         a_f = np.zeros(nbr, dtype=np.complex128)
@@ -461,8 +466,9 @@ class FastPowerFlow:
         return a_f, a_t
 
     @staticmethod
-    def _branch_map(rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
-                    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _branch_map(
+        rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """Map an element table (net.line/net.trafo) onto internal branch rows.
 
         Returns:
@@ -518,8 +524,7 @@ class FastPowerFlow:
         self._v_warm = self._v_start.copy()
 
     # ------------------------------------------------------------------------------------------------------------
-    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
-              v0: np.ndarray | None = None) -> PowerFlowResult:
+    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
         """Solve one load snapshot.
 
         Args:
@@ -632,7 +637,7 @@ class FastPowerFlow:
             try:
                 if self._dense:
                     J = self._J
-                    J.T.flat[self._jflat] = vals   # J is Fortran-ordered: J.T is its C-ordered view
+                    J.T.flat[self._jflat] = vals  # J is Fortran-ordered: J.T is its C-ordered view
                     *_, dx, info = self._gesv(J, F)
                     if info != 0:
                         return V, S, False, it
@@ -647,8 +652,7 @@ class FastPowerFlow:
             Vm[npv:m] -= dx[m:]
             V = Vm * np.exp(1j * Va)
 
-    def _results(self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, converged: bool, it: int
-                 ) -> PowerFlowResult:
+    def _results(self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, converged: bool, it: int) -> PowerFlowResult:
         """Assemble a :class:`PowerFlowResult` from internal voltages."""
         base = self._base_mva
         vm_i = np.abs(V)
@@ -733,8 +737,9 @@ class PandapowerPowerFlow:
     A non-converged run returns ``converged=False`` with NaN results (pandapower provides none).
     """
 
-    def __init__(self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30,
-                 trafo_loading: str = "current") -> None:
+    def __init__(
+        self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30, trafo_loading: str = "current"
+    ) -> None:
         """Prepare the private copy.
 
         Args:
@@ -754,12 +759,14 @@ class PandapowerPowerFlow:
             if element in net_c and len(net_c[element]):
                 net_c[element]["in_service"] = False
         buses = net_c.bus.index.to_numpy()
-        self._load_idx = pp.create_loads(net_c, buses=buses, p_mw=np.zeros(len(buses)),
-                                         q_mvar=np.zeros(len(buses)), name="evgrid_net_load")
+        self._load_idx = pp.create_loads(
+            net_c, buses=buses, p_mw=np.zeros(len(buses)), q_mvar=np.zeros(len(buses)), name="evgrid_net_load"
+        )
         self._net = net_c
         self._n_bus = len(buses)
-        self._runpp_kw = dict(tolerance_mva=tol_mva / float(net_c.sn_mva), max_iteration=int(max_iter),
-                              trafo_loading=trafo_loading)
+        self._runpp_kw = dict(
+            tolerance_mva=tol_mva / float(net_c.sn_mva), max_iteration=int(max_iter), trafo_loading=trafo_loading
+        )
 
     @property
     def n_bus(self) -> int:
@@ -769,8 +776,7 @@ class PandapowerPowerFlow:
     def reset_warm_start(self) -> None:
         """No-op (every run starts from pandapower's ``init="auto"``); present for interface symmetry."""
 
-    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *,
-              v0: np.ndarray | None = None) -> PowerFlowResult:
+    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
         """Solve one load snapshot with ``pp.runpp``.
 
         Args:
@@ -802,10 +808,20 @@ class PandapowerPowerFlow:
         n_line, n_trafo = len(net.line), len(net.trafo)
         if not converged:
             nan = np.nan
-            return PowerFlowResult(False, int(net._ppc.get("iterations", 0) or 0) if net._ppc else 0,
-                                   np.full(self._n_bus, nan), np.full(self._n_bus, nan),
-                                   np.full(n_line, nan), np.full(n_line, nan), np.full(n_line, nan),
-                                   np.full(n_line, nan), np.full(n_trafo, nan), nan, nan, nan)
+            return PowerFlowResult(
+                False,
+                int(net._ppc.get("iterations", 0) or 0) if net._ppc else 0,
+                np.full(self._n_bus, nan),
+                np.full(self._n_bus, nan),
+                np.full(n_line, nan),
+                np.full(n_line, nan),
+                np.full(n_line, nan),
+                np.full(n_line, nan),
+                np.full(n_trafo, nan),
+                nan,
+                nan,
+                nan,
+            )
         branch = net._ppc["branch"]
         losses = float(np.nansum(np.real(branch[:, PF]) + np.real(branch[:, PT])))
         return PowerFlowResult(
@@ -817,8 +833,7 @@ class PandapowerPowerFlow:
             line_p_from_mw=net.res_line["p_from_mw"].to_numpy(float).copy(),
             line_q_from_mvar=net.res_line["q_from_mvar"].to_numpy(float).copy(),
             line_pl_mw=net.res_line["pl_mw"].to_numpy(float).copy(),
-            trafo_loading_percent=(net.res_trafo["loading_percent"].to_numpy(float).copy()
-                                   if n_trafo else np.zeros(0)),
+            trafo_loading_percent=(net.res_trafo["loading_percent"].to_numpy(float).copy() if n_trafo else np.zeros(0)),
             losses_mw=losses,
             ext_grid_p_mw=float(net.res_ext_grid["p_mw"].sum()),
             ext_grid_q_mvar=float(net.res_ext_grid["q_mvar"].sum()),

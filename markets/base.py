@@ -199,10 +199,18 @@ class Elasticity:
 
 #: The optional parts of a `MarketRequest` a mechanism may declare in `Mechanism.needs`; a simulation fills a part
 #: only for a mechanism that declares it. ``dlmp`` stands for both DLMP fields.
-REQUEST_PARTS: frozenset[str] = frozenset({
-    "dlmp", "voltage", "load_elasticity", "s_max_kva", "load_range_kw", "committed_station_kw", "bus_ev_cap_kw",
-    "prev_station_price_usd_per_kwh",
-})
+REQUEST_PARTS: frozenset[str] = frozenset(
+    {
+        "dlmp",
+        "voltage",
+        "load_elasticity",
+        "s_max_kva",
+        "load_range_kw",
+        "committed_station_kw",
+        "bus_ev_cap_kw",
+        "prev_station_price_usd_per_kwh",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -295,8 +303,11 @@ class MarketRequest:
         """Validate the typed optional parts (shape, range, finite), like the required fields."""
         n, n_ev = self.n_slots, len(self.evs)
         if self.s_max_kva is not None:
-            a = _arr(np.broadcast_to(np.asarray(self.s_max_kva, float), (n_ev,)) if np.ndim(self.s_max_kva) == 0
-                     else self.s_max_kva)
+            a = _arr(
+                np.broadcast_to(np.asarray(self.s_max_kva, float), (n_ev,))
+                if np.ndim(self.s_max_kva) == 0
+                else self.s_max_kva
+            )
             if a.shape != (n_ev,):
                 raise RequestError(f"s_max_kva: expected shape ({n_ev},), got {a.shape}")
             if not np.all(np.isfinite(a)) or np.any(a < 0):
@@ -305,7 +316,9 @@ class MarketRequest:
         if self.load_range_kw is not None:
             lr = tuple(float(x) for x in self.load_range_kw)
             if len(lr) != 2 or not all(np.isfinite(lr)) or lr[0] > lr[1]:
-                raise RequestError(f"load_range_kw: expected finite (low, high) with low <= high, got {self.load_range_kw!r}")
+                raise RequestError(
+                    f"load_range_kw: expected finite (low, high) with low <= high, got {self.load_range_kw!r}"
+                )
             object.__setattr__(self, "load_range_kw", lr)
         if self.voltage is not None:
             v = self.voltage
@@ -321,8 +334,10 @@ class MarketRequest:
             c = _arr(self.committed_station_kw)
             n_st = None if self.station_cap_kw is None else len(self.station_cap_kw)
             if c.ndim != 2 or c.shape[1] != n or (n_st is not None and c.shape[0] != n_st):
-                raise RequestError(f"committed_station_kw: expected shape ({n_st if n_st is not None else 'n_stations'}, "
-                                   f"{n}), got {c.shape}")
+                raise RequestError(
+                    f"committed_station_kw: expected shape ({n_st if n_st is not None else 'n_stations'}, "
+                    f"{n}), got {c.shape}"
+                )
             if not np.all(np.isfinite(c)):
                 raise RequestError("committed_station_kw: contains NaN or inf")
             object.__setattr__(self, "committed_station_kw", c)
@@ -465,7 +480,9 @@ class Mechanism(ABC):
     needs: frozenset[str] = frozenset()
     replans: bool = False
 
-    def __init__(self, *, seed: int | np.random.SeedSequence | np.random.Generator | None = None, **params: Any) -> None:
+    def __init__(
+        self, *, seed: int | np.random.SeedSequence | np.random.Generator | None = None, **params: Any
+    ) -> None:
         unknown = sorted(set(params) - set(self.parameters))
         if unknown:
             raise MarketConfigError(
@@ -478,8 +495,10 @@ class Mechanism(ABC):
         self._validate()
         unknown_parts = sorted(set(self.needs) - REQUEST_PARTS)
         if unknown_parts:
-            raise MarketConfigError(f"{type(self).__name__}.needs: unknown request part '{unknown_parts[0]}'; allowed: "
-                                    f"{', '.join(sorted(REQUEST_PARTS))}")
+            raise MarketConfigError(
+                f"{type(self).__name__}.needs: unknown request part '{unknown_parts[0]}'; allowed: "
+                f"{', '.join(sorted(REQUEST_PARTS))}"
+            )
 
     @property
     def announced_elasticity(self) -> Elasticity | None:

@@ -162,8 +162,9 @@ class _Evaluator:
             if vals.shape != (n,):
                 vals = vals.reshape(-1) if vals.size == n else vals
                 if vals.shape != (n,):
-                    raise ValueError(f"fun (vectorized=True) must return shape ({n},) for X of shape {X.shape}; "
-                                     f"got {np.shape(vals)}")
+                    raise ValueError(
+                        f"fun (vectorized=True) must return shape ({n},) for X of shape {X.shape}; got {np.shape(vals)}"
+                    )
         else:
             vals = np.empty(n, dtype=float)
             for i in range(n):
@@ -222,8 +223,10 @@ def eho_minimize(
     n = _int_arg("n_elephants", n_elephants, 2)
     C = _int_arg("n_clans", n_clans, 1)
     if n < 2 * C:
-        raise ValueError(f"n_elephants must be ≥ 2·n_clans (each clan needs a matriarch and a distinct worst); "
-                         f"got n_elephants={n}, n_clans={C}")
+        raise ValueError(
+            f"n_elephants must be ≥ 2·n_clans (each clan needs a matriarch and a distinct worst); "
+            f"got n_elephants={n}, n_clans={C}"
+        )
     n_iter = _int_arg("n_iter", n_iter, 0)
     n_elite = _int_arg("n_elite", n_elite, 0)
     if n_elite >= n:
@@ -237,8 +240,9 @@ def eho_minimize(
     if max_evals is not None:
         max_evals = _int_arg("max_evals", max_evals, 1)
         if max_evals < n:
-            raise ValueError(f"max_evals must be ≥ n_elephants (the initial population); got max_evals={max_evals}, "
-                             f"n_elephants={n}")
+            raise ValueError(
+                f"max_evals must be ≥ n_elephants (the initial population); got max_evals={max_evals}, n_elephants={n}"
+            )
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable or None")
 
@@ -248,9 +252,9 @@ def eho_minimize(
 
     # Clan structure over sorted ranks (fixed, since clans are re-dealt from the sorted population each time).
     ranks = np.arange(n)
-    clan_of = ranks % C                                   # rank k → clan k mod C
+    clan_of = ranks % C  # rank k → clan k mod C
     counts = np.bincount(clan_of, minlength=C).astype(float)
-    matriarch = ranks < C                                 # rank c is clan c's first (best) member
+    matriarch = ranks < C  # rank c is clan c's first (best) member
     worst = np.array([c + C * ((n - 1 - c) // C) for c in range(C)])  # each clan's last member
 
     pop = lo + span * rng.random((n, d))
@@ -261,8 +265,14 @@ def eho_minimize(
     history = [best_f]
 
     def snapshot() -> EHOResult:
-        return EHOResult(x=best_x.copy(), fun=best_f, history=np.array(history), n_evals=evaluate.n_evals,
-                         population=pop.copy(), fitness=fit.copy())
+        return EHOResult(
+            x=best_x.copy(),
+            fun=best_f,
+            history=np.array(history),
+            n_evals=evaluate.n_evals,
+            population=pop.copy(),
+            fitness=fit.copy(),
+        )
 
     for _ in range(n_iter):
         if max_evals is not None and evaluate.n_evals + n > max_evals:
@@ -287,8 +297,8 @@ def eho_minimize(
         order = np.argsort(new_fit, kind="stable")
         new, new_fit = new[order], new_fit[order]
         if n_elite:
-            new[n - n_elite:] = elite_x
-            new_fit[n - n_elite:] = elite_f
+            new[n - n_elite :] = elite_x
+            new_fit[n - n_elite :] = elite_f
             order = np.argsort(new_fit, kind="stable")
             new, new_fit = new[order], new_fit[order]
         pop, fit = new, new_fit
@@ -342,8 +352,14 @@ def random_search(
         order = np.argsort(top_f, kind="stable")[:_RS_BATCH]
         top_x, top_f = top_x[order], top_f[order]
         history.append(float(top_f[0]))
-    return EHOResult(x=top_x[0].copy(), fun=float(top_f[0]), history=np.array(history), n_evals=evaluate.n_evals,
-                     population=top_x, fitness=top_f)
+    return EHOResult(
+        x=top_x[0].copy(),
+        fun=float(top_f[0]),
+        history=np.array(history),
+        n_evals=evaluate.n_evals,
+        population=top_x,
+        fitness=top_f,
+    )
 
 
 def differential_evolution_budget(
@@ -400,8 +416,16 @@ def differential_evolution_budget(
             best[0], best[1] = v, xx.copy()
         return v
 
-    res = differential_evolution(counted, list(zip(lo, hi)), popsize=m, maxiter=maxiter, polish=False, tol=0.0,
-                                 atol=0.0, rng=np.random.default_rng(seed))
+    res = differential_evolution(
+        counted,
+        list(zip(lo, hi)),
+        popsize=m,
+        maxiter=maxiter,
+        polish=False,
+        tol=0.0,
+        atol=0.0,
+        rng=np.random.default_rng(seed),
+    )
     if evaluate.n_evals > budget:  # pragma: no cover - guards against a change in scipy's population rule
         raise RuntimeError(f"differential_evolution used {evaluate.n_evals} > {budget} evaluations")
     running = np.minimum.accumulate(np.array(seen))
@@ -411,6 +435,11 @@ def differential_evolution_budget(
         history = np.append(history, running[-1])
     fitness = np.where(np.isfinite(res.population_energies), res.population_energies, np.inf)
     order = np.argsort(fitness, kind="stable")
-    return EHOResult(x=best[1], fun=float(best[0]), history=history,
-                     n_evals=evaluate.n_evals, population=np.asarray(res.population, dtype=float)[order],
-                     fitness=fitness[order])
+    return EHOResult(
+        x=best[1],
+        fun=float(best[0]),
+        history=history,
+        n_evals=evaluate.n_evals,
+        population=np.asarray(res.population, dtype=float)[order],
+        fitness=fitness[order],
+    )

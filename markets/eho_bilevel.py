@@ -120,9 +120,34 @@ _TOL = 1e-9
 
 
 # ----------------------------------------------------------------------------------------------- lower level
-def _respond_kernel(arr, dep, e_grid, pmax, follows, elast, home, alt, n_alt, port_free0, n_ports, release_full,
-                    cap_eff, booked0, price, base_price, dt, delta, eps, uncontrolled,
-                    p_out, station_out, plugin_out, start_out, release_out, reneged_out):  # pragma: no cover - jit
+def _respond_kernel(
+    arr,
+    dep,
+    e_grid,
+    pmax,
+    follows,
+    elast,
+    home,
+    alt,
+    n_alt,
+    port_free0,
+    n_ports,
+    release_full,
+    cap_eff,
+    booked0,
+    price,
+    base_price,
+    dt,
+    delta,
+    eps,
+    uncontrolled,
+    p_out,
+    station_out,
+    plugin_out,
+    start_out,
+    release_out,
+    reneged_out,
+):  # pragma: no cover - jit
     """The lower level and the port queues, EV by EV in arrival order (see module docstring).
 
     Written in plain loops over arrays so that numba compiles it unchanged; the Python original is the fallback.
@@ -486,8 +511,11 @@ class BilevelProblem:
         self.max_wait_h = float(max_wait_h)
         self.penalty = float(penalty)
         # alternatives as a padded matrix, own station first
-        alts = [[k] for k in range(S)] if alternatives is None else [
-            [k] + [int(j) for j in alternatives[k] if int(j) != k] for k in range(S)]
+        alts = (
+            [[k] for k in range(S)]
+            if alternatives is None
+            else [[k] + [int(j) for j in alternatives[k] if int(j) != k] for k in range(S)]
+        )
         width = max(len(a) for a in alts)
         self.alt = np.array([a + [a[0]] * (width - len(a)) for a in alts], np.int64)
         self.n_alt = np.array([len(a) for a in alts], np.int64)
@@ -531,14 +559,46 @@ class BilevelProblem:
         st = np.zeros(n, np.int64)
         plug, start, rel = np.zeros(n), np.zeros(n), np.zeros(n)
         ren = np.zeros(n, np.bool_)
-        _kernel()(s.arrival_h, s.departure_h, self._e_grid, s.p_max_kw, s.follows, s.elasticity,
-                  s.station.astype(np.int64), self.alt, self.n_alt, self.port_free0, self.ports.astype(np.int64),
-                  self.release_full, cap_eff, self.booked0, price, self.base_price, self.dt_h, self.delta,
-                  self.epsilon, uncontrolled, p, st, plug, start, rel, ren)
+        _kernel()(
+            s.arrival_h,
+            s.departure_h,
+            self._e_grid,
+            s.p_max_kw,
+            s.follows,
+            s.elasticity,
+            s.station.astype(np.int64),
+            self.alt,
+            self.n_alt,
+            self.port_free0,
+            self.ports.astype(np.int64),
+            self.release_full,
+            cap_eff,
+            self.booked0,
+            price,
+            self.base_price,
+            self.dt_h,
+            self.delta,
+            self.epsilon,
+            uncontrolled,
+            p,
+            st,
+            plug,
+            start,
+            rel,
+            ren,
+        )
         inv = np.empty_like(self.order)
         inv[self.order] = np.arange(n)
-        return Response(p_kw=p[inv], station=st[inv], plugin_h=plug[inv], start_h=start[inv], release_h=rel[inv],
-                        reneged=ren[inv], price_usd_per_kwh=price, limit_kw=cap_eff)
+        return Response(
+            p_kw=p[inv],
+            station=st[inv],
+            plugin_h=plug[inv],
+            start_h=start[inv],
+            release_h=rel[inv],
+            reneged=ren[inv],
+            price_usd_per_kwh=price,
+            limit_kw=cap_eff,
+        )
 
     def respond(self, x: Any) -> Response:
         """The lower level's answer (schedules, stations, queue times) to the upper-level decision ``x``."""
@@ -658,7 +718,8 @@ class BilevelProblem:
             "station_limit_compliance": float((st_load <= r.limit_kw[:, None] + 1e-6).mean()),
             "energy_fulfilment": float(delivered[done].sum() / need[done].sum()) if need[done].sum() > 0 else 1.0,
             "min_ev_fulfilment": float(np.min(np.where(need > 0, delivered / np.where(need > 0, need, 1), 1.0)))
-            if need.size else 1.0,
+            if need.size
+            else 1.0,
             "dr_participation": float(s.follows.mean()) if len(s) else 0.0,
             "n_redirected": int((r.station != s.station).sum()),
         }
@@ -701,13 +762,25 @@ def solve(
     before = problem.n_evals
     lo, hi = problem.lower, problem.upper
     if method == "eho":
-        res = eho.eho_minimize(problem.loss, lo, hi, n_elephants=n_elephants, n_clans=n_clans, n_iter=n_iter,
-                               alpha=alpha, beta=beta, n_elite=n_elite, seed=seed, max_evals=n_evals)
+        res = eho.eho_minimize(
+            problem.loss,
+            lo,
+            hi,
+            n_elephants=n_elephants,
+            n_clans=n_clans,
+            n_iter=n_iter,
+            alpha=alpha,
+            beta=beta,
+            n_elite=n_elite,
+            seed=seed,
+            max_evals=n_evals,
+        )
     elif method == "random":
         res = eho.random_search(problem.loss, lo, hi, n_evals=int(n_evals or n_elephants * (n_iter + 1)), seed=seed)
     elif method == "de":
-        res = eho.differential_evolution_budget(problem.loss, lo, hi, n_evals=int(n_evals or n_elephants * (n_iter + 1)),
-                                                seed=seed)
+        res = eho.differential_evolution_budget(
+            problem.loss, lo, hi, n_evals=int(n_evals or n_elephants * (n_iter + 1)), seed=seed
+        )
     else:
         raise ValueError(f"method: got {method!r}; allowed 'eho', 'random', 'de'")
     return {
@@ -729,8 +802,19 @@ def _follow_draw(ev_id: np.ndarray) -> np.ndarray:
     return np.mod(np.asarray(ev_id, float) * _GOLDEN + 0.5 * _GOLDEN, 1.0)
 
 
-_FORECAST_KEYS = {"n_evs", "arrival_h", "departure_h", "dwell_h", "need_kwh", "p_kw", "eta_ch", "ports",
-                  "release_when_full", "follow_share", "elasticity"}
+_FORECAST_KEYS = {
+    "n_evs",
+    "arrival_h",
+    "departure_h",
+    "dwell_h",
+    "need_kwh",
+    "p_kw",
+    "eta_ch",
+    "ports",
+    "release_when_full",
+    "follow_share",
+    "elasticity",
+}
 
 
 def forecast_sessions(fc: dict[str, Any], n_stations: int, t0_tod_h: float) -> tuple[Sessions, np.ndarray, bool]:
@@ -763,9 +847,16 @@ def forecast_sessions(fc: dict[str, Any], n_stations: int, t0_tod_h: float) -> t
         dep = arr + np.where(gap < 1e-9, 24.0, gap)
     e_lo, e_hi = fc.get("need_kwh", [10.0, 50.0])
     share = float(fc.get("follow_share", 1.0))
-    s = Sessions(arrival_h=arr, departure_h=dep, need_kwh=e_lo + u * (e_hi - e_lo), p_max_kw=float(fc.get("p_kw", 7.0)),
-                 station=np.arange(n) % max(n_stations, 1), eta_ch=float(fc.get("eta_ch", 1.0)),
-                 follows=_follow_draw(np.arange(n)) < share, elasticity=float(fc.get("elasticity", -0.3)))
+    s = Sessions(
+        arrival_h=arr,
+        departure_h=dep,
+        need_kwh=e_lo + u * (e_hi - e_lo),
+        p_max_kw=float(fc.get("p_kw", 7.0)),
+        station=np.arange(n) % max(n_stations, 1),
+        eta_ch=float(fc.get("eta_ch", 1.0)),
+        follows=_follow_draw(np.arange(n)) < share,
+        elasticity=float(fc.get("elasticity", -0.3)),
+    )
     ports = np.broadcast_to(np.asarray(fc.get("ports", max(n, 1)), int), (n_stations,)).copy()
     return s, ports, bool(fc.get("release_when_full", True))
 
@@ -809,18 +900,25 @@ class EHOBilevel(Mechanism):
         "eho_alpha": (0.6, "EHO clan-updating scale α (Table 6)"),
         "eho_beta": (0.3, "EHO matriarch/centre scale β (Table 6)"),
         "n_elite": (2, "EHO elites kept per iteration"),
-        "search": ("eho", "upper-level search: 'eho' (the paper's), 'de' (SciPy differential evolution) or 'random', "
-                          "the last two at EHO's number of evaluations"),
+        "search": (
+            "eho",
+            "upper-level search: 'eho' (the paper's), 'de' (SciPy differential evolution) or 'random', "
+            "the last two at EHO's number of evaluations",
+        ),
         "price_min": (0.8, "lowest DR price multiplier of the base price (Table 1)"),
         "price_max": (2.0, "highest DR price multiplier of the base price (Table 1)"),
         "limit_min_kw": (50.0, "lowest station power limit [kW] (Table 1)"),
         "limit_max_kw": (150.0, "highest station power limit [kW] (Table 1)"),
         "delta": (1.0, "lower-level weight of the charging cost [1/$] (eq. 12)"),
         "epsilon": (0.25, "lower-level weight of the user's wait until charged [1/h] (eq. 12; $ per hour)"),
-        "follow_share": ("request", "'request' (the EVs' participates flags) or a share in [0, 1] of users that "
-                                    "follow the optimised schedule"),
-        "elasticity": ("request", "'request' (each EV's elasticity) or one price elasticity (<= 0) of the users "
-                                  "that do not follow"),
+        "follow_share": (
+            "request",
+            "'request' (the EVs' participates flags) or a share in [0, 1] of users that follow the optimised schedule",
+        ),
+        "elasticity": (
+            "request",
+            "'request' (each EV's elasticity) or one price elasticity (<= 0) of the users that do not follow",
+        ),
         "mode": ("day-ahead", "'day-ahead' (optimise once per day) or 'rolling' (re-optimise at every clearing)"),
         "grid_max_kw": (0.0, "grid connection limit of the total load (eq. 15) [kW]; 0 = none"),
         "dr_min_kwh": (0.0, "DR obligation (eq. 16): EV energy moved out of its uncontrolled slot [kWh]"),
@@ -828,9 +926,12 @@ class EHOBilevel(Mechanism):
         "max_wait_h": (0.0, "Table 11 threshold on the longest queue wait [h], kept as a penalty; 0 = none"),
         "penalty": (10.0, "weight of a relative constraint violation in the objective"),
         "rho_usd_per_mwh": (145.0, "flat base price when the request carries no tariff [$/MWh]"),
-        "forecast": ({}, "day-ahead forecast of the day's sessions: n_evs, arrival_h [lo, hi], departure_h or "
-                         "dwell_h [lo, hi], need_kwh [lo, hi], p_kw, eta_ch, ports, release_when_full, "
-                         "follow_share, elasticity"),
+        "forecast": (
+            {},
+            "day-ahead forecast of the day's sessions: n_evs, arrival_h [lo, hi], departure_h or "
+            "dwell_h [lo, hi], need_kwh [lo, hi], p_kw, eta_ch, ports, release_when_full, "
+            "follow_share, elasticity",
+        ),
     }
 
     def _validate(self) -> None:
@@ -845,13 +946,17 @@ class EHOBilevel(Mechanism):
             "alpha2": (num(p["alpha2"]) and p["alpha2"] >= 0, ">= 0"),
             "alpha3": (num(p["alpha3"]) and p["alpha3"] >= 0, ">= 0"),
             "n_elephants": (isinstance(p["n_elephants"], int) and p["n_elephants"] >= 2, "integer >= 2"),
-            "n_clans": (isinstance(p["n_clans"], int) and 1 <= p["n_clans"] <= max(p["n_elephants"], 1),
-                        "integer in 1..n_elephants"),
+            "n_clans": (
+                isinstance(p["n_clans"], int) and 1 <= p["n_clans"] <= max(p["n_elephants"], 1),
+                "integer in 1..n_elephants",
+            ),
             "n_iter": (isinstance(p["n_iter"], int) and p["n_iter"] >= 0, "integer >= 0"),
             "eho_alpha": (num(p["eho_alpha"]) and 0 <= p["eho_alpha"] <= 2, "[0, 2]"),
             "eho_beta": (num(p["eho_beta"]) and 0 <= p["eho_beta"] <= 1, "[0, 1]"),
-            "n_elite": (isinstance(p["n_elite"], int) and 0 <= p["n_elite"] < max(p["n_elephants"], 1),
-                        "integer in 0..n_elephants-1"),
+            "n_elite": (
+                isinstance(p["n_elite"], int) and 0 <= p["n_elite"] < max(p["n_elephants"], 1),
+                "integer in 0..n_elephants-1",
+            ),
             "price_min": (num(p["price_min"]) and 0 < p["price_min"], "> 0"),
             "price_max": (num(p["price_max"]) and p["price_max"] >= p["price_min"], ">= price_min"),
             "limit_min_kw": (num(p["limit_min_kw"]) and p["limit_min_kw"] >= 0, ">= 0"),
@@ -868,8 +973,10 @@ class EHOBilevel(Mechanism):
             "max_wait_h": (num(p["max_wait_h"]) and p["max_wait_h"] >= 0, ">= 0 (0 = none)"),
             "penalty": (num(p["penalty"]) and p["penalty"] >= 0, ">= 0"),
             "rho_usd_per_mwh": (num(p["rho_usd_per_mwh"]) and p["rho_usd_per_mwh"] > 0, "> 0"),
-            "forecast": (isinstance(p["forecast"], dict) and set(p["forecast"]) <= _FORECAST_KEYS,
-                         f"a table with keys among {', '.join(sorted(_FORECAST_KEYS))}"),
+            "forecast": (
+                isinstance(p["forecast"], dict) and set(p["forecast"]) <= _FORECAST_KEYS,
+                f"a table with keys among {', '.join(sorted(_FORECAST_KEYS))}",
+            ),
         }
         for k, (ok, allowed) in checks.items():
             if not ok:
@@ -877,9 +984,12 @@ class EHOBilevel(Mechanism):
         fc = p["forecast"]
         for key in ("arrival_h", "departure_h", "dwell_h", "need_kwh"):
             v = fc.get(key)
-            if v is not None and not (isinstance(v, (list, tuple)) and len(v) == 2 and all(num(y) for y in v)
-                                      and v[0] <= v[1]):
-                raise MarketConfigError(f"market.params.forecast.{key}: got {v!r}; allowed [low, high] with low <= high")
+            if v is not None and not (
+                isinstance(v, (list, tuple)) and len(v) == 2 and all(num(y) for y in v) and v[0] <= v[1]
+            ):
+                raise MarketConfigError(
+                    f"market.params.forecast.{key}: got {v!r}; allowed [low, high] with low <= high"
+                )
         for key, lo in (("n_evs", 0), ("ports", 1)):
             v = fc.get(key)
             if v is not None and not (isinstance(v, int) and v >= lo):
@@ -918,10 +1028,21 @@ class EHOBilevel(Mechanism):
             follows = evs.participates
         else:
             follows = _follow_draw(evs.ev_id) < float(p["follow_share"])
-        el = np.minimum(evs.elasticity, 0.0) if p["elasticity"] == "request" else np.full(len(evs), float(p["elasticity"]))
-        return Sessions(arrival_h=evs.start_slot * dt_h, departure_h=(evs.end_slot - 1 + evs.end_frac) * dt_h,
-                        need_kwh=evs.e_need_kwh, p_max_kw=np.maximum(evs.p_max_kw, 0.0), station=evs.station,
-                        eta_ch=evs.eta_ch, follows=follows, elasticity=el)
+        el = (
+            np.minimum(evs.elasticity, 0.0)
+            if p["elasticity"] == "request"
+            else np.full(len(evs), float(p["elasticity"]))
+        )
+        return Sessions(
+            arrival_h=evs.start_slot * dt_h,
+            departure_h=(evs.end_slot - 1 + evs.end_frac) * dt_h,
+            need_kwh=evs.e_need_kwh,
+            p_max_kw=np.maximum(evs.p_max_kw, 0.0),
+            station=evs.station,
+            eta_ch=evs.eta_ch,
+            follows=follows,
+            elasticity=el,
+        )
 
     def problem(self, request: MarketRequest, *, with_forecast: bool = True) -> tuple[BilevelProblem, int]:
         """The `BilevelProblem` of a request (its EVs, plus the forecast on day-ahead); and how many EVs are real."""
@@ -943,8 +1064,16 @@ class EHOBilevel(Mechanism):
             fs, fports, release = forecast_sessions(fc, n_st, t0_tod)
             keep = (fs.arrival_h >= offset) & (fs.arrival_h - offset < request.n_slots * request.dt_h)
             fs = fs.select(keep)
-            fs = Sessions(fs.arrival_h - offset, fs.departure_h - offset, fs.need_kwh, fs.p_max_kw, fs.station,
-                          fs.eta_ch, fs.follows, fs.elasticity)
+            fs = Sessions(
+                fs.arrival_h - offset,
+                fs.departure_h - offset,
+                fs.need_kwh,
+                fs.p_max_kw,
+                fs.station,
+                fs.eta_ch,
+                fs.follows,
+                fs.elasticity,
+            )
             ports = np.maximum(fports, 1)
             sessions = Sessions(*(np.r_[getattr(own, f.name), getattr(fs, f.name)] for f in fields(Sessions)))
         booked = np.zeros((n_st, request.n_slots))
@@ -953,14 +1082,25 @@ class EHOBilevel(Mechanism):
             booked[: c.shape[0], :] += c[:, : request.n_slots]
         hours = np.floor(np.asarray(request.tod_h, float) + 1e-9).astype(int) % 24
         prob = BilevelProblem(
-            sessions, dt_h=request.dt_h, base_price_usd_per_kwh=self._base_price_kwh(request),
-            base_load_kw=request.base_load_kw + request.committed_ev_kw, ports=ports, station_cap_kw=cap,
-            slot_period=hours, weights=(p["alpha1"], p["alpha2"], p["alpha3"]), delta=p["delta"],
-            epsilon=p["epsilon"], price_bounds=(p["price_min"], p["price_max"]),
-            limit_bounds=(p["limit_min_kw"], p["limit_max_kw"]), release_when_full=release,
-            grid_max_kw=p["grid_max_kw"] if p["grid_max_kw"] > 0 else np.inf, dr_min_kwh=p["dr_min_kwh"],
-            min_fulfilment=p["min_fulfilment"], max_wait_h=p["max_wait_h"] if p["max_wait_h"] > 0 else np.inf,
-            penalty=p["penalty"], booked_station_kw=booked,
+            sessions,
+            dt_h=request.dt_h,
+            base_price_usd_per_kwh=self._base_price_kwh(request),
+            base_load_kw=request.base_load_kw + request.committed_ev_kw,
+            ports=ports,
+            station_cap_kw=cap,
+            slot_period=hours,
+            weights=(p["alpha1"], p["alpha2"], p["alpha3"]),
+            delta=p["delta"],
+            epsilon=p["epsilon"],
+            price_bounds=(p["price_min"], p["price_max"]),
+            limit_bounds=(p["limit_min_kw"], p["limit_max_kw"]),
+            release_when_full=release,
+            grid_max_kw=p["grid_max_kw"] if p["grid_max_kw"] > 0 else np.inf,
+            dr_min_kwh=p["dr_min_kwh"],
+            min_fulfilment=p["min_fulfilment"],
+            max_wait_h=p["max_wait_h"] if p["max_wait_h"] > 0 else np.inf,
+            penalty=p["penalty"],
+            booked_station_kw=booked,
         )
         return prob, n_real
 
@@ -972,9 +1112,17 @@ class EHOBilevel(Mechanism):
             x = np.clip(x, prob.lower, prob.upper)
             out = {"x": x, "objective": float("nan"), "history": np.zeros(0), "n_evals": 0}
         else:
-            out = solve(prob, method=p["search"], n_elephants=p["n_elephants"], n_clans=p["n_clans"], n_iter=p["n_iter"],
-                        alpha=p["eho_alpha"], beta=p["eho_beta"], n_elite=p["n_elite"],
-                        seed=int(self.rng.integers(2**63 - 1)))
+            out = solve(
+                prob,
+                method=p["search"],
+                n_elephants=p["n_elephants"],
+                n_clans=p["n_clans"],
+                n_iter=p["n_iter"],
+                alpha=p["eho_alpha"],
+                beta=p["eho_beta"],
+                n_elite=p["n_elite"],
+                seed=int(self.rng.integers(2**63 - 1)),
+            )
         mult = np.clip(out["x"][: prob.n_price], prob.price_bounds[0], prob.price_bounds[1])
         by_hour = np.ones(24)
         by_hour[prob.periods] = mult
@@ -983,9 +1131,15 @@ class EHOBilevel(Mechanism):
             by_hour[:] = 1.0
             limits = np.where(np.isfinite(prob.cap), prob.cap, prob.limit_bounds[1])
         return {
-            "t0_min": request.t0_min, "dt_min": request.dt_min, "mult_by_hour": by_hour, "limits_kw": limits,
-            "base_usd_per_mwh": prob.base_price * 1000.0, "objective": out["objective"], "history": out["history"],
-            "n_evals": out["n_evals"], "n_sessions": len(prob.sessions),
+            "t0_min": request.t0_min,
+            "dt_min": request.dt_min,
+            "mult_by_hour": by_hour,
+            "limits_kw": limits,
+            "base_usd_per_mwh": prob.base_price * 1000.0,
+            "objective": out["objective"],
+            "history": out["history"],
+            "n_evals": out["n_evals"],
+            "n_sessions": len(prob.sessions),
         }
 
     # ------------------------------------------------------------------ clearing
@@ -1006,8 +1160,12 @@ class EHOBilevel(Mechanism):
                     plan["t0_tod_h"], plan["day_t0_min"] = self._plan["t0_tod_h"], self._plan["day_t0_min"]
                 repriced = True
             self._plan = plan
-            info.update(eho_objective=plan["objective"], eho_history=plan["history"].tolist(),
-                        eho_n_evals=plan["n_evals"], n_sessions_optimised=plan["n_sessions"])
+            info.update(
+                eho_objective=plan["objective"],
+                eho_history=plan["history"].tolist(),
+                eho_n_evals=plan["n_evals"],
+                n_sessions_optimised=plan["n_sessions"],
+            )
         current: dict[str, Any] | None = self._plan  # None before the first day-ahead plan
         hours = np.floor(np.asarray(request.tod_h, float) + 1e-9).astype(int) % 24
         n_st, cap = self._stations(request)
@@ -1034,8 +1192,11 @@ class EHOBilevel(Mechanism):
                 "forecast_peak_kw": float((request.base_load_kw + request.committed_ev_kw + ev).max()),
             }
         # the limits in force: the plan's choice, or the physical cap (NaN: none) before any plan
-        info["station_limit_kw"] = np.where(np.isfinite(np.minimum(cap, limits)), np.minimum(cap, limits), np.nan) \
-            if current is None else limits
+        info["station_limit_kw"] = (
+            np.where(np.isfinite(np.minimum(cap, limits)), np.minimum(cap, limits), np.nan)
+            if current is None
+            else limits
+        )
         info["dr_multiplier"] = mult
         return MarketResult(
             mechanism=self.name,
@@ -1111,8 +1272,13 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         ev = p.sum(axis=0)
         c = -coef(ev * dt)
         best["n_lp"] += 1
-        res = linprog(c, A_ub=np.array(A) if A else None, b_ub=np.array(bb) if bb else None,
-                      bounds=[(lo_m, hi_m)] * P, method="highs")
+        res = linprog(
+            c,
+            A_ub=np.array(A) if A else None,
+            b_ub=np.array(bb) if bb else None,
+            bounds=[(lo_m, hi_m)] * P,
+            method="highs",
+        )
         if res.status != 0:
             return
         best["n_feasible"] += 1
@@ -1121,14 +1287,30 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         # objective() only reads schedules, prices and plug-in times, in the problem's (caller's) session order
         inv = np.empty_like(problem.order)
         inv[problem.order] = np.arange(n)
-        resp = Response(p_kw=p[inv], station=s.station.astype(np.int64)[inv], plugin_h=plug[inv], start_h=plug[inv],
-                     release_h=plug[inv], reneged=np.zeros(n, bool), price_usd_per_kwh=price, limit_kw=problem.cap)
+        resp = Response(
+            p_kw=p[inv],
+            station=s.station.astype(np.int64)[inv],
+            plugin_h=plug[inv],
+            start_h=plug[inv],
+            release_h=plug[inv],
+            reneged=np.zeros(n, bool),
+            price_usd_per_kwh=price,
+            limit_kw=problem.cap,
+        )
         j, _ = problem.objective(resp)
         if j > best["objective"] + 1e-12:
             best.update(objective=j, m=m)
 
-    def walk(i: int, order: tuple[int, ...], rank: np.ndarray, port_free: list[list[float]], rows: list[np.ndarray],
-             rhs: list[float], p: np.ndarray, plug: np.ndarray) -> None:
+    def walk(
+        i: int,
+        order: tuple[int, ...],
+        rank: np.ndarray,
+        port_free: list[list[float]],
+        rows: list[np.ndarray],
+        rhs: list[float],
+        p: np.ndarray,
+        plug: np.ndarray,
+    ) -> None:
         if i == n:
             leaf(order, rows, rhs, p, plug)
             return
@@ -1197,5 +1379,10 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         raise RuntimeError("exact_upper_level: no feasible region (should not happen)")
     x = np.r_[best["m"], np.full(problem.n_stations, problem.limit_bounds[1])]
     j_at, _ = problem.evaluate(x)
-    return {"objective": float(best["objective"]), "x": x, "objective_at_x": float(j_at), "n_lp": best["n_lp"],
-            "n_feasible": best["n_feasible"]}
+    return {
+        "objective": float(best["objective"]),
+        "x": x,
+        "objective_at_x": float(j_at),
+        "n_lp": best["n_lp"],
+        "n_feasible": best["n_feasible"],
+    }

@@ -148,7 +148,9 @@ def valley_fill(
     st_load = None
     if station_cap_kw is not None:
         st_load = (
-            np.zeros((len(station_cap_kw), n_slots)) if station_load_kw is None else station_load_kw.astype(float).copy()
+            np.zeros((len(station_cap_kw), n_slots))
+            if station_load_kw is None
+            else station_load_kw.astype(float).copy()
         )
     for i in np.argsort(evs.end_slot, kind="stable"):
         s, e = int(evs.start_slot[i]), int(evs.end_slot[i])
@@ -184,8 +186,11 @@ class ElasticityDR(Mechanism):
         "incentive_usd_per_mwh": (0.0, "DR incentive paid per MWh shifted (`004_…` eq. 2)"),
         "penalty_usd_per_mwh": (0.0, "DR penalty rate (`004_…` eq. 3)"),
         "flexible_share": (1.0, "share of the non-EV load that is flexible (enrolled in the DR program)"),
-        "reprice": ("day", "'day' (tariff fixed day-ahead) or 'step' (real-time: every clearing re-prices the "
-                           "rest of the day from the reported load, anchored to the day-ahead load range)"),
+        "reprice": (
+            "day",
+            "'day' (tariff fixed day-ahead) or 'step' (real-time: every clearing re-prices the "
+            "rest of the day from the reported load, anchored to the day-ahead load range)",
+        ),
     }
 
     def _validate(self) -> None:
@@ -263,9 +268,7 @@ class ElasticityDR(Mechanism):
                 station_load += request.committed_station_kw
             np.add.at(station_load, evs.station[~follow], p[~follow])
         if follow.any():
-            p[follow] = valley_fill(
-                evs.select(follow), n, dt_h, load, request.station_cap_kw, station_load
-            )
+            p[follow] = valley_fill(evs.select(follow), n, dt_h, load, request.station_cap_kw, station_load)
         ev_kw = p.sum(axis=0)
         total = request.base_load_kw + shift + request.committed_ev_kw + ev_kw
         repriced = False

@@ -245,9 +245,7 @@ def check_schedule(
         "window_kw": float(np.abs(p[avail == 0]).max(initial=0.0)),
         "negative_kw": float(np.maximum(-p, 0.0).max(initial=0.0)),
         "rating_kw": float(np.maximum(p - evs.p_max_kw[:, None] * avail, 0.0).max(initial=0.0)),
-        "energy_excess_kwh": float(
-            np.maximum(p.sum(axis=1) * dt * evs.eta_ch - evs.e_need_kwh, 0.0).max(initial=0.0)
-        ),
+        "energy_excess_kwh": float(np.maximum(p.sum(axis=1) * dt * evs.eta_ch - evs.e_need_kwh, 0.0).max(initial=0.0)),
         "station_cap_kw": 0.0,
     }
     lim = _station_limits(request)
@@ -305,8 +303,9 @@ def reference(
     return float(res.objective["objective_usd"]), res
 
 
-def score(request: MarketRequest, result: MarketResult, reference_objective: float | None = None,
-          **params: Any) -> MarketResult:
+def score(
+    request: MarketRequest, result: MarketResult, reference_objective: float | None = None, **params: Any
+) -> MarketResult:
     """``result`` with ``reference_objective`` and ``gap = (cost − ref) / |ref|`` filled in.
 
     The schedule is scored as the aggregator would dispatch it: :func:`project` first (a heuristic that breaks a
@@ -322,8 +321,12 @@ def score(request: MarketRequest, result: MarketResult, reference_objective: flo
     cost = evaluate_cost(request, p, q_kvar=result.q_kvar if params.get("reactive") else None, **kw)
     ref = float(reference_objective)
     gap = (cost - ref) / abs(ref) if ref != 0 else (0.0 if abs(cost) <= 1e-12 else math.inf)
-    return replace(result, reference_objective=ref, gap=float(gap),
-                   info={**result.info, "score_removed_kw": float(np.abs(result.p_kw - p).max(initial=0.0))})
+    return replace(
+        result,
+        reference_objective=ref,
+        gap=float(gap),
+        info={**result.info, "score_removed_kw": float(np.abs(result.p_kw - p).max(initial=0.0))},
+    )
 
 
 @register
@@ -352,8 +355,9 @@ class MILP(Mechanism):
         self.replans = bool(self.params["rolling"])
         #: DLMPs price the energy, station reports bound the caps, chargers' kVA bound Q; the voltage forecast only
         #: when the voltage constraint is on
-        self.needs = frozenset({"dlmp", "committed_station_kw", "s_max_kva"} | ({"voltage"} if self.params["voltage"]
-                                                                                  else set()))
+        self.needs = frozenset(
+            {"dlmp", "committed_station_kw", "s_max_kva"} | ({"voltage"} if self.params["voltage"] else set())
+        )
 
     def _validate(self) -> None:
         p = self.params
@@ -368,13 +372,17 @@ class MILP(Mechanism):
             "variant": (p["variant"] in ("lp", "milp"), "'lp' or 'milp'"),
             "bits": (integer(p["bits"]) and 1 <= p["bits"] <= 12, "an integer in [1, 12]"),
             "unserved_penalty_usd_per_kwh": (
-                num(p["unserved_penalty_usd_per_kwh"]) and 0 <= p["unserved_penalty_usd_per_kwh"] < math.inf, ">= 0, finite"),
+                num(p["unserved_penalty_usd_per_kwh"]) and 0 <= p["unserved_penalty_usd_per_kwh"] < math.inf,
+                ">= 0, finite",
+            ),
             "objective": (p["objective"] in ("cost", "peak"), "'cost' or 'peak'"),
             "peak_usd_per_kw": (num(p["peak_usd_per_kw"]) and 0 <= p["peak_usd_per_kw"] < math.inf, ">= 0, finite"),
             "rho_usd_per_mwh": (num(p["rho_usd_per_mwh"]) and 0 <= p["rho_usd_per_mwh"] < math.inf, ">= 0, finite"),
             "reactive": (isinstance(p["reactive"], (bool, np.bool_)), "true or false"),
-            "polygon_sides": (integer(p["polygon_sides"]) and p["polygon_sides"] >= 4 and p["polygon_sides"] % 4 == 0,
-                              "an integer multiple of 4, >= 4"),
+            "polygon_sides": (
+                integer(p["polygon_sides"]) and p["polygon_sides"] >= 4 and p["polygon_sides"] % 4 == 0,
+                "an integer multiple of 4, >= 4",
+            ),
             "voltage": (isinstance(p["voltage"], (bool, np.bool_)), "true or false"),
             "time_limit_s": (num(p["time_limit_s"]) and p["time_limit_s"] > 0, "> 0"),
             "mip_rel_gap": (num(p["mip_rel_gap"]) and 0 <= p["mip_rel_gap"] < 1, "[0, 1)"),
@@ -450,9 +458,13 @@ class MILP(Mechanism):
         row_of_ev = np.full(len(evs), -1)
         row_of_ev[need_ev] = np.arange(nu)
         need = evs.e_need_kwh[need_ev]
-        add(np.concatenate([row_of_ev[ei], np.arange(nu)]),
+        add(
+            np.concatenate([row_of_ev[ei], np.arange(nu)]),
             np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu)]),
-            np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]), need, need)
+            np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]),
+            need,
+            need,
+        )
 
         # station caps
         lim = _station_limits(request)
@@ -468,8 +480,13 @@ class MILP(Mechanism):
             rid[binding] = np.arange(binding.size)
             r = rid[key]
             keep = r >= 0
-            add(r[keep], (c_x + np.arange(nx))[inside][keep], ux[inside][keep],
-                np.full(binding.size, -np.inf), flat[binding])
+            add(
+                r[keep],
+                (c_x + np.arange(nx))[inside][keep],
+                ux[inside][keep],
+                np.full(binding.size, -np.inf),
+                flat[binding],
+            )
 
         # LinDistFlow voltage: Σ_j dV/dP[b, bus_j]·P[j,t] (+ dV/dQ·Q) ≤ headroom[t, b]
         vd = _voltage_data(request) if p["voltage"] else None
@@ -497,8 +514,13 @@ class MILP(Mechanism):
                 r_parts.append(rid[b_i, ti[k_i]])
                 c_parts.append(c0 + k_i)
                 v_parts.append(cf[b_i, k_i])
-            add(np.concatenate(r_parts), np.concatenate(c_parts), np.concatenate(v_parts),
-                np.full(bb.size, -np.inf), head.T[bb, tt])
+            add(
+                np.concatenate(r_parts),
+                np.concatenate(c_parts),
+                np.concatenate(v_parts),
+                np.full(bb.size, -np.inf),
+                head.T[bb, tt],
+            )
 
         # P–Q polygon (inscribed, facets with normals in (−90°, 90°))
         if reactive and nx:
@@ -508,27 +530,45 @@ class MILP(Mechanism):
             k_idx = np.repeat(np.arange(ang.size), nx)
             v_idx = np.tile(np.arange(nx), ang.size)
             r = np.arange(ang.size * nx)
-            add(np.concatenate([r, r]),
+            add(
+                np.concatenate([r, r]),
                 np.concatenate([c_x + v_idx, c_q + v_idx]),
                 np.concatenate([np.cos(ang)[k_idx] * ux[v_idx], np.sin(ang)[k_idx]]),
-                np.full(r.size, -np.inf), rad[v_idx])
+                np.full(r.size, -np.inf),
+                rad[v_idx],
+            )
 
         # peak: Σ_i unit·x[i,t] − z ≤ −(base + committed)[t]
         if peak:
             load = request.base_load_kw + request.committed_ev_kw
-            add(np.concatenate([ti, np.arange(n)]), np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
-                np.concatenate([ux, -np.ones(n)]), np.full(n, -np.inf), -load)
+            add(
+                np.concatenate([ti, np.arange(n)]),
+                np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
+                np.concatenate([ux, -np.ones(n)]),
+                np.full(n, -np.inf),
+                -load,
+            )
 
         integrality = np.zeros(ncol, np.int32)
         if milp:
             integrality[:nx] = 1
         return {
-            "ncol": ncol, "nrow": nrow, "cost": cost, "lo": lo, "hi": hi,
+            "ncol": ncol,
+            "nrow": nrow,
+            "cost": cost,
+            "lo": lo,
+            "hi": hi,
             "rows": np.concatenate(rows) if rows else np.zeros(0, int),
             "cols": np.concatenate(cols) if cols else np.zeros(0, int),
             "vals": np.concatenate(vals) if vals else np.zeros(0),
-            "rlo": np.concatenate(rlo) if rlo else np.zeros(0), "rhi": np.concatenate(rhi) if rhi else np.zeros(0),
-            "integrality": integrality, "ei": ei, "ti": ti, "ux": ux, "nx": nx, "nq": nq,
+            "rlo": np.concatenate(rlo) if rlo else np.zeros(0),
+            "rhi": np.concatenate(rhi) if rhi else np.zeros(0),
+            "integrality": integrality,
+            "ei": ei,
+            "ti": ti,
+            "ux": ux,
+            "nx": nx,
+            "nq": nq,
         }
 
     # ------------------------------------------------------------------ solve
@@ -551,10 +591,23 @@ class MILP(Mechanism):
         rlo = np.where(np.isinf(model["rlo"]), -inf, model["rlo"])
         rhi = np.where(np.isinf(model["rhi"]), inf, model["rhi"])
         milp = bool(model["integrality"].any())
-        passed = h.passModel(ncol, nrow, int(a.nnz), int(highspy.MatrixFormat.kColwise),
-                             int(highspy.ObjSense.kMinimize), 0.0, model["cost"], lo, hi, rlo, rhi,
-                             a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data.astype(float),
-                             model["integrality"])
+        passed = h.passModel(
+            ncol,
+            nrow,
+            int(a.nnz),
+            int(highspy.MatrixFormat.kColwise),
+            int(highspy.ObjSense.kMinimize),
+            0.0,
+            model["cost"],
+            lo,
+            hi,
+            rlo,
+            rhi,
+            a.indptr.astype(np.int32),
+            a.indices.astype(np.int32),
+            a.data.astype(float),
+            model["integrality"],
+        )
         t = time.perf_counter()
         if passed == highspy.HighsStatus.kError:
             ms, key = None, "kModelError"
@@ -603,9 +656,23 @@ class MILP(Mechanism):
         p_kw = np.zeros((len(evs), n))
         q_kvar = np.zeros((len(evs), n)) if reactive else None
         if model["ncol"] == 0:
-            x, info = None, {"status": "optimal", "highs_status": "no variables", "has_solution": True,
-                             "mip_gap": 0.0, "solver_objective_usd": 0.0, "dual_bound_usd": math.nan, "mip_nodes": 0,
-                             "n_vars": 0, "n_int_vars": 0, "n_rows": 0, "n_nonzeros": 0, "solve_time_s": 0.0}
+            x, info = (
+                None,
+                {
+                    "status": "optimal",
+                    "highs_status": "no variables",
+                    "has_solution": True,
+                    "mip_gap": 0.0,
+                    "solver_objective_usd": 0.0,
+                    "dual_bound_usd": math.nan,
+                    "mip_nodes": 0,
+                    "n_vars": 0,
+                    "n_int_vars": 0,
+                    "n_rows": 0,
+                    "n_nonzeros": 0,
+                    "solve_time_s": 0.0,
+                },
+            )
         else:
             x, info = self._solve(model)
         ei, ti, nx = model["ei"], model["ti"], model["nx"]

@@ -101,16 +101,21 @@ class QuboDLMP(Mechanism):
         "demand_response": (True, "false = S1: flat cluster schedules, no shifting"),
         "reactive": (True, "EVA reactive-power dispatch (S2)"),
         "grid": ("case33bw-dlmp", "grid case for the DSO level, or 'none'"),
-        "dgs": ([], "DGs: list of {bus (paper numbering), p_max_kw, cost_usd_per_mwh, q_max_kvar, "
-                    "q_cost_usd_per_mvarh}"),
+        "dgs": (
+            [],
+            "DGs: list of {bus (paper numbering), p_max_kw, cost_usd_per_mwh, q_max_kvar, q_cost_usd_per_mvarh}",
+        ),
         "lam_q_usd_per_mvarh": (list(PAPER_LAM_Q), "reactive price per slot when the request has no Q DLMP"),
         "s_factor": (1.1, "charger kVA per kW when the request has no s_max_kva, >= 1"),
         "v_min_pu": (0.95, "voltage floor of the DSO level [pu], in (0.8, 1.0)"),
         "pf_min": (0.9, "minimum T–D power factor, in (0, 1]"),
         "mode": ("day-ahead", "'day-ahead' (plan the horizon) or 'rolling' (re-plan every slot)"),
         "reference": (False, "solve the DSO's HiGHS reference (MILP, 10 s limit) and report the QUBO's gap"),
-        "small_evs": (50, "requests with at most this many EVs: one round, one pass per grid, 3 DSO grids, <= 2 reads, "
-                          "<= 32 sweeps; >= 0"),
+        "small_evs": (
+            50,
+            "requests with at most this many EVs: one round, one pass per grid, 3 DSO grids, <= 2 reads, "
+            "<= 32 sweeps; >= 0",
+        ),
         "q_feedback": (True, "withdraw λQ per cluster/slot while the T–D interface exports reactive power"),
         "q_margin": (0.02, "reactive import kept at the interface by the Q feedback, × |P_TD|, in [0, 0.48]"),
     }
@@ -131,16 +136,25 @@ class QuboDLMP(Mechanism):
             ("q_feedback", isinstance(p["q_feedback"], bool), "true or false"),
             ("small_evs", isinstance(p["small_evs"], int) and p["small_evs"] >= 0, "an integer >= 0"),
             ("q_margin", isinstance(p["q_margin"], (int, float)) and 0 <= p["q_margin"] <= 0.48, "in [0, 0.48]"),
-            ("grid", p["grid"] in ("none", "case33bw", "case33bw-dlmp", "case33bw-dr"),
-             "'none', 'case33bw', 'case33bw-dlmp' or 'case33bw-dr'"),
-            ("lam_q_usd_per_mvarh", np.size(p["lam_q_usd_per_mvarh"]) >= 1
-             and bool(np.all(np.isfinite(np.asarray(p["lam_q_usd_per_mvarh"], float)))), "a non-empty list of numbers"),
+            (
+                "grid",
+                p["grid"] in ("none", "case33bw", "case33bw-dlmp", "case33bw-dr"),
+                "'none', 'case33bw', 'case33bw-dlmp' or 'case33bw-dr'",
+            ),
+            (
+                "lam_q_usd_per_mvarh",
+                np.size(p["lam_q_usd_per_mvarh"]) >= 1
+                and bool(np.all(np.isfinite(np.asarray(p["lam_q_usd_per_mvarh"], float)))),
+                "a non-empty list of numbers",
+            ),
         ]
         for name, ok, allowed in checks:
             if not ok:
                 raise MarketConfigError(f"market.params.{name}: got {p[name]!r}; allowed: {allowed}")
         if p["sampler"] not in samplers.names():
-            raise MarketConfigError(f"market.params.sampler: got {p['sampler']!r}; allowed: {', '.join(samplers.names())}")
+            raise MarketConfigError(
+                f"market.params.sampler: got {p['sampler']!r}; allowed: {', '.join(samplers.names())}"
+            )
         keys = {"bus", "p_max_kw", "cost_usd_per_mwh", "q_max_kvar", "q_cost_usd_per_mvarh"}
         for i, d in enumerate(p["dgs"]):
             if not isinstance(d, dict) or set(d) != keys:
@@ -167,19 +181,31 @@ class QuboDLMP(Mechanism):
         for k in range(t):
             alive = (evs.end_slot > k) & (left_kwh > 1e-9)
             sub_evs = evs.select(alive)
-            sub_evs = replace(sub_evs, start_slot=np.maximum(sub_evs.start_slot - k, 0),
-                              end_slot=sub_evs.end_slot - k, e_need_kwh=left_kwh[alive])
+            sub_evs = replace(
+                sub_evs,
+                start_slot=np.maximum(sub_evs.start_slot - k, 0),
+                end_slot=sub_evs.end_slot - k,
+                e_need_kwh=left_kwh[alive],
+            )
             sl = slice(k, t)
-            sub = replace(request, t0_min=request.t0_min + k * request.dt_min, n_slots=t - k, evs=sub_evs,
-                          base_load_kw=request.base_load_kw[sl], committed_ev_kw=request.committed_ev_kw[sl],
-                          price_usd_per_mwh=request.price_usd_per_mwh[sl], renewable_kw=request.renewable_kw[sl],
-                          tod_h=None if request.tod_h is None else request.tod_h[sl],
-                          dlmp_p_usd_per_mwh=None if request.dlmp_p_usd_per_mwh is None else request.dlmp_p_usd_per_mwh[sl],
-                          dlmp_q_usd_per_mvarh=None if request.dlmp_q_usd_per_mvarh is None else request.dlmp_q_usd_per_mvarh[sl],
-                          s_max_kva=None if request.s_max_kva is None else request.s_max_kva[alive],
-                          voltage=None if request.voltage is None else request.voltage.window(k),
-                          committed_station_kw=None if request.committed_station_kw is None
-                          else request.committed_station_kw[:, sl])
+            sub = replace(
+                request,
+                t0_min=request.t0_min + k * request.dt_min,
+                n_slots=t - k,
+                evs=sub_evs,
+                base_load_kw=request.base_load_kw[sl],
+                committed_ev_kw=request.committed_ev_kw[sl],
+                price_usd_per_mwh=request.price_usd_per_mwh[sl],
+                renewable_kw=request.renewable_kw[sl],
+                tod_h=None if request.tod_h is None else request.tod_h[sl],
+                dlmp_p_usd_per_mwh=None if request.dlmp_p_usd_per_mwh is None else request.dlmp_p_usd_per_mwh[sl],
+                dlmp_q_usd_per_mvarh=None if request.dlmp_q_usd_per_mvarh is None else request.dlmp_q_usd_per_mvarh[sl],
+                s_max_kva=None if request.s_max_kva is None else request.s_max_kva[alive],
+                voltage=None if request.voltage is None else request.voltage.window(k),
+                committed_station_kw=None
+                if request.committed_station_kw is None
+                else request.committed_station_kw[:, sl],
+            )
             res = self._plan(sub)
             first = first or res
             p[alive, k] = res.p_kw[:, 0]
@@ -196,9 +222,15 @@ class QuboDLMP(Mechanism):
         evs = request.evs
         n, t, dt = len(evs), request.n_slots, request.dt_h
         if n == 0 or not np.any(evs.e_need_kwh > 0):
-            return MarketResult(self.name, _table(PAPER_LAM_P, t) if not np.all(np.isfinite(
-                request.price_usd_per_mwh)) else np.asarray(request.price_usd_per_mwh, float), np.zeros((n, t)),
-                np.zeros((n, t)), info={"rounds": 0, "silhouette": float("nan"), "n_clusters": 0})
+            return MarketResult(
+                self.name,
+                _table(PAPER_LAM_P, t)
+                if not np.all(np.isfinite(request.price_usd_per_mwh))
+                else np.asarray(request.price_usd_per_mwh, float),
+                np.zeros((n, t)),
+                np.zeros((n, t)),
+                info={"rounds": 0, "silhouette": float("nan"), "n_clusters": 0},
+            )
         seeds = self.rng.integers(0, 2**31 - 1, size=2 * prm["rounds"] + 2)
         # small requests (a handful of EVs: the conformance suite, a station's day) anneal with a cheaper setting
         small = n <= prm["small_evs"]
@@ -220,9 +252,17 @@ class QuboDLMP(Mechanism):
         need_mwh = np.minimum(evs.e_need_kwh / evs.eta_ch / 1000.0, cap_mw.sum(axis=1) * dt)
         s_kva = np.asarray(evs.p_max_kw * prm["s_factor"] if request.s_max_kva is None else request.s_max_kva, float)
         s_kva = np.maximum(s_kva, evs.p_max_kw)
-        cl = clustering.cluster_evs(prm["clustering"], prm["n_clusters"], bus=evs.bus, bus_r_pu=bus_r,
-                                    e_need_kwh=evs.e_need_kwh, p_max_kw=evs.p_max_kw, start_slot=evs.start_slot,
-                                    end_slot=evs.end_slot, rng=np.random.default_rng(int(seeds[0])))
+        cl = clustering.cluster_evs(
+            prm["clustering"],
+            prm["n_clusters"],
+            bus=evs.bus,
+            bus_r_pu=bus_r,
+            e_need_kwh=evs.e_need_kwh,
+            p_max_kw=evs.p_max_kw,
+            start_slot=evs.start_slot,
+            end_slot=evs.end_slot,
+            rng=np.random.default_rng(int(seeds[0])),
+        )
         c = cl.n_clusters
         lab = cl.labels
         member = np.zeros((c, n))
@@ -252,8 +292,7 @@ class QuboDLMP(Mechanism):
             tod = np.asarray(request.tod_h, float)
             shape_p = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_p_kw
             shape_q = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_q_kvar
-            scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t),
-                              where=shape_p.sum(axis=1) > 0)
+            scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t), where=shape_p.sum(axis=1) > 0)
             load_p = shape_p * scale[:, None] / 1000.0  # (T, n_bus) MW
             load_q = shape_q * scale[:, None] / 1000.0
             units = self._units(net, tod, dt)
@@ -266,15 +305,20 @@ class QuboDLMP(Mechanism):
         lossq_est = np.zeros(t)
         for rnd in range(rounds):
             # ---- (a) EVA level
-            out = self._eva(lam_p_c + base_adder + adder, lam_q_c * q_on, p_max_c, s_max_c, e_c, cap_c, dt,
-                            int(seeds[1 + 2 * rnd]))
+            out = self._eva(
+                lam_p_c + base_adder + adder, lam_q_c * q_on, p_max_c, s_max_c, e_c, cap_c, dt, int(seeds[1 + 2 * rnd])
+            )
             # the EVA's cost is reported at the DLMPs, not at the feedback's internal adders
             out["cost_usd"] = float(np.sum(dt * (lam_p_c * out["p_mw"] + lam_q_c * out["q_mvar"])))
             # ---- (c) allocation (needed for the per-bus load the DSO sees)
             al = allocation.allocate(out["p_mw"], lab, cap_mw, need_mwh, dt)
             share_q = member * s_kva
-            share_q = np.divide(share_q, share_q.sum(axis=1, keepdims=True), out=np.zeros_like(share_q),
-                                where=share_q.sum(axis=1, keepdims=True) > 0)
+            share_q = np.divide(
+                share_q,
+                share_q.sum(axis=1, keepdims=True),
+                out=np.zeros_like(share_q),
+                where=share_q.sum(axis=1, keepdims=True) > 0,
+            )
             q_ev = share_q.T @ out["q_mvar"]  # (N, T) MVAr, load convention
             rec: dict[str, Any] = {"round": rnd + 1, "eva": out, "alloc": al, "q_ev": q_ev}
             if grid is not None:
@@ -282,8 +326,19 @@ class QuboDLMP(Mechanism):
                 ev_q_bus = np.zeros((t, n_bus))
                 np.add.at(ev_p_bus.T, evs.bus, al.p_mw)
                 np.add.at(ev_q_bus.T, evs.bus, q_ev)
-                rec.update(self._dso(units, load_p + ev_p_bus, load_q + ev_q_bus, lam_p_slot, lam_q_slot, dt,
-                                     losses_est, lossq_est, int(seeds[2 + 2 * rnd])))
+                rec.update(
+                    self._dso(
+                        units,
+                        load_p + ev_p_bus,
+                        load_q + ev_q_bus,
+                        lam_p_slot,
+                        lam_q_slot,
+                        dt,
+                        losses_est,
+                        lossq_est,
+                        int(seeds[2 + 2 * rnd]),
+                    )
+                )
                 losses_est, lossq_est = rec["losses_mw"], rec["lossq_mvar"]
             rec["n_viol"] = int(rec.get("grid_violations", 0)) + int(out["violations"])
             rec["total_usd"] = out["cost_usd"] + rec.get("dso_cost_usd", 0.0)
@@ -291,10 +346,17 @@ class QuboDLMP(Mechanism):
             if "q_td_mvar" in rec:
                 q_export = float(np.maximum(-rec["q_td_mvar"], 0.0).sum() * dt)
             rec["q_export_mvarh"] = q_export
-            history.append({"round": rnd + 1, "violations": rec["n_viol"], "eva_cost_usd": out["cost_usd"],
-                            "dso_cost_usd": rec.get("dso_cost_usd", 0.0),
-                            "vmin_pu": float(rec["vm"].min()) if "vm" in rec else float("nan"),
-                            "q_export_mvarh": q_export, "q_withdrawn": int((q_on == 0).sum())})
+            history.append(
+                {
+                    "round": rnd + 1,
+                    "violations": rec["n_viol"],
+                    "eva_cost_usd": out["cost_usd"],
+                    "dso_cost_usd": rec.get("dso_cost_usd", 0.0),
+                    "vmin_pu": float(rec["vm"].min()) if "vm" in rec else float("nan"),
+                    "q_export_mvarh": q_export,
+                    "q_withdrawn": int((q_on == 0).sum()),
+                }
+            )
             key = (rec["n_viol"], round(q_export, 3), rec["total_usd"])
             if best is None or key < (best["n_viol"], round(best["q_export_mvarh"], 3), best["total_usd"]):
                 best = rec
@@ -318,8 +380,9 @@ class QuboDLMP(Mechanism):
         assert best is not None
         return self._result(request, best, cl, history, lam_p_c, lam_q_c, evs, dt, time.perf_counter() - t_start)
 
-    def _q_feedback(self, q_on: np.ndarray, q_mvar: np.ndarray, p_td_mw: np.ndarray, q_td_mvar: np.ndarray,
-                    r_c: np.ndarray) -> bool:
+    def _q_feedback(
+        self, q_on: np.ndarray, q_mvar: np.ndarray, p_td_mw: np.ndarray, q_td_mvar: np.ndarray, r_c: np.ndarray
+    ) -> bool:
         """Withdraw or restore λQ per cluster and slot so the T–D interface neither exports reactive power nor
         imports more than ``tan(acos pf_min)·P_TD``; edits ``q_on`` (C, T) in place, returns whether it changed.
 
@@ -351,8 +414,17 @@ class QuboDLMP(Mechanism):
         return changed
 
     # ------------------------------------------------------------------------------------------------ levels
-    def _eva(self, lam_p: np.ndarray, lam_q: np.ndarray, p_max: np.ndarray, s_max: np.ndarray, e_c: np.ndarray,
-             cap_c: np.ndarray, dt: float, seed: int) -> dict[str, Any]:
+    def _eva(
+        self,
+        lam_p: np.ndarray,
+        lam_q: np.ndarray,
+        p_max: np.ndarray,
+        s_max: np.ndarray,
+        e_c: np.ndarray,
+        cap_c: np.ndarray,
+        dt: float,
+        seed: int,
+    ) -> dict[str, Any]:
         prm = self.params
         c, t = lam_p.shape
         p = np.zeros((c, t))
@@ -365,19 +437,39 @@ class QuboDLMP(Mechanism):
         elif active.any():
             idx = np.flatnonzero(active)
             unit = p_max[idx] / ((1 << prm["bits"]) - 1) * dt
-            inst = eva.EVAInstance(lam_p_usd_per_mwh=lam_p[idx], lam_q_usd_per_mvarh=lam_q[idx], p_max_mw=p_max[idx],
-                                   s_max_mva=s_max[idx], q_max_mvar=s_max[idx],
-                                   e_min_mwh=np.maximum(e_c[idx] - unit, 0.0), e_max_mwh=e_c[idx], dt_h=dt,
-                                   bits=prm["bits"], reactive=bool(prm["reactive"]))
-            sol = eva.solve(inst, sampler=prm["sampler"], num_reads=self._reads, num_sweeps=self._sweeps,
-                            passes=self._passes, seed=seed)
+            inst = eva.EVAInstance(
+                lam_p_usd_per_mwh=lam_p[idx],
+                lam_q_usd_per_mvarh=lam_q[idx],
+                p_max_mw=p_max[idx],
+                s_max_mva=s_max[idx],
+                q_max_mvar=s_max[idx],
+                e_min_mwh=np.maximum(e_c[idx] - unit, 0.0),
+                e_max_mwh=e_c[idx],
+                dt_h=dt,
+                bits=prm["bits"],
+                reactive=bool(prm["reactive"]),
+            )
+            sol = eva.solve(
+                inst,
+                sampler=prm["sampler"],
+                num_reads=self._reads,
+                num_sweeps=self._sweeps,
+                passes=self._passes,
+                seed=seed,
+            )
             if hasattr(self, "_timing"):
                 self._timing["eva_sample_s"] += float(sol.sample_s)
             ev = eva.evaluate(inst, sol.repaired_n)
             p[idx], q[idx] = ev["p_mw"], ev["q_mvar"]
-            info = {"annealer_violations": int(sol.violations), "annealer_cost_usd": float(sol.cost_usd),
-                    "n_vars": int(sol.n_vars), "n_interactions": int(sol.n_interactions), "sample_s": sol.sample_s,
-                    "wall_s": sol.wall_s, "repaired": bool(sol.violations)}
+            info = {
+                "annealer_violations": int(sol.violations),
+                "annealer_cost_usd": float(sol.cost_usd),
+                "n_vars": int(sol.n_vars),
+                "n_interactions": int(sol.n_interactions),
+                "sample_s": sol.sample_s,
+                "wall_s": sol.wall_s,
+                "repaired": bool(sol.violations),
+            }
         cost = float(np.sum(dt * (lam_p * p + lam_q * q)))
         return {"p_mw": p, "q_mvar": q, "cost_usd": cost, "violations": 0, "info": info}
 
@@ -399,15 +491,30 @@ class QuboDLMP(Mechanism):
             buses.append(bus)
             pmax.append(avail)
             cost.append(0.0)
-        return {"bus": np.asarray(buses, np.int64), "p_max": np.column_stack(pmax) if pmax else np.zeros((len(tod), 0)),
-                "cost": np.asarray(cost, float), "q_max": np.asarray(qmax, float), "q_cost": np.asarray(qcost, float)}
+        return {
+            "bus": np.asarray(buses, np.int64),
+            "p_max": np.column_stack(pmax) if pmax else np.zeros((len(tod), 0)),
+            "cost": np.asarray(cost, float),
+            "q_max": np.asarray(qmax, float),
+            "q_cost": np.asarray(qcost, float),
+        }
 
     def _pf(self, load_p: np.ndarray, load_q: np.ndarray) -> list[Any]:
         pf = _grid(self.params["grid"])[1]
         return [pf.solve(load_p[k], load_q[k]) for k in range(load_p.shape[0])]
 
-    def _dso(self, units: dict[str, Any], load_p: np.ndarray, load_q: np.ndarray, lam_p: np.ndarray,
-             lam_q: np.ndarray, dt: float, losses: np.ndarray, lossq: np.ndarray, seed: int) -> dict[str, Any]:
+    def _dso(
+        self,
+        units: dict[str, Any],
+        load_p: np.ndarray,
+        load_q: np.ndarray,
+        lam_p: np.ndarray,
+        lam_q: np.ndarray,
+        dt: float,
+        losses: np.ndarray,
+        lossq: np.ndarray,
+        seed: int,
+    ) -> dict[str, Any]:
         prm = self.params
         net = _grid(prm["grid"])[0]
         t, n_bus = load_p.shape
@@ -447,14 +554,36 @@ class QuboDLMP(Mechanism):
             losses = np.array([r.losses_mw for r in res0])
             lossq = np.array([r.ext_grid_q_mvar for r in res0]) - (load_q.sum(axis=1) - 0.0)
         inst = dso.DSOInstance(
-            demand_mw=load_p.sum(axis=1) + losses, demand_q_mvar=load_q.sum(axis=1) + lossq,
-            p_max_mw=units["p_max"], cost_usd_per_mwh=units["cost"], q_max_mvar=units["q_max"],
-            q_cost_usd_per_mvarh=units["q_cost"], td_price_usd_per_mwh=lam_p, td_q_price_usd_per_mvarh=lam_q,
-            s_td_max_mva=net.substation_mva, dt_h=dt, bits=prm["bits"], pf_min=prm["pf_min"],
-            v_min_pu=prm["v_min_pu"], v0_pu=v0, v_sens_p=sp_, v_sens_q=sq_, p0_mw=p0, q0_mvar=q0, v_active=active)
-        disp = dso.solve(inst, sampler=prm["sampler"], num_reads=self._reads, num_sweeps=self._sweeps,
-                         passes=self._passes, shrink=self._shrink, polish_radius=0 if self._passes == 1 else 2,
-                         seed=seed)
+            demand_mw=load_p.sum(axis=1) + losses,
+            demand_q_mvar=load_q.sum(axis=1) + lossq,
+            p_max_mw=units["p_max"],
+            cost_usd_per_mwh=units["cost"],
+            q_max_mvar=units["q_max"],
+            q_cost_usd_per_mvarh=units["q_cost"],
+            td_price_usd_per_mwh=lam_p,
+            td_q_price_usd_per_mvarh=lam_q,
+            s_td_max_mva=net.substation_mva,
+            dt_h=dt,
+            bits=prm["bits"],
+            pf_min=prm["pf_min"],
+            v_min_pu=prm["v_min_pu"],
+            v0_pu=v0,
+            v_sens_p=sp_,
+            v_sens_q=sq_,
+            p0_mw=p0,
+            q0_mvar=q0,
+            v_active=active,
+        )
+        disp = dso.solve(
+            inst,
+            sampler=prm["sampler"],
+            num_reads=self._reads,
+            num_sweeps=self._sweeps,
+            passes=self._passes,
+            shrink=self._shrink,
+            polish_radius=0 if self._passes == 1 else 2,
+            seed=seed,
+        )
         out: dict[str, Any] = {"dso": disp, "dso_cost_usd": disp.cost_usd, "dso_inst": inst}
         self._timing["dso_sample_s"] += float(disp.info.get("sample_s", 0.0))
         if prm["reference"]:
@@ -471,41 +600,74 @@ class QuboDLMP(Mechanism):
         pf_td = np.divide(np.abs(p_td), s_td, out=np.ones(t), where=s_td > 0)
         conv = np.array([r.converged for r in res])
         lp_fin, lq_fin = net_load(disp.p_mw, disp.q_mvar)
-        viol = {"voltage_slots": int(np.sum(vm.min(axis=1) < prm["v_min_pu"] - 1e-4)),
-                "td_power_factor_slots": int(np.sum(pf_td < prm["pf_min"] - 1e-4)),
-                "substation_slots": int(np.sum(s_td > net.substation_mva + 1e-6)),
-                "nonconverged_slots": int(np.sum(~conv)),
-                "dso_qubo_rows": int(disp.n_violations)}
-        out.update({"vm": vm, "p_td_mw": p_td, "q_td_mvar": q_td, "pf_td": pf_td,
-                    "losses_mw": np.array([r.losses_mw for r in res]),
-                    "lossq_mvar": q_td - lq_fin.sum(axis=1),
-                    "line_loading": np.array([r.line_loading_percent for r in res]),
-                    "grid_viol": viol,
-                    "grid_violations": sum(v for k, v in viol.items() if k != "dso_qubo_rows")})
+        viol = {
+            "voltage_slots": int(np.sum(vm.min(axis=1) < prm["v_min_pu"] - 1e-4)),
+            "td_power_factor_slots": int(np.sum(pf_td < prm["pf_min"] - 1e-4)),
+            "substation_slots": int(np.sum(s_td > net.substation_mva + 1e-6)),
+            "nonconverged_slots": int(np.sum(~conv)),
+            "dso_qubo_rows": int(disp.n_violations),
+        }
+        out.update(
+            {
+                "vm": vm,
+                "p_td_mw": p_td,
+                "q_td_mvar": q_td,
+                "pf_td": pf_td,
+                "losses_mw": np.array([r.losses_mw for r in res]),
+                "lossq_mvar": q_td - lq_fin.sum(axis=1),
+                "line_loading": np.array([r.line_loading_percent for r in res]),
+                "grid_viol": viol,
+                "grid_violations": sum(v for k, v in viol.items() if k != "dso_qubo_rows"),
+            }
+        )
         return out
 
     # ------------------------------------------------------------------------------------------------ result
-    def _result(self, request: MarketRequest, rec: dict[str, Any], cl: clustering.Clustering, history: list,
-                lam_p_c: np.ndarray, lam_q_c: np.ndarray, evs: Any, dt: float, wall: float) -> MarketResult:
+    def _result(
+        self,
+        request: MarketRequest,
+        rec: dict[str, Any],
+        cl: clustering.Clustering,
+        history: list,
+        lam_p_c: np.ndarray,
+        lam_q_c: np.ndarray,
+        evs: Any,
+        dt: float,
+        wall: float,
+    ) -> MarketResult:
         al, out = rec["alloc"], rec["eva"]
         p_kw = al.p_mw * 1000.0
         q_kvar = rec["q_ev"] * 1000.0
-        objective = {"eva_cost_usd": out["cost_usd"],
-                     "eva_reactive_usd": float(np.sum(dt * lam_q_c * out["q_mvar"])),
-                     "dso_cost_usd": float(rec.get("dso_cost_usd", 0.0))}
+        objective = {
+            "eva_cost_usd": out["cost_usd"],
+            "eva_reactive_usd": float(np.sum(dt * lam_q_c * out["q_mvar"])),
+            "dso_cost_usd": float(rec.get("dso_cost_usd", 0.0)),
+        }
         objective["total_cost_usd"] = objective["eva_cost_usd"] + objective["dso_cost_usd"]
-        violations: dict[str, float] = {"eva_annealer_rows": float(out["info"]["annealer_violations"]),
-                                        "allocation_shortfall_mwh": al.shortfall_mwh}
+        violations: dict[str, float] = {
+            "eva_annealer_rows": float(out["info"]["annealer_violations"]),
+            "allocation_shortfall_mwh": al.shortfall_mwh,
+        }
         info: dict[str, Any] = {
-            "silhouette": cl.silhouette, "n_clusters": cl.n_clusters, "clustering": cl.method,
-            "rounds": len(history), "history": history, "round_kept": rec["round"],
-            "eva": out["info"], "tracking_error_mwh": al.tracking_error_mwh, "interruptions": al.interruptions,
+            "silhouette": cl.silhouette,
+            "n_clusters": cl.n_clusters,
+            "clustering": cl.method,
+            "rounds": len(history),
+            "history": history,
+            "round_kept": rec["round"],
+            "eva": out["info"],
+            "tracking_error_mwh": al.tracking_error_mwh,
+            "interruptions": al.interruptions,
             "interruptions_lp_stage": al.lp_interruptions,
-            "cluster_p_mw": out["p_mw"], "cluster_q_mvar": out["q_mvar"], "cluster_labels": cl.labels,
-            "reactive_energy_mvarh": float(np.abs(out["q_mvar"]).sum() * dt), "plan_s": wall,
+            "cluster_p_mw": out["p_mw"],
+            "cluster_q_mvar": out["q_mvar"],
+            "cluster_labels": cl.labels,
+            "reactive_energy_mvarh": float(np.abs(out["q_mvar"]).sum() * dt),
+            "plan_s": wall,
             # wall time split: HiGHS reference MILPs (only for the reported gap), annealing (EVA + DSO samplers)
             **dict(getattr(self, "_timing", {})),
-            "bits": self.params["bits"], "mode": self.params["mode"],
+            "bits": self.params["bits"],
+            "mode": self.params["mode"],
         }
         price: np.ndarray = np.asarray(request.price_usd_per_mwh, float)
         if not np.all(np.isfinite(price)):
@@ -514,21 +676,39 @@ class QuboDLMP(Mechanism):
             disp = rec["dso"]
             violations.update({k: float(v) for k, v in rec["grid_viol"].items()})
             vm = rec["vm"]
-            info.update({
-                "dso": {**disp.info, "p_mw": disp.p_mw, "q_mvar": disp.q_mvar}, "dso_instance": rec["dso_inst"],
-                "dso_gap": rec.get("dso_gap"), "dso_reference_cost_usd":
-                    rec["dso_ref"].cost_usd if "dso_ref" in rec else None,
-                "dso_reference_s": rec["dso_ref"].info["milp_s"] if "dso_ref" in rec else None,
-                "losses_mwh": float(rec["losses_mw"].sum() * dt), "vmin_pu": float(vm.min()),
-                "vavg_pu": float(vm.mean()), "vstd_pu": float(vm.std()),
-                "pf_td_min": float(rec["pf_td"].min()),
-                "pf_td_mean": float(np.sum(np.abs(rec["p_td_mw"])) / max(np.hypot(rec["p_td_mw"], rec["q_td_mvar"]).sum(), 1e-12)),
-                "p_td_mw": rec["p_td_mw"], "q_td_mvar": rec["q_td_mvar"], "vm_pu": vm,
-                "max_line_loading_percent": float(np.nanmax(rec["line_loading"])),
-            })
+            info.update(
+                {
+                    "dso": {**disp.info, "p_mw": disp.p_mw, "q_mvar": disp.q_mvar},
+                    "dso_instance": rec["dso_inst"],
+                    "dso_gap": rec.get("dso_gap"),
+                    "dso_reference_cost_usd": rec["dso_ref"].cost_usd if "dso_ref" in rec else None,
+                    "dso_reference_s": rec["dso_ref"].info["milp_s"] if "dso_ref" in rec else None,
+                    "losses_mwh": float(rec["losses_mw"].sum() * dt),
+                    "vmin_pu": float(vm.min()),
+                    "vavg_pu": float(vm.mean()),
+                    "vstd_pu": float(vm.std()),
+                    "pf_td_min": float(rec["pf_td"].min()),
+                    "pf_td_mean": float(
+                        np.sum(np.abs(rec["p_td_mw"])) / max(np.hypot(rec["p_td_mw"], rec["q_td_mvar"]).sum(), 1e-12)
+                    ),
+                    "p_td_mw": rec["p_td_mw"],
+                    "q_td_mvar": rec["q_td_mvar"],
+                    "vm_pu": vm,
+                    "max_line_loading_percent": float(np.nanmax(rec["line_loading"])),
+                }
+            )
         if request.dlmp_p_usd_per_mwh is not None:
             price = np.asarray(request.dlmp_p_usd_per_mwh, float)
         gap = rec.get("dso_gap")
         ref = rec["dso_ref"].cost_usd if "dso_ref" in rec else None
-        return MarketResult(self.name, price, p_kw, q_kvar, objective=objective, violations=violations, info=info,
-                            reference_objective=ref, gap=gap)
+        return MarketResult(
+            self.name,
+            price,
+            p_kw,
+            q_kvar,
+            objective=objective,
+            violations=violations,
+            info=info,
+            reference_objective=ref,
+            gap=gap,
+        )

@@ -67,8 +67,17 @@ from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechani
 from markets.qubo import composites, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
-__all__ = ["RTPInstance", "RTPSolution", "RTPReference", "QuboRTP", "reference", "solve", "evaluate",
-           "build_qubo", "urgency_factor"]
+__all__ = [
+    "RTPInstance",
+    "RTPSolution",
+    "RTPReference",
+    "QuboRTP",
+    "reference",
+    "solve",
+    "evaluate",
+    "build_qubo",
+    "urgency_factor",
+]
 
 # Piecewise-linear logistic of the elasticity factor over urgency (paper: "elasticity decreases as the urgency of
 # demand increases"): breakpoints of 1/(1+exp((u−0.6)/0.1)) rescaled to [floor, 1].
@@ -151,10 +160,13 @@ class RTPInstance:
             raise ValueError(f"bus: must be −1 or a row of bus_cap_kw in [0, {np.size(self.bus_cap_kw) - 1}]")
         if not 1 <= self.bits <= 12:
             raise ValueError(f"bits: must be in [1, 12], got {self.bits}")
-        if not (0 <= self.price_min_usd_per_kwh <= self.base_price_usd_per_kwh <= self.price_max_usd_per_kwh
-                and self.price_min_usd_per_kwh < self.price_max_usd_per_kwh):
-            raise ValueError("base_price_usd_per_kwh: must lie in [price_min_usd_per_kwh, price_max_usd_per_kwh], "
-                             "with 0 ≤ min < max")
+        if not (
+            0 <= self.price_min_usd_per_kwh <= self.base_price_usd_per_kwh <= self.price_max_usd_per_kwh
+            and self.price_min_usd_per_kwh < self.price_max_usd_per_kwh
+        ):
+            raise ValueError(
+                "base_price_usd_per_kwh: must lie in [price_min_usd_per_kwh, price_max_usd_per_kwh], with 0 ≤ min < max"
+            )
         if not (np.isfinite(self.dt_h) and self.dt_h > 0):
             raise ValueError(f"dt_h: must be > 0, got {self.dt_h}")
         if not np.isfinite(self.cost_usd_per_kwh):
@@ -180,8 +192,13 @@ class RTPInstance:
     @property
     def base_level(self) -> int:
         """``k_b``: the level nearest the base price."""
-        return int(np.clip(np.rint((self.base_price_usd_per_kwh - self.price_min_usd_per_kwh)
-                                   / self.step_usd_per_kwh), 0, self.levels))
+        return int(
+            np.clip(
+                np.rint((self.base_price_usd_per_kwh - self.price_min_usd_per_kwh) / self.step_usd_per_kwh),
+                0,
+                self.levels,
+            )
+        )
 
     @property
     def ramp_levels(self) -> int:
@@ -216,8 +233,11 @@ class RTPInstance:
         with np.errstate(divide="ignore", invalid="ignore"):
             discomfort = np.where((eps > 0) & (d0 > 0), p0 * (d - d0) ** 2 / (2.0 * eps * d0), 0.0)
             ren = np.where(d0 > 0, self.w_ren_usd_per_kwh * (d - self.renewable_kw[:, None]) ** 2 / d0, 0.0)
-            cong = np.where(np.isfinite(self.cap_kw[:, None]) & (self.cap_kw[:, None] > 0),
-                            self.w_cong_usd_per_kwh * d ** 2 / self.cap_kw[:, None], 0.0)
+            cong = np.where(
+                np.isfinite(self.cap_kw[:, None]) & (self.cap_kw[:, None] > 0),
+                self.w_cong_usd_per_kwh * d**2 / self.cap_kw[:, None],
+                0.0,
+            )
         return self.dt_h * (energy + discomfort + ren + cong)
 
     def windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -275,8 +295,9 @@ class RTPInstance:
         return np.maximum(cap, least * (1 + 1e-9))
 
 
-def _one_hot(inst: RTPInstance, table: np.ndarray, demand: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-             integral: bool) -> tuple[float, np.ndarray, np.ndarray, float, str]:
+def _one_hot(
+    inst: RTPInstance, table: np.ndarray, demand: np.ndarray, lo: np.ndarray, hi: np.ndarray, integral: bool
+) -> tuple[float, np.ndarray, np.ndarray, float, str]:
     """One-hot MILP/LP over the windows: min Σ f z, Σ_k z[s,k] = 1, Σ_{s∈b} Σ_k D z ≤ cap_b."""
     s_n = inst.n_stations
     width = hi - lo + 1
@@ -292,9 +313,17 @@ def _one_hot(inst: RTPInstance, table: np.ndarray, demand: np.ndarray, lo: np.nd
     cols = np.concatenate([np.arange(n_col), np.arange(n_col)[coupled]])
     vals = np.concatenate([np.ones(n_col), dem[coupled]])
     a = sp.csc_matrix((vals, (rows, cols)), shape=(s_n + n_bus, n_col))
-    h, secs = highs.run(cost, 0.0, 1.0, a, np.concatenate([np.ones(s_n), np.full(n_bus, -np.inf)]),
-                        np.concatenate([np.ones(s_n), inst.bus_cap_effective()]), integer=integral,
-                        mip_rel_gap=0.0, mip_abs_gap=1e-9)
+    h, secs = highs.run(
+        cost,
+        0.0,
+        1.0,
+        a,
+        np.concatenate([np.ones(s_n), np.full(n_bus, -np.inf)]),
+        np.concatenate([np.ones(s_n), inst.bus_cap_effective()]),
+        integer=integral,
+        mip_rel_gap=0.0,
+        mip_abs_gap=1e-9,
+    )
     status = h.modelStatusToString(h.getModelStatus())
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return float("nan"), lo.copy(), np.zeros(n_bus), secs, status
@@ -336,9 +365,13 @@ def evaluate(inst: RTPInstance, levels: np.ndarray) -> dict[str, Any]:
     np.add.at(load, inst.bus[m], dem[m])
     cap = inst.bus_cap_effective()
     over = np.maximum(load - cap, 0.0)
-    return {"objective_usd": obj, "demand_kw": dem, "bus_over_kw": over,
-            "bus_violations": int((over > 1e-6 * np.maximum(cap, 1.0)).sum()),
-            "bus_over_physical_kw": np.maximum(load - inst.bus_cap_kw, 0.0)}
+    return {
+        "objective_usd": obj,
+        "demand_kw": dem,
+        "bus_over_kw": over,
+        "bus_violations": int((over > 1e-6 * np.maximum(cap, 1.0)).sum()),
+        "bus_over_physical_kw": np.maximum(load - inst.bus_cap_kw, 0.0),
+    }
 
 
 @dataclass
@@ -348,15 +381,24 @@ class _Block:
     qlo: np.ndarray
 
 
-def build_qubo(inst: RTPInstance, qlo: np.ndarray, hi: np.ndarray, bus_lambda_usd_per_kw: np.ndarray,
-               table: np.ndarray, demand: np.ndarray) -> tuple[QuboModel, list[_Block], float]:
+def build_qubo(
+    inst: RTPInstance,
+    qlo: np.ndarray,
+    hi: np.ndarray,
+    bus_lambda_usd_per_kw: np.ndarray,
+    table: np.ndarray,
+    demand: np.ndarray,
+) -> tuple[QuboModel, list[_Block], float]:
     """The separable interval QUBO: per station, ``offset = level − qlo`` binary-encoded over ``[0, hi − qlo]``,
     objective ``f[s, level] + λ_bus · D[s, level]`` as an (exact) quadratic table fit. Stations with a one-level
     window get no variables. Returns the model, its blocks (one per window width) and the largest fit error [$]."""
     model = QuboModel()
     width = hi - qlo
-    lam = np.where(inst.bus >= 0, bus_lambda_usd_per_kw[np.maximum(inst.bus, 0)], 0.0) if np.size(
-        bus_lambda_usd_per_kw) else np.zeros(inst.n_stations)
+    lam = (
+        np.where(inst.bus >= 0, bus_lambda_usd_per_kw[np.maximum(inst.bus, 0)], 0.0)
+        if np.size(bus_lambda_usd_per_kw)
+        else np.zeros(inst.n_stations)
+    )
     blocks: list[_Block] = []
     err = 0.0
     for w in np.unique(width[width > 0]):
@@ -380,7 +422,7 @@ def _add_quadratic_table(model: QuboModel, var: IntVar, table: np.ndarray) -> fl
     """
     w = var.encoding.upper
     ell = np.arange(w + 1, dtype=float)
-    design = np.stack([np.ones_like(ell), ell, ell ** 2], axis=1)
+    design = np.stack([np.ones_like(ell), ell, ell**2], axis=1)
     coef, *_ = np.linalg.lstsq(design, table.T, rcond=None)  # (3, n_el)
     err = float(np.abs(design @ coef - table.T).max()) if table.size else 0.0
     cj = var.encoding.coefficients.astype(float)
@@ -422,8 +464,7 @@ def _decode(blocks: list[_Block], x: np.ndarray, base: np.ndarray) -> np.ndarray
     return out
 
 
-def _repair(inst: RTPInstance, levels: np.ndarray, hi: np.ndarray, table: np.ndarray,
-            demand: np.ndarray) -> np.ndarray:
+def _repair(inst: RTPInstance, levels: np.ndarray, hi: np.ndarray, table: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """Greedy: while a bus row is violated, raise by one level the station at that bus with the least cost
     increase per kW removed."""
     levels = levels.copy()
@@ -447,9 +488,18 @@ def _repair(inst: RTPInstance, levels: np.ndarray, hi: np.ndarray, table: np.nda
     return levels
 
 
-def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_sweeps: int = 100,
-          seed: int | None = None, al_rounds: int = 6, repair: bool = True, tie_nudge: float = 1e-4,
-          **sampler_params: Any) -> RTPSolution:
+def solve(
+    inst: RTPInstance,
+    *,
+    sampler: str = "sa",
+    num_reads: int = 4,
+    num_sweeps: int = 100,
+    seed: int | None = None,
+    al_rounds: int = 6,
+    repair: bool = True,
+    tie_nudge: float = 1e-4,
+    **sampler_params: Any,
+) -> RTPSolution:
     """Clear one interval: LP duals → separable QUBO → sample (decomposed per station) → AL rounds → repair."""
     t0 = time.perf_counter()
     lo, hi, cap_short, ramp_broken = inst.windows()
@@ -479,8 +529,9 @@ def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_swe
     n_vars = n_int = 0
     fit_err = 0.0
     rounds = 0
-    span = np.where(hi > qlo, np.abs(table[np.arange(inst.n_stations), hi] - table[np.arange(inst.n_stations), qlo]),
-                    0.0)
+    span = np.where(
+        hi > qlo, np.abs(table[np.arange(inst.n_stations), hi] - table[np.arange(inst.n_stations), qlo]), 0.0
+    )
     for rounds in range(1, max(al_rounds, 1) + 1):
         model, blocks, err = build_qubo(inst, qlo, hi, lam, table, demand)
         fit_err = max(fit_err, err)
@@ -527,10 +578,24 @@ def solve(inst: RTPInstance, *, sampler: str = "sa", num_reads: int = 4, num_swe
     final = np.where(at_base, target, final)
     ann_levels = np.where((ann_levels == qlo) & (qlo == kb) & (lo < kb), target, ann_levels)
     ev = evaluate(inst, final)
-    return RTPSolution(final, ev["objective_usd"], ann_levels, ann_obj, annealer_feasible, repaired,
-                       ev["bus_violations"], n_vars, n_int, time.perf_counter() - t0, sample_s, rounds, fit_err,
-                       int(cap_short.sum()), int(ramp_broken.sum()),
-                       {"lp_s": lp_s, "bus_lambda_usd_per_kw": lam})
+    return RTPSolution(
+        final,
+        ev["objective_usd"],
+        ann_levels,
+        ann_obj,
+        annealer_feasible,
+        repaired,
+        ev["bus_violations"],
+        n_vars,
+        n_int,
+        time.perf_counter() - t0,
+        sample_s,
+        rounds,
+        fit_err,
+        int(cap_short.sum()),
+        int(ramp_broken.sum()),
+        {"lp_s": lp_s, "bus_lambda_usd_per_kw": lam},
+    )
 
 
 def gap(objective: float, ref: float) -> float:
@@ -585,8 +650,11 @@ class QuboRTP(Mechanism):
             ("bits", integer(p["bits"], 1, 10), "integer in [1, 10]"),
             ("price_min_usd_per_kwh", num(lo_p) and lo_p >= 0, ">= 0"),
             ("price_max_usd_per_kwh", num(hi_p) and num(lo_p) and hi_p > lo_p, "> price_min_usd_per_kwh"),
-            ("base_price_usd_per_kwh", num(p0) and num(lo_p) and num(hi_p) and lo_p <= p0 <= hi_p and p0 > 0,
-             "(0, ...] within [price_min_usd_per_kwh, price_max_usd_per_kwh]"),
+            (
+                "base_price_usd_per_kwh",
+                num(p0) and num(lo_p) and num(hi_p) and lo_p <= p0 <= hi_p and p0 > 0,
+                "(0, ...] within [price_min_usd_per_kwh, price_max_usd_per_kwh]",
+            ),
             ("ramp_max_usd_per_kwh", num(p["ramp_max_usd_per_kwh"]) and p["ramp_max_usd_per_kwh"] > 0, "> 0"),
             ("w_ren_usd_per_kwh", num(p["w_ren_usd_per_kwh"]) and p["w_ren_usd_per_kwh"] >= 0, ">= 0"),
             ("w_cong_usd_per_kwh", num(p["w_cong_usd_per_kwh"]) and p["w_cong_usd_per_kwh"] >= 0, ">= 0"),
@@ -603,30 +671,70 @@ class QuboRTP(Mechanism):
             if not ok:
                 raise MarketConfigError(f"market.params.{key}: got {p[key]!r}; allowed {allowed}")
 
-    def instance(self, *, d0_kw: np.ndarray, elasticity: np.ndarray, cap_kw: np.ndarray, renewable_kw: np.ndarray,
-                 bus: np.ndarray, bus_cap_kw: np.ndarray, prev_level: np.ndarray | None, cost_usd_per_kwh: float,
-                 dt_h: float) -> RTPInstance:
+    def instance(
+        self,
+        *,
+        d0_kw: np.ndarray,
+        elasticity: np.ndarray,
+        cap_kw: np.ndarray,
+        renewable_kw: np.ndarray,
+        bus: np.ndarray,
+        bus_cap_kw: np.ndarray,
+        prev_level: np.ndarray | None,
+        cost_usd_per_kwh: float,
+        dt_h: float,
+    ) -> RTPInstance:
         """An :class:`RTPInstance` with this mechanism's grid and weights; elasticities capped so that demand
         stays positive at the highest price."""
         p = self.params
-        probe = RTPInstance(np.zeros(1), np.zeros(1), np.full(1, np.inf), np.zeros(1), np.full(1, -1),
-                            np.zeros(0), None, 0.0, dt_h, p["bits"], p["price_min_usd_per_kwh"],
-                            p["price_max_usd_per_kwh"], p["base_price_usd_per_kwh"])
+        probe = RTPInstance(
+            np.zeros(1),
+            np.zeros(1),
+            np.full(1, np.inf),
+            np.zeros(1),
+            np.full(1, -1),
+            np.zeros(0),
+            None,
+            0.0,
+            dt_h,
+            p["bits"],
+            p["price_min_usd_per_kwh"],
+            p["price_max_usd_per_kwh"],
+            p["base_price_usd_per_kwh"],
+        )
         x_max = (probe.price(probe.levels) - probe.price(probe.base_level)) / p["base_price_usd_per_kwh"]
         eps_cap = 0.95 / x_max if x_max > 0 else np.inf
-        return RTPInstance(np.asarray(d0_kw, float), np.minimum(np.asarray(elasticity, float), eps_cap),
-                           np.asarray(cap_kw, float), np.asarray(renewable_kw, float), np.asarray(bus, np.int64),
-                           np.asarray(bus_cap_kw, float), prev_level, float(cost_usd_per_kwh), float(dt_h),
-                           p["bits"], p["price_min_usd_per_kwh"], p["price_max_usd_per_kwh"],
-                           p["base_price_usd_per_kwh"], p["ramp_max_usd_per_kwh"], p["w_ren_usd_per_kwh"],
-                           p["w_cong_usd_per_kwh"], p["feeders_over_ramp"])
+        return RTPInstance(
+            np.asarray(d0_kw, float),
+            np.minimum(np.asarray(elasticity, float), eps_cap),
+            np.asarray(cap_kw, float),
+            np.asarray(renewable_kw, float),
+            np.asarray(bus, np.int64),
+            np.asarray(bus_cap_kw, float),
+            prev_level,
+            float(cost_usd_per_kwh),
+            float(dt_h),
+            p["bits"],
+            p["price_min_usd_per_kwh"],
+            p["price_max_usd_per_kwh"],
+            p["base_price_usd_per_kwh"],
+            p["ramp_max_usd_per_kwh"],
+            p["w_ren_usd_per_kwh"],
+            p["w_cong_usd_per_kwh"],
+            p["feeders_over_ramp"],
+        )
 
     def _clear(self, request: MarketRequest) -> MarketResult:
         p = self.params
         evs, n, dt_h = request.evs, request.n_slots, request.dt_h
         n_ev = len(evs)
-        n_st = int(max(evs.station.max() + 1 if n_ev else 0,
-                       0 if request.station_cap_kw is None else len(request.station_cap_kw), 1))
+        n_st = int(
+            max(
+                evs.station.max() + 1 if n_ev else 0,
+                0 if request.station_cap_kw is None else len(request.station_cap_kw),
+                1,
+            )
+        )
         cap = np.full(n_st, np.inf)
         if request.station_cap_kw is not None:
             cap[: len(request.station_cap_kw)] = request.station_cap_kw
@@ -639,15 +747,24 @@ class QuboRTP(Mechanism):
         bus_cap = np.array([bus_caps[b] for b in sorted(bus_caps)], float)
         prev_prices = request.prev_station_price_usd_per_kwh
         prev: np.ndarray | None = None
-        probe = self.instance(d0_kw=np.zeros(1), elasticity=np.zeros(1), cap_kw=np.full(1, np.inf),
-                              renewable_kw=np.zeros(1), bus=np.full(1, -1), bus_cap_kw=np.zeros(0), prev_level=None,
-                              cost_usd_per_kwh=0.0, dt_h=dt_h)
+        probe = self.instance(
+            d0_kw=np.zeros(1),
+            elasticity=np.zeros(1),
+            cap_kw=np.full(1, np.inf),
+            renewable_kw=np.zeros(1),
+            bus=np.full(1, -1),
+            bus_cap_kw=np.zeros(0),
+            prev_level=None,
+            cost_usd_per_kwh=0.0,
+            dt_h=dt_h,
+        )
         if prev_prices is not None:
             pp = np.full(n_st, p["base_price_usd_per_kwh"])
             m = min(n_st, len(prev_prices))
             pp[:m] = np.where(np.isnan(prev_prices[:m]), pp[:m], prev_prices[:m])
-            prev = np.clip(np.rint((pp - probe.price_min_usd_per_kwh) / probe.step_usd_per_kwh), 0,
-                           probe.levels).astype(np.int64)
+            prev = np.clip(
+                np.rint((pp - probe.price_min_usd_per_kwh) / probe.step_usd_per_kwh), 0, probe.levels
+            ).astype(np.int64)
         avail = evs.availability(n)
         remaining = evs.e_need_kwh / evs.eta_ch  # grid energy still wanted [kWh]
         eps_ev = np.abs(evs.elasticity)
@@ -671,16 +788,38 @@ class QuboRTP(Mechanism):
             de = np.bincount(evs.station, weights=desire * e_i, minlength=n_st) if n_ev else np.zeros(n_st)
             eps_st = np.where(d0 > 0, de / np.where(d0 > 0, d0, 1.0), 0.0)
             ren = request.renewable_kw[t] * (d0 / d0.sum() if d0.sum() > 0 else np.zeros(n_st))
-            inst = self.instance(d0_kw=d0, elasticity=eps_st, cap_kw=cap, renewable_kw=ren, bus=bus_row,
-                                 bus_cap_kw=bus_cap, prev_level=prev, cost_usd_per_kwh=float(cost[t]), dt_h=dt_h)
+            inst = self.instance(
+                d0_kw=d0,
+                elasticity=eps_st,
+                cap_kw=cap,
+                renewable_kw=ren,
+                bus=bus_row,
+                bus_cap_kw=bus_cap,
+                prev_level=prev,
+                cost_usd_per_kwh=float(cost[t]),
+                dt_h=dt_h,
+            )
             try:
-                sol = solve(inst, sampler=p["sampler"], num_reads=p["num_reads"], num_sweeps=p["num_sweeps"],
-                            seed=int(self.rng.integers(2**31 - 1)), al_rounds=p["al_rounds"], repair=p["repair"])
+                sol = solve(
+                    inst,
+                    sampler=p["sampler"],
+                    num_reads=p["num_reads"],
+                    num_sweeps=p["num_sweeps"],
+                    seed=int(self.rng.integers(2**31 - 1)),
+                    al_rounds=p["al_rounds"],
+                    repair=p["repair"],
+                )
             except samplers.SamplerConfigError as err:  # e.g. 'exact' on more than a toy, or no Leap token
                 raise MarketConfigError(f"market.params.sampler: {err}") from None
-            row = {"wall_s": sol.wall_s, "n_vars": float(sol.n_vars), "repaired": float(sol.repaired),
-                   "al_rounds": float(sol.al_rounds), "lp_s": float(sol.info["lp_s"]), "sample_s": sol.sample_s,
-                   "annealer_feasible": float(sol.annealer_feasible)}
+            row = {
+                "wall_s": sol.wall_s,
+                "n_vars": float(sol.n_vars),
+                "repaired": float(sol.repaired),
+                "al_rounds": float(sol.al_rounds),
+                "lp_s": float(sol.info["lp_s"]),
+                "sample_s": sol.sample_s,
+                "annealer_feasible": float(sol.annealer_feasible),
+            }
             obj["energy_and_comfort_usd"] += sol.objective_usd
             ann_obj += sol.annealer_objective_usd
             if p["reference"]:
@@ -718,7 +857,9 @@ class QuboRTP(Mechanism):
             viol["station_cap_kw"] = max(viol["station_cap_kw"], float(np.max(np.maximum(dem - cap, 0.0))))
             ev_t = evaluate(inst, sol.levels)
             viol["bus_cap_kw"] = max(viol["bus_cap_kw"], float(ev_t["bus_over_physical_kw"].max(initial=0.0)))
-            viol["bus_cap_avoidable_kw"] = max(viol["bus_cap_avoidable_kw"], float(ev_t["bus_over_kw"].max(initial=0.0)))
+            viol["bus_cap_avoidable_kw"] = max(
+                viol["bus_cap_avoidable_kw"], float(ev_t["bus_over_kw"].max(initial=0.0))
+            )
             pw = pw * scale[evs.station] if n_ev else pw
             p_kw[:, t] = pw
             remaining = np.maximum(remaining - pw * dt_h, 0.0)
@@ -729,8 +870,9 @@ class QuboRTP(Mechanism):
             for t in range(n):
                 st_energy[t] = np.bincount(evs.station, weights=p_kw[:, t], minlength=n_st)
         tot = st_energy.sum(axis=1)
-        mean_price = np.where(tot > 0, (prices * st_energy).sum(axis=1) / np.where(tot > 0, tot, 1.0),
-                              prices.mean(axis=1))
+        mean_price = np.where(
+            tot > 0, (prices * st_energy).sum(axis=1) / np.where(tot > 0, tot, 1.0), prices.mean(axis=1)
+        )
         walls = np.array([r["wall_s"] for r in info_rows])
         info: dict[str, Any] = {
             "station_price_usd_per_kwh": prices,
@@ -750,8 +892,11 @@ class QuboRTP(Mechanism):
             mechanism=self.name,
             price_usd_per_mwh=mean_price * 1000.0,
             p_kw=p_kw,
-            objective={**obj, "ev_energy_cost_usd": float((st_energy * prices).sum() * dt_h),
-                       "ev_peak_kw": float(ev_kw.max(initial=0.0))},
+            objective={
+                **obj,
+                "ev_energy_cost_usd": float((st_energy * prices).sum() * dt_h),
+                "ev_peak_kw": float(ev_kw.max(initial=0.0)),
+            },
             violations=viol,
             info=info,
             reference_objective=ref_obj if p["reference"] else None,

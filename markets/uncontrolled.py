@@ -18,7 +18,9 @@ class Uncontrolled(Mechanism):
         if not self.params["rho_usd_per_mwh"] >= 0:
             from markets.base import MarketConfigError
 
-            raise MarketConfigError(f"market.params.rho_usd_per_mwh: must be >= 0, got {self.params['rho_usd_per_mwh']}")
+            raise MarketConfigError(
+                f"market.params.rho_usd_per_mwh: must be >= 0, got {self.params['rho_usd_per_mwh']}"
+            )
 
     def _clear(self, request: MarketRequest) -> MarketResult:
         price = request.price_usd_per_mwh

@@ -48,8 +48,10 @@ class MarketInterface:
     def __init__(self, sim: CoSimulation, mechanism: Mechanism) -> None:
         unknown = sorted(set(mechanism.needs) - REQUEST_PARTS)
         if unknown:  # needs set per instance after `Mechanism.__init__` checked the class's
-            raise MarketConfigError(f"{type(mechanism).__name__}.needs: unknown request part '{unknown[0]}'; allowed: "
-                                    f"{', '.join(sorted(REQUEST_PARTS))}")
+            raise MarketConfigError(
+                f"{type(mechanism).__name__}.needs: unknown request part '{unknown[0]}'; allowed: "
+                f"{', '.join(sorted(REQUEST_PARTS))}"
+            )
         self.sim = sim
         self.needs = frozenset(mechanism.needs)
         self.mechanism = mechanism
@@ -119,7 +121,8 @@ class MarketInterface:
         ev_bus = np.zeros((net.n_bus, n))
         np.add.at(ev_bus, f.bus[rows], agg.schedule_kw[rows, k : k + n])
         p = sim.base_p_kw[k : k + n] + np.stack([sim.shift_bus(j) for j in range(k, k + n)]) + ev_bus.T
-        vm = sim.dso.forecast_vm(p, sim.base_q_kvar[k : k + n], sim.market_operator.price_usd_per_mwh[k : k + n],
-                                 sim.renewable_kw[k : k + n])
+        vm = sim.dso.forecast_vm(
+            p, sim.base_q_kvar[k : k + n], sim.market_operator.price_usd_per_mwh[k : k + n], sim.renewable_kw[k : k + n]
+        )
         base_kw = float(net.net.sn_mva) * 1000.0
         return VoltageForecast(vm_base_pu=vm, dv_dp_pu_per_kw=net.sensitivity_r() / base_kw, v_min_pu=net.v_min_pu)

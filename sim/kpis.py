@@ -48,7 +48,9 @@ def vri(vm_steps_by_bus: np.ndarray) -> float:
     return float(np.nanmax(np.nanmax(v, axis=0) - np.nanmin(v, axis=0))) if v.size else 0.0
 
 
-def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min: float, timing: dict[str, Any]) -> dict[str, Any]:
+def compute_kpis(
+    tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min: float, timing: dict[str, Any]
+) -> dict[str, Any]:
     """All KPIs of one run as a flat dict of floats/ints (units in the key names)."""
     dt_h = dt_min / 60.0
     s, bus, line, evs, st = tables["steps"], tables["bus"], tables["line"], tables["evs"], tables["stations"]
@@ -99,13 +101,17 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     # costs
     grid_e = s["grid_p_kw"].to_numpy() * dt_h / 1000.0
     k["grid_energy_cost_usd"] = float((grid_e * price).sum())
-    k["grid_reactive_cost_usd"] = float((np.abs(s["grid_q_kvar"]) * dt_h / 1000.0).sum() * scenario.prices.q_price_usd_per_mvarh)
+    k["grid_reactive_cost_usd"] = float(
+        (np.abs(s["grid_q_kvar"]) * dt_h / 1000.0).sum() * scenario.prices.q_price_usd_per_mvarh
+    )
     k["dg_cost_usd"] = float(s["dg_cost_usd_per_h"].sum() * dt_h)
     k["total_cost_usd"] = k["grid_energy_cost_usd"] + k["grid_reactive_cost_usd"] + k["dg_cost_usd"]
     k["loss_cost_usd"] = float((s["losses_kw"].to_numpy() * dt_h / 1000.0 * price).sum())
     k["renewable_energy_kwh"] = float((s["pv_kw"] + s["wind_kw"]).sum() * dt_h)
     used = ((s["pv_kw"] + s["wind_kw"]) * s["converged"]).sum() * dt_h
-    k["renewable_utilisation"] = float(used / k["renewable_energy_kwh"]) if k["renewable_energy_kwh"] > 0 else float("nan")
+    k["renewable_utilisation"] = (
+        float(used / k["renewable_energy_kwh"]) if k["renewable_energy_kwh"] > 0 else float("nan")
+    )
     k["dg_energy_kwh"] = float(s["dg_kw"].sum() * dt_h)
     # users
     charged = evs[evs["grid_kwh"] > 1e-9] if len(evs) else evs
@@ -113,7 +119,9 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     k["user_price_usd_per_kwh"] = float(charged["cost_usd"].sum() / charged["grid_kwh"].sum()) if len(charged) else 0.0
     k["gini_user_spend"] = gini(charged["cost_usd"].clip(lower=0).to_numpy()) if len(charged) else 0.0
     rho_kwh = scenario.prices.rho_usd_per_mwh / 1000.0
-    k["price_affordability_index"] = float(rho_kwh / k["user_price_usd_per_kwh"]) if k["user_price_usd_per_kwh"] > 0 else float("nan")
+    k["price_affordability_index"] = (
+        float(rho_kwh / k["user_price_usd_per_kwh"]) if k["user_price_usd_per_kwh"] > 0 else float("nan")
+    )
     arrived = evs[evs["arrival_min"] < len(s) * dt_min] if len(evs) else evs
     w = arrived["wait_min"].dropna().to_numpy() if len(arrived) else np.zeros(0)
     k["mean_wait_min"] = float(w.mean()) if w.size else 0.0
@@ -125,8 +133,14 @@ def compute_kpis(tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min:
     k["station_utilisation_max"] = float(st["utilisation"].max()) if len(st) else 0.0
     done = evs[evs["departs_in_horizon"]] if len(evs) else evs
     k["n_evs_departed_in_horizon"] = int(len(done))
-    k["energy_fulfilment"] = float(done["e_delivered_kwh"].sum() / done["e_need_kwh"].sum()) if len(done) and done["e_need_kwh"].sum() > 0 else 1.0
-    k["ev_unserved_kwh"] = float((done["e_need_kwh"] - done["e_delivered_kwh"]).clip(lower=0).sum()) if len(done) else 0.0
+    k["energy_fulfilment"] = (
+        float(done["e_delivered_kwh"].sum() / done["e_need_kwh"].sum())
+        if len(done) and done["e_need_kwh"].sum() > 0
+        else 1.0
+    )
+    k["ev_unserved_kwh"] = (
+        float((done["e_need_kwh"] - done["e_delivered_kwh"]).clip(lower=0).sum()) if len(done) else 0.0
+    )
     k["share_evs_at_target"] = float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else 1.0
     k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")
     # solver

@@ -62,9 +62,16 @@ class _Late(Event):
 def tariff(scenario: Scenario, tod_h: np.ndarray, base_kw: np.ndarray) -> np.ndarray:
     """The scenario's starting tariff per step [$/MWh] (:func:`markets.tariffs.starting_tariff` on ``[prices]``)."""
     pr = scenario.prices
-    return starting_tariff(pr.tariff, tod_h, base_kw, rho_usd_per_mwh=pr.rho_usd_per_mwh,
-                           steps_per_day=int(round(24 * 60 / scenario.time.dt_min)), plf_min=pr.plf_min,
-                           plf_max=pr.plf_max, table_usd_per_mwh=pr.table_usd_per_mwh)
+    return starting_tariff(
+        pr.tariff,
+        tod_h,
+        base_kw,
+        rho_usd_per_mwh=pr.rho_usd_per_mwh,
+        steps_per_day=int(round(24 * 60 / scenario.time.dt_min)),
+        plf_min=pr.plf_min,
+        plf_max=pr.plf_max,
+        table_usd_per_mwh=pr.table_usd_per_mwh,
+    )
 
 
 def compiled_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
@@ -93,9 +100,15 @@ def _compiled_estimator(spec_json: str) -> Any:
 def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
     g = GridSpec.model_validate_json(spec_json)
     network = build_network(
-        g.case, file=g.file, load_profile=g.load_profile, load_scale=g.load_scale,
-        line_max_i_ka=g.line_max_i_ka, v_min_pu=g.v_min_pu, v_max_pu=g.v_max_pu,
-        max_line_loading_percent=g.max_line_loading_percent, substation_mva=g.substation_mva,
+        g.case,
+        file=g.file,
+        load_profile=g.load_profile,
+        load_scale=g.load_scale,
+        line_max_i_ka=g.line_max_i_ka,
+        v_min_pu=g.v_min_pu,
+        v_max_pu=g.v_max_pu,
+        max_line_loading_percent=g.max_line_loading_percent,
+        substation_mva=g.substation_mva,
         dg_cost_scale=g.dg_cost_scale,
     )
     engine = make_engine(network.net, g.engine)
@@ -163,8 +176,13 @@ class CoSimulation(mesa.Model):
         self.interface = MarketInterface(self, mech)
         self.aggregator = Aggregator(self, self.n_steps)
         vv = g.volt_var
-        self.dso = DSO(self, net, engine, curtail=g.curtailment,
-                       volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None)
+        self.dso = DSO(
+            self,
+            net,
+            engine,
+            curtail=g.curtailment,
+            volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None,
+        )
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
         self._station_alternatives = self._alternatives(scenario.fleet.station_choice)
         self.estimator = None
@@ -180,8 +198,9 @@ class CoSimulation(mesa.Model):
         self.monitor = None
         if scenario.detection.enabled:
             st = self.station_table
-            self.monitor = ReportMonitor(scenario.detection, st.ports, st.cap_kw,
-                                         float(self.fleet.p_max_kw.max()) if len(self.fleet) else 0.0)
+            self.monitor = ReportMonitor(
+                scenario.detection, st.ports, st.cap_kw, float(self.fleet.p_max_kw.max()) if len(self.fleet) else 0.0
+            )
         self.evs = [EV(self, i) for i in range(len(self.fleet))]
         if self.evs:  # sessions start in creation order (Mesa's AgentSet keeps it), so runs stay bit-identical
             self.agents_by_type[EV].do(lambda ev: self.env.process(ev.session()))
@@ -265,8 +284,9 @@ class CoSimulation(mesa.Model):
         price = float(mo.price_usd_per_mwh[k])
         s_ev_bus = np.bincount(f.bus[ev_idx], weights=f.s_max_kva[ev_idx], minlength=nb)
         q_ev_bus = np.bincount(f.bus[ev_idx], weights=q_ev, minlength=nb)
-        grid = dso.operate(p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus,
-                           q_ev_kvar=q_ev_bus)
+        grid = dso.operate(
+            p_base, self.base_q_kvar[k], p_ev_bus, price, self.renewable_kw[k], s_ev_bus, q_ev_kvar=q_ev_bus
+        )
         p_disp = p_ev
         p_ev = np.where(p_ev > 0, p_ev * grid.ev_factor_bus[f.bus[ev_idx]], p_ev)
         # 6. measure (state estimation and bad-data detection on the tapped measurements) and record
@@ -289,16 +309,22 @@ class CoSimulation(mesa.Model):
         f.curtailed_kwh[ev_idx] += (p_disp - p_ev) * dt_h
         agg.shortfall(ev_idx, k, p_ev)
         if self.monitor is not None:
-            self.monitor.meter(np.bincount(f.station[ev_idx], weights=np.maximum(p_ev, 0.0),
-                                           minlength=len(self.station_table)), k)
+            self.monitor.meter(
+                np.bincount(f.station[ev_idx], weights=np.maximum(p_ev, 0.0), minlength=len(self.station_table)), k
+            )
         full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
         self.recorder.record(
-            k, grid, p_base,
+            k,
+            grid,
+            p_base,
             p_ev_bus_final=np.bincount(f.bus[ev_idx], weights=p_ev, minlength=nb),
             p_ev_requested_kw=float(np.maximum(sched, 0).sum()),
             p_ev_curtailed_kw=float((p_disp - p_ev).sum()),
-            ev_idx=ev_idx, p_ev=p_ev, price=price, shift_kw=float(shift_bus.sum()),
+            ev_idx=ev_idx,
+            p_ev=p_ev,
+            price=price,
+            shift_kw=float(shift_bus.sum()),
         )
 
     def shift_bus(self, k: int) -> np.ndarray:
@@ -315,8 +341,13 @@ class CoSimulation(mesa.Model):
             mo.dlmp_p = np.zeros((self.n_steps, self.network.n_bus))
             mo.dlmp_q = np.zeros((self.n_steps, self.network.n_bus))
         lam_p, lam_q, failed = self.dso.dlmp(
-            self.spec.market.dlmp, self.base_p_kw[k : k + n], self.base_q_kvar[k : k + n],
-            mo.price_usd_per_mwh[k : k + n], self.spec.prices.q_price_usd_per_mvarh, self.renewable_kw[k : k + n])
+            self.spec.market.dlmp,
+            self.base_p_kw[k : k + n],
+            self.base_q_kvar[k : k + n],
+            mo.price_usd_per_mwh[k : k + n],
+            self.spec.prices.q_price_usd_per_mvarh,
+            self.renewable_kw[k : k + n],
+        )
         assert mo.dlmp_p is not None and mo.dlmp_q is not None
         mo.dlmp_p[k : k + n], mo.dlmp_q[k : k + n] = lam_p, lam_q
         mo.dlmp_failed_slots += failed

@@ -15,10 +15,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from sim.result import RunResult
 
 STEP_COLUMNS = (
-    "price_usd_per_mwh", "base_load_kw", "base_load_orig_kw", "dr_shift_kw", "ev_load_kw", "ev_requested_kw",
-    "ev_curtailed_kw", "ev_q_kvar", "pv_kw", "wind_kw", "dg_kw", "dg_kvar", "dg_cost_usd_per_h", "grid_p_kw", "grid_q_kvar",
-    "losses_kw", "vmin_pu", "vmax_pu", "vmean_pu", "max_line_loading_percent", "converged", "curtailed",
-    "n_pf", "n_plugged", "n_waiting",
+    "price_usd_per_mwh",
+    "base_load_kw",
+    "base_load_orig_kw",
+    "dr_shift_kw",
+    "ev_load_kw",
+    "ev_requested_kw",
+    "ev_curtailed_kw",
+    "ev_q_kvar",
+    "pv_kw",
+    "wind_kw",
+    "dg_kw",
+    "dg_kvar",
+    "dg_cost_usd_per_h",
+    "grid_p_kw",
+    "grid_q_kvar",
+    "losses_kw",
+    "vmin_pu",
+    "vmax_pu",
+    "vmean_pu",
+    "max_line_loading_percent",
+    "converged",
+    "curtailed",
+    "n_pf",
+    "n_plugged",
+    "n_waiting",
 )
 
 
@@ -131,31 +152,37 @@ class Recorder:
             steps["attacked"] = any_hit
 
         step_col = np.repeat(np.arange(n), nb)
-        bus = pd.DataFrame({
-            "step": step_col,
-            "bus": np.tile(np.arange(nb), n),
-            "vm_pu": self.vm.ravel(),
-            "p_ev_kw": self.p_ev_bus.ravel(),
-            "p_net_kw": self.p_net_bus.ravel(),
-        })
+        bus = pd.DataFrame(
+            {
+                "step": step_col,
+                "bus": np.tile(np.arange(nb), n),
+                "vm_pu": self.vm.ravel(),
+                "p_ev_kw": self.p_ev_bus.ravel(),
+                "p_net_kw": self.p_net_bus.ravel(),
+            }
+        )
         # out-of-service lines (the 33-bus feeder's five open tie lines) carry nothing: leave them out
         live = np.nonzero(m.network.net.line["in_service"].to_numpy(bool))[0]
         nl = len(live)
-        line = pd.DataFrame({
-            "step": np.repeat(np.arange(n), nl),
-            "line": np.tile(live, n),
-            "loading_percent": self.line_loading[:, live].ravel(),
-            "pl_kw": self.line_pl_kw[:, live].ravel(),
-        })
+        line = pd.DataFrame(
+            {
+                "step": np.repeat(np.arange(n), nl),
+                "line": np.tile(live, n),
+                "loading_percent": self.line_loading[:, live].ravel(),
+                "pl_kw": self.line_pl_kw[:, live].ravel(),
+            }
+        )
         st = m.station_table
         ns = len(st)
-        station_step = pd.DataFrame({
-            "step": np.repeat(np.arange(n), ns),
-            "station": np.tile(np.arange(ns), n),
-            "p_kw": self.st_p.ravel(),
-            "occupied_ports": self.st_occ.ravel().astype(int),
-            "queue": self.st_queue.ravel().astype(int),
-        })
+        station_step = pd.DataFrame(
+            {
+                "step": np.repeat(np.arange(n), ns),
+                "station": np.tile(np.arange(ns), n),
+                "p_kw": self.st_p.ravel(),
+                "occupied_ports": self.st_occ.ravel().astype(int),
+                "queue": self.st_queue.ravel().astype(int),
+            }
+        )
         mo = m.market_operator
         if mo.dlmp_p is not None:
             assert mo.dlmp_q is not None, "the DSO prices P and Q together"
@@ -167,54 +194,65 @@ class Recorder:
         wait = m.wait_min()
         need0 = np.maximum(f.soc_target - f.soc_arrival, 0.0) * f.battery_kwh
         delivered = f.e_kwh - f.soc_arrival * f.battery_kwh
-        evs = pd.DataFrame({
-            "ev": np.arange(len(f)),
-            "group": np.array([g.name for g in m.spec.fleet.groups])[f.group.astype(int)] if len(f) else [],
-            "station": f.station.astype(int),
-            "bus": f.bus.astype(int),
-            "arrival_min": f.arrival_min,
-            "departure_min": f.departure_min,
-            "plugin_min": f.plugin_min,
-            "unplug_min": f.unplug_min,
-            "wait_min": wait,
-            "state": STATE_NAMES[f.state.astype(int)] if len(f) else [],
-            "departs_in_horizon": f.departure_min <= horizon_min,
-            "battery_kwh": f.battery_kwh,
-            "soc_arrival": f.soc_arrival,
-            "soc_target": f.soc_target,
-            "soc_end": f.e_kwh / f.battery_kwh if len(f) else [],
-            "e_need_kwh": need0,
-            "e_delivered_kwh": delivered,
-            "grid_kwh": f.grid_kwh,
-            "cost_usd": f.cost_usd,
-            "curtailed_kwh": f.curtailed_kwh,
-            "p_max_kw": f.p_max_kw,
-            "eta_ch": f.eta_ch,
-            "v2g": f.v2g,
-            "participates": f.participates,
-            "elasticity": f.elasticity,
-            "income_group": f.income_group,
-        })
+        evs = pd.DataFrame(
+            {
+                "ev": np.arange(len(f)),
+                "group": np.array([g.name for g in m.spec.fleet.groups])[f.group.astype(int)] if len(f) else [],
+                "station": f.station.astype(int),
+                "bus": f.bus.astype(int),
+                "arrival_min": f.arrival_min,
+                "departure_min": f.departure_min,
+                "plugin_min": f.plugin_min,
+                "unplug_min": f.unplug_min,
+                "wait_min": wait,
+                "state": STATE_NAMES[f.state.astype(int)] if len(f) else [],
+                "departs_in_horizon": f.departure_min <= horizon_min,
+                "battery_kwh": f.battery_kwh,
+                "soc_arrival": f.soc_arrival,
+                "soc_target": f.soc_target,
+                "soc_end": f.e_kwh / f.battery_kwh if len(f) else [],
+                "e_need_kwh": need0,
+                "e_delivered_kwh": delivered,
+                "grid_kwh": f.grid_kwh,
+                "cost_usd": f.cost_usd,
+                "curtailed_kwh": f.curtailed_kwh,
+                "p_max_kw": f.p_max_kw,
+                "eta_ch": f.eta_ch,
+                "v2g": f.v2g,
+                "participates": f.participates,
+                "elasticity": f.elasticity,
+                "income_group": f.income_group,
+            }
+        )
         evs["fulfilment"] = np.where(need0 > 0, np.clip(delivered / np.where(need0 > 0, need0, 1), 0, None), 1.0)
         plugged_min = np.where(np.isnan(f.plugin_min), 0.0, end - np.nan_to_num(f.plugin_min, nan=0.0))
         busy = np.bincount(f.station.astype(int), weights=np.maximum(plugged_min, 0), minlength=ns)
         wait_sum = np.bincount(f.station.astype(int), weights=np.nan_to_num(wait, nan=0.0), minlength=ns)
         arrived = np.bincount(f.station.astype(int), weights=(f.arrival_min < horizon_min).astype(float), minlength=ns)
-        stations = pd.DataFrame({
-            "station": np.arange(ns),
-            "name": st.name,
-            "group": np.array([g.name for g in m.spec.stations])[st.group],
-            "bus": st.bus,
-            "ports": st.ports,
-            "cap_kw": st.cap_kw,
-            "utilisation": busy / (st.ports * horizon_min),
-            "energy_kwh": self.st_p.sum(axis=0) * m.dt_min / 60.0,
-            "n_arrived": arrived.astype(int),
-            "n_reneged": np.bincount(f.station[f.state == 4].astype(int), minlength=ns),
-            "mean_wait_min": np.where(arrived > 0, wait_sum / np.maximum(arrived, 1), 0.0),
-            "max_queue": self.st_queue.max(axis=0).astype(int) if n else np.zeros(ns, int),
-        })
-        return {"steps": steps, "bus": bus, "line": line, "station_step": station_step, "evs": evs, "stations": stations}
+        stations = pd.DataFrame(
+            {
+                "station": np.arange(ns),
+                "name": st.name,
+                "group": np.array([g.name for g in m.spec.stations])[st.group],
+                "bus": st.bus,
+                "ports": st.ports,
+                "cap_kw": st.cap_kw,
+                "utilisation": busy / (st.ports * horizon_min),
+                "energy_kwh": self.st_p.sum(axis=0) * m.dt_min / 60.0,
+                "n_arrived": arrived.astype(int),
+                "n_reneged": np.bincount(f.station[f.state == 4].astype(int), minlength=ns),
+                "mean_wait_min": np.where(arrived > 0, wait_sum / np.maximum(arrived, 1), 0.0),
+                "max_queue": self.st_queue.max(axis=0).astype(int) if n else np.zeros(ns, int),
+            }
+        )
+        return {
+            "steps": steps,
+            "bus": bus,
+            "line": line,
+            "station_step": station_step,
+            "evs": evs,
+            "stations": stations,
+        }
 
     def loss_sensitivity(self, steps: pd.DataFrame, delta_kw: float = 10.0) -> pd.DataFrame:
         """Loss sensitivity factor per bus at the peak-loss step (`002_…` eq. 21): ΔP_loss/ΔP_i [kW/kW]."""
@@ -256,11 +294,15 @@ class Recorder:
             out["se_false_alarm_rate"] = float(flags[~meas_attacked].mean()) if (~meas_attacked).any() else float("nan")
             first = np.nonzero(meas_attacked)[0]
             hits = np.nonzero(flags & (np.arange(len(flags)) >= (first[0] if len(first) else 0)))[0]
-            out["se_time_to_detect_min"] = (float((hits[0] - first[0]) * m.dt_min) if len(first) and len(hits)
-                                            else float("nan"))
-            out["se_vm_error_max_pu"] = float(np.nanmax(m.se_vm_error)) if np.isfinite(m.se_vm_error).any() else float("nan")
-            out["se_vm_rmse_pu"] = (float(np.sqrt(np.nanmean(m.se_vm_sq))) if np.isfinite(m.se_vm_sq).any()
-                                    else float("nan"))
+            out["se_time_to_detect_min"] = (
+                float((hits[0] - first[0]) * m.dt_min) if len(first) and len(hits) else float("nan")
+            )
+            out["se_vm_error_max_pu"] = (
+                float(np.nanmax(m.se_vm_error)) if np.isfinite(m.se_vm_error).any() else float("nan")
+            )
+            out["se_vm_rmse_pu"] = (
+                float(np.sqrt(np.nanmean(m.se_vm_sq))) if np.isfinite(m.se_vm_sq).any() else float("nan")
+            )
         if m.monitor is None:
             return out
         targets = np.zeros(len(m.station_table), bool)
@@ -302,8 +344,12 @@ class Recorder:
         market: dict[str, Any] = self._attack_kpis()
         if mo.dlmp_p is not None:
             assert mo.dlmp_q is not None, "the DSO prices P and Q together"
-            market.update(dlmp_p_mean_usd_per_mwh=float(mo.dlmp_p.mean()), dlmp_p_max_usd_per_mwh=float(mo.dlmp_p.max()),
-                          dlmp_q_mean_usd_per_mvarh=float(mo.dlmp_q.mean()), dlmp_failed_slots=mo.dlmp_failed_slots)
+            market.update(
+                dlmp_p_mean_usd_per_mwh=float(mo.dlmp_p.mean()),
+                dlmp_p_max_usd_per_mwh=float(mo.dlmp_p.max()),
+                dlmp_q_mean_usd_per_mvarh=float(mo.dlmp_q.mean()),
+                dlmp_failed_slots=mo.dlmp_failed_slots,
+            )
         if mo.reference is not None:
             market |= {
                 "market_objective_usd": mo.objective_usd,

@@ -54,8 +54,9 @@ def check_output_dir(out_dir: str | Path, *, replace: bool = False, where: str =
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved:
-        raise OutputError(f"{where}: '{out_dir}' is the working directory, one of its parents, home or root; "
-                          "name a new folder")
+        raise OutputError(
+            f"{where}: '{out_dir}' is the working directory, one of its parents, home or root; name a new folder"
+        )
     if out.is_symlink():
         raise OutputError(f"{where}: '{out_dir}' is a symbolic link; name a real folder")
     if out.exists():
@@ -63,8 +64,10 @@ def check_output_dir(out_dir: str | Path, *, replace: bool = False, where: str =
             raise OutputError(f"{where}: '{out_dir}' exists and is not a folder")
         if any(p.name != ".DS_Store" for p in out.iterdir()):
             if not is_result_dir(out):
-                raise OutputError(f"{where}: '{out_dir}' is not empty and holds no evgrid result; refusing to touch "
-                                  "it (name a new or empty folder)")
+                raise OutputError(
+                    f"{where}: '{out_dir}' is not empty and holds no evgrid result; refusing to touch "
+                    "it (name a new or empty folder)"
+                )
             if not replace:
                 raise OutputError(f"{where}: '{out_dir}' holds a previous evgrid result; pass --force to replace it")
         if not os.access(out.parent, os.W_OK | os.X_OK):
@@ -102,7 +105,7 @@ def staging_dir(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{out.name}{_STAGING}"
     for old in out.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = old.name[len(prefix):].split("-", 1)[0]
+        pid = old.name[len(prefix) :].split("-", 1)[0]
         if old.is_dir() and not old.is_symlink() and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
@@ -124,8 +127,9 @@ def publish(tmp: Path, out: Path, *, replace: bool = False) -> None:
 
 def _git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -177,8 +181,14 @@ class RunResult:
     kpis: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, out_dir: str | Path, *, plots: Callable[[RunResult, Path], object] | None = None,
-              extra: Callable[[Path], None] | None = None, replace: bool = False) -> Path:
+    def write(
+        self,
+        out_dir: str | Path,
+        *,
+        plots: Callable[[RunResult, Path], object] | None = None,
+        extra: Callable[[Path], None] | None = None,
+        replace: bool = False,
+    ) -> Path:
         """Write tables (Parquet), KPIs (JSON), scenario (TOML), provenance and plots into ``out_dir``.
 
         The directory appears complete or not at all: everything is written into a temporary sibling that is

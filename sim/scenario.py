@@ -42,7 +42,9 @@ class TimeSpec(_Model):
     def _whole_steps(self) -> TimeSpec:
         steps = self.horizon_h * 60 / self.dt_min
         if abs(steps - round(steps)) > 1e-9:
-            raise ValueError(f"time.horizon_h: {self.horizon_h} h is not a whole number of dt_min={self.dt_min} min steps")
+            raise ValueError(
+                f"time.horizon_h: {self.horizon_h} h is not a whole number of dt_min={self.dt_min} min steps"
+            )
         return self
 
     @property
@@ -77,14 +79,19 @@ class GridSpec(_Model):
     """The network, its load profile, its limits and the power-flow engine."""
 
     case: Literal["case33bw", "case33bw-dr", "case33bw-dlmp", "case118", "file"] = "case33bw"
-    file: str = Field("", description="network file when case = 'file': pandapower .json or MATPOWER .m/.mat "
-                      "(pickles only with the command-line opt-in --trust-pickle)")
+    file: str = Field(
+        "",
+        description="network file when case = 'file': pandapower .json or MATPOWER .m/.mat "
+        "(pickles only with the command-line opt-in --trust-pickle)",
+    )
     bus_numbering: Literal["paper", "pandapower"] = "paper"
     load_profile: Literal["zonal", "flat", "residential"] = "zonal"
     load_scale: float = Field(1.0, gt=0, le=10)
     v_min_pu: float = Field(0.95, gt=0.5, lt=1.0)
     v_max_pu: float = Field(1.05, gt=1.0, lt=1.5)
-    line_max_i_ka: float | None = Field(0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's")
+    line_max_i_ka: float | None = Field(
+        0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's"
+    )
     max_line_loading_percent: float = Field(100.0, gt=0, le=500)
     substation_mva: float = Field(8.0, gt=0)
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
@@ -128,7 +135,8 @@ class MarketSpec(_Model):
     mechanism: str = "elasticity-dr"
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dlmp: Literal["off", "lindistflow", "acopf"] = Field(
-        "off", description="DSO prices the grid per bus and slot each day (requests then carry λP, λQ)")
+        "off", description="DSO prices the grid per bus and slot each day (requests then carry λP, λQ)"
+    )
     reference: bool = Field(False, description="solve the exact optimum of every clearing and report the gap")
     reference_variant: Literal["lp", "milp"] = "lp"
     reference_bits: int = Field(4, ge=1, le=12, description="bit depth of the discretised reference")
@@ -247,9 +255,12 @@ class FleetSpec(_Model):
     n_evs: int = Field(1000, ge=0, le=1_000_000)
     participation: float = Field(0.85, ge=0, le=1, description="probability an EV follows the aggregator's schedule")
     station_choice: int = Field(
-        0, ge=0, le=1000,
+        0,
+        ge=0,
+        le=1000,
         description="a following user arriving at a station queues at the least busy of it and its N nearest stations "
-                    "of the same group along the feeder (0 = own station; any mechanism)")
+        "of the same group along the feeder (0 = own station; any mechanism)",
+    )
     groups: list[FleetGroup] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -304,19 +315,34 @@ class AttackSpec(_Model):
     """
 
     label: str = ""
-    kind: Literal["station-inflation", "elasticity", "price-scale", "measurement-bias", "measurement-stealth",
-                  "load-redistribution", "replay", "soc-falsification", "price-delay"]
+    kind: Literal[
+        "station-inflation",
+        "elasticity",
+        "price-scale",
+        "measurement-bias",
+        "measurement-stealth",
+        "load-redistribution",
+        "replay",
+        "soc-falsification",
+        "price-delay",
+    ]
     share: float = Field(0.15, ge=0, le=1)
     targets: list[int] | None = None
-    magnitude: float = Field(0.3, ge=-100, le=100, description="relative change (0.3 = +30 %); σ units for "
-                             "measurement-bias; pu of |V| for measurement-stealth; max relative change per bus "
-                             "for load-redistribution")
+    magnitude: float = Field(
+        0.3,
+        ge=-100,
+        le=100,
+        description="relative change (0.3 = +30 %); σ units for "
+        "measurement-bias; pu of |V| for measurement-stealth; max relative change per bus "
+        "for load-redistribution",
+    )
     start_h: float = Field(0.0, ge=0)
     end_h: float = Field(1e9, gt=0)
     ramp_h: float = Field(0.0, ge=0)
     stealth: bool = Field(False, description="load-redistribution: AC-consistent (passes the χ² test)")
     channel: Literal["dso_measurements", "station_reports"] = Field(
-        "dso_measurements", description="replay: the channel whose recorded values are replayed")
+        "dso_measurements", description="replay: the channel whose recorded values are replayed"
+    )
     delay_steps: int = Field(4, ge=1, le=10_000, description="replay / price-delay: staleness [steps]")
     freeze: bool = Field(False, description="replay: hold the value of the step before the window opened")
 
@@ -325,14 +351,19 @@ class AttackSpec(_Model):
         if self.end_h <= self.start_h:
             raise ValueError(f"attacks.end_h: must be > start_h ({self.start_h}), got {self.end_h}")
         if self.kind == "load-redistribution" and not 0 <= abs(self.magnitude) <= 1:
-            raise ValueError(f"attacks.magnitude: load-redistribution needs |magnitude| in [0, 1], got {self.magnitude}")
+            raise ValueError(
+                f"attacks.magnitude: load-redistribution needs |magnitude| in [0, 1], got {self.magnitude}"
+            )
         return self
 
     @property
     def on_measurements(self) -> bool:
         """Whether the attack falsifies the DSO's measurements (needs state estimation)."""
-        return (self.kind.startswith("measurement") or self.kind == "load-redistribution"
-                or (self.kind == "replay" and self.channel == "dso_measurements"))
+        return (
+            self.kind.startswith("measurement")
+            or self.kind == "load-redistribution"
+            or (self.kind == "replay" and self.channel == "dso_measurements")
+        )
 
 
 class DetectionSpec(_Model):
@@ -380,10 +411,18 @@ class Scenario(_Model):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         # the name becomes a folder (results/<name>): a name must not climb, hide or escape it
-        if (not v or len(v) > 120 or v in (".", "..") or v.startswith(".") or any(c in v for c in "/\\:")
-                or not v.isprintable()):
-            raise ValueError("must be a plain name of 1-120 printable characters without '/', '\\', ':', NUL, "
-                             "a leading '.' or being '.'/'..'")
+        if (
+            not v
+            or len(v) > 120
+            or v in (".", "..")
+            or v.startswith(".")
+            or any(c in v for c in "/\\:")
+            or not v.isprintable()
+        ):
+            raise ValueError(
+                "must be a plain name of 1-120 printable characters without '/', '\\', ':', NUL, "
+                "a leading '.' or being '.'/'..'"
+            )
         return v
 
     @model_validator(mode="after")
@@ -398,15 +437,19 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _measurement_attacks(self) -> Scenario:
         if any(a.on_measurements for a in self.attacks) and not self.detection.state_estimation:
-            raise ValueError("attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
-                             "dso_measurements) need detection.state_estimation = true")
+            raise ValueError(
+                "attacks.kind: measurement attacks (measurement-*, load-redistribution, replay of "
+                "dso_measurements) need detection.state_estimation = true"
+            )
         return self
 
     @model_validator(mode="after")
     def _moved_keys(self) -> Scenario:
         if "station_choice" in self.market.params.get("eho-bilevel", {}):
-            raise ValueError("market.params.eho-bilevel.station_choice: moved to fleet.station_choice (a fleet "
-                             "behaviour, for every mechanism); allowed: integer >= 0 there")
+            raise ValueError(
+                "market.params.eho-bilevel.station_choice: moved to fleet.station_choice (a fleet "
+                "behaviour, for every mechanism); allowed: integer >= 0 there"
+            )
         return self
 
     @model_validator(mode="after")
@@ -472,7 +515,9 @@ def resolve_path(name_or_path: str | Path) -> Path:
         return p
     shipped = SCENARIO_DIR / f"{name_or_path}.toml"
     if not shipped.is_file():
-        raise ScenarioError(f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}")
+        raise ScenarioError(
+            f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}"
+        )
     return shipped
 
 
@@ -485,8 +530,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ScenarioError(f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset "
-                            f"{err.start})") from None
+        raise ScenarioError(
+            f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset {err.start})"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -79,8 +79,12 @@ def test_load_redistribution_in_a_run_is_labelled_and_moves_only_the_estimate() 
 
 
 def test_replay_reproduces_the_values_of_delay_steps_earlier() -> None:
-    m = CoSimulation(load_scenario("default", [*BASE, 'attacks=[{kind="replay", channel="station_reports", '
-                                              'delay_steps=3, start_h=2, end_h=4}]']))
+    m = CoSimulation(
+        load_scenario(
+            "default",
+            [*BASE, 'attacks=[{kind="replay", channel="station_reports", delay_steps=3, start_h=2, end_h=4}]'],
+        )
+    )
     tf = m.taps._transforms["station_reports"][0]
     sent = {k: np.full((2, 10 - k), float(k)) for k in range(10)}
     got = {k: tf(sent[k], k) for k in range(10)}
@@ -90,8 +94,11 @@ def test_replay_reproduces_the_values_of_delay_steps_earlier() -> None:
             assert out is sent[k] and not hit
         else:
             assert hit and np.all(out == k - 3) and out.shape == sent[k].shape
-    frz = CoSimulation(load_scenario("default", [*BASE, 'attacks=[{kind="replay", channel="station_reports", '
-                                                'freeze=true, start_h=2, end_h=4}]']))
+    frz = CoSimulation(
+        load_scenario(
+            "default", [*BASE, 'attacks=[{kind="replay", channel="station_reports", freeze=true, start_h=2, end_h=4}]']
+        )
+    )
     tf = frz.taps._transforms["station_reports"][0]
     outs = [tf(sent[k], k)[0] for k in range(10)]
     assert np.all(outs[8] == 7) and np.all(outs[9] == 7)
@@ -119,13 +126,19 @@ def test_price_delay_keeps_targeted_evs_on_their_stale_schedule() -> None:
     assert any(h for _, h in hit)
     res = m.recorder.result(wall_s=0, cpu_s=0)
     assert res.kpis["ev_unserved_kwh"] > clean.kpis["ev_unserved_kwh"]
-    assert res.kpis["peak_load_kw"] != clean.kpis["peak_load_kw"] or res.kpis["ev_energy_kwh"] < clean.kpis["ev_energy_kwh"]
+    assert (
+        res.kpis["peak_load_kw"] != clean.kpis["peak_load_kw"]
+        or res.kpis["ev_energy_kwh"] < clean.kpis["ev_energy_kwh"]
+    )
 
 
 def test_idle_measurement_attacks_change_nothing() -> None:
     clean = run(*SE)
-    idle = run(*SE, 'attacks=[{kind="load-redistribution", stealth=true, start_h=100, end_h=200}, '
-                    '{kind="replay", channel="dso_measurements", start_h=100, end_h=200}]')
+    idle = run(
+        *SE,
+        'attacks=[{kind="load-redistribution", stealth=true, start_h=100, end_h=200}, '
+        '{kind="replay", channel="dso_measurements", start_h=100, end_h=200}]',
+    )
     assert idle.kpis["attack_steps"] == 0
     for name in clean.tables:
         if name != "lsf":
@@ -156,8 +169,12 @@ def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path) -> None:  # t
     st, label = load_study_file("003-fdi")
     assert label == "003-fdi" and st.n == 20 and st.extra["paper_table"] == "003-fdi"
     labels = [p.label for p in st.points]
-    assert {"baseline", "uncontrolled", "inflation 15 %", "inflation 15 % + detection", "elasticity -10 %"} <= set(labels)
-    tiny = load_scenario("default", ["fleet.n_evs=60", "time.horizon_h=12", "market.params.elasticity-dr.reprice='step'"])
+    assert {"baseline", "uncontrolled", "inflation 15 %", "inflation 15 % + detection", "elasticity -10 %"} <= set(
+        labels
+    )
+    tiny = load_scenario(
+        "default", ["fleet.n_evs=60", "time.horizon_h=12", "market.params.elasticity-dr.reprice='step'"]
+    )
     small = Study("points", tiny, st.points, 1, tiny.seed, extra=st.extra)
     counts = run_study(small, Store(tmp_path), workers=1)
     assert counts["ok"] == len(labels)

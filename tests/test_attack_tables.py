@@ -9,15 +9,25 @@ import pytest
 
 from experiments.attack_study import impact_row, peak_reduction
 
-MANIFEST = {"points": [{"index": 0, "label": "baseline"}, {"index": 1, "label": "attack"},
-                       {"index": 2, "label": "uncontrolled"}]}
+MANIFEST = {
+    "points": [
+        {"index": 0, "label": "baseline"},
+        {"index": 1, "label": "attack"},
+        {"index": 2, "label": "uncontrolled"},
+    ]
+}
 
 
 def _reps(uncontrolled_ok: bool) -> pd.DataFrame:
     status = "ok" if uncontrolled_ok else "failed"
-    return pd.DataFrame({"point": [0, 1, 2, 0, 1, 2], "rep": [0, 0, 0, 1, 1, 1],
-                         "status": ["ok", "ok", status, "ok", "ok", status],
-                         "kpi.peak_load_kw": [100.0, 110.0, 125.0, 102.0, 111.0, 120.0]})
+    return pd.DataFrame(
+        {
+            "point": [0, 1, 2, 0, 1, 2],
+            "rep": [0, 0, 0, 1, 1, 1],
+            "status": ["ok", "ok", status, "ok", "ok", status],
+            "kpi.peak_load_kw": [100.0, 110.0, 125.0, 102.0, 111.0, 120.0],
+        }
+    )
 
 
 def test_peak_reduction_is_per_replication_against_uncontrolled() -> None:

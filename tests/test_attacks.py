@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -16,12 +18,14 @@ def run(ov: list[str], seed: int = 3):  # type: ignore[no-untyped-def]
     return CoSimulation(load_scenario("default", BASE + ov, seed)).run()
 
 
-IDLE = ", ".join([
-    '{kind="station-inflation", share=0.5, magnitude=1.0, start_h=100, end_h=200}',
-    '{kind="soc-falsification", share=0.5, magnitude=-0.5, start_h=100, end_h=200}',
-    '{kind="price-delay", share=0.5, delay_steps=3, start_h=100, end_h=200}',
-    '{kind="replay", channel="station_reports", delay_steps=2, start_h=100, end_h=200}',
-])
+IDLE = ", ".join(
+    [
+        '{kind="station-inflation", share=0.5, magnitude=1.0, start_h=100, end_h=200}',
+        '{kind="soc-falsification", share=0.5, magnitude=-0.5, start_h=100, end_h=200}',
+        '{kind="price-delay", share=0.5, delay_steps=3, start_h=100, end_h=200}',
+        '{kind="replay", channel="station_reports", delay_steps=2, start_h=100, end_h=200}',
+    ]
+)
 
 
 def test_attacker_without_an_open_window_changes_nothing() -> None:
@@ -50,7 +54,11 @@ def test_detection_flags_inflating_stations_and_mitigation_recovers_prices() -> 
     det = run([INFLATE, "detection.enabled=true"])
     assert det.kpis["detection_rate"] >= 0.5
     assert det.kpis["time_to_detect_min"] >= 0
-    dev = lambda r: abs(r.tables["steps"]["price_usd_per_mwh"].mean() - clean.tables["steps"]["price_usd_per_mwh"].mean())  # noqa: E731
+    clean_mean = clean.tables["steps"]["price_usd_per_mwh"].mean()
+
+    def dev(r: Any) -> float:
+        return float(abs(r.tables["steps"]["price_usd_per_mwh"].mean() - clean_mean))
+
     assert dev(det) < dev(hit)
 
 
@@ -77,10 +85,29 @@ def test_attack_campaign_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from experiments.cli import app
 
     out = tmp_path / "att"
-    res = CliRunner().invoke(app, [
-        "attack", "default", "--attack", 'kind="station-inflation", share=0.3, magnitude=2.0, start_h=4, end_h=10',
-        "--set", "market.params.elasticity-dr.reprice='step'", "--set", "fleet.n_evs=100", "--set", "time.horizon_h=12",
-        "-n", "2", "--workers", "1", "-q", "--no-plots", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "attack",
+            "default",
+            "--attack",
+            'kind="station-inflation", share=0.3, magnitude=2.0, start_h=4, end_h=10',
+            "--set",
+            "market.params.elasticity-dr.reprice='step'",
+            "--set",
+            "fleet.n_evs=100",
+            "--set",
+            "time.horizon_h=12",
+            "-n",
+            "2",
+            "--workers",
+            "1",
+            "-q",
+            "--no-plots",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     import pandas as pd
 
@@ -120,8 +147,9 @@ def test_roc_of_the_chi_square_detector() -> None:
         assert {"se_objective", "se_flagged", "measurements_attacked"} <= set(s.columns)
         assert s["measurements_attacked"].sum() == r.kpis["attack_steps"]
     auc_bias = roc(bias.tables["steps"]["se_objective"], bias.tables["steps"]["measurements_attacked"]).attrs["auc"]
-    auc_stealth = roc(stealth.tables["steps"]["se_objective"],
-                      stealth.tables["steps"]["measurements_attacked"]).attrs["auc"]
+    auc_stealth = roc(stealth.tables["steps"]["se_objective"], stealth.tables["steps"]["measurements_attacked"]).attrs[
+        "auc"
+    ]
     assert auc_bias > 0.95  # a naive bias separates attacked from clean steps at almost any threshold
     assert auc_stealth < 0.8  # the stealthy attack looks like clean data to the χ² statistic
     curve = roc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True]))

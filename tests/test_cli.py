@@ -19,8 +19,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_run_writes_tables_kpis_and_scenario(tmp_path: Path) -> None:
     out = tmp_path / "r"
-    res = runner.invoke(app, ["run", "default", "--set", "fleet.n_evs=30", "--set", "time.horizon_h=6",
-                              "--seed", "3", "--out", str(out), "--no-plots", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "default",
+            "--set",
+            "fleet.n_evs=30",
+            "--set",
+            "time.horizon_h=6",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--no-plots",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     kpis = json.loads((out / "kpis.json").read_text())
     assert kpis["n_steps"] == 24
@@ -79,8 +94,10 @@ def test_scenarios_lists_names_with_descriptions() -> None:
 
 def test_help_imports_no_heavy_library() -> None:
     """`evgrid --help` stays quick because the CLI module imports no numerical library (bench/ times it)."""
-    code = ("import sys, experiments.cli; heavy = {'numpy', 'pandas', 'pandapower', 'mesa', 'simpy', 'scipy'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys, experiments.cli; heavy = {'numpy', 'pandas', 'pandapower', 'mesa', 'simpy', 'scipy'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     res = runner.invoke(app, ["--help"])
@@ -92,10 +109,25 @@ def test_engine_option(tmp_path: Path) -> None:
     res = runner.invoke(app, ["run", "default", "--engine", "bogus", "--out", str(tmp_path / "x"), "-q"])
     assert res.exit_code == 2 and "--engine" in res.output and not (tmp_path / "x").exists()
     out = tmp_path / "ref"
-    res = runner.invoke(app, ["run", "default", "--engine", "pandapower", "--set", "fleet.n_evs=10",
-                              "--set", "time.horizon_h=2", "--out", str(out), "--no-plots", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "default",
+            "--engine",
+            "pandapower",
+            "--set",
+            "fleet.n_evs=10",
+            "--set",
+            "time.horizon_h=2",
+            "--out",
+            str(out),
+            "--no-plots",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "engine = \"pandapower\"" in (out / "scenario.toml").read_text()
+    assert 'engine = "pandapower"' in (out / "scenario.toml").read_text()
 
 
 def test_paper_scenario_prints_paper_beside_ours(tmp_path: Path) -> None:
@@ -111,8 +143,21 @@ def test_paper_scenario_prints_paper_beside_ours(tmp_path: Path) -> None:
 
 def test_compare_scores_mechanisms_against_the_exact_optimum(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    res = runner.invoke(app, ["compare", "default", "--mechanisms", "uncontrolled,elasticity-dr,milp",
-                              "--set", "fleet.n_evs=60", "--set", "time.horizon_h=12", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            "default",
+            "--mechanisms",
+            "uncontrolled,elasticity-dr,milp",
+            "--set",
+            "fleet.n_evs=60",
+            "--set",
+            "time.horizon_h=12",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "compare.csv").set_index("mechanism")
     assert table.loc["milp", "market_gap"] == pytest.approx(0.0, abs=1e-6)

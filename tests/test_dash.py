@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 N_EVS = 120
 START_S = 90.0  # bounded wait for the server [s]
@@ -30,8 +38,9 @@ UI_MS = 60_000  # bounded wait for the page [ms]
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run must install Debian's chromium", pytrace=False)
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does this in CI)",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does this in CI)", allow_module_level=True
+    )
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
@@ -49,8 +58,12 @@ def server():  # type: ignore[no-untyped-def]
     log = ARTIFACTS / "dash-server.log"
     ARTIFACTS.mkdir(exist_ok=True)
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(evgrid), "dash", "default", "--port", str(port), "--set", f"fleet.n_evs={N_EVS}"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(evgrid), "dash", "default", "--port", str(port), "--set", f"fleet.n_evs={N_EVS}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             url = f"http://127.0.0.1:{port}/"
             deadline = time.monotonic() + START_S
@@ -64,7 +77,9 @@ def server():  # type: ignore[no-untyped-def]
                 except OSError:
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"evgrid dash did not answer on {url} within {START_S:.0f} s: {log.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"evgrid dash did not answer on {url} within {START_S:.0f} s: {log.read_text()[-2000:]}"
+                    )
                 time.sleep(0.5)
             assert f"http://127.0.0.1:{port}/" in log.read_text()  # the command prints its URL
             yield url

@@ -27,11 +27,11 @@ from grids.dlmp import (
 )
 from grids.network import build_network
 
-PRICE = 50.0                       # [$/MWh]
-SCALES = (0.3, 0.5, 0.7)          # load levels of the three slots
-V_MIN = 0.90                       # 0.7 × load sits at 0.94 pu: a band the plain feeder can meet
-MAIN_FEEDER = list(range(18))      # paper buses 1 → 18 (pandapower 0 … 17)
-END = 17                           # paper bus 18
+PRICE = 50.0  # [$/MWh]
+SCALES = (0.3, 0.5, 0.7)  # load levels of the three slots
+V_MIN = 0.90  # 0.7 × load sits at 0.94 pu: a band the plain feeder can meet
+MAIN_FEEDER = list(range(18))  # paper buses 1 → 18 (pandapower 0 … 17)
+END = 17  # paper bus 18
 REL_P = 0.0025
 REL_LOSS = 0.03
 REL_Q, ABS_Q = 0.03, 0.01
@@ -74,13 +74,13 @@ def test_tables_are_tidy_and_converged(ac, lp, nw33):
     assert set(COMPONENTS_P + COMPONENTS_Q) <= set(lp.columns)
 
 
-@pytest.mark.parametrize("k", [0, 1])   # the light-load slots
+@pytest.mark.parametrize("k", [0, 1])  # the light-load slots
 def test_acopf_and_lindistflow_agree_at_light_load(ac, lp, k):
     a, b = _slot(ac, k), _slot(lp, k)
     lam_ac, lam_lp = a.lam_p_usd_per_mwh.to_numpy(), b.lam_p_usd_per_mwh.to_numpy()
     assert np.abs(lam_lp - lam_ac).max() <= REL_P * lam_ac.max()
     loss_ac = lam_ac - PRICE
-    far = loss_ac > 0.1                      # buses with a loss component worth comparing
+    far = loss_ac > 0.1  # buses with a loss component worth comparing
     assert far.sum() > 20
     assert np.all(np.abs(b.loss_usd_per_mwh.to_numpy()[far] - loss_ac[far]) <= REL_LOSS * loss_ac[far])
     q_ac, q_lp = a.lam_q_usd_per_mvarh.to_numpy(), b.lam_q_usd_per_mvarh.to_numpy()
@@ -149,7 +149,7 @@ def test_decomposition_with_binding_limits(binding):
     _identity(df)
     if binding == "voltage":
         assert df.voltage_usd_per_mwh.max() > 1.0
-        assert df[df.bus == 32].voltage_usd_per_mwh.iloc[0] > 0     # under-voltage raises the price
+        assert df[df.bus == 32].voltage_usd_per_mwh.iloc[0] > 0  # under-voltage raises the price
         assert np.allclose(df.congestion_usd_per_mwh, 0, atol=1e-9)
     else:
         assert df.congestion_usd_per_mwh.abs().max() > 0.5
@@ -165,7 +165,7 @@ def test_decomposition_with_binding_limits(binding):
 def test_acopf_price_is_the_marginal_cost(nw33):
     p = np.repeat(nw33.base_p_kw[None, :] * 0.5, 2, axis=0)
     q = np.repeat(nw33.base_q_kvar[None, :] * 0.5, 2, axis=0)
-    p[1, END] += 10.0                                     # +10 kW at paper bus 18
+    p[1, END] += 10.0  # +10 kW at paper bus 18
     df = dlmp_acopf(nw33, p, q, price_usd_per_mwh=PRICE)
     cost = slot_summary(df).total_cost_usd_per_h.to_numpy()
     lam = df[(df.slot == 0) & (df.bus == END)].lam_p_usd_per_mwh.iloc[0]
@@ -219,12 +219,12 @@ def test_four_pev_cases():
     assert df.note.str.contains("33-bus").all() and df.note.str.contains("5-bus").all()
     per = df.drop_duplicates("case").set_index("case")
     at = df.set_index(["case", "bus"])
-    for bus in (18, 33):                                   # the EV buses (paper numbering)
+    for bus in (18, 33):  # the EV buses (paper numbering)
         assert at.loc[(4, bus), "lam_q_usd_per_mvarh"] < at.loc[(2, bus), "lam_q_usd_per_mvarh"]
         assert at.loc[(2, bus), "lam_p_usd_per_mwh"] > at.loc[(1, bus), "lam_p_usd_per_mwh"]
-        assert at.loc[(4, bus), "ev_q_kvar"] < 0           # the inverters supply reactive power
+        assert at.loc[(4, bus), "ev_q_kvar"] < 0  # the inverters supply reactive power
     assert per.loc[4, "losses_kw"] < per.loc[2, "losses_kw"]
-    assert per.loc[3, "losses_kw"] < per.loc[1, "losses_kw"]   # V2G feeds the feeder end locally
+    assert per.loc[3, "losses_kw"] < per.loc[1, "losses_kw"]  # V2G feeds the feeder end locally
     assert per.loc[4, "total_cost_usd_per_h"] < per.loc[2, "total_cost_usd_per_h"]
     assert per.loc[1, "ev_cost_usd_per_h"] == 0.0
     text = format_pev_cases(df, buses=[1, 18, 33])

@@ -60,9 +60,20 @@ def _argv(argv: list[str]) -> list[str]:
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_argv(argv), cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env={"PYTHONPATH": str(ROOT), "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(cwd),
-                               "COLUMNS": "120", "MPLBACKEND": "Agg"})
+    return subprocess.run(
+        _argv(argv),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": f"{BIN}:/usr/bin:/bin",
+            "HOME": str(cwd),
+            "COLUMNS": "120",
+            "MPLBACKEND": "Agg",
+        },
+    )
 
 
 def _docs_with_commands() -> list[Path]:

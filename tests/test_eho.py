@@ -34,9 +34,14 @@ class Recorder:
 
 
 def _same(a: EHOResult, b: EHOResult) -> bool:
-    return (np.array_equal(a.x, b.x) and a.fun == b.fun and np.array_equal(a.history, b.history)
-            and a.n_evals == b.n_evals and np.array_equal(a.population, b.population)
-            and np.array_equal(a.fitness, b.fitness))
+    return (
+        np.array_equal(a.x, b.x)
+        and a.fun == b.fun
+        and np.array_equal(a.history, b.history)
+        and a.n_evals == b.n_evals
+        and np.array_equal(a.population, b.population)
+        and np.array_equal(a.fitness, b.fitness)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- determinism
@@ -101,8 +106,9 @@ def test_bounds_respected_property(lo, width, alpha, beta, seed):
 def test_shifted_sphere_10d_reaches_the_optimum():
     # α = 1.5 (steps may pass the matriarch), β = 1 (matriarch to the clan centre): with the paper-style
     # defaults α = 0.6, β = 0.3 EHO stagnates on a *shifted* sphere (see the module docstring, origin bias).
-    res = eho_minimize(sphere_shifted_batch, LO, HI, n_elephants=50, n_iter=200, alpha=1.5, beta=1.0, seed=0,
-                       vectorized=True)
+    res = eho_minimize(
+        sphere_shifted_batch, LO, HI, n_elephants=50, n_iter=200, alpha=1.5, beta=1.0, seed=0, vectorized=True
+    )
     assert res.fun < 1e-3
     assert np.linalg.norm(res.x - SHIFT) < 1e-3
     assert res.n_evals == 50 * 201
@@ -114,26 +120,30 @@ def test_shifted_sphere_10d_reaches_the_optimum():
 def test_defaults_converge_on_the_centred_sphere():
     # Measured on seeds 0–4 (3000 evaluations): EHO ≤ 8.6e-7; EHO with clan updating off (α → 0) 1.8e-4–2.8e-4;
     # random search at the same budget 13–20. The bound 1e-5 sits > 10× from both sides.
-    funs = [eho_minimize(lambda X: np.sum(X**2, axis=1), LO, HI, n_iter=60, seed=s, vectorized=True).fun
-            for s in range(5)]
+    funs = [
+        eho_minimize(lambda X: np.sum(X**2, axis=1), LO, HI, n_iter=60, seed=s, vectorized=True).fun for s in range(5)
+    ]
     assert max(funs) < 1e-5, funs
 
 
 def test_clan_updating_is_what_converges():
     """The shifted sphere (α = 1.5, β = 1) is solved by EHO; with the clan-updating operator switched off
     (α → the smallest positive double: x + α·(x_best − x)·r == x) the same run stalls above 10 on every seed."""
+
     def run(seed: int, alpha: float) -> float:
-        return eho_minimize(sphere_shifted_batch, LO, HI, n_elephants=50, n_iter=200, alpha=alpha, beta=1.0,
-                            seed=seed, vectorized=True).fun
+        return eho_minimize(
+            sphere_shifted_batch, LO, HI, n_elephants=50, n_iter=200, alpha=alpha, beta=1.0, seed=seed, vectorized=True
+        ).fun
 
     for s in range(3):
         assert run(s, 1.5) < 1e-3
-        assert run(s, 5e-324) > 1.0      # the ablation measurably loses (measured 10.7–13.1)
+        assert run(s, 5e-324) > 1.0  # the ablation measurably loses (measured 10.7–13.1)
 
 
 def test_beats_random_search_at_equal_evaluations():
     """At equal evaluations (50 × 41) EHO's *worst* seed beats random search's *best* seed by ≥ 100× on the
     10-d Rastrigin and sphere (measured: EHO ≤ 8.4e-4 and ≤ 1e-6; random search ≥ 77 and ≥ 13)."""
+
     def rastrigin(X):
         return 10.0 * X.shape[-1] + np.sum(X**2 - 10.0 * np.cos(2.0 * np.pi * X), axis=-1)
 
@@ -142,14 +152,22 @@ def test_beats_random_search_at_equal_evaluations():
         ours = [eho_minimize(f, lo, hi, n_elephants=50, n_iter=40, seed=s, vectorized=True) for s in range(5)]
         rand = [random_search(f, lo, hi, n_evals=50 * 41, seed=s, vectorized=True) for s in range(5)]
         assert all(o.n_evals == r.n_evals == 50 * 41 for o, r in zip(ours, rand, strict=True))
-        assert 100 * max(o.fun for o in ours) < min(r.fun for r in rand), ([o.fun for o in ours],
-                                                                         [r.fun for r in rand])
+        assert 100 * max(o.fun for o in ours) < min(r.fun for r in rand), ([o.fun for o in ours], [r.fun for r in rand])
 
 
 def test_matriarch_goes_to_beta_times_centre():
     # β = 0: after one generation every clan's matriarch is exactly the origin (no elites to mask it)
-    res = eho_minimize(lambda x: float(np.sum((x - 1.0) ** 2)), -np.ones(3), 2 * np.ones(3), n_elephants=15,
-                       n_clans=3, n_iter=1, beta=0.0, n_elite=0, seed=5)
+    res = eho_minimize(
+        lambda x: float(np.sum((x - 1.0) ** 2)),
+        -np.ones(3),
+        2 * np.ones(3),
+        n_elephants=15,
+        n_clans=3,
+        n_iter=1,
+        beta=0.0,
+        n_elite=0,
+        seed=5,
+    )
     assert int(np.sum(np.all(res.population == 0.0, axis=1))) == 3
 
 
@@ -187,8 +205,7 @@ def test_non_finite_values_are_treated_as_worst():
 
 
 def test_all_non_finite():
-    res = eho_minimize(lambda x: float("nan"), [0.0, 0.0], [1.0, 1.0], n_elephants=10, n_clans=2, n_iter=3,
-                       seed=0)
+    res = eho_minimize(lambda x: float("nan"), [0.0, 0.0], [1.0, 1.0], n_elephants=10, n_clans=2, n_iter=3, seed=0)
     assert res.fun == np.inf and np.all(res.fitness == np.inf) and res.x.shape == (2,)
 
 
@@ -197,8 +214,9 @@ def test_all_non_finite():
 
 def test_max_evals_runs_whole_generations_and_counts_exactly():
     calls = []
-    res = eho_minimize(lambda x: calls.append(1) or float(np.sum(x**2)), LO, HI, n_elephants=50, n_iter=100,
-                       max_evals=275, seed=0)
+    res = eho_minimize(
+        lambda x: calls.append(1) or float(np.sum(x**2)), LO, HI, n_elephants=50, n_iter=100, max_evals=275, seed=0
+    )
     assert res.n_evals == len(calls) == 250
     assert res.history.shape == (5,)
 
@@ -268,8 +286,7 @@ def test_random_search_budget_history_and_seed():
 
 def test_de_budget_is_respected_and_counted():
     calls = []
-    res = differential_evolution_budget(lambda x: calls.append(1) or sphere_shifted(x), LO, HI, n_evals=1000,
-                                        seed=0)
+    res = differential_evolution_budget(lambda x: calls.append(1) or sphere_shifted(x), LO, HI, n_evals=1000, seed=0)
     assert res.n_evals == len(calls) <= 1000
     assert res.history.shape[0] >= 2 and np.all(np.diff(res.history) <= 0)
     assert res.fun == sphere_shifted(res.x) == res.history[-1]
@@ -295,8 +312,12 @@ def test_not_worse_than_mealpy_at_equal_evaluations():
         ours.append(eho_minimize(rastrigin, lo, hi, n_elephants=50, n_iter=40, seed=s, vectorized=True).fun)
         # mealpy: 50 initial + 55 per epoch (its separated elephants are re-evaluated) → 36 epochs ≤ 2050 evals
         model = EHO.OriginalEHO(epoch=36, pop_size=50, alpha=0.6, beta=0.3, n_clans=5)
-        problem = {"obj_func": lambda x: float(rastrigin(np.asarray(x))), "log_to": None, "minmax": "min",
-                   "bounds": FloatVar(lb=lo.tolist(), ub=hi.tolist())}
+        problem = {
+            "obj_func": lambda x: float(rastrigin(np.asarray(x))),
+            "log_to": None,
+            "minmax": "min",
+            "bounds": FloatVar(lb=lo.tolist(), ub=hi.tolist()),
+        }
         theirs.append(float(model.solve(problem, seed=s).target.fitness))
     assert mealpy.__version__
     assert np.median(ours) <= np.median(theirs)

@@ -20,20 +20,42 @@ from markets.eho_bilevel import (
 )
 
 
-def _random_problem(rng: np.random.Generator, *, n: int, n_st: int, T: int = 12, ports: int = 1,
-                    booked: bool = False, follows: float = 1.0, alternatives=None, eps: float | None = None
-                    ) -> BilevelProblem:
+def _random_problem(
+    rng: np.random.Generator,
+    *,
+    n: int,
+    n_st: int,
+    T: int = 12,
+    ports: int = 1,
+    booked: bool = False,
+    follows: float = 1.0,
+    alternatives=None,
+    eps: float | None = None,
+) -> BilevelProblem:
     arr = np.sort(rng.uniform(0, T * 0.6, n))
     dep = np.minimum(arr + rng.uniform(1.0, T, n), T + rng.uniform(0, 2, n))
-    s = Sessions(arrival_h=arr, departure_h=dep, need_kwh=rng.uniform(1, 40, n),
-                 p_max_kw=rng.choice([3.6, 7.0, 11.0], n), station=rng.integers(0, n_st, n),
-                 eta_ch=rng.uniform(0.85, 1.0, n), follows=rng.random(n) < follows,
-                 elasticity=rng.uniform(-0.6, 0.0, n))
+    s = Sessions(
+        arrival_h=arr,
+        departure_h=dep,
+        need_kwh=rng.uniform(1, 40, n),
+        p_max_kw=rng.choice([3.6, 7.0, 11.0], n),
+        station=rng.integers(0, n_st, n),
+        eta_ch=rng.uniform(0.85, 1.0, n),
+        follows=rng.random(n) < follows,
+        elasticity=rng.uniform(-0.6, 0.0, n),
+    )
     return BilevelProblem(
-        s, dt_h=1.0, base_price_usd_per_kwh=rng.uniform(0.10, 0.18, T), base_load_kw=rng.uniform(50, 150, T),
-        ports=np.full(n_st, ports), station_cap_kw=rng.uniform(8, 25, n_st), alternatives=alternatives,
-        epsilon=float(rng.uniform(0.0, 0.6)) if eps is None else eps, delta=1.0,
-        booked_station_kw=rng.uniform(0, 10, (n_st, T)) if booked else None, limit_bounds=(5.0, 30.0),
+        s,
+        dt_h=1.0,
+        base_price_usd_per_kwh=rng.uniform(0.10, 0.18, T),
+        base_load_kw=rng.uniform(50, 150, T),
+        ports=np.full(n_st, ports),
+        station_cap_kw=rng.uniform(8, 25, n_st),
+        alternatives=alternatives,
+        epsilon=float(rng.uniform(0.0, 0.6)) if eps is None else eps,
+        delta=1.0,
+        booked_station_kw=rng.uniform(0, 10, (n_st, T)) if booked else None,
+        limit_bounds=(5.0, 30.0),
         slot_period=np.arange(T),
     )
 
@@ -46,19 +68,23 @@ def _milp_best_response(price, caps, e_target, a_h, d_h, k0, dt, delta, eps):
     t_end = np.array([min((k0 + e + 1) * dt, d_h) for e in range(m)])
     c = np.r_[delta * price * dt, eps * (t_end - a_h)]
     A, lo, hi = [], [], []
-    A.append(np.r_[np.full(m, dt), np.zeros(m)])          # energy
+    A.append(np.r_[np.full(m, dt), np.zeros(m)])  # energy
     lo.append(e_target), hi.append(e_target)
-    A.append(np.r_[np.zeros(m), np.ones(m)])              # one last slot
+    A.append(np.r_[np.zeros(m), np.ones(m)])  # one last slot
     lo.append(1), hi.append(1)
-    for k in range(m):                                    # p_k ≤ c_k · Σ_{e ≥ k} z_e
+    for k in range(m):  # p_k ≤ c_k · Σ_{e ≥ k} z_e
         row = np.zeros(2 * m)
         row[k] = 1.0
-        row[m + k:] = -caps[k]
+        row[m + k :] = -caps[k]
         A.append(row)
         lo.append(-np.inf), hi.append(0.0)
-    res = milp(c, constraints=LinearConstraint(np.array(A), lo, hi),
-               integrality=np.r_[np.zeros(m), np.ones(m)], bounds=Bounds(np.zeros(2 * m), np.r_[caps, np.ones(m)]),
-               options={"mip_rel_gap": 1e-12})
+    res = milp(
+        c,
+        constraints=LinearConstraint(np.array(A), lo, hi),
+        integrality=np.r_[np.zeros(m), np.ones(m)],
+        bounds=Bounds(np.zeros(2 * m), np.r_[caps, np.ones(m)]),
+        options={"mip_rel_gap": 1e-12},
+    )
     assert res.status == 0
     return res.fun
 
@@ -68,7 +94,7 @@ def test_best_response_is_optimal_against_highs(seed: int) -> None:
     """One follower against booked station load and a port it gets late: the kernel's answer = HiGHS MILP optimum."""
     rng = np.random.default_rng(seed)
     prob = _random_problem(rng, n=1, n_st=1, booked=True)
-    prob.port_free0[0, 0] = float(rng.uniform(0, 4))            # the port is busy until then
+    prob.port_free0[0, 0] = float(rng.uniform(0, 4))  # the port is busy until then
     x = np.r_[rng.uniform(0.8, 2.0, prob.n_price), rng.uniform(5, 30, 1)]
     r = prob.respond(x)
     s, dt = prob._s, prob.dt_h
@@ -168,18 +194,36 @@ def test_bilevel_uncontrolled_equals_the_cosimulation() -> None:
 
 def test_compiled_and_python_kernels_agree() -> None:
     rng = np.random.default_rng(7)
-    prob = _random_problem(rng, n=15, n_st=3, ports=2, follows=0.5, booked=True,
-                           alternatives=[[0, 1], [1, 2], [2, 0]])
+    prob = _random_problem(rng, n=15, n_st=3, ports=2, follows=0.5, booked=True, alternatives=[[0, 1], [1, 2], [2, 0]])
     x = np.r_[rng.uniform(0.8, 2.0, prob.n_price), rng.uniform(5, 30, prob.n_stations)]
     r = prob.respond(x)
     s, T = prob._s, prob.n_slots
     n = len(s)
     out = [np.zeros((n, T)), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, bool)]
     price, lim = prob.decode(x)
-    _respond_kernel(s.arrival_h, s.departure_h, prob._e_grid, s.p_max_kw, s.follows, s.elasticity,
-                    s.station.astype(np.int64), prob.alt, prob.n_alt, prob.port_free0, prob.ports.astype(np.int64),
-                    prob.release_full, np.minimum(prob.cap, lim), prob.booked0, price, prob.base_price, prob.dt_h,
-                    prob.delta, prob.epsilon, False, *out)
+    _respond_kernel(
+        s.arrival_h,
+        s.departure_h,
+        prob._e_grid,
+        s.p_max_kw,
+        s.follows,
+        s.elasticity,
+        s.station.astype(np.int64),
+        prob.alt,
+        prob.n_alt,
+        prob.port_free0,
+        prob.ports.astype(np.int64),
+        prob.release_full,
+        np.minimum(prob.cap, lim),
+        prob.booked0,
+        price,
+        prob.base_price,
+        prob.dt_h,
+        prob.delta,
+        prob.epsilon,
+        False,
+        *out,
+    )
     inv = np.empty_like(prob.order)
     inv[prob.order] = np.arange(n)
     np.testing.assert_allclose(out[0][inv], r.p_kw, atol=1e-12)
@@ -219,8 +263,16 @@ def test_search_is_seeded_and_bounded() -> None:
 def test_exact_optimum_bounds_every_search_on_a_small_instance() -> None:
     bp = np.array([0.15, 0.17, 0.12, 0.13])
     s = Sessions(arrival_h=[0.0, 0.3], departure_h=[4.0, 4.0], need_kwh=[10.0, 6.0], p_max_kw=7.0, station=0)
-    prob = BilevelProblem(s, dt_h=1.0, base_price_usd_per_kwh=bp, base_load_kw=[60.0, 90.0, 40.0, 30.0], ports=[1],
-                          station_cap_kw=[100.0], slot_period=np.arange(4), epsilon=0.25)
+    prob = BilevelProblem(
+        s,
+        dt_h=1.0,
+        base_price_usd_per_kwh=bp,
+        base_load_kw=[60.0, 90.0, 40.0, 30.0],
+        ports=[1],
+        station_cap_kw=[100.0],
+        slot_period=np.arange(4),
+        epsilon=0.25,
+    )
     ex = exact_upper_level(prob)
     assert ex["objective_at_x"] <= ex["objective"] + 1e-9
     grid = np.linspace(0.8, 2.0, 5)
@@ -229,8 +281,9 @@ def test_exact_optimum_bounds_every_search_on_a_small_instance() -> None:
     assert best_grid <= ex["objective"] + 1e-9
     best = {}
     for method in ("eho", "de", "random"):
-        objs = [solve(prob, method=method, n_elephants=20, n_clans=2, n_iter=20, seed=sd)["objective"]
-                for sd in range(5)]
+        objs = [
+            solve(prob, method=method, n_elephants=20, n_clans=2, n_iter=20, seed=sd)["objective"] for sd in range(5)
+        ]
         assert max(objs) <= ex["objective"] + 1e-9
         best[method] = max(objs)
     # The bound is tight, not just valid: DE's best of 5 seeds (420 evaluations each) comes within 10 % of it
@@ -245,15 +298,33 @@ def test_exact_optimum_bounds_every_search_on_a_small_instance() -> None:
 def _request(rng: np.random.Generator, n: int, *, caps=None, day_ahead: bool = False) -> MarketRequest:
     N = 24
     start = rng.integers(0, 12, n)
-    evs = EVFlex(ev_id=np.arange(n), bus=np.zeros(n, int), station=rng.integers(0, 3, n), start_slot=start,
-                 end_slot=np.minimum(start + rng.integers(2, 16, n), N), end_frac=rng.uniform(0.2, 1, n),
-                 e_need_kwh=rng.uniform(5, 50, n), p_max_kw=rng.choice([3.6, 7.0, 11.0], n), p_min_kw=np.zeros(n),
-                 eta_ch=np.full(n, 0.92), participates=rng.random(n) < 0.7, elasticity=rng.uniform(-0.5, -0.1, n))
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=np.zeros(n, int),
+        station=rng.integers(0, 3, n),
+        start_slot=start,
+        end_slot=np.minimum(start + rng.integers(2, 16, n), N),
+        end_frac=rng.uniform(0.2, 1, n),
+        e_need_kwh=rng.uniform(5, 50, n),
+        p_max_kw=rng.choice([3.6, 7.0, 11.0], n),
+        p_min_kw=np.zeros(n),
+        eta_ch=np.full(n, 0.92),
+        participates=rng.random(n) < 0.7,
+        elasticity=rng.uniform(-0.5, -0.1, n),
+    )
     base = 200 + 80 * np.sin(np.arange(N) / 24 * 2 * np.pi)
     committed = rng.uniform(0, 5, (3, N))
-    return MarketRequest(t0_min=480.0, dt_min=60.0, n_slots=N, evs=evs, base_load_kw=base,
-                         price_usd_per_mwh=np.linspace(120, 170, N), station_cap_kw=caps, day_ahead=day_ahead,
-                         committed_station_kw=committed)
+    return MarketRequest(
+        t0_min=480.0,
+        dt_min=60.0,
+        n_slots=N,
+        evs=evs,
+        base_load_kw=base,
+        price_usd_per_mwh=np.linspace(120, 170, N),
+        station_cap_kw=caps,
+        day_ahead=day_ahead,
+        committed_station_kw=committed,
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -265,7 +336,9 @@ def test_mechanism_keeps_ev_and_station_limits(seed: int) -> None:
     lim = plan.info["station_limit_kw"]
     assert lim.shape == (3,) and np.all((lim >= 10.0) & (lim <= 40.0))
     price = plan.price_usd_per_mwh
-    assert np.all(price >= 0.8 * np.linspace(120, 170, 24) - 1e-9) and np.all(price <= 2.0 * np.linspace(120, 170, 24) + 1e-9)
+    assert np.all(price >= 0.8 * np.linspace(120, 170, 24) - 1e-9) and np.all(
+        price <= 2.0 * np.linspace(120, 170, 24) + 1e-9
+    )
     req = _request(rng, 25, caps=caps, day_ahead=False)
     res = mech.clear(req)
     evs = req.evs
@@ -276,7 +349,7 @@ def test_mechanism_keeps_ev_and_station_limits(seed: int) -> None:
     np.add.at(load, evs.station, res.p_kw)
     bound = np.maximum(np.minimum(caps, lim)[:, None], req.committed_station_kw)
     assert np.all(load <= bound + 1e-6)
-    np.testing.assert_array_equal(res.info["station_limit_kw"], lim)   # later clearings keep the day's plan
+    np.testing.assert_array_equal(res.info["station_limit_kw"], lim)  # later clearings keep the day's plan
 
 
 def test_rolling_mode_reprices_and_keeps_limits() -> None:
@@ -301,9 +374,14 @@ def test_mechanism_is_deterministic_by_seed_and_validates() -> None:
     a, b = EHOBilevel(seed=3, **kw).clear(req), EHOBilevel(seed=3, **kw).clear(req)
     np.testing.assert_array_equal(a.price_usd_per_mwh, b.price_usd_per_mwh)
     np.testing.assert_array_equal(a.p_kw, b.p_kw)
-    for bad, needle in (({"alpha1": -1}, "alpha1"), ({"mode": "weekly"}, "mode"), ({"follow_share": 2}, "follow_share"),
-                        ({"forecast": {"n_evs": 5, "colour": 1}}, "forecast"), ({"price_max": 0.5}, "price_max"),
-                        ({"bogus": 1}, "bogus")):
+    for bad, needle in (
+        ({"alpha1": -1}, "alpha1"),
+        ({"mode": "weekly"}, "mode"),
+        ({"follow_share": 2}, "follow_share"),
+        ({"forecast": {"n_evs": 5, "colour": 1}}, "forecast"),
+        ({"price_max": 0.5}, "price_max"),
+        ({"bogus": 1}, "bogus"),
+    ):
         with pytest.raises(MarketConfigError, match=needle) as err:
             EHOBilevel(**bad)
         assert "\n" not in str(err.value)
@@ -316,9 +394,10 @@ def test_optimised_day_beats_uncontrolled_on_peak_in_the_cosimulation() -> None:
 
     k = {}
     for mech in ("uncontrolled", "eho-bilevel"):
-        sc = load_scenario("eho-bilevel-10stations", [f"market.mechanism='{mech}'",
-                                                      "market.params.eho-bilevel.n_iter=8",
-                                                      "fleet.station_choice=0"])
+        sc = load_scenario(
+            "eho-bilevel-10stations",
+            [f"market.mechanism='{mech}'", "market.params.eho-bilevel.n_iter=8", "fleet.station_choice=0"],
+        )
         r = CoSimulation(sc).run()
         k[mech] = r.kpis
         ss, st = r.tables["station_step"], r.tables["stations"]
@@ -364,8 +443,9 @@ def test_redirecting_users_cuts_waits_in_the_co_simulation() -> None:
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
-    unc = CoSimulation(load_scenario("eho-bilevel-10stations", ["market.mechanism=uncontrolled",
-                                                                "fleet.station_choice=0"])).run()
+    unc = CoSimulation(
+        load_scenario("eho-bilevel-10stations", ["market.mechanism=uncontrolled", "fleet.station_choice=0"])
+    ).run()
     m = CoSimulation(load_scenario("eho-bilevel-10stations"))
     opt = m.run()
     a, b = unc.kpis, opt.kpis

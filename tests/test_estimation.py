@@ -33,6 +33,7 @@ ALPHA = 0.01
 # ---------------------------------------------------------------------------------------------------------------
 # fixtures (module scope: construction runs pandapower once, the numba kernel compiles or loads once)
 
+
 @pytest.fixture(scope="module")
 def net() -> pp.pandapowerNet:
     return pn.case33bw()
@@ -84,7 +85,7 @@ def _pp_estimate(net: pp.pandapowerNet, ms: MeasurementSet, z: np.ndarray) -> pp
     sig = ms.sigma
     for k, b in enumerate(ms.v_buses):
         pp.create_measurement(netm, "v", "bus", z[k], sig[k], int(b))
-    for k, b in enumerate(ms.inj_buses):   # pandapower's bus measurements are in load convention
+    for k, b in enumerate(ms.inj_buses):  # pandapower's bus measurements are in load convention
         pp.create_measurement(netm, "p", "bus", -z[nv + k], sig[nv + k], int(b))
         pp.create_measurement(netm, "q", "bus", -z[nv + ni + k], sig[nv + ni + k], int(b))
     for k, line in enumerate(ms.flow_lines):
@@ -93,7 +94,7 @@ def _pp_estimate(net: pp.pandapowerNet, ms: MeasurementSet, z: np.ndarray) -> pp
         pp.create_measurement(netm, "q", "line", z[o + nf + k], sig[o + nf + k], int(line), side="from")
     from pandapower.estimation import estimate
 
-    with warnings.catch_warnings():           # pandapower 3.5.6's estimation emits pandas SettingWithCopyWarnings
+    with warnings.catch_warnings():  # pandapower 3.5.6's estimation emits pandas SettingWithCopyWarnings
         warnings.simplefilter("ignore")
         out = estimate(netm, init="flat", tolerance=1e-10, maximum_iterations=50, zero_injection=None)
     assert out["success"]
@@ -103,10 +104,11 @@ def _pp_estimate(net: pp.pandapowerNet, ms: MeasurementSet, z: np.ndarray) -> pp
 # ---------------------------------------------------------------------------------------------------------------
 # measurement set and model
 
+
 def test_default_measurement_set(net: pp.pandapowerNet, ms: MeasurementSet) -> None:
-    assert ms.v_buses.tolist() == [0, 17, 21, 24, 32]                  # substation + the four feeder ends
+    assert ms.v_buses.tolist() == [0, 17, 21, 24, 32]  # substation + the four feeder ends
     assert ms.inj_buses.tolist() == list(range(33))
-    assert ms.flow_lines.tolist() == list(range(17)) + [17, 21, 24]     # trunk 0–17 + the three lateral heads
+    assert ms.flow_lines.tolist() == list(range(17)) + [17, 21, 24]  # trunk 0–17 + the three lateral heads
     assert ms.n_meas == 5 + 66 + 40 == len(ms.sigma) == len(ms.labels)
     se = StateEstimator(net, ms, backend="numpy")
     assert (se.n_meas, se.n_states) == (111, 65)
@@ -126,15 +128,16 @@ def test_measurement_set_validation(net: pp.pandapowerNet) -> None:
         StateEstimator(net, MeasurementSet.default(net), backend="cuda")
 
 
-def test_measure_is_consistent_with_the_power_flow(se: StateEstimator, ms: MeasurementSet, snaps: list,
-                                                   net: pp.pandapowerNet) -> None:
+def test_measure_is_consistent_with_the_power_flow(
+    se: StateEstimator, ms: MeasurementSet, snaps: list, net: pp.pandapowerNet
+) -> None:
     res = snaps[0]
     z = se.measure(res, np.random.default_rng(0), noise=False)
     nv, ni, nf = len(ms.v_buses), len(ms.inj_buses), len(ms.flow_lines)
     np.testing.assert_allclose(z[:nv], res.vm_pu[ms.v_buses], atol=1e-12)
-    np.testing.assert_allclose(z[nv + 2 * ni:nv + 2 * ni + nf], res.line_p_from_mw[ms.flow_lines], atol=1e-9)
-    np.testing.assert_allclose(z[nv + 2 * ni + nf:], res.line_q_from_mvar[ms.flow_lines], atol=1e-9)
-    assert z[nv] == pytest.approx(res.ext_grid_p_mw, abs=1e-9)          # injection at the substation = import
+    np.testing.assert_allclose(z[nv + 2 * ni : nv + 2 * ni + nf], res.line_p_from_mw[ms.flow_lines], atol=1e-9)
+    np.testing.assert_allclose(z[nv + 2 * ni + nf :], res.line_q_from_mvar[ms.flow_lines], atol=1e-9)
+    assert z[nv] == pytest.approx(res.ext_grid_p_mw, abs=1e-9)  # injection at the substation = import
     assert z[nv + ni] == pytest.approx(res.ext_grid_q_mvar, abs=1e-9)
     # tuple input (vm, va_degree) is the same; noise has the stated standard deviations
     z2 = se.measure((res.vm_pu, res.va_degree), np.random.default_rng(0), noise=False)
@@ -165,16 +168,18 @@ def test_jacobian_matches_finite_differences(se: StateEstimator, snaps: list) ->
 # ---------------------------------------------------------------------------------------------------------------
 # the fast estimator against pandapower's
 
+
 @pytest.mark.parametrize("k", range(6))
-def test_estimate_matches_pandapower(se: StateEstimator, net: pp.pandapowerNet, ms: MeasurementSet,
-                                     snaps: list, k: int) -> None:
+def test_estimate_matches_pandapower(
+    se: StateEstimator, net: pp.pandapowerNet, ms: MeasurementSet, snaps: list, k: int
+) -> None:
     rng = np.random.default_rng(100 + k)
     z = se.measure(snaps[10 + k], rng)
     ref = _pp_estimate(net, ms, z)
-    assert len(net.measurement) == 0                                    # the caller's net is untouched
+    assert len(net.measurement) == 0  # the caller's net is untouched
     vm_ref = ref.res_bus_est["vm_pu"].to_numpy()
     va_ref = np.deg2rad(ref.res_bus_est["va_degree"].to_numpy())
-    for x0 in (None, se.state(np.ones(33), np.zeros(33))):             # warm start and flat start
+    for x0 in (None, se.state(np.ones(33), np.zeros(33))):  # warm start and flat start
         est = se.estimate(z, x0=x0)
         assert est.converged, est.message
         np.testing.assert_allclose(est.vm_pu, vm_ref, atol=1e-6, rtol=0)
@@ -198,8 +203,9 @@ def test_backends_agree_on_a_warm_started_sequence(net: pp.pandapowerNet, ms: Me
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), scale=st.floats(1e-4, 0.03))
-def test_noise_free_ac_shift_is_recovered_exactly(se_fast: StateEstimator, snaps: list, seed: int,
-                                                  scale: float) -> None:
+def test_noise_free_ac_shift_is_recovered_exactly(
+    se_fast: StateEstimator, snaps: list, seed: int, scale: float
+) -> None:
     """Without noise the estimate of h(x + c) is x + c: the AC attack moves the estimate exactly by c."""
     rng = np.random.default_rng(seed)
     res = snaps[seed % len(snaps)]
@@ -215,10 +221,11 @@ def test_noise_free_ac_shift_is_recovered_exactly(se_fast: StateEstimator, snaps
 # ---------------------------------------------------------------------------------------------------------------
 # detection rates (deterministic Monte Carlo)
 
+
 def test_chi2_false_alarm_rate_is_alpha(se_fast: StateEstimator, snaps: list) -> None:
     rng = np.random.default_rng(11)
     J, flags = [], []
-    for res in snaps:                                                   # 300 trials
+    for res in snaps:  # 300 trials
         d = se_fast.detect(se_fast.measure(res, rng), alpha=ALPHA)
         assert d.converged
         J.append(d.objective)
@@ -236,10 +243,10 @@ def test_chi2_false_alarm_rate_is_alpha(se_fast: StateEstimator, snaps: list) ->
         assert abs(np.mean(J_arr > se_fast.chi2_threshold(alpha)) - alpha) <= se3, alpha
     rng = np.random.default_rng(21)
     high = [se_fast.detect(se_fast.measure(res, rng), alpha=0.2).flagged for res in snaps[:100]]
-    assert abs(np.mean(high) - 0.2) <= 3.0 * np.sqrt(0.2 * 0.8 / 100), np.mean(high)   # ≈ 20 of 100 flagged
+    assert abs(np.mean(high) - 0.2) <= 3.0 * np.sqrt(0.2 * 0.8 / 100), np.mean(high)  # ≈ 20 of 100 flagged
     dof = se_fast.n_meas - se_fast.n_states
-    assert abs(np.mean(J) - dof) < 3.0                                  # J ~ χ²(m − n): mean m − n (±5.4 SE)
-    assert abs(np.var(J) / (2 * dof) - 1) < 0.35                       # variance 2 (m − n)
+    assert abs(np.mean(J) - dof) < 3.0  # J ~ χ²(m − n): mean m − n (±5.4 SE)
+    assert abs(np.var(J) / (2 * dof) - 1) < 0.35  # variance 2 (m − n)
 
 
 def test_rn_needs_the_chi2_gate(se_fast: StateEstimator, snaps: list) -> None:
@@ -277,24 +284,25 @@ def _attack_direction(se: StateEstimator, delta: float) -> np.ndarray:
 
 
 def test_stealthy_attack_passes_chi2_while_naive_attack_of_same_size_is_detected(
-        se_fast: StateEstimator, snaps: list) -> None:
+    se_fast: StateEstimator, snaps: list
+) -> None:
     """Issue 7's must-show: a = H·c passes χ² at the clean-data rate; the same ‖a‖ in other directions does not."""
     se = se_fast
     rng = np.random.default_rng(13)
-    c = _attack_direction(se, 0.005)                                    # 0.5 % lower voltage at six buses
+    c = _attack_direction(se, 0.005)  # 0.5 % lower voltage at six buses
     n = 250
     flags = {k: 0 for k in ("clean", "linear", "ac", "random", "bias")}
     inj = np.arange(len(se.ms.v_buses), len(se.ms.v_buses) + 2 * len(se.ms.inj_buses))
     for res in snaps[:n]:
         vm, va = res.vm_pu, np.deg2rad(res.va_degree)
-        z = se.measure(res, rng)                                        # paired: the same noise for every attack
-        a_lin = se.stealthy_attack(vm, va, c, form="linear")            # a = H(x)·c
-        a_ac = se.stealthy_attack(vm, va, c, form="ac")                 # a = h(x + c) − h(x)
+        z = se.measure(res, rng)  # paired: the same noise for every attack
+        a_lin = se.stealthy_attack(vm, va, c, form="linear")  # a = H(x)·c
+        a_ac = se.stealthy_attack(vm, va, c, form="ac")  # a = h(x + c) − h(x)
         size = np.linalg.norm(a_lin)
         d = rng.standard_normal(se.n_meas)
-        a_rand = d / np.linalg.norm(d) * size                           # same ‖a‖, random direction
+        a_rand = d / np.linalg.norm(d) * size  # same ‖a‖, random direction
         a_bias = np.zeros(se.n_meas)
-        a_bias[rng.choice(inj, 3, replace=False)] = size / np.sqrt(3)   # same ‖a‖ as a bias on 3 injections
+        a_bias[rng.choice(inj, 3, replace=False)] = size / np.sqrt(3)  # same ‖a‖ as a bias on 3 injections
         for key, a in (("clean", 0.0), ("linear", a_lin), ("ac", a_ac), ("random", a_rand), ("bias", a_bias)):
             det = se.detect(z + a, alpha=ALPHA)
             assert det.converged
@@ -341,8 +349,9 @@ def test_linear_attack_is_exposed_by_the_ac_model_when_large(se_fast: StateEstim
     assert abs(rate["ac"] - rate["clean"]) <= 0.02, rate
 
 
-@pytest.mark.parametrize("label", ["P inj bus 3", "Q inj bus 8", "P inj bus 14", "Q inj bus 16",
-                                   "P flow line 5", "V bus 17"])
+@pytest.mark.parametrize(
+    "label", ["P inj bus 3", "Q inj bus 8", "P inj bus 14", "Q inj bus 16", "P flow line 5", "V bus 17"]
+)
 def test_rn_identifies_a_single_gross_error(se: StateEstimator, snaps: list, label: str) -> None:
     k = se.labels.index(label)
     rng = np.random.default_rng(16)
@@ -379,6 +388,7 @@ def test_gross_error_on_a_lateral_is_detected_but_not_pinned(se_fast: StateEstim
 # ---------------------------------------------------------------------------------------------------------------
 # failures are reported, never silent
 
+
 def test_unobservable_measurement_sets_raise(net: pp.pandapowerNet) -> None:
     with pytest.raises(NotObservableError, match="bus 32"):
         StateEstimator(net, MeasurementSet(np.array([0]), np.arange(31), np.arange(17)))
@@ -397,7 +407,7 @@ def test_unobservable_measurement_sets_raise(net: pp.pandapowerNet) -> None:
 def test_non_convergence_is_reported(net: pp.pandapowerNet, ms: MeasurementSet, snaps: list, backend: str) -> None:
     se = StateEstimator(net, ms, backend=backend, max_iter=1)
     z = se.measure(snaps[0], np.random.default_rng(0))
-    est = se.estimate(z)                                                # from the flat start: needs ≥ 3 iterations
+    est = se.estimate(z)  # from the flat start: needs ≥ 3 iterations
     assert not est.converged and "no convergence in 1 iterations" in est.message
     assert np.isnan(est.objective) and np.isnan(est.residuals).all()
     with pytest.raises(EstimationError, match="non-converged"):
@@ -406,13 +416,14 @@ def test_non_convergence_is_reported(net: pp.pandapowerNet, ms: MeasurementSet, 
         se.largest_normalized_residual(est)
     d = se.detect(z)
     assert d.flagged and not d.converged and d.suspect == -1
-    se.max_iter = 20                                                    # the failed call left no trace
+    se.max_iter = 20  # the failed call left no trace
     assert se.estimate(z).converged
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_inconsistent_measurements_are_reported(net: pp.pandapowerNet, ms: MeasurementSet, snaps: list,
-                                                backend: str) -> None:
+def test_inconsistent_measurements_are_reported(
+    net: pp.pandapowerNet, ms: MeasurementSet, snaps: list, backend: str
+) -> None:
     se = StateEstimator(net, ms, backend=backend)
     # a dead telemetry feed (all zeros) fits the zero-voltage state exactly: reported, not passed as clean
     est = se.estimate(np.zeros(se.n_meas))
@@ -438,8 +449,7 @@ def test_bad_inputs_raise(se_fast: StateEstimator, snaps: list) -> None:
     with pytest.raises(EstimationError, match="alpha"):
         se_fast.chi2_threshold(1.5)
     with pytest.raises(EstimationError, match="form"):
-        se_fast.stealthy_attack(snaps[0].vm_pu, np.deg2rad(snaps[0].va_degree), np.zeros(se_fast.n_states),
-                                form="dc")
+        se_fast.stealthy_attack(snaps[0].vm_pu, np.deg2rad(snaps[0].va_degree), np.zeros(se_fast.n_states), form="dc")
     with pytest.raises(EstimationError, match="shape"):
         se_fast.stealthy_attack(snaps[0].vm_pu, np.deg2rad(snaps[0].va_degree), np.zeros(3))
     bad = copy.copy(snaps[0])

@@ -51,7 +51,11 @@ def mc_study(n: int = 4) -> Study:
 @pytest.mark.slow
 def test_replications_identical_on_every_backend(tmp_path: Path) -> None:
     frames = {}
-    for name, kw in {"one": {"workers": 1}, "two": {"workers": 2}, "dask": {"workers": 2, "scheduler": "local"}}.items():
+    for name, kw in {
+        "one": {"workers": 1},
+        "two": {"workers": 2},
+        "dask": {"workers": 2, "scheduler": "local"},
+    }.items():
         store = Store(tmp_path / name)
         counts = run_study(mc_study(), store, **kw)
         assert counts == {"ok": 4, "failed": 0, "skipped": 0}
@@ -90,11 +94,26 @@ def test_failed_replication_is_recorded_and_the_rest_complete(tmp_path: Path, mo
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "experiments.cli", "montecarlo", "default", "-n", "60", "--workers", "1",
-            "--seed", "5", "-q", "--no-plots", *sum((["--set", s] for s in SMALL), [])]
+    args = [
+        sys.executable,
+        "-m",
+        "experiments.cli",
+        "montecarlo",
+        "default",
+        "-n",
+        "60",
+        "--workers",
+        "1",
+        "--seed",
+        "5",
+        "-q",
+        "--no-plots",
+        *sum((["--set", s] for s in SMALL), []),
+    ]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     parts = killed / "parts"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -155,7 +174,9 @@ def test_grid_parsing_aliases_and_designs() -> None:
     with pytest.raises(ScenarioError, match="start:stop:count"):
         parse_grid("x=0:1:zero")
     assert expand_override("dr.participation", 0.2, 2) == [
-        "fleet.participation=0.2", "market.params.elasticity-dr.participation=0.2"]
+        "fleet.participation=0.2",
+        "market.params.elasticity-dr.participation=0.2",
+    ]
     assert "fleet.groups.1.elasticity={low = -0.3, high = -0.3}" in expand_override("ev.elasticity", -0.3, 2)
     grids = [("a", [1, 2]), ("b", [3, 4, 5])]
     assert len(factorial(grids)) == 6 and factorial(grids)[5].params == {"a": 2, "b": 5}

@@ -39,9 +39,16 @@ def requests(draw: st.DrawFn, max_evs: int = 12) -> MarketRequest:
     )
     base = np.array(draw(st.lists(st.floats(10.0, 500.0), min_size=N_SLOTS, max_size=N_SLOTS)))
     caps = draw(st.one_of(st.none(), st.just(np.array([15.0, 30.0, np.inf]))))
-    return MarketRequest(t0_min=0.0, dt_min=60.0, n_slots=N_SLOTS, evs=evs, base_load_kw=base,
-                         price_usd_per_mwh=tou_price(base, 84, 0.75, 1.35, "affine"),
-                         station_cap_kw=caps, day_ahead=draw(st.booleans()))
+    return MarketRequest(
+        t0_min=0.0,
+        dt_min=60.0,
+        n_slots=N_SLOTS,
+        evs=evs,
+        base_load_kw=base,
+        price_usd_per_mwh=tou_price(base, 84, 0.75, 1.35, "affine"),
+        station_cap_kw=caps,
+        day_ahead=draw(st.booleans()),
+    )
 
 
 @pytest.mark.slow
@@ -113,8 +120,15 @@ def test_participants_get_their_energy_and_station_caps_hold(req: MarketRequest)
 def test_dr_shift_is_energy_neutral_and_bounded(load, self_e, cross_e, dr_max, part) -> None:
     load = np.array(load)
     price = tou_price(load, 84.0, 0.75, 1.35, "affine")
-    s = elastic_shift(load, price, rho_usd_per_mwh=84.0, self_elasticity=self_e, cross_elasticity=cross_e,
-                      dr_max=dr_max, participation=part)
+    s = elastic_shift(
+        load,
+        price,
+        rho_usd_per_mwh=84.0,
+        self_elasticity=self_e,
+        cross_elasticity=cross_e,
+        dr_max=dr_max,
+        participation=part,
+    )
     assert abs(s.sum()) <= 1e-9 * max(1.0, load.sum())
     assert np.all(np.abs(s) <= part * dr_max * load + 1e-9)
 
@@ -122,8 +136,9 @@ def test_dr_shift_is_energy_neutral_and_bounded(load, self_e, cross_e, dr_max, p
 def test_dr_moves_load_from_peak_to_valley() -> None:
     load = np.array([50, 40, 35, 30, 60, 90, 120, 130, 100, 70.0])
     price = tou_price(load, 84.0, 0.75, 1.35, "affine")
-    s = elastic_shift(load, price, rho_usd_per_mwh=84.0, self_elasticity=-0.3, cross_elasticity=0.1,
-                      dr_max=0.15, participation=0.85)
+    s = elastic_shift(
+        load, price, rho_usd_per_mwh=84.0, self_elasticity=-0.3, cross_elasticity=0.1, dr_max=0.15, participation=0.85
+    )
     assert s[np.argmax(load)] < 0 < s[np.argmin(load)]
     assert (load + s).max() < load.max()
 
@@ -165,20 +180,48 @@ def test_registry_and_bad_parameters_are_errors() -> None:
 
 def test_request_validation_names_the_field() -> None:
     with pytest.raises(RequestError, match="end_slot"):
-        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[2],
-                                    departure_slot=[2], e_need_kwh=[1], p_max_kw=[7])
+        MarketRequest.from_sessions(
+            dt_min=60,
+            n_slots=4,
+            base_load_kw=np.ones(4),
+            arrival_slot=[2],
+            departure_slot=[2],
+            e_need_kwh=[1],
+            p_max_kw=[7],
+        )
     with pytest.raises(RequestError, match="base_load_kw"):
-        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(3), arrival_slot=[0],
-                                    departure_slot=[2], e_need_kwh=[1], p_max_kw=[7])
+        MarketRequest.from_sessions(
+            dt_min=60,
+            n_slots=4,
+            base_load_kw=np.ones(3),
+            arrival_slot=[0],
+            departure_slot=[2],
+            e_need_kwh=[1],
+            p_max_kw=[7],
+        )
     with pytest.raises(RequestError, match="e_need_kwh"):
-        MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[0],
-                                    departure_slot=[2], e_need_kwh=[np.nan], p_max_kw=[7])
+        MarketRequest.from_sessions(
+            dt_min=60,
+            n_slots=4,
+            base_load_kw=np.ones(4),
+            arrival_slot=[0],
+            departure_slot=[2],
+            e_need_kwh=[np.nan],
+            p_max_kw=[7],
+        )
 
 
 def test_usable_without_a_simulation() -> None:
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=6, base_load_kw=[100, 80, 60, 50, 70, 120],
-                                      arrival_slot=[0, 0], departure_slot=[6, 6], e_need_kwh=[14, 14],
-                                      p_max_kw=[7, 7], eta_ch=1.0)
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=6,
+        base_load_kw=[100, 80, 60, 50, 70, 120],
+        arrival_slot=[0, 0],
+        departure_slot=[6, 6],
+        e_need_kwh=[14, 14],
+        p_max_kw=[7, 7],
+        eta_ch=1.0,
+    )
     res = mb.get("elasticity-dr")().clear(req)
     df = res.to_frame(req)
     assert set(df.columns) >= {"ev", "slot", "p_kw", "ev_id", "t_min"}
@@ -188,12 +231,27 @@ def test_usable_without_a_simulation() -> None:
 
 
 def test_typed_optional_parts_are_validated_and_name_the_field() -> None:
-    kw = dict(dt_min=60, n_slots=4, base_load_kw=np.ones(4), arrival_slot=[0], departure_slot=[2],
-              e_need_kwh=[1.0], p_max_kw=[7.0], bus=[2])
+    kw = dict(
+        dt_min=60,
+        n_slots=4,
+        base_load_kw=np.ones(4),
+        arrival_slot=[0],
+        departure_slot=[2],
+        e_need_kwh=[1.0],
+        p_max_kw=[7.0],
+        bus=[2],
+    )
     vf = mb.VoltageForecast(vm_base_pu=np.ones((4, 3)), dv_dp_pu_per_kw=np.zeros((3, 3)), v_min_pu=0.95)
-    ok = MarketRequest.from_sessions(**kw, s_max_kva=[7.7], voltage=vf, load_range_kw=(1, 2),
-                                     committed_station_kw=np.zeros((2, 4)), station_cap_kw=[10.0, 20.0],
-                                     load_elasticity=mb.Elasticity(-0.3, 0.1), bus_ev_cap_kw={2: 50})
+    ok = MarketRequest.from_sessions(
+        **kw,
+        s_max_kva=[7.7],
+        voltage=vf,
+        load_range_kw=(1, 2),
+        committed_station_kw=np.zeros((2, 4)),
+        station_cap_kw=[10.0, 20.0],
+        load_elasticity=mb.Elasticity(-0.3, 0.1),
+        bus_ev_cap_kw={2: 50},
+    )
     assert ok.voltage.v_min_pu.shape == (3,) and ok.load_range_kw == (1.0, 2.0) and ok.bus_ev_cap_kw == {2: 50.0}
     bad = [
         ({"s_max_kva": [7.0, 7.0]}, "s_max_kva: expected shape"),
@@ -243,8 +301,16 @@ def test_needs_are_declared_and_checked() -> None:
 
 def test_announced_elasticity_in_the_request_replaces_the_configured_one() -> None:
     base = np.r_[np.full(12, 100.0), np.full(12, 300.0)]
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=24, base_load_kw=base, arrival_slot=[0], departure_slot=[24],
-                                      e_need_kwh=[1.0], p_max_kw=[7.0], day_ahead=True)
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=24,
+        base_load_kw=base,
+        arrival_slot=[0],
+        departure_slot=[24],
+        e_need_kwh=[1.0],
+        p_max_kw=[7.0],
+        day_ahead=True,
+    )
     mech = ElasticityDR()
     own = mech.clear(req).base_load_shift_kw
     same = mech.clear(replace(req, load_elasticity=mech.announced_elasticity)).base_load_shift_kw
@@ -254,9 +320,16 @@ def test_announced_elasticity_in_the_request_replaces_the_configured_one() -> No
 
 
 def test_real_time_repricing_is_a_typed_flag() -> None:
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=4, base_load_kw=[10, 20, 30, 5], arrival_slot=[0],
-                                      departure_slot=[4], e_need_kwh=[9.2], p_max_kw=[7.0],
-                                      price_usd_per_mwh=np.full(4, 84.0))
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=4,
+        base_load_kw=[10, 20, 30, 5],
+        arrival_slot=[0],
+        departure_slot=[4],
+        e_need_kwh=[9.2],
+        p_max_kw=[7.0],
+        price_usd_per_mwh=np.full(4, 84.0),
+    )
     assert not ElasticityDR(reprice="step").clear(req).repriced  # no day-ahead load range: nothing to anchor to
     res = ElasticityDR(reprice="step").clear(replace(req, load_range_kw=(5.0, 30.0)))
     assert res.repriced and "repriced" not in res.info
@@ -267,9 +340,17 @@ def test_scored_composite_wraps_any_mechanism() -> None:
     from markets.milp import reference
     from markets.scoring import Scored
 
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=6, base_load_kw=[100, 80, 60, 50, 70, 120],
-                                      arrival_slot=[0, 1], departure_slot=[6, 5], e_need_kwh=[14, 10],
-                                      p_max_kw=[7, 7], eta_ch=1.0, price_usd_per_mwh=[90, 80, 60, 50, 70, 120])
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=6,
+        base_load_kw=[100, 80, 60, 50, 70, 120],
+        arrival_slot=[0, 1],
+        departure_slot=[6, 5],
+        e_need_kwh=[14, 10],
+        p_max_kw=[7, 7],
+        eta_ch=1.0,
+        price_usd_per_mwh=[90, 80, 60, 50, 70, 120],
+    )
     for name in ("uncontrolled", "elasticity-dr", "milp"):
         mech = Scored(mb.get(name)(), variant="lp")
         res = mech.clear(req)

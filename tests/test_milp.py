@@ -26,24 +26,40 @@ def small_requests(draw: st.DrawFn, max_evs: int = 6, max_slots: int = 10, dlmp:
     start = ints(0, n_slots - 1)
     end = np.minimum(start + ints(1, n_slots), n_slots)
     evs = EVFlex(
-        ev_id=np.arange(n), bus=ints(0, 2), station=ints(0, 2), start_slot=start, end_slot=end,
-        end_frac=flts(0.1, 1.0), e_need_kwh=flts(0.0, 40.0),
+        ev_id=np.arange(n),
+        bus=ints(0, 2),
+        station=ints(0, 2),
+        start_slot=start,
+        end_slot=end,
+        end_frac=flts(0.1, 1.0),
+        e_need_kwh=flts(0.0, 40.0),
         p_max_kw=np.array(draw(st.lists(st.sampled_from([3.6, 7.2, 11.0]), min_size=n, max_size=n))),
-        p_min_kw=np.zeros(n), eta_ch=flts(0.8, 1.0), participates=np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        p_min_kw=np.zeros(n),
+        eta_ch=flts(0.8, 1.0),
+        participates=np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
         elasticity=np.full(n, -0.3),
     )
     base = flts(10.0, 500.0, n_slots)
     caps = draw(st.one_of(st.none(), st.just(np.array([8.0, 15.0, np.inf])), st.just(np.array([30.0, 30.0, 30.0]))))
     kw = {}
     if caps is not None and draw(st.booleans()):
-        kw["committed_station_kw"] = np.array(draw(st.lists(st.floats(0.0, 20.0), min_size=3 * n_slots,
-                                                               max_size=3 * n_slots))).reshape(3, n_slots)
+        kw["committed_station_kw"] = np.array(
+            draw(st.lists(st.floats(0.0, 20.0), min_size=3 * n_slots, max_size=3 * n_slots))
+        ).reshape(3, n_slots)
     if dlmp and draw(st.booleans()):
-        kw["dlmp_p_usd_per_mwh"] = np.array(draw(st.lists(st.floats(20.0, 200.0), min_size=3 * n_slots,
-                                                         max_size=3 * n_slots))).reshape(n_slots, 3)
-    return MarketRequest(t0_min=0.0, dt_min=draw(st.sampled_from([15.0, 60.0])), n_slots=n_slots, evs=evs,
-                         base_load_kw=base, price_usd_per_mwh=flts(40.0, 150.0, n_slots), station_cap_kw=caps,
-                         **kw)
+        kw["dlmp_p_usd_per_mwh"] = np.array(
+            draw(st.lists(st.floats(20.0, 200.0), min_size=3 * n_slots, max_size=3 * n_slots))
+        ).reshape(n_slots, 3)
+    return MarketRequest(
+        t0_min=0.0,
+        dt_min=draw(st.sampled_from([15.0, 60.0])),
+        n_slots=n_slots,
+        evs=evs,
+        base_load_kw=base,
+        price_usd_per_mwh=flts(40.0, 150.0, n_slots),
+        station_cap_kw=caps,
+        **kw,
+    )
 
 
 def assert_feasible(req: MarketRequest, res: mb.MarketResult) -> None:
@@ -108,12 +124,29 @@ def test_milp_matches_brute_force_on_tiny_instances(seed: int) -> None:
     n, T, bits = int(rng.integers(1, 3)), int(rng.integers(2, 4)), 2
     start = rng.integers(0, T, n)
     end = np.minimum(start + rng.integers(1, T + 1, n), T)
-    evs = EVFlex(ev_id=np.arange(n), bus=np.zeros(n, int), station=np.zeros(n, int), start_slot=start, end_slot=end,
-                 end_frac=rng.choice([0.5, 1.0], n), e_need_kwh=rng.uniform(0, 15, n), p_max_kw=rng.choice([3.6, 7.2, 11.0], n),
-                 p_min_kw=np.zeros(n), eta_ch=rng.uniform(0.85, 1.0, n), participates=np.ones(n, bool),
-                 elasticity=np.full(n, -0.3))
-    req = MarketRequest(t0_min=0, dt_min=60, n_slots=T, evs=evs, base_load_kw=rng.uniform(10, 100, T),
-                        price_usd_per_mwh=rng.uniform(40, 150, T), station_cap_kw=np.array([rng.choice([8.0, 12.0, np.inf])]))
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=np.zeros(n, int),
+        station=np.zeros(n, int),
+        start_slot=start,
+        end_slot=end,
+        end_frac=rng.choice([0.5, 1.0], n),
+        e_need_kwh=rng.uniform(0, 15, n),
+        p_max_kw=rng.choice([3.6, 7.2, 11.0], n),
+        p_min_kw=np.zeros(n),
+        eta_ch=rng.uniform(0.85, 1.0, n),
+        participates=np.ones(n, bool),
+        elasticity=np.full(n, -0.3),
+    )
+    req = MarketRequest(
+        t0_min=0,
+        dt_min=60,
+        n_slots=T,
+        evs=evs,
+        base_load_kw=rng.uniform(10, 100, T),
+        price_usd_per_mwh=rng.uniform(40, 150, T),
+        station_cap_kw=np.array([rng.choice([8.0, 12.0, np.inf])]),
+    )
     levels = 2**bits - 1
     step = evs.p_max_kw / levels
     kmax = np.floor(evs.availability(T) * levels + 1e-9)
@@ -133,19 +166,40 @@ def test_milp_matches_brute_force_on_tiny_instances(seed: int) -> None:
 def _feeder_request(voltage: bool, reactive_price: bool = False) -> MarketRequest:
     """Three buses in series (0 = substation): EVs at bus 2 see twice the sensitivity of those at bus 1."""
     T = 4
-    evs = EVFlex(ev_id=np.arange(4), bus=np.array([1, 2, 2, 2]), station=np.arange(4), start_slot=np.zeros(4, int),
-                 end_slot=np.full(4, T), end_frac=np.ones(4), e_need_kwh=np.full(4, 30.0), p_max_kw=np.full(4, 11.0),
-                 p_min_kw=np.zeros(4), eta_ch=np.ones(4), participates=np.ones(4, bool), elasticity=np.full(4, -0.3))
+    evs = EVFlex(
+        ev_id=np.arange(4),
+        bus=np.array([1, 2, 2, 2]),
+        station=np.arange(4),
+        start_slot=np.zeros(4, int),
+        end_slot=np.full(4, T),
+        end_frac=np.ones(4),
+        e_need_kwh=np.full(4, 30.0),
+        p_max_kw=np.full(4, 11.0),
+        p_min_kw=np.zeros(4),
+        eta_ch=np.ones(4),
+        participates=np.ones(4, bool),
+        elasticity=np.full(4, -0.3),
+    )
     a = 1e-3  # pu per kW
     kw: dict = {"s_max_kva": np.full(4, 11.0)}
     if voltage:
-        kw["voltage"] = mb.VoltageForecast(vm_base_pu=np.array([[1.0, 0.99, 0.98]] * T), v_min_pu=0.95,
-                                           dv_dp_pu_per_kw=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]),
-                                           dv_dq_pu_per_kvar=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]) * 2)
+        kw["voltage"] = mb.VoltageForecast(
+            vm_base_pu=np.array([[1.0, 0.99, 0.98]] * T),
+            v_min_pu=0.95,
+            dv_dp_pu_per_kw=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]),
+            dv_dq_pu_per_kvar=np.array([[0, 0, 0], [0, a, a], [0, a, 2 * a]]) * 2,
+        )
     if reactive_price:
         kw["dlmp_q_usd_per_mvarh"] = np.full((T, 3), 5.0)
-    return MarketRequest(t0_min=0, dt_min=60, n_slots=T, evs=evs, base_load_kw=np.full(T, 50.0),
-                         price_usd_per_mwh=np.array([50.0, 60, 70, 80]), **kw)
+    return MarketRequest(
+        t0_min=0,
+        dt_min=60,
+        n_slots=T,
+        evs=evs,
+        base_load_kw=np.full(T, 50.0),
+        price_usd_per_mwh=np.array([50.0, 60, 70, 80]),
+        **kw,
+    )
 
 
 def test_lindistflow_voltage_limit_binds_and_holds() -> None:
@@ -159,7 +213,9 @@ def test_lindistflow_voltage_limit_binds_and_holds() -> None:
     assert drop.max() <= 0.03 + 1e-9 and drop.max() >= 0.03 - 1e-6  # bus 2 headroom 0.98 − 0.95, used exactly
     assert res.objective["objective_usd"] > free.objective["objective_usd"]
     # without voltage data the constraint is skipped silently
-    assert MILP().clear(_feeder_request(False)).objective["objective_usd"] == pytest.approx(free.objective["objective_usd"])
+    assert MILP().clear(_feeder_request(False)).objective["objective_usd"] == pytest.approx(
+        free.objective["objective_usd"]
+    )
 
 
 def test_reactive_power_stays_inside_the_apparent_power_circle() -> None:
@@ -185,9 +241,18 @@ def test_peak_objective_beats_valley_filling(req: MarketRequest) -> None:
 
 
 def test_dlmp_prices_steer_the_schedule_per_bus() -> None:
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=2, base_load_kw=[10, 10], arrival_slot=[0, 0],
-                                      departure_slot=[2, 2], e_need_kwh=[5, 5], p_max_kw=[7, 7], eta_ch=1.0,
-                                      bus=[0, 1], dlmp_p_usd_per_mwh=np.array([[50.0, 90.0], [90.0, 50.0]]))
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=2,
+        base_load_kw=[10, 10],
+        arrival_slot=[0, 0],
+        departure_slot=[2, 2],
+        e_need_kwh=[5, 5],
+        p_max_kw=[7, 7],
+        eta_ch=1.0,
+        bus=[0, 1],
+        dlmp_p_usd_per_mwh=np.array([[50.0, 90.0], [90.0, 50.0]]),
+    )
     res = MILP().clear(req)
     np.testing.assert_allclose(res.p_kw, [[5, 0], [0, 5]], atol=1e-9)
     np.testing.assert_allclose(res.price_usd_per_mwh, [70, 70])
@@ -195,10 +260,24 @@ def test_dlmp_prices_steer_the_schedule_per_bus() -> None:
 
 def test_rolling_sets_replans_and_v2g_is_charge_only() -> None:
     assert MILP(rolling=True).replans is True and MILP().replans is False
-    req = MarketRequest.from_sessions(dt_min=60, n_slots=3, base_load_kw=[1, 1, 1], arrival_slot=[0],
-                                      departure_slot=[3], e_need_kwh=[5], p_max_kw=[7], price_usd_per_mwh=[50, -20, 50])
-    req = MarketRequest(t0_min=0, dt_min=60, n_slots=3, evs=EVFlex(**{**req.evs.__dict__, "p_min_kw": np.array([-7.0])}),
-                        base_load_kw=req.base_load_kw, price_usd_per_mwh=req.price_usd_per_mwh)
+    req = MarketRequest.from_sessions(
+        dt_min=60,
+        n_slots=3,
+        base_load_kw=[1, 1, 1],
+        arrival_slot=[0],
+        departure_slot=[3],
+        e_need_kwh=[5],
+        p_max_kw=[7],
+        price_usd_per_mwh=[50, -20, 50],
+    )
+    req = MarketRequest(
+        t0_min=0,
+        dt_min=60,
+        n_slots=3,
+        evs=EVFlex(**{**req.evs.__dict__, "p_min_kw": np.array([-7.0])}),
+        base_load_kw=req.base_load_kw,
+        price_usd_per_mwh=req.price_usd_per_mwh,
+    )
     res = MILP().clear(req)
     assert res.info["v2g_ignored"] == 1 and res.p_kw.min() >= 0
     assert res.p_kw.sum() * 0.92 == pytest.approx(5.0)
@@ -208,12 +287,29 @@ def test_time_limit_is_reported_not_hidden() -> None:
     rng = np.random.default_rng(0)
     n, T = 120, 96
     start = rng.integers(0, 60, n)
-    evs = EVFlex(ev_id=np.arange(n), bus=np.zeros(n, int), station=rng.integers(0, 4, n), start_slot=start,
-                 end_slot=np.minimum(start + rng.integers(8, 40, n), T), end_frac=np.ones(n),
-                 e_need_kwh=rng.uniform(5, 40, n), p_max_kw=rng.choice([3.6, 7.2, 11.0], n), p_min_kw=np.zeros(n),
-                 eta_ch=np.full(n, 0.92), participates=np.ones(n, bool), elasticity=np.full(n, -0.3))
-    req = MarketRequest(t0_min=0, dt_min=15, n_slots=T, evs=evs, base_load_kw=rng.uniform(100, 500, T),
-                        price_usd_per_mwh=rng.uniform(40, 150, T), station_cap_kw=np.full(4, 40.0))
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=np.zeros(n, int),
+        station=rng.integers(0, 4, n),
+        start_slot=start,
+        end_slot=np.minimum(start + rng.integers(8, 40, n), T),
+        end_frac=np.ones(n),
+        e_need_kwh=rng.uniform(5, 40, n),
+        p_max_kw=rng.choice([3.6, 7.2, 11.0], n),
+        p_min_kw=np.zeros(n),
+        eta_ch=np.full(n, 0.92),
+        participates=np.ones(n, bool),
+        elasticity=np.full(n, -0.3),
+    )
+    req = MarketRequest(
+        t0_min=0,
+        dt_min=15,
+        n_slots=T,
+        evs=evs,
+        base_load_kw=rng.uniform(100, 500, T),
+        price_usd_per_mwh=rng.uniform(40, 150, T),
+        station_cap_kw=np.full(4, 40.0),
+    )
     res = MILP(variant="milp", bits=10, time_limit_s=0.05).clear(req)
     assert res.info["status"] == "time_limit" and res.info["highs_status"] == "Time limit reached"
     assert max(res.violations.values()) <= TOL  # an incumbent (or zeros) that still keeps every limit
@@ -223,10 +319,24 @@ def test_time_limit_is_reported_not_hidden() -> None:
 # ------------------------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize(
     "field, value",
-    [("variant", "qubo"), ("bits", 0), ("bits", 13), ("bits", 2.5), ("bits", True),
-     ("unserved_penalty_usd_per_kwh", -1.0), ("objective", "losses"), ("peak_usd_per_kw", float("inf")),
-     ("rho_usd_per_mwh", -5), ("reactive", "yes"), ("polygon_sides", 6), ("polygon_sides", 0),
-     ("voltage", 1), ("time_limit_s", 0), ("mip_rel_gap", 1.0), ("rolling", None)],
+    [
+        ("variant", "qubo"),
+        ("bits", 0),
+        ("bits", 13),
+        ("bits", 2.5),
+        ("bits", True),
+        ("unserved_penalty_usd_per_kwh", -1.0),
+        ("objective", "losses"),
+        ("peak_usd_per_kw", float("inf")),
+        ("rho_usd_per_mwh", -5),
+        ("reactive", "yes"),
+        ("polygon_sides", 6),
+        ("polygon_sides", 0),
+        ("voltage", 1),
+        ("time_limit_s", 0),
+        ("mip_rel_gap", 1.0),
+        ("rolling", None),
+    ],
 )
 def test_bad_parameters_name_the_field(field: str, value: object) -> None:
     with pytest.raises(MarketConfigError, match=rf"^market\.params\.{field}: got .*; allowed "):

@@ -20,7 +20,7 @@ def test_every_mutation_is_caught_by_a_guarding_test() -> None:
     names = ["eho-random", "eho-no-clan", "detector-silent", "pf-mutates-net"]
     ok, rows = mc.check(names, fast=True)
     by = {r["mutation"]: r["failed"] for r in rows}
-    assert by["(none)"] == [], by                          # the guarding tests pass on the real code ...
+    assert by["(none)"] == [], by  # the guarding tests pass on the real code ...
     for m in names:
-        assert by[m], (m, mc._table(rows))                 # ... and each mutation breaks at least one
+        assert by[m], (m, mc._table(rows))  # ... and each mutation breaks at least one
     assert ok

@@ -31,9 +31,12 @@ def _run(overrides: list[str], seed: int = 3) -> Any:
 @pytest.fixture(scope="module")
 def runs() -> dict[str, Any]:
     """Real runs (the first pays the warm-up; each further run takes < 2 s)."""
-    return {"default": _run([]), "no EVs": _run(["fleet.n_evs=0"]),
-            "uncontrolled": _run(["market.mechanism='uncontrolled'"]),
-            "multi-day": _run(["time.horizon_h=72", "grid.bus_numbering='pandapower'"])}
+    return {
+        "default": _run([]),
+        "no EVs": _run(["fleet.n_evs=0"]),
+        "uncontrolled": _run(["market.mechanism='uncontrolled'"]),
+        "multi-day": _run(["time.horizon_h=72", "grid.bus_numbering='pandapower'"]),
+    }
 
 
 def _view(result: Any, **tables: Any) -> SimpleNamespace:
@@ -57,8 +60,7 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
         lines, images, titles, ticks = {}, [], [], []
         for ax in fig.axes:
             for ln in ax.get_lines():
-                lines.setdefault(ln.get_label(), (np.asarray(ln.get_xdata(), float),
-                                                  np.asarray(ln.get_ydata(), float)))
+                lines.setdefault(ln.get_label(), (np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)))
             images += [np.ma.getdata(im.get_array()) for im in ax.get_images()]
             titles.append(ax.get_title())
             ticks += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
@@ -127,10 +129,10 @@ def test_plot_run_multi_day_and_pandapower_numbering(tmp_path: Path, runs: dict[
     assert len(s) == 72
     np.testing.assert_allclose(_step_line(figures["load_profile.png"], "total demand"), s.total_load_kw, atol=1e-9)
     hm = figures["voltage_heatmap.png"]
-    assert any("day 3" in t for t in hm["ticks"]), hm["ticks"]       # a 3-day time axis
+    assert any("day 3" in t for t in hm["ticks"]), hm["ticks"]  # a 3-day time axis
     bus = r.tables["bus"]
     worst = bus.loc[bus.vm_pu.idxmin()]
-    assert f"at bus {int(worst.bus)}," in hm["title"]                        # 0-based: pandapower numbering
+    assert f"at bus {int(worst.bus)}," in hm["title"]  # 0-based: pandapower numbering
     assert "0" in hm["ticks"] and "33" not in hm["ticks"]
 
 
@@ -151,8 +153,9 @@ def test_plot_run_without_evs_and_bus_table(tmp_path: Path, runs: dict[str, Any]
 
 def test_plot_run_minimal_tables(tmp_path: Path, runs: dict[str, Any]) -> None:
     r = runs["default"]
-    only = SimpleNamespace(tables={"steps": r.tables["steps"], "line": r.tables["line"].iloc[:0]}, kpis=r.kpis,
-                           scenario=r.scenario)
+    only = SimpleNamespace(
+        tables={"steps": r.tables["steps"], "line": r.tables["line"].iloc[:0]}, kpis=r.kpis, scenario=r.scenario
+    )
     paths = plot_run(only, tmp_path, strict=True)
     assert {p.name for p in paths} == {"load_profile.png", "price_ev_load.png"}
     for p in paths:
@@ -178,7 +181,7 @@ def test_plot_comparison(tmp_path: Path, runs: dict[str, Any], figures: dict) ->
     for p in paths:
         _check_png(p)
     load, volt = figures["comparison_load.png"], figures["comparison_voltage.png"]
-    for label, r in frames.items():       # one line per run, carrying that run's own series
+    for label, r in frames.items():  # one line per run, carrying that run's own series
         s = _steps(r)
         np.testing.assert_allclose(_step_line(load, f"{label} ("), s.total_load_kw, atol=1e-9)
         np.testing.assert_allclose(_step_line(volt, f"{label} ("), s.vmin_pu, atol=1e-12)

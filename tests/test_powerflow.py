@@ -19,14 +19,15 @@ from grids.powerflow import (
     make_engine,
 )
 
-VM_TOL = 1e-6      # [pu]
-VA_TOL = 1e-6      # [degree]
-MW_TOL = 1e-4      # [MW] / [Mvar]
+VM_TOL = 1e-6  # [pu]
+VA_TOL = 1e-6  # [degree]
+MW_TOL = 1e-4  # [MW] / [Mvar]
 LOADING_TOL = 1e-6  # [%]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # networks and engines (module scope: compiling and the first runpp are the expensive part)
+
 
 def _case33bw() -> pp.pandapowerNet:
     net = pn.case33bw()
@@ -38,12 +39,12 @@ def _topology_net() -> pp.pandapowerNet:
     """Small MV net exercising the bus lookup: fused, out-of-service and isolated buses, PV gen, shunt, ward."""
     net = pn.simple_mv_open_ring_net()
     std = net.line.std_type.iloc[0]
-    fused = pp.create_bus(net, 20.0, index=17)                  # non-contiguous index, fused to bus 3
+    fused = pp.create_bus(net, 20.0, index=17)  # non-contiguous index, fused to bus 3
     pp.create_switch(net, 3, fused, et="b", closed=True)
     oos = pp.create_bus(net, 20.0, in_service=False, index=8)
-    pp.create_line(net, 6, oos, 1.0, std_type=std)             # in service, but its to-bus is not
+    pp.create_line(net, 6, oos, 1.0, std_type=std)  # in service, but its to-bus is not
     pp.create_line(net, 2, 5, 2.0, std_type=std, in_service=False)
-    pp.create_bus(net, 20.0, index=9)                          # isolated: pandapower drops it
+    pp.create_bus(net, 20.0, index=9)  # isolated: pandapower drops it
     pp.create_gen(net, 4, p_mw=0.5, vm_pu=1.01)
     pp.create_shunt(net, 5, q_mvar=0.1, p_mw=0.01)
     pp.create_ward(net, 6, ps_mw=0.2, qs_mvar=0.05, pz_mw=0.1, qz_mvar=0.02)
@@ -103,21 +104,23 @@ def assert_results_close(a: PowerFlowResult, b: PowerFlowResult, *, loading: boo
 # ---------------------------------------------------------------------------------------------------------------
 # case33bw: literature values and pandapower's own run
 
+
 def test_case33bw_baran_wu_and_pandapower(net33, fast33):
     p, q = bus_net_load(net33)
     res = fast33.solve(p, q)
     assert res.converged
     assert res.losses_mw * 1e3 == pytest.approx(202.68, abs=0.5)  # Baran & Wu 1989: 202.7 kW
-    assert int(np.argmin(res.vm_pu)) == 17                        # paper bus 18
+    assert int(np.argmin(res.vm_pu)) == 17  # paper bus 18
     assert res.vm_pu[17] == pytest.approx(0.9131, abs=5e-4)
 
-    net = _case33bw()                                             # pandapower on the original loads
+    net = _case33bw()  # pandapower on the original loads
     pp.runpp(net, tolerance_mva=1e-9 / net.sn_mva)
     np.testing.assert_allclose(res.vm_pu, net.res_bus.vm_pu.to_numpy(), rtol=0, atol=VM_TOL)
     np.testing.assert_allclose(res.va_degree, net.res_bus.va_degree.to_numpy(), rtol=0, atol=VA_TOL)
-    np.testing.assert_allclose(res.line_loading_percent, net.res_line.loading_percent.to_numpy(),
-                               rtol=0, atol=LOADING_TOL)
-    assert res.line_loading_percent.max() > 50                    # max_i_ka=0.4 makes loading meaningful
+    np.testing.assert_allclose(
+        res.line_loading_percent, net.res_line.loading_percent.to_numpy(), rtol=0, atol=LOADING_TOL
+    )
+    assert res.line_loading_percent.max() > 50  # max_i_ka=0.4 makes loading meaningful
     np.testing.assert_allclose(res.line_pl_mw, net.res_line.pl_mw.to_numpy(), rtol=0, atol=MW_TOL)
     np.testing.assert_allclose(res.line_p_from_mw, net.res_line.p_from_mw.to_numpy(), rtol=0, atol=MW_TOL)
     np.testing.assert_allclose(res.line_q_from_mvar, net.res_line.q_from_mvar.to_numpy(), rtol=0, atol=MW_TOL)
@@ -158,8 +161,7 @@ def test_engine_does_not_modify_net():
 
 
 @settings(max_examples=25, deadline=None)
-@given(factors=arrays(np.float64, 33, elements=st.floats(-0.5, 2.0, allow_nan=False)),
-       q_factor=st.floats(0.0, 1.5))
+@given(factors=arrays(np.float64, 33, elements=st.floats(-0.5, 2.0, allow_nan=False)), q_factor=st.floats(0.0, 1.5))
 def test_case33bw_random_snapshots_match_pandapower(fast33, ref33, net33, factors, q_factor):
     p0, q0 = bus_net_load(net33)
     p, q = p0 * factors, q0 * factors * q_factor
@@ -172,6 +174,7 @@ def test_case33bw_random_snapshots_match_pandapower(fast33, ref33, net33, factor
 
 # ---------------------------------------------------------------------------------------------------------------
 # case118 (PV buses, trafos), mv_oberrhein (2 ext_grids, sgens, open switches), odd topologies
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -221,9 +224,9 @@ def test_topology_edge_cases_match_pandapower(trafo_loading):
     a, b = fast.solve(p, q), ref.solve(p, q)
     assert_results_close(a, b)
     pos = {bus: i for i, bus in enumerate(net.bus.index)}
-    assert np.isnan(a.vm_pu[pos[8]]) and np.isnan(a.vm_pu[pos[9]])      # out of service / isolated
-    assert a.vm_pu[pos[17]] == a.vm_pu[pos[3]]                           # fused by a closed switch
-    assert a.vm_pu[pos[4]] == pytest.approx(1.01, abs=1e-12)             # PV bus
+    assert np.isnan(a.vm_pu[pos[8]]) and np.isnan(a.vm_pu[pos[9]])  # out of service / isolated
+    assert a.vm_pu[pos[17]] == a.vm_pu[pos[3]]  # fused by a closed switch
+    assert a.vm_pu[pos[4]] == pytest.approx(1.01, abs=1e-12)  # PV bus
     # out-of-service line: zero, finite; the line to the out-of-service bus stays energised from one end
     # (pandapower keeps it, its charging current gives a small loading - compared above)
     assert a.line_loading_percent[7] == 0 and a.line_pl_mw[7] == 0 and a.line_p_from_mw[7] == 0
@@ -248,6 +251,7 @@ def test_sparse_and_dense_linear_solvers_agree(net33, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------------------------
 # warm start, batch, non-convergence
+
 
 def test_warm_start_and_batch(net33):
     fast = FastPowerFlow(net33)
@@ -276,7 +280,7 @@ def test_non_convergence_is_data_and_does_not_poison_warm_start(net33):
         assert np.all(np.isfinite(getattr(bad, name))), name
     assert np.isfinite([bad.losses_mw, bad.ext_grid_p_mw, bad.ext_grid_q_mvar]).all()
     after = fast.solve(p, q)
-    assert after.converged and after.iterations <= 1   # warm start is still the good solution
+    assert after.converged and after.iterations <= 1  # warm start is still the good solution
     np.testing.assert_allclose(after.vm_pu, good.vm_pu, atol=1e-10)
     # the reference engine reports the same verdict without raising
     ref = PandapowerPowerFlow(net33)
@@ -285,6 +289,7 @@ def test_non_convergence_is_data_and_does_not_poison_warm_start(net33):
 
 # ---------------------------------------------------------------------------------------------------------------
 # bad input, factory, speed
+
 
 @pytest.mark.parametrize("engine", ["fast", "pandapower"])
 def test_bad_input_raises_power_flow_error(net33, fast33, ref33, engine):
@@ -305,7 +310,7 @@ def test_bad_input_raises_power_flow_error(net33, fast33, ref33, engine):
     with pytest.raises(PowerFlowError, match="v0"):
         eng.solve(p, q, v0=np.full(len(p), np.nan))
     with pytest.raises(PowerFlowError, match="p_load_mw"):
-        eng.solve_batch(p, q)                       # 1-D instead of (n_snap, n_bus)
+        eng.solve_batch(p, q)  # 1-D instead of (n_snap, n_bus)
     assert issubclass(PowerFlowError, RuntimeError)
 
 

@@ -25,7 +25,9 @@ def test_allocation_conserves_energy_and_respects_ratings(data: st.DataObject) -
     cap = rated[:, None] * avail
     need = np.array(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))) * cap.sum(axis=1) * 4.0
     # cluster schedules that deliver exactly the members' needs (spread over their capacity)
-    share = np.divide(cap, cap.sum(axis=1, keepdims=True), out=np.zeros_like(cap), where=cap.sum(axis=1, keepdims=True) > 0)
+    share = np.divide(
+        cap, cap.sum(axis=1, keepdims=True), out=np.zeros_like(cap), where=cap.sum(axis=1, keepdims=True) > 0
+    )
     cluster_p = np.zeros((c, t))
     np.add.at(cluster_p, labels, share * need[:, None] / 4.0)
     al = allocation.allocate(cluster_p, labels, cap, need, 4.0)
@@ -40,11 +42,20 @@ def test_allocation_conserves_energy_and_respects_ratings(data: st.DataObject) -
 def _small_dso(bits: int) -> dso.DSOInstance:
     t = 3
     return dso.DSOInstance(
-        demand_mw=np.array([5.0, 6.0, 7.5]), demand_q_mvar=np.array([1.5, 1.8, 2.2]),
-        p_max_mw=np.column_stack([np.full(t, 1.5), np.full(t, 1.5), np.array([0.1, 0.45, 0.2]), np.array([0.9, 0.6, 0.7])]),
-        cost_usd_per_mwh=np.array([60.0, 85.0, 0.0, 0.0]), q_max_mvar=np.array([0.5, 0.5]),
-        q_cost_usd_per_mvarh=np.array([7.0, 8.5]), td_price_usd_per_mwh=np.array([50.0, 70.0, 100.0]),
-        td_q_price_usd_per_mvarh=np.array([5.0, 7.0, 10.0]), s_td_max_mva=8.0, dt_h=4.0, bits=bits)
+        demand_mw=np.array([5.0, 6.0, 7.5]),
+        demand_q_mvar=np.array([1.5, 1.8, 2.2]),
+        p_max_mw=np.column_stack(
+            [np.full(t, 1.5), np.full(t, 1.5), np.array([0.1, 0.45, 0.2]), np.array([0.9, 0.6, 0.7])]
+        ),
+        cost_usd_per_mwh=np.array([60.0, 85.0, 0.0, 0.0]),
+        q_max_mvar=np.array([0.5, 0.5]),
+        q_cost_usd_per_mvarh=np.array([7.0, 8.5]),
+        td_price_usd_per_mwh=np.array([50.0, 70.0, 100.0]),
+        td_q_price_usd_per_mvarh=np.array([5.0, 7.0, 10.0]),
+        s_td_max_mva=8.0,
+        dt_h=4.0,
+        bits=bits,
+    )
 
 
 def _small_dso_voltage(bits: int) -> dso.DSOInstance:
@@ -53,10 +64,15 @@ def _small_dso_voltage(bits: int) -> dso.DSOInstance:
 
     b = _small_dso(bits)
     t = b.n_slots
-    return replace(b, v0_pu=np.array([0.935, 0.93, 0.925]), v_sens_p=np.tile([0.012, 0.02, 0.008, 0.006], (t, 1)),
-                   v_sens_q=np.tile([0.03, 0.045], (t, 1)),
-                   p0_mw=np.column_stack([np.zeros((t, 2)), b.p_max_mw[:, 2:]]), q0_mvar=np.zeros((t, 2)),
-                   v_active=np.ones(t, bool))
+    return replace(
+        b,
+        v0_pu=np.array([0.935, 0.93, 0.925]),
+        v_sens_p=np.tile([0.012, 0.02, 0.008, 0.006], (t, 1)),
+        v_sens_q=np.tile([0.03, 0.045], (t, 1)),
+        p0_mw=np.column_stack([np.zeros((t, 2)), b.p_max_mw[:, 2:]]),
+        q0_mvar=np.zeros((t, 2)),
+        v_active=np.ones(t, bool),
+    )
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -79,21 +95,45 @@ def test_clustering_reports_silhouette_in_range() -> None:
     rng = np.random.default_rng(0)
     n = 60
     bus = rng.integers(1, 33, n)
-    cl = clustering.cluster_evs("spectral", 5, bus=bus, bus_r_pu=bus / 33.0, e_need_kwh=rng.uniform(10, 60, n),
-                                p_max_kw=rng.choice([3.6, 7.2], n), start_slot=np.zeros(n, int),
-                                end_slot=np.full(n, 6), rng=rng)
+    cl = clustering.cluster_evs(
+        "spectral",
+        5,
+        bus=bus,
+        bus_r_pu=bus / 33.0,
+        e_need_kwh=rng.uniform(10, 60, n),
+        p_max_kw=rng.choice([3.6, 7.2], n),
+        start_slot=np.zeros(n, int),
+        end_slot=np.full(n, 6),
+        rng=rng,
+    )
     assert cl.n_clusters == 5 and -1.0 <= cl.silhouette <= 1.0
-    by_bus = clustering.cluster_evs("by-bus", 0, bus=bus, bus_r_pu=bus / 33.0, e_need_kwh=np.ones(n),
-                                    p_max_kw=np.ones(n), start_slot=np.zeros(n, int), end_slot=np.ones(n, int), rng=rng)
+    by_bus = clustering.cluster_evs(
+        "by-bus",
+        0,
+        bus=bus,
+        bus_r_pu=bus / 33.0,
+        e_need_kwh=np.ones(n),
+        p_max_kw=np.ones(n),
+        start_slot=np.zeros(n, int),
+        end_slot=np.ones(n, int),
+        rng=rng,
+    )
     assert by_bus.n_clusters == len(np.unique(bus)) and -1.0 <= by_bus.silhouette <= 1.0
 
 
 def _request() -> MarketRequest:
-    return MarketRequest.from_sessions(dt_min=240, n_slots=6, base_load_kw=[2500, 2300, 3000, 3400, 3700, 3300],
-                                       arrival_slot=[0, 0, 1, 2, 0, 3], departure_slot=[6, 4, 6, 6, 3, 6],
-                                       e_need_kwh=[40, 20, 60, 30, 10, 25], p_max_kw=[7.2, 7.2, 11, 3.6, 7.2, 7.2],
-                                       eta_ch=1.0, bus=[5, 17, 17, 24, 31, 9],
-                                       price_usd_per_mwh=[40, 50, 60, 70, 100, 60])
+    return MarketRequest.from_sessions(
+        dt_min=240,
+        n_slots=6,
+        base_load_kw=[2500, 2300, 3000, 3400, 3700, 3300],
+        arrival_slot=[0, 0, 1, 2, 0, 3],
+        departure_slot=[6, 4, 6, 6, 3, 6],
+        e_need_kwh=[40, 20, 60, 30, 10, 25],
+        p_max_kw=[7.2, 7.2, 11, 3.6, 7.2, 7.2],
+        eta_ch=1.0,
+        bus=[5, 17, 17, 24, 31, 9],
+        price_usd_per_mwh=[40, 50, 60, 70, 100, 60],
+    )
 
 
 def test_mechanism_is_seed_deterministic_and_keeps_ev_limits() -> None:
@@ -115,10 +155,19 @@ def test_rolling_mode_delivers_the_same_energy() -> None:
     np.testing.assert_allclose(r.p_kw.sum(axis=1) * req.dt_h, req.evs.e_need_kwh, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kw, field", [({"bits": 1}, "bits"), ({"rounds": 0}, "rounds"),
-                                       ({"clustering": "kmeans"}, "clustering"), ({"mode": "live"}, "mode"),
-                                       ({"sampler": "annealer"}, "sampler"), ({"v_min_pu": 1.2}, "v_min_pu"),
-                                       ({"dgs": [{"bus": 40}]}, "dgs.0"), ({"bitz": 4}, "bitz")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"bits": 1}, "bits"),
+        ({"rounds": 0}, "rounds"),
+        ({"clustering": "kmeans"}, "clustering"),
+        ({"mode": "live"}, "mode"),
+        ({"sampler": "annealer"}, "sampler"),
+        ({"v_min_pu": 1.2}, "v_min_pu"),
+        ({"dgs": [{"bus": 40}]}, "dgs.0"),
+        ({"bitz": 4}, "bitz"),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(kw: dict, field: str) -> None:
     with pytest.raises(MarketConfigError) as err:
         get("qubo-dlmp")(**kw)
@@ -131,7 +180,8 @@ def test_second_allocation_stage_removes_avoidable_interruptions() -> None:
     al = allocation.allocate(np.ones((1, 4)), np.zeros(2, int), np.ones((2, 4)), np.array([2.0, 2.0]), 1.0)
     assert al.interruptions == 0 and al.tracking_error_mwh < 1e-9 and al.shortfall_mwh < 1e-9
     assert allocation.count_interruptions(np.array([[1, 0, 1, 0], [0, 1, 0, 1]])) == 2  # on → off → on, twice
-    q = allocation._fewest_interruptions(np.ones(4), np.ones((2, 4)), np.array([2.0, 2.0]),
-                                         np.array([[1.0, 0, 1, 0], [0, 1, 0, 1]]), 1.0, 2.0)
+    q = allocation._fewest_interruptions(
+        np.ones(4), np.ones((2, 4)), np.array([2.0, 2.0]), np.array([[1.0, 0, 1, 0], [0, 1, 0, 1]]), 1.0, 2.0
+    )
     assert q is not None and allocation.count_interruptions(q) == 0
     np.testing.assert_allclose(q.sum(axis=0), 1.0)

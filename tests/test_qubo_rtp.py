@@ -21,22 +21,39 @@ def _instance(n: int, seed: int, coupled: bool = True, prev: bool = False, **par
     d0 = rng.uniform(20.0, 400.0, n)
     caps = np.bincount(bus, weights=d0, minlength=nb) * 0.85 if coupled else np.zeros(0)
     return QuboRTP(**params).instance(
-        d0_kw=d0, elasticity=rng.uniform(0.05, 0.5, n), cap_kw=rng.uniform(350.0, 600.0, n),
-        renewable_kw=0.3 * d0, bus=bus if coupled else np.full(n, -1), bus_cap_kw=caps,
-        prev_level=rng.integers(5, 20, n) if prev else None, cost_usd_per_kwh=0.2, dt_h=0.25)
+        d0_kw=d0,
+        elasticity=rng.uniform(0.05, 0.5, n),
+        cap_kw=rng.uniform(350.0, 600.0, n),
+        renewable_kw=0.3 * d0,
+        bus=bus if coupled else np.full(n, -1),
+        bus_cap_kw=caps,
+        prev_level=rng.integers(5, 20, n) if prev else None,
+        cost_usd_per_kwh=0.2,
+        dt_h=0.25,
+    )
 
 
-def _request(n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0,
-             bus_scale: float = 1.0, n_stations: int = 4) -> MarketRequest:
+def _request(
+    n_ev: int, seed: int, n_slots: int = 6, station_cap_kw: float = 200.0, bus_scale: float = 1.0, n_stations: int = 4
+) -> MarketRequest:
     rng = np.random.default_rng(seed)
     start = rng.integers(0, n_slots - 1, n_ev)
     return MarketRequest.from_sessions(
-        dt_min=15, n_slots=n_slots, base_load_kw=np.full(n_slots, 500.0), arrival_slot=start,
+        dt_min=15,
+        n_slots=n_slots,
+        base_load_kw=np.full(n_slots, 500.0),
+        arrival_slot=start,
         departure_slot=np.minimum(start + rng.integers(1, n_slots, n_ev), n_slots),
-        e_need_kwh=rng.uniform(1.0, 30.0, n_ev), p_max_kw=rng.choice([7.2, 150.0], n_ev),
-        station=rng.integers(0, n_stations, n_ev), bus=rng.integers(0, 2, n_ev), elasticity=rng.uniform(-0.5, -0.1, n_ev),
-        price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots), renewable_kw=np.full(n_slots, 50.0),
-        station_cap_kw=np.full(n_stations, station_cap_kw), bus_ev_cap_kw={0: 150.0 * bus_scale, 1: 400.0 * bus_scale})
+        e_need_kwh=rng.uniform(1.0, 30.0, n_ev),
+        p_max_kw=rng.choice([7.2, 150.0], n_ev),
+        station=rng.integers(0, n_stations, n_ev),
+        bus=rng.integers(0, 2, n_ev),
+        elasticity=rng.uniform(-0.5, -0.1, n_ev),
+        price_usd_per_mwh=np.linspace(80.0, 260.0, n_slots),
+        renewable_kw=np.full(n_slots, 50.0),
+        station_cap_kw=np.full(n_stations, station_cap_kw),
+        bus_ev_cap_kw={0: 150.0 * bus_scale, 1: 400.0 * bus_scale},
+    )
 
 
 @settings(max_examples=15, deadline=None)
@@ -97,8 +114,10 @@ def test_exact_solver_agrees_with_the_toolkit_on_a_tiny_instance() -> None:
     true = np.array([evaluate(inst, lv)["objective_usd"] for lv in levels])
     np.testing.assert_allclose(energy - energy.min(), true - true.min(), atol=1e-9)
     # and the ground state is the brute-force optimum of the window
-    best = min(evaluate(inst, np.array(c))["objective_usd"]
-               for c in itertools.product(*[range(a, b + 1) for a, b in zip(qlo, hi)]))
+    best = min(
+        evaluate(inst, np.array(c))["objective_usd"]
+        for c in itertools.product(*[range(a, b + 1) for a, b in zip(qlo, hi)])
+    )
     assert true[int(np.argmin(energy))] == pytest.approx(best, abs=1e-12)
     assert solve(inst, seed=1).objective_usd == pytest.approx(reference(inst).objective_usd, abs=1e-9)
 
@@ -106,9 +125,17 @@ def test_exact_solver_agrees_with_the_toolkit_on_a_tiny_instance() -> None:
 def test_feeder_capacity_wins_over_the_price_ramp() -> None:
     from dataclasses import replace
 
-    inst = QuboRTP().instance(d0_kw=np.array([100.0]), elasticity=np.array([0.5]), cap_kw=np.array([np.inf]),
-                              renewable_kw=np.zeros(1), bus=np.zeros(1, int), bus_cap_kw=np.array([80.0]),
-                              prev_level=np.array([0]), cost_usd_per_kwh=0.12, dt_h=0.25)
+    inst = QuboRTP().instance(
+        d0_kw=np.array([100.0]),
+        elasticity=np.array([0.5]),
+        cap_kw=np.array([np.inf]),
+        renewable_kw=np.zeros(1),
+        bus=np.zeros(1, int),
+        bus_cap_kw=np.array([80.0]),
+        prev_level=np.array([0]),
+        cost_usd_per_kwh=0.12,
+        dt_h=0.25,
+    )
     sol = solve(inst, seed=1)
     assert sol.ramp_broken == 1 and sol.bus_violations == 0
     assert evaluate(inst, sol.levels)["bus_over_physical_kw"].max() <= 1e-9
@@ -119,18 +146,21 @@ def test_feeder_capacity_wins_over_the_price_ramp() -> None:
     assert evaluate(keep_ramp, sol2.levels)["bus_over_physical_kw"].max() > 0  # the overload it could not avoid
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"bits": 0}, "bits"),
-    ({"bits": 11}, "bits"),
-    ({"price_min_usd_per_kwh": 0.4}, "price_max_usd_per_kwh"),
-    ({"base_price_usd_per_kwh": 0.5}, "base_price_usd_per_kwh"),
-    ({"ramp_max_usd_per_kwh": 0.0}, "ramp_max_usd_per_kwh"),
-    ({"urgency_floor": 1.5}, "urgency_floor"),
-    ({"sampler": "annealer"}, "sampler"),
-    ({"num_reads": 0}, "num_reads"),
-    ({"w_ren_usd_per_kwh": -1.0}, "w_ren_usd_per_kwh"),
-    ({"bitz": 5}, "bitz"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"bits": 0}, "bits"),
+        ({"bits": 11}, "bits"),
+        ({"price_min_usd_per_kwh": 0.4}, "price_max_usd_per_kwh"),
+        ({"base_price_usd_per_kwh": 0.5}, "base_price_usd_per_kwh"),
+        ({"ramp_max_usd_per_kwh": 0.0}, "ramp_max_usd_per_kwh"),
+        ({"urgency_floor": 1.5}, "urgency_floor"),
+        ({"sampler": "annealer"}, "sampler"),
+        ({"num_reads": 0}, "num_reads"),
+        ({"w_ren_usd_per_kwh": -1.0}, "w_ren_usd_per_kwh"),
+        ({"bitz": 5}, "bitz"),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(params: dict, field: str) -> None:
     with pytest.raises(MarketConfigError) as err:
         QuboRTP(**params)
@@ -161,8 +191,22 @@ def test_cli_study_small(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(rp, "build_network", lambda *a, **k: _Net118())
 
-    res = CliRunner().invoke(app, ["qubo-rtp", "--runs", "2", "--seed", "3", "--out", str(tmp_path),
-                                   "--set", "paper.n_stations=8", "--set", "fleet.n_evs=120"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "qubo-rtp",
+            "--runs",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "paper.n_stations=8",
+            "--set",
+            "fleet.n_evs=120",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "paper vs ours" in res.output and "2 annealer runs" in res.output
     assert (tmp_path / "paper_comparison.md").exists() and (tmp_path / "runs.csv").exists()
@@ -187,11 +231,21 @@ def test_realised_station_load_is_the_load_the_prices_were_chosen_for(monkeypatc
     rng = np.random.default_rng(3)
     n_ev, n_slots, n_st = 60, 6, 3
     req = MarketRequest.from_sessions(
-        dt_min=15, n_slots=n_slots, base_load_kw=np.full(n_slots, 500.0), arrival_slot=rng.integers(0, 2, n_ev),
-        departure_slot=np.full(n_ev, n_slots), e_need_kwh=rng.uniform(20, 60, n_ev), p_max_kw=np.full(n_ev, 7.2),
-        station=rng.integers(0, n_st, n_ev), bus=np.zeros(n_ev, int), elasticity=rng.uniform(-0.9, -0.05, n_ev),
-        price_usd_per_mwh=np.full(n_slots, 300.0), renewable_kw=np.zeros(n_slots),
-        station_cap_kw=np.full(n_st, 1e4), bus_ev_cap_kw={0: 200.0})
+        dt_min=15,
+        n_slots=n_slots,
+        base_load_kw=np.full(n_slots, 500.0),
+        arrival_slot=rng.integers(0, 2, n_ev),
+        departure_slot=np.full(n_ev, n_slots),
+        e_need_kwh=rng.uniform(20, 60, n_ev),
+        p_max_kw=np.full(n_ev, 7.2),
+        station=rng.integers(0, n_st, n_ev),
+        bus=np.zeros(n_ev, int),
+        elasticity=rng.uniform(-0.9, -0.05, n_ev),
+        price_usd_per_mwh=np.full(n_slots, 300.0),
+        renewable_kw=np.zeros(n_slots),
+        station_cap_kw=np.full(n_st, 1e4),
+        bus_ev_cap_kw={0: 200.0},
+    )
     seen = []
     orig = m.solve
 
@@ -210,17 +264,27 @@ def test_realised_station_load_is_the_load_the_prices_were_chosen_for(monkeypatc
     assert np.all(res.p_kw <= req.evs.p_max_kw[:, None] + 1e-9)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("elasticity", np.array([0.1, 0.2]), "elasticity: needs shape"),
-    ("d0_kw", np.array([10.0, -1.0, 5.0]), "d0_kw: must be finite"),
-    ("bus", np.array([0, 0, 3]), "bus: must be"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("elasticity", np.array([0.1, 0.2]), "elasticity: needs shape"),
+        ("d0_kw", np.array([10.0, -1.0, 5.0]), "d0_kw: must be finite"),
+        ("bus", np.array([0, 0, 3]), "bus: must be"),
+    ],
+)
 def test_rtp_instance_validation_names_the_field(field: str, value: np.ndarray, match: str) -> None:
     from markets.qubo_rtp import RTPInstance
 
-    kw = dict(d0_kw=np.array([10.0, 20.0, 5.0]), elasticity=np.full(3, 0.3), cap_kw=np.full(3, np.inf),
-              renewable_kw=np.zeros(3), bus=np.array([0, 0, -1]), bus_cap_kw=np.array([25.0]), prev_level=None,
-              cost_usd_per_kwh=0.1)
+    kw = dict(
+        d0_kw=np.array([10.0, 20.0, 5.0]),
+        elasticity=np.full(3, 0.3),
+        cap_kw=np.full(3, np.inf),
+        renewable_kw=np.zeros(3),
+        bus=np.array([0, 0, -1]),
+        bus_cap_kw=np.array([25.0]),
+        prev_level=None,
+        cost_usd_per_kwh=0.1,
+    )
     RTPInstance(**kw)  # the valid one builds
     kw[field] = value
     with pytest.raises(ValueError, match=match):

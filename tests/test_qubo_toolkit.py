@@ -85,7 +85,7 @@ def test_objective_table_fit_is_exact_for_quadratics() -> None:
     m = QuboModel()
     v = m.integer("v", (3,), encoding.binary(7))
     k = np.arange(8)
-    table = np.stack([2.0 * k - 0.5 * k ** 2, 3.0 + 0 * k, k ** 2])
+    table = np.stack([2.0 * k - 0.5 * k**2, 3.0 + 0 * k, k**2])
     err = m.add_objective_table(v, table)
     assert err.max() < 1e-9
     for lv in itertools.product(range(8), repeat=3):
@@ -118,15 +118,20 @@ def _two_blocks() -> tuple[dimod.BinaryQuadraticModel, list[np.ndarray]]:
     q = rng.normal(size=rows.size * 2)
     r = np.concatenate([rows, rows + 4])
     c = np.concatenate([cols, cols + 4])
-    return (dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (r, c, q), 0.0, dimod.BINARY),
-            [np.arange(4), np.arange(4, 8)])
+    return (
+        dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (r, c, q), 0.0, dimod.BINARY),
+        [np.arange(4), np.arange(4, 8)],
+    )
 
 
 def _sub(bqm: dimod.BinaryQuadraticModel, idx: np.ndarray) -> dimod.BinaryQuadraticModel:
     keep = set(int(i) for i in idx)
-    return dimod.BinaryQuadraticModel({v: bqm.get_linear(v) for v in keep},
-                                      {(u, v): b for (u, v), b in bqm.quadratic.items() if u in keep and v in keep},
-                                      0.0, dimod.BINARY)
+    return dimod.BinaryQuadraticModel(
+        {v: bqm.get_linear(v) for v in keep},
+        {(u, v): b for (u, v), b in bqm.quadratic.items() if u in keep and v in keep},
+        0.0,
+        dimod.BINARY,
+    )
 
 
 def test_decomposed_sampler_matches_exact_and_connected_components() -> None:
@@ -177,9 +182,18 @@ def test_domain_wall_energy_is_the_true_cost(seed: int) -> None:
 @pytest.mark.parametrize("reactive", [False, True])
 def test_exact_solver_agrees_with_the_reference_on_a_tiny_instance(reactive: bool) -> None:
     # one cluster, 3 slots of 4 h, P̄ = 0.3 MW on 2 bits (0.1 MW steps): energy units of 0.4 MWh, window [2, 5]
-    inst = eva.EVAInstance(np.array([[40.0, 100.0, 60.0]]), np.array([[4.0, 10.0, 7.0]]), np.array([0.3]),
-                           np.array([0.36]), np.array([0.36]), np.array([0.8]), np.array([2.0]), 4.0, bits=2,
-                           reactive=reactive)
+    inst = eva.EVAInstance(
+        np.array([[40.0, 100.0, 60.0]]),
+        np.array([[4.0, 10.0, 7.0]]),
+        np.array([0.3]),
+        np.array([0.36]),
+        np.array([0.36]),
+        np.array([0.8]),
+        np.array([2.0]),
+        4.0,
+        bits=2,
+        reactive=reactive,
+    )
     ref = eva.reference(inst)
     sol = eva.solve(inst, sampler="exact", ref=ref)
     assert sol.n_vars <= 24
@@ -218,8 +232,16 @@ def test_eva_instance_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="bits"):
         inst.with_bits(13)
     with pytest.raises(ValueError, match="p_max_mw"):
-        eva.EVAInstance(inst.lam_p_usd_per_mwh, inst.lam_q_usd_per_mvarh, -inst.p_max_mw, inst.s_max_mva,
-                        inst.q_max_mvar, inst.e_min_mwh, inst.e_max_mwh, inst.dt_h)
+        eva.EVAInstance(
+            inst.lam_p_usd_per_mwh,
+            inst.lam_q_usd_per_mvarh,
+            -inst.p_max_mw,
+            inst.s_max_mva,
+            inst.q_max_mvar,
+            inst.e_min_mwh,
+            inst.e_max_mwh,
+            inst.dt_h,
+        )
 
 
 def test_rows_build_the_expected_sparse_matrix() -> None:
@@ -234,8 +256,24 @@ def test_eva_instance_rejects_nan_prices_and_zero_slots() -> None:
     lam = inst.lam_p_usd_per_mwh.copy()
     lam[0, 0] = np.nan
     with pytest.raises(ValueError, match="lam_p_usd_per_mwh: must be finite"):
-        eva.EVAInstance(lam, inst.lam_q_usd_per_mvarh, inst.p_max_mw, inst.s_max_mva, inst.q_max_mvar,
-                        inst.e_min_mwh, inst.e_max_mwh, inst.dt_h)
+        eva.EVAInstance(
+            lam,
+            inst.lam_q_usd_per_mvarh,
+            inst.p_max_mw,
+            inst.s_max_mva,
+            inst.q_max_mvar,
+            inst.e_min_mwh,
+            inst.e_max_mwh,
+            inst.dt_h,
+        )
     with pytest.raises(ValueError, match="dt_h"):
-        eva.EVAInstance(inst.lam_p_usd_per_mwh, inst.lam_q_usd_per_mvarh, inst.p_max_mw, inst.s_max_mva,
-                        inst.q_max_mvar, inst.e_min_mwh, inst.e_max_mwh, 0.0)
+        eva.EVAInstance(
+            inst.lam_p_usd_per_mwh,
+            inst.lam_q_usd_per_mvarh,
+            inst.p_max_mw,
+            inst.s_max_mva,
+            inst.q_max_mvar,
+            inst.e_min_mwh,
+            inst.e_max_mwh,
+            0.0,
+        )

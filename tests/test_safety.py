@@ -41,8 +41,14 @@ class _Touch:
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The real `evgrid` entry point in a fresh interpreter (imports and sys.path as a user gets them)."""
-    return subprocess.run([sys.executable, "-c", "from experiments.cli import main; main()", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from experiments.cli import main; main()", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _env(tmp_path: Path, pwned: Path) -> dict[str, str]:
@@ -163,11 +169,14 @@ def test_pandapower_json_and_matpower_files_load_and_validate(case33_json: Path,
     assert res.exit_code == 0, res.output
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("{not json", "not valid JSON"),
-    ('{"a": 1}', "not a pandapower network"),
-    (b"\xff\xfe{}", "byte offset 0"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"a": 1}', "not a pandapower network"),
+        (b"\xff\xfe{}", "byte offset 0"),
+    ],
+)
 def test_broken_network_file_is_one_line(tmp_path: Path, content: str | bytes, needle: str) -> None:
     net = tmp_path / "n.json"
     net.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -179,8 +188,10 @@ def test_broken_network_file_is_one_line(tmp_path: Path, content: str | bytes, n
 
 # ------------------------------------------------------------------------------------------------- output folders
 def _snapshot(folder: Path) -> dict[str, tuple[int, float, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mode, p.stat().st_mtime, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mode, p.stat().st_mtime, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 SHORT = ["--set", "fleet.n_evs=20", "--set", "time.horizon_h=2", "--no-plots", "-q"]
@@ -291,9 +302,23 @@ def test_sigterm_leaves_no_staging_folder(tmp_path: Path) -> None:
     import time
 
     out = tmp_path / "paper"
-    proc = subprocess.Popen([sys.executable, "-c", "from experiments.cli import main; main()", "run", "dr-tou-33bus",
-                             "--out", str(out), "--no-plots", "-q"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from experiments.cli import main; main()",
+            "run",
+            "dr-tou-33bus",
+            "--out",
+            str(out),
+            "--no-plots",
+            "-q",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not any(tmp_path.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
@@ -308,13 +333,16 @@ def test_sigterm_leaves_no_staging_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("override, field", [
-    ("prices.table_usd_per_mwh=[nan, 80.0]", "prices.table_usd_per_mwh.0"),
-    ("grid.load_scale=inf", "grid.load_scale"),
-    ("fleet.groups.0.share=nan", "fleet.groups.0.share"),
-    ("market.params.elasticity-dr.dr_max=nan", "market.params.elasticity-dr.dr_max"),
-    ("paper.peak=-inf", "paper.peak"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("prices.table_usd_per_mwh=[nan, 80.0]", "prices.table_usd_per_mwh.0"),
+        ("grid.load_scale=inf", "grid.load_scale"),
+        ("fleet.groups.0.share=nan", "fleet.groups.0.share"),
+        ("market.params.elasticity-dr.dr_max=nan", "market.params.elasticity-dr.dr_max"),
+        ("paper.peak=-inf", "paper.peak"),
+    ],
+)
 def test_nan_and_inf_are_rejected_with_the_field_named(tmp_path: Path, override: str, field: str) -> None:
     for cmd in (["validate", "default"], ["run", "default", "--out", str(tmp_path / "o"), "-q"]):
         res = runner.invoke(app, [*cmd, "--set", override])

@@ -23,8 +23,17 @@ def test_default_is_the_issue_study() -> None:
 
 
 def test_overrides_are_typed_and_validated() -> None:
-    sc = load_scenario("default", ["fleet.n_evs=10", "market.params.elasticity-dr.dr_max=0.2", "fleet.groups.0.share=0.5",
-                                   "fleet.groups.1.share=0.5", "grid.engine=pandapower"], seed=9)
+    sc = load_scenario(
+        "default",
+        [
+            "fleet.n_evs=10",
+            "market.params.elasticity-dr.dr_max=0.2",
+            "fleet.groups.0.share=0.5",
+            "fleet.groups.1.share=0.5",
+            "grid.engine=pandapower",
+        ],
+        seed=9,
+    )
     assert sc.fleet.n_evs == 10 and sc.market.active_params["dr_max"] == 0.2 and sc.seed == 9
     assert sc.fleet.groups[0].share == 0.5 and sc.grid.engine == "pandapower"
 

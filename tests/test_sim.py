@@ -153,8 +153,12 @@ def test_reference_engine_gives_the_same_run() -> None:
 
 def test_poisson_arrivals_follow_the_rate_profile() -> None:
     rates = [0.0] * 8 + [1.0] * 10 + [0.0] * 6  # arrivals only between 08:00 and 18:00
-    ov = ["fleet.n_evs=300", "time.start_h=0", "fleet.groups.1.arrival.process='poisson'",
-          f"fleet.groups.1.arrival.rate_per_h={rates}"]
+    ov = [
+        "fleet.n_evs=300",
+        "time.start_h=0",
+        "fleet.groups.1.arrival.process='poisson'",
+        f"fleet.groups.1.arrival.rate_per_h={rates}",
+    ]
     m = CoSimulation(load_scenario("default", ov, 4))
     f = m.fleet
     tod = (f.arrival_min[f.group == 1] / 60.0) % 24
@@ -167,9 +171,19 @@ def test_poisson_arrivals_follow_the_rate_profile() -> None:
 def test_240_minute_steps_and_case118() -> None:
     m = run(["time.dt_min=240", "fleet.n_evs=30"])
     assert len(m.result.tables["steps"]) == 6
-    big = run(["grid.case='case118'", "grid.bus_numbering='pandapower'", "grid.line_max_i_ka=99",
-               "grid.load_profile='residential'", "grid.v_min_pu=0.9", "stations.0.buses='all'",
-               "stations.1.buses=[10, 20]", "fleet.n_evs=50", "time.horizon_h=6"]).result
+    big = run(
+        [
+            "grid.case='case118'",
+            "grid.bus_numbering='pandapower'",
+            "grid.line_max_i_ka=99",
+            "grid.load_profile='residential'",
+            "grid.v_min_pu=0.9",
+            "stations.0.buses='all'",
+            "stations.1.buses=[10, 20]",
+            "fleet.n_evs=50",
+            "time.horizon_h=6",
+        ]
+    ).result
     assert big.kpis["nonconverged_steps"] == 0 and big.tables["bus"]["bus"].max() == 117
 
 
@@ -196,14 +210,16 @@ def test_volt_var_droop_raises_minimum_voltage_and_stays_in_the_headroom() -> No
 
 
 def test_volt_var_never_exceeds_the_charger_headroom() -> None:
-    model = CoSimulation(load_scenario("default", ["fleet.n_evs=5", "grid.volt_var.enabled=true",
-                                                   "grid.curtailment=false"]))
+    model = CoSimulation(
+        load_scenario("default", ["fleet.n_evs=5", "grid.volt_var.enabled=true", "grid.curtailment=false"])
+    )
     n = model.network.n_bus
     p_ev = np.zeros(n)
     s_ev = np.zeros(n)
     p_ev[17], s_ev[17] = 900.0, 1000.0  # bus 18: 0.9 MW of charging on 1 MVA of chargers, far below 0.92 pu
-    step = model.dso.operate(model.base_p_kw[28] * 1.2, model.base_q_kvar[28] * 1.2, p_ev, 84.0,
-                             model.renewable_kw[28], s_ev)
+    step = model.dso.operate(
+        model.base_p_kw[28] * 1.2, model.base_q_kvar[28] * 1.2, p_ev, 84.0, model.renewable_kw[28], s_ev
+    )
     headroom = np.sqrt(1000.0**2 - 900.0**2)
     # the curve asks 440 kVAr, the headroom allows 436; the fixed point stops within 0.1 kVAr per iteration
     assert headroom - 1.0 < step.ev_q_kvar[17] <= headroom + 1e-9
@@ -241,7 +257,10 @@ def test_interface_fills_only_the_parts_a_mechanism_declares() -> None:
         plugged = np.nonzero(m.fleet.state == PLUGGED)[0]
         assert len(plugged)
         evs = m.aggregator.flex(plugged, 2, 4)
-        req, day = m.interface.request(2, 4, evs, day_ahead=False), m.interface.request(2, 4, EVFlex.empty(), day_ahead=True)
+        req, day = (
+            m.interface.request(2, 4, evs, day_ahead=False),
+            m.interface.request(2, 4, EVFlex.empty(), day_ahead=True),
+        )
         seen[mech] = req
         needs = m.market_operator.mechanism.needs
         assert (req.dlmp_p_usd_per_mwh is not None) == ("dlmp" in needs)

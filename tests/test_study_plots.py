@@ -61,9 +61,21 @@ def summarize(reps: pd.DataFrame, labels: dict[int, str]) -> pd.DataFrame:
             m = x.mean() if n else np.nan
             s = x.std(ddof=1) if n > 1 else np.nan
             h = stats.t.ppf(0.975, n - 1) * s / np.sqrt(n) if n > 1 else np.nan
-            rows.append({"point": point, "label": labels.get(point, ""), **{p: g[p].iloc[0] for p in params},
-                         "kpi": c[4:], "n": n, "n_failed": int((g["status"] != "ok").sum()), "mean": m, "std": s,
-                         "mcse": s / np.sqrt(n) if n > 1 else np.nan, "ci_low": m - h, "ci_high": m + h})
+            rows.append(
+                {
+                    "point": point,
+                    "label": labels.get(point, ""),
+                    **{p: g[p].iloc[0] for p in params},
+                    "kpi": c[4:],
+                    "n": n,
+                    "n_failed": int((g["status"] != "ok").sum()),
+                    "mean": m,
+                    "std": s,
+                    "mcse": s / np.sqrt(n) if n > 1 else np.nan,
+                    "ci_low": m - h,
+                    "ci_high": m + h,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -119,17 +131,22 @@ def test_two_param_factorial(tmp_path):
     points = [{DR_MAX: a, "dr.participation": b} for a, b in itertools.product((0.1, 0.2, 0.3), (0.0, 0.2, 0.4, 0.6))]
     reps, summary = study(points, 8)
     paths = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS + ["missing_kpi"]}, tmp_path)
-    assert_pngs(paths, ["response_elasticity-dr.dr_max.png", "response_dr.participation.png"]
-                + [f"heatmap_{k}.png" for k in KPIS])
-    assert_pngs(plot_heatmap(summary, DR_MAX, "param.dr.participation", "kpi.vdi_pu", tmp_path / "h"),
-                ["heatmap_vdi_pu.png"])
+    assert_pngs(
+        paths,
+        ["response_elasticity-dr.dr_max.png", "response_dr.participation.png"] + [f"heatmap_{k}.png" for k in KPIS],
+    )
+    assert_pngs(
+        plot_heatmap(summary, DR_MAX, "param.dr.participation", "kpi.vdi_pu", tmp_path / "h"), ["heatmap_vdi_pu.png"]
+    )
     assert plot_heatmap(summary, DR_MAX, DR_MAX, "vdi_pu", tmp_path / "h2") == []
 
 
 @pytest.mark.slow
 def test_three_param_sweep_and_string_values(tmp_path):
-    points = [{"a.x": a, "b.y": b, "market.mechanism": m}
-              for a, b, m in itertools.product((1.0, 2.0), (0.5, 1.0, 1.5), ("uncontrolled", "elasticity-dr"))]
+    points = [
+        {"a.x": a, "b.y": b, "market.mechanism": m}
+        for a, b, m in itertools.product((1.0, 2.0), (0.5, 1.0, 1.5), ("uncontrolled", "elasticity-dr"))
+    ]
     reps, summary = study(points, 5)
     paths = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path)
     assert_pngs(paths, ["response_a.x.png", "response_b.y.png", "response_market.mechanism.png"])
@@ -137,12 +154,17 @@ def test_three_param_sweep_and_string_values(tmp_path):
 
 @pytest.mark.slow
 def test_oat(tmp_path):
-    points = [{"label": "baseline"}] + [{"dr.participation": v} for v in (0.0, 0.3, 0.6)] \
+    points = (
+        [{"label": "baseline"}]
+        + [{"dr.participation": v} for v in (0.0, 0.3, 0.6)]
         + [{DR_MAX: v} for v in (0.1, 0.2, 0.4)]
+    )
     reps, summary = study(points, 10)
     paths = plot_study(reps, summary, {"kind": "oat", "headline_kpis": KPIS}, tmp_path)
-    assert_pngs(paths, [f"tornado_{k}.png" for k in KPIS]
-                + ["response_dr.participation.png", "response_elasticity-dr.dr_max.png"])
+    assert_pngs(
+        paths,
+        [f"tornado_{k}.png" for k in KPIS] + ["response_dr.participation.png", "response_elasticity-dr.dr_max.png"],
+    )
     # without a baseline point the tornado falls back to the mean of all points
     no_base = summary[summary["label"] != "baseline"]
     assert_pngs(plot_tornado(no_base, "peak_load_kw", tmp_path / "nb"), ["tornado_peak_load_kw.png"])

@@ -20,11 +20,11 @@ __all__ = ["dlmp_acopf"]
 class _OpfElements(NamedTuple):
     """Element indices of the OPF copy of the net that change or are read per slot."""
 
-    load_idx: Any          # one fixed load per bus
-    eg_cost: list[int]     # poly_cost rows of the ext_grids (the substation price)
-    dg_idx: list[int]      # sgen per DG
-    ren_idx: list[int]     # sgen per renewable
-    ev_set: set[int]       # sgens of the flexible EV aggregates
+    load_idx: Any  # one fixed load per bus
+    eg_cost: list[int]  # poly_cost rows of the ext_grids (the substation price)
+    dg_idx: list[int]  # sgen per DG
+    ren_idx: list[int]  # sgen per renewable
+    ev_set: set[int]  # sgens of the flexible EV aggregates
 
 
 def dlmp_acopf(
@@ -66,8 +66,9 @@ def dlmp_acopf(
     Raises:
         DLMPInputError: bad shapes, NaN, unknown EV bus, inconsistent EV box.
     """
-    inp = read_inputs(network, p_load_kw, q_load_kvar, price_usd_per_mwh, q_price_usd_per_mvarh, renewable_kw, ev,
-                      v_min_pu, v_max_pu)
+    inp = read_inputs(
+        network, p_load_kw, q_load_kvar, price_usd_per_mwh, q_price_usd_per_mvarh, renewable_kw, ev, v_min_pu, v_max_pu
+    )
     net, el = _opf_net(network, inp)
     rows: list[dict[str, Any]] = []
     n_slots = inp.p_mw.shape[0]
@@ -113,27 +114,62 @@ def _opf_net(network: Network, inp: DlmpInputs) -> tuple[Any, _OpfElements]:
     net.ext_grid["min_q_mvar"], net.ext_grid["max_q_mvar"] = -s_sub, s_sub
     eg_cost = [pp.create_poly_cost(net, int(e), "ext_grid", cp1_eur_per_mw=0.0) for e in net.ext_grid.index]
 
-    load_idx = pp.create_loads(net, buses=inp.bus_index, p_mw=np.zeros(len(inp.bus_index)),
-                               q_mvar=np.zeros(len(inp.bus_index)), controllable=False)
+    load_idx = pp.create_loads(
+        net,
+        buses=inp.bus_index,
+        p_mw=np.zeros(len(inp.bus_index)),
+        q_mvar=np.zeros(len(inp.bus_index)),
+        controllable=False,
+    )
     dg_idx = []
     for d in network.dgs:
         qmax = dg_q_max_mw(d)
-        s = pp.create_sgen(net, d.bus, p_mw=0.0, q_mvar=0.0, controllable=True, min_p_mw=0.0,
-                           max_p_mw=d.p_max_kw / 1e3, min_q_mvar=0.0, max_q_mvar=qmax, name=d.name)
-        pp.create_poly_cost(net, s, "sgen", cp1_eur_per_mw=d.cost_b, cp2_eur_per_mw2=d.cost_a,
-                            cq1_eur_per_mvar=d.q_cost_usd_per_mvarh)
+        s = pp.create_sgen(
+            net,
+            d.bus,
+            p_mw=0.0,
+            q_mvar=0.0,
+            controllable=True,
+            min_p_mw=0.0,
+            max_p_mw=d.p_max_kw / 1e3,
+            min_q_mvar=0.0,
+            max_q_mvar=qmax,
+            name=d.name,
+        )
+        pp.create_poly_cost(
+            net, s, "sgen", cp1_eur_per_mw=d.cost_b, cp2_eur_per_mw2=d.cost_a, cq1_eur_per_mvar=d.q_cost_usd_per_mvarh
+        )
         dg_idx.append(s)
     ren_idx = []
     for d in network.renewables:
-        s = pp.create_sgen(net, d.bus, p_mw=0.0, q_mvar=0.0, controllable=True, min_p_mw=0.0, max_p_mw=0.0,
-                           min_q_mvar=0.0, max_q_mvar=0.0, name=d.name)
+        s = pp.create_sgen(
+            net,
+            d.bus,
+            p_mw=0.0,
+            q_mvar=0.0,
+            controllable=True,
+            min_p_mw=0.0,
+            max_p_mw=0.0,
+            min_q_mvar=0.0,
+            max_q_mvar=0.0,
+            name=d.name,
+        )
         ren_idx.append(s)
     ev_idx = []
     for e in inp.evs:
         plo, phi, qlo, qhi = e.injection_box_mw()
-        s = pp.create_sgen(net, e.bus, p_mw=float(np.clip(0.0, plo, phi)), q_mvar=float(np.clip(0.0, qlo, qhi)),
-                           controllable=True, min_p_mw=plo, max_p_mw=phi, min_q_mvar=qlo, max_q_mvar=qhi,
-                           name=e.name)
+        s = pp.create_sgen(
+            net,
+            e.bus,
+            p_mw=float(np.clip(0.0, plo, phi)),
+            q_mvar=float(np.clip(0.0, qlo, qhi)),
+            controllable=True,
+            min_p_mw=plo,
+            max_p_mw=phi,
+            min_q_mvar=qlo,
+            max_q_mvar=qhi,
+            name=e.name,
+        )
         pp.create_poly_cost(net, s, "sgen", cp1_eur_per_mw=float(e.cost_usd_per_mwh))
         ev_idx.append(s)
     ev_set = set(ev_idx)
@@ -167,8 +203,9 @@ def _run_opf(net: Any, init: str) -> tuple[bool, str]:
     return ok, msg
 
 
-def _slot_rows(network: Network, net: Any, inp: DlmpInputs, k: int, el: _OpfElements, dt: float
-               ) -> list[dict[str, Any]]:
+def _slot_rows(
+    network: Network, net: Any, inp: DlmpInputs, k: int, el: _OpfElements, dt: float
+) -> list[dict[str, Any]]:
     """Result rows of a converged slot: prices, voltages, dispatch per bus, slot totals."""
     ev_set, dg_idx = el.ev_set, el.dg_idx
     rb = net.res_bus
@@ -196,14 +233,32 @@ def _slot_rows(network: Network, net: Any, inp: DlmpInputs, k: int, el: _OpfElem
     losses = float(net.res_line.pl_mw.sum()) if len(net.line) else 0.0
     if len(net.trafo):
         losses += float(net.res_trafo.pl_mw.sum())
-    slot = dict(converged=True, total_cost_usd_per_h=float(net.res_cost) + float(no_load),
-                losses_kw=losses * 1e3, grid_p_kw=float(net.res_ext_grid.p_mw.sum()) * 1e3,
-                grid_q_kvar=float(net.res_ext_grid.q_mvar.sum()) * 1e3, solve_time_s=dt, message="")
+    slot = dict(
+        converged=True,
+        total_cost_usd_per_h=float(net.res_cost) + float(no_load),
+        losses_kw=losses * 1e3,
+        grid_p_kw=float(net.res_ext_grid.p_mw.sum()) * 1e3,
+        grid_q_kvar=float(net.res_ext_grid.q_mvar.sum()) * 1e3,
+        solve_time_s=dt,
+        message="",
+    )
     lam_p = rb["lam_p"].to_numpy(float)
     lam_q = rb["lam_q"].to_numpy(float)
     vm = rb["vm_pu"].to_numpy(float)
     for i, b in enumerate(inp.bus_index):
-        rows.append(dict(method="acopf", slot=k, bus=int(b), lam_p_usd_per_mwh=lam_p[i],
-                         lam_q_usd_per_mvarh=lam_q[i], vm_pu=vm[i], gen_p_kw=gen_p[i], gen_q_kvar=gen_q[i],
-                         ev_p_kw=ev_p[i], ev_q_kvar=ev_q[i], **slot))
+        rows.append(
+            dict(
+                method="acopf",
+                slot=k,
+                bus=int(b),
+                lam_p_usd_per_mwh=lam_p[i],
+                lam_q_usd_per_mvarh=lam_q[i],
+                vm_pu=vm[i],
+                gen_p_kw=gen_p[i],
+                gen_q_kvar=gen_q[i],
+                ev_p_kw=ev_p[i],
+                ev_q_kvar=ev_q[i],
+                **slot,
+            )
+        )
     return rows

@@ -31,16 +31,29 @@ __all__ = [
 
 #: Per-slot columns, repeated on every bus row of a slot (see :func:`slot_summary`).
 SLOT_COLUMNS: tuple[str, ...] = (
-    "method", "slot", "converged", "total_cost_usd_per_h", "losses_kw", "grid_p_kw", "grid_q_kvar",
-    "solve_time_s", "message",
+    "method",
+    "slot",
+    "converged",
+    "total_cost_usd_per_h",
+    "losses_kw",
+    "grid_p_kw",
+    "grid_q_kvar",
+    "solve_time_s",
+    "message",
 )
 #: Decomposition of λP [$/MWh] returned by :func:`dlmp_lindistflow`.
 COMPONENTS_P: tuple[str, ...] = (
-    "energy_usd_per_mwh", "loss_usd_per_mwh", "congestion_usd_per_mwh", "voltage_usd_per_mwh",
+    "energy_usd_per_mwh",
+    "loss_usd_per_mwh",
+    "congestion_usd_per_mwh",
+    "voltage_usd_per_mwh",
 )
 #: Decomposition of λQ [$/MVArh] returned by :func:`dlmp_lindistflow`.
 COMPONENTS_Q: tuple[str, ...] = (
-    "energy_q_usd_per_mvarh", "loss_q_usd_per_mvarh", "congestion_q_usd_per_mvarh", "voltage_q_usd_per_mvarh",
+    "energy_q_usd_per_mvarh",
+    "loss_q_usd_per_mvarh",
+    "congestion_q_usd_per_mvarh",
+    "voltage_q_usd_per_mvarh",
 )
 
 #: A DG producing more than this [kW] pays its no-load cost C.
@@ -99,13 +112,17 @@ class FlexibleEV:
         if self.s_max_kva is not None:
             pabs = max(abs(self.p_min_kw), abs(self.p_max_kw))
             if not (np.isfinite(self.s_max_kva) and self.s_max_kva >= pabs - 1e-9):
-                raise DLMPInputError(f"FlexibleEV {self.name!r} at bus {self.bus}: s_max_kva {self.s_max_kva} "
-                                     f"is below the active-power rating {pabs} kW")
+                raise DLMPInputError(
+                    f"FlexibleEV {self.name!r} at bus {self.bus}: s_max_kva {self.s_max_kva} "
+                    f"is below the active-power rating {pabs} kW"
+                )
             qcap = float(np.sqrt(max(self.s_max_kva**2 - pabs**2, 0.0)))
             qlo, qhi = max(qlo, -qcap), min(qhi, qcap)
             if qlo > qhi:
-                raise DLMPInputError(f"FlexibleEV {self.name!r} at bus {self.bus}: the q bounds lie outside "
-                                     f"the {self.s_max_kva} kVA capability at full power")
+                raise DLMPInputError(
+                    f"FlexibleEV {self.name!r} at bus {self.bus}: the q bounds lie outside "
+                    f"the {self.s_max_kva} kVA capability at full power"
+                )
         return -self.p_max_kw / 1e3, -self.p_min_kw / 1e3, -qhi / 1e3, -qlo / 1e3
 
 
@@ -113,16 +130,16 @@ class FlexibleEV:
 class DlmpInputs:
     """Checked inputs of a DLMP call, in MW / MVAr (one row per slot)."""
 
-    p_mw: np.ndarray          # (n_slots, n_bus) fixed load
+    p_mw: np.ndarray  # (n_slots, n_bus) fixed load
     q_mvar: np.ndarray
-    price: np.ndarray         # (n_slots,) $/MWh
-    q_price: np.ndarray       # (n_slots,) $/MVArh
-    ren_mw: np.ndarray        # (n_slots, n_ren) availability
+    price: np.ndarray  # (n_slots,) $/MWh
+    q_price: np.ndarray  # (n_slots,) $/MVArh
+    ren_mw: np.ndarray  # (n_slots, n_ren) availability
     evs: list[FlexibleEV]
     v_min: float
     v_max: float
-    bus_index: np.ndarray     # pandapower bus indices in net.bus order
-    pos: dict[int, int]       # pandapower bus index -> position
+    bus_index: np.ndarray  # pandapower bus indices in net.bus order
+    pos: dict[int, int]  # pandapower bus index -> position
 
 
 def per_slot(value: Any, n_slots: int, name: str) -> np.ndarray:
@@ -135,9 +152,17 @@ def per_slot(value: Any, n_slots: int, name: str) -> np.ndarray:
     return a
 
 
-def read_inputs(network: Network, p_load_kw: Any, q_load_kvar: Any, price_usd_per_mwh: Any, q_price: Any,
-                renewable_kw: Any, ev: Sequence[FlexibleEV] | None, v_min_pu: float | None,
-                v_max_pu: float | None) -> DlmpInputs:
+def read_inputs(
+    network: Network,
+    p_load_kw: Any,
+    q_load_kvar: Any,
+    price_usd_per_mwh: Any,
+    q_price: Any,
+    renewable_kw: Any,
+    ev: Sequence[FlexibleEV] | None,
+    v_min_pu: float | None,
+    v_max_pu: float | None,
+) -> DlmpInputs:
     """Check the arguments of a DLMP function and convert them to MW / MVAr (see :func:`grids.dlmp.dlmp_acopf`).
 
     Raises:
@@ -209,16 +234,32 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def failed_slot(method: str, k: int, inp: DlmpInputs, message: str, extra: Sequence[str] = (),
-                seconds: float = np.nan) -> list[dict[str, Any]]:
+def failed_slot(
+    method: str, k: int, inp: DlmpInputs, message: str, extra: Sequence[str] = (), seconds: float = np.nan
+) -> list[dict[str, Any]]:
     """Rows of a slot whose optimisation failed: NaN prices and results, ``converged = False``, ``message``."""
     nan = np.nan
     out = []
     for b in inp.bus_index:
-        row = dict(method=method, slot=k, bus=int(b), lam_p_usd_per_mwh=nan, lam_q_usd_per_mvarh=nan, vm_pu=nan,
-                   gen_p_kw=nan, gen_q_kvar=nan, ev_p_kw=nan, ev_q_kvar=nan, converged=False,
-                   total_cost_usd_per_h=nan, losses_kw=nan, grid_p_kw=nan, grid_q_kvar=nan,
-                   solve_time_s=seconds, message=message)
+        row = dict(
+            method=method,
+            slot=k,
+            bus=int(b),
+            lam_p_usd_per_mwh=nan,
+            lam_q_usd_per_mvarh=nan,
+            vm_pu=nan,
+            gen_p_kw=nan,
+            gen_q_kvar=nan,
+            ev_p_kw=nan,
+            ev_q_kvar=nan,
+            converged=False,
+            total_cost_usd_per_h=nan,
+            losses_kw=nan,
+            grid_p_kw=nan,
+            grid_q_kvar=nan,
+            solve_time_s=seconds,
+            message=message,
+        )
         for c in extra:
             row[c] = nan
         out.append(row)
@@ -236,5 +277,4 @@ def slot_summary(df: pd.DataFrame) -> pd.DataFrame:
         for LinDistFlow tables), sorted by method and slot.
     """
     cols = [c for c in SLOT_COLUMNS + ("iterations", "decomposition_residual") if c in df.columns]
-    return (df[cols].drop_duplicates(subset=["method", "slot"]).sort_values(["method", "slot"])
-            .reset_index(drop=True))
+    return df[cols].drop_duplicates(subset=["method", "slot"]).sort_values(["method", "slot"]).reset_index(drop=True)

@@ -72,8 +72,9 @@ def dlmp_lindistflow(
     if int(n_iter) < 1 or int(dg_segments) < 1 or not tol_kw > 0:
         raise DLMPInputError("n_iter and dg_segments must be >= 1 and tol_kw > 0")
     tol = float(tol_kw) / 1e3
-    inp = read_inputs(network, p_load_kw, q_load_kvar, price_usd_per_mwh, q_price_usd_per_mvarh, renewable_kw, ev,
-                      v_min_pu, v_max_pu)
+    inp = read_inputs(
+        network, p_load_kw, q_load_kvar, price_usd_per_mwh, q_price_usd_per_mvarh, renewable_kw, ev, v_min_pu, v_max_pu
+    )
     model = radial_model(network)
     extra = COMPONENTS_P + COMPONENTS_Q + ("vm_lp_pu", "iterations", "decomposition_residual")
     rows: list[dict[str, Any]] = []
@@ -84,15 +85,22 @@ def dlmp_lindistflow(
         units = _units(network, model, inp, k, int(dg_segments), s_sub)
         sol, x_units, it, move_max = _sequential_lp(model, inp, k, units, tol, int(n_iter))
         if sol is None:
-            rows += failed_slot("lindistflow", k, inp, "LinDistFlow LP infeasible (limits cannot be met)",
-                                extra, time.perf_counter() - t0)
+            rows += failed_slot(
+                "lindistflow",
+                k,
+                inp,
+                "LinDistFlow LP infeasible (limits cannot be met)",
+                extra,
+                time.perf_counter() - t0,
+            )
             continue
         rows += _slot_rows(network, model, inp, k, units, sol, x_units, it, move_max, tol, t0, extra)
     return frame(rows)
 
 
-def _sequential_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, tol: float, n_iter: int
-                   ) -> tuple[dict[str, Any] | None, np.ndarray, int, float]:
+def _sequential_lp(
+    model: RadialModel, inp: DlmpInputs, k: int, units: _Units, tol: float, n_iter: int
+) -> tuple[dict[str, Any] | None, np.ndarray, int, float]:
     """Sequential LP of slot ``k``: re-linearise at the AC power flow of the last dispatch, with per-group trust
     regions that halve once a group's move changes direction.
 
@@ -113,9 +121,10 @@ def _sequential_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, t
         pl, ql = _net_load_pd(inp, k, units, p_u, q_u)
         pf_res = model.pf.solve(pl, ql)
         Pb, Qb, vb = _base_point(model, pf_res.vm_pu, pf_res.va_degree, pf_res.converged)
-        sol = _solve_lp(model, inp, k, units, Pb, Qb, vb, np.maximum(g_lo, g_base - delta),
-                        np.minimum(g_hi, g_base + delta))
-        if sol is None and (delta < g_hi - g_lo).any():   # the trust region cut off every feasible point
+        sol = _solve_lp(
+            model, inp, k, units, Pb, Qb, vb, np.maximum(g_lo, g_base - delta), np.minimum(g_hi, g_base + delta)
+        )
+        if sol is None and (delta < g_hi - g_lo).any():  # the trust region cut off every feasible point
             sol = _solve_lp(model, inp, k, units, Pb, Qb, vb, g_lo, g_hi)
         if sol is None:
             break
@@ -134,9 +143,20 @@ def _sequential_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, t
     return sol, x_units, it, move_max
 
 
-def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, units: _Units, sol: dict[str, Any],
-               x_units: np.ndarray, it: int, move_max: float, tol: float, t0: float,
-               extra: Sequence[str]) -> list[dict[str, Any]]:
+def _slot_rows(
+    network: Network,
+    model: RadialModel,
+    inp: DlmpInputs,
+    k: int,
+    units: _Units,
+    sol: dict[str, Any],
+    x_units: np.ndarray,
+    it: int,
+    move_max: float,
+    tol: float,
+    t0: float,
+    extra: Sequence[str],
+) -> list[dict[str, Any]]:
     """Result rows of a solved slot: prices and their decomposition, AC evaluation of the final dispatch.
 
     ``move_max`` is the sequential LP's last largest move and ``tol`` its stopping tolerance [MW]; ``t0`` the
@@ -153,23 +173,36 @@ def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, un
     dt = time.perf_counter() - t0
     dg_u = [u for u, kd in enumerate(units.unit_kind) if kd == "dg"]
     cost = dg_cost(network, p_u[dg_u], q_u[dg_u])
-    cost += sum(float(e.cost_usd_per_mwh) * p_u[u] for u, e in
-                zip([u for u, kd in enumerate(units.unit_kind) if kd == "ev"], inp.evs, strict=True))
+    cost += sum(
+        float(e.cost_usd_per_mwh) * p_u[u]
+        for u, e in zip([u for u, kd in enumerate(units.unit_kind) if kd == "ev"], inp.evs, strict=True)
+    )
     if pf_res.converged:
         grid_p, grid_q, losses = pf_res.ext_grid_p_mw, pf_res.ext_grid_q_mvar, pf_res.losses_mw
         cost += inp.price[k] * grid_p + inp.q_price[k] * grid_q
         vm = pf_res.vm_pu
-        msg = "" if move_max <= tol else (f"sequential LP stopped after {it} LPs with a unit still moving by "
-                                          f"{move_max * 1e3:.3g} kW")
+        msg = (
+            ""
+            if move_max <= tol
+            else (f"sequential LP stopped after {it} LPs with a unit still moving by {move_max * 1e3:.3g} kW")
+        )
     else:
         grid_p = grid_q = losses = np.nan
         cost = np.nan
         vm = np.full(len(inp.bus_index), np.nan)
         msg = "AC power flow at the LP dispatch did not converge (prices are the LP's)"
     gen_p, gen_q, ev_p, ev_q = _bus_dispatch(units, inp, p_u, q_u)
-    slot = dict(converged=True, total_cost_usd_per_h=float(cost), losses_kw=float(losses) * 1e3,
-                grid_p_kw=float(grid_p) * 1e3, grid_q_kvar=float(grid_q) * 1e3, solve_time_s=dt, message=msg,
-                iterations=it, decomposition_residual=resid)
+    slot = dict(
+        converged=True,
+        total_cost_usd_per_h=float(cost),
+        losses_kw=float(losses) * 1e3,
+        grid_p_kw=float(grid_p) * 1e3,
+        grid_q_kvar=float(grid_q) * 1e3,
+        solve_time_s=dt,
+        message=msg,
+        iterations=it,
+        decomposition_residual=resid,
+    )
     v_lp = np.sqrt(np.maximum(sol["v"], 0.0))
     for i, b in enumerate(inp.bus_index):
         m = int(m_pd[i])
@@ -178,9 +211,18 @@ def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, un
             row.update(slot, converged=True)
             rows.append(row)
             continue
-        row = dict(method="lindistflow", slot=k, bus=int(b), lam_p_usd_per_mwh=float(sol["lamP"][m]),
-                   lam_q_usd_per_mvarh=float(sol["lamQ"][m]), vm_pu=float(vm[i]), gen_p_kw=gen_p[i],
-                   gen_q_kvar=gen_q[i], ev_p_kw=ev_p[i], ev_q_kvar=ev_q[i])
+        row = dict(
+            method="lindistflow",
+            slot=k,
+            bus=int(b),
+            lam_p_usd_per_mwh=float(sol["lamP"][m]),
+            lam_q_usd_per_mvarh=float(sol["lamQ"][m]),
+            vm_pu=float(vm[i]),
+            gen_p_kw=gen_p[i],
+            gen_q_kvar=gen_q[i],
+            ev_p_kw=ev_p[i],
+            ev_q_kvar=ev_q[i],
+        )
         for c, v in zip(COMPONENTS_P, cp[m], strict=True):
             row[c] = float(v)
         for c, v in zip(COMPONENTS_Q, cq[m], strict=True):
@@ -191,8 +233,9 @@ def _slot_rows(network: Network, model: RadialModel, inp: DlmpInputs, k: int, un
     return rows
 
 
-def _bus_dispatch(units: _Units, inp: DlmpInputs, p_u: np.ndarray, q_u: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bus_dispatch(
+    units: _Units, inp: DlmpInputs, p_u: np.ndarray, q_u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Generation and EV dispatch per bus [kW, kVAr] (``net.bus`` order; EVs in load convention)."""
     gen_p = np.zeros(len(inp.bus_index))
     gen_q = np.zeros(len(inp.bus_index))
@@ -210,19 +253,20 @@ def _bus_dispatch(units: _Units, inp: DlmpInputs, p_u: np.ndarray, q_u: np.ndarr
 
 # --- per-slot building blocks ----------------------------------------------------------------------------------
 
+
 @dataclass
 class _Units:
     """Every dispatchable quantity of a slot as LP columns (generator convention)."""
 
-    bus_m: np.ndarray      # model bus per column
-    kind: np.ndarray       # 0 = P column, 1 = Q column
+    bus_m: np.ndarray  # model bus per column
+    kind: np.ndarray  # 0 = P column, 1 = Q column
     lo: np.ndarray
     hi: np.ndarray
     cost: np.ndarray
-    owner: np.ndarray      # unit id per column
-    group: np.ndarray      # trust-region group per column (one per unit and kind; -1 = the substation)
-    unit_kind: list[str]   # per unit: "slack", "dg", "ren", "ev"
-    unit_pd: list[int]     # per unit: pandapower bus position (-1 for the substation)
+    owner: np.ndarray  # unit id per column
+    group: np.ndarray  # trust-region group per column (one per unit and kind; -1 = the substation)
+    unit_kind: list[str]  # per unit: "slack", "dg", "ren", "ev"
+    unit_pd: list[int]  # per unit: pandapower bus position (-1 for the substation)
 
     @property
     def n_groups(self) -> int:
@@ -234,8 +278,10 @@ class _Units:
 
     def group_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         g = self.group >= 0
-        return (np.bincount(self.group[g], weights=self.lo[g], minlength=self.n_groups),
-                np.bincount(self.group[g], weights=self.hi[g], minlength=self.n_groups))
+        return (
+            np.bincount(self.group[g], weights=self.lo[g], minlength=self.n_groups),
+            np.bincount(self.group[g], weights=self.hi[g], minlength=self.n_groups),
+        )
 
 
 def _units(network: Network, model: RadialModel, inp: DlmpInputs, k: int, n_seg: int, s_sub: float) -> _Units:
@@ -291,9 +337,17 @@ def _units(network: Network, model: RadialModel, inp: DlmpInputs, k: int, n_seg:
     for i in unit_pd:
         if i >= 0 and model.m_of_pd[i] < 0:
             raise DLMPInputError("a DER or EV sits on a bus that is out of service")
-    return _Units(np.array(bus_m, dtype=np.int64), np.array(kind, dtype=np.int64), np.array(lo, float),
-                  np.array(hi, float), np.array(cost, float), np.array(owner, dtype=np.int64),
-                  np.array(group, dtype=np.int64), unit_kind, unit_pd)
+    return _Units(
+        np.array(bus_m, dtype=np.int64),
+        np.array(kind, dtype=np.int64),
+        np.array(lo, float),
+        np.array(hi, float),
+        np.array(cost, float),
+        np.array(owner, dtype=np.int64),
+        np.array(group, dtype=np.int64),
+        unit_kind,
+        unit_pd,
+    )
 
 
 def _unit_dispatch(units: _Units, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,8 +367,9 @@ def _initial_dispatch(units: _Units, price: float) -> np.ndarray:
     return x
 
 
-def _net_load_pd(inp: DlmpInputs, k: int, units: _Units, p_u: np.ndarray, q_u: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _net_load_pd(
+    inp: DlmpInputs, k: int, units: _Units, p_u: np.ndarray, q_u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     p = inp.p_mw[k].copy()
     q = inp.q_mvar[k].copy()
     for u, i in enumerate(units.unit_pd):
@@ -324,8 +379,9 @@ def _net_load_pd(inp: DlmpInputs, k: int, units: _Units, p_u: np.ndarray, q_u: n
     return p, q
 
 
-def _base_point(model: RadialModel, vm: np.ndarray, va_deg: np.ndarray, base_ok: bool
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _base_point(
+    model: RadialModel, vm: np.ndarray, va_deg: np.ndarray, base_ok: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sending-end flows P̄, Q̄ [MW, MVAr] per branch (indexed by child) and v̄ = |V|² per model bus."""
     n = model.n
     if not base_ok:
@@ -336,7 +392,7 @@ def _base_point(model: RadialModel, vm: np.ndarray, va_deg: np.ndarray, base_ok:
     ch = np.arange(1, n)
     par = model.parent[ch]
     z = model.r[ch] + 1j * model.x[ch]
-    S = V[par] * np.conj((V[par] - V[ch]) / z)          # MVA with z in "1 MVA base" units
+    S = V[par] * np.conj((V[par] - V[ch]) / z)  # MVA with z in "1 MVA base" units
     P[ch], Q[ch] = S.real, S.imag
     return P, Q, np.abs(V) ** 2
 
@@ -345,8 +401,17 @@ def _base_point(model: RadialModel, vm: np.ndarray, va_deg: np.ndarray, base_ok:
 _K_POLY = 16
 
 
-def _solve_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, Pb: np.ndarray, Qb: np.ndarray,
-              vb: np.ndarray, tr_lo: np.ndarray, tr_hi: np.ndarray) -> dict[str, Any] | None:
+def _solve_lp(
+    model: RadialModel,
+    inp: DlmpInputs,
+    k: int,
+    units: _Units,
+    Pb: np.ndarray,
+    Qb: np.ndarray,
+    vb: np.ndarray,
+    tr_lo: np.ndarray,
+    tr_hi: np.ndarray,
+) -> dict[str, Any] | None:
     """Build and solve one slot's LP around the base point; None if HiGHS finds no optimum.
 
     ``tr_lo``/``tr_hi`` bound each unit group's total (the trust region of the sequential LP).
@@ -394,8 +459,12 @@ def _solve_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, Pb: np
     # thermal limits: 16 fixed facets plus one tangent at the base point's flow angle (exact there)
     lim = np.nonzero(np.isfinite(model.s_max[ch]))[0]
     n_fac = _K_POLY + 1
-    theta = np.hstack([np.tile(2 * np.pi * np.arange(_K_POLY) / _K_POLY, (len(lim), 1)),
-                       np.arctan2(Qb[ch][lim], Pb[ch][lim])[:, None]])
+    theta = np.hstack(
+        [
+            np.tile(2 * np.pi * np.arange(_K_POLY) / _K_POLY, (len(lim), 1)),
+            np.arctan2(Qb[ch][lim], Pb[ch][lim])[:, None],
+        ]
+    )
     n_row_base = 2 * n + nb
     if len(lim):
         poly_rows = n_row_base + np.arange(len(lim) * n_fac).reshape(len(lim), n_fac)
@@ -419,13 +488,26 @@ def _solve_lp(model: RadialModel, inp: DlmpInputs, k: int, units: _Units, Pb: np
     if out is None:
         return None
     xs, y, z = out
-    return dict(x_units=xs[cU], v=xs[cV], lamP=y[rP:rP + n], lamQ=y[rQ:rQ + n], beta=y[rV:rV + nb],
-                eta=y[n_row_base:n_row_tr].reshape(len(lim), n_fac),
-                lim=lim, theta=theta, z_v=z[cV], aP=aP, bP=bP, aQ=aQ, bQ=bQ)
+    return dict(
+        x_units=xs[cU],
+        v=xs[cV],
+        lamP=y[rP : rP + n],
+        lamQ=y[rQ : rQ + n],
+        beta=y[rV : rV + nb],
+        eta=y[n_row_base:n_row_tr].reshape(len(lim), n_fac),
+        lim=lim,
+        theta=theta,
+        z_v=z[cV],
+        aP=aP,
+        bP=bP,
+        aQ=aQ,
+        bQ=bQ,
+    )
 
 
-def _loss_factors(model: RadialModel, Pb: np.ndarray, Qb: np.ndarray, vb: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _loss_factors(
+    model: RadialModel, Pb: np.ndarray, Qb: np.ndarray, vb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per branch (by child): sending-end v̄, ℓ̄ = (P̄² + Q̄²)/v̄ and the loss factors 2rP̄/v̄, 2rQ̄/v̄, 2xQ̄/v̄, 2xP̄/v̄."""
     ch = np.arange(1, model.n)
     par = model.parent[ch]
@@ -439,8 +521,9 @@ def _loss_factors(model: RadialModel, Pb: np.ndarray, Qb: np.ndarray, vb: np.nda
     return vpar, ell, aP, bP, aQ, bQ
 
 
-def _balance_rhs(model: RadialModel, inp: DlmpInputs, k: int, ell: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _balance_rhs(
+    model: RadialModel, inp: DlmpInputs, k: int, ell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Right-hand sides of the P and Q balance rows (load per model bus minus the base point's losses r·ℓ̄, x·ℓ̄)
     and of the voltage-drop rows ((r² + x²)·ℓ̄)."""
     n = model.n
@@ -458,8 +541,9 @@ def _balance_rhs(model: RadialModel, inp: DlmpInputs, k: int, ell: np.ndarray
     return rhsP, rhsQ, rhsV
 
 
-def _column_bounds(model: RadialModel, inp: DlmpInputs, units: _Units, n_col: int, cV: np.ndarray, cU: np.ndarray,
-                   inf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _column_bounds(
+    model: RadialModel, inp: DlmpInputs, units: _Units, n_col: int, cV: np.ndarray, cU: np.ndarray, inf: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Column bounds (v in [v_min², v_max²], root fixed at v_ref², unit boxes) and costs of the LP."""
     col_lo = np.full(n_col, -inf)
     col_hi = np.full(n_col, inf)
@@ -473,8 +557,9 @@ def _column_bounds(model: RadialModel, inp: DlmpInputs, units: _Units, n_col: in
     return col_lo, col_hi, cost
 
 
-def _run_highs(A: Any, cost: np.ndarray, col_lo: np.ndarray, col_hi: np.ndarray, row_lo: np.ndarray,
-               row_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _run_highs(
+    A: Any, cost: np.ndarray, col_lo: np.ndarray, col_hi: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Solve ``min cost·x`` s.t. ``row_lo <= A x <= row_hi``, ``col_lo <= x <= col_hi`` (A: scipy CSC) with HiGHS.
 
     Returns:
@@ -505,8 +590,7 @@ def _run_highs(A: Any, cost: np.ndarray, col_lo: np.ndarray, col_hi: np.ndarray,
     return np.asarray(sol.col_value), np.asarray(sol.row_dual), np.asarray(sol.col_dual)
 
 
-def _decompose(model: RadialModel, sol: dict[str, Any], price: float, q_price: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _decompose(model: RadialModel, sol: dict[str, Any], price: float, q_price: float) -> tuple[np.ndarray, np.ndarray]:
     """Components of λP and λQ per model bus: arrays (n, 4) in the order energy, loss, congestion, voltage."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu

@@ -84,12 +84,15 @@ def _single_slack(network: Network) -> Any:
     src = network.net
     name = network.name
     if "gen" in src and len(src.gen) and src.gen["in_service"].astype(bool).any():
-        raise NotRadialError(f"LinDistFlow DLMPs: network {name!r} has voltage-controlled generators "
-                             "(net.gen); LinDistFlow models a radial feeder with one slack — use dlmp_acopf")
+        raise NotRadialError(
+            f"LinDistFlow DLMPs: network {name!r} has voltage-controlled generators "
+            "(net.gen); LinDistFlow models a radial feeder with one slack — use dlmp_acopf"
+        )
     eg = src.ext_grid[src.ext_grid["in_service"].astype(bool)]
     if len(eg) != 1:
-        raise NotRadialError(f"LinDistFlow DLMPs: network {name!r} needs exactly one in-service ext_grid, "
-                             f"has {len(eg)} — use dlmp_acopf")
+        raise NotRadialError(
+            f"LinDistFlow DLMPs: network {name!r} needs exactly one in-service ext_grid, has {len(eg)} — use dlmp_acopf"
+        )
     return eg
 
 
@@ -109,8 +112,7 @@ def _solved_copy(network: Network) -> Any:
     return net
 
 
-def _in_service_branches(ppc: dict[str, Any], name: str
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _in_service_branches(ppc: dict[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """In-service branch mask, their end buses (ppc) and the active-bus mask; NotRadialError on taps/shifts."""
     from pandapower.pypower.idx_brch import BR_STATUS, F_BUS, SHIFT, T_BUS, TAP
     from pandapower.pypower.idx_bus import BUS_TYPE, NONE
@@ -118,7 +120,7 @@ def _in_service_branches(ppc: dict[str, Any], name: str
     bus = ppc["bus"]
     br = ppc["branch"]
     active = bus[:, BUS_TYPE] != NONE
-    on = (np.real(br[:, BR_STATUS]) > 0)
+    on = np.real(br[:, BR_STATUS]) > 0
     fb = np.real(br[:, F_BUS]).astype(int)
     tb = np.real(br[:, T_BUS]).astype(int)
     on &= active[fb] & active[tb]
@@ -126,20 +128,24 @@ def _in_service_branches(ppc: dict[str, Any], name: str
     tap = np.real(br[on, TAP])
     shift = np.real(br[on, SHIFT])
     if (np.abs(np.where(tap == 0, 1.0, tap) - 1.0) > 1e-9).any() or (np.abs(shift) > 1e-9).any():
-        raise NotRadialError(f"LinDistFlow DLMPs: network {name!r} has off-nominal transformer ratios or "
-                             "phase shifts, which LinDistFlow does not model — use dlmp_acopf")
+        raise NotRadialError(
+            f"LinDistFlow DLMPs: network {name!r} has off-nominal transformer ratios or "
+            "phase shifts, which LinDistFlow does not model — use dlmp_acopf"
+        )
     return on, fb, tb, active
 
 
-def _tree_order(n_ppc: int, fb: np.ndarray, tb: np.ndarray, root_ppc: int, n_act: int, name: str
-                ) -> tuple[list[int], dict[int, int], dict[int, int]]:
+def _tree_order(
+    n_ppc: int, fb: np.ndarray, tb: np.ndarray, root_ppc: int, n_act: int, name: str
+) -> tuple[list[int], dict[int, int], dict[int, int]]:
     """Breadth-first order of the buses from the slack, parent and branch (edge) of each; NotRadialError if the
     in-service branches do not form a spanning tree of the active buses."""
     if len(fb) != n_act - 1:
         raise NotRadialError(
             f"LinDistFlow DLMPs need a radial network: {name!r} has {len(fb)} in-service branches for "
             f"{n_act} buses (a tree has {n_act - 1}); it is meshed or split. LinDistFlow does not apply to "
-            "meshed networks — use dlmp_acopf")
+            "meshed networks — use dlmp_acopf"
+        )
     adj: list[list[tuple[int, int]]] = [[] for _ in range(n_ppc)]
     for e, (a, b) in enumerate(zip(fb, tb, strict=True)):
         adj[a].append((b, e))
@@ -157,8 +163,10 @@ def _tree_order(n_ppc: int, fb: np.ndarray, tb: np.ndarray, root_ppc: int, n_act
                 edge_of[b] = e
                 order.append(b)
     if len(order) != n_act:
-        raise NotRadialError(f"LinDistFlow DLMPs: {name!r} is not connected to its slack "
-                             f"({n_act - len(order)} buses unreachable) — use dlmp_acopf")
+        raise NotRadialError(
+            f"LinDistFlow DLMPs: {name!r} is not connected to its slack "
+            f"({n_act - len(order)} buses unreachable) — use dlmp_acopf"
+        )
     return order, parent_ppc, edge_of
 
 

@@ -62,8 +62,9 @@ class StateEstimator(WlsEstimator):
     at the flat start: a rank-deficient gain matrix raises :class:`NotObservableError`.
     """
 
-    def __init__(self, net: pandapowerNet, ms: MeasurementSet, *, tol: float = 1e-8, max_iter: int = 20,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self, net: pandapowerNet, ms: MeasurementSet, *, tol: float = 1e-8, max_iter: int = 20, backend: str = "auto"
+    ) -> None:
         """Compile the estimator.
 
         Args:
@@ -96,8 +97,9 @@ class StateEstimator(WlsEstimator):
             raise EstimationError(f"alpha must be in (0, 1), got {alpha!r}")
         dof = self._m - self._n
         if dof < 1:
-            raise EstimationError(f"no redundancy: {self._m} measurements for {self._n} states, the χ² test "
-                                  "needs m > n")
+            raise EstimationError(
+                f"no redundancy: {self._m} measurements for {self._n} states, the χ² test needs m > n"
+            )
         key = (float(alpha), dof)
         t = self._chi2_cache.get(key)
         if t is None:
@@ -138,7 +140,7 @@ class StateEstimator(WlsEstimator):
         if not result.converged:
             raise EstimationError(f"normalised residuals of a non-converged estimate ({result.message})")
         x = result.x
-        var = self._sigma_pu ** 2
+        var = self._sigma_pu**2
         if self.backend == "numba":
             omega = self._omega
             L = np.empty_like(self._L)
@@ -150,13 +152,16 @@ class StateEstimator(WlsEstimator):
             cf, H = self._factor(x)
             if cf is None:
                 raise EstimationError("gain matrix singular at the estimate")
-            ginv, info = self._potri(cf, lower=False)              # upper triangle of G⁻¹
+            ginv, info = self._potri(cf, lower=False)  # upper triangle of G⁻¹
             if info != 0:
                 raise EstimationError("gain matrix singular at the estimate")
             ginv = np.triu(ginv) + np.triu(ginv, 1).T
             Hf = H.ravel()
-            q = np.bincount(self._g_w, weights=Hf[self._g_flat_a] * ginv.ravel()[self._g_pos] * Hf[self._g_flat_b],
-                            minlength=self._m)                       # h_k G⁻¹ h_kᵀ over the row's nonzeros
+            q = np.bincount(
+                self._g_w,
+                weights=Hf[self._g_flat_a] * ginv.ravel()[self._g_pos] * Hf[self._g_flat_b],
+                minlength=self._m,
+            )  # h_k G⁻¹ h_kᵀ over the row's nonzeros
             omega = var - q
         crit = omega <= CRITICAL_REL * var
         rn = np.zeros(self._m)

@@ -11,9 +11,12 @@ import numpy as np
 __all__ = ["HAVE_NUMBA", "STATUS_MESSAGE", "nb_h", "nb_jac", "nb_factor", "nb_solve", "nb_estimate", "nb_omega"]
 
 #: Why a Gauss–Newton run stopped, by kernel status (0 converged, 1 iteration limit, 2 singular, 3 diverged).
-STATUS_MESSAGE = ("", "no convergence in {max_iter} iterations",
-                  "gain matrix singular at iteration {it} (measurement set not observable here)",
-                  "diverged at iteration {it} (non-finite update)")
+STATUS_MESSAGE = (
+    "",
+    "no convergence in {max_iter} iterations",
+    "gain matrix singular at iteration {it} (measurement set not observable here)",
+    "diverged at iteration {it} (non-finite update)",
+)
 
 try:  # numba is a pinned dependency (pandapower uses it); the numpy path is the fallback and the cross-check
     import numba as _nb
@@ -23,6 +26,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
 
 if HAVE_NUMBA:
+
     @_nb.njit(cache=True, nogil=True)
     def nb_h(x, nva, ref, va_ref, nonref, vb, ib, er, ec, eyc, eq, fb, tb, yff, yft, hx, V, W, S, B):
         """h(x) [pu] into hx; leaves V, W (Ybus terms), S (measured injections), B (flow terms) for the Jacobian."""
@@ -154,9 +158,41 @@ if HAVE_NUMBA:
                 y[k] -= L[i, k] * xi
 
     @_nb.njit(cache=True, nogil=True)
-    def nb_estimate(x, zp, w, tol, max_iter, refactor_ratio, reuse_below, max_step, L, have_L,
-                     nva, ref, va_ref, nonref, vb, ib, er, ec, eyc, eq, fb, tb, yff, yft, col_th,
-                     rowptr, cols, pcols, perm, first, H, hx, r):
+    def nb_estimate(
+        x,
+        zp,
+        w,
+        tol,
+        max_iter,
+        refactor_ratio,
+        reuse_below,
+        max_step,
+        L,
+        have_L,
+        nva,
+        ref,
+        va_ref,
+        nonref,
+        vb,
+        ib,
+        er,
+        ec,
+        eyc,
+        eq,
+        fb,
+        tb,
+        yff,
+        yft,
+        col_th,
+        rowptr,
+        cols,
+        pcols,
+        perm,
+        first,
+        H,
+        hx,
+        r,
+    ):
         """Gauss–Newton WLS; returns (status, iterations, have_L, J).
 
         x (state), r (residuals, pu) and L (gain factor, reused across calls) are updated in place.
@@ -228,8 +264,33 @@ if HAVE_NUMBA:
             prev = step
 
     @_nb.njit(cache=True, nogil=True)
-    def nb_omega(x, w, nva, ref, va_ref, nonref, vb, ib, er, ec, eyc, eq, fb, tb, yff, yft, col_th,
-                  rowptr, cols, pcols, first, L, H, hx, omega):
+    def nb_omega(
+        x,
+        w,
+        nva,
+        ref,
+        va_ref,
+        nonref,
+        vb,
+        ib,
+        er,
+        ec,
+        eyc,
+        eq,
+        fb,
+        tb,
+        yff,
+        yft,
+        col_th,
+        rowptr,
+        cols,
+        pcols,
+        first,
+        L,
+        H,
+        hx,
+        omega,
+    ):
         """Residual variances Ω_kk = σ_k² − h_kᵀ G⁻¹ h_k at x (pu²) into omega; False if G is singular there."""
         n = x.shape[0]
         V = np.empty(n - nva, dtype=np.complex128)
@@ -247,7 +308,7 @@ if HAVE_NUMBA:
                 y[pcols[a]] = H[k, cols[a]]
                 lo = min(lo, pcols[a])
             q = 0.0
-            for i in range(lo, n):          # forward solve L y = h_k (sparse right-hand side starts at lo)
+            for i in range(lo, n):  # forward solve L y = h_k (sparse right-hand side starts at lo)
                 s = y[i]
                 for j in range(max(first[i], lo), i):
                     s -= L[i, j] * y[j]

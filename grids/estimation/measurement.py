@@ -61,16 +61,26 @@ class MeasurementSet:
     def sigma(self) -> np.ndarray:
         """Standard deviation of every measurement, in measurement order [pu | MW | MVAr], shape (m,)."""
         ni, nf = len(self.inj_buses), len(self.flow_lines)
-        return np.concatenate([np.full(len(self.v_buses), self.sigma_v_pu), np.full(ni, self.sigma_p_mw),
-                               np.full(ni, self.sigma_q_mvar), np.full(nf, self.sigma_p_mw),
-                               np.full(nf, self.sigma_q_mvar)])
+        return np.concatenate(
+            [
+                np.full(len(self.v_buses), self.sigma_v_pu),
+                np.full(ni, self.sigma_p_mw),
+                np.full(ni, self.sigma_q_mvar),
+                np.full(nf, self.sigma_p_mw),
+                np.full(nf, self.sigma_q_mvar),
+            ]
+        )
 
     @property
     def labels(self) -> list[str]:
         """Human-readable name of every measurement, in measurement order (``"P inj bus 7"``, …)."""
-        return ([f"V bus {b}" for b in self.v_buses] + [f"P inj bus {b}" for b in self.inj_buses]
-                + [f"Q inj bus {b}" for b in self.inj_buses] + [f"P flow line {k}" for k in self.flow_lines]
-                + [f"Q flow line {k}" for k in self.flow_lines])
+        return (
+            [f"V bus {b}" for b in self.v_buses]
+            + [f"P inj bus {b}" for b in self.inj_buses]
+            + [f"Q inj bus {b}" for b in self.inj_buses]
+            + [f"P flow line {k}" for k in self.flow_lines]
+            + [f"Q flow line {k}" for k in self.flow_lines]
+        )
 
     @classmethod
     def default(cls, net: pandapowerNet, **sigmas: float) -> MeasurementSet:
@@ -94,7 +104,7 @@ class MeasurementSet:
         """
         buses = net.bus.index[net.bus["in_service"].astype(bool)].to_numpy(np.int64)
         on = set(buses.tolist())
-        edges: list[tuple[int, int, int]] = []       # (from, to, line index or -1 for trafos)
+        edges: list[tuple[int, int, int]] = []  # (from, to, line index or -1 for trafos)
         ln = net.line[net.line["in_service"].astype(bool)]
         for k, f, t in zip(ln.index, ln["from_bus"], ln["to_bus"], strict=True):
             if f in on and t in on:

@@ -74,11 +74,32 @@ class MeasurementModel:
         #: (x, |V|, Ybus terms, P, Q, flow terms) of the last numpy h(x), reused by the Jacobian at the same x
         self._cache: tuple[Any, ...] | None = None
         if self.backend == "numba":
-            self._model_args = (self._nva, self._ref, self._va_ref, self._nonref, vb, ib, self._er, self._ec,
-                                self._eyc, self._eq, self._fb, self._tb, self._yff, self._yft, self._col_th,
-                                self._rowptr, self._cols, self._pcols)
-            self._nb_buf = (np.empty(self._nb, complex), np.empty(len(self._er), complex),
-                            np.empty(self._ni, complex), np.empty(self._nf, complex))
+            self._model_args = (
+                self._nva,
+                self._ref,
+                self._va_ref,
+                self._nonref,
+                vb,
+                ib,
+                self._er,
+                self._ec,
+                self._eyc,
+                self._eq,
+                self._fb,
+                self._tb,
+                self._yff,
+                self._yft,
+                self._col_th,
+                self._rowptr,
+                self._cols,
+                self._pcols,
+            )
+            self._nb_buf = (
+                np.empty(self._nb, complex),
+                np.empty(len(self._er), complex),
+                np.empty(self._ni, complex),
+                np.empty(self._nf, complex),
+            )
 
     # --- compilation (construction helpers, in call order) ---------------------------------------------------------
     def _compile_states(self, internal: Any) -> None:
@@ -121,19 +142,19 @@ class MeasurementModel:
         inside = (bus_idx >= 0) & (bus_idx < len(lookup))
         lk[inside] = lookup[bus_idx[inside]]
         valid = (lk >= 0) & (lk < nb)
-        self._bus_src = np.flatnonzero(valid)          # net.bus positions in the calculation
-        self._bus_dst = lk[valid]                      # ... their internal bus
-        self._bus_identity = (len(bus_idx) == nb and bool(valid.all())
-                              and np.array_equal(self._bus_dst, np.arange(nb)))
-        first = np.full(nb, -1, dtype=np.int64)        # internal bus -> a pandapower bus index (first mapped)
+        self._bus_src = np.flatnonzero(valid)  # net.bus positions in the calculation
+        self._bus_dst = lk[valid]  # ... their internal bus
+        self._bus_identity = len(bus_idx) == nb and bool(valid.all()) and np.array_equal(self._bus_dst, np.arange(nb))
+        first = np.full(nb, -1, dtype=np.int64)  # internal bus -> a pandapower bus index (first mapped)
         for s, d in zip(self._bus_src[::-1], self._bus_dst[::-1], strict=True):
             first[d] = bus_idx[s]
-        self.va_buses = first[self._nonref]            # pandapower bus of each angle state
-        self.vm_buses = first.copy()                   # pandapower bus of each magnitude state
+        self.va_buses = first[self._nonref]  # pandapower bus of each angle state
+        self.vm_buses = first.copy()  # pandapower bus of each magnitude state
         return lk, valid
 
-    def _map_measured_buses(self, ms: MeasurementSet, lk: np.ndarray, valid: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
+    def _map_measured_buses(
+        self, ms: MeasurementSet, lk: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Internal buses of the voltage and of the injection measurements."""
         pos_of = {int(b): i for i, b in enumerate(self._bus_index)}
 
@@ -149,8 +170,10 @@ class MeasurementModel:
         ib = np.array([internal_bus(b, "inj_buses") for b in ms.inj_buses], dtype=np.int64)
         if len(np.unique(ib)) != len(ib):
             dup = [int(b) for b, i in zip(ms.inj_buses, ib, strict=True) if (ib == i).sum() > 1]
-            raise EstimationError(f"inj_buses: buses {dup} are fused into one node (closed bus-bus switches); "
-                                  "measure the injection of one of them only")
+            raise EstimationError(
+                f"inj_buses: buses {dup} are fused into one node (closed bus-bus switches); "
+                "measure the injection of one of them only"
+            )
         return vb, ib
 
     def _map_flow_lines(self, ms: MeasurementSet, net_c: pandapowerNet, internal: Any) -> np.ndarray:
@@ -191,7 +214,7 @@ class MeasurementModel:
         self._scale = scale
         self._sigma = ms.sigma
         self._sigma_pu = self._sigma / scale
-        self._w = 1.0 / self._sigma_pu ** 2
+        self._w = 1.0 / self._sigma_pu**2
         self.labels = ms.labels
         require_enough_measurements(m, self._n)
 
@@ -222,35 +245,53 @@ class MeasurementModel:
         def flat(row: np.ndarray, col: np.ndarray) -> np.ndarray:
             return (row * n + col).astype(np.int64)
 
-        th_e = np.flatnonzero(col_th[ec] >= 0)          # injection entries with an angle state column
+        th_e = np.flatnonzero(col_th[ec] >= 0)  # injection entries with an angle state column
         self._th_e = th_e
         p_rows, q_rows = self._o_p + eq, self._o_q + eq
-        pos_inj = np.concatenate([flat(p_rows[th_e], col_th[ec[th_e]]), flat(q_rows[th_e], col_th[ec[th_e]]),
-                                  flat(p_rows, col_vm[ec]), flat(q_rows, col_vm[ec])])
+        pos_inj = np.concatenate(
+            [
+                flat(p_rows[th_e], col_th[ec[th_e]]),
+                flat(q_rows[th_e], col_th[ec[th_e]]),
+                flat(p_rows, col_vm[ec]),
+                flat(q_rows, col_vm[ec]),
+            ]
+        )
         # diagonal corrections: θ_i (if non-ref) and |V_i| of the measured bus i
         d_bus = ib
         d_th = np.flatnonzero(col_th[d_bus] >= 0)
         self._d_th = d_th
         q_ar = np.arange(ni)
-        pos_diag = np.concatenate([flat(self._o_p + q_ar[d_th], col_th[d_bus[d_th]]),
-                                   flat(self._o_q + q_ar[d_th], col_th[d_bus[d_th]]),
-                                   flat(self._o_p + q_ar, col_vm[d_bus]), flat(self._o_q + q_ar, col_vm[d_bus])])
+        pos_diag = np.concatenate(
+            [
+                flat(self._o_p + q_ar[d_th], col_th[d_bus[d_th]]),
+                flat(self._o_q + q_ar[d_th], col_th[d_bus[d_th]]),
+                flat(self._o_p + q_ar, col_vm[d_bus]),
+                flat(self._o_q + q_ar, col_vm[d_bus]),
+            ]
+        )
         # flows
         f_ar = np.arange(nf)
         f_th = np.flatnonzero(col_th[fb] >= 0)
         t_th = np.flatnonzero(col_th[tb] >= 0)
         self._f_th, self._t_th = f_th, t_th
         pf_rows, qf_rows = self._o_pf + f_ar, self._o_qf + f_ar
-        pos_flow = np.concatenate([
-            flat(pf_rows[f_th], col_th[fb[f_th]]), flat(qf_rows[f_th], col_th[fb[f_th]]),
-            flat(pf_rows[t_th], col_th[tb[t_th]]), flat(qf_rows[t_th], col_th[tb[t_th]]),
-            flat(pf_rows, col_vm[fb]), flat(qf_rows, col_vm[fb]),
-            flat(pf_rows, col_vm[tb]), flat(qf_rows, col_vm[tb])])
+        pos_flow = np.concatenate(
+            [
+                flat(pf_rows[f_th], col_th[fb[f_th]]),
+                flat(qf_rows[f_th], col_th[fb[f_th]]),
+                flat(pf_rows[t_th], col_th[tb[t_th]]),
+                flat(qf_rows[t_th], col_th[tb[t_th]]),
+                flat(pf_rows, col_vm[fb]),
+                flat(qf_rows, col_vm[fb]),
+                flat(pf_rows, col_vm[tb]),
+                flat(qf_rows, col_vm[tb]),
+            ]
+        )
         self._pos_main = np.concatenate([pos_inj, pos_flow])
         self._pos_diag = pos_diag
         pos_v = flat(np.arange(nv), col_vm[vb])
         self._H = np.zeros((m, n))
-        self._H.flat[pos_v] = 1.0   # ∂|V|/∂|V| (constant)
+        self._H.flat[pos_v] = 1.0  # ∂|V|/∂|V| (constant)
         self._hx = np.empty(m)
         # CSR pattern of H (row pointers, column indices) for the compiled gain matrix and gradient
         pattern = np.zeros(m * n, dtype=bool)
@@ -281,16 +322,16 @@ class MeasurementModel:
         """
         n, m = self._n, self._m
         counts = np.diff(self._rowptr)
-        pk = np.repeat(np.arange(m), counts ** 2)
-        starts = np.repeat(self._rowptr[:-1], counts ** 2)
-        within = np.arange(len(pk)) - np.repeat(np.cumsum(counts ** 2) - counts ** 2, counts ** 2)
-        ia = starts + within // np.repeat(counts, counts ** 2)
-        ib_ = starts + within % np.repeat(counts, counts ** 2)
+        pk = np.repeat(np.arange(m), counts**2)
+        starts = np.repeat(self._rowptr[:-1], counts**2)
+        within = np.arange(len(pk)) - np.repeat(np.cumsum(counts**2) - counts**2, counts**2)
+        ia = starts + within // np.repeat(counts, counts**2)
+        ib_ = starts + within % np.repeat(counts, counts**2)
         ca, cb = self._cols[ia], self._cols[ib_]
-        self._g_flat_a = pr[ia] * n + ca                   # flat positions in H of both factors
+        self._g_flat_a = pr[ia] * n + ca  # flat positions in H of both factors
         self._g_flat_b = pr[ib_] * n + cb
         self._g_w = pk
-        self._g_pos = ca * n + cb                           # flat position in G
+        self._g_pos = ca * n + cb  # flat position in G
 
     # --- sizes and names -----------------------------------------------------------------------------------------
     def state_label(self, k: int) -> str:
@@ -321,16 +362,17 @@ class MeasurementModel:
     def _int_from_x(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         va = np.empty(self._nb)
         va[self._ref] = self._va_ref
-        va[self._nonref] = x[:self._nva]
-        return x[self._nva:], va
+        va[self._nonref] = x[: self._nva]
+        return x[self._nva :], va
 
     def _int_from_bus(self, vm_pu: Any, va_rad: Any) -> tuple[np.ndarray, np.ndarray]:
         n_bus = len(self._bus_index)
         vm = np.asarray(vm_pu, dtype=np.float64)
         va = np.asarray(va_rad, dtype=np.float64)
         if vm.shape != (n_bus,) or va.shape != (n_bus,):
-            raise EstimationError(f"vm_pu and va_rad must have shape ({n_bus},) (net.bus order), "
-                                  f"got {vm.shape} and {va.shape}")
+            raise EstimationError(
+                f"vm_pu and va_rad must have shape ({n_bus},) (net.bus order), got {vm.shape} and {va.shape}"
+            )
         vi = np.empty(self._nb)
         ai = np.empty(self._nb)
         vi[self._bus_dst] = vm[self._bus_src]
@@ -383,11 +425,11 @@ class MeasurementModel:
         A = vmf * vmf * np.conj(self._yff)
         Sf = A + B
         hx = self._hx
-        hx[:self._nv] = vm[self._vb]
-        hx[self._o_p:self._o_q] = P
-        hx[self._o_q:self._o_pf] = Q
-        hx[self._o_pf:self._o_qf] = Sf.real
-        hx[self._o_qf:] = Sf.imag
+        hx[: self._nv] = vm[self._vb]
+        hx[self._o_p : self._o_q] = P
+        hx[self._o_q : self._o_pf] = Q
+        hx[self._o_pf : self._o_qf] = Sf.real
+        hx[self._o_qf :] = Sf.imag
         self._cache = (x, vm, W, P, Q, A, B, vmf)
         return hx
 
@@ -397,7 +439,7 @@ class MeasurementModel:
         if c is None or c[0] is not x:
             self._h_int(x)
             c = self._cache
-            assert c is not None                       # set by _h_int
+            assert c is not None  # set by _h_int
         _, vm, W, P, Q, A, B, vmf = c
         Wr, Wi = W.real, W.imag
         ivm = 1.0 / vm
@@ -409,9 +451,9 @@ class MeasurementModel:
         Df = (2.0 * A + B) * ivf
         Dt = B * ivt
         ft, tt = self._f_th, self._t_th
-        vals = np.concatenate([Wi[th], -Wr[th], Wr * ivj, Wi * ivj,
-                               -Bi[ft], Br[ft], Bi[tt], -Br[tt],
-                               Df.real, Df.imag, Dt.real, Dt.imag])
+        vals = np.concatenate(
+            [Wi[th], -Wr[th], Wr * ivj, Wi * ivj, -Bi[ft], Br[ft], Bi[tt], -Br[tt], Df.real, Df.imag, Dt.real, Dt.imag]
+        )
         H = self._H
         H.flat[self._pos_main] = vals
         d = self._d_th
@@ -468,8 +510,9 @@ class MeasurementModel:
         return self.jacobian(vm_pu, va_rad)
 
     # --- measurements and attacks ---------------------------------------------------------------------------------
-    def measure(self, pf: PowerFlowResult | tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
-                *, noise: bool = True) -> np.ndarray:
+    def measure(
+        self, pf: PowerFlowResult | tuple[np.ndarray, np.ndarray], rng: np.random.Generator, *, noise: bool = True
+    ) -> np.ndarray:
         """Measurements of a true operating point: ``h(x_true)`` plus independent Gaussian noise.
 
         Args:
@@ -494,8 +537,7 @@ class MeasurementModel:
             z = z + rng.standard_normal(self._m) * self._sigma
         return z
 
-    def stealthy_attack(self, vm_pu: np.ndarray, va_rad: np.ndarray, c: np.ndarray, *,
-                        form: str = "ac") -> np.ndarray:
+    def stealthy_attack(self, vm_pu: np.ndarray, va_rad: np.ndarray, c: np.ndarray, *, form: str = "ac") -> np.ndarray:
         """False-data vector that shifts the estimate by ``c`` without changing the residuals (to first order).
 
         Args:

@@ -14,8 +14,7 @@ __all__ = ["require_enough_measurements", "unobservable_message"]
 def require_enough_measurements(m: int, n: int) -> None:
     """Raise :class:`NotObservableError` when ``m`` measurements cannot determine ``n`` states (``m < n``)."""
     if m < n:
-        raise NotObservableError(f"{m} measurements cannot determine {n} states (need at least {n}); "
-                                 "add measurements")
+        raise NotObservableError(f"{m} measurements cannot determine {n} states (need at least {n}); add measurements")
 
 
 def unobservable_message(G: np.ndarray, state_label: Callable[[int], str]) -> str:
@@ -34,5 +33,7 @@ def unobservable_message(G: np.ndarray, state_label: Callable[[int], str]) -> st
     null = v[:, w < 1e-9 * max(w.max(), 1e-300)]
     weak = np.flatnonzero(np.abs(null).max(axis=1) > 1e-3) if null.size else np.arange(0)
     names = [state_label(int(k)) for k in weak[:8]]
-    return (f"measurement set is not observable: {max(null.shape[1], 1)} undetermined state direction(s); "
-            f"states involved: {', '.join(names) or 'unknown'}{' …' if len(weak) > 8 else ''}")
+    return (
+        f"measurement set is not observable: {max(null.shape[1], 1)} undetermined state direction(s); "
+        f"states involved: {', '.join(names) or 'unknown'}{' …' if len(weak) > 8 else ''}"
+    )

@@ -72,8 +72,9 @@ class WlsEstimator(MeasurementModel):
     #: all-zero measurement vector from a dead telemetry feed fits the zero-voltage state exactly).
     vm_plausible_pu: tuple[float, float] = (0.5, 1.5)
 
-    def __init__(self, net: pandapowerNet, ms: MeasurementSet, *, tol: float = 1e-8, max_iter: int = 20,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self, net: pandapowerNet, ms: MeasurementSet, *, tol: float = 1e-8, max_iter: int = 20, backend: str = "auto"
+    ) -> None:
         """Compile the estimator.
 
         Args:
@@ -108,8 +109,8 @@ class WlsEstimator(MeasurementModel):
         if cf is None:
             raise NotObservableError(unobservable_message((H.T * self._w) @ H, self.state_label))
         self._x_warm = x_flat.copy()
-        self._cf: np.ndarray | None = None                    # numpy path: reused gain factor (upper)
-        self._L = np.zeros((self._n, self._n))                # numba path: reused gain factor (lower)
+        self._cf: np.ndarray | None = None  # numpy path: reused gain factor (upper)
+        self._L = np.zeros((self._n, self._n))  # numba path: reused gain factor (lower)
         self._have_L = False
         self._r = np.empty(self._m)
 
@@ -119,14 +120,16 @@ class WlsEstimator(MeasurementModel):
         self._cf = None
         self._have_L = False
 
-
     # --- estimation ------------------------------------------------------------------------------------------------
     def _factor(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Cholesky factor (upper) of the gain matrix at x, or None when a pivot is ≤ 1e-12 of its diagonal."""
         H = self._jac_int(x)
         Hf = H.ravel()
-        G = np.bincount(self._g_pos, weights=self._w[self._g_w] * Hf[self._g_flat_a] * Hf[self._g_flat_b],
-                        minlength=self._n * self._n).reshape(self._n, self._n)
+        G = np.bincount(
+            self._g_pos,
+            weights=self._w[self._g_w] * Hf[self._g_flat_a] * Hf[self._g_flat_b],
+            minlength=self._n * self._n,
+        ).reshape(self._n, self._n)
         dg = np.diag(G).copy()
         cf, info = self._potrf(G, lower=False, overwrite_a=True)
         if info != 0 or not np.all(np.diag(cf) ** 2 > 1e-12 * np.maximum(dg, 1e-300)):
@@ -164,9 +167,23 @@ class WlsEstimator(MeasurementModel):
         zp = z / self._scale
         if self.backend == "numba":
             status, it, self._have_L, obj = nb_estimate(
-                x, zp, self._w, self.tol, self.max_iter, self.refactor_ratio, self.reuse_below, MAX_STEP,
-                self._L, self._have_L,
-                *self._model_args, self._perm, self._first, self._H, self._hx, self._r)
+                x,
+                zp,
+                self._w,
+                self.tol,
+                self.max_iter,
+                self.refactor_ratio,
+                self.reuse_below,
+                MAX_STEP,
+                self._L,
+                self._have_L,
+                *self._model_args,
+                self._perm,
+                self._first,
+                self._H,
+                self._hx,
+                self._r,
+            )
             self._cache = None
             converged = status == 0
             if converged:
@@ -181,17 +198,19 @@ class WlsEstimator(MeasurementModel):
                 obj = float(np.dot(self._w * r, r))
         if converged:
             lo, hi = self.vm_plausible_pu
-            vmx = x[self._nva:]
+            vmx = x[self._nva :]
             if not (vmx.min() > lo and vmx.max() < hi):
                 k = int(np.argmin(vmx)) if vmx.min() <= lo else int(np.argmax(vmx))
                 converged = False
-                message = (f"converged to a non-physical state: |V| = {vmx[k]:.3g} pu at bus {self.vm_buses[k]} "
-                           f"(plausible range {lo}–{hi} pu); the measurements are inconsistent with any operating "
-                           "point")
+                message = (
+                    f"converged to a non-physical state: |V| = {vmx[k]:.3g} pu at bus {self.vm_buses[k]} "
+                    f"(plausible range {lo}–{hi} pu); the measurements are inconsistent with any operating "
+                    "point"
+                )
         if converged:
             self._x_warm = x
         else:
-            self._have_L, self._cf = False, None       # never reuse a gain matrix from a failed iterate
+            self._have_L, self._cf = False, None  # never reuse a gain matrix from a failed iterate
             res = np.full(self._m, np.nan)
             obj = float("nan")
         vm_i, va_i = self._int_from_x(x)

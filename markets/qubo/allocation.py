@@ -62,9 +62,19 @@ def count_interruptions(p: np.ndarray, tol: float = 1e-9) -> int:
     return int(np.maximum(runs - 1, 0).sum())
 
 
-def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray, e_need_mwh: np.ndarray,
-             dt_h: float, *, w_track: float = 1.0, w_smooth: float = 0.05, w_energy: float = 1.5,
-             min_interruptions: bool = True, max_nodes: int = 50) -> Allocation:
+def allocate(
+    cluster_p_mw: np.ndarray,
+    labels: np.ndarray,
+    p_cap_mw: np.ndarray,
+    e_need_mwh: np.ndarray,
+    dt_h: float,
+    *,
+    w_track: float = 1.0,
+    w_smooth: float = 0.05,
+    w_energy: float = 1.5,
+    min_interruptions: bool = True,
+    max_nodes: int = 50,
+) -> Allocation:
     """Split cluster schedules over EVs (see module docstring).
 
     Args:
@@ -105,8 +115,11 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
     r0 = 0
     # tracking rows (c, t): Σ_n p − δ+ + δ− = P
     rr = labels[:, None] * t + np.arange(t)[None, :]
-    rows += [rr.ravel(), (np.arange(c)[:, None] * t + np.arange(t)).ravel(),
-             (np.arange(c)[:, None] * t + np.arange(t)).ravel()]
+    rows += [
+        rr.ravel(),
+        (np.arange(c)[:, None] * t + np.arange(t)).ravel(),
+        (np.arange(c)[:, None] * t + np.arange(t)).ravel(),
+    ]
     cols += [p_idx.ravel(), dp_idx.ravel(), dm_idx.ravel()]
     vals += [np.ones(n_p), -np.ones(n_d), np.ones(n_d)]
     lo.append(cp.ravel())
@@ -130,10 +143,17 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
             hi.append(np.zeros(n_u))
             r0 += n_u
     a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, n_col))
-    cost = np.concatenate([np.full(n_p, -w_energy * dt_h), np.full(2 * n_d, w_track * dt_h),
-                           np.full(n_u, w_smooth * dt_h)])
-    h, secs = highs.run(cost, 0.0, np.concatenate([np.maximum(cap, 0).ravel(), np.full(2 * n_d + n_u, np.inf)]),
-                        a, np.concatenate(lo), np.concatenate(hi))
+    cost = np.concatenate(
+        [np.full(n_p, -w_energy * dt_h), np.full(2 * n_d, w_track * dt_h), np.full(n_u, w_smooth * dt_h)]
+    )
+    h, secs = highs.run(
+        cost,
+        0.0,
+        np.concatenate([np.maximum(cap, 0).ravel(), np.full(2 * n_d + n_u, np.inf)]),
+        a,
+        np.concatenate(lo),
+        np.concatenate(hi),
+    )
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"allocation: HiGHS status {h.modelStatusToString(h.getModelStatus())}")
     x = np.asarray(h.getSolution().col_value)
@@ -161,12 +181,19 @@ def allocate(cluster_p_mw: np.ndarray, labels: np.ndarray, p_cap_mw: np.ndarray,
         p[over] *= (need[over] / e[over])[:, None]
         got = np.zeros((c, t))
         np.add.at(got, labels, p)
-    return Allocation(p, float(np.abs(got - cp).sum() * dt_h), float(np.maximum(need - p.sum(axis=1) * dt_h, 0).sum()),
-                      count_interruptions(p), secs, lp_interruptions)
+    return Allocation(
+        p,
+        float(np.abs(got - cp).sum() * dt_h),
+        float(np.maximum(need - p.sum(axis=1) * dt_h, 0).sum()),
+        count_interruptions(p),
+        secs,
+        lp_interruptions,
+    )
 
 
-def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, p_lp: np.ndarray,
-                          dt_h: float, max_nodes: int) -> np.ndarray | None:
+def _fewest_interruptions(
+    total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, p_lp: np.ndarray, dt_h: float, max_nodes: int
+) -> np.ndarray | None:
     """Second lexicographic stage for one cluster: keep the LP's cluster power per slot (so tracking and total
     energy are unchanged) and each EV's rating and need, and re-split it with the fewest stop-and-resume events.
 
@@ -196,8 +223,13 @@ def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np
 
     add([ip.T], [np.ones((t, n))], t, total_mw, total_mw)  # Σ_n p[n,t] = cluster power of the LP
     add([ip], [np.full((n, t), dt_h)], n, np.full(n, -np.inf), need_mwh + 1e-9)  # energy ≤ need
-    add([ip.reshape(-1, 1), iz.reshape(-1, 1)], [np.ones((n_p, 1)), -cap_mw.reshape(-1, 1)], n_p,
-        np.full(n_p, -np.inf), np.zeros(n_p))  # p ≤ cap·z
+    add(
+        [ip.reshape(-1, 1), iz.reshape(-1, 1)],
+        [np.ones((n_p, 1)), -cap_mw.reshape(-1, 1)],
+        n_p,
+        np.full(n_p, -np.inf),
+        np.zeros(n_p),
+    )  # p ≤ cap·z
     prev = np.concatenate([np.full((n, 1), -1), iz[:, :-1]], axis=1)  # z[n,t−1] (none at t = 0)
     first = np.zeros((n, t), bool)
     first[:, 0] = True
@@ -209,15 +241,22 @@ def _fewest_interruptions(total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np
     vals.append(np.ones(int((~first).sum())))
     add([iy.reshape(-1, 1), iz], [np.ones((n, 1)), -np.ones((n, t))], n, np.full(n, -np.inf), np.zeros(n))  # y ≤ Σz
     a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n_col))
-    h, _ = highs.run(np.concatenate([np.zeros(2 * n_p), np.full(n_p, 1.001), -np.ones(n)]), 0.0,
-                     np.concatenate([np.maximum(cap_mw, 0).reshape(-1), np.ones(2 * n_p + n)]), a,
-                     np.concatenate(lo), np.concatenate(hi), integer=np.arange(n_col) >= n_p,
-                     mip_max_nodes=int(max_nodes), mip_rel_gap=1e-4, random_seed=0)
+    h, _ = highs.run(
+        np.concatenate([np.zeros(2 * n_p), np.full(n_p, 1.001), -np.ones(n)]),
+        0.0,
+        np.concatenate([np.maximum(cap_mw, 0).reshape(-1), np.ones(2 * n_p + n)]),
+        a,
+        np.concatenate(lo),
+        np.concatenate(hi),
+        integer=np.arange(n_col) >= n_p,
+        mip_max_nodes=int(max_nodes),
+        mip_rel_gap=1e-4,
+        random_seed=0,
+    )
     sol = h.getSolution()
     if not sol.value_valid:
         return None
     q = np.clip(np.asarray(sol.col_value)[:n_p].reshape(n, t), 0.0, np.maximum(cap_mw, 0))
     q[q < 1e-9] = 0.0
-    ok = (np.abs(q.sum(axis=0) - total_mw).max(initial=0.0) < 1e-6
-          and np.all(q.sum(axis=1) * dt_h <= need_mwh + 1e-6))
+    ok = np.abs(q.sum(axis=0) - total_mw).max(initial=0.0) < 1e-6 and np.all(q.sum(axis=1) * dt_h <= need_mwh + 1e-6)
     return q if ok and count_interruptions(q) < count_interruptions(p_lp) else None

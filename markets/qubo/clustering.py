@@ -40,8 +40,9 @@ class Clustering:
     method: str
 
 
-def _features(bus_r_pu: np.ndarray, e_need_kwh: np.ndarray, p_max_kw: np.ndarray, start_slot: np.ndarray,
-              end_slot: np.ndarray) -> np.ndarray:
+def _features(
+    bus_r_pu: np.ndarray, e_need_kwh: np.ndarray, p_max_kw: np.ndarray, start_slot: np.ndarray, end_slot: np.ndarray
+) -> np.ndarray:
     x = np.column_stack([bus_r_pu, e_need_kwh, p_max_kw, start_slot, end_slot]).astype(float)
     sd = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
@@ -57,12 +58,22 @@ def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     if k < 2 or k > len(labels) - 1:
         return float("nan")
     from sklearn.metrics import silhouette_score
+
     return float(silhouette_score(x, labels, metric="euclidean"))
 
 
-def cluster_evs(method: str, n_clusters: int, *, bus: np.ndarray, bus_r_pu: np.ndarray, e_need_kwh: np.ndarray,
-                p_max_kw: np.ndarray, start_slot: np.ndarray, end_slot: np.ndarray,
-                rng: np.random.Generator) -> Clustering:
+def cluster_evs(
+    method: str,
+    n_clusters: int,
+    *,
+    bus: np.ndarray,
+    bus_r_pu: np.ndarray,
+    e_need_kwh: np.ndarray,
+    p_max_kw: np.ndarray,
+    start_slot: np.ndarray,
+    end_slot: np.ndarray,
+    rng: np.random.Generator,
+) -> Clustering:
     """Partition EVs into clusters.
 
     Args:
@@ -94,10 +105,17 @@ def cluster_evs(method: str, n_clusters: int, *, bus: np.ndarray, bus_r_pu: np.n
             import warnings
 
             from sklearn.cluster import SpectralClustering
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "graph is not fully connected" on tiny or duplicate-heavy inputs
-                sc = SpectralClustering(n_clusters=k, affinity="rbf", gamma=1.0, assign_labels="kmeans",
-                                        random_state=int(rng.integers(0, 2**31 - 1)), n_init=4)
+                sc = SpectralClustering(
+                    n_clusters=k,
+                    affinity="rbf",
+                    gamma=1.0,
+                    assign_labels="kmeans",
+                    random_state=int(rng.integers(0, 2**31 - 1)),
+                    n_init=4,
+                )
                 labels = _relabel(sc.fit_predict(x))
     else:
         raise ValueError(f"clustering: must be one of {', '.join(METHODS)}; got {method!r}")

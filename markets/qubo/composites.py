@@ -28,8 +28,16 @@ from dimod.typing import LabelledBQMVectors
 
 from markets.qubo.model import QuboModel
 
-__all__ = ["DecomposedSampler", "PostprocessComposite", "TimingComposite", "beta_range", "samples_matrix",
-           "augmented_lagrangian", "ALResult", "greedy_repair"]
+__all__ = [
+    "DecomposedSampler",
+    "PostprocessComposite",
+    "TimingComposite",
+    "beta_range",
+    "samples_matrix",
+    "augmented_lagrangian",
+    "ALResult",
+    "greedy_repair",
+]
 
 
 def samples_matrix(sampleset: dimod.SampleSet, n_vars: int) -> np.ndarray:
@@ -50,8 +58,13 @@ def _sparse_q(bqm: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, sp.csr_matri
     return np.asarray(lin, float), m, float(off), list(labels)
 
 
-def beta_range(bqm: dimod.BinaryQuadraticModel, hot_energy: float | None = None, cold_energy: float | None = None,
-               hot_accept: float = 0.5, cold_accept: float = 0.01) -> tuple[float, float]:
+def beta_range(
+    bqm: dimod.BinaryQuadraticModel,
+    hot_energy: float | None = None,
+    cold_energy: float | None = None,
+    hot_accept: float = 0.5,
+    cold_accept: float = 0.01,
+) -> tuple[float, float]:
     """``(β_hot, β_cold)`` for simulated annealing: at ``β_hot`` an uphill flip of ``hot_energy`` is accepted with
     probability ``hot_accept``, at ``β_cold`` one of ``cold_energy`` with ``cold_accept``.
 
@@ -128,8 +141,9 @@ class DecomposedSampler(dimod.ComposedSampler):
     def properties(self) -> dict[str, Any]:
         return {"child_properties": dict(self.child.properties)}
 
-    def sample(self, bqm: dimod.BinaryQuadraticModel, components: list[np.ndarray] | None = None,
-               **params: Any) -> dimod.SampleSet:
+    def sample(
+        self, bqm: dimod.BinaryQuadraticModel, components: list[np.ndarray] | None = None, **params: Any
+    ) -> dimod.SampleSet:
         lin, m, off, labels = _sparse_q(bqm)
         n = len(lin)
         if labels != list(range(n)):
@@ -182,6 +196,7 @@ class PostprocessComposite(dimod.ComposedSampler):
 
     def sample(self, bqm: dimod.BinaryQuadraticModel, **params: Any) -> dimod.SampleSet:
         from dwave.samplers import SteepestDescentSolver
+
         raw = self.child.sample(bqm, **params)
         raw.resolve()
         t0 = time.perf_counter()
@@ -204,8 +219,14 @@ class ALResult:
     sample_s: float = 0.0
 
 
-def augmented_lagrangian(model: QuboModel, sampler: dimod.Sampler, iterations: int = 5, growth: float = 2.0,
-                         select: str = "objective", **params: Any) -> ALResult:
+def augmented_lagrangian(
+    model: QuboModel,
+    sampler: dimod.Sampler,
+    iterations: int = 5,
+    growth: float = 2.0,
+    select: str = "objective",
+    **params: Any,
+) -> ALResult:
     """Sample ``model`` up to ``iterations`` times, updating multipliers ``λ ← λ + 2 w r`` and growing the weights
     of still-violated rows by ``growth``, from the best read's residuals ``r``. Stops at the first round whose
     best read is feasible and whose multipliers did not change; returns the best feasible read seen (lowest
@@ -232,11 +253,11 @@ def augmented_lagrangian(model: QuboModel, sampler: dimod.Sampler, iterations: i
         hist.append({"iteration": it, "violated_rows": float(nv[pick]), "objective": float(obj[pick])})
         changed = False
         for con in model.constraints.values():
-            r = con.residual(x[pick:pick + 1])[0]
+            r = con.residual(x[pick : pick + 1])[0]
             if np.any(np.abs(r) > 1e-9):
                 changed = True
                 con.multiplier = con.multiplier + 2.0 * con.weight * r
-                viol = con.violation(x[pick:pick + 1])[0] > 1e-9
+                viol = con.violation(x[pick : pick + 1])[0] > 1e-9
                 con.weight = np.where(viol, con.weight * growth, con.weight)
         if nv[pick] == 0 and not changed:
             break
@@ -274,9 +295,14 @@ def greedy_repair(model: QuboModel, x: np.ndarray, max_flips: int | None = None)
         d = 1.0 - 2.0 * x  # +1 turns a bit on, −1 off
         # Violation after flipping each bit: rows change by d_i · A[:, i].
         dax = a.multiply(d[None, :]).tocsc()
-        new_viol = np.asarray(viol.sum() + (np.maximum(lo[:, None] - (ax[:, None] + dax.toarray()), 0)
-                                            + np.maximum((ax[:, None] + dax.toarray()) - hi[:, None], 0)
-                                            - viol[:, None]).sum(axis=0)).ravel()
+        new_viol = np.asarray(
+            viol.sum()
+            + (
+                np.maximum(lo[:, None] - (ax[:, None] + dax.toarray()), 0)
+                + np.maximum((ax[:, None] + dax.toarray()) - hi[:, None], 0)
+                - viol[:, None]
+            ).sum(axis=0)
+        ).ravel()
         gain = viol.sum() - new_viol
         dobj = d * (lin + q @ x.astype(float))
         cand = gain > 1e-9

@@ -104,9 +104,14 @@ class DSOInstance:
         g = len(self.q_max_mvar)
         if g > u:
             raise ValueError(f"q_max_mvar: at most {u} DGs (one per active unit), got {g}")
-        for name, shape in (("demand_mw", (t,)), ("demand_q_mvar", (t,)), ("cost_usd_per_mwh", (u,)),
-                            ("q_cost_usd_per_mvarh", (g,)), ("td_price_usd_per_mwh", (t,)),
-                            ("td_q_price_usd_per_mvarh", (t,))):
+        for name, shape in (
+            ("demand_mw", (t,)),
+            ("demand_q_mvar", (t,)),
+            ("cost_usd_per_mwh", (u,)),
+            ("q_cost_usd_per_mvarh", (g,)),
+            ("td_price_usd_per_mwh", (t,)),
+            ("td_q_price_usd_per_mvarh", (t,)),
+        ):
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(f"{name}: needs shape {shape}, got {np.shape(getattr(self, name))}")
         if not 1 <= self.bits <= 12:
@@ -136,19 +141,23 @@ class DSOInstance:
     def steps(self) -> np.ndarray:
         """Power per level of every integer of a slot, ``(T, U + G)`` [MW or MVAr]."""
         t = self.n_slots
-        return np.hstack([np.asarray(self.p_max_mw, float), np.broadcast_to(self.q_max_mvar, (t, self.n_dgs))]
-                         ) / self.levels
+        return (
+            np.hstack([np.asarray(self.p_max_mw, float), np.broadcast_to(self.q_max_mvar, (t, self.n_dgs))])
+            / self.levels
+        )
 
     def level_cost(self) -> np.ndarray:
         """Cost of one level of each integer per slot, ``(T, U + G)`` [$], interface displacement included."""
-        cp = (self.cost_usd_per_mwh[None, :] - self.td_price_usd_per_mwh[:, None])
-        cq = (self.q_cost_usd_per_mvarh[None, :] - self.td_q_price_usd_per_mvarh[:, None])
+        cp = self.cost_usd_per_mwh[None, :] - self.td_price_usd_per_mwh[:, None]
+        cq = self.q_cost_usd_per_mvarh[None, :] - self.td_q_price_usd_per_mvarh[:, None]
         return self.dt_h * np.hstack([cp, cq]) * self.steps
 
     def constant_cost(self) -> float:
         """Cost [$] of the all-zero dispatch (everything from the interface)."""
-        return float(self.dt_h * np.sum(self.td_price_usd_per_mwh * self.demand_mw
-                                        + self.td_q_price_usd_per_mvarh * self.demand_q_mvar))
+        return float(
+            self.dt_h
+            * np.sum(self.td_price_usd_per_mwh * self.demand_mw + self.td_q_price_usd_per_mvarh * self.demand_q_mvar)
+        )
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row coefficients per level ``a[t, r, v]`` [MW-equivalent per level] and bounds ``lo, hi`` ``(T, R)``.
@@ -213,12 +222,21 @@ def evaluate(inst: DSOInstance, levels: np.ndarray) -> DSODispatch:
     a, lo, hi = inst.rows()
     act = np.einsum("trv,tv->tr", a, lv.astype(float))
     viol = np.maximum(np.where(np.isfinite(lo), lo - act, 0.0), 0.0) + np.maximum(act - hi, 0.0)
-    return DSODispatch(p, q, inst.demand_mw - p.sum(axis=1), inst.demand_q_mvar - q.sum(axis=1), cost, viol,
-                       int((viol > 1e-6).sum()), lv)
+    return DSODispatch(
+        p,
+        q,
+        inst.demand_mw - p.sum(axis=1),
+        inst.demand_q_mvar - q.sum(axis=1),
+        cost,
+        viol,
+        int((viol > 1e-6).sum()),
+        lv,
+    )
 
 
-def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | None = None,
-              duals: np.ndarray | None = None) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
+def build_bqm(
+    inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | None = None, duals: np.ndarray | None = None
+) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
     """The DSO QUBO over all slots (independent blocks, one per slot).
 
     Variable layout per slot: level bits of the ``U + G`` integers, then the slack bits of each enabled row.
@@ -298,8 +316,9 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
     n = start
     lin = np.concatenate(lin_all) if lin_all else np.zeros(0)
     if n_rows:
-        amat = sp.csr_matrix((np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
-                             shape=(n_rows, n))
+        amat = sp.csr_matrix(
+            (np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))), shape=(n_rows, n)
+        )
         b_rows = np.asarray(r_b)
         w_rows = np.asarray(r_w)
         m = (amat.T @ sp.diags(w_rows) @ amat).tocoo()
@@ -313,15 +332,23 @@ def build_bqm(inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | N
     q_cols = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
     q_vals = np.concatenate(vals_all) if vals_all else np.zeros(0)
     bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
-    return bqm, {"level_index": level_index, "components": components, "weights": weights, "n_vars": n,
-                 "coef": coef}
+    return bqm, {"level_index": level_index, "components": components, "weights": weights, "n_vars": n, "coef": coef}
 
 
-
-def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, duals: np.ndarray | None,
-                     weight_factor: float = 2.0, active: np.ndarray | None = None, slack_bits_max: int = 48,
-                     elastic_usd_per_mw: float | None = None, side: np.ndarray | None = None,
-                     normalise: bool = False, tighten: float = 0.5) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
+def build_window_bqm(
+    inst: DSOInstance,
+    lo: np.ndarray,
+    step: int,
+    width: int,
+    duals: np.ndarray | None,
+    weight_factor: float = 2.0,
+    active: np.ndarray | None = None,
+    slack_bits_max: int = 48,
+    elastic_usd_per_mw: float | None = None,
+    side: np.ndarray | None = None,
+    normalise: bool = False,
+    tighten: float = 0.5,
+) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
     """The DSO QUBO on the grid ``x[t,v] = lo[t,v] + step · Σ_j y[t,v,j]`` (``j < width``, levels ≤ ``K``).
 
     *Unary levels.* The DSO objective is linear in every level, so each bit of an integer costs the same
@@ -379,8 +406,11 @@ def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, d
         mult = mult_all[s]
         reduced = cost[s] + mult @ a[s]
         colmax = np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
-        scale = max(float((np.abs(reduced) / colmax).max(initial=0.0)),
-                    0.05 * float((np.abs(cost[s]) / colmax).max(initial=0.0)), 1e-6)
+        scale = max(
+            float((np.abs(reduced) / colmax).max(initial=0.0)),
+            0.05 * float((np.abs(cost[s]) / colmax).max(initial=0.0)),
+            1e-6,
+        )
         positive = np.abs(a[s])[np.abs(a[s]) > 1e-12]
         typical = float(np.median(positive)) if positive.size else 1.0
         rows_cols, rows_vals, rows_b, rows_w, rows_m = [], [], [], [], []
@@ -437,8 +467,11 @@ def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, d
             blk_v.append(2.0 * w * vals[iu] * vals[ju])
         sc = 1.0
         if normalise:
-            sc = max(float(np.abs(lin).max(initial=0.0)), max((float(np.abs(v).max(initial=0.0)) for v in blk_v),
-                                                                 default=0.0), 1e-12)
+            sc = max(
+                float(np.abs(lin).max(initial=0.0)),
+                max((float(np.abs(v).max(initial=0.0)) for v in blk_v), default=0.0),
+                1e-12,
+            )
         lin /= sc
         q_r += blk_r
         q_c += blk_c
@@ -455,16 +488,33 @@ def build_window_bqm(inst: DSOInstance, lo: np.ndarray, step: int, width: int, d
     q_cols = np.concatenate(q_c) if q_c else np.zeros(0, np.int64)
     q_vals = np.concatenate(q_v) if q_v else np.zeros(0)
     bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
-    return bqm, {"owner": np.concatenate(owner_all) if owner_all else np.zeros(0, np.int64),
-                 "level_bits": np.concatenate(level_bits) if level_bits else np.zeros(0, np.int64),
-                 "components": components, "n_vars": start, "block_scale": np.asarray(block_scale)}
+    return bqm, {
+        "owner": np.concatenate(owner_all) if owner_all else np.zeros(0, np.int64),
+        "level_bits": np.concatenate(level_bits) if level_bits else np.zeros(0, np.int64),
+        "components": components,
+        "n_vars": start,
+        "block_scale": np.asarray(block_scale),
+    }
 
 
-def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sweeps: int = 500,
-          seed: int | None = None, weight_factor: float = 2.0, calibrate: bool = True, coarse_levels: int = 15,
-          shrink: int = 4, passes: int = 3, cold_factor: float = 0.05, normalise: bool = True,
-          polish_radius: int = 2, warm_start: bool = True,
-          **sampler_params: Any) -> DSODispatch:
+def solve(
+    inst: DSOInstance,
+    *,
+    sampler: str = "sa",
+    num_reads: int = 32,
+    num_sweeps: int = 500,
+    seed: int | None = None,
+    weight_factor: float = 2.0,
+    calibrate: bool = True,
+    coarse_levels: int = 15,
+    shrink: int = 4,
+    passes: int = 3,
+    cold_factor: float = 0.05,
+    normalise: bool = True,
+    polish_radius: int = 2,
+    warm_start: bool = True,
+    **sampler_params: Any,
+) -> DSODispatch:
     """Solve the DSO level by annealing on ever finer grids (as :func:`markets.qubo.eva.solve`), decomposed by slot.
 
     Stage 1 covers every level's whole range on ``coarse_levels`` steps; each later stage is a window of ± the
@@ -517,8 +567,9 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
             else:
                 width = 2 * (radius // step)
                 lo = np.clip(x - (width // 2) * step, 0, max(k - width * step, 0))
-            bqm, lay = build_window_bqm(inst, lo, step, width, duals, weight_factor, active, side=side,
-                                        normalise=normalise)
+            bqm, lay = build_window_bqm(
+                inst, lo, step, width, duals, weight_factor, active, side=side, normalise=normalise
+            )
             p = dict(params)
             if "seed" in base.parameters and seed is not None:
                 p["seed"] = int(rng.integers(2**31 - 1))
@@ -538,8 +589,16 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
                 ss = composites.DecomposedSampler(base).sample(bqm, components=lay["components"], **p)
                 xs = composites.samples_matrix(ss, lay["n_vars"])
             secs = time.perf_counter() - ts
-            cnt = np.stack([np.bincount(lay["owner"], weights=xr[lay["level_bits"]].astype(float), minlength=t * nv)
-                            for xr in xs]).reshape(-1, t, nv).astype(np.int64)
+            cnt = (
+                np.stack(
+                    [
+                        np.bincount(lay["owner"], weights=xr[lay["level_bits"]].astype(float), minlength=t * nv)
+                        for xr in xs
+                    ]
+                )
+                .reshape(-1, t, nv)
+                .astype(np.int64)
+            )
             cand = np.minimum(lo[None] + step * cnt, k)  # (R, T, nv): every read, decoded
             # the slots are independent: keep, per slot, the best read so far (fewest violated rows, least
             # violation, then cheapest) — a choice among the annealer's reads by the exact objective
@@ -556,9 +615,19 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
             above = np.einsum("trv,tv->tr", a_, pick.astype(float)) > hi_
             side = np.where(newly, np.where(above, 1, -1), side)
             active |= newly
-            stats.append({"stage": stage, "step": step, "width": width, "n_vars": int(bqm.num_variables),
-                          "n_interactions": int(bqm.num_interactions), "sample_s": secs, "cost_usd": ev.cost_usd,
-                          "violations": ev.n_violations, "active_rows": int(active.sum())})
+            stats.append(
+                {
+                    "stage": stage,
+                    "step": step,
+                    "width": width,
+                    "n_vars": int(bqm.num_variables),
+                    "n_interactions": int(bqm.num_interactions),
+                    "sample_s": secs,
+                    "cost_usd": ev.cost_usd,
+                    "violations": ev.n_violations,
+                    "active_rows": int(active.sum()),
+                }
+            )
             sample_s += secs
             n_vars, n_int = max(n_vars, int(bqm.num_variables)), max(n_int, int(bqm.num_interactions))
             br = p.get("beta_range")
@@ -567,11 +636,18 @@ def solve(inst: DSOInstance, *, sampler: str = "sa", num_reads: int = 32, num_sw
             if not changed:
                 break
     out = evaluate(inst, best_lv)
-    out.info.update({"n_vars": n_vars, "n_interactions": n_int, "sample_s": sample_s,
-                     "wall_s": time.perf_counter() - t0, "beta_range": br,
-                     "sampler": sampler, "stages": stats})
+    out.info.update(
+        {
+            "n_vars": n_vars,
+            "n_interactions": n_int,
+            "sample_s": sample_s,
+            "wall_s": time.perf_counter() - t0,
+            "beta_range": br,
+            "sampler": sampler,
+            "stages": stats,
+        }
+    )
     return out
-
 
 
 def _slack_sizes(moves: np.ndarray, span: float, width: int, max_bits: int) -> np.ndarray:
@@ -617,8 +693,9 @@ def _lp_duals(inst: DSOInstance) -> np.ndarray:
     return reference(inst, integral=False).info["duals"]
 
 
-def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integral: bool = True,
-              time_limit_s: float = 10.0) -> DSODispatch:
+def reference(
+    inst: DSOInstance, elastic_usd_per_mw: float | None = None, integral: bool = True, time_limit_s: float = 10.0
+) -> DSODispatch:
     """HiGHS optimum of the same discretised problem (integer levels, rows hard; elastic row slack priced at
     ``elastic_usd_per_mw``, default 1e3 × the largest level price per MW, so an infeasible slot still yields the
     least-violating dispatch). ``info['milp_s']`` is HiGHS's wall time; after ``time_limit_s`` the incumbent is
@@ -640,10 +717,17 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
     vals = np.concatenate([vals, np.ones(n_row), -np.ones(n_row)])
     am = sp.csc_matrix((vals, (r_idx, c_idx)), shape=(n_row, n_col))
     lo_r, hi_r = lo[rows_t, rows_r], hi[rows_t, rows_r]
-    h, secs = highs.run(np.concatenate([cost, np.full(2 * n_row, big)]), 0.0,
-                        np.concatenate([np.full(n_lvl, float(inst.levels)), np.full(2 * n_row, np.inf)]), am,
-                        lo_r, hi_r, integer=integral and np.arange(n_col) < n_lvl,
-                        mip_rel_gap=1e-6, time_limit=float(time_limit_s))
+    h, secs = highs.run(
+        np.concatenate([cost, np.full(2 * n_row, big)]),
+        0.0,
+        np.concatenate([np.full(n_lvl, float(inst.levels)), np.full(2 * n_row, np.inf)]),
+        am,
+        lo_r,
+        hi_r,
+        integer=integral and np.arange(n_col) < n_lvl,
+        mip_rel_gap=1e-6,
+        time_limit=float(time_limit_s),
+    )
     status = h.getModelStatus()
     optimal = status == highspy.HighsModelStatus.kOptimal
     if not optimal and not (status == highspy.HighsModelStatus.kTimeLimit and h.getSolution().value_valid):
@@ -654,6 +738,12 @@ def reference(inst: DSOInstance, elastic_usd_per_mw: float | None = None, integr
         duals[rows_t, rows_r] = np.asarray(h.getSolution().row_dual)
     levels = np.rint(col[:n_lvl]).astype(np.int64).reshape(t, nv)
     out = evaluate(inst, levels)
-    out.info.update({"milp_s": secs, "duals": duals, "optimal": optimal, "objective_usd": float(h.getInfo().objective_function_value)
-                     + inst.constant_cost()})
+    out.info.update(
+        {
+            "milp_s": secs,
+            "duals": duals,
+            "optimal": optimal,
+            "objective_usd": float(h.getInfo().objective_function_value) + inst.constant_cost(),
+        }
+    )
     return out

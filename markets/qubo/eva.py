@@ -53,8 +53,17 @@ import scipy.sparse as sp
 from markets.qubo import composites, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
-__all__ = ["EVAInstance", "paper_instance", "EVAReference", "EVASolution", "reference", "build_qubo", "solve", "evaluate",
-           "repair"]
+__all__ = [
+    "EVAInstance",
+    "paper_instance",
+    "EVAReference",
+    "EVASolution",
+    "reference",
+    "build_qubo",
+    "solve",
+    "evaluate",
+    "repair",
+]
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,15 @@ class EVAInstance:
             raise ValueError(f"lam_q_usd_per_mvarh: needs shape ({c}, {t})")
         if not 1 <= self.bits <= 12:
             raise ValueError(f"bits: must be in [1, 12], got {self.bits}")
-        for name in ("lam_p_usd_per_mwh", "lam_q_usd_per_mvarh", "p_max_mw", "s_max_mva", "q_max_mvar",
-                     "e_min_mwh", "e_max_mwh"):
+        for name in (
+            "lam_p_usd_per_mwh",
+            "lam_q_usd_per_mvarh",
+            "p_max_mw",
+            "s_max_mva",
+            "q_max_mvar",
+            "e_min_mwh",
+            "e_max_mwh",
+        ):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise ValueError(f"{name}: must be finite (no NaN or inf)")
         if not (np.isfinite(self.dt_h) and self.dt_h > 0):
@@ -120,8 +136,10 @@ class EVAInstance:
         lo = np.ceil(self.e_min_mwh / self.unit_mwh - 1e-9).astype(np.int64)
         hi = np.minimum(np.floor(self.e_max_mwh / self.unit_mwh + 1e-9).astype(np.int64), t * self.levels)
         if np.any(hi < lo):
-            raise ValueError(f"bits: {self.bits} bits leave no P level sum inside the energy window of clusters "
-                             f"{np.flatnonzero(hi < lo).tolist()}")
+            raise ValueError(
+                f"bits: {self.bits} bits leave no P level sum inside the energy window of clusters "
+                f"{np.flatnonzero(hi < lo).tolist()}"
+            )
         return lo, hi
 
     def q_of_level(self, m: np.ndarray) -> np.ndarray:
@@ -136,7 +154,7 @@ class EVAInstance:
         if not self.reactive:
             return np.zeros((c, t, k.size), dtype=np.int64)
         p = self.p_step_mw[:, None] * k[None, :]  # (C, K+1)
-        room = np.sqrt(np.maximum(self.s_max_mva[:, None] ** 2 - p ** 2, 0.0)) * (1 + 1e-12)  # |Q| allowed
+        room = np.sqrt(np.maximum(self.s_max_mva[:, None] ** 2 - p**2, 0.0)) * (1 + 1e-12)  # |Q| allowed
         step = 2.0 * self.q_max_mvar[:, None] / self.levels
         m_lo = np.ceil((self.q_max_mvar[:, None] - room) / step - 1e-9).clip(0, self.levels)  # smallest feasible m
         m_hi = np.floor((self.q_max_mvar[:, None] + room) / step + 1e-9).clip(0, self.levels)
@@ -154,6 +172,7 @@ class EVAInstance:
 
     def with_bits(self, bits: int) -> EVAInstance:
         from dataclasses import replace
+
         return replace(self, bits=bits)
 
 
@@ -162,8 +181,9 @@ PAPER_LAMBDA_P_USD_PER_MWH = (40.0, 50.0, 60.0, 70.0, 100.0, 60.0)
 PAPER_LAMBDA_Q_RANGE_USD_PER_MVARH = (4.0, 10.0)
 
 
-def paper_instance(bits: int = 8, seed: int = 0, n_clusters: int = 20, n_evs: int = 1000,
-                   reactive: bool = True) -> EVAInstance:
+def paper_instance(
+    bits: int = 8, seed: int = 0, n_clusters: int = 20, n_evs: int = 1000, reactive: bool = True
+) -> EVAInstance:
     """The EVA instance of ``000_…`` Table 1: ``n_evs`` EVs in ``n_clusters`` clusters, 6 slots × 4 h.
 
     The paper gives the prices and sizes but not the fleet, so the fleet is drawn (``seed``): EVs split over
@@ -183,8 +203,9 @@ def paper_instance(bits: int = 8, seed: int = 0, n_clusters: int = 20, n_evs: in
     p_max = np.maximum(p_max, 7.4e-3)  # an empty cluster keeps one charger's worth, needing nothing
     lam_p = rng.uniform(1.0, 1.08, size=(n_clusters, 1)) * np.asarray(PAPER_LAMBDA_P_USD_PER_MWH)[None, :]
     lam_q = rng.uniform(*PAPER_LAMBDA_Q_RANGE_USD_PER_MVARH, size=lam_p.shape)
-    return EVAInstance(lam_p, lam_q, p_max, 1.2 * p_max, 1.2 * p_max, e_need, 1.15 * e_need, dt_h=4.0, bits=bits,
-                       reactive=reactive)
+    return EVAInstance(
+        lam_p, lam_q, p_max, 1.2 * p_max, 1.2 * p_max, e_need, 1.15 * e_need, dt_h=4.0, bits=bits, reactive=reactive
+    )
 
 
 def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> dict[str, Any]:
@@ -203,11 +224,18 @@ def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> d
     e = p.sum(axis=1) * inst.dt_h
     tol = 1e-9 * np.maximum(inst.e_max_mwh, 1.0)
     v_energy = (e < inst.e_min_mwh - tol) | (e > inst.e_max_mwh + tol)
-    v_s = p ** 2 + q ** 2 > (inst.s_max_mva[:, None] ** 2) * (1 + 1e-9)
+    v_s = p**2 + q**2 > (inst.s_max_mva[:, None] ** 2) * (1 + 1e-9)
     v_bounds = (n < 0) | (n > inst.levels) | (np.asarray(m) < 0) | (np.asarray(m) > inst.levels)
-    return {"cost_usd": cost, "violations": int(v_energy.sum() + v_s.sum() + v_bounds.sum()),
-            "energy_violations": int(v_energy.sum()), "apparent_power_violations": int(v_s.sum()),
-            "p_mw": p, "q_mvar": q, "n": n, "m": np.asarray(m)}
+    return {
+        "cost_usd": cost,
+        "violations": int(v_energy.sum() + v_s.sum() + v_bounds.sum()),
+        "energy_violations": int(v_energy.sum()),
+        "apparent_power_violations": int(v_s.sum()),
+        "p_mw": p,
+        "q_mvar": q,
+        "n": n,
+        "m": np.asarray(m),
+    }
 
 
 @dataclass
@@ -237,14 +265,22 @@ def _one_hot(inst: EVAInstance, integral: bool) -> tuple[float, np.ndarray, np.n
     vals = np.concatenate([np.ones(n_col), lev])
     cols = np.concatenate([col, col])
     a = sp.csc_matrix((vals, (rows, cols)), shape=(c * t + c, n_col))
-    h, secs = highs.run(f, 0.0, 1.0, a, np.concatenate([np.ones(c * t), lo_u.astype(float)]),
-                        np.concatenate([np.ones(c * t), hi_u.astype(float)]), integer=integral,
-                        mip_rel_gap=0.0, mip_abs_gap=1e-9)
+    h, secs = highs.run(
+        f,
+        0.0,
+        1.0,
+        a,
+        np.concatenate([np.ones(c * t), lo_u.astype(float)]),
+        np.concatenate([np.ones(c * t), hi_u.astype(float)]),
+        integer=integral,
+        mip_rel_gap=0.0,
+        mip_abs_gap=1e-9,
+    )
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"EVA reference: HiGHS status {h.modelStatusToString(status)}")
     z = np.asarray(h.getSolution().col_value).reshape(c, t, kk)
-    duals = np.zeros(c) if integral else np.asarray(h.getSolution().row_dual)[c * t:]
+    duals = np.zeros(c) if integral else np.asarray(h.getSolution().row_dual)[c * t :]
     return float(h.getInfo().objective_function_value), z, duals, secs
 
 
@@ -256,8 +292,13 @@ def reference(inst: EVAInstance) -> EVAReference:
     return EVAReference(obj, n, lp_obj, duals, milp_s, lp_s)
 
 
-def build_qubo(inst: EVAInstance, multiplier_usd_per_unit: np.ndarray | None = None, weight_factor: float = 1.0,
-               enc: str = "binary", mu: int | None = None) -> tuple[QuboModel, IntVar, np.ndarray]:
+def build_qubo(
+    inst: EVAInstance,
+    multiplier_usd_per_unit: np.ndarray | None = None,
+    weight_factor: float = 1.0,
+    enc: str = "binary",
+    mu: int | None = None,
+) -> tuple[QuboModel, IntVar, np.ndarray]:
     """The EVA QUBO: P levels on ``enc`` bits, slot costs as fitted tables, energy rows as augmented Lagrangians.
 
     ``multiplier_usd_per_unit`` (C,) is the LP dual of each energy row (None → 0, a plain quadratic penalty with
@@ -304,20 +345,33 @@ def repair(inst: EVAInstance, n: np.ndarray) -> np.ndarray:
     for c in range(inst.shape[0]):
         while n[c].sum() < lo_u[c]:
             ok = n[c] < inst.levels
-            up = np.where(ok, f[c, np.arange(inst.shape[1]), np.minimum(n[c] + 1, inst.levels)]
-                          - f[c, np.arange(inst.shape[1]), n[c]], np.inf)
+            up = np.where(
+                ok,
+                f[c, np.arange(inst.shape[1]), np.minimum(n[c] + 1, inst.levels)]
+                - f[c, np.arange(inst.shape[1]), n[c]],
+                np.inf,
+            )
             n[c, int(np.argmin(up))] += 1
         while n[c].sum() > hi_u[c]:
             ok = n[c] > 0
-            down = np.where(ok, f[c, np.arange(inst.shape[1]), np.maximum(n[c] - 1, 0)]
-                            - f[c, np.arange(inst.shape[1]), n[c]], np.inf)
+            down = np.where(
+                ok,
+                f[c, np.arange(inst.shape[1]), np.maximum(n[c] - 1, 0)] - f[c, np.arange(inst.shape[1]), n[c]],
+                np.inf,
+            )
             n[c, int(np.argmin(down))] -= 1
     return n
 
 
-def build_window_qubo(inst: EVAInstance, lo: np.ndarray, step: int, width: int,
-                      multiplier_usd_per_unit: np.ndarray | None, weight_factor: float = 1.0,
-                      order_factor: float = 2.0) -> tuple[QuboModel, IntVar]:
+def build_window_qubo(
+    inst: EVAInstance,
+    lo: np.ndarray,
+    step: int,
+    width: int,
+    multiplier_usd_per_unit: np.ndarray | None,
+    weight_factor: float = 1.0,
+    order_factor: float = 2.0,
+) -> tuple[QuboModel, IntVar]:
     """The EVA QUBO on the grid ``n[c,t] = lo[c,t] + step · Σ_j y[c,t,j]``, ``j < width``, in domain-wall bits.
 
     Bit ``j`` of a slot costs the increment ``f(lo + step·(j+1)) − f(lo + step·j)`` of the true slot cost ``f``
@@ -352,13 +406,13 @@ def build_window_qubo(inst: EVAInstance, lo: np.ndarray, step: int, width: int,
     r_hi = np.clip(hi_u - base, r_lo, span)
     weight, lam = _energy_weights(inst, multiplier_usd_per_unit, weight_factor)
     # A residual of one grid step then costs weight_factor × the price spread of one step, as on the fine grid.
-    model.add_constraint("energy", model.rows(y, step * sp.kron(sp.identity(c), np.ones((1, t)))), r_lo, r_hi,
-                         weight / step, lam)
+    model.add_constraint(
+        "energy", model.rows(y, step * sp.kron(sp.identity(c), np.ones((1, t)))), r_lo, r_hi, weight / step, lam
+    )
     return model, y
 
 
-def _energy_weights(inst: EVAInstance, dual: np.ndarray | None, weight_factor: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _energy_weights(inst: EVAInstance, dual: np.ndarray | None, weight_factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Penalty weight [$ per unit²] and multiplier [$ per unit] of each cluster's energy row."""
     unit_price = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level unit, (C, T)
     if dual is None:
@@ -373,12 +427,14 @@ def _cluster_blocks(model: QuboModel, var: IntVar) -> list[np.ndarray]:
     """Variables of each cluster (its bits and its energy row's slack) — the independent blocks."""
     con = model.constraints["energy"]
     slack = {r: sv.index.reshape(-1) for r, sv in con.slack.blocks} if con.slack is not None else {}
-    return [np.concatenate([var.index[k].reshape(-1), slack.get(k, np.empty(0, np.int64))])
-            for k in range(var.shape[0])]
+    return [
+        np.concatenate([var.index[k].reshape(-1), slack.get(k, np.empty(0, np.int64))]) for k in range(var.shape[0])
+    ]
 
 
-def _anneal(model: QuboModel, var: IntVar, sampler: str, params: dict[str, Any], hot: float, cold: float
-            ) -> tuple[np.ndarray, float, int, int, Any]:
+def _anneal(
+    model: QuboModel, var: IntVar, sampler: str, params: dict[str, Any], hot: float, cold: float
+) -> tuple[np.ndarray, float, int, int, Any]:
     """Sample one model decomposed by cluster; return the best read's levels of ``var``, seconds, size, β range.
 
     ``hot``/``cold`` [$] are the uphill moves accepted half the time at the start and 1 % at the end (SA only).
@@ -406,10 +462,22 @@ def _grids(k: int, coarse_levels: int, shrink: int) -> list[tuple[int, int]]:
     return out
 
 
-def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 16, num_sweeps: int = 400,
-          seed: int | None = None, calibrate: bool = True, weight_factor: float = 0.5, coarse_levels: int = 15,
-          shrink: int = 4, passes: int = 3, ref: EVAReference | None = None, cold_factor: float = 0.05,
-          **sampler_params: Any) -> EVASolution:
+def solve(
+    inst: EVAInstance,
+    *,
+    sampler: str = "sa",
+    num_reads: int = 16,
+    num_sweeps: int = 400,
+    seed: int | None = None,
+    calibrate: bool = True,
+    weight_factor: float = 0.5,
+    coarse_levels: int = 15,
+    shrink: int = 4,
+    passes: int = 3,
+    ref: EVAReference | None = None,
+    cold_factor: float = 0.05,
+    **sampler_params: Any,
+) -> EVASolution:
     """Solve the EVA level by annealing on a sequence of ever finer grids, each QUBO decomposed by cluster.
 
     Stage 1 covers every slot's whole range on a grid of ``coarse_levels`` steps (the full grid when
@@ -450,12 +518,28 @@ def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 16, num_sw
             if "seed" in base.parameters and seed is not None:
                 params["seed"] = int(rng.integers(2**31 - 1))
             unit = inst.dt_h * inst.p_step_mw[:, None] * inst.lam_p_usd_per_mwh  # $ per level
-            lv, secs, nv, ni, br = _anneal(model, y, sampler, params, hot=float(unit.max()) * step * max(width, 1) / 4,
-                                           cold=cold_factor * float(unit.min()))
+            lv, secs, nv, ni, br = _anneal(
+                model,
+                y,
+                sampler,
+                params,
+                hot=float(unit.max()) * step * max(width, 1) / 4,
+                cold=cold_factor * float(unit.min()),
+            )
             new = np.minimum(lo + step * lv, k)
             ev = evaluate(inst, new)
-            stats.append({"stage": stage, "step": step, "width": width, "n_vars": nv, "n_interactions": ni,
-                          "sample_s": secs, "cost_usd": ev["cost_usd"], "violations": ev["violations"]})
+            stats.append(
+                {
+                    "stage": stage,
+                    "step": step,
+                    "width": width,
+                    "n_vars": nv,
+                    "n_interactions": ni,
+                    "sample_s": secs,
+                    "cost_usd": ev["cost_usd"],
+                    "violations": ev["violations"],
+                }
+            )
             sample_s += secs
             n_vars, n_int = max(n_vars, nv), max(n_int, ni)
             key = (ev["violations"], ev["cost_usd"])
@@ -470,9 +554,20 @@ def solve(inst: EVAInstance, *, sampler: str = "sa", num_reads: int = 16, num_sw
     ev = evaluate(inst, n)
     rep = repair(inst, n) if ev["violations"] else n
     ev_r = evaluate(inst, rep) if ev["violations"] else ev
-    return EVASolution(n, ev["cost_usd"], ev["violations"], rep, ev_r["cost_usd"], ev_r["violations"],
-                       n_vars, n_int, time.perf_counter() - t0, sample_s, 0.0,
-                       {"beta_range": br, "sampler": sampler, "stages": stats})
+    return EVASolution(
+        n,
+        ev["cost_usd"],
+        ev["violations"],
+        rep,
+        ev_r["cost_usd"],
+        ev_r["violations"],
+        n_vars,
+        n_int,
+        time.perf_counter() - t0,
+        sample_s,
+        0.0,
+        {"beta_range": br, "sampler": sampler, "stages": stats},
+    )
 
 
 def _lp_only(inst: EVAInstance) -> EVAReference:

@@ -12,9 +12,16 @@ import scipy.sparse as sp
 __all__ = ["run"]
 
 
-def run(cost: np.ndarray, col_lower: np.ndarray | float, col_upper: np.ndarray | float, a: sp.spmatrix,
-        row_lower: np.ndarray | float, row_upper: np.ndarray | float, integer: np.ndarray | bool | None = None,
-        **options: Any) -> tuple[highspy.Highs, float]:
+def run(
+    cost: np.ndarray,
+    col_lower: np.ndarray | float,
+    col_upper: np.ndarray | float,
+    a: sp.spmatrix,
+    row_lower: np.ndarray | float,
+    row_upper: np.ndarray | float,
+    integer: np.ndarray | bool | None = None,
+    **options: Any,
+) -> tuple[highspy.Highs, float]:
     """Solve ``min cost·x`` s.t. ``row_lower ≤ a·x ≤ row_upper``, ``col_lower ≤ x ≤ col_upper``.
 
     Bounds are arrays or scalars (broadcast to every column/row); infinite ones become HiGHS's infinity;

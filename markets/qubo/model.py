@@ -186,14 +186,22 @@ class QuboModel:
         err = np.abs(design @ coef - target).max(axis=0)
         idx = var.index.reshape(-1, nb)
         self.offset += float(coef[0].sum())
-        self.add_linear(idx, coef[1:1 + nb].T)
-        self.add_quadratic(idx[:, ii], idx[:, jj], coef[1 + nb:].T)
+        self.add_linear(idx, coef[1 : 1 + nb].T)
+        self.add_quadratic(idx[:, ii], idx[:, jj], coef[1 + nb :].T)
         return err
 
     # ------------------------------------------------------------------ constraints
-    def add_constraint(self, name: str, a: sp.spmatrix, lo: np.ndarray | float, hi: np.ndarray | float,
-                       weight: np.ndarray | float, multiplier: np.ndarray | float = 0.0,
-                       slack: str = "binary", mu: int | None = None) -> Constraint:
+    def add_constraint(
+        self,
+        name: str,
+        a: sp.spmatrix,
+        lo: np.ndarray | float,
+        hi: np.ndarray | float,
+        weight: np.ndarray | float,
+        multiplier: np.ndarray | float = 0.0,
+        slack: str = "binary",
+        mu: int | None = None,
+    ) -> Constraint:
         """Penalised rows ``lo ≤ a·x ≤ hi``; equalities where ``lo == hi``, a slack integer elsewhere.
 
         ``hi = inf`` is replaced by the largest value ``a·x`` can take. ``slack`` is the slack's encoding
@@ -213,8 +221,14 @@ class QuboModel:
         if np.any(hi_k < lo_k):
             raise ValueError(f"constraint {name!r}: infeasible rows (hi < lo) at {np.flatnonzero(hi_k < lo_k)[:5]}")
         width = np.rint(hi_k - lo_k).astype(np.int64)
-        con = Constraint(name, a, lo_k, hi_k, np.broadcast_to(np.asarray(weight, float), (k,)).copy(),
-                         np.broadcast_to(np.asarray(multiplier, float), (k,)).copy())
+        con = Constraint(
+            name,
+            a,
+            lo_k,
+            hi_k,
+            np.broadcast_to(np.asarray(weight, float), (k,)).copy(),
+            np.broadcast_to(np.asarray(multiplier, float), (k,)).copy(),
+        )
         if np.any(width > 0):
             # One slack integer per row, all on the encoding of the widest row; narrower rows get their
             # unused high bits fixed out by a bound row (cheaper: give each row its own block).
@@ -275,7 +289,8 @@ class QuboModel:
             vals.append(quad.data)
             off += po
         return dimod.BinaryQuadraticModel.from_numpy_vectors(
-            lin, (np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)), off, dimod.BINARY)
+            lin, (np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)), off, dimod.BINARY
+        )
 
     def objective(self, x: np.ndarray) -> np.ndarray:
         """Objective value (offset included, no penalties) of samples ``x[S, n]`` (or one sample)."""
@@ -292,7 +307,7 @@ class QuboModel:
         e = np.atleast_1d(self.objective(x2))
         for con in self.constraints.values():
             res = con.residual(x2)
-            e = e + (con.weight * res ** 2 + con.multiplier * res).sum(axis=1)
+            e = e + (con.weight * res**2 + con.multiplier * res).sum(axis=1)
         return e if np.ndim(x) == 2 else e[0]
 
     def violations(self, x: np.ndarray) -> dict[str, np.ndarray]:

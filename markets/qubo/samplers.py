@@ -46,33 +46,40 @@ class _BoundedExactSolver(dimod.ExactSolver):
 
     def sample(self, bqm: dimod.BinaryQuadraticModel, **kw: Any) -> dimod.SampleSet:
         if bqm.num_variables > EXACT_MAX_VARS:
-            raise SamplerConfigError(f"sampler 'exact': at most {EXACT_MAX_VARS} variables, "
-                                     f"got {bqm.num_variables} (use 'sa' or 'tree-decomposition')")
+            raise SamplerConfigError(
+                f"sampler 'exact': at most {EXACT_MAX_VARS} variables, "
+                f"got {bqm.num_variables} (use 'sa' or 'tree-decomposition')"
+            )
         return super().sample(bqm, **kw)
 
 
 def _sa() -> dimod.Sampler:
     from dwave.samplers import SimulatedAnnealingSampler
+
     return SimulatedAnnealingSampler()
 
 
 def _tabu() -> dimod.Sampler:
     from dwave.samplers import TabuSampler
+
     return TabuSampler()
 
 
 def _sd() -> dimod.Sampler:
     from dwave.samplers import SteepestDescentSampler
+
     return SteepestDescentSampler()
 
 
 def _tree() -> dimod.Sampler:
     from dwave.samplers import TreeDecompositionSolver
+
     return TreeDecompositionSolver()
 
 
 def _random() -> dimod.Sampler:
     from dwave.samplers import RandomSampler
+
     return RandomSampler()
 
 
@@ -82,6 +89,7 @@ def _leap_token() -> str | None:
         return os.environ["DWAVE_API_TOKEN"]
     try:
         from dwave.cloud.config import load_config
+
         return load_config().get("token")
     except Exception:  # noqa: BLE001 - a malformed config file counts as "not configured"
         return None
@@ -89,19 +97,22 @@ def _leap_token() -> str | None:
 
 def _need_leap(name: str) -> None:
     if not _leap_token():
-        raise SamplerConfigError(f"sampler {name!r}: no D-Wave Leap API token configured "
-                                 "(set DWAVE_API_TOKEN or run `dwave config create`)")
+        raise SamplerConfigError(
+            f"sampler {name!r}: no D-Wave Leap API token configured (set DWAVE_API_TOKEN or run `dwave config create`)"
+        )
 
 
 def _dwave() -> dimod.Sampler:
     _need_leap("dwave")
     from dwave.system import DWaveSampler, EmbeddingComposite
+
     return EmbeddingComposite(DWaveSampler())
 
 
 def _hybrid() -> dimod.Sampler:
     _need_leap("dwave-hybrid")
     from dwave.system import LeapHybridSampler
+
     return LeapHybridSampler()
 
 
@@ -117,8 +128,9 @@ _REGISTRY: dict[str, Callable[[], dimod.Sampler]] = {
 }
 
 
-def read_params(name: str, sampler: dimod.Sampler, num_reads: int, num_sweeps: int,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_params(
+    name: str, sampler: dimod.Sampler, num_reads: int, num_sweeps: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Sampling keywords for ``sampler`` (registered as ``name``): ``extra`` plus ``num_reads`` where the sampler
     takes it and ``num_sweeps`` for simulated annealing — what every QUBO level passes the same way."""
     params: dict[str, Any] = dict(extra or {})
