@@ -65,22 +65,7 @@ class StateEstimator(WlsEstimator):
     def __init__(
         self, net: pandapowerNet, ms: MeasurementSet, *, tol: float = 1e-8, max_iter: int = 20, backend: str = "auto"
     ) -> None:
-        """Compile the estimator.
-
-        Args:
-            net: pandapower network (not modified).
-            ms: measurement set (pandapower bus/line indices).
-            tol: convergence tolerance on the largest state update [pu or rad].
-            max_iter: maximum Gauss–Newton iterations per estimate.
-            backend: ``"numba"`` (the Gauss–Newton loop as one compiled kernel, ≈10x faster; the first use in a
-                process compiles it or loads it from numba's on-disk cache), ``"numpy"`` (plain numpy; reference
-                and fallback) or ``"auto"`` (numba when importable).
-
-        Raises:
-            EstimationError: invalid tolerance/iterations, unknown or out-of-service measured element, two
-                injection measurements on buses fused into one (closed bus-bus switch).
-            NotObservableError: fewer measurements than states, or a rank-deficient gain matrix.
-        """
+        """Compile the estimator (arguments and errors as `WlsEstimator`) and the detection buffers."""
         super().__init__(net, ms, tol=tol, max_iter=max_iter, backend=backend)
         self._chi2_cache: dict[tuple[float, int], float] = {}
         if self.backend == "numba":
