@@ -211,6 +211,7 @@ class Network:
     v_max_pu: float = 1.05
     max_line_loading_percent: float = 100.0
     substation_mva: float = 8.0
+    max_trafo_loading_percent: float = 100.0
     citation: str = ""
     profiles: dict[str, np.ndarray] = field(default_factory=lambda: dict(PROFILES))
 
@@ -221,6 +222,18 @@ class Network:
     @property
     def n_line(self) -> int:
         return len(self.net.line)
+
+    @property
+    def bus_ids(self) -> np.ndarray:
+        """pandapower bus index of each internal position (arrays here are indexed by position 0 … n_bus−1)."""
+        return self.net.bus.index.to_numpy()
+
+    def position(self, bus_id: int) -> int:
+        """Internal position of the bus whose pandapower index is ``bus_id``; `NetworkError` if there is none."""
+        pos = np.nonzero(self.bus_ids == int(bus_id))[0]
+        if len(pos) == 0:
+            raise NetworkError(f"bus {bus_id} is not a bus index of network {self.name!r}")
+        return int(pos[0])
 
     def zone_buses(self, zone: str) -> np.ndarray:
         """pandapower indices of the load buses in a zone (``"all"`` = every bus with load)."""
@@ -324,6 +337,7 @@ def build_network(
     v_max_pu: float = 1.05,
     max_line_loading_percent: float = 100.0,
     substation_mva: float = 8.0,
+    max_trafo_loading_percent: float = 100.0,
     dg_cost_scale: float = 1.0,
 ) -> Network:
     """Build one of the papers' networks (see module docstring).
@@ -338,6 +352,7 @@ def build_network(
         v_max_pu: upper voltage limit [pu].
         max_line_loading_percent: line loading limit [%].
         substation_mva: rating of the T–D interface [MVA].
+        max_trafo_loading_percent: transformer loading limit [%] (recorded and enforced like line loading).
         dg_cost_scale: multiplies the DG cost coefficients A, B and C (sensitivity studies, `002_…` §3.2).
     """
     import pandapower.networks as pn
@@ -426,5 +441,6 @@ def build_network(
         v_max_pu=v_max_pu,
         max_line_loading_percent=max_line_loading_percent,
         substation_mva=substation_mva,
+        max_trafo_loading_percent=max_trafo_loading_percent,
         citation=citation,
     )

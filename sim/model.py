@@ -109,6 +109,7 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         v_max_pu=g.v_max_pu,
         max_line_loading_percent=g.max_line_loading_percent,
         substation_mva=g.substation_mva,
+        max_trafo_loading_percent=g.max_trafo_loading_percent,
         dg_cost_scale=g.dg_cost_scale,
     )
     engine = make_engine(network.net, g.engine)

@@ -93,6 +93,7 @@ class GridSpec(_Model):
         0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's"
     )
     max_line_loading_percent: float = Field(100.0, gt=0, le=500)
+    max_trafo_loading_percent: float = Field(100.0, gt=0, le=500, description="transformer loading limit [%]")
     substation_mva: float = Field(8.0, gt=0)
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
     engine: Literal["fast", "pandapower"] = "fast"
