@@ -15,10 +15,18 @@ Builders (``build_network(case, …)``):
 * ``case118`` — IEEE 118-bus system (pandapower's ``case118``), one system-wide profile.
 * ``file`` — a network file: pandapower JSON (checked against a data allow-list before pandapower reads it),
   MATPOWER ``.m``/``.mat``, or a pickle only with the user's ``--trust-pickle`` opt-in (see `grids.netfile`).
+* ``pandapower:<name>`` — a constructor of ``pandapower.networks`` from an allow-list, ``simbench:<code>`` — a
+  SimBench grid with its own element profiles (see `grids.sources` and docs/grids.md).
 
-Line ratings: Baran & Wu give none (pandapower's case33bw carries 99999 kA). Unless told otherwise every line gets
-``line_max_i_ka`` (default 0.4 kA ≈ 8.8 MVA at 12.66 kV, the substation rating), so line loading is meaningful;
-pass ``line_max_i_ka=None`` to keep the file's ratings.
+Ratings (``line_max_i_ka``, ``substation_mva``): a number overrides, ``"network"`` keeps the network's own (line
+``max_i_ka``; no T–D interface limit beyond the transformers' own), None (omitted) is the case's default: 0.4 kA
+(≈ 8.8 MVA at 12.66 kV) and 8 MVA for the shipped ``case33bw*`` cases — Baran & Wu give no ratings, pandapower's
+case33bw carries 99999 kA — and the network's own for every other case.
+
+Generation of the network: every in-service ``sgen`` becomes a DER the DSO subtracts from the load at its bus
+(kind ``pv``/``wind`` from its ``type``, else ``other``); its output follows SimBench's own profile, else
+`PV_PROFILE`/`WIND_PROFILE` × its ``p_mw`` (``other``: constant ``p_mw``). ``net.gen`` units stay in the net
+(voltage-controlled buses); `grids.dispatch` makes their active power follow the load.
 
 Load profiles: the papers give their daily curves only as figures, so the profiles below are synthetic shapes of
 the kinds the papers describe (`002_…` §2.1: residential evening peak, commercial day peak, flatter industrial),
@@ -28,6 +36,7 @@ holds over ``[h, h+1)``.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +173,15 @@ ZONES_33 = {
 }
 
 
+# Kinds of the non-dispatchable generation units (`Network.renewables`); "other" = a network's sgen that is neither
+# PV nor wind (CHP, biomass, hydro, fuel cell, SimBench's aggregated "lv_RES", ...).
+GENERATION_KINDS = ("pv", "wind", "other")
+
+# Default ratings of the shipped 33-bus cases (Baran & Wu give none; pandapower's case33bw carries 99999 kA).
+CASE33_LINE_MAX_I_KA = 0.4
+CASE33_SUBSTATION_MVA = 8.0
+
+
 class NetworkError(ValueError):
     """A network could not be built (unknown case, unreadable file, bad bus)."""
 
@@ -183,6 +201,7 @@ class DER:
         cost_c: fixed cost while committed [$/h] (DG).
         q_cost_usd_per_mvarh: reactive energy cost [$/MVArh] (DG).
         pf: power factor of the reactive output (lagging, injecting Q) (DG).
+        series_kw: the unit's own output over the profile year [kW] (SimBench), used instead of ``profile``.
     """
 
     name: str
@@ -195,6 +214,26 @@ class DER:
     cost_c: float = 0.0
     q_cost_usd_per_mvarh: float = 0.0
     pf: float = 1.0
+    series_kw: np.ndarray | None = None
+
+
+@dataclass
+class LoadSeries:
+    """A network's own load profiles (SimBench): absolute power per load element at a fixed resolution.
+
+    Attributes:
+        p_kw: active power per load, shape (n_t, n_load) [kW] (already × ``load_scale``).
+        q_kvar: reactive power per load, same shape [kVAr].
+        bus: internal bus position of each load, shape (n_load,).
+        step_min: resolution [min] (SimBench: 15).
+        start_day: day of the profile year on which the run starts (1 = 1 January).
+    """
+
+    p_kw: np.ndarray
+    q_kvar: np.ndarray
+    bus: np.ndarray
+    step_min: float = 15.0
+    start_day: int = 1
 
 
 @dataclass
@@ -214,6 +253,8 @@ class Network:
     max_trafo_loading_percent: float = 100.0
     citation: str = ""
     profiles: dict[str, np.ndarray] = field(default_factory=lambda: dict(PROFILES))
+    series: LoadSeries | None = None
+    load_profile: str = "zonal"
 
     @property
     def n_bus(self) -> int:
@@ -242,9 +283,32 @@ class Network:
             return np.nonzero(loaded)[0]
         return np.nonzero(loaded & (self.zone == zone))[0]
 
+    def series_rows(self, t_h: np.ndarray, n_rows: int, step_min: float, start_day: int) -> np.ndarray:
+        """Rows of a year-long profile at the given times: ``t_h`` hours after midnight of day ``start_day``.
+
+        A step reads the profile value of the slot that contains its start (as the hourly profiles hold over
+        ``[h, h+1)``); past the end of the profile year the rows wrap to its beginning.
+        """
+        minutes = ((start_day - 1) * 24.0 + np.asarray(t_h, float)) * 60.0
+        return (np.floor(minutes / step_min + 1e-9).astype(np.int64)) % n_rows
+
     def load_kw(self, tod_h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Non-EV load per bus at the given times of day: (P [kW], Q [kVAr]), each shape (n_times, n_bus)."""
-        hour = (np.floor(np.asarray(tod_h, float)) % 24).astype(int)
+        """Non-EV load per bus at the given times: (P [kW], Q [kVAr]), each shape (n_times, n_bus).
+
+        ``tod_h`` is hours since midnight of the run's first day (the time of day on day one; hourly profiles
+        repeat every 24 h, a network's own year-long profiles — SimBench — run on through the year).
+        """
+        t_h = np.asarray(tod_h, float)
+        if self.series is not None and self.load_profile == "network":
+            s = self.series
+            rows = self.series_rows(t_h, len(s.p_kw), s.step_min, s.start_day)
+            p = np.zeros((rows.size, self.n_bus))
+            q = np.zeros((rows.size, self.n_bus))
+            for j, b in enumerate(s.bus):  # a bus may hold several loads
+                p[:, b] += s.p_kw[rows, j]
+                q[:, b] += s.q_kvar[rows, j]
+            return p, q
+        hour = (np.floor(t_h) % 24).astype(int)
         factor = np.ones((hour.size, self.n_bus))
         for z in np.unique(self.zone):
             cols = self.zone == z
@@ -252,20 +316,31 @@ class Network:
         return factor * self.base_p_kw, factor * self.base_q_kvar
 
     def renewable_kw(self, tod_h: np.ndarray) -> np.ndarray:
-        """Available output of each PV/wind DER at the given times: shape (n_times, n_renewables) [kW]."""
-        hour = (np.floor(np.asarray(tod_h, float)) % 24).astype(int)
-        ren = [d for d in self.ders if d.kind in ("pv", "wind")]
+        """Available output of each generation DER (`renewables`) at the given times: shape (n_times, n_units) [kW].
+
+        ``tod_h`` as in :meth:`load_kw`. A unit with its own year-long series (SimBench) follows it from the run's
+        ``profile_start_day``; the others follow their hourly profile × rating.
+        """
+        t_h = np.asarray(tod_h, float)
+        hour = (np.floor(t_h) % 24).astype(int)
+        ren = self.renewables
         if not ren:
             return np.zeros((hour.size, 0))
+        start_day = self.series.start_day if self.series is not None else 1
+        step_min = self.series.step_min if self.series is not None else 15.0
         rows = []
         for d in ren:
-            assert d.profile is not None, f"{d.kind} unit without a profile"  # builders give every PV/wind unit one
+            if d.series_kw is not None:
+                rows.append(d.series_kw[self.series_rows(t_h, len(d.series_kw), step_min, start_day)])
+                continue
+            assert d.profile is not None, f"{d.kind} unit without a profile"  # builders give every unit one
             rows.append(d.profile[hour] * d.p_max_kw)
         return np.stack(rows, axis=1)
 
     @property
     def renewables(self) -> list[DER]:
-        return [d for d in self.ders if d.kind in ("pv", "wind")]
+        """Non-dispatchable generation the DSO subtracts from the load: PV, wind and the network's other ``sgen``."""
+        return [d for d in self.ders if d.kind in GENERATION_KINDS]
 
     @property
     def dgs(self) -> list[DER]:
@@ -330,54 +405,91 @@ def build_network(
     case: str = "case33bw",
     *,
     file: str | Path = "",
-    load_profile: str = "zonal",
+    network_args: dict[str, Any] | None = None,
+    load_profile: str | None = None,
     load_scale: float = 1.0,
-    line_max_i_ka: float | None = 0.4,
+    line_max_i_ka: float | str | None = None,
     v_min_pu: float = 0.95,
     v_max_pu: float = 1.05,
     max_line_loading_percent: float = 100.0,
-    substation_mva: float = 8.0,
+    substation_mva: float | str | None = None,
     max_trafo_loading_percent: float = 100.0,
     dg_cost_scale: float = 1.0,
+    profile_start_day: int = 1,
 ) -> Network:
-    """Build one of the papers' networks (see module docstring).
+    """Build a network (see module docstring).
 
     Args:
-        case: ``case33bw``, ``case33bw-dr``, ``case33bw-dlmp``, ``case118`` or ``file``.
+        case: ``case33bw``, ``case33bw-dr``, ``case33bw-dlmp``, ``case118``, ``file``, ``pandapower:<name>`` or
+            ``simbench:<code>`` (`grids.sources`).
         file: network file when ``case = "file"`` (``.json``, ``.m``, ``.mat``; pickles need ``--trust-pickle``).
-        load_profile: ``"zonal"`` (R/C/I zones), ``"residential"`` (one residential curve) or ``"flat"``.
+        network_args: keyword arguments of a ``pandapower:<name>`` constructor (scalars).
+        load_profile: ``"zonal"`` (R/C/I zones), ``"residential"`` (one residential curve), ``"flat"`` or
+            ``"network"`` (the network's own year-long profiles: SimBench); None = ``"network"`` for SimBench,
+            ``"zonal"`` otherwise.
         load_scale: multiplies every base load.
-        line_max_i_ka: thermal rating given to every line [kA]; None keeps the network's own.
+        line_max_i_ka: thermal rating given to every line [kA]; ``"network"`` keeps the network's own; None = the
+            case's default (0.4 kA for the shipped case33bw cases, the network's own otherwise).
         v_min_pu: lower voltage limit [pu].
         v_max_pu: upper voltage limit [pu].
         max_line_loading_percent: line loading limit [%].
-        substation_mva: rating of the T–D interface [MVA].
+        substation_mva: rating of the T–D interface [MVA]; ``"network"`` = none beyond the transformers' own
+            (infinite); None = the case's default (8 MVA for the shipped case33bw cases, ``"network"`` otherwise).
         max_trafo_loading_percent: transformer loading limit [%] (recorded and enforced like line loading).
         dg_cost_scale: multiplies the DG cost coefficients A, B and C (sensitivity studies, `002_…` §3.2).
+        profile_start_day: day of the profile year (1–366) on which the run starts (SimBench profiles).
+
+    Raises:
+        NetworkError: one line naming the field, the value and what is allowed.
     """
     import pandapower.networks as pn
 
+    from grids.sources import SHIPPED_CASES, SourceError, check_case, load_source
+
+    try:
+        check_case(case)
+    except SourceError as err:
+        raise NetworkError(str(err)) from None
+    shipped33 = case in ("case33bw", "case33bw-dr", "case33bw-dlmp")
+    if network_args and case in SHIPPED_CASES:
+        raise NetworkError(
+            f"grid.network_args: {sorted(network_args)} given but grid.case = '{case}' takes no arguments; "
+            "allowed only with grid.case = 'pandapower:<name>'"
+        )
     citation = ""
-    if case.startswith("case33bw"):
+    source = None
+    if shipped33:
         net = pn.case33bw()
         citation = "M. E. Baran, F. F. Wu, 'Network reconfiguration in distribution systems for loss reduction "
         citation += "and load balancing', IEEE Trans. Power Delivery 4(2), 1989"
     elif case == "case118":
         net = pn.case118()
         citation = "IEEE 118-bus test system (pandapower case118, from MATPOWER)"
-    elif case == "file":
-        from grids.netfile import NetworkFileError, load_network_file
-
-        try:
-            net = load_network_file(file)
-        except NetworkFileError as err:
-            raise NetworkError(str(err)) from None
-        citation = f"network file {Path(file).name}"
     else:
-        raise NetworkError(f"grid.case: unknown '{case}'; allowed: case33bw, case33bw-dr, case33bw-dlmp, case118, file")
+        try:
+            source = load_source(case, file=file, network_args=network_args)
+        except SourceError as err:
+            raise NetworkError(str(err)) from None
+        net, citation = source.net, source.citation
 
-    if line_max_i_ka is not None and len(net.line):
-        net.line["max_i_ka"] = float(line_max_i_ka)
+    _apply_line_rating(net, CASE33_LINE_MAX_I_KA if (line_max_i_ka is None and shipped33) else line_max_i_ka)
+    if substation_mva is None:
+        substation_mva = CASE33_SUBSTATION_MVA if shipped33 else "network"
+    if substation_mva == "network":
+        substation_mva = float("inf")  # no interface limit beyond the transformers' own
+    elif isinstance(substation_mva, str) or not float(substation_mva) > 0:
+        raise NetworkError(f"grid.substation_mva: {substation_mva!r}; allowed: a number > 0 [MVA] or 'network'")
+    if not 1 <= int(profile_start_day) <= 366:
+        raise NetworkError(f"grid.profile_start_day: {profile_start_day}; allowed: a day of the year 1-366")
+    has_series = source is not None and source.load_p_mw is not None
+    if load_profile is None:
+        load_profile = "network" if has_series else "zonal"
+    if load_profile == "network" and not has_series:
+        raise NetworkError(
+            f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code>); "
+            f"'{case}' has none; allowed: zonal, residential, flat"
+        )
+    _warn_unmodelled(net, case)
 
     n_bus = len(net.bus)
     pos = {b: i for i, b in enumerate(net.bus.index)}
@@ -386,6 +498,18 @@ def build_network(
     loads = net.load[net.load.in_service]
     np.add.at(base_p, [pos[b] for b in loads.bus], (loads.p_mw * loads.scaling).to_numpy() * 1000 * load_scale)
     np.add.at(base_q, [pos[b] for b in loads.bus], (loads.q_mvar * loads.scaling).to_numpy() * 1000 * load_scale)
+    series = None
+    if has_series:
+        assert source is not None and source.load_p_mw is not None and source.load_q_mvar is not None
+        ld = net.load.loc[source.load_index]
+        scale = ld.scaling.to_numpy(float) * 1000.0 * load_scale
+        series = LoadSeries(
+            p_kw=source.load_p_mw * scale,
+            q_kvar=source.load_q_mvar * scale,
+            bus=np.array([pos[b] for b in ld.bus], int),
+            step_min=source.step_min,
+            start_day=int(profile_start_day),
+        )
 
     zone = np.full(n_bus, "residential", dtype=object)
     if load_profile == "flat":
@@ -426,10 +550,11 @@ def build_network(
         ders += [DER("PV15", "pv", pos[_paper_bus(net, 15)], 500.0, profile=PV_PROFILE)]
         ders += [DER(f"WT7-{k}", "wind", pos[_paper_bus(net, 7)], 500.0, profile=WIND_PROFILE) for k in range(1, 4)]
 
+    ders += _sgen_units(net, pos, source)
     for d in ders:
         if d.kind == "dg":
             d.cost_a, d.cost_b, d.cost_c = (c * dg_cost_scale for c in (d.cost_a, d.cost_b, d.cost_c))
-    # The simulation supplies every load through the power-flow arrays; the net keeps its loads as the record.
+    # The simulation supplies every load and sgen through the power-flow arrays; the net keeps them as the record.
     return Network(
         name=case,
         net=net,
@@ -440,7 +565,86 @@ def build_network(
         v_min_pu=v_min_pu,
         v_max_pu=v_max_pu,
         max_line_loading_percent=max_line_loading_percent,
-        substation_mva=substation_mva,
+        substation_mva=float(substation_mva),
         max_trafo_loading_percent=max_trafo_loading_percent,
         citation=citation,
+        series=series,
+        load_profile=load_profile,
     )
+
+
+# Placeholder ratings: pandapower writes 99999 kA where a case gives none (Baran & Wu, MATPOWER rateA = 0 in some).
+_PLACEHOLDER_KA = 9999.0
+
+
+def _apply_line_rating(net: Any, line_max_i_ka: float | str | None) -> None:
+    """Give every line ``line_max_i_ka`` [kA], or keep the network's own (``"network"``/None); warn on placeholders."""
+    if line_max_i_ka is None or line_max_i_ka == "network":
+        live = net.line[net.line.in_service.astype(bool)] if len(net.line) else net.line
+        n_fake = int((live.max_i_ka >= _PLACEHOLDER_KA).sum()) if len(live) else 0
+        if n_fake:
+            warnings.warn(
+                f"grid.line_max_i_ka: {n_fake} of {len(live)} lines keep a placeholder rating >= {_PLACEHOLDER_KA:g} "
+                "kA (the network gives none), so their loading is near 0 %; set grid.line_max_i_ka to a number",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return
+    if isinstance(line_max_i_ka, str) or not float(line_max_i_ka) > 0:
+        raise NetworkError(f"grid.line_max_i_ka: {line_max_i_ka!r}; allowed: a number > 0 [kA] or 'network'")
+    if len(net.line):
+        net.line["max_i_ka"] = float(line_max_i_ka)
+
+
+def _warn_unmodelled(net: Any, case: str) -> None:
+    """Say which elements of the network the simulation does not model (never drop them silently)."""
+    notes = []
+    for table in ("storage", "asymmetric_load", "asymmetric_sgen", "motor", "dcline", "ssc", "svc", "tcsc", "vsc"):
+        df = getattr(net, table, None) if table in net else None
+        n = int(df.in_service.astype(bool).sum()) if df is not None and len(df) and "in_service" in df else 0
+        if n:
+            notes.append(f"{n} {table}")
+    if len(net.sgen):
+        live = net.sgen[net.sgen.in_service.astype(bool)]
+        if (live.q_mvar.abs() > 1e-9).any():
+            notes.append("the reactive output of sgen (their P is kept)")
+        if (live.p_mw < 0).any():
+            notes.append(f"{int((live.p_mw < 0).sum())} sgen with negative p_mw")
+    if notes:
+        warnings.warn(
+            f"grid.case '{case}': not modelled (the power flow leaves them out): {', '.join(notes)}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def sgen_kind(sgen_type: Any) -> str:
+    """``pv``, ``wind`` or ``other`` from a pandapower/SimBench sgen ``type`` (PV, PV_MV, WP, WT, Wind_MV, ...)."""
+    t = str(sgen_type or "").strip().lower()
+    if "pv" in t or "solar" in t or "photovolt" in t:
+        return "pv"
+    if "wind" in t or t.startswith(("wp", "wt", "wka")):
+        return "wind"
+    return "other"
+
+
+def _sgen_units(net: Any, pos: dict[Any, int], source: Any) -> list[DER]:
+    """Every in-service sgen with p_mw >= 0 as a generation DER (see module docstring for its profile)."""
+    if not len(net.sgen):
+        return []
+    own = {}
+    if source is not None and source.sgen_p_mw is not None and source.sgen_index is not None:
+        own = {int(i): source.sgen_p_mw[:, j] for j, i in enumerate(source.sgen_index)}
+    units = []
+    for idx, row in net.sgen.iterrows():
+        if not bool(row.in_service) or not float(row.p_mw) >= 0:
+            continue
+        scaling = float(row.scaling) if "scaling" in row and np.isfinite(row.scaling) else 1.0
+        kind = sgen_kind(row.get("type"))
+        p_kw = float(row.p_mw) * scaling * 1000.0
+        series = own[int(idx)] * scaling * 1000.0 if int(idx) in own else None
+        profile = PV_PROFILE if kind == "pv" else WIND_PROFILE if kind == "wind" else np.ones(24)
+        rating = max(p_kw, float(series.max())) if series is not None and len(series) else p_kw
+        name = str(row.get("name")) if row.get("name") not in (None, "") and row.get("name") == row.get("name") else ""
+        units.append(DER(name or f"sgen{idx}", kind, pos[row.bus], rating, profile=profile, series_kw=series))
+    return units

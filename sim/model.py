@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import mesa
 import numpy as np
@@ -36,6 +36,7 @@ from agents.detection import ReportMonitor
 from agents.dso import DSO
 from agents.ev import EV, Station, wait_min
 from agents.fleet import PLUGGED, build_stations, generate_fleet
+from grids.dispatch import with_gen_dispatch
 from grids.network import Network, build_network
 from grids.powerflow import FastPowerFlow, PandapowerPowerFlow, PowerFlowResult, make_engine
 from markets.base import EVFlex
@@ -102,6 +103,7 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
     network = build_network(
         g.case,
         file=g.file,
+        network_args=g.network_args,
         load_profile=g.load_profile,
         load_scale=g.load_scale,
         line_max_i_ka=g.line_max_i_ka,
@@ -111,10 +113,13 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         substation_mva=g.substation_mva,
         max_trafo_loading_percent=g.max_trafo_loading_percent,
         dg_cost_scale=g.dg_cost_scale,
+        profile_start_day=g.profile_start_day,
     )
     engine = make_engine(network.net, g.engine)
     if g.curtailment:
         network.sensitivity_r(engine)  # from the fast engine's admittance matrix (compiled afresh for "pandapower")
+    # the network's own generators follow the demand (grids.dispatch); a duck-typed wrapper of the same interface
+    engine = cast(FastPowerFlow | PandapowerPowerFlow, with_gen_dispatch(engine, network.net, g.gen_dispatch))
     return network, engine
 
 
@@ -166,8 +171,9 @@ class CoSimulation(mesa.Model):
         # exogenous profiles per step
         self.t_min = np.arange(self.n_steps) * self.dt_min
         self.tod_h = (t.start_h + self.t_min / 60.0) % 24.0
-        self.base_p_kw, self.base_q_kvar = net.load_kw(self.tod_h)
-        self.renewable_kw = net.renewable_kw(self.tod_h)
+        t_h = t.start_h + self.t_min / 60.0  # hours since midnight of day one: year-long profiles run on
+        self.base_p_kw, self.base_q_kvar = net.load_kw(t_h)
+        self.renewable_kw = net.renewable_kw(t_h)
         base_total = self.base_p_kw.sum(axis=1)
 
         mech = scenario.market.build(seed=self.streams["solver"])

@@ -76,34 +76,82 @@ class VoltVarSpec(_Model):
 
 
 class GridSpec(_Model):
-    """The network, its load profile, its limits and the power-flow engine."""
+    """The network, its load profile, its limits and the power-flow engine (sources and ratings: docs/grids.md)."""
 
-    case: Literal["case33bw", "case33bw-dr", "case33bw-dlmp", "case118", "file"] = "case33bw"
+    case: str = Field(
+        "case33bw",
+        description="case33bw, case33bw-dr, case33bw-dlmp, case118, file, pandapower:<name> or simbench:<code>",
+    )
     file: str = Field(
         "",
         description="network file when case = 'file': pandapower .json or MATPOWER .m/.mat "
         "(pickles only with the command-line opt-in --trust-pickle)",
     )
+    network_args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments (scalars) of a pandapower:<name> constructor"
+    )
     bus_numbering: Literal["paper", "pandapower"] = "paper"
-    load_profile: Literal["zonal", "flat", "residential"] = "zonal"
+    load_profile: Literal["zonal", "flat", "residential", "network"] | None = Field(
+        None, description="omitted: 'network' (own profiles) for simbench:<code>, 'zonal' otherwise"
+    )
+    profile_start_day: int = Field(
+        1, ge=1, le=366, description="day of the profile year (1 = 1 January) the run starts on (SimBench profiles)"
+    )
     load_scale: float = Field(1.0, gt=0, le=10)
     v_min_pu: float = Field(0.95, gt=0.5, lt=1.0)
     v_max_pu: float = Field(1.05, gt=1.0, lt=1.5)
-    line_max_i_ka: float | None = Field(
-        0.4, gt=0, description="thermal rating of every line [kA]; None keeps the file's"
+    line_max_i_ka: float | str | None = Field(
+        None,
+        description="thermal rating of every line [kA]; 'network' keeps the network's; omitted: 0.4 on the "
+        "case33bw cases, the network's own otherwise",
     )
     max_line_loading_percent: float = Field(100.0, gt=0, le=500)
     max_trafo_loading_percent: float = Field(100.0, gt=0, le=500, description="transformer loading limit [%]")
-    substation_mva: float = Field(8.0, gt=0)
+    substation_mva: float | str | None = Field(
+        None,
+        description="T-D interface rating [MVA]; 'network' = none beyond the transformers' own; omitted: 8 on the "
+        "case33bw cases, 'network' otherwise",
+    )
+    gen_dispatch: Literal["load-following", "fixed"] = Field(
+        "load-following", description="the network's own generators (net.gen) follow the demand, or stay fixed"
+    )
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
     engine: Literal["fast", "pandapower"] = "fast"
     curtailment: bool = True
     volt_var: VoltVarSpec = VoltVarSpec()
 
+    @field_validator("case")
+    @classmethod
+    def _known_case(cls, v: str) -> str:
+        from grids.sources import SourceError, check_case
+
+        try:
+            check_case(v)
+        except SourceError as err:
+            raise ValueError(str(err).removeprefix("grid.case: ")) from None
+        return v
+
+    @field_validator("line_max_i_ka", "substation_mva")
+    @classmethod
+    def _rating(cls, v: float | str | None, info: Any) -> float | str | None:
+        if v is None or v == "network":
+            return v
+        if isinstance(v, str) or not (math.isfinite(v) and v > 0):
+            unit = "kA" if info.field_name == "line_max_i_ka" else "MVA"
+            raise ValueError(f"allowed: a number > 0 [{unit}], 'network' (the network's own) or omitted")
+        return float(v)
+
     @model_validator(mode="after")
     def _file_given(self) -> GridSpec:
         if self.case == "file" and not self.file:
             raise ValueError("grid.file: required when grid.case = 'file'")
+        if self.network_args:
+            from grids.sources import SourceError, check_network_args
+
+            try:
+                check_network_args(self.case, self.network_args)
+            except SourceError as err:
+                raise ValueError(str(err)) from None
         return self
 
 
