@@ -11,8 +11,11 @@ code. Formats:
   numpy scalar types, builtins tuple/set/frozenset/complex). As a second guard, the number of ``_module`` tags we
   found must equal the number of ``_module`` substrings in the raw text (an object we could not see is refused).
   Only then is the same text handed to pandapower.
-* ``.m`` / ``.mat`` — MATPOWER case files through `pandapower.converter.from_mpc` (``.mat`` via `scipy.io.loadmat`,
-  ``.m`` parsed as text by `matpowercaseframes`; neither evaluates the file).
+* ``.mat`` — MATPOWER case files through `pandapower.converter.from_mpc` (`scipy.io.loadmat`, no code runs).
+* ``.m`` — MATPOWER version-2 case files, read by our own text parser (`read_matpower_m`: plain
+  ``mpc.<field> = <number | 'text' | [matrix]>;`` assignments, nothing evaluated; any other statement on ``mpc``
+  is refused, never ignored) and converted by `pandapower.converter.from_ppc`. (pandapower's own ``.m`` route needs
+  the package `matpowercaseframes`, which is not installed.)
 * ``.p`` / ``.pkl`` / ``.pickle`` — pickles execute code by design. They load only when the user opts in on the
   command line (``--trust-pickle``, which sets ``EVGRID_TRUST_PICKLE=1`` for this process and its workers), with a
   warning. A scenario file cannot opt in: the scenario is exactly the untrusted input.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,18 +155,18 @@ def load_network_file(file: str | Path, *, trust_pickle: bool | None = None, whe
         except Exception as err:  # pandapower raises many types for a bad file
             raise NetworkFileError(f"{where}: cannot read '{file}' as a pandapower network ({err})") from None
     elif suffix in MATPOWER_SUFFIXES:
-        from pandapower.converter.matpower import from_mpc
-
-        if suffix == ".m":
-            try:
-                import matpowercaseframes  # noqa: F401
-            except ImportError:
-                raise NetworkFileError(
-                    f"{where}: reading MATPOWER '.m' files needs the package matpowercaseframes "
-                    "(pip install matpowercaseframes), or save the case as .mat"
-                ) from None
         try:
-            net = from_mpc(str(path), f_hz=50)
+            if suffix == ".m":
+                from pandapower.converter.pypower import from_ppc
+
+                ppc = read_matpower_m(path, where=where)
+                net = from_ppc(ppc, f_hz=50)
+            else:
+                from pandapower.converter.matpower import from_mpc
+
+                net = from_mpc(str(path), f_hz=50)
+        except NetworkFileError:
+            raise
         except Exception as err:  # the converter raises many types for a bad file
             raise NetworkFileError(f"{where}: cannot read '{file}' as a MATPOWER case ({err})") from None
     elif suffix in PICKLE_SUFFIXES:
@@ -185,6 +189,74 @@ def load_network_file(file: str | Path, *, trust_pickle: bool | None = None, whe
         )
     check_net(net, f"{where} '{file}'")
     return net
+
+
+_M_ASSIGN = re.compile(r"mpc\.(\w+)\s*=\s*(\[[^\]]*\]|\{[^}]*\}|[^;]+?)\s*;", re.S)
+_M_FUNCTION = re.compile(r"^\s*function\s+mpc\s*=\s*\w+\s*$", re.M)
+_M_FIELDS = ("bus", "gen", "branch", "gencost")
+
+
+def read_matpower_m(path: str | Path, where: str = "grid.file") -> dict[str, Any]:
+    """Read a MATPOWER version-2 ``.m`` case file as a PYPOWER case dict without evaluating anything.
+
+    Accepted: ``function mpc = name``, ``%`` comments and assignments ``mpc.<field> = <number>;``,
+    ``mpc.<field> = 'text';`` and ``mpc.<field> = [ rows ];`` (entries separated by blanks or commas, rows by ``;``
+    or line breaks; ``Inf``/``NaN`` allowed); cell arrays (``{...}``, e.g. ``bus_name``) are skipped. ``bus``,
+    ``gen``, ``branch`` and ``baseMVA`` are required. Any other statement touching ``mpc`` (indexing such as
+    ``mpc.branch(:, 6) = 0``, function calls) is refused: a case that changes itself cannot be read by a parser.
+
+    Raises:
+        NetworkFileError: one line naming the file and what is wrong.
+    """
+    import numpy as np
+
+    name = Path(path).name
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as err:
+        raise NetworkFileError(f"{where}: cannot read '{name}' as text ({err})") from None
+    # drop comments (MATPOWER cases quote text only in cell arrays and the version string, never with a '%')
+    body = "\n".join(line.split("%", 1)[0] for line in text.splitlines())
+    out: dict[str, Any] = {}
+    rest = body
+    for m in reversed(list(_M_ASSIGN.finditer(body))):
+        rest = rest[: m.start()] + rest[m.end() :]
+        key, raw = m.group(1), m.group(2).strip()
+        if raw.startswith("{"):
+            continue
+        if raw.startswith("["):
+            rows = [r for r in re.split(r"[;\n]", raw[1:-1]) if r.strip()]
+            try:
+                data = [[float(x) for x in re.split(r"[\s,]+", r.strip()) if x] for r in rows]
+            except ValueError as err:
+                raise NetworkFileError(f"{where}: '{name}': mpc.{key} holds a non-numeric entry ({err})") from None
+            if len({len(r) for r in data}) > 1:
+                raise NetworkFileError(f"{where}: '{name}': mpc.{key} has rows of different lengths")
+            out[key] = np.array(data, dtype=float)
+        elif raw[:1] in ("'", '"'):
+            out[key] = raw.strip("'\"")
+        else:
+            try:
+                out[key] = float(raw)
+            except ValueError:
+                raise NetworkFileError(
+                    f"{where}: '{name}': mpc.{key} = {raw[:40]!r} is not a number, text or matrix; only plain "
+                    "MATPOWER case files can be read"
+                ) from None
+    stray = re.search(r"\bmpc\b[^\n]*", _M_FUNCTION.sub("", rest))
+    if stray:
+        raise NetworkFileError(
+            f"{where}: '{name}': statement {stray.group(0).strip()[:60]!r} is not a plain assignment; only plain "
+            "MATPOWER case files (mpc.<field> = value;) can be read"
+        )
+    missing = [k for k in ("baseMVA", "bus", "gen", "branch") if k not in out]
+    if missing:
+        raise NetworkFileError(f"{where}: '{name}': not a MATPOWER case (missing mpc.{', mpc.'.join(missing)})")
+    ppc: dict[str, Any] = {"version": str(out.get("version", "2")), "baseMVA": float(out["baseMVA"])}
+    for k in _M_FIELDS:
+        if k in out:
+            ppc[k] = out[k]
+    return ppc
 
 
 def check_net(net: Any, where: str) -> None:

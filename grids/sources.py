@@ -133,7 +133,9 @@ def check_case(case: str) -> None:
         code = case[len(SIMBENCH_PREFIX) :]
         codes = simbench_codes()
         if code not in codes:
-            near = [c for c in codes if c.split("-")[:3] == code.split("-")[:3]][:6] or codes[24:30]
+            level = code.split("-")[:2]  # e.g. ["1", "LV"]: show the grids of that voltage level, scenario 0
+            near = [c for c in codes if c.split("-")[:2] == level and c.endswith("-0-sw")][:8]
+            near = near or [c for c in codes if c.endswith("--0-sw")][:8]
             raise SourceError(
                 f"grid.case: unknown SimBench code '{code}'; allowed: one of simbench.collect_all_simbench_codes() "
                 f"({len(codes)} codes, e.g. {', '.join(near)})"

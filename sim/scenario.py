@@ -145,6 +145,11 @@ class GridSpec(_Model):
     def _file_given(self) -> GridSpec:
         if self.case == "file" and not self.file:
             raise ValueError("grid.file: required when grid.case = 'file'")
+        if self.load_profile == "network" and not self.case.startswith("simbench:"):
+            raise ValueError(
+                f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code>), "
+                f"not '{self.case}'; allowed: zonal, residential, flat"
+            )
         if self.network_args:
             from grids.sources import SourceError, check_network_args
 
