@@ -221,6 +221,12 @@ def _simbench(code: str) -> Source:
 
     net = sb.get_simbench_net(code)
     prof = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    # SimBench leaves "controllable" NaN where unset; pandapower's OPF needs booleans: its defaults are a free slack
+    # (ext_grid True) and fixed injections (False)
+    for element in ("ext_grid", "gen", "sgen", "load", "storage"):
+        if element in net and len(net[element]) and "controllable" in net[element]:
+            col = net[element]["controllable"]
+            net[element]["controllable"] = col.astype(object).where(col.notna(), element == "ext_grid").astype(bool)
 
     def table(element: str, column: str, index: np.ndarray) -> np.ndarray:
         df = prof.get((element, column))
