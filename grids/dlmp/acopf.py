@@ -110,9 +110,8 @@ def _opf_net(network: Network, inp: DlmpInputs) -> tuple[Any, _OpfElements]:
     if len(net.trafo):
         net.trafo["max_loading_percent"] = float(network.max_line_loading_percent)
     s_sub = float(network.substation_mva)
-    if np.isfinite(
-        s_sub
-    ):  # inf = substation_mva "network": the ext_grid keeps the file's own limits (OPF needs finite)
+    # inf = substation_mva "network": the ext_grid keeps the file's own limits (pandapower's OPF needs finite bounds)
+    if np.isfinite(s_sub):
         net.ext_grid["min_p_mw"], net.ext_grid["max_p_mw"] = -s_sub, s_sub
         net.ext_grid["min_q_mvar"], net.ext_grid["max_q_mvar"] = -s_sub, s_sub
     eg_cost = [pp.create_poly_cost(net, int(e), "ext_grid", cp1_eur_per_mw=0.0) for e in net.ext_grid.index]
