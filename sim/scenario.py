@@ -150,6 +150,11 @@ class GridSpec(_Model):
                 f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code>), "
                 f"not '{self.case}'; allowed: zonal, residential, flat"
             )
+        if self.profile_start_day != 1 and not self.case.startswith("simbench:"):
+            raise ValueError(
+                f"grid.profile_start_day: {self.profile_start_day} has no effect on '{self.case}' (daily profiles); "
+                "allowed: only with grid.case = 'simbench:<code>' (year-long profiles), else leave it out"
+            )
         if self.network_args:
             from grids.sources import SourceError, check_network_args
 

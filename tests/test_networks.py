@@ -203,6 +203,7 @@ def test_case118_generators_follow_the_demand() -> None:
         ("grid.substation_mva='big'", "grid.substation_mva: allowed: a number > 0"),
         ("grid.load_profile='network'", "grid.load_profile: 'network' needs"),
         ("grid.profile_start_day=367", "grid.profile_start_day"),
+        ("grid.profile_start_day=100", "grid.profile_start_day: 100 has no effect on 'case33bw'"),
     ],
 )
 def test_bad_sources_are_one_line_errors(override: str, needle: str) -> None:
