@@ -610,9 +610,12 @@ def _warn_unmodelled(net: Any, case: str) -> None:
             notes.append("the reactive output of sgen (their P is kept)")
         if (live.p_mw < 0).any():
             notes.append(f"{int((live.p_mw < 0).sum())} sgen with negative p_mw")
+        off = int(((live.p_mw > 0) & (live.scaling == 0)).sum())
+        if off:  # e.g. mv_oberrhein(scenario="load"): the study case scales generation to 0
+            notes.append(f"the output of {off} sgen with scaling 0 (their p_mw x scaling is 0)")
     if notes:
         warnings.warn(
-            f"grid.case '{case}': not modelled (the power flow leaves them out): {', '.join(notes)}",
+            f"grid.case '{case}': left out of the power flow or without output: {', '.join(notes)}",
             RuntimeWarning,
             stacklevel=3,
         )
