@@ -189,6 +189,10 @@ def test_case118_generators_follow_the_demand() -> None:
     # energy balance of the dispatched snapshot: slack = load − generation + losses
     gen_mw = follow.gen_p_mw(p[0] / 1e3).sum()
     assert night.ext_grid_p_mw == pytest.approx(p[0].sum() / 1e3 - gen_mw + night.losses_mw, abs=1e-6)
+    # the reference engine dispatches alike
+    ref = with_gen_dispatch(make_engine(nw.net, "pandapower"), nw.net, "load-following").solve(p[0] / 1e3, q[0] / 1e3)
+    assert ref.ext_grid_p_mw == pytest.approx(night.ext_grid_p_mw, abs=1e-6)
+    np.testing.assert_allclose(ref.vm_pu, night.vm_pu, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ validation
