@@ -486,8 +486,13 @@ def build_network(
         load_profile = "network" if has_series else "zonal"
     if load_profile == "network" and not has_series:
         raise NetworkError(
-            f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code>); "
-            f"'{case}' has none; allowed: zonal, residential, flat"
+            f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code> or a file "
+            f"saved from one); '{case}' has none; allowed: zonal, residential, flat"
+        )
+    if int(profile_start_day) != 1 and not has_series:
+        raise NetworkError(
+            f"grid.profile_start_day: {profile_start_day} has no effect on '{case}' (no year-long profiles); "
+            "allowed: only with a network that has them (simbench:<code> or a file saved from one)"
         )
     _warn_unmodelled(net, case)
 

@@ -198,7 +198,7 @@ def load_source(case: str, *, file: str | Path = "", network_args: dict[str, Any
             net = load_network_file(file)
         except NetworkFileError as err:
             raise SourceError(str(err)) from None
-        return Source(net, f"network file {Path(file).name}")
+        return with_profiles(net, f"network file {Path(file).name}")  # a saved SimBench net keeps its profiles
     if case.startswith(PANDAPOWER_PREFIX):
         import pandapower.networks as pn
 
@@ -220,13 +220,50 @@ def _simbench(code: str) -> Source:
     import simbench as sb
 
     net = sb.get_simbench_net(code)
-    prof = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
     # SimBench leaves "controllable" NaN where unset; pandapower's OPF needs booleans: its defaults are a free slack
     # (ext_grid True) and fixed injections (False)
     for element in ("ext_grid", "gen", "sgen", "load", "storage"):
         if element in net and len(net[element]) and "controllable" in net[element]:
             col = net[element]["controllable"]
             net[element]["controllable"] = col.astype(object).where(col.notna(), element == "ext_grid").astype(bool)
+    source = with_profiles(
+        net, f"SimBench {code} (simbench {sb.__version__}; Meinecke et al., Energies 13(12) 3290, 2020)"
+    )
+    if source.load_p_mw is None:
+        raise SourceError(f"grid.case: SimBench {code} has no element profiles")
+    return source
+
+
+def has_simbench_profiles(net: Any) -> bool:
+    """True if the net carries SimBench-style profiles (``net.profiles["load"]`` and a ``load.profile`` column)."""
+    profiles = getattr(net, "profiles", None) if "profiles" in net else None
+    return (
+        isinstance(profiles, dict)
+        and len(profiles.get("load", ())) > 0
+        and "profile" in net.load
+        and bool(net.load.profile.notna().any())
+    )
+
+
+def with_profiles(net: Any, citation: str) -> Source:
+    """A `Source` of ``net`` with its SimBench-style element profiles (absolute, 15 min), if it carries them.
+
+    Used for ``simbench:<code>`` and for a network file saved from a SimBench net (pandapower JSON keeps
+    ``net.profiles``). A net without such profiles comes back without series.
+
+    Raises:
+        SourceError: the profiles are there but incomplete (an element without a finite profile).
+    """
+    if not has_simbench_profiles(net):
+        return Source(net, citation)
+    import simbench as sb
+
+    try:
+        prof = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    except Exception as err:  # a hand-edited file may carry profiles simbench cannot read
+        raise SourceError(
+            f"grid.case: {citation}: its element profiles cannot be read ({type(err).__name__}: {err})"
+        ) from None
 
     def table(element: str, column: str, index: np.ndarray) -> np.ndarray:
         df = prof.get((element, column))
@@ -240,15 +277,9 @@ def _simbench(code: str) -> Source:
     lq = table("load", "q_mvar", load_idx)
     sp = table("sgen", "p_mw", sgen_idx)
     n_t = max(len(lp), len(sp))
+    if n_t == 0:
+        return Source(net, citation)
     for name, a in (("load p_mw", lp), ("load q_mvar", lq), ("sgen p_mw", sp)):
         if a.shape[1] and (len(a) != n_t or not np.all(np.isfinite(a))):
-            raise SourceError(f"grid.case: SimBench {code}: {name} profile missing or not finite for some element")
-    return Source(
-        net,
-        f"SimBench {code} (simbench {sb.__version__}; Meinecke et al., Energies 13(12) 3290, 2020)",
-        load_p_mw=lp,
-        load_q_mvar=lq,
-        sgen_p_mw=sp,
-        load_index=load_idx,
-        sgen_index=sgen_idx,
-    )
+            raise SourceError(f"grid.case: {citation}: {name} profile missing or not finite for some element")
+    return Source(net, citation, load_p_mw=lp, load_q_mvar=lq, sgen_p_mw=sp, load_index=load_idx, sgen_index=sgen_idx)

@@ -145,12 +145,12 @@ class GridSpec(_Model):
     def _file_given(self) -> GridSpec:
         if self.case == "file" and not self.file:
             raise ValueError("grid.file: required when grid.case = 'file'")
-        if self.load_profile == "network" and not self.case.startswith("simbench:"):
+        if self.load_profile == "network" and not self.case.startswith("simbench:") and self.case != "file":
             raise ValueError(
                 f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code>), "
                 f"not '{self.case}'; allowed: zonal, residential, flat"
             )
-        if self.profile_start_day != 1 and not self.case.startswith("simbench:"):
+        if self.profile_start_day != 1 and not self.case.startswith("simbench:") and self.case != "file":
             raise ValueError(
                 f"grid.profile_start_day: {self.profile_start_day} has no effect on '{self.case}' (daily profiles); "
                 "allowed: only with grid.case = 'simbench:<code>' (year-long profiles), else leave it out"

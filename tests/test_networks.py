@@ -103,7 +103,7 @@ def sb_lv():
 def test_simbench_lv_follows_its_own_profiles(sb_lv) -> None:
     import simbench as sb
 
-    net = sb.get_simbench_net(LV.split(":", 1)[1])
+    net = sb_lv.net  # the SimBench net as built, with its profile tables
     prof = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
     row = (172 - 1) * 96 + 13 * 4  # 21 June (day 172), 13:00
     t_h = np.array([13.0, 13.0 + 24.0 * 365])  # 13:00, and 365 days later (the profile year 2016 has 366)
@@ -117,7 +117,19 @@ def test_simbench_lv_follows_its_own_profiles(sb_lv) -> None:
     assert ren[0].sum() == pytest.approx(prof[("sgen", "p_mw")].iloc[row].sum() * 1e3) and ren[0].sum() > 0
     np.testing.assert_allclose(ren[1], prof[("sgen", "p_mw")].iloc[(row + 365 * 96) % 35136].to_numpy() * 1e3)
     assert sb_lv.load_profile == "network"
-    assert (sb_lv.net.line.max_i_ka.to_numpy() == net.line.max_i_ka.to_numpy()).all()
+    line = sb_lv.net.line  # ratings kept: each line's rating is its standard type's (0.27 kA), not 0.4
+    assert [net.std_types["line"][t]["max_i_ka"] for t in line.std_type] == line.max_i_ka.tolist()
+
+
+def test_a_saved_simbench_net_keeps_its_profiles(sb_lv, tmp_path: Path) -> None:
+    f = tmp_path / "lv.json"
+    pp.to_json(sb_lv.net, str(f))
+    nw = build_network("file", file=str(f), profile_start_day=172)
+    t_h = np.arange(0.0, 48.0, 0.25)
+    assert nw.load_profile == "network"
+    for a, b in zip(nw.load_kw(t_h), sb_lv.load_kw(t_h), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(nw.renewable_kw(t_h), sb_lv.renewable_kw(t_h))
 
 
 @pytest.mark.slow
