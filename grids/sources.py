@@ -83,7 +83,7 @@ class Source:
     Attributes:
         net: the pandapower net.
         citation: where it comes from (printed with the results).
-        load_p_mw: SimBench profiles only: active power per in-service load, shape (n_t, n_load) [MW] (absolute, 15 min).
+        load_p_mw: SimBench profiles only: power per in-service load, shape (n_t, n_load) [MW] (absolute, 15 min).
         load_q_mvar: SimBench only: reactive power per load, same shape [MVAr].
         sgen_p_mw: SimBench profiles only: active power per static generator, shape (n_t, n_sgen) [MW].
         load_index: pandapower indices of the loads (columns of ``load_p_mw``).
