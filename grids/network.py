@@ -387,13 +387,10 @@ def build_network(
     np.add.at(base_p, [pos[b] for b in loads.bus], (loads.p_mw * loads.scaling).to_numpy() * 1000 * load_scale)
     np.add.at(base_q, [pos[b] for b in loads.bus], (loads.q_mvar * loads.scaling).to_numpy() * 1000 * load_scale)
 
-    zone = np.full(n_bus, "residential", dtype=object)
-    if load_profile == "flat":
-        zone[:] = "flat"
-    elif load_profile == "zonal" and case.startswith("case33bw"):
-        for z, buses in ZONES_33.items():
-            for b in buses:
-                zone[pos[_paper_bus(net, b)]] = z
+    # zonal: the papers' zones on the 33-bus feeder, else derived from the file's loads (grids/zones.py)
+    from grids.zones import derive_zones
+
+    zone = derive_zones(net, case).zone.astype(object) if load_profile == "zonal" else np.full(n_bus, load_profile)
 
     ders: list[DER] = []
     if case == "case33bw-dr":
