@@ -71,11 +71,12 @@ def _file_scenario(path: str, extra: list[str] | None = None) -> Any:
 
 def test_pandapower_indices_are_the_default_and_paper_only_for_paper_cases(nets: dict[str, str]) -> None:
     assert GridSpec().bus_numbering == "pandapower"
+    assert load_scenario("default", ["grid.case='file'", f"grid.file='{nets['cigre']}'"]).grid.case == "file"
     with pytest.raises(ScenarioError, match=r"^grid.bus_numbering: 'paper' .* not grid.case = 'file'"):
-        load_scenario("default", ["grid.case='file'", f"grid.file='{nets['cigre']}'"])  # default.toml says paper
-    assert load_scenario("default").grid.bus_numbering == "paper"  # the shipped 33-bus case keeps it
+        load_scenario("eho-bilevel-10stations", ["grid.case='file'", f"grid.file='{nets['cigre']}'"])
+    assert load_scenario("eho-bilevel-10stations").grid.bus_numbering == "paper"  # a paper case keeps it
     with pytest.raises(ScenarioError, match="paper numbering starts at 1"):
-        load_scenario("default", ["stations.1.buses=[0, 5]"])
+        load_scenario("default", ["grid.bus_numbering='paper'", "stations.1.buses=[0, 5]"])
 
 
 def test_station_lands_on_the_bus_asked_for_on_non_contiguous_indices(nets: dict[str, str]) -> None:
@@ -203,3 +204,17 @@ def test_placement_warns_about_stations_without_load(nets: dict[str, str]) -> No
     public = fleet.group == 1
     assert public.any() and (np.asarray(net.bus_ids)[fleet.bus[public]] == 30).all()
     assert any("public@10" in n and "get no EVs" in n for n in notes)
+
+
+def test_cli_prints_the_zone_warning(nets: dict[str, str], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    args = ["run", "default", "--out", str(tmp_path / "r"), "--no-plots", "-q"]
+    for s in ("grid.case='file'", f"grid.file='{nets['kerber']}'", "grid.bus_numbering='pandapower'"):
+        args += ["--set", s]
+    res = CliRunner().invoke(app, [*args, "--set", "fleet.n_evs=20", "--set", "time.horizon_h=1"])
+    assert res.exit_code == 0, res.output
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    assert "warning: stations.public.buses: zone 'commercial' has no load buses" in err
