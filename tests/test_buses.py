@@ -218,3 +218,28 @@ def test_cli_prints_the_zone_warning(nets: dict[str, str], tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     err = res.stderr if hasattr(res, "stderr") else res.output
     assert "warning: stations.public.buses: zone 'commercial' has no load buses" in err
+
+
+def test_explicit_zones_follow_the_scenario_numbering() -> None:
+    import pandapower.networks as pn
+
+    net = pn.case33bw()
+    assert explicit_zones(net, {"commercial": [19]}, paper_numbering=True).zone[18] == "commercial"  # paper 19 = 18
+    assert explicit_zones(net, {"commercial": [19]}).zone[19] == "commercial"
+    with pytest.raises(ScenarioError, match="grid.zones.industrial: bus 5 is also in zone 'commercial'"):
+        load_scenario("default", ["grid.zones={commercial=[5], industrial=[5]}"])
+
+
+@pytest.mark.slow
+def test_zones_from_simbench_profiles() -> None:
+    import simbench as sb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = sb.get_simbench_net("1-MV-comm--0-sw")  # G… profiles (trade) beside aggregated lv_* grids
+    z = derive_zones(net)
+    assert "load profiles" in z.source
+    loaded = np.isin(net.bus.index, net.load.bus)
+    commercial = set(net.bus.index[loaded & (z.zone == "commercial")])
+    expected = {int(b) for b, p in zip(net.load.bus, net.load.profile) if str(p).startswith("G")}
+    assert commercial and commercial <= expected
