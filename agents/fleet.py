@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from grids.network import Network, NetworkError
-from grids.zones import BusZones, bus_zones
+from grids.zones import BusZones, bus_zones, network_label
 from sim.scenario import Choice, FleetGroup, Scenario, ScenarioError, StationGroup
 
 # EV states
@@ -151,7 +151,7 @@ def build_stations(scenario: Scenario, network: Network, warnings: list[str] | N
             network.name,
             scenario.grid.zones,
             paper_numbering=scenario.grid.bus_numbering == "paper",
-            network_name=network.name,
+            network_name=network_label(network.name, scenario.grid.file),
         )
     except ValueError as err:
         raise ScenarioError(str(err)) from None
@@ -193,6 +193,7 @@ def _group_buses(
     warnings: list[str] | None,
 ) -> np.ndarray:
     """Internal bus positions of a station group's stations."""
+    label = network_label(network.name, scenario.grid.file)
     if isinstance(sg.buses, str):
         if sg.buses == "all":
             buses = np.nonzero(loaded)[0]
@@ -201,14 +202,14 @@ def _group_buses(
             if len(buses) == 0 and loaded.any():
                 buses = np.nonzero(loaded)[0]
                 msg = (
-                    f"stations.{sg.name}.buses: zone '{sg.buses}' has no load buses in network {network.name!r} "
+                    f"stations.{sg.name}.buses: zone '{sg.buses}' has no load buses in network {label} "
                     f"(zones: {zones.source}; {zones.counts(loaded)}); the group uses all {len(buses)} load "
                     "buses instead (set grid.zones or list the buses to choose)"
                 )
                 if warnings is not None:
                     warnings.append(msg)
         if len(buses) == 0:
-            raise ScenarioError(f"stations.{sg.name}.buses: network {network.name!r} has no load buses")
+            raise ScenarioError(f"stations.{sg.name}.buses: network {label} has no load buses")
         return buses
     out = []
     for b in sg.buses:
@@ -217,7 +218,7 @@ def _group_buses(
         except NetworkError:
             numbering = scenario.grid.bus_numbering
             raise ScenarioError(
-                f"stations.{sg.name}.buses: bus {b} is not a bus of network {network.name!r} "
+                f"stations.{sg.name}.buses: bus {b} is not a bus of network {label} "
                 f"({numbering} numbering; the network has {network.n_bus} buses"
                 + (f", numbers 1..{network.n_bus})" if numbering == "paper" else f", indices {_ids_text(network)})")
             ) from None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,7 +153,7 @@ def explicit_zones(
         net: the pandapower net.
         zones: zone name → bus numbers of the scenario.
         paper_numbering: the numbers are 1-based (``grid.bus_numbering = "paper"``): index = number − 1.
-        network_name: for messages.
+        network_name: how messages name the network (`network_label`).
 
     Raises:
         ValueError: an unknown zone, a bus number that is not a bus of the network, or a bus in two zones; the message
@@ -169,7 +170,7 @@ def explicit_zones(
             idx = int(b) - 1 if paper_numbering else int(b)
             if idx not in pos:
                 raise ValueError(
-                    f"grid.zones.{z}: bus {b} is not a bus of network {network_name!r} "
+                    f"grid.zones.{z}: bus {b} is not a bus of network {network_name or '?'} "
                     f"({'paper numbering 1..' if paper_numbering else 'pandapower indices '}"
                     f"{_range_text(ids, paper_numbering)})"
                 )
@@ -190,8 +191,17 @@ def bus_zones(
 ) -> BusZones:
     """The zones of a network: explicit ``zones`` if given (non-empty), else `derive_zones`."""
     if zones and any(len(v) for v in zones.values()):
-        return explicit_zones(net, zones, paper_numbering=paper_numbering, network_name=network_name or case)
+        return explicit_zones(
+            net, zones, paper_numbering=paper_numbering, network_name=network_name or network_label(case)
+        )
     return derive_zones(net, case)
+
+
+def network_label(case: str, file: str = "") -> str:
+    """How messages name a network: ``'case33bw'``, or ``file 'net.json'`` for ``grid.case = "file"``."""
+    if case == "file" and file:
+        return f"file '{Path(file).name}'"
+    return repr(case)
 
 
 def _range_text(ids: np.ndarray, paper: bool) -> str:

@@ -113,11 +113,14 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         dg_cost_scale=g.dg_cost_scale,
     )
     if g.zones and g.load_profile == "zonal":  # explicit zones choose the load curves too (grids/zones.py)
-        from grids.zones import explicit_zones
+        from grids.zones import explicit_zones, network_label
 
         try:
             network.zone = explicit_zones(
-                network.net, g.zones, paper_numbering=g.bus_numbering == "paper", network_name=network.name
+                network.net,
+                g.zones,
+                paper_numbering=g.bus_numbering == "paper",
+                network_name=network_label(g.case, g.file),
             ).zone
         except ValueError as err:
             from grids.network import NetworkError

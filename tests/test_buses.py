@@ -105,7 +105,9 @@ def test_station_lands_on_the_bus_asked_for_on_non_contiguous_indices(nets: dict
 
 def test_unknown_bus_is_one_clear_error(nets: dict[str, str]) -> None:
     sc = _file_scenario(nets["oberrhein"], ["stations.1.buses=[177]"])  # 177 < n_bus = 179, but not an index there
-    with pytest.raises(ScenarioError, match=r"stations.public.buses: bus 177 is not a bus of network 'file'.*gaps"):
+    with pytest.raises(
+        ScenarioError, match=r"stations.public.buses: bus 177 is not a bus of network file 'oberrhein.json'.*gaps"
+    ):
         CoSimulation(sc)
     with pytest.raises(ScenarioError, match="listed twice"):
         _file_scenario(nets["oberrhein"], ["stations.1.buses=[100, 100]"])
@@ -158,7 +160,7 @@ def test_zones_from_load_names_profiles_and_explicit(nets: dict[str, str]) -> No
 def test_zone_fallback_warns_and_reaches_the_result(nets: dict[str, str], tmp_path: Path) -> None:
     r = CoSimulation(_file_scenario(nets["kerber"], ["fleet.n_evs=20"])).run()
     assert len(r.warnings) == 1
-    assert "stations.public.buses: zone 'commercial' has no load buses in network 'file'" in r.warnings[0]
+    assert "stations.public.buses: zone 'commercial' has no load buses in network file 'kerber.json'" in r.warnings[0]
     st = r.tables["stations"]
     assert set(st.loc[st.group == "public", "bus"]) == {3, 5, 7, 9, 11, 13, 15, 17}  # every load bus of Kerber
     out = r.write(tmp_path / "r")
