@@ -5,6 +5,10 @@ EV agents are thin views onto one row each. Generation draws from named random s
 ``arrivals`` (arrival and departure times), ``needs`` (battery, SOC, energy need), ``behaviour`` (DR
 participation, elasticity, income group) and ``fleet`` (hardware and station assignment).
 
+Stations sit at internal bus positions (`grids.network.Network.position` of the pandapower index the scenario names;
+zones from `grids.zones`); EVs go to their group's stations in proportion to the base load of each station's bus
+(``fleet.placement = "load"``) or uniformly (``"uniform"``).
+
 Times are minutes since the start of the run. A group's arrival distribution is given as time of day; each
 simulated day gets its own draw of ``share × n_evs`` EVs (or a Poisson number), mapped into the run window
 ``[start_h, start_h + horizon_h)``, so a run that starts at noon sees the evening arrivals of day 1 and the morning
