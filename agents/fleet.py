@@ -5,6 +5,10 @@ EV agents are thin views onto one row each. Generation draws from named random s
 ``arrivals`` (arrival and departure times), ``needs`` (battery, SOC, energy need), ``behaviour`` (DR
 participation, elasticity, income group) and ``fleet`` (hardware and station assignment).
 
+Stations sit at internal bus positions (`grids.network.Network.position` of the pandapower index the scenario names;
+zones from `grids.zones`); EVs go to their group's stations in proportion to the base load of each station's bus
+(``fleet.placement = "load"``) or uniformly (``"uniform"``).
+
 Times are minutes since the start of the run. A group's arrival distribution is given as time of day; each
 simulated day gets its own draw of ``share × n_evs`` EVs (or a Poisson number), mapped into the run window
 ``[start_h, start_h + horizon_h)``, so a run that starts at noon sees the evening arrivals of day 1 and the morning
@@ -17,6 +21,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from grids.network import Network, NetworkError
+from grids.zones import BusZones, bus_zones, network_label
 from sim.scenario import Choice, FleetGroup, Scenario, ScenarioError, StationGroup
 
 # EV states
@@ -26,7 +32,8 @@ STATE_NAMES = np.array(["pending", "waiting", "plugged", "departed", "reneged"])
 
 @dataclass
 class StationTable:
-    """Stations as arrays. ``ports`` is the number of charging ports; ``cap_kw`` inf where uncapped."""
+    """Stations as arrays. ``bus`` is the internal bus position (`grids.network.Network.bus_ids` gives the
+    pandapower index); ``ports`` is the number of charging ports; ``cap_kw`` inf where uncapped."""
 
     name: np.ndarray
     group: np.ndarray
@@ -34,6 +41,7 @@ class StationTable:
     ports: np.ndarray
     cap_kw: np.ndarray
     release_when_full: np.ndarray
+    bus_load_kw: np.ndarray | None = None  # base active load of the station's bus [kW] (fleet.placement = "load")
 
     def __len__(self) -> int:
         return len(self.bus)
@@ -131,16 +139,35 @@ def _poisson_arrivals(
     return t[keep]
 
 
-def build_stations(scenario: Scenario, zone_buses: dict[str, np.ndarray], n_bus: int) -> StationTable:
-    """Create the stations of every station group (ports resolved later for ``ports = 0`` groups)."""
+def build_stations(scenario: Scenario, network: Network, warnings: list[str] | None = None) -> StationTable:
+    """Create the stations of every station group (ports resolved later for ``ports = 0`` groups).
+
+    Bus numbers of the scenario (``stations.buses``) become pandapower indices (`Scenario.bus_index`) and then, here
+    and only here, internal bus positions (`Network.position`); a zone becomes its load buses (`grids.zones`).
+    A zone without load buses falls back to every load bus, with a message appended to ``warnings``.
+
+    Raises:
+        ScenarioError: a bus number that is not a bus of the network (naming the bus, the group and the network).
+    """
+    try:
+        zones = bus_zones(
+            network.net,
+            network.name,
+            scenario.grid.zones,
+            paper_numbering=scenario.grid.bus_numbering == "paper",
+            network_name=network_label(network.name, scenario.grid.file),
+        )
+    except ValueError as err:
+        raise ScenarioError(str(err)) from None
+    loaded = network.base_p_kw > 0
     rows: list[tuple[str, int, int, int, float, bool]] = []
     for gi, sg in enumerate(scenario.stations):
-        buses = _group_buses(scenario, sg, zone_buses, n_bus)
-        for b in buses:
+        for b in _group_buses(scenario, sg, network, zones, loaded, warnings):
+            label = int(network.bus_ids[b])  # station names speak pandapower indices, like every output
             for k in range(sg.per_bus):
                 rows.append(
                     (
-                        f"{sg.name}@{b}" + (f"#{k}" if sg.per_bus > 1 else ""),
+                        f"{sg.name}@{label}" + (f"#{k}" if sg.per_bus > 1 else ""),
                         gi,
                         int(b),
                         sg.ports,
@@ -149,30 +176,121 @@ def build_stations(scenario: Scenario, zone_buses: dict[str, np.ndarray], n_bus:
                     )
                 )
     name, group, bus, ports, cap, rel = zip(*rows)
+    bus_pos = np.array(bus, int)
     return StationTable(
-        np.array(name), np.array(group), np.array(bus), np.array(ports), np.array(cap, float), np.array(rel, bool)
+        np.array(name),
+        np.array(group),
+        bus_pos,
+        np.array(ports),
+        np.array(cap, float),
+        np.array(rel, bool),
+        bus_load_kw=network.base_p_kw[bus_pos].astype(float),
     )
 
 
-def _group_buses(scenario: Scenario, sg: StationGroup, zone_buses: dict[str, np.ndarray], n_bus: int) -> np.ndarray:
+def _group_buses(
+    scenario: Scenario,
+    sg: StationGroup,
+    network: Network,
+    zones: BusZones,
+    loaded: np.ndarray,
+    warnings: list[str] | None,
+) -> np.ndarray:
+    """Internal bus positions of a station group's stations."""
+    label = network_label(network.name, scenario.grid.file)
     if isinstance(sg.buses, str):
-        buses = zone_buses.get(sg.buses, np.zeros(0, int))
+        if sg.buses == "all":
+            buses = np.nonzero(loaded)[0]
+        else:
+            buses = np.nonzero(loaded & (zones.zone == sg.buses))[0]
+            if len(buses) == 0 and loaded.any():
+                buses = np.nonzero(loaded)[0]
+                msg = (
+                    f"stations.{sg.name}.buses: zone '{sg.buses}' has no load buses in network {label} "
+                    f"(zones: {zones.source}; {zones.counts(loaded)}); the group uses all {len(buses)} load "
+                    "buses instead (set grid.zones or list the buses to choose)"
+                )
+                if warnings is not None:
+                    warnings.append(msg)
         if len(buses) == 0:
-            raise ScenarioError(f"stations.{sg.name}.buses: zone '{sg.buses}' has no load buses in this grid")
+            raise ScenarioError(f"stations.{sg.name}.buses: network {label} has no load buses")
         return buses
-    idx = np.array([scenario.bus_index(b) for b in sg.buses], int)
-    bad = (idx < 0) | (idx >= n_bus)
-    if bad.any():
-        lo, hi = (1, n_bus) if scenario.grid.bus_numbering == "paper" else (0, n_bus - 1)
-        raise ScenarioError(
-            f"stations.{sg.name}.buses: bus {np.asarray(sg.buses)[bad][0]} out of range; allowed {lo}..{hi} "
-            f"({scenario.grid.bus_numbering} numbering)"
+    out = []
+    for b in sg.buses:
+        try:
+            out.append(network.position(scenario.bus_index(b)))
+        except NetworkError:
+            numbering = scenario.grid.bus_numbering
+            raise ScenarioError(
+                f"stations.{sg.name}.buses: bus {b} is not a bus of network {label} "
+                f"({numbering} numbering; the network has {network.n_bus} buses"
+                + (f", numbers 1..{network.n_bus})" if numbering == "paper" else f", indices {_ids_text(network)})")
+            ) from None
+    return np.array(out, int)
+
+
+def _ids_text(network: Network) -> str:
+    ids = np.sort(network.bus_ids)
+    if ids[-1] - ids[0] + 1 == len(ids):
+        return f"{ids[0]}..{ids[-1]}"
+    return f"{ids[0]}..{ids[-1]} with gaps"
+
+
+def _placement(
+    scenario: Scenario, stations: StationTable, members: np.ndarray, g: FleetGroup, warnings: list[str] | None
+) -> str:
+    """The placement rule for one fleet group's stations, with what the user should know said in ``warnings``."""
+    if scenario.fleet.placement != "load" or stations.bus_load_kw is None:
+        return "uniform"
+    w = stations.bus_load_kw[members]
+    msg = ""
+    if not (w > 0).any():
+        msg = (
+            f"fleet.placement: every station of group '{g.station_group}' sits at a bus without base load; "
+            f"fleet group '{g.name}' is spread uniformly over them"
         )
-    return idx
+    elif not (w > 0).all():
+        names = [str(x) for x in stations.name[members[w <= 0]]]
+        msg = (
+            f"fleet.placement: {len(names)} station(s) of group '{g.station_group}' sit at buses without base load "
+            f"and get no EVs of fleet group '{g.name}' ({', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
+            "set fleet.placement = 'uniform' to use them"
+        )
+    if msg and warnings is not None and msg not in warnings:
+        warnings.append(msg)
+    return "load" if (w > 0).any() else "uniform"
 
 
-def generate_fleet(scenario: Scenario, stations: StationTable, streams: dict[str, np.random.Generator]) -> FleetState:
-    """Draw the EV sessions of the whole run (see module docstring)."""
+def _station_of_evs(
+    rng: np.random.Generator, members: np.ndarray, n: int, placement: str, stations: StationTable
+) -> np.ndarray:
+    """Stations (rows of the station table) of ``n`` EVs of one group, drawn from ``rng`` (``fleet.placement``).
+
+    ``uniform``: each EV independently at a station drawn with equal probability. ``load``: counts in proportion to
+    the base active load of each station's bus (split evenly among the group's stations at that bus), rounded by
+    largest remainder so they sum to ``n``, then shuffled over the EVs.
+    """
+    if placement == "uniform" or stations.bus_load_kw is None:
+        return members[rng.integers(0, len(members), n)] if n else np.zeros(0, int)
+    w = np.maximum(stations.bus_load_kw[members].astype(float), 0.0)
+    same_bus = np.unique(stations.bus[members], return_inverse=True, return_counts=True)
+    w = w / same_bus[2][same_bus[1]]
+    counts = _split_counts(n, (w / w.sum()).tolist())
+    return rng.permutation(np.repeat(members, counts))
+
+
+def generate_fleet(
+    scenario: Scenario,
+    stations: StationTable,
+    streams: dict[str, np.random.Generator],
+    warnings: list[str] | None = None,
+) -> FleetState:
+    """Draw the EV sessions of the whole run (see module docstring).
+
+    EVs go to their group's stations by ``fleet.placement`` (`_station_of_evs`). With ``"load"``, stations at buses
+    without base load get no EVs (said in ``warnings``), and a group whose stations all sit at such buses is placed
+    uniformly (said too).
+    """
     t = scenario.time
     n_days = int(np.ceil(t.horizon_h / 24.0 - 1e-9))
     cols: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(FleetState)}
@@ -210,7 +328,7 @@ def generate_fleet(scenario: Scenario, stations: StationTable, streams: dict[str
         p_max = _choice(r_fleet, g.charger_kw, n).astype(float)
         v2g = r_fleet.uniform(size=n) < g.v2g_share
         members = np.nonzero(stations.group == st_groups[g.station_group])[0]
-        station = members[r_fleet.integers(0, len(members), n)] if n else np.zeros(0, int)
+        station = _station_of_evs(r_fleet, members, n, _placement(scenario, stations, members, g, warnings), stations)
         part = r_beh.uniform(size=n) < scenario.fleet.participation
         elast = r_beh.uniform(g.elasticity.low, g.elasticity.high, n)
         income = _choice(r_beh, g.income_group, n).astype(str)

@@ -108,6 +108,8 @@ def run(
         _fail(str(err))
     print_kpis(result.kpis, title=f"{sc.name} (seed {sc.seed})")
     warn_failures(result.kpis)
+    for w in result.warnings:  # how the scenario met the network (e.g. a zone it lacks); also in provenance.json
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(f"results written to {path}")
 
 

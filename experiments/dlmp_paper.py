@@ -69,8 +69,7 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
         else scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"n_evs": n_evs})})
     )
     net = build_network(sc.grid.case, load_profile=sc.grid.load_profile)
-    zones = {z: net.zone_buses(z) for z in ("all", "residential", "commercial", "industrial")}
-    stations = build_stations(sc, zones, net.n_bus)
+    stations = build_stations(sc, net)
     fleet = generate_fleet(sc, stations, spawn_streams(sc.seed))
     dt_min = sc.time.dt_min
     t = int(round(sc.time.horizon_h * 60 / dt_min))

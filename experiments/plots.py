@@ -70,7 +70,8 @@ def _grid_attr(result: Any, attr: str, default: Any) -> Any:
 
 
 def _paper(result: Any) -> bool:
-    return _grid_attr(result, "bus_numbering", "paper") == "paper"
+    """Whether the scenario wrote its bus numbers in the papers' 1-based numbering (the plots still show indices)."""
+    return _grid_attr(result, "bus_numbering", "pandapower") == "paper"
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -149,17 +150,18 @@ def _time_axis(ax: Axes, clock: _Clock, t0: float | None = None, t1: float | Non
     ax.set_xlabel("time of day [h]" if not multi else "day of run" if step >= 24 else "time of day [h] / day of run")
 
 
-def _bus_ticks(ax: Axes, ids: np.ndarray, paper: bool, axis: str = "y", max_labels: int = 35) -> None:
-    """Label positions 0..n-1 with bus numbers (1-based in paper numbering), thinned to at most ``max_labels``."""
+def _bus_ticks(ax: Axes, ids: np.ndarray, axis: str = "y", max_labels: int = 35) -> None:
+    """Label positions 0..n-1 with the buses' pandapower indices ``ids``, thinned to at most ``max_labels``."""
     n = len(ids)
     every = max(1, math.ceil(n / max_labels))
     pos = np.arange(0, n, every)
-    labels = [str(int(ids[i]) + (1 if paper else 0)) for i in pos]
+    labels = [str(int(ids[i])) for i in pos]
     (ax.set_yticks if axis == "y" else ax.set_xticks)(pos, labels, fontsize=7 if n > 20 else 9)
 
 
 def _bus_label(paper: bool, what: str = "bus") -> str:
-    return f"{what} (paper numbering, 1-based)" if paper else f"{what} (pandapower index, 0-based)"
+    """Axis label: every plot speaks pandapower indices; a paper-numbered scenario is reminded of the offset."""
+    return f"{what} (pandapower index; paper number = index + 1)" if paper else f"{what} (pandapower index)"
 
 
 def _group_colours(groups: Any) -> dict[str, Any]:
@@ -230,7 +232,7 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
                 handles.append(Line2D([], [], color="k", ls=style, label=f"V = {lim:.3f} pu limit"))
         b, k = np.unravel_index(int(np.ma.argmin(vm)), vm.shape)
         ax.plot(xc[k], b, marker="x", color="k", ms=9, mew=2, ls="none")
-        bus_str = f"{int(ids[b]) + (1 if paper else 0)}"
+        bus_str = f"{int(ids[b])}"
         handles.append(
             Line2D(
                 [],
@@ -248,7 +250,7 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         for lim in (vlo, vhi):
             cb.ax.axhline(lim, color="k", ls="--", lw=1)
         _time_axis(ax, clock, x_edges[0], x_edges[1])
-        _bus_ticks(ax, ids, paper, "y")
+        _bus_ticks(ax, ids, "y")
         ax.set_ylabel(_bus_label(paper))
         below = int((vm < vlo - 1e-9).sum())
         status = f"{below} bus-steps below {vlo:.2f} pu" if below else f"all buses ≥ {vlo:.2f} pu"
@@ -444,7 +446,6 @@ def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None
     if not any(len(d) for d in data):
         return None
     limit = float(_grid_attr(result, "max_line_loading_percent", 100.0))
-    paper = _paper(result)
     maxes = np.array([d.max() if len(d) else np.nan for d in data])
     worst = int(np.nanargmax(maxes))
 
@@ -469,11 +470,11 @@ def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None
         every = max(1, math.ceil(len(ids) / 40))
         ax.set_xticks(
             pos[::every],
-            [str(int(i) + (1 if paper else 0)) for i in ids[::every]],
+            [str(int(i)) for i in ids[::every]],
             fontsize=7 if len(ids) > 20 else 9,
             rotation=90 if len(ids) > 40 else 0,
         )
-        ax.set_xlabel(_bus_label(paper, "line"))
+        ax.set_xlabel(_bus_label(False, "line"))
         ax.set_ylabel("line loading [%]")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper right", fontsize=8, title="box: quartiles, whiskers: min–max", title_fontsize=8)
@@ -484,7 +485,7 @@ def _line_loading(plt: ModuleType, result: RunResult, path: Path) -> Path | None
         axh.set_title("all lines", fontsize=9)
         ax.set_ylim(bottom=0, top=max(limit, float(np.nanmax(maxes))) * 1.08)
         n_over = int((maxes > limit).sum())
-        lab = int(ids[worst]) + (1 if paper else 0)
+        lab = int(ids[worst])
         ax.set_title(
             f"{_scenario_name(result)}: line loading over the run\nmax {maxes[worst]:.1f} % on line {lab}; "
             f"{n_over} line(s) above {limit:.0f} %",
@@ -686,7 +687,7 @@ def _voltage_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         ax.axhline(vlo, color="k", ls="--", lw=1.1, label=f"limits {vlo:.2f} / {vhi:.2f} pu")
         ax.axhline(vhi, color="k", ls="--", lw=1.1)
         ax.axhline(1.0, color="0.6", lw=0.6)
-        _bus_ticks(ax, ids, paper, "x", max_labels=40)
+        _bus_ticks(ax, ids, "x", max_labels=40)
         ax.set_xlim(-0.5, len(ids) - 0.5)
         ax.set_xlabel(_bus_label(paper))
         ax.set_ylabel("voltage magnitude [pu]")
@@ -700,7 +701,7 @@ def _voltage_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         n_bad = int(((vmin < vlo - 1e-9) | (vmax > vhi + 1e-9)).sum())
         ax.set_title(
             f"{_scenario_name(result)}: voltage envelope per bus\nmin {vmin[b]:.3f} pu at bus "
-            f"{int(ids[b]) + (1 if paper else 0)}; {n_bad} bus(es) outside limits at some step",
+            f"{int(ids[b])}; {n_bad} bus(es) outside limits at some step",
             fontsize=11,
         )
         return _save(fig, path)

@@ -516,13 +516,10 @@ def build_network(
             start_day=int(profile_start_day),
         )
 
-    zone = np.full(n_bus, "residential", dtype=object)
-    if load_profile == "flat":
-        zone[:] = "flat"
-    elif load_profile == "zonal" and case.startswith("case33bw"):
-        for z, buses in ZONES_33.items():
-            for b in buses:
-                zone[pos[_paper_bus(net, b)]] = z
+    # zonal: the papers' zones on the 33-bus feeder, else derived from the file's loads (grids/zones.py)
+    from grids.zones import derive_zones
+
+    zone = derive_zones(net, case).zone.astype(object) if load_profile == "zonal" else np.full(n_bus, load_profile)
 
     ders: list[DER] = []
     if case == "case33bw-dr":

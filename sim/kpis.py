@@ -3,6 +3,7 @@
 Definitions (Δt = step length in hours; sums run over steps):
 
 * energy losses [kWh] = Σ losses·Δt; ``loss_change`` relative to a baseline is computed by the caller.
+* ``vmin_bus``: pandapower index of the bus where the lowest voltage occurred (as in the ``bus`` table).
 * VDI = mean over buses and steps of |V − 1| (`002_…` eq. 19); VRI = maxᵢ (maxₜ Vᵢ − minₜ Vᵢ) (eq. 20).
 * peak, load factor (mean / peak) and load variance (grid stress, [kW²]) of the total demand = non-EV + EV load.
 * T–D power factor = |P| / |S| at the external grid; substation loading = |S| / rating.
@@ -54,7 +55,8 @@ def compute_kpis(
     """All KPIs of one run as a flat dict of floats/ints (units in the key names)."""
     dt_h = dt_min / 60.0
     s, bus, line, evs, st = tables["steps"], tables["bus"], tables["line"], tables["evs"], tables["stations"]
-    n_bus = int(bus["bus"].max()) + 1 if len(bus) else 0
+    n_bus = len(bus) // len(s) if len(s) else 0  # the bus table is step-major, every bus in every step
+    bus_ids = bus["bus"].to_numpy()[:n_bus]  # pandapower indices, in the order of the columns of vm
     vm = bus["vm_pu"].to_numpy().reshape(len(s), n_bus) if len(s) else np.zeros((0, 0))
     g = scenario.grid
     total = s["total_load_kw"].to_numpy()
@@ -67,7 +69,7 @@ def compute_kpis(
     k["energy_losses_kwh"] = float(s["losses_kw"].sum() * dt_h)
     k["peak_losses_kw"] = float(s["losses_kw"].max()) if len(s) else 0.0
     k["vmin_pu"] = float(np.nanmin(vm)) if vm.size else float("nan")
-    k["vmin_bus"] = int(np.unravel_index(np.nanargmin(vm), vm.shape)[1]) if vm.size else -1
+    k["vmin_bus"] = int(bus_ids[np.unravel_index(np.nanargmin(vm), vm.shape)[1]]) if vm.size else -1
     k["vmax_pu"] = float(np.nanmax(vm)) if vm.size else float("nan")
     k["vavg_pu"] = float(np.nanmean(vm)) if vm.size else float("nan")
     k["vstd_pu"] = float(np.nanstd(vm)) if vm.size else float("nan")

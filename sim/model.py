@@ -115,6 +115,20 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         dg_cost_scale=g.dg_cost_scale,
         profile_start_day=g.profile_start_day,
     )
+    if g.zones and network.load_profile == "zonal":  # explicit zones choose the load curves too (grids/zones.py)
+        from grids.zones import explicit_zones, network_label
+
+        try:
+            network.zone = explicit_zones(
+                network.net,
+                g.zones,
+                paper_numbering=g.bus_numbering == "paper",
+                network_name=network_label(g.case, g.file),
+            ).zone
+        except ValueError as err:
+            from grids.network import NetworkError
+
+            raise NetworkError(str(err)) from None
     engine = make_engine(network.net, g.engine)
     if g.curtailment:
         network.sensitivity_r(engine)  # from the fast engine's admittance matrix (compiled afresh for "pandapower")
@@ -164,9 +178,9 @@ class CoSimulation(mesa.Model):
         g = scenario.grid
         self.network, engine = compiled_grid(g)
         net = self.network
-        zones = {z: net.zone_buses(z) for z in ("all", "residential", "commercial", "industrial")}
-        self.station_table = build_stations(scenario, zones, net.n_bus)
-        self.fleet = generate_fleet(scenario, self.station_table, self.streams)
+        self.warnings: list[str] = []  # for the user: RunResult.warnings, printed by the CLI
+        self.station_table = build_stations(scenario, net, self.warnings)
+        self.fleet = generate_fleet(scenario, self.station_table, self.streams, self.warnings)
 
         # exogenous profiles per step
         self.t_min = np.arange(self.n_steps) * self.dt_min

@@ -152,10 +152,11 @@ class Recorder:
             steps["attacked"] = any_hit
 
         step_col = np.repeat(np.arange(n), nb)
+        bus_ids = m.network.bus_ids  # tables speak pandapower bus indices; arrays here are by position
         bus = pd.DataFrame(
             {
                 "step": step_col,
-                "bus": np.tile(np.arange(nb), n),
+                "bus": np.tile(bus_ids, n),
                 "vm_pu": self.vm.ravel(),
                 "p_ev_kw": self.p_ev_bus.ravel(),
                 "p_net_kw": self.p_net_bus.ravel(),
@@ -167,7 +168,7 @@ class Recorder:
         line = pd.DataFrame(
             {
                 "step": np.repeat(np.arange(n), nl),
-                "line": np.tile(live, n),
+                "line": np.tile(m.network.net.line.index.to_numpy()[live], n),
                 "loading_percent": self.line_loading[:, live].ravel(),
                 "pl_kw": self.line_pl_kw[:, live].ravel(),
             }
@@ -199,7 +200,7 @@ class Recorder:
                 "ev": np.arange(len(f)),
                 "group": np.array([g.name for g in m.spec.fleet.groups])[f.group.astype(int)] if len(f) else [],
                 "station": f.station.astype(int),
-                "bus": f.bus.astype(int),
+                "bus": bus_ids[f.bus.astype(int)] if len(f) else np.zeros(0, int),
                 "arrival_min": f.arrival_min,
                 "departure_min": f.departure_min,
                 "plugin_min": f.plugin_min,
@@ -234,7 +235,7 @@ class Recorder:
                 "station": np.arange(ns),
                 "name": st.name,
                 "group": np.array([g.name for g in m.spec.stations])[st.group],
-                "bus": st.bus,
+                "bus": bus_ids[st.bus],
                 "ports": st.ports,
                 "cap_kw": st.cap_kw,
                 "utilisation": busy / (st.ports * horizon_min),
@@ -264,8 +265,10 @@ class Recorder:
         p, q = self.p_net_bus[k] / 1000.0, self.q_net_bus[k] / 1000.0
         base = eng.solve(p, q)
         lsf = np.full(len(p), np.nan)
+        ids = m.network.bus_ids
+        slack = set(np.atleast_1d(m.network.net.ext_grid.bus.values).tolist())
         for i in range(len(p)):
-            if i in set(np.atleast_1d(m.network.net.ext_grid.bus.values)):
+            if ids[i] in slack:
                 lsf[i] = 0.0
                 continue
             dp = p.copy()
@@ -273,7 +276,7 @@ class Recorder:
             r = eng.solve(dp, q)
             if r.converged and base.converged:
                 lsf[i] = (r.losses_mw - base.losses_mw) * 1000.0 / delta_kw
-        return pd.DataFrame({"bus": np.arange(len(p)), "lsf": lsf, "step": k})
+        return pd.DataFrame({"bus": ids, "lsf": lsf, "step": k})
 
     def _attack_kpis(self) -> dict[str, Any]:
         """Attack and detection KPIs: attacked steps, targets detected, false alarms, time to detect."""
@@ -365,4 +368,5 @@ class Recorder:
             tables=tables,
             kpis=kpis,
             provenance=provenance(m.spec),
+            warnings=list(getattr(m, "warnings", [])),
         )

@@ -173,6 +173,11 @@ class RunResult:
             ``station_step`` (step × station), ``evs`` (one row per EV), ``stations``, ``lsf`` (per bus).
         kpis: flat mapping of KPI name → value (units in the names; see `sim.kpis`).
         provenance: scenario hash, versions, git revision.
+        warnings: what the user should know about how the scenario was applied (e.g. a station zone the network
+            lacks, replaced by all load buses); written into ``provenance.json`` and printed by ``evgrid run``.
+
+    Bus numbers in every table (``bus``, ``evs``, ``stations``, ``lsf``) and in ``kpis["vmin_bus"]`` are pandapower
+    bus indices; ``line`` holds pandapower line indices.
     """
 
     scenario: Scenario
@@ -180,6 +185,7 @@ class RunResult:
     tables: dict[str, pd.DataFrame]
     kpis: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def write(
         self,
@@ -221,7 +227,8 @@ class RunResult:
                 plots(self, tmp / "plots")
             if extra is not None:
                 extra(tmp)
-            (tmp / PROVENANCE).write_text(json.dumps({**self.provenance, "run_seed": str(self.seed)}, indent=2))
+            prov = {**self.provenance, "run_seed": str(self.seed), "warnings": list(self.warnings)}
+            (tmp / PROVENANCE).write_text(json.dumps(prov, indent=2))
             publish(tmp, out, replace=replace)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -240,4 +247,11 @@ class RunResult:
         kpis = json.loads((d / "kpis.json").read_text())
         prov = json.loads((d / "provenance.json").read_text())
         scenario = validate(tomllib.loads((d / "scenario.toml").read_text()))
-        return cls(scenario=scenario, seed=prov.get("run_seed"), tables=tables, kpis=kpis, provenance=prov)
+        return cls(
+            scenario=scenario,
+            seed=prov.get("run_seed"),
+            tables=tables,
+            kpis=kpis,
+            provenance=prov,
+            warnings=list(prov.get("warnings") or []),
+        )

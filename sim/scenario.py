@@ -1,8 +1,10 @@
 """Scenario files: a TOML document validated against the schema below.
 
-Bus numbers: a scenario says once, in ``grid.bus_numbering``, whether the bus numbers it contains are the papers'
-1-based numbers (``"paper"``, the default) or pandapower's 0-based indices (``"pandapower"``). They are converted
-once, by :meth:`Scenario.bus_index`, into pandapower indices, which every other module uses.
+Bus numbers: the bus numbers of a scenario (``stations.buses``, ``grid.zones``) are the network's pandapower bus
+indices (``grid.bus_numbering = "pandapower"``, the default), which every table, plot and KPI reports too. The shipped
+paper cases (`PAPER_CASES`) may say ``"paper"`` instead: the papers' 1-based numbers, index = number − 1
+(:meth:`Scenario.bus_index`). Where stations are built, indices become internal positions once
+(`grids.network.Network.position`).
 
 Errors: :func:`load_scenario` and :func:`apply_overrides` raise :class:`ScenarioError` whose message is one line per
 problem, each naming the field, the value and what is allowed.
@@ -20,6 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+
+
+# Cases whose papers number buses from 1 (``grid.bus_numbering = "paper"`` is allowed only for them)
+PAPER_CASES = ("case33bw", "case33bw-dr", "case33bw-dlmp", "case118")
 
 
 class ScenarioError(ValueError):
@@ -90,7 +96,10 @@ class GridSpec(_Model):
     network_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments (scalars) of a pandapower:<name> constructor"
     )
-    bus_numbering: Literal["paper", "pandapower"] = "paper"
+    bus_numbering: Literal["pandapower", "paper"] = "pandapower"
+    zones: dict[Literal["residential", "commercial", "industrial"], list[int]] = Field(
+        default_factory=dict, description="explicit zone per bus (bus numbers of the scenario); see grids/zones.py"
+    )
     load_profile: Literal["zonal", "flat", "residential", "network"] | None = Field(
         None, description="omitted: 'network' (own profiles) for simbench:<code>, 'zonal' otherwise"
     )
@@ -320,6 +329,11 @@ class FleetSpec(_Model):
         description="a following user arriving at a station queues at the least busy of it and its N nearest stations "
         "of the same group along the feeder (0 = own station; any mechanism)",
     )
+    placement: Literal["load", "uniform"] = Field(
+        "load",
+        description="how a group's EVs are spread over its stations: 'load' in proportion to the base active load "
+        "of each station's bus (shared by the group's stations at that bus), 'uniform' equally likely",
+    )
     groups: list[FleetGroup] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -333,7 +347,7 @@ class FleetSpec(_Model):
 
 
 class StationGroup(_Model):
-    """Stations of one kind: at which buses, how many ports, what power cap."""
+    """Stations of one kind: at which buses (bus numbers of the scenario, or a zone), how many ports, what power cap."""
 
     name: str
     buses: list[int] | Literal["all", "residential", "commercial", "industrial"] = "all"
@@ -341,6 +355,19 @@ class StationGroup(_Model):
     ports: int = Field(0, ge=0, description="ports per station; 0 = one port per EV assigned (no queue)")
     cap_kw: float = Field(0.0, ge=0, description="station power cap [kW]; 0 = no cap")
     release_when_full: bool = Field(False, description="EVs leave the port when charged (public) or stay (home)")
+
+    @field_validator("buses")
+    @classmethod
+    def _bus_list(cls, v: list[int] | str) -> list[int] | str:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("needs at least one bus number, or a zone: all, residential, commercial, industrial")
+            if any(b < 0 for b in v):
+                raise ValueError(f"bus numbers are >= 0, got {min(v)}")
+            dup = sorted({b for b in v if v.count(b) > 1})
+            if dup:
+                raise ValueError(f"bus {dup[0]} is listed twice; use per_bus for several stations at one bus")
+        return v
 
 
 class AttackSpec(_Model):
@@ -523,8 +550,36 @@ class Scenario(_Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _bus_numbers(self) -> Scenario:
+        g = self.grid
+        if g.bus_numbering == "paper":
+            if g.case not in PAPER_CASES:
+                raise ValueError(
+                    f"grid.bus_numbering: 'paper' (1-based) is only for the shipped paper cases "
+                    f"{', '.join(PAPER_CASES)}, not grid.case = '{g.case}'; allowed: 'pandapower' (the network's "
+                    "bus indices)"
+                )
+            for s in self.stations:
+                if isinstance(s.buses, list) and min(s.buses) < 1:
+                    raise ValueError(
+                        f"stations.buses: bus {min(s.buses)} in station group '{s.name}'; paper numbering starts at 1"
+                    )
+        seen: dict[int, str] = {}
+        for z, buses in g.zones.items():
+            for b in buses:
+                if b < (1 if g.bus_numbering == "paper" else 0):
+                    raise ValueError(f"grid.zones.{z}: bus {b} is not a bus number ({g.bus_numbering} numbering)")
+                if seen.get(b, z) != z:
+                    raise ValueError(f"grid.zones.{z}: bus {b} is also in zone '{seen[b]}'; a bus has one zone")
+                seen[b] = z
+        return self
+
     def bus_index(self, bus: int) -> int:
-        """Convert a bus number written in this scenario into pandapower's 0-based index."""
+        """The pandapower bus index of a bus number written in this scenario (``grid.bus_numbering``).
+
+        Internal arrays are indexed by bus *position*; `grids.network.Network.position` turns the index into one.
+        """
         return bus - 1 if self.grid.bus_numbering == "paper" else bus
 
     def digest(self) -> str:
