@@ -753,10 +753,10 @@ class FastPowerFlow:
             lu, piv, info = self._getrf(J)
             return 0 if info != 0 else self._lu_sign(lu, piv)
         else:
-            Js = self._J.copy()
+            Js = sp.csc_matrix(self._J, copy=True)  # the CSC pattern built in __init__
             Js.data[:] = vals[self._jperm]
             try:
-                f = splu(Js.tocsc())
+                f = splu(Js)
             except RuntimeError:  # exactly singular
                 return 0
             d = f.U.diagonal()
