@@ -272,3 +272,27 @@ def test_trafo_limit_enforced_by_the_dso(cigre_dso: DSO) -> None:
         assert step.pf.trafo_loading_percent.max() <= base.pf.trafo_loading_percent.max() + 1e-4
     finally:
         net.max_trafo_loading_percent, net.v_min_pu, net.max_line_loading_percent = old
+
+
+def test_plots_mark_failed_steps(failing_run: CoSimulation, tmp_path: Path) -> None:
+    """The time-series plots shade the failed steps (and still draw with NaN in their rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.plots import _Clock, _mark_failed, plot_run
+
+    r = failing_run.result
+    steps = r.tables["steps"]
+    n_failed = int((~steps["converged"]).sum())
+    fig, ax = plt.subplots()
+    try:
+        assert _mark_failed(ax, steps, _Clock(steps)) == n_failed
+        labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]]
+        assert labels == [f"power flow failed ({n_failed} steps, not in the KPIs)"]
+        spans = [p for p in ax.patches]
+        assert 1 <= len(spans) <= n_failed
+    finally:
+        plt.close(fig)
+    assert len(plot_run(r, tmp_path, strict=True)) >= 3
