@@ -57,6 +57,7 @@ def test_kerber_low_voltage_solution_is_rejected_and_pandapower_answer_returned(
     setattr(raw, "_acceptable", lambda V, newton=False: True)  # noqa: B010
     low = raw.solve(p, q, v0=low_start)
     assert low.converged and 0.4 < np.nanmin(low.vm_pu) < 0.5  # the lower branch, not below the plausible band
+    assert not fast.is_operable(low.vm_pu, low.va_degree) and fast.is_operable(want.vm_pu, want.va_degree)
     res = fast.solve(p, q, v0=low_start)
     assert res.converged and res.method == "fast-retry" and fast.n_rejected == 1
     np.testing.assert_allclose(res.vm_pu, want.vm_pu, rtol=0, atol=VM_TOL)
