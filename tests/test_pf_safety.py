@@ -297,3 +297,26 @@ def test_plots_mark_failed_steps(failing_run: CoSimulation, tmp_path: Path) -> N
     finally:
         plt.close(fig)
     assert len(plot_run(r, tmp_path, strict=True)) >= 3
+
+
+@pytest.mark.slow
+def test_kerber_dorfnetz_half_voltage_operating_points_are_kept(tmp_path: Path) -> None:
+    """3000 EVs on the Kerber Dorfnetz without curtailment: some evening steps have an operable solution at 0.50 pu
+    (pandapower's, and reached by continuation from no load) — the acceptance test must keep them — and 53 steps have
+    no solution at all (pandapower fails too): flagged, not averaged in. Before: Vmin 0.0000, 261 GWh of losses."""
+    path = tmp_path / "kerber_dorfnetz.json"
+    pp.to_json(pn.create_kerber_dorfnetz(), str(path))
+    ov = _file_overrides(path) + ["fleet.n_evs=3000", "grid.curtailment=false"]
+    sim = CoSimulation(load_scenario("default", ov))
+    r = sim.run()
+    s, rec = r.tables["steps"], sim.recorder
+    assert r.kpis["pf_failed_steps"] == 53 and r.kpis["vmin_pu"] == pytest.approx(0.4966, abs=1e-3)
+    assert r.kpis["energy_losses_kwh"] == pytest.approx(1607.4, abs=0.5)
+    ref = PandapowerPowerFlow(sim.network.net)
+    low = s.index[s["converged"] & (s["vmin_pu"] < 0.55)]
+    assert len(low) >= 2 and (s.loc[low, "pf_method"] == "fast").all()
+    for k in low:
+        want = ref.solve(rec.p_net_bus[k] / 1000.0, rec.q_net_bus[k] / 1000.0, init="dc")
+        np.testing.assert_allclose(rec.vm[k], want.vm_pu, rtol=0, atol=VM_TOL)
+    for k in s.index[~s["converged"]][:3]:
+        assert not ref.solve(rec.p_net_bus[k] / 1000.0, rec.q_net_bus[k] / 1000.0, init="dc").converged
