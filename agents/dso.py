@@ -9,13 +9,19 @@ eq. 4 price range.) **Voltage support**: if the grid violates a limit with the e
 raises every DG to its rating (the extra cost is counted) before it touches EV load.
 
 **Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
-``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent`` and the T–D interface against the
-substation rating. EV load may only be blamed for what it adds: each limit is relaxed to the value the grid
-would have without any EV load (one extra power flow), so a base-load violation never makes EVs stop. If a
-violation remains, EV load at bus ``i`` is scaled by ``1 − α·w_i`` (floored at 0), where ``w_i`` is bus ``i``'s
-voltage sensitivity toward the worst bus (mutual resistance ``Re Z_ki``, normalised to 1 at the most effective
-bus), or ``w_i = 1`` for thermal violations; ``α`` is the smallest value (bisection, 12 power flows at most)
-that clears the violations. Curtailment only ever reduces charging; V2G discharge is left as scheduled.
+``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent``, transformer loading against
+``max_trafo_loading_percent`` and the T–D interface against the substation rating. EV load may only be blamed
+for what it adds: each limit is relaxed to the value the grid would have without any EV load (one extra power
+flow), so a base-load violation never makes EVs stop. If a violation remains, EV load at bus ``i`` is scaled by
+``1 − α·w_i`` (floored at 0), where ``w_i`` is bus ``i``'s voltage sensitivity toward the worst bus (mutual
+resistance ``Re Z_ki``, clipped at 0, normalised to 1 at the most effective bus), or ``w_i = 1`` for thermal
+violations; ``α`` is the smallest value (bisection, 12 power flows at most) that clears the violations. EV buses
+with zero sensitivity (another feeder, behind a transformer the approximation does not see) are not curtailed for
+a voltage violation; if curtailing every sensitive bus does not clear it, the weights fall back to ``w_i = 1``
+(one more power flow). ``α`` is always finite, so the factors are never NaN. A power flow that fails (see
+`grids.powerflow`: no physical solution even after its retries) counts as a violation; if it still fails with
+all EV charging withheld, the step is returned with that failed power flow and is flagged in the recorder.
+Curtailment only ever reduces charging; V2G discharge is left as scheduled.
 
 **Volt/VAr droop** (optional): the chargers at each bus inject or absorb ``Q = curve(V_bus) · S_bus`` clipped
 to the headroom ``sqrt(S_bus² − P_bus²)``, where ``S_bus`` is the summed apparent-power rating of the plugged
@@ -119,8 +125,16 @@ class DSO(mesa.Agent):
         return res
 
     def _limits_ok(
-        self, res: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, load_hi: np.ndarray, s_hi: float
+        self,
+        res: PowerFlowResult,
+        v_lo: np.ndarray,
+        v_hi: np.ndarray,
+        load_hi: np.ndarray,
+        s_hi: float,
+        trafo_hi: np.ndarray | None = None,
     ) -> bool:
+        """Whether a converged power flow respects the (relaxed) limits: voltages [pu], line and transformer
+        loading [%], T–D apparent power [MVA]. A failed power flow never does."""
         if not res.converged:
             return False
         vm = res.vm_pu
@@ -130,6 +144,7 @@ class DSO(mesa.Agent):
             and np.all(vm[live] <= v_hi[live] + _TOL_V)
             and np.all(res.line_loading_percent <= load_hi + _TOL_LOADING)
             and np.hypot(res.ext_grid_p_mw, res.ext_grid_q_mvar) <= s_hi + 1e-9
+            and (trafo_hi is None or np.all(res.trafo_loading_percent <= trafo_hi + _TOL_LOADING))
         )
 
     def _fixed_injections(
@@ -266,49 +281,64 @@ class DSO(mesa.Agent):
         v_lo = np.full(net.n_bus, net.v_min_pu)
         v_hi = np.full(net.n_bus, net.v_max_pu)
         l_hi = np.full(len(res.line_loading_percent), net.max_line_loading_percent)
+        t_hi = np.full(len(res.trafo_loading_percent), net.max_trafo_loading_percent)
         s_hi = net.substation_mva
-        if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
+
+        def ok(r: PowerFlowResult) -> bool:
+            return self._limits_ok(r, v_lo, v_hi, l_hi, s_hi, t_hi)
+
+        def step(r: PowerFlowResult, f: np.ndarray, curtailed: bool) -> GridStep:
+            return GridStep(r, f, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, curtailed, q_ev)
+
+        if ok(res):
+            return step(res, ones, False)
         if len(self._dg_bus) and np.any(dg_p < [d.p_max_kw for d in net.dgs]):
             dg_p, dg_q, dg_cost = set_dgs(True)  # voltage support before curtailment
             res = solve(ones)
-        if not self.curtail or ev_charge.sum() <= 0 or self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
+        if not self.curtail or ev_charge.sum() <= 0 or ok(res):
+            return step(res, ones, False)
         # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
         base = solve(np.zeros_like(p_ev_kw))
         if base.converged:
             v_lo = np.minimum(v_lo, base.vm_pu)
             v_hi = np.maximum(v_hi, base.vm_pu)
             l_hi = np.maximum(l_hi, base.line_loading_percent)
+            t_hi = np.maximum(t_hi, base.trafo_loading_percent)
             s_hi = max(s_hi, float(np.hypot(base.ext_grid_p_mw, base.ext_grid_q_mvar)))
-        if self._limits_ok(res, v_lo, v_hi, l_hi, s_hi):
-            return GridStep(res, ones, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, False, q_ev)
+        if ok(res):
+            return step(res, ones, False)
         has_ev = ev_charge > 0
+        uniform = has_ev.astype(float)
         assert self._r is not None, "curtailment keeps the network's voltage sensitivities (set in __init__)"
         if res.converged and np.any(res.vm_pu < v_lo - _TOL_V):
-            worst = int(np.argmin(res.vm_pu - v_lo))
-            w = np.maximum(self._r[worst], 0.0)
+            worst = int(np.nanargmin(res.vm_pu - v_lo))
+            w = np.maximum(np.nan_to_num(self._r[worst], nan=0.0, posinf=0.0, neginf=0.0), 0.0)
         else:
             w = np.ones(net.n_bus)
         w = np.where(has_ev, w, 0.0)
         if w.max() <= 0:
-            w = has_ev.astype(float)
+            w = uniform
         w = w / w.max()
-        alpha_max = 1.0 / w[has_ev].min()
+        # α that withholds all charging at every EV bus the weights reach (w = 0 there: not curtailed, never NaN)
+        alpha_max = 1.0 / w[has_ev & (w > 0)].min()
 
         def factor(alpha: float) -> np.ndarray:
             return np.clip(1.0 - alpha * w, 0.0, 1.0)
 
         lo, hi = 0.0, alpha_max
         best = solve(factor(hi))
-        if not self._limits_ok(best, v_lo, v_hi, l_hi, s_hi):
+        if not ok(best) and np.any(w[has_ev] <= 0):
+            # the sensitivity weights cannot clear it (zero-sensitivity EV buses left charging): uniform weights
+            w, hi = uniform, 1.0
+            best = solve(factor(hi))
+        if not ok(best):
             # even without EV charging the limits fail (e.g. non-convergence without EVs): curtail all EV load
-            return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True, q_ev)
+            return step(best, factor(hi), True)
         for _ in range(10):
             mid = 0.5 * (lo + hi)
             trial = solve(factor(mid))
-            if self._limits_ok(trial, v_lo, v_hi, l_hi, s_hi):
+            if ok(trial):
                 hi, best = mid, trial
             else:
                 lo = mid
-        return GridStep(best, factor(hi), dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, True, q_ev)
+        return step(best, factor(hi), True)

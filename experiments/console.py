@@ -19,6 +19,7 @@ HEADLINE = (
     ("load_factor", "load factor", "{:.3f}"),
     ("ev_energy_kwh", "EV energy [kWh]", "{:,.0f}"),
     ("ev_peak_kw", "EV peak [kW]", "{:,.0f}"),
+    ("pf_failed_steps", "power flow failed [steps]", "{:d}"),
     ("energy_losses_kwh", "energy losses [kWh]", "{:,.1f}"),
     ("vmin_pu", "Vmin [pu]", "{:.4f}"),
     ("vdi_pu", "VDI [pu]", "{:.4f}"),
@@ -49,11 +50,13 @@ def fmt_value(fmt: str, v: object) -> str:
 
 
 def warn_failures(kpis: dict) -> None:
-    """Say so on stderr when power flows failed to converge (the steps are flagged in the tables)."""
-    n = kpis.get("nonconverged_steps", 0)
+    """Say so on stderr when power flows failed (the steps are flagged in the tables and left out of the grid KPIs)."""
+    n = kpis.get("pf_failed_steps", kpis.get("nonconverged_steps", 0))
     if n:
         typer.echo(
-            f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet column 'converged'",
+            f"warning: the power flow found no physical solution in {n} step(s); they are left out of every grid "
+            "KPI (voltages, losses, loading, grid cost) and flagged in tables/steps.parquet (columns 'converged', "
+            "'pf_method')",
             err=True,
         )
 

@@ -192,9 +192,41 @@ def _message(ax: Axes, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ run plots
+def _mark_failed(ax: Axes, steps: pd.DataFrame, clock: _Clock) -> int:
+    """Shade the steps whose power flow failed (no physical solution; left out of every grid KPI).
+
+    Returns:
+        The number of failed steps (0: nothing drawn).
+    """
+    if "converged" not in steps:
+        return 0
+    steps = steps.sort_values("step")
+    failed = ~steps["converged"].to_numpy(bool)
+    n = int(failed.sum())
+    if not n:
+        return 0
+    t = clock.time_of(steps["step"].to_numpy()[failed])
+    # merge consecutive failed steps into one span each
+    starts = np.r_[0, np.flatnonzero(np.diff(t) > clock.dt * 1.5) + 1]
+    ends = np.r_[starts[1:], len(t)]
+    for j, (a, b) in enumerate(zip(starts, ends)):
+        ax.axvspan(
+            t[a],
+            t[b - 1] + clock.dt,
+            facecolor="0.6",
+            alpha=0.35,
+            hatch="//",
+            lw=0,
+            zorder=0,
+            label=f"power flow failed ({n} steps, not in the KPIs)" if j == 0 else None,
+        )
+    return n
+
+
 def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     bus, steps = _table(result, "bus"), _table(result, "steps")
     if bus is None or steps is None:
@@ -224,7 +256,7 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
             origin="upper",
             extent=(x_edges[0], x_edges[1], len(ids) - 0.5, -0.5),
         )
-        handles = []
+        handles: list[Any] = []
         xc = t + clock.dt / 2
         for lim, style in ((vlo, "--"), (vhi, ":")):
             if dmin < lim < dmax and vm.shape[1] > 1 and vm.shape[0] > 1:
@@ -244,6 +276,9 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
                 label=f"min {dmin:.3f} pu (bus {bus_str}, {clock.tod_label(t[k])})",
             )
         )
+        n_failed = int((~steps["converged"].to_numpy(bool)).sum()) if "converged" in steps else 0
+        if n_failed:  # their voltages are NaN: drawn in the colour map's "bad" grey
+            handles.append(Patch(facecolor="0.8", label=f"power flow failed ({n_failed} steps, not in the KPIs)"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
         cb = fig.colorbar(im, ax=ax, pad=0.02)
         cb.set_label("voltage magnitude [pu]")
@@ -333,6 +368,7 @@ def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None
             ax.step(*clock.post(orig), where="post", color="0.25", lw=1.2, ls="--", label="non-EV load before DR")
             if np.all(np.isfinite(base)) and np.nanmax(np.abs(orig - base)) > 1e-6:
                 ax.step(*clock.post(base), where="post", color="0.25", lw=1.0, ls=":", label="non-EV load after DR")
+        _mark_failed(ax, steps, clock)
         _time_axis(ax, clock)
         ax.set_ylabel("power [kW]")
         ax.set_ylim(bottom=min(0.0, float(np.nanmin(np.append(export, 0))) * 1.1))
@@ -420,6 +456,7 @@ def _price_ev_load(plt: ModuleType, result: RunResult, path: Path) -> Path | Non
             lo, hi = np.nanmin(price), np.nanmax(price)
             pad = max(0.08 * (hi - lo), 0.05 * abs(hi), 1.0)
             ax.set_ylim(min(0.0, lo - pad) if lo < 0 else max(0.0, lo - pad), hi + pad)
+        _mark_failed(ax, steps, clock)
         _time_axis(ax, clock)
         ax.grid(alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()

@@ -45,7 +45,7 @@ from pandapower.pypower.idx_brch import F_BUS, PF, PT, T_BUS
 from pandapower.pypower.idx_bus import BASE_KV, PD, QD, VA
 from pandapower.pypower.idx_gen import GEN_BUS, PG, VG
 from scipy.linalg import lapack
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu, spsolve
 
 __all__ = [
     "PowerFlowResult",
@@ -55,6 +55,8 @@ __all__ = [
     "make_engine",
     "bus_net_load",
     "ENGINES",
+    "METHODS",
+    "VM_PLAUSIBLE_PU",
 ]
 
 
@@ -100,6 +102,11 @@ import pandapower.pf.run_newton_raphson_pf  # noqa: E402,F401  (make sure the ke
 PANDAPOWER_KERNELS_CACHED: int = _cache_pandapower_kernels()
 
 ENGINES: tuple[str, ...] = ("fast", "pandapower")
+#: Values of :attr:`PowerFlowResult.method`, in the order the fast engine tries them.
+METHODS: tuple[str, ...] = ("fast", "fast-retry", "pandapower", "failed")
+#: Plausible band of bus voltage magnitudes [pu] of a converged solution (second guard beside the branch test,
+#: see :meth:`FastPowerFlow.solve`): no operable point of a real network lies outside it.
+VM_PLAUSIBLE_PU: tuple[float, float] = (0.3, 2.0)
 _SQRT3 = float(np.sqrt(3.0))
 # Elements whose power the caller supplies through the load arrays.
 _CALLER_ELEMENTS: tuple[str, ...] = ("load", "sgen", "storage")
@@ -129,6 +136,11 @@ class PowerFlowResult:
         ext_grid_p_mw: active power injected by all slack elements (ext_grids, and gens with ``slack=True``),
             positive = import from upstream [MW].
         ext_grid_q_mvar: reactive power injected by all slack elements [Mvar].
+        method: how the result was obtained (one of :data:`METHODS`): ``"fast"`` (Newton–Raphson from the warm
+            start or the caller's ``v0``), ``"fast-retry"`` (the same after a rejected or failed first attempt,
+            from the no-load or a flat start), ``"pandapower"`` (``pp.runpp`` found the start point, the fast
+            engine confirmed it; also every converged result of :class:`PandapowerPowerFlow`) or ``"failed"``
+            (``converged`` is False: no physical solution was found, the arrays are not an operating point).
     """
 
     converged: bool
@@ -143,6 +155,7 @@ class PowerFlowResult:
     losses_mw: float
     ext_grid_p_mw: float
     ext_grid_q_mvar: float
+    method: str = "fast"
 
 
 class PowerFlowError(RuntimeError):
@@ -211,6 +224,21 @@ def _check_v0(v0: Any, n_bus: int, used: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _perm_swaps(perm: np.ndarray) -> int:
+    """Number of transpositions (mod 2 is what counts) that make up a permutation: n − number of cycles."""
+    perm = np.asarray(perm, dtype=np.int64)
+    seen = np.zeros(len(perm), dtype=bool)
+    swaps = 0
+    for i in range(len(perm)):
+        j, length = i, 0
+        while not seen[j]:
+            seen[j] = True
+            j = int(perm[j])
+            length += 1
+        swaps += max(length - 1, 0)
+    return swaps
+
+
 def compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, bool]:
     """Deep-copy ``net``, switch off the caller-supplied elements and run pandapower once.
 
@@ -243,8 +271,21 @@ class FastPowerFlow:
     SuperLU (measured: dense 17 µs vs sparse 37 µs at dim 64 (case33bw), dense 150 µs vs sparse 85 µs at dim
     181 (case118)).
 
-    The last converged voltage vector is used as the warm start of the next solve (initially the no-load
-    solution of the compile run). Non-converged solves never replace the warm start.
+    The last accepted voltage vector is used as the warm start of the next solve (initially the no-load
+    solution of the compile run). Non-converged and suspect solutions never replace the warm start.
+
+    **A power flow that cannot silently lie** (:meth:`solve`): Newton–Raphson may converge onto the *low-voltage*
+    solution (the lower branch of the PV curve, ≈ 0.5 pu on a heavily loaded LV feeder) when it starts far from
+    the operating point; used as the next warm start, that solution drags the following steps into divergence.
+    A converged solution is therefore *accepted* only if it is finite, every live bus lies in
+    :data:`VM_PLAUSIBLE_PU`, and it lies on the operable branch: the sign of the power-flow Jacobian's
+    determinant equals its sign at the no-load solution. Along the branch that grows from the no-load point the
+    Jacobian is non-singular up to the nose of the PV curve (the saddle-node bifurcation where one eigenvalue
+    crosses zero), so every operable point, however heavily loaded, keeps the no-load sign, and a point past the
+    nose has the opposite sign (an odd number of crossings; a solution with an even number would also need to
+    pass the voltage band). A rejected or failed attempt is retried from the no-load solution and from a flat
+    start, then ``pp.runpp`` (``init="dc"``, then ``"flat"``) is asked for a start point that the fast engine
+    confirms (``fallback=True``); each result carries its ``method`` (:data:`METHODS`).
 
     Q limits of ``net.gen`` are ignored (PV buses stay PV), as with pandapower's default
     ``enforce_q_lims=False``.
@@ -254,7 +295,13 @@ class FastPowerFlow:
     dense_max_dim: int = 128
 
     def __init__(
-        self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30, trafo_loading: str = "current"
+        self,
+        net: pandapowerNet,
+        *,
+        tol_mva: float = 1e-9,
+        max_iter: int = 30,
+        trafo_loading: str = "current",
+        fallback: bool = True,
     ) -> None:
         """Compile the engine.
 
@@ -264,6 +311,8 @@ class FastPowerFlow:
             max_iter: maximum number of Newton–Raphson iterations.
             trafo_loading: ``"current"`` (pandapower's default) or ``"power"``: definition of
                 ``trafo_loading_percent``, as pandapower's ``runpp(trafo_loading=...)``.
+            fallback: when the fast attempts fail, ask ``pp.runpp`` for a start point (see class docstring);
+                False stops after the fast retries.
 
         Raises:
             ValueError: invalid tolerance, iteration count or trafo_loading.
@@ -278,6 +327,11 @@ class FastPowerFlow:
         self.tol_mva = float(tol_mva)
         self.max_iter = int(max_iter)
         self.trafo_loading = trafo_loading
+        self.fallback = bool(fallback)
+        self._fallback_engine: PandapowerPowerFlow | None = None
+        #: Solves per method (diagnostics: how often the safety net was needed) and suspect solutions rejected.
+        self.method_counts: dict[str, int] = dict.fromkeys(METHODS, 0)
+        self.n_rejected = 0
 
         base_mva = float(net.sn_mva)
         net_c, ok = compile_run(
@@ -447,6 +501,15 @@ class FastPowerFlow:
             else:
                 self._tr_scale_f = 100.0 / sn / denom
                 self._tr_scale_t = self._tr_scale_f
+        if self._dense:
+            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
+        self._last_lu: tuple[np.ndarray, np.ndarray] | None = None  # LU of the last dense Newton step
+        flat = np.ones(n, dtype=np.complex128)
+        flat[: self._npv] = self._v_set
+        flat[self._m :] = self._v_ref
+        self._v_flat = flat
+        # sign of det(J) on the operable branch (0: singular at no load, the branch test is then skipped)
+        self._branch_sign = self._jacobian_sign(self._v_start)
 
     # ------------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -525,19 +588,25 @@ class FastPowerFlow:
 
     # ------------------------------------------------------------------------------------------------------------
     def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
-        """Solve one load snapshot.
+        """Solve one load snapshot; never returns an unflagged suspect solution (see the class docstring).
+
+        Order of attempts: Newton–Raphson from ``v0`` or the warm start (``method="fast"``); from the no-load
+        solution, then from a flat start (``"fast-retry"``); from ``pp.runpp``'s solution with ``init="dc"``,
+        then ``"flat"`` (``"pandapower"``, only with ``fallback=True``). Each converged attempt must pass the
+        acceptance test (finite, :data:`VM_PLAUSIBLE_PU`, operable branch) before it is returned and becomes the
+        next warm start.
 
         Args:
             p_load_mw: net active load per bus in ``net.bus.index`` order [MW], positive = consumption.
             q_load_mvar: net reactive load per bus [Mvar].
             v0: optional start voltages, complex [pu] in ``net.bus.index`` order (slack and PV magnitudes are
-                reset to their set-points, the slack angle to its set-point); default: last converged solution.
+                reset to their set-points, the slack angle to its set-point); default: last accepted solution.
 
         Returns:
-            The power-flow result. ``converged=False`` (no exception) when Newton–Raphson does not converge
-            within ``max_iter`` iterations or diverges; the arrays then hold the last iterate if it is finite,
-            else the start voltages – finite, but not a physical operating point (treat as "no solution",
-            typically voltage collapse under too much load).
+            The power-flow result. When every attempt fails: ``converged=False``, ``method="failed"`` (no
+            exception); the arrays then hold the first attempt's last iterate if it is finite, else its start
+            voltages – finite, but not a physical operating point (treat as "no solution", typically voltage
+            collapse under too much load). ``iterations`` counts the Newton–Raphson iterations of all attempts.
 
         Raises:
             PowerFlowError: wrong shape or non-finite values in the inputs.
@@ -554,26 +623,151 @@ class FastPowerFlow:
             ql = np.bincount(self._bus_dst, weights=q[self._bus_src], minlength=n)
             s_spec = self._s_fixed - (pl + 1j * ql) / base
 
-        if v0 is None:
-            V0 = self._v_warm.copy()
-        else:
-            vin = _check_v0(v0, self._n_bus, self._bus_valid)
-            V0 = self._v_warm.copy()
-            V0[self._bus_dst] = vin[self._bus_src]
-            npv, m = self._npv, self._m
-            if npv:
-                V0[:npv] = self._v_set * V0[:npv] / np.abs(V0[:npv])
-            V0[m:] = self._v_ref
+        V0 = self._v_warm.copy() if v0 is None else self._start_from(v0)
         V, S, converged, it = self._newton(V0, s_spec)
-        if not converged and not (np.isfinite(V).all() and np.isfinite(S).all()):
+        if converged and self._acceptable(V, newton=True):
+            return self._accept(V, S, s_spec, it, "fast")
+        self.n_rejected += int(converged)
+        first = (V, S, V0)
+        total = it
+        for start in (self._v_start, self._v_flat):
+            if np.array_equal(start, V0):
+                continue  # the same attempt again gives the same answer
+            V, S, converged, it = self._newton(start.copy(), s_spec)
+            total += it
+            if converged and self._acceptable(V, newton=True):
+                return self._accept(V, S, s_spec, total, "fast-retry")
+            self.n_rejected += int(converged)
+        if self.fallback:
+            for init in ("dc", "flat"):
+                vin = self._pandapower_start(p, q, init)
+                if vin is None:
+                    continue
+                V, S, converged, it = self._newton(self._start_from(vin), s_spec)
+                total += it
+                if converged and self._acceptable(V, newton=True):
+                    return self._accept(V, S, s_spec, total, "pandapower")
+                self.n_rejected += int(converged)
+        V, S, V0 = first
+        if not (np.isfinite(V).all() and np.isfinite(S).all()):
             V = V0
             S = V * np.conj(self._Y @ V)
-        if converged:
-            self._v_warm = V.copy()
-        return self._results(V, S, s_spec, converged, it)
+        self.method_counts["failed"] += 1
+        return self._results(V, S, s_spec, False, total, "failed")
+
+    def _start_from(self, v0: Any) -> np.ndarray:
+        """Internal start vector from caller voltages (net.bus order); set-points of PV and slack buses kept."""
+        vin = _check_v0(v0, self._n_bus, self._bus_valid)
+        V0 = self._v_warm.copy()
+        V0[self._bus_dst] = vin[self._bus_src]
+        npv, m = self._npv, self._m
+        if npv:
+            V0[:npv] = self._v_set * V0[:npv] / np.abs(V0[:npv])
+        V0[m:] = self._v_ref
+        return V0
+
+    def _accept(self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, it: int, method: str) -> PowerFlowResult:
+        """Record an accepted solution as the next warm start and build its result."""
+        self._v_warm = V.copy()
+        self.method_counts[method] += 1
+        return self._results(V, S, s_spec, True, it, method)
+
+    def _pandapower_start(self, p: np.ndarray, q: np.ndarray, init: str) -> np.ndarray | None:
+        """Complex bus voltages (net.bus order) of ``pp.runpp(init=init)``, or None when it does not converge."""
+        if self._fallback_engine is None:
+            self._fallback_engine = PandapowerPowerFlow(
+                self._net, tol_mva=self.tol_mva, max_iter=max(self.max_iter, 50), trafo_loading=self.trafo_loading
+            )
+        res = self._fallback_engine.solve(p, q, init=init)
+        if not res.converged:
+            return None
+        v = res.vm_pu * np.exp(1j * np.deg2rad(res.va_degree))
+        return np.where(self._bus_valid, v, 1.0 + 0.0j)
+
+    def is_operable(self, vm_pu: np.ndarray, va_degree: np.ndarray) -> bool:
+        """Whether bus voltages (net.bus order, [pu], [degree]) pass the acceptance test of :meth:`solve`.
+
+        Used to check solutions from elsewhere (e.g. :class:`PandapowerPowerFlow`) against the same criterion.
+        """
+        v = np.asarray(vm_pu, float) * np.exp(1j * np.deg2rad(np.asarray(va_degree, float)))
+        V = self._v_warm.copy()
+        V[self._bus_dst] = v[self._bus_src]
+        return self._acceptable(V)
+
+    def _acceptable(self, V: np.ndarray, *, newton: bool = False) -> bool:
+        """Acceptance test of a converged internal voltage vector (see the class docstring).
+
+        With ``newton=True`` (``V`` is what :meth:`_newton` just returned) the branch test reuses the LU factors
+        of the last Newton step — the Jacobian at the last iterate, which differs from ``V`` by less than the
+        tolerance — instead of factorising again (dense path; a fresh factorisation otherwise).
+        """
+        if not np.isfinite(V).all():
+            return False
+        vm = np.abs(V)
+        lo, hi = VM_PLAUSIBLE_PU
+        if vm.min() < lo or vm.max() > hi:
+            return False
+        if self._branch_sign == 0:
+            return True
+        lu = self._last_lu if newton else None
+        sign = self._lu_sign(*lu) if lu is not None else self._jacobian_sign(V)
+        return sign == self._branch_sign
+
+    @staticmethod
+    def _lu_sign(lu: np.ndarray, piv: np.ndarray) -> int:
+        """Sign of det from LAPACK LU factors (unit-diagonal L, 0-based row interchanges ``piv``); 0 if singular."""
+        d = np.diag(lu)
+        if not np.all(d != 0):
+            return 0
+        neg = int(np.count_nonzero(d < 0)) + int(np.count_nonzero(piv != np.arange(len(piv))))
+        return -1 if neg % 2 else 1
+
+    def _jacobian_sign(self, V: np.ndarray) -> int:
+        """Sign of det(J) of the polar power-flow Jacobian at internal voltages ``V`` (0 if singular)."""
+        dim = self._dim
+        if dim == 0:
+            return 1
+        m, npv = self._m, self._npv
+        S = V * np.conj(self._Y @ V)
+        Vm = np.abs(V)
+        r, c, yc = self._jr, self._jc, self._jyc
+        o12, o21, o22, o_end = self._o
+        vals = np.empty_like(self._jvals)
+        W = V[r] * yc * np.conj(V[c])
+        Wr, Wi = W.real, W.imag
+        vals[:o12] = Wi
+        vals[o12:o21] = Wr[self._k12] / Vm[self._c12]
+        vals[o21:o22] = -Wr[self._k21]
+        vals[o22:o_end] = Wi[self._k22] / Vm[self._c22]
+        P, Q = S.real[:m], S.imag[:m]
+        vals[self._d11] -= Q
+        Ppq, Qpq, Vpq = P[npv:], Q[npv:], Vm[npv:m]
+        vals[self._d12] += Ppq / Vpq
+        vals[self._d21] += Ppq
+        vals[self._d22] += Qpq / Vpq
+        if not np.isfinite(vals).all():
+            return 0
+        if self._dense:
+            J = np.zeros((dim, dim), order="F")
+            J.T.flat[self._jflat] = vals
+            lu, piv, info = self._getrf(J)
+            return 0 if info != 0 else self._lu_sign(lu, piv)
+        else:
+            Js = sp.csc_matrix(self._J, copy=True)  # the CSC pattern built in __init__
+            Js.data[:] = vals[self._jperm]
+            try:
+                f = splu(Js)
+            except RuntimeError:  # exactly singular
+                return 0
+            d = f.U.diagonal()
+            swaps = _perm_swaps(f.perm_r) + _perm_swaps(f.perm_c)
+        if not np.all(d != 0):
+            return 0
+        neg = int(np.count_nonzero(d < 0)) + swaps
+        return -1 if neg % 2 else 1
 
     def solve_batch(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray) -> list[PowerFlowResult]:
-        """Solve a sequence of snapshots, each warm-started from the previous converged one.
+        """Solve a sequence of snapshots, each warm-started from the previous accepted one.
 
         Args:
             p_load_mw: net active load [MW], shape (n_snap, n_bus).
@@ -609,6 +803,7 @@ class FastPowerFlow:
         o12, o21, o22, o_end = self._o
         k12, k21, k22, c12, c22 = self._k12, self._k21, self._k22, self._c12, self._c22
         it = 0
+        self._last_lu = None
         while True:
             S = V * np.conj(Y @ V)
             mis = S - s_spec
@@ -638,9 +833,10 @@ class FastPowerFlow:
                 if self._dense:
                     J = self._J
                     J.T.flat[self._jflat] = vals  # J is Fortran-ordered: J.T is its C-ordered view
-                    *_, dx, info = self._gesv(J, F)
+                    lu, piv, dx, info = self._gesv(J, F)
                     if info != 0:
                         return V, S, False, it
+                    self._last_lu = (lu, piv)  # for the branch test at convergence (no copy, no extra work)
                 else:
                     J = self._J
                     J.data[:] = vals[self._jperm]
@@ -652,7 +848,9 @@ class FastPowerFlow:
             Vm[npv:m] -= dx[m:]
             V = Vm * np.exp(1j * Va)
 
-    def _results(self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, converged: bool, it: int) -> PowerFlowResult:
+    def _results(
+        self, V: np.ndarray, S: np.ndarray, s_spec: np.ndarray, converged: bool, it: int, method: str
+    ) -> PowerFlowResult:
         """Assemble a :class:`PowerFlowResult` from internal voltages."""
         base = self._base_mva
         vm_i = np.abs(V)
@@ -725,6 +923,7 @@ class FastPowerFlow:
             losses_mw=float(pl.sum()),
             ext_grid_p_mw=float(s_slack.real),
             ext_grid_q_mvar=float(s_slack.imag),
+            method=method,
         )
 
 
@@ -776,7 +975,14 @@ class PandapowerPowerFlow:
     def reset_warm_start(self) -> None:
         """No-op (every run starts from pandapower's ``init="auto"``); present for interface symmetry."""
 
-    def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
+    def solve(
+        self,
+        p_load_mw: np.ndarray,
+        q_load_mvar: np.ndarray,
+        *,
+        v0: np.ndarray | None = None,
+        init: str | None = None,
+    ) -> PowerFlowResult:
         """Solve one load snapshot with ``pp.runpp``.
 
         Args:
@@ -784,6 +990,7 @@ class PandapowerPowerFlow:
             q_load_mvar: net reactive load per bus [Mvar].
             v0: optional complex start voltages [pu] (``init_vm_pu``/``init_va_degree``); default: pandapower's
                 ``init="auto"``.
+            init: pandapower's ``init`` (``"dc"``, ``"flat"``, ...) when ``v0`` is not given.
 
         Returns:
             The power-flow result.
@@ -800,6 +1007,8 @@ class PandapowerPowerFlow:
             vin = _check_v0(v0, self._n_bus, self._net.bus["in_service"].to_numpy(bool))
             vin = np.where(np.isfinite(vin) & (vin != 0), vin, 1.0 + 0.0j)
             kw.update(init_vm_pu=np.abs(vin), init_va_degree=np.angle(vin, deg=True))
+        elif init is not None:
+            kw["init"] = init
         try:
             pp.runpp(net, **kw)
             converged = True
@@ -821,6 +1030,7 @@ class PandapowerPowerFlow:
                 nan,
                 nan,
                 nan,
+                "failed",
             )
         branch = net._ppc["branch"]
         losses = float(np.nansum(np.real(branch[:, PF]) + np.real(branch[:, PT])))
@@ -837,6 +1047,7 @@ class PandapowerPowerFlow:
             losses_mw=losses,
             ext_grid_p_mw=float(net.res_ext_grid["p_mw"].sum()),
             ext_grid_q_mvar=float(net.res_ext_grid["q_mvar"].sum()),
+            method="pandapower",
         )
 
     def solve_batch(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray) -> list[PowerFlowResult]:

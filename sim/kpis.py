@@ -17,6 +17,14 @@ Definitions (Δt = step length in hours; sums run over steps):
   energy [kWh] = Σ max(needed − delivered, 0) over the same EVs.
 * renewable utilisation = renewable energy used ÷ available (renewables are never curtailed in this model, so it
   is 1 unless the power flow fails).
+* power-flow failures: ``pf_failed_steps`` counts steps whose power flow found no physical solution even after the
+  fast engine's retries and pandapower fallback (``nonconverged_steps`` is the same number, kept for old
+  readers); ``pf_fallback_steps`` counts steps that needed a retry or pandapower. **Every grid KPI — voltages
+  (Vmin/Vmax/VDI/VRI, violation minutes, undervoltage steps), losses and their cost, line/transformer/substation
+  loading, T–D power factor, grid import and its cost — is computed over the converged steps only**; a failed
+  step never enters them (the recorder stores NaN there). ``total_cost_usd`` therefore covers converged steps.
+* transformer loading: ``max_trafo_loading_percent`` (0 without transformers) and ``trafo_overload_minutes``
+  (transformer-steps above ``grid.max_trafo_loading_percent`` × Δt).
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ def compute_kpis(
     n_bus = len(bus) // len(s) if len(s) else 0  # the bus table is step-major, every bus in every step
     bus_ids = bus["bus"].to_numpy()[:n_bus]  # pandapower indices, in the order of the columns of vm
     vm = bus["vm_pu"].to_numpy().reshape(len(s), n_bus) if len(s) else np.zeros((0, 0))
+    # grid KPIs only from steps whose power flow converged (failed steps hold NaN, see sim.recorder)
+    conv = s["converged"].to_numpy(bool) if len(s) else np.zeros(0, bool)
+    if not conv.all():
+        vm = vm[conv]
+        line = line[conv[line["step"].to_numpy(int)]]
+    sc = s[conv]
     g = scenario.grid
     total = s["total_load_kw"].to_numpy()
     price = s["price_usd_per_mwh"].to_numpy()
@@ -66,8 +80,13 @@ def compute_kpis(
     k["dt_min"] = float(dt_min)
     k["n_evs"] = int(len(evs))
     # grid
-    k["energy_losses_kwh"] = float(s["losses_kw"].sum() * dt_h)
-    k["peak_losses_kw"] = float(s["losses_kw"].max()) if len(s) else 0.0
+    k["pf_failed_steps"] = int((~conv).sum())
+    methods = s["pf_method"].to_numpy(str) if "pf_method" in s else np.zeros(0, str)
+    # steps the fast engine solved only on a retry or through pandapower (with engine "pandapower" that is normal)
+    fallback = ("fast-retry", "pandapower") if scenario.grid.engine == "fast" else ("fast-retry",)
+    k["pf_fallback_steps"] = int(np.isin(methods, fallback).sum())
+    k["energy_losses_kwh"] = float(sc["losses_kw"].sum() * dt_h)
+    k["peak_losses_kw"] = float(sc["losses_kw"].max()) if len(sc) else 0.0
     k["vmin_pu"] = float(np.nanmin(vm)) if vm.size else float("nan")
     k["vmin_bus"] = int(bus_ids[np.unravel_index(np.nanargmin(vm), vm.shape)[1]]) if vm.size else -1
     k["vmax_pu"] = float(np.nanmax(vm)) if vm.size else float("nan")
@@ -81,9 +100,15 @@ def compute_kpis(
     k["max_line_loading_percent"] = float(ll.max()) if ll.size else 0.0
     k["p95_line_loading_percent"] = float(np.percentile(ll, 95)) if ll.size else 0.0
     k["line_overload_minutes"] = float((ll > g.max_line_loading_percent + 1e-6).sum() * dt_min)
-    k["max_substation_loading_percent"] = float(s["substation_loading_percent"].max()) if len(s) else 0.0
-    k["td_pf_min"] = float(s["td_pf"].min()) if len(s) else 1.0
-    k["td_pf_mean"] = float(s["td_pf"].mean()) if len(s) else 1.0
+    tr = tables.get("trafo")
+    if tr is not None and len(tr):
+        tr = tr[conv[tr["step"].to_numpy(int)]]
+    tl = tr["loading_percent"].to_numpy() if tr is not None else np.zeros(0)
+    k["max_trafo_loading_percent"] = float(tl.max()) if tl.size else 0.0
+    k["trafo_overload_minutes"] = float((tl > g.max_trafo_loading_percent + 1e-6).sum() * dt_min)
+    k["max_substation_loading_percent"] = float(sc["substation_loading_percent"].max()) if len(sc) else 0.0
+    k["td_pf_min"] = float(sc["td_pf"].min()) if len(sc) else 1.0
+    k["td_pf_mean"] = float(sc["td_pf"].mean()) if len(sc) else 1.0
     k["nonconverged_steps"] = int((~s["converged"]).sum())
     k["curtailment_steps"] = int(s["curtailed"].sum())
     k["ev_curtailed_kwh"] = float(evs["curtailed_kwh"].sum()) if len(evs) else 0.0
@@ -101,14 +126,15 @@ def compute_kpis(
     peak_h = (s["tod_h"].to_numpy() >= 17.0) & (s["tod_h"].to_numpy() < 21.0) if len(s) else np.zeros(0, bool)
     k["price_peak_mean_usd_per_mwh"] = float(price[peak_h].mean()) if peak_h.any() else float("nan")
     # costs
-    grid_e = s["grid_p_kw"].to_numpy() * dt_h / 1000.0
-    k["grid_energy_cost_usd"] = float((grid_e * price).sum())
+    grid_e = sc["grid_p_kw"].to_numpy() * dt_h / 1000.0
+    price_c = price[conv]
+    k["grid_energy_cost_usd"] = float((grid_e * price_c).sum())
     k["grid_reactive_cost_usd"] = float(
-        (np.abs(s["grid_q_kvar"]) * dt_h / 1000.0).sum() * scenario.prices.q_price_usd_per_mvarh
+        (np.abs(sc["grid_q_kvar"]) * dt_h / 1000.0).sum() * scenario.prices.q_price_usd_per_mvarh
     )
     k["dg_cost_usd"] = float(s["dg_cost_usd_per_h"].sum() * dt_h)
     k["total_cost_usd"] = k["grid_energy_cost_usd"] + k["grid_reactive_cost_usd"] + k["dg_cost_usd"]
-    k["loss_cost_usd"] = float((s["losses_kw"].to_numpy() * dt_h / 1000.0 * price).sum())
+    k["loss_cost_usd"] = float((sc["losses_kw"].to_numpy() * dt_h / 1000.0 * price_c).sum())
     k["renewable_energy_kwh"] = float((s["pv_kw"] + s["wind_kw"]).sum() * dt_h)
     used = ((s["pv_kw"] + s["wind_kw"]) * s["converged"]).sum() * dt_h
     k["renewable_utilisation"] = (

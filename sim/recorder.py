@@ -1,4 +1,10 @@
-"""Recorder: per-step arrays filled by the step loop, turned into tidy tables and KPIs at the end."""
+"""Recorder: per-step arrays filled by the step loop, turned into tidy tables and KPIs at the end.
+
+A step whose power flow failed (``converged`` False, ``pf_method`` ``"failed"``: no physical solution even after
+the engine's retries and fallback, see `grids.powerflow`) keeps its inputs (loads, EV power, prices) but every
+quantity the power flow would have given — voltages, line and transformer loading, losses, grid import — is
+recorded as NaN, so no table, KPI or plot can use a non-physical snapshot by accident.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ STEP_COLUMNS = (
     "vmax_pu",
     "vmean_pu",
     "max_line_loading_percent",
+    "max_trafo_loading_percent",
     "converged",
     "curtailed",
     "n_pf",
@@ -54,6 +61,8 @@ class Recorder:
         self.p_ev_bus = np.zeros((n, nb))
         self.line_loading = np.zeros((n, nl))
         self.line_pl_kw = np.zeros((n, nl))
+        self.trafo_loading = np.zeros((n, len(model.network.net.trafo)))
+        self.pf_method = np.full(n, "", dtype=object)  # how each step's power flow was obtained (METHODS)
         self.st_p = np.zeros((n, ns))
         self.st_occ = np.zeros((n, ns))
         self.st_queue = np.zeros((n, ns))
@@ -93,23 +102,29 @@ class Recorder:
         c["dg_kw"][k] = grid.dg_p_kw.sum()
         c["dg_kvar"][k] = grid.dg_q_kvar.sum()
         c["dg_cost_usd_per_h"][k] = grid.dg_cost_usd_per_h
-        c["grid_p_kw"][k] = pf.ext_grid_p_mw * 1000.0
-        c["grid_q_kvar"][k] = pf.ext_grid_q_mvar * 1000.0
-        c["losses_kw"][k] = pf.losses_mw * 1000.0
-        c["vmin_pu"][k] = np.nanmin(pf.vm_pu)
-        c["vmax_pu"][k] = np.nanmax(pf.vm_pu)
-        c["vmean_pu"][k] = np.nanmean(pf.vm_pu)
-        c["max_line_loading_percent"][k] = pf.line_loading_percent.max() if len(pf.line_loading_percent) else 0.0
+        ok = pf.converged
+        nan = np.nan
+        c["grid_p_kw"][k] = pf.ext_grid_p_mw * 1000.0 if ok else nan
+        c["grid_q_kvar"][k] = pf.ext_grid_q_mvar * 1000.0 if ok else nan
+        c["losses_kw"][k] = pf.losses_mw * 1000.0 if ok else nan
+        c["vmin_pu"][k] = np.nanmin(pf.vm_pu) if ok else nan
+        c["vmax_pu"][k] = np.nanmax(pf.vm_pu) if ok else nan
+        c["vmean_pu"][k] = np.nanmean(pf.vm_pu) if ok else nan
+        ll, tl = pf.line_loading_percent, pf.trafo_loading_percent
+        c["max_line_loading_percent"][k] = (ll.max() if len(ll) else 0.0) if ok else nan
+        c["max_trafo_loading_percent"][k] = (tl.max() if len(tl) else 0.0) if ok else nan
         c["converged"][k] = pf.converged
+        self.pf_method[k] = getattr(pf, "method", "fast" if ok else "failed")
         c["curtailed"][k] = grid.curtailed
         c["n_pf"][k] = grid.n_pf
         f = m.fleet
         c["n_plugged"][k] = (f.state == PLUGGED).sum()
         c["n_waiting"][k] = (f.state == WAITING).sum()
-        self.vm[k] = pf.vm_pu
+        self.vm[k] = pf.vm_pu if ok else nan
         self.p_ev_bus[k] = p_ev_bus_final
-        self.line_loading[k] = pf.line_loading_percent
-        self.line_pl_kw[k] = pf.line_pl_mw * 1000.0
+        self.line_loading[k] = ll if ok else nan
+        self.line_pl_kw[k] = pf.line_pl_mw * 1000.0 if ok else nan
+        self.trafo_loading[k] = tl if ok else nan
         ns = len(m.station_table)
         self.st_p[k] = np.bincount(f.station[ev_idx], weights=p_ev, minlength=ns)
         self.st_occ[k] = np.bincount(f.station[ev_idx], minlength=ns)
@@ -133,6 +148,7 @@ class Recorder:
         for c, v in self.cols.items():
             steps[c] = v.astype(bool) if c in ("converged", "curtailed") else v
         steps["n_pf"] = steps["n_pf"].astype(int)
+        steps["pf_method"] = self.pf_method.astype(str)
         steps["total_load_kw"] = steps["base_load_kw"] + steps["ev_load_kw"]
         s = np.hypot(steps["grid_p_kw"], steps["grid_q_kvar"])
         steps["td_pf"] = np.where(s > 0, np.abs(steps["grid_p_kw"]) / np.where(s > 0, s, 1.0), 1.0)
@@ -173,6 +189,16 @@ class Recorder:
                 "pl_kw": self.line_pl_kw[:, live].ravel(),
             }
         )
+        trafo = None
+        nt = self.trafo_loading.shape[1]
+        if nt:  # per transformer and step (networks with transformers only)
+            trafo = pd.DataFrame(
+                {
+                    "step": np.repeat(np.arange(n), nt),
+                    "trafo": np.tile(m.network.net.trafo.index.to_numpy(), n),
+                    "loading_percent": self.trafo_loading.ravel(),
+                }
+            )
         st = m.station_table
         ns = len(st)
         station_step = pd.DataFrame(
@@ -246,7 +272,7 @@ class Recorder:
                 "max_queue": self.st_queue.max(axis=0).astype(int) if n else np.zeros(ns, int),
             }
         )
-        return {
+        out = {
             "steps": steps,
             "bus": bus,
             "line": line,
@@ -254,11 +280,14 @@ class Recorder:
             "evs": evs,
             "stations": stations,
         }
+        if trafo is not None:
+            out["trafo"] = trafo
+        return out
 
     def loss_sensitivity(self, steps: pd.DataFrame, delta_kw: float = 10.0) -> pd.DataFrame:
         """Loss sensitivity factor per bus at the peak-loss step (`002_…` eq. 21): ΔP_loss/ΔP_i [kW/kW]."""
         m = self.model
-        if not len(steps):
+        if not len(steps) or not steps["converged"].any():  # failed steps have no losses to start from
             return pd.DataFrame(columns=["bus", "lsf"])
         k = int(steps["losses_kw"].idxmax())
         eng = m.dso.engine
