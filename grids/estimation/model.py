@@ -400,6 +400,10 @@ class MeasurementModel:
         self._g_pos = ca * n + cb  # flat position in G
 
     # --- sizes and names -----------------------------------------------------------------------------------------
+    def state_bus(self, k: int) -> int:
+        """pandapower bus of state entry ``k`` (angle or magnitude)."""
+        return int(self.va_buses[k] if k < self._nva else self.vm_buses[k - self._nva])
+
     def state_label(self, k: int) -> str:
         """Name of state entry ``k`` (``"θ bus 5"`` or ``"|V| bus 5"``, pandapower bus indices)."""
         if k < self._nva:
