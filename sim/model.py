@@ -90,9 +90,7 @@ def compiled_estimator(g: GridSpec) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _compiled_estimator(spec_json: str) -> Any:
-    from grids.estimation import MeasurementSet, StateEstimator
-
-    from grids.estimation import EstimationError
+    from grids.estimation import EstimationError, MeasurementSet, StateEstimator
     from sim.scenario import ScenarioError
 
     network, _ = _compiled_grid(spec_json)

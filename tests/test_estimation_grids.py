@@ -146,9 +146,7 @@ def test_estimate_matches_pandapower_on_cigre_mv(cigre: Grid) -> None:
         est = se.estimate(z)
         assert est.converged, est.message
         np.testing.assert_allclose(est.vm_pu, ref.res_bus_est["vm_pu"].to_numpy(), atol=1e-6, rtol=0)
-        np.testing.assert_allclose(
-            est.va_rad, np.deg2rad(ref.res_bus_est["va_degree"].to_numpy()), atol=1e-6, rtol=0
-        )
+        np.testing.assert_allclose(est.va_rad, np.deg2rad(ref.res_bus_est["va_degree"].to_numpy()), atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
@@ -214,9 +212,7 @@ def test_cosimulation_counts_non_converged_estimates_apart(cigre_json: Path) -> 
     assert np.isnan(k["se_false_alarm_rate"]) and steps["se_objective"].isna().all()  # ... nor clean steps
 
 
-def test_cosimulation_unobservable_grid_is_a_scenario_error(
-    cigre_json: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cosimulation_unobservable_grid_is_a_scenario_error(cigre_json: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sim import model
     from sim.scenario import ScenarioError
 

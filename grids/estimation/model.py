@@ -118,8 +118,10 @@ class MeasurementModel:
         """
         nb0 = int(internal["bus"].shape[0])
         lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
+        idx = net_c.bus.index.to_numpy(np.int64)
+        lk = lookup[idx[(idx >= 0) & (idx < len(lookup))]]  # only net.bus entries (indices may have gaps)
+        lk = lk[(lk >= 0) & (lk < nb0)]
         mapped = np.zeros(nb0, dtype=bool)
-        lk = lookup[(lookup >= 0) & (lookup < nb0)]
         mapped[lk] = True
         mapped[np.real(internal["gen"][:, GEN_BUS]).astype(np.int64)] = True
         mapped[np.asarray(internal["ref"], dtype=np.int64)] = True
