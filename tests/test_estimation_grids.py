@@ -226,3 +226,47 @@ def test_cosimulation_unobservable_grid_is_a_scenario_error(cigre_json: Path, mo
             _cosim(cigre_json, ["time.horizon_h=1", "fleet.n_evs=2", "grid.v_min_pu=0.91"])
     finally:
         model._compiled_estimator.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# other network features: out-of-service buses, 3-winding transformers, impedances, shunts, xwards
+
+
+def _day_rates(net: pp.pandapowerNet, n: int = 48) -> tuple[StateEstimator, list[PowerFlowResult], float]:
+    """Estimator on the default set, n converged power flows and the χ² alarm rate over them (all converged)."""
+    se = StateEstimator(net, MeasurementSet.default(net))
+    pf = FastPowerFlow(net)
+    p, q = bus_net_load(net)
+    rng = np.random.default_rng(3)
+    days, flags = [], []
+    for _ in range(n):
+        res = pf.solve(p * (0.5 + 0.5 * rng.random()), q * (0.5 + 0.5 * rng.random()))
+        assert res.converged
+        d = se.detect(se.measure(res, rng), alpha=ALPHA)
+        assert d.converged, d.result.message
+        days.append(res)
+        flags.append(d.flagged)
+    return se, days, float(np.mean(flags))
+
+
+def test_out_of_service_bus_is_left_out_and_reported_as_nan() -> None:
+    net = pn.create_cigre_network_mv(with_der="pv_wind")
+    net.bus.loc[14, "in_service"] = False  # the power flow has NaN there; the estimator must not need it
+    se, days, rate = _day_rates(net)
+    assert 14 not in MeasurementSet.default(net).inj_buses and np.isnan(days[0].vm_pu[14])
+    est = se.estimate(se.measure(days[0], np.random.default_rng(0), noise=False))
+    assert np.isnan(est.vm_pu[14]) and np.isfinite(np.delete(est.vm_pu, 14)).all()
+    np.testing.assert_allclose(est.vm_pu, days[0].vm_pu, atol=1e-9, equal_nan=True)
+    assert rate <= 3 * ALPHA
+
+
+def test_trafo3w_impedance_shunt_network_and_xward_refusal() -> None:
+    import pandapower.toolbox as tb
+
+    net = pn.example_multivoltage()  # trafo3w, impedance, shunt, gen, open switches, two xwards
+    with pytest.raises(EstimationError, match=r"^xward \[0, 1\]: .*replace_xward_by_internal_elements"):
+        StateEstimator(net, MeasurementSet.default(net))
+    tb.replace_xward_by_internal_elements(net)
+    se, _, rate = _day_rates(net)
+    assert se.n_eliminated_buses == 2  # the trafo3w star point and one open-switch line end
+    assert rate <= 3 * ALPHA  # measured 0.02 over 96 snapshots

@@ -111,7 +111,11 @@ class MeasurementModel:
         :class:`grids.powerflow.PowerFlowResult`: kept as a state, its voltage is only weakly determined (through
         the line's charging current) and the true measurements cannot be computed. Eliminating it exactly,
         ``Y_red = Y_RR − Y_RA Y_AA⁻¹ Y_AR`` (its zero injection makes this exact), keeps the open line's charging
-        at the closed end. Auxiliary buses with a generator (e.g. ``xward``) are kept.
+        at the closed end. An auxiliary bus with a voltage source (``xward``) is not zero-injection and no
+        measurement sees it: it is refused with a clear error (replace the xward by internal elements first).
+
+        Raises:
+            EstimationError: the net has an ``xward`` (or another element with an auxiliary voltage source).
 
         Sets ``self._new_of_old`` (kept internal index of every pandapower internal bus, −1 when eliminated) and
         ``self.n_eliminated_buses``.
@@ -123,8 +127,19 @@ class MeasurementModel:
         lk = lk[(lk >= 0) & (lk < nb0)]
         mapped = np.zeros(nb0, dtype=bool)
         mapped[lk] = True
-        mapped[np.real(internal["gen"][:, GEN_BUS]).astype(np.int64)] = True
-        mapped[np.asarray(internal["ref"], dtype=np.int64)] = True
+        gen_bus = np.real(internal["gen"][:, GEN_BUS]).astype(np.int64)
+        if not mapped[gen_bus].all():  # an aux bus with a voltage source: not zero-injection, never measured
+            aux = net_c._pd2ppc_lookups.get("aux", {})
+            xw = np.asarray(aux.get("xward", []), dtype=np.int64)
+            names = ""
+            if len(xw) == len(net_c.xward):
+                hit = np.isin(lookup[xw], gen_bus[~mapped[gen_bus]])
+                names = f" {net_c.xward.index[hit].tolist()}"
+            raise EstimationError(
+                f"xward{names}: state estimation does not model extended wards (their internal bus holds a "
+                "voltage source no measurement sees); replace them first, e.g. with "
+                "pandapower.toolbox.replace_xward_by_internal_elements(net)"
+            )
         keep = np.flatnonzero(mapped)
         drop = np.flatnonzero(~mapped)
         new_of_old = np.full(nb0, -1, dtype=np.int64)
@@ -445,8 +460,8 @@ class MeasurementModel:
             raise EstimationError(
                 f"vm_pu and va_rad must have shape ({n_bus},) (net.bus order), got {vm.shape} and {va.shape}"
             )
-        vi = np.empty(self._nb)
-        ai = np.empty(self._nb)
+        vi = np.full(self._nb, np.nan)  # an internal bus no net.bus maps to must not pass unnoticed
+        ai = np.full(self._nb, np.nan)
         vi[self._bus_dst] = vm[self._bus_src]
         ai[self._bus_dst] = va[self._bus_src]
         if not (np.isfinite(vi).all() and np.isfinite(ai).all()):
