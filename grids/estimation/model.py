@@ -74,6 +74,12 @@ class MeasurementModel:
         self._x_flat = self._x_from_int(self._flat_vm, self._flat_va)
         #: (x, |V|, Ybus terms, P, Q, flow terms) of the last numpy h(x), reused by the Jacobian at the same x
         self._cache: tuple[Any, ...] | None = None
+
+        def gain() -> np.ndarray:
+            H = self._jac_int(self._x_flat.copy())
+            return (H.T * self._w) @ H
+
+        require_enough_measurements(self._m, self._n, gain, self.state_bus)
         if self.backend == "numba":
             self._model_args = (
                 self._nva,
@@ -299,7 +305,6 @@ class MeasurementModel:
         self._sigma_pu = self._sigma / scale
         self._w = 1.0 / self._sigma_pu**2
         self.labels = ms.labels
-        require_enough_measurements(m, self._n)
 
     def _compile_injection_pattern(self, internal: Any) -> None:
         """Ybus entries of the measured injection rows (every diagonal included)."""
