@@ -62,14 +62,24 @@ class Grid:
             self.days.append(res)
 
 
-@pytest.fixture(scope="module", params=list(NETS))
+_GRIDS: dict[str, Grid] = {}
+
+
+def _grid(name: str) -> Grid:
+    """One Grid per network and test session (building SimBench's takes ~8 s)."""
+    if name not in _GRIDS:
+        _GRIDS[name] = Grid(name)
+    return _GRIDS[name]
+
+
+@pytest.fixture(params=list(NETS))
 def grid(request: pytest.FixtureRequest) -> Grid:
-    return Grid(request.param)
+    return _grid(request.param)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cigre() -> Grid:
-    return Grid("cigre_mv")
+    return _grid("cigre_mv")
 
 
 def test_default_placement_is_observable_on_the_computed_topology(grid: Grid) -> None:
@@ -151,7 +161,7 @@ def test_estimate_matches_pandapower_on_cigre_mv(cigre: Grid) -> None:
 
 @pytest.mark.slow
 def test_estimate_matches_pandapower_on_oberrhein() -> None:
-    g = Grid("oberrhein")
+    g = _grid("oberrhein")
     z = g.se.measure(g.days[30], np.random.default_rng(3))
     ref = _pp_estimate(g.net, g.ms, z)
     est = g.se.estimate(z)
