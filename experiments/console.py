@@ -49,11 +49,18 @@ def fmt_value(fmt: str, v: object) -> str:
 
 
 def warn_failures(kpis: dict) -> None:
-    """Say so on stderr when power flows failed to converge (the steps are flagged in the tables)."""
+    """Say so on stderr when power flows or state estimates failed to converge (the steps are flagged in the tables)."""
     n = kpis.get("nonconverged_steps", 0)
     if n:
         typer.echo(
             f"warning: the power flow did not converge in {n} step(s); see tables/steps.parquet column 'converged'",
+            err=True,
+        )
+    n_se = kpis.get("se_nonconverged_steps", 0)
+    if n_se:  # counted apart from the χ² alarm and false-alarm rates
+        typer.echo(
+            f"warning: the state estimate did not converge in {n_se} step(s) (not counted as alarms); "
+            "see tables/steps.parquet column 'se_converged'",
             err=True,
         )
 
