@@ -207,7 +207,9 @@ def test_cosimulation_estimates_every_step_on_cigre_mv(cigre_json: Path) -> None
     assert k["se_vm_rmse_pu"] < 0.003
 
 
-def test_cosimulation_counts_non_converged_estimates_apart(cigre_json: Path) -> None:
+def test_cosimulation_counts_non_converged_estimates_apart(
+    cigre_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sim = _cosim(cigre_json, ["time.horizon_h=6"])
     est = sim.estimator  # type: ignore[attr-defined]
     est.max_iter = 1  # no estimate can converge from the start point in one iteration
@@ -220,6 +222,12 @@ def test_cosimulation_counts_non_converged_estimates_apart(cigre_json: Path) -> 
     assert k["se_nonconverged_steps"] == len(steps) == 24
     assert k["se_alarm_steps"] == 0 and not steps["se_flagged"].any()  # not alarms ...
     assert np.isnan(k["se_false_alarm_rate"]) and steps["se_objective"].isna().all()  # ... nor clean steps
+    # ... and the CLI says so
+    from experiments.console import warn_failures
+
+    warn_failures(k)
+    err = capsys.readouterr().err
+    assert "state estimate did not converge in 24 step(s)" in err
 
 
 def test_cosimulation_unobservable_grid_is_a_scenario_error(cigre_json: Path, monkeypatch: pytest.MonkeyPatch) -> None:
