@@ -288,3 +288,14 @@ def test_trafo3w_impedance_shunt_network_and_xward_refusal() -> None:
     se, _, rate = _day_rates(net)
     assert se.n_eliminated_buses == 2  # the trafo3w star point and one open-switch line end
     assert rate <= 3 * ALPHA  # measured 0.02 over 96 snapshots
+
+
+def test_backends_agree_on_cigre_mv(cigre: Grid) -> None:
+    a = StateEstimator(cigre.net, cigre.ms, backend="numpy")
+    b = StateEstimator(cigre.net, cigre.ms, backend="numba")
+    rng = np.random.default_rng(9)
+    for res in cigre.days[::8]:
+        z = a.measure(res, rng)
+        ea, eb = a.estimate(z), b.estimate(z)
+        assert ea.converged and eb.converged, (ea.message, eb.message)
+        np.testing.assert_allclose(ea.x, eb.x, atol=1e-7, rtol=0)
