@@ -50,13 +50,21 @@ def fmt_value(fmt: str, v: object) -> str:
 
 
 def warn_failures(kpis: dict) -> None:
-    """Say so on stderr when power flows failed (the steps are flagged in the tables and left out of the grid KPIs)."""
+    """Say so on stderr when power flows or state estimates failed (the steps are flagged in the tables; failed
+    power flows are left out of the grid KPIs, failed estimates out of the alarm rates)."""
     n = kpis.get("pf_failed_steps", kpis.get("nonconverged_steps", 0))
     if n:
         typer.echo(
             f"warning: the power flow found no physical solution in {n} step(s); they are left out of every grid "
             "KPI (voltages, losses, loading, grid cost) and flagged in tables/steps.parquet (columns 'converged', "
             "'pf_method')",
+            err=True,
+        )
+    n_se = kpis.get("se_nonconverged_steps", 0)
+    if n_se:  # counted apart from the χ² alarm and false-alarm rates
+        typer.echo(
+            f"warning: the state estimate did not converge in {n_se} step(s) (not counted as alarms); "
+            "see tables/steps.parquet column 'se_converged'",
             err=True,
         )
 

@@ -91,10 +91,14 @@ def compiled_estimator(g: GridSpec) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _compiled_estimator(spec_json: str) -> Any:
-    from grids.estimation import MeasurementSet, StateEstimator
+    from grids.estimation import EstimationError, MeasurementSet, StateEstimator
+    from sim.scenario import ScenarioError
 
     network, _ = _compiled_grid(spec_json)
-    return StateEstimator(network.net, MeasurementSet.default(network.net))
+    try:
+        return StateEstimator(network.net, MeasurementSet.default(network.net))
+    except EstimationError as err:  # e.g. not observable: one line naming the buses, not a traceback
+        raise ScenarioError(f"detection.state_estimation: {err}") from err
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,6 +216,7 @@ class CoSimulation(mesa.Model):
             self.estimator = compiled_estimator(g)
             self.estimator.reset_warm_start()
             self.se_flag = np.zeros(self.n_steps, bool)
+            self.se_converged = np.zeros(self.n_steps, bool)  # estimate converged (False also: not estimated)
             self.se_vm_error = np.full(self.n_steps, np.nan)
             self.se_vm_sq = np.full(self.n_steps, np.nan)  # mean over buses of (estimated − true |V|)² [pu²]
             self.se_objective = np.full(self.n_steps, np.nan)  # χ² statistic J per step (ROC over thresholds)
@@ -315,8 +320,10 @@ class CoSimulation(mesa.Model):
             self.last_pf = grid.pf
             z = self.taps.apply("dso_measurements", self.estimator.measure(grid.pf, self.streams["noise"]), k)
             det = self.estimator.detect(z, alpha=self.spec.detection.alpha)
-            self.se_flag[k] = det.flagged
-            self.se_objective[k] = det.objective if det.converged else np.inf
+            # a non-converged estimate is counted as such (se_converged), never as a χ² alarm or a clean step
+            self.se_converged[k] = det.converged
+            self.se_flag[k] = det.flagged and det.converged
+            self.se_objective[k] = det.objective if det.converged else np.nan
             if det.converged:
                 err = det.result.vm_pu - grid.pf.vm_pu
                 self.se_vm_error[k] = float(np.nanmax(np.abs(err)))

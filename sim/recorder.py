@@ -159,6 +159,7 @@ class Recorder:
                 attacked[kk] |= hit
             steps["se_objective"] = m.se_objective
             steps["se_flagged"] = m.se_flag
+            steps["se_converged"] = m.se_converged
             steps["measurements_attacked"] = attacked
         if m.attacker is not None:  # ground truth for detector scoring: any channel falsified in the step
             any_hit = np.zeros(n, bool)
@@ -322,8 +323,12 @@ class Recorder:
             for k, hit in m.taps.labels.get("dso_measurements", []):
                 meas_attacked[k] |= hit
             out["se_alarm_steps"] = int(flags.sum())
-            out["se_detection_rate"] = float(flags[meas_attacked].mean()) if meas_attacked.any() else float("nan")
-            out["se_false_alarm_rate"] = float(flags[~meas_attacked].mean()) if (~meas_attacked).any() else float("nan")
+            # steps whose estimate did not converge (power flow converged) are counted apart, not in the rates
+            est = m.se_converged
+            out["se_nonconverged_steps"] = int((~est & self.cols["converged"].astype(bool)).sum())
+            att, clean = meas_attacked & est, ~meas_attacked & est
+            out["se_detection_rate"] = float(flags[att].mean()) if att.any() else float("nan")
+            out["se_false_alarm_rate"] = float(flags[clean].mean()) if clean.any() else float("nan")
             first = np.nonzero(meas_attacked)[0]
             hits = np.nonzero(flags & (np.arange(len(flags)) >= (first[0] if len(first) else 0)))[0]
             out["se_time_to_detect_min"] = (

@@ -6,7 +6,7 @@ everything from pandapower's internal model *once* (``Ybus``, ``Yf``, ``Yt`` of 
 :class:`grids.powerflow.FastPowerFlow` does) and then solves each measurement snapshot with Gauss–Newton on plain
 numpy arrays::
 
-    ms = MeasurementSet.default(net)                 # V at substation and feeder ends, all injections, trunk flows
+    ms = MeasurementSet.default(net)                 # all node injections, V at substations/feeder ends, trunk flows
     se = StateEstimator(net, ms)
     z = se.measure(pf_result, rng)                   # true values of the power flow + Gaussian noise
     det = se.detect(z)                               # estimate, χ² test, rN identification behind the χ² gate
@@ -19,7 +19,10 @@ Model and conventions
 ---------------------
 * State ``x = [θ of every non-slack bus (rad), |V| of every bus (pu)]`` in pandapower's internal bus order
   (:attr:`StateEstimator.va_buses` / :attr:`StateEstimator.vm_buses` give the pandapower bus of each entry).
-  The slack angle(s) are fixed at the ext_grid set-point; the slack magnitude is estimated.
+  The slack angle(s) are fixed at the ext_grid set-point; the slack magnitude is estimated. pandapower's auxiliary
+  buses (open end of a line with an open switch, 3-winding star points) are eliminated exactly by Kron reduction
+  of their zero injection (:attr:`StateEstimator.n_eliminated_buses`); ``xward`` is refused (its auxiliary bus holds
+  a voltage source no measurement sees). Out-of-service and isolated buses are outside the model (NaN in results).
 * Measurement vector, in this order (the order of :meth:`StateEstimator.h`, :meth:`measure` and residuals):
   ``|V|`` at ``v_buses`` [pu]; ``P`` at ``inj_buses`` [MW]; ``Q`` at ``inj_buses`` [MVAr]; ``P`` into each line of
   ``flow_lines`` at its from bus [MW]; ``Q`` likewise [MVAr]. Injections are **net injections into the grid**
@@ -35,7 +38,8 @@ iterations and between calls and reused for a step only when that step is small 
 (≤ ``refactor_ratio`` × the previous step); otherwise ``G`` is re-factored at the current iterate. The gradient is
 always exact, so the fixed point is the exact WLS estimate (pandapower's to ≤ 1e-9 pu / rad on case33bw). Steps
 are limited to 0.35 (pu / rad) as in pandapower. Each call starts from the last converged estimate (initially the
-flat start). Convergence: largest state update ≤ ``tol``; a converged state with an implausible ``|V|``
+"flat" start: the no-load power flow, which carries transformer phase shifts and tap ratios; on a feeder without
+transformers or shunts it is the classic flat start). Convergence: largest state update ≤ ``tol``; a converged state with an implausible ``|V|``
 (outside ``vm_plausible_pu``) is reported as not converged.
 
 Two backends run the same algorithm: ``"numba"`` (default when importable — numba is a pinned dependency through
@@ -66,8 +70,10 @@ by rN on trunk measurements; injections on a lateral monitored only at its head 
 
 Limitations: the network model is frozen at construction (topology, parameters); only bus ``|V|``, bus ``P``/``Q``
 injections and line from-side ``P``/``Q`` flows are modelled (no current magnitudes, angles/PMUs or trafo flows);
-measurements are independent (diagonal ``R``); no zero-injection constraints (measure zero-injection buses as
-injections with a small σ instead).
+measurements are independent (diagonal ``R``); no zero-injection constraints on ``net.bus`` buses (measure
+zero-injection buses as injections with a small σ instead); measurement accuracies are absolute (same σ at every
+voltage level). Networks beyond case33bw (CIGRE MV, MV Oberrhein, SimBench MV, a trafo3w network, out-of-service
+buses) are covered by ``tests/test_estimation_grids.py``.
 
 Layout: :mod:`~grids.estimation.measurement` (what is measured), :mod:`~grids.estimation.model` (``h``, ``H``,
 measurements and attacks), :mod:`~grids.estimation.observability`, :mod:`~grids.estimation.wls` (Gauss–Newton),

@@ -32,7 +32,8 @@ class Detection:
 
     Attributes:
         flagged: bad data declared: the χ² test flags, or the estimate did not converge (data the DSO cannot
-            validate count as an alarm).
+            validate count as an alarm). Callers that count χ² alarms check ``converged`` as well: the
+            co-simulation counts non-converged steps apart (``se_nonconverged_steps``), not as alarms.
         chi2_flagged: ``J > threshold``.
         objective: ``J(x̂)`` [-] (NaN when not converged).
         threshold: χ² threshold ``chi2.ppf(1 − alpha, m − n)`` [-].

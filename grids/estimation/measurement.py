@@ -84,16 +84,20 @@ class MeasurementSet:
 
     @classmethod
     def default(cls, net: pandapowerNet, **sigmas: float) -> MeasurementSet:
-        """A redundant, observable measurement set for a radial feeder.
+        """A redundant measurement set that makes any connected network observable.
 
-        * ``|V|`` at the substation (ext_grid buses) and at every feeder end (in-service buses with one branch);
-        * ``P``/``Q`` injections at every in-service bus (substation: the ext_grid's import);
-        * ``P``/``Q`` flows on the main trunk (the in-service lines of the longest path, in branches, from the
-          substation) and on the first line of every lateral leaving it.
+        Built on the network as pandapower computes it (switch states respected, buses fused by closed bus-bus
+        switches counted once, out-of-service and isolated buses left out), one *node* per bus of that model:
+
+        * ``P``/``Q`` injections at every node (substation: the ext_grid's import; a node of fused buses is
+          measured once, at its lowest bus index) — with one |V| per island this alone makes the network
+          observable (the power-flow equations), whatever the topology, transformers or voltage levels;
+        * ``|V|`` at the substation (ext_grid buses) and at every feeder end (nodes with one branch);
+        * ``P``/``Q`` flows on the main trunk (the lines of the longest path, in branches, from a substation) and
+          on the first line of every lateral leaving it; lines with an open switch carry no flow and are skipped.
 
         On case33bw: 5 V + 66 injection + 40 flow = 111 measurements for 65 states (χ² with 46 degrees of
-        freedom). Branch topology uses in-service lines and trafos (a meshed net gets its BFS spanning tree's
-        longest path as the "trunk").
+        freedom). A meshed net gets its BFS spanning tree's longest path as the "trunk".
 
         Args:
             net: pandapower network.
@@ -101,48 +105,64 @@ class MeasurementSet:
 
         Returns:
             The measurement set.
+
+        Raises:
+            EstimationError: no in-service ext_grid in the calculation.
         """
-        buses = net.bus.index[net.bus["in_service"].astype(bool)].to_numpy(np.int64)
-        on = set(buses.tolist())
-        edges: list[tuple[int, int, int]] = []  # (from, to, line index or -1 for trafos)
-        ln = net.line[net.line["in_service"].astype(bool)]
-        for k, f, t in zip(ln.index, ln["from_bus"], ln["to_bus"], strict=True):
-            if f in on and t in on:
-                edges.append((int(f), int(t), int(k)))
-        if "trafo" in net and len(net.trafo):
-            tr = net.trafo[net.trafo["in_service"].astype(bool)]
-            for f, t in zip(tr["hv_bus"], tr["lv_bus"], strict=True):
-                if f in on and t in on:
-                    edges.append((int(f), int(t), -1))
-        adj: dict[int, list[tuple[int, int]]] = {b: [] for b in on}
-        for f, t, k in edges:
-            adj[f].append((t, k))
-            adj[t].append((f, k))
-        eg = net.ext_grid[net.ext_grid["in_service"].astype(bool)]
-        slack = [int(b) for b in eg["bus"] if int(b) in on]
-        if not slack:
+        from grids.powerflow import compile_run  # the estimator's own model of the net
+
+        net_c, _ = compile_run(net, max_iteration=50)
+        internal = net_c._ppc["internal"]
+        nb = int(internal["bus"].shape[0])
+        lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
+        node_of: dict[int, int] = {}  # pandapower bus -> internal node
+        for b in net_c.bus.index.to_numpy(np.int64):
+            if 0 <= b < len(lookup) and 0 <= lookup[b] < nb:
+                node_of[int(b)] = int(lookup[b])
+        rep: dict[int, int] = {}  # internal node -> its lowest pandapower bus
+        for b, i in sorted(node_of.items()):
+            rep.setdefault(i, b)
+        slack_nodes = {int(i) for i in np.asarray(internal["ref"], dtype=np.int64) if int(i) in rep}
+        if not slack_nodes:
             raise EstimationError("MeasurementSet.default: the net has no in-service ext_grid (no substation)")
+        # branches between measured nodes, labelled with their line index (-1: trafo, impedance, ...)
+        branch = internal["branch"]
+        branch_is = np.asarray(internal["branch_is"], dtype=bool)
+        line_of_row = np.full(int(branch_is.sum()), -1, dtype=np.int64)
+        rng_line = net_c._pd2ppc_lookups["branch"].get("line")
+        if rng_line is not None:
+            ppci_row = np.cumsum(branch_is) - 1
+            for p, k in enumerate(net_c.line.index):
+                j = rng_line[0] + p
+                if branch_is[j]:
+                    line_of_row[ppci_row[j]] = int(k)
+        adj: dict[int, list[tuple[int, int]]] = {i: [] for i in rep}
+        for row, (f, t) in enumerate(np.real(branch[:, :2]).astype(np.int64)):
+            if int(f) in rep and int(t) in rep and f != t:
+                adj[int(f)].append((int(t), int(line_of_row[row])))
+                adj[int(t)].append((int(f), int(line_of_row[row])))
         # BFS spanning tree from the substation(s)
         parent: dict[int, tuple[int, int]] = {}
-        depth = {b: 0 for b in slack}
-        queue = list(slack)
-        for b in queue:
-            for nb, k in adj[b]:
-                if nb not in depth:
-                    depth[nb] = depth[b] + 1
-                    parent[nb] = (b, k)
-                    queue.append(nb)
-        far = max(depth, key=lambda b: (depth[b], -b))
-        trunk_buses = [far]
+        depth = {i: 0 for i in slack_nodes}
+        queue = sorted(slack_nodes)
+        for i in queue:
+            for nb_, k in adj[i]:
+                if nb_ not in depth:
+                    depth[nb_] = depth[i] + 1
+                    parent[nb_] = (i, k)
+                    queue.append(nb_)
+        far = max(depth, key=lambda i: (depth[i], -rep[i]))
+        trunk = [far]
         trunk_lines: list[int] = []
-        while trunk_buses[-1] in parent:
-            p, k = parent[trunk_buses[-1]]
+        while trunk[-1] in parent:
+            p, k = parent[trunk[-1]]
             if k >= 0:
                 trunk_lines.append(k)
-            trunk_buses.append(p)
-        on_trunk = set(trunk_buses)
-        heads = [k for b, (p, k) in parent.items() if p in on_trunk and b not in on_trunk and k >= 0]
-        ends = [b for b in on if len(adj[b]) == 1 and b not in slack]
-        v_buses = np.array(sorted(set(slack) | set(ends)), dtype=np.int64)
+            trunk.append(p)
+        on_trunk = set(trunk)
+        heads = [k for i, (p, k) in parent.items() if p in on_trunk and i not in on_trunk and k >= 0]
+        ends = [i for i in rep if len(adj[i]) == 1 and i not in slack_nodes]
+        v_buses = np.array(sorted(rep[i] for i in slack_nodes | set(ends)), dtype=np.int64)
+        inj_buses = np.array(sorted(rep.values()), dtype=np.int64)
         flow_lines = np.array(sorted(set(trunk_lines) | set(heads)), dtype=np.int64)
-        return cls(v_buses=v_buses, inj_buses=np.sort(buses), flow_lines=flow_lines, **sigmas)
+        return cls(v_buses=v_buses, inj_buses=inj_buses, flow_lines=flow_lines, **sigmas)

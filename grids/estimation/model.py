@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 from pandapower.auxiliary import pandapowerNet
 from pandapower.pypower.idx_brch import F_BUS, T_BUS
 from pandapower.pypower.idx_bus import VA
@@ -59,9 +60,9 @@ class MeasurementModel:
         self.backend = "numba" if backend == "auto" and HAVE_NUMBA else ("numpy" if backend == "auto" else backend)
         self.ms = ms
 
-        net_c, _ = compile_run(net, max_iteration=50)
-        internal = net_c._ppc["internal"]
-        self._compile_states(internal)
+        net_c, converged = compile_run(net, max_iteration=50)
+        internal = self._eliminate_aux_buses(net_c, net_c._ppc["internal"])
+        self._compile_states(internal, converged)
         lk, valid = self._compile_bus_maps(net_c)
         vb, ib = self._map_measured_buses(ms, lk, valid)
         br = self._map_flow_lines(ms, net_c, internal)
@@ -73,6 +74,12 @@ class MeasurementModel:
         self._x_flat = self._x_from_int(self._flat_vm, self._flat_va)
         #: (x, |V|, Ybus terms, P, Q, flow terms) of the last numpy h(x), reused by the Jacobian at the same x
         self._cache: tuple[Any, ...] | None = None
+
+        def gain() -> np.ndarray:
+            H = self._jac_int(self._x_flat.copy())
+            return (H.T * self._w) @ H
+
+        require_enough_measurements(self._m, self._n, gain, self.state_bus)
         if self.backend == "numba":
             self._model_args = (
                 self._nva,
@@ -102,8 +109,77 @@ class MeasurementModel:
             )
 
     # --- compilation (construction helpers, in call order) ---------------------------------------------------------
-    def _compile_states(self, internal: Any) -> None:
-        """State layout (non-slack angles, all magnitudes), slack set-points and the flat start."""
+    def _eliminate_aux_buses(self, net_c: pandapowerNet, internal: Any) -> dict[str, Any]:
+        """Kron-reduce pandapower's auxiliary buses out of the model; returns the internal model on the kept buses.
+
+        pandapower adds an internal bus without a ``net.bus`` entry at the open end of every line with an open line
+        switch (and star points of 3-winding trafos). Such a bus has no injection, no measurement and no place in a
+        :class:`grids.powerflow.PowerFlowResult`: kept as a state, its voltage is only weakly determined (through
+        the line's charging current) and the true measurements cannot be computed. Eliminating it exactly,
+        ``Y_red = Y_RR − Y_RA Y_AA⁻¹ Y_AR`` (its zero injection makes this exact), keeps the open line's charging
+        at the closed end. An auxiliary bus with a voltage source (``xward``) is not zero-injection and no
+        measurement sees it: it is refused with a clear error (replace the xward by internal elements first).
+
+        Raises:
+            EstimationError: the net has an ``xward`` (or another element with an auxiliary voltage source).
+
+        Sets ``self._new_of_old`` (kept internal index of every pandapower internal bus, −1 when eliminated) and
+        ``self.n_eliminated_buses``.
+        """
+        nb0 = int(internal["bus"].shape[0])
+        lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
+        idx = net_c.bus.index.to_numpy(np.int64)
+        lk = lookup[idx[(idx >= 0) & (idx < len(lookup))]]  # only net.bus entries (indices may have gaps)
+        lk = lk[(lk >= 0) & (lk < nb0)]
+        mapped = np.zeros(nb0, dtype=bool)
+        mapped[lk] = True
+        gen_bus = np.real(internal["gen"][:, GEN_BUS]).astype(np.int64)
+        if not mapped[gen_bus].all():  # an aux bus with a voltage source: not zero-injection, never measured
+            aux = net_c._pd2ppc_lookups.get("aux", {})
+            xw = np.asarray(aux.get("xward", []), dtype=np.int64)
+            names = ""
+            if len(xw) == len(net_c.xward):
+                hit = np.isin(lookup[xw], gen_bus[~mapped[gen_bus]])
+                names = f" {net_c.xward.index[hit].tolist()}"
+            raise EstimationError(
+                f"xward{names}: state estimation does not model extended wards (their internal bus holds a "
+                "voltage source no measurement sees); replace them first, e.g. with "
+                "pandapower.toolbox.replace_xward_by_internal_elements(net)"
+            )
+        keep = np.flatnonzero(mapped)
+        drop = np.flatnonzero(~mapped)
+        new_of_old = np.full(nb0, -1, dtype=np.int64)
+        new_of_old[keep] = np.arange(len(keep))
+        self._new_of_old = new_of_old
+        self.n_eliminated_buses = len(drop)
+        if not len(drop):
+            return dict(internal)
+        Y = sp.csr_matrix(internal["Ybus"])
+        Y_aa = Y[drop][:, drop].tocsc()
+        Y_ar = Y[drop][:, keep].toarray()
+        Y_ra = Y[keep][:, drop].tocsc()
+        try:
+            corr = Y_ra @ spla.splu(Y_aa).solve(Y_ar.astype(complex))
+        except RuntimeError as err:  # a dangling aux bus without any admittance to the rest
+            raise EstimationError(f"cannot eliminate pandapower's auxiliary buses: {err}") from err
+        y_red = sp.csr_matrix(Y[keep][:, keep] - corr)
+        red = dict(internal)
+        red["Ybus"] = y_red
+        red["bus"] = internal["bus"][keep]
+        red["ref"] = new_of_old[np.asarray(internal["ref"], dtype=np.int64)]
+        gen = np.array(internal["gen"], copy=True)
+        gen[:, GEN_BUS] = new_of_old[np.real(gen[:, GEN_BUS]).astype(np.int64)]
+        red["gen"] = gen
+        return red
+
+    def _compile_states(self, internal: Any, no_load_converged: bool) -> None:
+        """State layout (non-slack angles, all magnitudes), slack set-points and the flat start.
+
+        The "flat" start is the no-load power flow of the compile run when it converged: it carries the
+        transformers' phase shifts (30° per Dyn transformer on CIGRE MV; a 0° start lies 0.5 rad off on the MV side,
+        and Gauss–Newton from there does not converge) and tap ratios. On a single-voltage-level feeder without
+        shunts it is the classic flat start (slack |V| and angle everywhere).
+        """
         base = float(internal["baseMVA"])
         self._base = base
         nb = int(internal["bus"].shape[0])
@@ -131,11 +207,20 @@ class MeasurementModel:
         self._flat_va = np.zeros(nb)
         self._flat_va[ref] = self._va_ref
         self._flat_va[nonref] = self._va_ref.mean() if len(ref) else 0.0
+        v0 = np.asarray(internal.get("V", np.zeros(0)), dtype=np.complex128)
+        if no_load_converged and len(v0) == len(self._new_of_old):
+            v0 = v0[self._new_of_old >= 0]
+            if np.isfinite(v0).all() and np.all((np.abs(v0) > 0.5) & (np.abs(v0) < 1.5)):
+                self._flat_vm = np.abs(v0)
+                self._flat_va = np.angle(v0)
+                self._flat_va[ref] = self._va_ref
 
     def _compile_bus_maps(self, net_c: pandapowerNet) -> tuple[np.ndarray, np.ndarray]:
         """net.bus position <-> internal bus; returns (internal bus of each net.bus position, in the calculation)."""
         nb = self._nb
         lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
+        n_old = len(self._new_of_old)
+        lookup = np.where((lookup >= 0) & (lookup < n_old), self._new_of_old[np.clip(lookup, 0, n_old - 1)], -1)
         bus_idx = net_c.bus.index.to_numpy(np.int64)
         self._bus_index = bus_idx
         lk = np.full(len(bus_idx), -1, dtype=np.int64)
@@ -198,6 +283,10 @@ class MeasurementModel:
         Yf = sp.csr_matrix(internal["Yf"])
         self._yff = np.asarray(Yf[br, fb]).ravel().astype(np.complex128) if len(br) else np.zeros(0, complex)
         self._yft = np.asarray(Yf[br, tb]).ravel().astype(np.complex128) if len(br) else np.zeros(0, complex)
+        fb, tb = self._new_of_old[fb], self._new_of_old[tb]
+        if len(br) and (fb.min() < 0 or tb.min() < 0):
+            bad = [int(k) for k, f, t in zip(ms.flow_lines, fb, tb, strict=True) if f < 0 or t < 0]
+            raise EstimationError(f"flow_lines: lines {bad} have an open switch at one end (no flow to measure)")
         self._fb, self._tb = fb, tb
         return br
 
@@ -216,7 +305,6 @@ class MeasurementModel:
         self._sigma_pu = self._sigma / scale
         self._w = 1.0 / self._sigma_pu**2
         self.labels = ms.labels
-        require_enough_measurements(m, self._n)
 
     def _compile_injection_pattern(self, internal: Any) -> None:
         """Ybus entries of the measured injection rows (every diagonal included)."""
@@ -334,6 +422,10 @@ class MeasurementModel:
         self._g_pos = ca * n + cb  # flat position in G
 
     # --- sizes and names -----------------------------------------------------------------------------------------
+    def state_bus(self, k: int) -> int:
+        """pandapower bus of state entry ``k`` (angle or magnitude)."""
+        return int(self.va_buses[k] if k < self._nva else self.vm_buses[k - self._nva])
+
     def state_label(self, k: int) -> str:
         """Name of state entry ``k`` (``"θ bus 5"`` or ``"|V| bus 5"``, pandapower bus indices)."""
         if k < self._nva:
@@ -373,8 +465,8 @@ class MeasurementModel:
             raise EstimationError(
                 f"vm_pu and va_rad must have shape ({n_bus},) (net.bus order), got {vm.shape} and {va.shape}"
             )
-        vi = np.empty(self._nb)
-        ai = np.empty(self._nb)
+        vi = np.full(self._nb, np.nan)  # an internal bus no net.bus maps to must not pass unnoticed
+        ai = np.full(self._nb, np.nan)
         vi[self._bus_dst] = vm[self._bus_src]
         ai[self._bus_dst] = va[self._bus_src]
         if not (np.isfinite(vi).all() and np.isfinite(ai).all()):

@@ -107,7 +107,7 @@ class WlsEstimator(MeasurementModel):
         x_flat = self._x_flat
         cf, H = self._factor(x_flat)
         if cf is None:
-            raise NotObservableError(unobservable_message((H.T * self._w) @ H, self.state_label))
+            raise NotObservableError(unobservable_message((H.T * self._w) @ H, self.state_bus))
         self._x_warm = x_flat.copy()
         self._cf: np.ndarray | None = None  # numpy path: reused gain factor (upper)
         self._L = np.zeros((self._n, self._n))  # numba path: reused gain factor (lower)
