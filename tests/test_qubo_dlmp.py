@@ -313,3 +313,20 @@ def test_simulation_hands_its_own_network_and_bus_load_to_qubo_dlmp() -> None:
     assert req.grid.renewable_kw is not None and req.grid.renewable_kw.shape == (2, 0)
     result = sim.run()
     assert result.kpis["n_evs"] == 20
+
+
+def test_a_scenario_on_a_network_it_cannot_price_is_refused_before_the_run() -> None:
+    from sim.interface import check_fit
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(
+        "qubo-dlmp-33bus-s1", ["grid.case='case118'", "grid.bus_numbering='pandapower'", "fleet.n_evs=10"]
+    )
+    with pytest.raises(MarketConfigError, match=r"^grid.case: market.mechanism 'qubo-dlmp' cannot price network"):
+        check_fit(sc, sc.market.build())  # `evgrid validate`
+    with pytest.raises(MarketConfigError, match="market.params.qubo-dlmp.grid = 'none'"):
+        CoSimulation(sc)  # `evgrid run`, studies
+    named = load_scenario("qubo-dlmp-33bus-s1", ["market.params.qubo-dlmp.grid='case33bw-dr'"])
+    with pytest.raises(MarketConfigError, match=r"market.params.qubo-dlmp.grid: got 'case33bw-dr'"):
+        check_fit(named, named.market.build())
