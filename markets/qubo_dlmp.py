@@ -258,7 +258,9 @@ class QuboDLMP(Mechanism):
         for i, d in enumerate(p["dgs"]):
             if not isinstance(d, dict) or set(d) != keys:
                 raise MarketConfigError(f"market.params.dgs.{i}: needs exactly the keys {', '.join(sorted(keys))}")
-            num = all(isinstance(d[k], (int, float)) and not isinstance(d[k], bool) for k in keys)
+            num = all(
+                isinstance(d[k], (int, float)) and not isinstance(d[k], bool) and bool(np.isfinite(d[k])) for k in keys
+            )
             if not num or int(d["bus"]) != d["bus"] or d["bus"] < 1 or d["p_max_kw"] <= 0 or d["q_max_kvar"] < 0:
                 raise MarketConfigError(
                     f"market.params.dgs.{i}: numbers with bus an integer >= 1 (a bus of the network), p_max_kw > 0, "

@@ -165,6 +165,11 @@ def test_rolling_mode_delivers_the_same_energy() -> None:
         ({"sampler": "annealer"}, "sampler"),
         ({"v_min_pu": 1.2}, "v_min_pu"),
         ({"dgs": [{"bus": 40}]}, "dgs.0"),
+        (
+            {"dgs": [{"bus": 2.5, "p_max_kw": 1, "cost_usd_per_mwh": 1, "q_max_kvar": 0, "q_cost_usd_per_mvarh": 0}]},
+            "dgs.0",
+        ),
+        ({"grid": "case118"}, "grid"),
         ({"bitz": 4}, "bitz"),
     ],
 )
