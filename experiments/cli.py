@@ -131,14 +131,16 @@ def validate(
     """Check a scenario file against the schema, the mechanism's parameters and its network file."""
     from grids.netfile import NetworkFileError, load_network_file
     from markets.base import MarketConfigError
+    from sim.interface import check_fit
     from sim.scenario import ScenarioError, load_scenario
 
     _trust_pickle(trust_pickle)
     try:
         sc = load_scenario(file, set_ or [])
-        sc.market.build()
+        mech = sc.market.build()
         if sc.grid.case == "file":
             load_network_file(sc.grid.file)
+        check_fit(sc, mech)  # what the mechanism cannot honour: V2G EVs, a network it cannot price
     except (ScenarioError, MarketConfigError, NetworkFileError) as err:
         _fail(str(err).replace("\n", "; "))
     typer.echo(

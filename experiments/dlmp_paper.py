@@ -57,10 +57,14 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def build_request(scenario: Any, n_evs: int | None = None) -> Any:
-    """The day-ahead `MarketRequest` of a ``qubo-dlmp`` paper scenario (fleet drawn from the scenario seed)."""
+    """The day-ahead `MarketRequest` of a ``qubo-dlmp`` paper scenario (fleet drawn from the scenario seed).
+
+    The request carries the scenario's network (part ``grid``), the one ``qubo-dlmp`` prices and verifies; its
+    per-bus load follows from the network's zonal profiles (no simulation runs here).
+    """
     from agents.fleet import build_stations, generate_fleet
-    from grids.network import build_network
-    from markets.base import EVFlex, MarketRequest
+    from markets.base import EVFlex, MarketRequest, NetworkData
+    from sim.model import compiled_grid
     from sim.streams import spawn_streams
 
     sc = (
@@ -68,7 +72,7 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
         if n_evs is None
         else scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"n_evs": n_evs})})
     )
-    net = build_network(sc.grid.case, load_profile=sc.grid.load_profile)
+    net = compiled_grid(sc.grid)[0]  # the scenario's network, every [grid] setting honoured
     stations = build_stations(sc, net)
     fleet = generate_fleet(sc, stations, spawn_streams(sc.seed))
     dt_min = sc.time.dt_min
@@ -106,6 +110,7 @@ def build_request(scenario: Any, n_evs: int | None = None) -> Any:
         price_usd_per_mwh=price,
         day_ahead=True,
         s_max_kva=fleet.s_max_kva,
+        grid=NetworkData(net),
     )
 
 

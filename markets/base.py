@@ -20,9 +20,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from grids.network import Network
 
 
 class MarketError(Exception):
@@ -59,7 +62,7 @@ class EVFlex:
         p_min_kw: minimum power (negative = V2G discharge allowed) [kW].
         eta_ch: charging efficiency (battery energy = grid energy × eta_ch).
         participates: whether the EV follows the aggregator's schedule (demand-response participant).
-        elasticity: price elasticity of the EV's demand (≤ 0).
+        elasticity: own-price elasticity of the EV's demand (≤ 0: demand never rises with its price).
     """
 
     ev_id: np.ndarray
@@ -97,6 +100,11 @@ class EVFlex:
             raise RequestError("evs.p_max_kw/p_min_kw: need p_min_kw <= p_max_kw and p_max_kw >= 0")
         if np.any((self.eta_ch <= 0) | (self.eta_ch > 1)):
             raise RequestError("evs.eta_ch: allowed range is (0, 1]")
+        if np.any(self.elasticity > 0):
+            raise RequestError(
+                f"evs.elasticity: got {float(self.elasticity.max()):g}; allowed range is <= 0 (an own-price "
+                "elasticity: demand does not rise with its price)"
+            )
 
     def __len__(self) -> int:
         return len(self.ev_id)
@@ -197,6 +205,66 @@ class Elasticity:
         return {"self_elasticity": self.self_elasticity, "cross_elasticity": self.cross_elasticity}
 
 
+@dataclass(frozen=True)
+class NetworkData:
+    """The simulated network as a mechanism sees it (request part ``grid``): topology, impedances, ratings, DERs and
+    limits, plus the non-EV load and renewable output the simulation runs in the request's slots.
+
+    Per-bus arrays are indexed like the network's internal positions (``network.bus_ids`` gives each position's
+    pandapower index), the same index as ``EVFlex.bus`` and the columns of the DLMPs and the voltage forecast.
+
+    Attributes:
+        network: the `grids.network.Network` simulated; mechanisms read it and never change it.
+        bus_load_kw: non-EV load per slot and bus the simulation runs [kW], shape (n_slots, n_bus), or None (a
+            hand-built request: a mechanism then derives it from the network's own load profiles).
+        bus_load_kvar: reactive non-EV load per slot and bus [kVAr], shape (n_slots, n_bus); given with
+            ``bus_load_kw`` or not at all.
+        renewable_kw: available output of each of ``network.renewables`` per slot [kW], shape
+            (n_slots, n_renewables), or None (then from the network's profiles).
+    """
+
+    network: Network
+    bus_load_kw: np.ndarray | None = None
+    bus_load_kvar: np.ndarray | None = None
+    renewable_kw: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        net = self.network
+        if not (hasattr(net, "n_bus") and hasattr(net, "net") and hasattr(net, "renewables")):
+            raise RequestError(f"grid.network: expected a grids.network.Network, got {type(net).__name__}")
+        if (self.bus_load_kw is None) != (self.bus_load_kvar is None):
+            raise RequestError("grid.bus_load_kw/bus_load_kvar: give both or neither")
+        nb, n_ren = int(net.n_bus), len(net.renewables)
+        for key, cols in (("bus_load_kw", nb), ("bus_load_kvar", nb), ("renewable_kw", n_ren)):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            a = _arr(v)
+            if a.ndim != 2 or a.shape[1] != cols:
+                raise RequestError(f"grid.{key}: expected shape (n_slots, {cols}), got {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise RequestError(f"grid.{key}: contains NaN or inf")
+            object.__setattr__(self, key, a)
+
+    @property
+    def n_bus(self) -> int:
+        """Number of buses of the network."""
+        return int(self.network.n_bus)
+
+    def window(self, start: int, stop: int | None = None) -> NetworkData:
+        """The data of slots ``start … stop−1`` (the network is kept)."""
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[start:stop]
+
+        return replace(
+            self,
+            bus_load_kw=cut(self.bus_load_kw),
+            bus_load_kvar=cut(self.bus_load_kvar),
+            renewable_kw=cut(self.renewable_kw),
+        )
+
+
 #: The optional parts of a `MarketRequest` a mechanism may declare in `Mechanism.needs`; a simulation fills a part
 #: only for a mechanism that declares it. ``dlmp`` stands for both DLMP fields.
 REQUEST_PARTS: frozenset[str] = frozenset(
@@ -209,6 +277,7 @@ REQUEST_PARTS: frozenset[str] = frozenset(
         "committed_station_kw",
         "bus_ev_cap_kw",
         "prev_station_price_usd_per_kwh",
+        "grid",
     }
 )
 
@@ -243,6 +312,8 @@ class MarketRequest:
         bus_ev_cap_kw: optional EV-load limit of feeder buses {bus: kW} (couples the stations at a bus).
         prev_station_price_usd_per_kwh: optional price of each station in the interval before slot 0 [$/kWh],
             shape (n_stations,) (the start of a price-ramp limit; NaN = no previous price for that station).
+        grid: optional simulated network and its per-bus load (`NetworkData`, n_slots rows); a mechanism that prices
+            or verifies the grid uses this network, never one of its own.
     """
 
     t0_min: float
@@ -267,6 +338,7 @@ class MarketRequest:
     committed_station_kw: np.ndarray | None = None
     bus_ev_cap_kw: Mapping[int, float] | None = None
     prev_station_price_usd_per_kwh: np.ndarray | None = None
+    grid: NetworkData | None = None
 
     def __post_init__(self) -> None:
         if not (self.dt_min > 0):
@@ -351,6 +423,32 @@ class MarketRequest:
             if pp.ndim != 1 or np.any(np.isinf(pp)) or np.any(pp < 0):
                 raise RequestError("prev_station_price_usd_per_kwh: expected one price >= 0 (or NaN) per station")
             object.__setattr__(self, "prev_station_price_usd_per_kwh", pp)
+        if self.grid is not None:
+            self._check_grid()
+
+    def _check_grid(self) -> None:
+        """The network part agrees with the request: rows per slot, EV buses and DLMP/voltage columns per bus."""
+        g, n = self.grid, self.n_slots
+        if not isinstance(g, NetworkData):
+            raise RequestError(f"grid: expected a NetworkData, got {type(g).__name__}")
+        for key in ("bus_load_kw", "bus_load_kvar", "renewable_kw"):
+            a = getattr(g, key)
+            if a is not None and a.shape[0] != n:
+                raise RequestError(f"grid.{key}: expected {n} rows (n_slots), got {a.shape[0]}")
+        if len(self.evs) and self.evs.bus.max() >= g.n_bus:
+            raise RequestError(
+                f"grid: network {g.network.name!r} has {g.n_bus} buses but an EV is at bus {self.evs.bus.max()}"
+            )
+        for key in ("dlmp_p_usd_per_mwh", "dlmp_q_usd_per_mvarh"):
+            d = getattr(self, key)
+            if d is not None and np.shape(d)[-1] != g.n_bus:
+                raise RequestError(
+                    f"{key}: {np.shape(d)[-1]} bus columns, but the network {g.network.name!r} has {g.n_bus} buses"
+                )
+        if self.voltage is not None and self.voltage.n_bus != g.n_bus:
+            raise RequestError(
+                f"voltage: {self.voltage.n_bus} buses, but the network {g.network.name!r} has {g.n_bus} buses"
+            )
 
     @property
     def dt_h(self) -> float:
@@ -473,12 +571,16 @@ class Mechanism(ABC):
     * ``replans`` — true when the simulation should send every plugged EV at every step (rolling horizon).
     * `announced_elasticity` — the elasticities it announces for the ``load_elasticity`` part (the simulation passes
       them through the ``elasticity`` attack channel), for mechanisms that need ``load_elasticity``.
+    * ``discharges`` — true when it schedules V2G EVs to discharge (negative ``p_kw``) where their ``p_min_kw``
+      allows; a scenario with V2G-capable EVs and a mechanism that does not is rejected at validation.
+    * `check_network` — for mechanisms that need ``grid``: refuses a network it cannot run on (one line).
     """
 
     name: ClassVar[str] = ""
     parameters: ClassVar[dict[str, tuple[Any, str]]] = {}
     needs: frozenset[str] = frozenset()
     replans: bool = False
+    discharges: bool = False
 
     def __init__(
         self, *, seed: int | np.random.SeedSequence | np.random.Generator | None = None, **params: Any
@@ -504,6 +606,10 @@ class Mechanism(ABC):
     def announced_elasticity(self) -> Elasticity | None:
         """The elasticities the mechanism announces (None unless it needs ``load_elasticity``)."""
         return None
+
+    def check_network(self, network: Network) -> None:  # noqa: B027 - an optional hook (mechanisms needing ``grid``)
+        """Raise `MarketConfigError` (one line: the property needed and what is allowed) when the mechanism cannot
+        run on ``network``; a mechanism without requirements keeps this no-op."""
 
     def _validate(self) -> None:  # noqa: B027 - an optional hook: mechanisms without ranges keep the no-op
         """Check parameter ranges; raise `MarketConfigError` naming the parameter."""

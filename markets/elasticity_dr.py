@@ -195,6 +195,14 @@ class ElasticityDR(Mechanism):
 
     def _validate(self) -> None:
         p = self.params
+        numeric = (
+            *("rho_usd_per_mwh", "plf_min", "plf_max", "dr_max", "participation", "self_elasticity"),
+            *("cross_elasticity", "incentive_usd_per_mwh", "penalty_usd_per_mwh", "flexible_share"),
+        )
+        for k in numeric:  # a string or NaN would otherwise fail later with a traceback, or compare False silently
+            v = p[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise MarketConfigError(f"market.params.{k}: got {v!r}; allowed: a finite number")
         checks = {
             "rho_usd_per_mwh": p["rho_usd_per_mwh"] > 0,
             "plf_min": 0 <= p["plf_min"] <= p["plf_max"],
@@ -214,8 +222,8 @@ class ElasticityDR(Mechanism):
             "shape": "'affine' or 'ratio'",
             "dr_max": "[0, 1]",
             "participation": "[0, 1]",
-            "self_elasticity": "<= 0",
-            "cross_elasticity": ">= 0",
+            "self_elasticity": "<= 0 (an own-price elasticity: the flexible load does not rise with its price)",
+            "cross_elasticity": ">= 0 (load moves toward the other, relatively cheaper slots)",
             "flexible_share": "[0, 1]",
             "reprice": "'day' or 'step'",
         }

@@ -36,38 +36,86 @@ Scenario readings (the paper is silent or inconsistent; our choices, with the pa
   injecting (``Q < 0``), limited by the chargers' apparent power (``request.s_max_kva`` or ``s_factor`` × kW).
 * The DSO prices the T–D interface at the cluster-free slot price (λP of the request, λQ as above).
 * DGs: the paper's DSO objective has DGs but its setup lists none; ``dgs`` adds them (the shipped scenarios borrow
-  the two 1.5-MW DGs of the 002 feeder). PV and wind are the ``grid`` case's DERs.
-* The per-bus non-EV load is the grid case's zonal profile averaged over each slot, scaled so that its total
-  equals the request's ``base_load_kw``.
+  the two 1.5-MW DGs of the 002 feeder). PV and wind are the network's DERs.
+* The per-bus non-EV load is the request's ``grid.bus_load_kw`` (what the simulation runs), or, for a request
+  without it, the network's zonal profile averaged over each slot; either is scaled so that its total equals the
+  request's ``base_load_kw``. PV and wind availability likewise: ``grid.renewable_kw``, else the DERs' profiles.
 
-``grid = "none"`` skips (b): the EVA schedule is allocated without grid verification.
+The network (``grid``): the DSO level prices and verifies the network the request carries (request part
+``grid``, `markets.base.NetworkData`): in a simulation, the scenario's own. A hand-built request without one may
+name a case instead (``grid = "case33bw-dlmp"``: built here); a case name that differs from the request's network
+is an error, never a silent substitute. The model is the paper's distribution feeder, so `check_network` refuses,
+in one line, a network that is not one: more or fewer than one slack (the T–D interface), voltage-controlled
+generators (``gen``, which the DSO level does not dispatch), or a meshed topology (the DLMP decomposition and the
+driving-point-resistance voltage component assume a radial feeder). ``grid = "none"`` skips (b): the EVA schedule
+is allocated without grid verification, and no network is needed.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, register
+from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, RequestError, register
 from markets.qubo import allocation, clustering, dso, eva, samplers
 
-__all__ = ["QuboDLMP", "PAPER_LAM_P", "PAPER_LAM_Q"]
+__all__ = ["QuboDLMP", "PAPER_LAM_P", "PAPER_LAM_Q", "CASES", "network_problem"]
 
 PAPER_LAM_P = (40.0, 50.0, 60.0, 70.0, 100.0, 60.0)  # $/MWh, Table 1
 PAPER_LAM_Q = (4.0, 5.0, 6.0, 7.0, 10.0, 6.0)  # $/MVArh: Table 1 gives the range 4–10 only; shaped like λP
 
 
-@lru_cache(maxsize=4)
-def _grid(case: str) -> tuple[Any, Any, np.ndarray]:
-    """(Network, fast power-flow engine, driving-point resistance matrix [pu]) of a grid case, built once."""
-    from grids.network import build_network
-    from grids.powerflow import make_engine
+#: grid cases the ``grid`` parameter may name (for a hand-built request that carries no network)
+CASES = ("case33bw", "case33bw-dlmp", "case33bw-dr")
 
-    net = build_network(case)
-    return net, make_engine(net.net), net.sensitivity_r()
+
+@lru_cache(maxsize=4)
+def _case(case: str) -> Any:
+    """The `grids.network.Network` of a named grid case, built once."""
+    from grids.network import build_network
+
+    return build_network(case)
+
+
+_COMPILED: list[tuple[weakref.ref[Any], Any, np.ndarray]] = []  # the last few networks compiled (any instance)
+
+
+def _compile(network: Any) -> tuple[Any, np.ndarray]:
+    """(fast power-flow engine of its own, driving-point resistance matrix [pu]) of a network, compiled once per
+    network object (every clearing resets the engine's warm start, so instances may share it)."""
+    from grids.powerflow import FastPowerFlow
+
+    for ref, engine, rmat in _COMPILED:
+        if ref() is network:
+            return engine, rmat
+    engine = FastPowerFlow(network.net)  # a copy of the net: the simulation's engine and warm start stay untouched
+    rmat = network.sensitivity_r(engine)
+    _COMPILED[:] = [*_COMPILED[-3:], (weakref.ref(network), engine, rmat)]
+    return engine, rmat
+
+
+def network_problem(network: Any) -> str | None:
+    """Why ``network`` is not a feeder the tri-level model can price (None when it is one): it needs exactly one
+    in-service slack (the T–D interface), no voltage-controlled generators and a radial topology."""
+    import networkx as nx
+    import pandapower.topology as top
+
+    net = network.net
+    n_slack = int(net.ext_grid.in_service.sum()) + int((net.gen.in_service & net.gen.slack).sum())
+    if n_slack != 1:
+        return f"it has {n_slack} in-service slack elements, and it needs exactly one (the T–D interface)"
+    n_gen = int((net.gen.in_service & ~net.gen.slack).sum())
+    if n_gen:
+        return f"it has {n_gen} voltage-controlled generators (gen), which its DSO level does not dispatch"
+    g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
+    loops = g.number_of_edges() - (g.number_of_nodes() - nx.number_connected_components(g))
+    if loops > 0:
+        return f"it is meshed ({loops} independent loops of in-service branches), and it needs a radial feeder"
+    return None
 
 
 def _slot_mean(profile24: np.ndarray, tod_h: np.ndarray, dt_h: float) -> np.ndarray:
@@ -89,7 +137,8 @@ class QuboDLMP(Mechanism):
     """Tri-level DLMP scheduling (``000_…``): EVA QUBO, DSO QUBO verified by AC power flow, EV allocation."""
 
     name = "qubo-dlmp"
-    needs = frozenset({"dlmp", "s_max_kva"})  # DLMPs price the clusters; the chargers' kVA bound Q
+    # DLMPs price the clusters; the chargers' kVA bound Q; the DSO level runs on the simulated network (not 'none')
+    needs = frozenset({"dlmp", "s_max_kva", "grid"})
     parameters = {
         "bits": (8, "bits per P level of the EVA and DSO QUBOs (paper: 8 primary, 4 sensitivity), 2–10"),
         "sampler": ("sa", "dimod sampler by name (markets.qubo.samplers)"),
@@ -100,10 +149,15 @@ class QuboDLMP(Mechanism):
         "n_clusters": (20, "clusters for spectral clustering, >= 1"),
         "demand_response": (True, "false = S1: flat cluster schedules, no shifting"),
         "reactive": (True, "EVA reactive-power dispatch (S2)"),
-        "grid": ("case33bw-dlmp", "grid case for the DSO level, or 'none'"),
+        "grid": (
+            "auto",
+            "network of the DSO level: 'auto' (the request's: in a simulation the scenario's), a case for a "
+            "hand-built request without one (case33bw, case33bw-dlmp, case33bw-dr), or 'none' (no DSO level)",
+        ),
         "dgs": (
             [],
-            "DGs: list of {bus (paper numbering), p_max_kw, cost_usd_per_mwh, q_max_kvar, q_cost_usd_per_mvarh}",
+            "DGs: list of {bus (paper numbering: pandapower index + 1), p_max_kw, cost_usd_per_mwh, q_max_kvar, "
+            "q_cost_usd_per_mvarh}",
         ),
         "lam_q_usd_per_mvarh": (list(PAPER_LAM_Q), "reactive price per slot when the request has no Q DLMP"),
         "s_factor": (1.1, "charger kVA per kW when the request has no s_max_kva, >= 1"),
@@ -119,6 +173,55 @@ class QuboDLMP(Mechanism):
         "q_feedback": (True, "withdraw λQ per cluster/slot while the T–D interface exports reactive power"),
         "q_margin": (0.02, "reactive import kept at the interface by the Q feedback, × |P_TD|, in [0, 0.48]"),
     }
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        if self.params["grid"] == "none":  # no DSO level: no network needed
+            self.needs = self.needs - {"grid"}
+        self._compiled: tuple[Any, Any, np.ndarray] | None = None  # (network, engine, R) of the last network seen
+
+    def check_network(self, network: Any) -> None:
+        """Refuse, in one line, a network the DSO level cannot price (see the module docstring)."""
+        prm = self.params
+        if prm["grid"] == "none":
+            return
+        if prm["grid"] != "auto" and prm["grid"] != network.name:
+            raise MarketConfigError(
+                f"market.params.grid: got {prm['grid']!r}, but the network simulated is {network.name!r}; allowed: "
+                "'auto' (price the simulated network) or 'none'"
+            )
+        why = network_problem(network)
+        if why is not None:
+            raise MarketConfigError(
+                f"grid.case: market.mechanism 'qubo-dlmp' cannot price network {network.name!r}: {why}; allowed: a "
+                "radial distribution feeder with one slack and no gen, or market.params.grid = 'none'"
+            )
+        ids = set(int(b) for b in network.bus_ids)
+        for i, d in enumerate(prm["dgs"]):
+            if int(d["bus"]) - 1 not in ids:
+                raise MarketConfigError(
+                    f"market.params.dgs.{i}.bus: got {d['bus']} (paper numbering), not a bus of network "
+                    f"{network.name!r}; allowed: a pandapower bus index + 1"
+                )
+
+    def _network(self, request: MarketRequest) -> tuple[Any, Any, np.ndarray] | None:
+        """(network, its power-flow engine, driving-point resistance [pu]) of the request, checked; None for 'none'."""
+        prm = self.params
+        if prm["grid"] == "none":
+            return None
+        if request.grid is not None:
+            network = request.grid.network
+        elif prm["grid"] == "auto":
+            raise RequestError(
+                "grid: qubo-dlmp prices the network the request carries, and this request carries none; give it "
+                "grid=NetworkData(network), or set market.params.grid to a case name or 'none'"
+            )
+        else:
+            network = _case(prm["grid"])
+        if self._compiled is None or self._compiled[0] is not network:
+            self.check_network(network)
+            self._compiled = (network, *_compile(network))
+        return self._compiled
 
     def _validate(self) -> None:
         p = self.params
@@ -136,11 +239,7 @@ class QuboDLMP(Mechanism):
             ("q_feedback", isinstance(p["q_feedback"], bool), "true or false"),
             ("small_evs", isinstance(p["small_evs"], int) and p["small_evs"] >= 0, "an integer >= 0"),
             ("q_margin", isinstance(p["q_margin"], (int, float)) and 0 <= p["q_margin"] <= 0.48, "in [0, 0.48]"),
-            (
-                "grid",
-                p["grid"] in ("none", "case33bw", "case33bw-dlmp", "case33bw-dr"),
-                "'none', 'case33bw', 'case33bw-dlmp' or 'case33bw-dr'",
-            ),
+            ("grid", p["grid"] in ("auto", "none", *CASES), f"'auto', 'none' or a case: {', '.join(CASES)}"),
             (
                 "lam_q_usd_per_mvarh",
                 np.size(p["lam_q_usd_per_mvarh"]) >= 1
@@ -159,8 +258,14 @@ class QuboDLMP(Mechanism):
         for i, d in enumerate(p["dgs"]):
             if not isinstance(d, dict) or set(d) != keys:
                 raise MarketConfigError(f"market.params.dgs.{i}: needs exactly the keys {', '.join(sorted(keys))}")
-            if not (1 <= int(d["bus"]) <= 33) or d["p_max_kw"] <= 0 or d["q_max_kvar"] < 0:
-                raise MarketConfigError(f"market.params.dgs.{i}: bus in [1, 33], p_max_kw > 0, q_max_kvar >= 0")
+            num = all(
+                isinstance(d[k], (int, float)) and not isinstance(d[k], bool) and bool(np.isfinite(d[k])) for k in keys
+            )
+            if not num or int(d["bus"]) != d["bus"] or d["bus"] < 1 or d["p_max_kw"] <= 0 or d["q_max_kvar"] < 0:
+                raise MarketConfigError(
+                    f"market.params.dgs.{i}: numbers with bus an integer >= 1 (a bus of the network), p_max_kw > 0, "
+                    "q_max_kvar >= 0"
+                )
 
     # ------------------------------------------------------------------------------------------------ clearing
     def _clear(self, request: MarketRequest) -> MarketResult:
@@ -205,6 +310,7 @@ class QuboDLMP(Mechanism):
                 committed_station_kw=None
                 if request.committed_station_kw is None
                 else request.committed_station_kw[:, sl],
+                grid=None if request.grid is None else request.grid.window(k),
             )
             res = self._plan(sub)
             first = first or res
@@ -243,7 +349,7 @@ class QuboDLMP(Mechanism):
         if not np.all(np.isfinite(lam_p_slot)):
             lam_p_slot = _table(PAPER_LAM_P, t)
         lam_q_slot = _table(prm["lam_q_usd_per_mvarh"], t)
-        grid = None if prm["grid"] == "none" else _grid(prm["grid"])
+        grid = self._network(request)
         n_bus = grid[0].n_bus if grid else int(evs.bus.max(initial=0)) + 1
         bus_r = np.zeros(n) if grid is None else np.diag(grid[2])[evs.bus]
         # ---- EVs → clusters
@@ -290,12 +396,17 @@ class QuboDLMP(Mechanism):
             net, pf, rmat = grid
             pf.reset_warm_start()
             tod = np.asarray(request.tod_h, float)
-            shape_p = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_p_kw
-            shape_q = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1) * net.base_q_kvar
+            data = request.grid
+            if data is not None and data.bus_load_kw is not None:  # what the simulation runs
+                assert data.bus_load_kvar is not None  # NetworkData gives both or neither
+                shape_p, shape_q = data.bus_load_kw, data.bus_load_kvar
+            else:  # a hand-built request: the network's zonal profiles, averaged over each slot
+                level = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1)
+                shape_p, shape_q = level * net.base_p_kw, level * net.base_q_kvar
             scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t), where=shape_p.sum(axis=1) > 0)
             load_p = shape_p * scale[:, None] / 1000.0  # (T, n_bus) MW
             load_q = shape_q * scale[:, None] / 1000.0
-            units = self._units(net, tod, dt)
+            units = self._units(net, tod, dt, None if data is None else data.renewable_kw)
         adder = np.zeros((c, t))
         q_on = np.ones((c, t))  # reactive feedback: 0 where a cluster's λQ is withdrawn (no injection pays)
         r_c = (member @ bus_r) / np.maximum(member.sum(axis=1), 1)  # electrical distance from the substation [pu]
@@ -473,20 +584,22 @@ class QuboDLMP(Mechanism):
         cost = float(np.sum(dt * (lam_p * p + lam_q * q)))
         return {"p_mw": p, "q_mvar": q, "cost_usd": cost, "violations": 0, "info": info}
 
-    def _units(self, net: Any, tod: np.ndarray, dt: float) -> dict[str, Any]:
-        """DGs (params) then renewables (grid case): buses, availability (T, U), costs."""
+    def _units(self, net: Any, tod: np.ndarray, dt: float, renewable_kw: np.ndarray | None) -> dict[str, Any]:
+        """DGs (params) then renewables (the network's; availability ``renewable_kw`` [kW] (T, n_renewables) when
+        given, else their profiles averaged over each slot): buses [positions], availability (T, U), costs."""
         buses, pmax, cost = [], [], []
         qmax, qcost = [], []
         for d in self.params["dgs"]:
-            buses.append(int(d["bus"]) - 1)
+            buses.append(net.position(int(d["bus"]) - 1))
             pmax.append(np.full(len(tod), d["p_max_kw"] / 1000.0))
             cost.append(float(d["cost_usd_per_mwh"]))
             qmax.append(d["q_max_kvar"] / 1000.0)
             qcost.append(float(d["q_cost_usd_per_mvarh"]))
         by_bus: dict[tuple[str, int], np.ndarray] = {}
-        for d in net.renewables:  # units of one kind at one bus are dispatched together
+        for j, d in enumerate(net.renewables):  # units of one kind at one bus are dispatched together
             key = (d.kind, d.bus)
-            by_bus[key] = by_bus.get(key, 0.0) + _slot_mean(d.profile, tod, dt) * d.p_max_kw / 1000.0
+            avail = renewable_kw[:, j] if renewable_kw is not None else _slot_mean(d.profile, tod, dt) * d.p_max_kw
+            by_bus[key] = by_bus.get(key, 0.0) + avail / 1000.0
         for (_kind, bus), avail in by_bus.items():
             buses.append(bus)
             pmax.append(avail)
@@ -500,7 +613,8 @@ class QuboDLMP(Mechanism):
         }
 
     def _pf(self, load_p: np.ndarray, load_q: np.ndarray) -> list[Any]:
-        pf = _grid(self.params["grid"])[1]
+        assert self._compiled is not None  # `_plan` compiled the request's network
+        pf = self._compiled[1]
         return [pf.solve(load_p[k], load_q[k]) for k in range(load_p.shape[0])]
 
     def _dso(
@@ -516,7 +630,8 @@ class QuboDLMP(Mechanism):
         seed: int,
     ) -> dict[str, Any]:
         prm = self.params
-        net = _grid(prm["grid"])[0]
+        assert self._compiled is not None  # `_plan` compiled the request's network
+        net, engine = self._compiled[0], self._compiled[1]
         t, n_bus = load_p.shape
         u, g = len(units["bus"]), len(units["q_max"])
         ub = units["bus"]
@@ -542,13 +657,13 @@ class QuboDLMP(Mechanism):
                 lp, lq = load_p[k].copy(), load_q[k].copy()
                 np.add.at(lp, ub, -p0[k])
                 lp[ub[j]] -= h
-                r = _grid(prm["grid"])[1].solve(lp, lq)
+                r = engine.solve(lp, lq)
                 sp_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
             for j in range(g):
                 lp, lq = load_p[k].copy(), load_q[k].copy()
                 np.add.at(lp, ub, -p0[k])
                 lq[ub[j]] -= h
-                r = _grid(prm["grid"])[1].solve(lp, lq)
+                r = engine.solve(lp, lq)
                 sq_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
         if not np.any(losses):
             losses = np.array([r.losses_mw for r in res0])
@@ -574,21 +689,25 @@ class QuboDLMP(Mechanism):
             q0_mvar=q0,
             v_active=active,
         )
-        disp = dso.solve(
-            inst,
-            sampler=prm["sampler"],
-            num_reads=self._reads,
-            num_sweeps=self._sweeps,
-            passes=self._passes,
-            shrink=self._shrink,
-            polish_radius=0 if self._passes == 1 else 2,
-            seed=seed,
-        )
+        if u == 0:  # a network without PV/wind and no DGs: nothing to dispatch, the interface supplies all (exact)
+            disp = dso.evaluate(inst, np.zeros((t, 0), np.int64))
+            disp.info.update({"sample_s": 0.0, "nothing_to_dispatch": True})
+        else:
+            disp = dso.solve(
+                inst,
+                sampler=prm["sampler"],
+                num_reads=self._reads,
+                num_sweeps=self._sweeps,
+                passes=self._passes,
+                shrink=self._shrink,
+                polish_radius=0 if self._passes == 1 else 2,
+                seed=seed,
+            )
         out: dict[str, Any] = {"dso": disp, "dso_cost_usd": disp.cost_usd, "dso_inst": inst}
         self._timing["dso_sample_s"] += float(disp.info.get("sample_s", 0.0))
         if prm["reference"]:
             t_ref = time.perf_counter()
-            ref = dso.reference(inst)
+            ref = dso.reference(inst) if u else disp
             self._timing["reference_s"] += time.perf_counter() - t_ref
             out["dso_ref"] = ref
             out["dso_gap"] = (disp.cost_usd - ref.cost_usd) / max(abs(ref.cost_usd), 1e-9)

@@ -10,9 +10,10 @@ composite::
     mech = Scored(markets.get("elasticity-dr")(), variant="lp")
     result = mech.clear(request)          # result.gap: (cost − optimum) / |optimum|
 
-The composite declares what its child declares (``replans``, ``announced_elasticity``) and needs what the child
-needs plus what the reference reads (DLMPs, the stations' committed load). The voltage forecast is scored only
-when the child asks for it, so the reference sees the grid the child sees.
+The composite declares what its child declares (``replans``, ``discharges``, ``announced_elasticity``,
+`check_network`) and needs what the child needs plus what the reference reads (DLMPs, the stations' committed
+load). The voltage forecast is scored only when the child asks for it, so the reference sees the grid the child
+sees.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Scored(Mechanism):
         self.child = child
         self.needs = frozenset(child.needs | {"dlmp", "committed_station_kw"})
         self.replans = bool(child.replans)
+        self.discharges = bool(child.discharges)
         #: keyword arguments of :func:`markets.milp.reference` and :func:`markets.milp.score`
         self.reference_params: dict[str, Any] = {"variant": variant}
         if variant == "milp":
@@ -63,6 +65,10 @@ class Scored(Mechanism):
     @property
     def announced_elasticity(self) -> Elasticity | None:
         return self.child.announced_elasticity
+
+    def check_network(self, network: Any) -> None:
+        """The child's network requirements."""
+        self.child.check_network(network)
 
     def clear(self, request: MarketRequest) -> MarketResult:
         """The child's result (its own ``wall_time_s``), scored when the request has EVs."""

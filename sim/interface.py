@@ -17,11 +17,19 @@ part                          source in the simulation
 ``load_range_kw``             the day-ahead plan's forecast load range (after the first day-ahead clearing)
 ``committed_station_kw``      the stations' reports of committed EV load (``station_reports`` tap, screened
                               by the DSO's monitor), when any station has a cap
+``grid``                      the simulated network (``sim.network``: topology, impedances, ratings, DERs,
+                              limits) with the non-EV load per bus the simulation runs in the request's
+                              slots (the DR shift included after the day-ahead clearing) and the renewables'
+                              availability
 ``bus_ev_cap_kw``,            no source in a simulation (scenarios have no feeder EV caps and no earlier
 ``prev_station_price_…``      station prices): left empty
 ============================  ==========================================================================
 
 The stations' reports pass their tap on every request (their sum is the committed EV load every mechanism sees).
+
+`check_fit` rejects, at validation and when a simulation is built, a scenario its mechanism cannot honour: V2G-capable
+EVs (``fleet.groups.*.v2g_share > 0``) for a mechanism that does not discharge, and a network the mechanism refuses
+(`markets.base.Mechanism.check_network`, for mechanisms that need ``grid``).
 """
 
 from __future__ import annotations
@@ -31,10 +39,56 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.fleet import PLUGGED
-from markets.base import REQUEST_PARTS, Elasticity, EVFlex, MarketConfigError, MarketRequest, Mechanism, VoltageForecast
+from markets.base import (
+    REQUEST_PARTS,
+    Elasticity,
+    EVFlex,
+    MarketConfigError,
+    MarketRequest,
+    Mechanism,
+    NetworkData,
+    VoltageForecast,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from grids.network import Network
     from sim.model import CoSimulation
+    from sim.scenario import Scenario
+
+
+def check_fit(scenario: Scenario, mechanism: Mechanism, network: Network | None = None) -> None:
+    """Reject a scenario its mechanism cannot honour, with one line naming the field, the value and what is allowed.
+
+    Args:
+        scenario: the validated scenario.
+        mechanism: the mechanism built from ``scenario.market``.
+        network: the scenario's network if already built (a simulation's); built (and cached) here when the
+            mechanism needs ``grid`` and none is given.
+
+    Raises:
+        markets.base.MarketConfigError: V2G-capable EVs for a mechanism that does not discharge; a network the
+            mechanism cannot run on.
+    """
+    from markets.base import available, get
+
+    name = scenario.market.mechanism
+    if not mechanism.discharges:
+        for i, g in enumerate(scenario.fleet.groups):
+            if g.v2g_share > 0:
+                can = [m for m in available() if getattr(get(m), "discharges", False)]
+                raise MarketConfigError(
+                    f"fleet.groups.{i}.v2g_share: got {g.v2g_share:g}, but market.mechanism '{name}' never "
+                    f"discharges V2G EVs; allowed: 0 (mechanisms that discharge: {', '.join(can) or 'none yet'})"
+                )
+    if "grid" in mechanism.needs:
+        if network is None:
+            from sim.model import compiled_grid
+
+            network = compiled_grid(scenario.grid)[0]
+        try:
+            mechanism.check_network(network)
+        except MarketConfigError as err:
+            raise MarketConfigError(str(err).replace("market.params.", f"market.params.{name}.")) from None
 
 
 class MarketInterface:
@@ -52,6 +106,7 @@ class MarketInterface:
                 f"{type(mechanism).__name__}.needs: unknown request part '{unknown[0]}'; allowed: "
                 f"{', '.join(sorted(REQUEST_PARTS))}"
             )
+        check_fit(sim.spec, mechanism, sim.network)
         self.sim = sim
         self.needs = frozenset(mechanism.needs)
         self.mechanism = mechanism
@@ -82,6 +137,7 @@ class MarketInterface:
         if sim.monitor is not None:
             reports = sim.monitor.screen(reports, own, k)
         elasticity = self.elasticity(k) if day_ahead and "load_elasticity" in needs else None
+        grid = self.network_data(k, n, day_ahead=day_ahead) if "grid" in needs else None
         dlmp = "dlmp" in needs
         return MarketRequest(
             t0_min=k * sim.dt_min,
@@ -102,6 +158,23 @@ class MarketInterface:
             voltage=voltage,
             load_elasticity=elasticity,
             committed_station_kw=reports if capped and "committed_station_kw" in needs else None,
+            grid=grid,
+        )
+
+    def network_data(self, k: int, n: int, *, day_ahead: bool) -> NetworkData:
+        """The simulated network with the non-EV load per bus and the renewables of steps ``k … k+n−1`` (the same
+        load the request's ``base_load_kw`` sums: the DR shift only after the day-ahead clearing)."""
+        sim = self.sim
+        p = sim.base_p_kw[k : k + n]
+        if not day_ahead:  # `CoSimulation.shift_bus` of each step, vectorised: the shift in proportion to bus load
+            total = p.sum(axis=1)
+            share = np.divide(sim.market_operator.shift_kw[k : k + n], total, out=np.zeros(len(p)), where=total > 0)
+            p = p + p * share[:, None]
+        return NetworkData(
+            sim.network,
+            bus_load_kw=p,
+            bus_load_kvar=sim.base_q_kvar[k : k + n],
+            renewable_kw=sim.renewable_kw[k : k + n],
         )
 
     def elasticity(self, k: int) -> Elasticity | None:

@@ -318,6 +318,17 @@ class FleetGroup(_Model):
             raise ValueError("values must be positive numbers")
         return v
 
+    @field_validator("elasticity")
+    @classmethod
+    def _own_price(cls, v: Uniform) -> Uniform:
+        # an own-price elasticity > 0 (demand rising with its price) is not a behaviour: reject, never clip
+        if v.high > 0:
+            raise ValueError(
+                f"own-price elasticity must be <= 0 (demand does not rise with its price); got low = {v.low:g}, "
+                f"high = {v.high:g}; allowed: low <= high <= 0"
+            )
+        return v
+
 
 class FleetSpec(_Model):
     n_evs: int = Field(1000, ge=0, le=1_000_000)

@@ -51,13 +51,22 @@ def requests(draw: st.DrawFn, max_evs: int = 12) -> MarketRequest:
     )
 
 
+def _feeder() -> object:
+    from markets.qubo_dlmp import _case
+
+    return _case("case33bw-dlmp")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", mb.available())
 @settings(max_examples=40, deadline=None)
 @given(req=requests())
 def test_every_mechanism_keeps_ev_limits(name: str, req: MarketRequest) -> None:
     """Conformance: no power outside the window or above the rating, and never more energy than needed."""
-    res = mb.get(name)().clear(req)
+    mech = mb.get(name)()
+    if "grid" in mech.needs:  # a mechanism that prices the grid runs on the request's network (the 33-bus feeder)
+        req = replace(req, grid=mb.NetworkData(_feeder()))
+    res = mech.clear(req)
     evs = req.evs
     assert res.p_kw.shape == (len(evs), req.n_slots)
     avail = evs.availability(req.n_slots)
@@ -381,3 +390,51 @@ def test_starting_tariffs() -> None:
         assert day.min() == pytest.approx(75.0) and day.max() == pytest.approx(135.0)
     with pytest.raises(ValueError, match="unknown tariff 'spot'"):
         starting_tariff("spot", tod, load, rho_usd_per_mwh=84.0, steps_per_day=24)
+
+
+# ------------------------------------------------------------------ settings a mechanism cannot honour are rejected
+def test_v2g_share_is_rejected_for_a_mechanism_that_never_discharges() -> None:
+    """No mechanism discharges today, so V2G-capable EVs would be charge-only: rejected at validation and at build."""
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+    from sim.interface import check_fit
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    assert not any(getattr(mb.get(n), "discharges", True) for n in mb.available())
+    for mech in ("elasticity-dr", "milp", "uncontrolled"):
+        sc = load_scenario("default", ["fleet.groups.1.v2g_share=0.3", f"market.mechanism='{mech}'"])
+        with pytest.raises(MarketConfigError) as err:
+            check_fit(sc, sc.market.build())
+        msg = str(err.value)
+        assert msg.startswith("fleet.groups.1.v2g_share: got 0.3") and f"'{mech}'" in msg and "allowed: 0" in msg
+        assert "\n" not in msg
+    with pytest.raises(MarketConfigError, match="fleet.groups.1.v2g_share"):  # `evgrid run` builds a simulation
+        CoSimulation(load_scenario("default", ["fleet.groups.1.v2g_share=0.3", "fleet.n_evs=10"]))
+    out = CliRunner().invoke(app, ["validate", "default", "--set", "fleet.groups.0.v2g_share=1.0"])
+    assert out.exit_code == 2 and "fleet.groups.0.v2g_share: got 1" in out.output
+    # a mechanism that declares it discharges is accepted
+    discharging = ElasticityDR()
+    discharging.discharges = True
+    check_fit(load_scenario("default", ["fleet.groups.1.v2g_share=0.3"]), discharging)
+
+
+def test_positive_own_price_elasticities_are_rejected() -> None:
+    from sim.scenario import ScenarioError, load_scenario
+
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("default", ["fleet.groups.0.elasticity={low = -0.2, high = 0.1}"])
+    msg = str(err.value)
+    assert msg.startswith("fleet.groups.0.elasticity: own-price elasticity must be <= 0") and "\n" not in msg
+    load_scenario("default", ["fleet.groups.0.elasticity={low = -0.2, high = 0.0}"])  # zero: inelastic, allowed
+    for value, allowed in ((0.2, "<= 0"), ("-0.3", "a finite number"), (float("nan"), "a finite number")):
+        with pytest.raises(MarketConfigError, match=f"market.params.self_elasticity: got .*; allowed:? {allowed}"):
+            ElasticityDR(self_elasticity=value)
+    with pytest.raises(MarketConfigError, match="market.params.cross_elasticity: got -0.1; allowed >= 0"):
+        ElasticityDR(cross_elasticity=-0.1)  # a cross-elasticity < 0 would pull load toward the dearer slots
+    with pytest.raises(RequestError, match="evs.elasticity: got 0.4; allowed range is <= 0"):
+        MarketRequest.from_sessions(
+            dt_min=60, n_slots=2, base_load_kw=[1, 1], arrival_slot=[0], departure_slot=[2], e_need_kwh=[1],
+            p_max_kw=[7.0], elasticity=0.4,
+        )  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from markets.base import MarketConfigError, MarketRequest, get
+from markets.base import MarketConfigError, MarketRequest, RequestError, get
 from markets.qubo import allocation, clustering, dso
 
 
@@ -138,8 +138,8 @@ def _request() -> MarketRequest:
 
 def test_mechanism_is_seed_deterministic_and_keeps_ev_limits() -> None:
     req = _request()
-    a = get("qubo-dlmp")(seed=7, bits=4).clear(req)
-    b = get("qubo-dlmp")(seed=7, bits=4).clear(req)
+    a = get("qubo-dlmp")(seed=7, bits=4, grid="case33bw-dlmp").clear(req)
+    b = get("qubo-dlmp")(seed=7, bits=4, grid="case33bw-dlmp").clear(req)
     np.testing.assert_array_equal(a.p_kw, b.p_kw)
     np.testing.assert_array_equal(a.q_kvar, b.q_kvar)
     assert a.objective == b.objective
@@ -165,6 +165,11 @@ def test_rolling_mode_delivers_the_same_energy() -> None:
         ({"sampler": "annealer"}, "sampler"),
         ({"v_min_pu": 1.2}, "v_min_pu"),
         ({"dgs": [{"bus": 40}]}, "dgs.0"),
+        (
+            {"dgs": [{"bus": 2.5, "p_max_kw": 1, "cost_usd_per_mwh": 1, "q_max_kvar": 0, "q_cost_usd_per_mvarh": 0}]},
+            "dgs.0",
+        ),
+        ({"grid": "case118"}, "grid"),
         ({"bitz": 4}, "bitz"),
     ],
 )
@@ -185,3 +190,148 @@ def test_second_allocation_stage_removes_avoidable_interruptions() -> None:
     )
     assert q is not None and allocation.count_interruptions(q) == 0
     np.testing.assert_allclose(q.sum(axis=0), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- the network it prices
+def _network(net: object, name: str) -> object:
+    """A `grids.network.Network` around a pandapower net (its loads as base load, one residential zone)."""
+    from grids.network import Network
+
+    n = len(net.bus)
+    pos = {b: i for i, b in enumerate(net.bus.index)}
+    p, q = np.zeros(n), np.zeros(n)
+    loads = net.load[net.load.in_service]
+    np.add.at(p, [pos[b] for b in loads.bus], loads.p_mw.to_numpy() * 1000.0)
+    np.add.at(q, [pos[b] for b in loads.bus], loads.q_mvar.to_numpy() * 1000.0)
+    return Network(name=name, net=net, base_p_kw=p, base_q_kvar=q, zone=np.full(n, "residential"))
+
+
+def _cigre_mv() -> object:
+    import pandapower.networks as pn
+
+    return _network(pn.create_cigre_network_mv(), "cigre-mv")
+
+
+def _meshed_33() -> object:
+    import pandapower.networks as pn
+
+    net = pn.case33bw()
+    net.line["in_service"] = True  # close the five tie lines: loops
+    return _network(net, "case33bw-meshed")
+
+
+def test_prices_the_network_the_request_carries_not_one_of_its_own() -> None:
+    """On a request carrying CIGRE MV (15 buses), the DSO level's power flows are CIGRE's, not the 33-bus feeder's."""
+    from dataclasses import replace
+
+    from markets.base import NetworkData
+
+    cigre = _cigre_mv()
+    req = replace(
+        MarketRequest.from_sessions(
+            dt_min=240,
+            n_slots=6,
+            base_load_kw=np.full(6, 0.5) * cigre.base_p_kw.sum(),
+            arrival_slot=[0, 0, 1, 2],
+            departure_slot=[6, 4, 6, 6],
+            e_need_kwh=[40, 20, 60, 30],
+            p_max_kw=[7.2, 7.2, 11, 3.6],
+            eta_ch=1.0,
+            bus=[3, 5, 8, 13],
+            price_usd_per_mwh=[40, 50, 60, 70, 100, 60],
+        ),
+        grid=NetworkData(cigre),
+    )
+    res = get("qubo-dlmp")(seed=7, bits=4).clear(req)
+    assert res.info["vm_pu"].shape == (6, cigre.n_bus) == (6, 15)
+    np.testing.assert_allclose(res.p_kw.sum(axis=1) * req.dt_h, req.evs.e_need_kwh, rtol=1e-6)
+    # a named case that is not the request's network is an error, never a silent substitute
+    with pytest.raises(MarketConfigError, match=r"market.params.grid: got 'case33bw-dlmp'.*'cigre-mv'"):
+        get("qubo-dlmp")(seed=7, bits=4, grid="case33bw-dlmp").clear(req)
+    # DLMPs of another network (33 buses) do not fit this one (15)
+    with pytest.raises(RequestError, match="dlmp_p_usd_per_mwh: 33 bus columns.*15 buses"):
+        replace(req, dlmp_p_usd_per_mwh=np.full((6, 33), 50.0))
+
+
+def test_passing_the_paper_feeder_gives_the_named_case_result_bit_for_bit() -> None:
+    """The shipped scenarios' path (the request carries case33bw-dlmp) equals the old one (the case built inside)."""
+    from dataclasses import replace
+
+    from grids.network import build_network
+    from markets.base import NetworkData
+
+    req = _request()
+    named = get("qubo-dlmp")(seed=7, bits=4, grid="case33bw-dlmp").clear(req)
+    carried = get("qubo-dlmp")(seed=7, bits=4).clear(replace(req, grid=NetworkData(build_network("case33bw-dlmp"))))
+    np.testing.assert_array_equal(named.p_kw, carried.p_kw)
+    np.testing.assert_array_equal(named.info["vm_pu"], carried.info["vm_pu"])
+    assert named.objective == carried.objective
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_meshed_33, "meshed"),
+        (lambda: _network(__import__("pandapower.networks").networks.case118(), "case118"), "gen"),
+    ],
+)
+def test_a_network_it_cannot_price_is_refused_in_one_line(make, why: str) -> None:
+    from dataclasses import replace
+
+    from markets.base import NetworkData
+
+    network = make()
+    mech = get("qubo-dlmp")(bits=4)
+    with pytest.raises(MarketConfigError) as err:
+        mech.check_network(network)
+    msg = str(err.value)
+    assert msg.startswith("grid.case:") and why in msg and "radial" in msg and "\n" not in msg
+    with pytest.raises(MarketConfigError, match=why):  # clearing on it is refused too
+        mech.clear(replace(_request(), grid=NetworkData(network)))
+    get("qubo-dlmp")(bits=4, grid="none").check_network(network)  # no DSO level: nothing to refuse
+
+
+def test_a_request_without_network_is_refused_unless_a_case_is_named() -> None:
+    with pytest.raises(RequestError, match="grid: qubo-dlmp prices the network the request carries"):
+        get("qubo-dlmp")(bits=4).clear(_request())
+    assert "grid" not in get("qubo-dlmp")(grid="none").needs and "grid" in get("qubo-dlmp")().needs
+    with pytest.raises(MarketConfigError, match=r"market.params.dgs.0.bus: got 40"):
+        dg = {"bus": 40, "p_max_kw": 1500.0, "cost_usd_per_mwh": 60.0, "q_max_kvar": 500.0, "q_cost_usd_per_mvarh": 7.0}
+        get("qubo-dlmp")(dgs=[dg]).check_network(_network(__import__("pandapower.networks").networks.case33bw(), "x"))
+
+
+def test_simulation_hands_its_own_network_and_bus_load_to_qubo_dlmp() -> None:
+    """In a co-simulation on case33bw (no PV/wind), qubo-dlmp's request carries that network and the load the
+    simulation runs per bus — not the case33bw-dlmp feeder its old default built."""
+    from markets.base import EVFlex
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(
+        "qubo-dlmp-33bus-s1",
+        ["grid.case='case33bw'", "fleet.n_evs=20", "time.horizon_h=8", "market.params.qubo-dlmp.reference=false"],
+    )
+    sim = CoSimulation(sc)
+    req = sim.interface.request(0, 2, EVFlex.empty(), day_ahead=True)
+    assert req.grid is not None and req.grid.network is sim.network and sim.network.name == "case33bw"
+    np.testing.assert_array_equal(req.grid.bus_load_kw, sim.base_p_kw[:2])
+    assert req.grid.renewable_kw is not None and req.grid.renewable_kw.shape == (2, 0)
+    result = sim.run()
+    assert result.kpis["n_evs"] == 20
+
+
+def test_a_scenario_on_a_network_it_cannot_price_is_refused_before_the_run() -> None:
+    from sim.interface import check_fit
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(
+        "qubo-dlmp-33bus-s1", ["grid.case='case118'", "grid.bus_numbering='pandapower'", "fleet.n_evs=10"]
+    )
+    with pytest.raises(MarketConfigError, match=r"^grid.case: market.mechanism 'qubo-dlmp' cannot price network"):
+        check_fit(sc, sc.market.build())  # `evgrid validate`
+    with pytest.raises(MarketConfigError, match="market.params.qubo-dlmp.grid = 'none'"):
+        CoSimulation(sc)  # `evgrid run`, studies
+    named = load_scenario("qubo-dlmp-33bus-s1", ["market.params.qubo-dlmp.grid='case33bw-dr'"])
+    with pytest.raises(MarketConfigError, match=r"market.params.qubo-dlmp.grid: got 'case33bw-dr'"):
+        check_fit(named, named.market.build())
