@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -76,10 +77,14 @@ def trace_lines(path: Path) -> list[tuple[int, int, int]]:
     """(point, rep, pid) of every replication start."""
     if not path.exists():
         return []
-    return [tuple(int(x) for x in line.split()) for line in path.read_text().splitlines() if line.strip()]  # type: ignore[misc]
+    out = []
+    for line in path.read_text().splitlines():
+        point, rep, pid = (int(x) for x in line.split())
+        out.append((point, rep, pid))
+    return out
 
 
-def wait_for(cond, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(cond: Callable[[], bool], timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
