@@ -365,6 +365,11 @@ def _run_study(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
         typer.echo(f"interrupted: {_stored(store, study)}; resume with: {resume_cmd}", err=True)
         raise typer.Exit(130) from None
+    except SystemExit as err:  # SIGTERM (see _terminate): the workers are stopped; say so as for Ctrl-C
+        if err.code == 128 + signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            typer.echo(f"terminated: {_stored(store, study)}; resume with: {resume_cmd}", err=True)
+        raise
     except StoreLockedError as err:
         _fail(str(err))
     except StoreWriteError as err:

@@ -287,6 +287,42 @@ def test_a_replication_that_kills_its_dask_workers_is_stored_as_failed(
     assert "warning: point 0 rep 1 killed its Dask workers; stored as failed" in notices
 
 
+@pytest.mark.slow
+def test_dask_says_when_no_worker_is_connected_and_goes_on_when_one_is(
+    tmp_path: Path, reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from distributed import LocalCluster
+
+    from experiments import engine
+
+    monkeypatch.setattr(engine, "NO_WORKER_GRACE_S", 0.5)
+    monkeypatch.setenv(FAULT_SLEEP_ENV, "1.0")  # the worker that joins must still be busy at the next poll
+    cluster = LocalCluster(
+        host="127.0.0.1", n_workers=0, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
+    )
+    address = cluster.scheduler_address
+    notices: list[str] = []
+
+    def notice(msg: str) -> None:
+        notices.append(msg)
+        if msg.startswith("waiting for workers"):
+            cluster.scale(1)
+
+    try:
+        counts = run_study(tiny_study(2), Store(tmp_path / "s"), scheduler=address, notice=notice)
+    finally:
+        cluster.close()
+    assert counts == {"ok": 2, "failed": 0, "skipped": 0}
+    assert notices == [
+        f"waiting for workers: none is connected to the scheduler {address}; "
+        "the study goes on when one connects (Ctrl-C stops it, --resume continues it)",
+        "1 worker(s) connected; the study goes on",
+    ]
+    assert_complete(tmp_path / "s", reference, 2)
+
+
 # ------------------------------------------------------------------------------------------- store
 def test_a_full_disk_stops_with_one_line_and_resume_completes(
     tmp_path: Path, reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
