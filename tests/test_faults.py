@@ -310,9 +310,12 @@ def test_dask_says_when_no_worker_is_connected_and_goes_on_when_one_is(
         if msg.startswith("waiting for workers"):
             cluster.scale(1)
 
+    fallback = threading.Timer(60.0, cluster.scale, args=(1,))  # without the notice: fail, do not hang
+    fallback.start()
     try:
         counts = run_study(tiny_study(2), Store(tmp_path / "s"), scheduler=address, notice=notice)
     finally:
+        fallback.cancel()
         cluster.close()
     assert counts == {"ok": 2, "failed": 0, "skipped": 0}
     assert notices == [
