@@ -214,8 +214,10 @@ class Store:
         """
         manifest = {**manifest, "study_hash": study_hash(manifest)}
         path = self.root / MANIFEST
-        if resume and not path.is_file() and self.root.is_dir() and any(self.root.iterdir()):
-            raise StoreError(f"--resume: {self.root} has no {MANIFEST}")
+        if resume and not path.is_file() and self.root.is_dir():
+            # a study killed before its manifest was written leaves only its lock (and maybe a temporary file)
+            if any(p.name != LOCK and not p.name.startswith(TMP_PREFIX) for p in self.root.iterdir()):
+                raise StoreError(f"--resume: {self.root} has no {MANIFEST}")
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock()
         try:
@@ -228,6 +230,8 @@ class Store:
         path = self.root / MANIFEST
         for sub in (self.parts_dir, self.root / "timeseries"):
             _no_link(sub)
+        if resume:  # under the lock: no live writer owns them
+            self.cleaned = self._remove_stale_tmp()
         if path.exists() or path.is_symlink():
             old = self.manifest()
             if not resume:
@@ -237,7 +241,6 @@ class Store:
             for key in IDENTITY_KEYS:
                 if old.get(key) != manifest.get(key):
                     raise StoreError(f"--resume: {key} differs from the stored study in {self.root}")
-            self.cleaned = self._remove_stale_tmp()
             if manifest["n"] > old["n"] or "study_hash" not in old:
                 old["n"] = max(int(manifest["n"]), int(old["n"]))
                 old["study_hash"] = manifest["study_hash"]

@@ -447,3 +447,12 @@ def test_nothing_is_written_through_a_symbolic_link(tmp_path: Path, reference: p
     (root / "parts").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(StoreError, match="parts: is a symbolic link"):
         run_study(tiny_study(3), Store(root), resume=True)
+
+
+def test_resume_of_a_study_killed_before_its_manifest_was_written(tmp_path: Path, reference: pd.DataFrame) -> None:
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / ".lock").write_text("12345\n")  # what a writer killed right after taking the lock leaves
+    (root / ".tmp-abcd.json").write_bytes(b"")
+    assert run_study(tiny_study(2), Store(root), resume=True) == {"ok": 2, "failed": 0, "skipped": 0}
+    assert_complete(root, reference, 2)
