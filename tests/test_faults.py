@@ -185,11 +185,14 @@ def test_a_replication_that_kills_its_worker_three_times_is_stored_as_failed(
 
 # ------------------------------------------------------------------------------------------- parent and Ctrl-C
 @pytest.mark.slow
-def test_a_killed_parent_leaves_no_orphan_and_resume_completes(tmp_path: Path, reference: pd.DataFrame) -> None:
+@pytest.mark.parametrize("backend", [["--workers", "2"], ["--workers", "2", "--scheduler", "local"]], ids=str)
+def test_a_killed_parent_leaves_no_orphan_and_resume_completes(
+    tmp_path: Path, reference: pd.DataFrame, backend: list[str]
+) -> None:
     out = tmp_path / "s"
     env = {**os.environ, FAULT_SLEEP_ENV: "0.3"}
     proc = subprocess.Popen(
-        cli(out, N_REF, "--workers", "2"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cli(out, N_REF, *backend), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wait_for(lambda: n_parts(out) >= 3)
     children = psutil.Process(proc.pid).children(recursive=True)
@@ -207,12 +210,15 @@ def test_a_killed_parent_leaves_no_orphan_and_resume_completes(tmp_path: Path, r
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_within_5_s_and_the_printed_command_resumes(tmp_path: Path, reference: pd.DataFrame) -> None:
+@pytest.mark.parametrize("backend", [["--workers", "2"], ["--workers", "2", "--scheduler", "local"]], ids=str)
+def test_ctrl_c_stops_within_5_s_and_the_printed_command_resumes(
+    tmp_path: Path, reference: pd.DataFrame, backend: list[str]
+) -> None:
     out = tmp_path / "s"
     env = {**os.environ, FAULT_SLEEP_ENV: "0.3"}
     # a session of its own, so that SIGINT can go to the whole process group, as a terminal's Ctrl-C does
     proc = subprocess.Popen(
-        cli(out, N_REF, "--workers", "2"),
+        cli(out, N_REF, *backend),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -234,10 +240,10 @@ def test_ctrl_c_stops_within_5_s_and_the_printed_command_resumes(tmp_path: Path,
     prefix = f"interrupted: {stored} of {N_REF} replications stored in {out} ({stored} ok, 0 failed); resume with: "
     assert lines[0].startswith(prefix), lines[0]
     command = shlex.split(lines[0][len(prefix) :])
-    assert command == ["evgrid", *cli(out, N_REF, "--workers", "2")[3:], "--resume"]  # the command typed
+    assert command == ["evgrid", *cli(out, N_REF, *backend)[3:], "--resume"]  # the command typed
     assert_no_orphans(children)
     # run it (in this process, with one worker, to keep the suite quick: the store is the same whatever runs it)
-    res = runner.invoke(app, [*command[1:-3], "--workers", "1", "--resume"])
+    res = runner.invoke(app, [*command[1 : -1 - len(backend)], "--workers", "1", "--resume"])
     assert res.exit_code == 0, res.output
     assert f"{stored} already stored" in res.output
     assert_complete(out, reference, N_REF)
