@@ -4,7 +4,7 @@ Seeds: replication ``i`` of a study with root seed ``s`` always runs with ``Seed
 whatever the number of replications, workers or machines. Every parameter point of a sweep sees the same
 replication seeds (common random numbers), so differences between points are the parameter's, not the noise's.
 
-Backends (nothing home-made for distribution):
+Backends (multiprocessing and Dask; the pool's only own logic is knowing which task each worker runs):
 
 * ``workers = 1`` — in this process;
 * ``workers = K`` — K spawned worker processes fed one task at a time over pipes (each imports the package once
@@ -20,8 +20,9 @@ Faults (see docs/studies.md, "When things go wrong"):
   re-queued; a replication that kills its worker `MAX_ATTEMPTS` times is stored as ``failed`` with the cause.
   With Dask the scheduler does the same (``distributed.scheduler.allowed-failures``; `KilledWorker` → ``failed``);
 * every result is stored as it arrives and then released (Dask never recomputes stored work after a loss);
-* pool workers ignore SIGINT (the parent stops them) and end themselves when the parent dies (PR_SET_PDEATHSIG
-  on Linux, and a thread watching the parent's pid everywhere), so a killed study leaves no orphan.
+* workers ignore SIGINT (the parent stops them: queued tasks are dropped, running ones killed); pool workers end
+  themselves when the parent dies (PR_SET_PDEATHSIG on Linux, and a thread watching the parent's pid), Dask's
+  local workers by distributed's own parent watch, so a killed study leaves no orphan.
 
 Fault injection (tests) through environment variables, read by the workers:
 
