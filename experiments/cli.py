@@ -6,9 +6,10 @@ Exit codes: 0 success, 1 a run failed, 2 bad input (scenario, override, option).
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -333,15 +334,20 @@ def _run_study(
 
     from experiments.engine import default_workers, run_study
     from experiments.report import report
-    from experiments.store import Store, StoreError
+    from experiments.store import Store, StoreError, StoreLockedError, StoreWriteError
 
     if workers is not None and workers < 1:
         _fail(f"--workers: got {workers}; allowed: integer >= 1")
     k = workers or default_workers()
     store = Store(out)
+    resume_cmd = _resume_command(out)
+
+    def notice(msg: str) -> None:
+        typer.echo(msg, err=True)
+
     try:
         if quiet:
-            counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume)
+            counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume, notice=notice)
         else:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -356,20 +362,65 @@ def _run_study(
                 def progress(done: int, total: int, failed: int) -> None:
                     bar.update(task, completed=done, total=total, failed=failed)
 
-                counts = run_study(study, store, workers=k, scheduler=scheduler, resume=resume, progress=progress)
+                counts = run_study(
+                    study, store, workers=k, scheduler=scheduler, resume=resume, progress=progress, notice=notice
+                )
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        typer.echo(f"interrupted: {_stored(store, study)}; resume with: {resume_cmd}", err=True)
+        raise typer.Exit(130) from None
+    except SystemExit as err:  # SIGTERM (see _terminate): the workers are stopped; say so as for Ctrl-C
+        if err.code == 128 + signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            typer.echo(f"terminated: {_stored(store, study)}; resume with: {resume_cmd}", err=True)
+        raise
+    except StoreLockedError as err:
+        _fail(str(err))
+    except StoreWriteError as err:
+        typer.echo(f"error: {err}; {_stored(store, study)}; resume with: {resume_cmd}", err=True)
+        raise typer.Exit(1) from None
     except StoreError as err:
         _fail(str(err))
     typer.echo(
         f"{counts['ok']} replication(s) ok, {counts['failed']} failed, {counts['skipped']} already stored"
         f" ({'dask ' + scheduler if scheduler else f'{k} worker(s)'})"
     )
-    report(out, plots=plots)
+    try:
+        report(out, plots=plots)
+    except StoreError as err:
+        _fail(str(err))
     if counts["failed"]:
         typer.echo(
             f"warning: {counts['failed']} replication(s) failed; errors and tracebacks are in the store and summary.md",
             err=True,
         )
     typer.echo(f"study stored in {out.resolve()}")
+
+
+def _stored(store: Any, study: Any) -> str:
+    """ "N of M replications stored in DIR (a ok, b failed)", from the verified parts."""
+    try:
+        df = store.load(columns=["point", "rep", "status"])
+    except Exception as err:  # the summary of an interruption must not itself fail
+        return f"the store in {store.root.resolve()} could not be read ({err})"
+    ok = int((df["status"] == "ok").sum()) if len(df) else 0
+    return (
+        f"{len(df)} of {study.n * len(study.points)} replications stored in {store.root.resolve()} "
+        f"({ok} ok, {len(df) - ok} failed)"
+    )
+
+
+STUDY_COMMANDS = ("montecarlo", "sweep", "study", "attack")
+
+
+def _resume_command(out: Path) -> str:
+    """The command line that continues this study: the one typed, with --resume."""
+    import shlex
+
+    args = sys.argv[1:]
+    if not any(a in STUDY_COMMANDS for a in args):  # invoked programmatically (e.g. CliRunner): the essentials
+        args = ["<command>", "…", "--out", str(out)]
+    return shlex.join(["evgrid", *(a for a in args if a not in ("--resume", "--no-resume")), "--resume"])
 
 
 @app.command()
@@ -545,8 +596,6 @@ def dash(
 
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
-    import signal
-
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()

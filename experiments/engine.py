@@ -4,29 +4,47 @@ Seeds: replication ``i`` of a study with root seed ``s`` always runs with ``Seed
 whatever the number of replications, workers or machines. Every parameter point of a sweep sees the same
 replication seeds (common random numbers), so differences between points are the parameter's, not the noise's.
 
-Backends (nothing home-made for distribution):
+Backends (multiprocessing and Dask; the pool's only own logic is knowing which task each worker runs):
 
 * ``workers = 1`` — in this process;
-* ``workers = K`` — a `concurrent.futures.ProcessPoolExecutor` of K spawned worker processes (each imports the
-  package once and runs many replications; compiled grids are cached per worker);
+* ``workers = K`` — K spawned worker processes fed one task at a time over pipes (each imports the package once
+  and runs many replications; compiled grids are cached per worker);
 * ``scheduler = "local"`` — a `distributed.LocalCluster` of K single-threaded worker processes;
 * ``scheduler = "tcp://host:8786"`` — an existing Dask cluster (its workers need this package installed).
 
 The parent process writes every finished replication to the `Store` at once; workers only compute.
 
-Fault injection (tests): the environment variable ``EVGRID_FAULT_INJECT`` lists replications that raise on
-purpose, as ``rep`` or ``point:rep`` items separated by commas.
+Faults (see docs/studies.md, "When things go wrong"):
+
+* a worker process that dies (SIGKILL, OOM killer, segfault) is replaced and the replication it was running is
+  re-queued; a replication that kills its worker `MAX_ATTEMPTS` times is stored as ``failed`` with the cause.
+  With Dask the scheduler does the same (``distributed.scheduler.allowed-failures``; `KilledWorker` → ``failed``);
+* every result is stored as it arrives and then released (Dask never recomputes stored work after a loss);
+* workers ignore SIGINT (the parent stops them: queued tasks are dropped, running ones killed); pool workers end
+  themselves when the parent dies (PR_SET_PDEATHSIG on Linux, and a thread watching the parent's pid), Dask's
+  local workers by distributed's own parent watch, so a killed study leaves no orphan.
+
+Fault injection (tests) through environment variables, read by the workers:
+
+* ``EVGRID_FAULT_INJECT`` — comma-separated items: ``rep`` or ``point:rep`` raise on purpose (a ``failed``
+  replication); ``kill@rep`` or ``kill@point:rep`` SIGKILL the process running that replication (every attempt);
+* ``EVGRID_FAULT_SLEEP_S`` — each replication first sleeps this long [s] (so a test can interrupt mid-study);
+* ``EVGRID_FAULT_TRACE`` — a file to which each replication appends ``point rep pid`` when it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +54,9 @@ import numpy as np
 from sim.scenario import Scenario, ScenarioError, apply_overrides, parse_override, validate
 
 FAULT_ENV = "EVGRID_FAULT_INJECT"
+FAULT_SLEEP_ENV = "EVGRID_FAULT_SLEEP_S"
+FAULT_TRACE_ENV = "EVGRID_FAULT_TRACE"
+MAX_ATTEMPTS = 3  # a replication whose worker dies this many times is stored as failed
 
 # Friendly parameter names → scenario paths (one name may set several paths).
 ALIASES: dict[str, list[str]] = {
@@ -167,24 +188,39 @@ def _cached_versions() -> dict[str, Any]:
     return out
 
 
-def _injected(point: int, rep: int) -> bool:
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        if ":" in item:
-            p, r = item.split(":")
-            if int(p) == point and int(r) == rep:
-                return True
-        elif int(item) == rep:
-            return True
-    return False
+def _fault_items(kind: str) -> list[tuple[int | None, int]]:
+    """(point or None, rep) items of ``EVGRID_FAULT_INJECT`` of one kind: "raise" (bare) or "kill" (``kill@``)."""
+    out: list[tuple[int | None, int]] = []
+    for item in filter(None, (s.strip() for s in os.environ.get(FAULT_ENV, "").split(","))):
+        prefix, _, spec = item.rpartition("@")
+        if (prefix or "raise") != kind:
+            continue
+        p, _, r = spec.rpartition(":")
+        out.append((int(p) if p else None, int(r)))
+    return out
 
 
-def run_replication(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one replication; never raises (a failure is returned as a ``failed`` row with its traceback)."""
-    from sim.model import CoSimulation
+def _injected(point: int, rep: int, kind: str = "raise") -> bool:
+    return any(p in (None, point) and r == rep for p, r in _fault_items(kind))
 
-    t0 = time.perf_counter()
-    point = task.point_obj
+
+def _fault_hooks(task: Task) -> None:
+    """Test hooks (module docstring): trace the start, sleep, kill this process."""
+    trace = os.environ.get(FAULT_TRACE_ENV)
+    if trace:
+        fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:  # one short O_APPEND write per line: lines of concurrent workers never interleave
+            os.write(fd, f"{task.point} {task.rep} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    delay_s = float(os.environ.get(FAULT_SLEEP_ENV, "0") or 0)
+    if delay_s > 0:
+        time.sleep(delay_s)
+    if _injected(task.point, task.rep, "kill"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _base_row(task: Task) -> dict[str, Any]:
     row: dict[str, Any] = {
         "point": task.point,
         "rep": task.rep,
@@ -195,10 +231,32 @@ def run_replication(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
         "scenario_hash": "",
         "versions": json.dumps(_cached_versions()),
     }
-    for key, value in point.params.items():
+    for key, value in task.point_obj.params.items():
         row[f"param.{key}"] = (
             float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
         )
+    return row
+
+
+def failed_row(task: Task, error: str) -> dict[str, Any]:
+    """The ``failed`` row of a replication that could not run to its end (e.g. it kept killing its worker)."""
+    row = _base_row(task)
+    try:
+        row["scenario_hash"] = _scenario(task.scenario_json, tuple(task.point_obj.overrides(task.n_groups))).digest()
+    except Exception:  # the row must be stored whatever the scenario does; its hash is then unknown
+        pass
+    row.update(status="failed", error=error, wall_s=0.0)
+    return row
+
+
+def run_replication(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one replication; never raises (a failure is returned as a ``failed`` row with its traceback)."""
+    from sim.model import CoSimulation
+
+    _fault_hooks(task)
+    t0 = time.perf_counter()
+    point = task.point_obj
+    row = _base_row(task)
     try:
         sc = _scenario(task.scenario_json, tuple(point.overrides(task.n_groups)))
         row["scenario_hash"] = sc.digest()
@@ -286,58 +344,339 @@ def default_workers() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+Notice = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def execute(
     tasks: list[Task],
     on_result: Callable[[dict[str, Any], dict[str, Any]], None],
     *,
     workers: int = 1,
     scheduler: str | None = None,
+    notice: Notice | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> None:
-    """Run tasks on the chosen backend, handing each result to ``on_result`` as soon as it is done."""
+    """Run tasks on the chosen backend, handing each result to ``on_result`` as soon as it is done.
+
+    ``notice`` receives one-line messages for the user (a worker died, waiting for workers); default: stderr.
+    A replication whose worker dies is re-run, up to ``max_attempts`` attempts in all, then handed to
+    ``on_result`` as a ``failed`` row naming the cause. An exception raised by ``on_result`` (e.g. a full disk)
+    or a KeyboardInterrupt stops the workers at once and propagates.
+    """
     if not tasks:
         return
+    say = notice or _stderr
     if scheduler:
-        _execute_dask(tasks, on_result, workers=workers, scheduler=scheduler)
+        _execute_dask(tasks, on_result, workers=workers, scheduler=scheduler, notice=say, max_attempts=max_attempts)
     elif workers <= 1:
         for t in tasks:
             on_result(*run_replication(t))
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # "spawn": a fresh interpreter per worker (forking a process that holds BLAS/numba threads is unsafe);
-        # passed per executor, never set globally.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_replication, t) for t in tasks]
-            for fut in as_completed(futures):
-                on_result(*fut.result())
+        _execute_pool(tasks, on_result, workers=workers, notice=say, max_attempts=max_attempts)
 
 
-def _execute_dask(tasks: list[Task], on_result: Callable[..., None], *, workers: int, scheduler: str) -> None:
+# ---------------------------------------------------------------------------------------------- process pool
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 0.5
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` is no longer its parent (the parent died, however it died).
+
+    Linux: the kernel sends SIGKILL at the parent's death (PR_SET_PDEATHSIG); everywhere: a daemon thread polls
+    ``os.getppid()`` (a dead parent's children are re-parented) as a fallback.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the thread below still works
+            pass
+    if os.getppid() != parent_pid:  # died before the watch was set
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="evgrid-parent-watch", daemon=True).start()
+
+
+def _pool_worker(conn: Any, parent_pid: int) -> None:
+    """A pool worker: run the tasks the parent sends, one at a time, until it sends None or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
+    _watch_parent(parent_pid)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(run_replication(task))
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Processes started inside ignore SIGINT from their first instruction on.
+
+    A terminal's Ctrl-C reaches the whole process group; the parent handles it and stops its workers, which
+    must not die on their own with a KeyboardInterrupt traceback each (even in the middle of their imports).
+    An ignored signal stays ignored across exec (a handler does not), and Python then leaves SIGINT alone. Only
+    the main thread may change a disposition; from another thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload of `LocalCluster` workers (run in each worker's main thread): ignore SIGINT, as above.
+
+    Covers workers that a nanny restarts after a death, which `_children_ignore_sigint` cannot reach.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Any
+    task: Task | None = None
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _execute_pool(
+    tasks: list[Task], on_result: Callable[..., None], *, workers: int, notice: Notice, max_attempts: int
+) -> None:
+    """K spawned worker processes, each fed one task at a time over its own pipe.
+
+    Not `concurrent.futures.ProcessPoolExecutor`: there one dead worker breaks the whole pool (BrokenProcessPool)
+    and nobody knows which task killed it. Here the parent knows which task each worker runs, so a dead worker's
+    task is re-queued (or, at its ``max_attempts``-th death, stored as failed) and a new worker replaces it.
+    """
+    import collections
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    # "spawn": a fresh interpreter per worker (forking a process that holds BLAS/numba threads is unsafe);
+    # passed per pool, never set globally.
+    ctx = mp.get_context("spawn")
+    queue = collections.deque(tasks)
+    deaths: collections.Counter[tuple[int, int]] = collections.Counter()
+    pool: list[_Worker] = []
+    parent = os.getpid()
+
+    def start() -> _Worker:
+        ours, theirs = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_pool_worker, args=(theirs, parent), name="evgrid-worker", daemon=True)
+        with _children_ignore_sigint():
+            proc.start()
+        theirs.close()
+        return _Worker(proc, ours)
+
+    def busy() -> int:
+        return sum(w.task is not None for w in pool)
+
+    clean = False
+    try:
+        pool += [start() for _ in range(min(workers, len(queue)))]
+        while queue or busy():
+            for w in pool:
+                if w.task is None and queue:
+                    w.task = queue.popleft()
+                    try:
+                        w.conn.send(w.task)
+                    except OSError:  # it died: seen through its sentinel below
+                        pass
+            ready = set(wait([w.conn for w in pool if w.task is not None] + [w.proc.sentinel for w in pool]))
+            for w in list(pool):
+                if w.task is not None and w.conn in ready:
+                    try:
+                        row, series = w.conn.recv()
+                    except (EOFError, OSError):  # died mid-task: handled as a death below
+                        pass
+                    else:
+                        w.task = None
+                        on_result(row, series)
+                if w.proc.sentinel not in ready:
+                    continue
+                w.proc.join()
+                w.conn.close()
+                pool.remove(w)
+                cause = _death(w.proc.exitcode)
+                if w.task is not None:
+                    key = (w.task.point, w.task.rep)
+                    deaths[key] += 1
+                    if deaths[key] >= max_attempts:
+                        notice(
+                            f"warning: point {key[0]} rep {key[1]} killed its worker {deaths[key]} times "
+                            f"(last: {cause}); stored as failed"
+                        )
+                        on_result(
+                            failed_row(
+                                w.task,
+                                f"WorkerDied: the worker process died {deaths[key]} times while running this "
+                                f"replication (last: {cause})",
+                            ),
+                            {},
+                        )
+                    else:
+                        notice(
+                            f"warning: worker process {w.proc.pid} died ({cause}) while running point {key[0]} "
+                            f"rep {key[1]}; a new worker runs it again (attempt {deaths[key] + 1} of {max_attempts})"
+                        )
+                        queue.appendleft(w.task)
+                if len(pool) < min(workers, len(queue) + busy()):
+                    pool.append(start())
+        clean = True
+    finally:
+        for w in pool:
+            if clean:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+            else:  # interrupted or failed: queued tasks are dropped with the workers, at once
+                w.proc.kill()
+        for w in pool:
+            w.proc.join(timeout=5 if clean else None)
+            if w.proc.exitcode is None:
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- Dask
+NO_WORKER_GRACE_S = 5.0
+
+
+def _watch_workers(client: Any, address: str, notice: Notice, stop: threading.Event) -> None:
+    """Tell the user when no worker has been connected for `NO_WORKER_GRACE_S`, and when workers are back."""
+    since: float | None = None
+    told = False
+    while not stop.wait(1.0):
+        try:
+            n = len(client.nthreads())
+        except Exception:  # the scheduler is briefly unreachable: the next poll tells
+            continue
+        if n == 0:
+            since = since if since is not None else time.monotonic()
+            if not told and time.monotonic() - since >= NO_WORKER_GRACE_S:
+                notice(
+                    f"waiting for workers: none is connected to the scheduler {address}; "
+                    "the study goes on when one connects (Ctrl-C stops it, --resume continues it)"
+                )
+                told = True
+        else:
+            if told:
+                notice(f"{n} worker(s) connected; the study goes on")
+            since, told = None, False
+
+
+def _execute_dask(
+    tasks: list[Task],
+    on_result: Callable[..., None],
+    *,
+    workers: int,
+    scheduler: str,
+    notice: Notice,
+    max_attempts: int,
+) -> None:
+    """Submit every task, store each result as it completes and release it at once.
+
+    Released results are no longer held by the cluster, so a lost worker costs only the replications it was
+    running (and results not yet fetched), never stored ones. A task whose worker dies ``max_attempts`` times
+    (`KilledWorker`) becomes a failed row. ``scheduler="local"`` starts a `LocalCluster` on 127.0.0.1 only; the
+    attempt limit applies to it — an external scheduler uses its own ``distributed.scheduler.allowed-failures``.
+    """
     import logging
 
+    import dask
     from distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
 
     cluster = None
-    if scheduler == "local":
-        cluster = LocalCluster(
-            n_workers=max(workers, 1),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
+    with dask.config.set({"distributed.scheduler.allowed-failures": max_attempts - 1}):
+        if scheduler == "local":
+            with _children_ignore_sigint():  # Ctrl-C is handled here, which stops the cluster
+                cluster = LocalCluster(
+                    host="127.0.0.1",  # never reachable from another machine (tasks are pickles)
+                    n_workers=max(workers, 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                    preload=[__name__],  # dask_setup: restarted workers ignore SIGINT too
+                )
+                client = Client(cluster)
+        else:
+            client = Client(scheduler)
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_watch_workers, args=(client, scheduler, notice, stop), name="evgrid-dask-watch", daemon=True
+    )
+    pending: dict[Any, tuple[Any, Task]] = {}
+    clean = False
     try:
-        futures = client.map(run_replication, tasks, pure=False)
-        for fut in as_completed(futures):
-            on_result(*fut.result())
+        watcher.start()
+        futures = client.map(run_replication, tasks, pure=False, retries=max_attempts - 1)
+        pending = {f.key: (f, t) for f, t in zip(futures, tasks)}
+        results = as_completed(futures)
+        del futures
+        for fut in results:
+            _, task = pending.pop(fut.key)
+            try:
+                row, series = fut.result()
+            except KilledWorker as err:
+                row, series = failed_row(task, f"WorkerDied: {err}"), {}
+                notice(f"warning: point {task.point} rep {task.rep} killed its Dask workers; stored as failed")
+            except Exception as err:  # raised outside run_replication (e.g. the package missing on a worker)
+                row, series = failed_row(task, f"{type(err).__name__}: {err}"), {}
+            on_result(row, series)
+            fut.release()  # stored: the cluster may forget it (and never recompute it after a worker loss)
+            del fut
+        clean = True
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        stop.set()
+        try:
+            if pending:
+                client.cancel([f for f, _ in pending.values()])
+            client.close(timeout=5)
+        finally:
+            if cluster is not None:
+                if not clean:  # interrupted or failed: a graceful close waits for running tasks (seconds)
+                    _kill_local_workers()
+                cluster.close(timeout=5)
+
+
+def _kill_local_workers() -> None:
+    """SIGKILL this process's `LocalCluster` worker processes (their results are not wanted any more)."""
+    import multiprocessing as mp
+
+    for proc in mp.active_children():
+        if proc.name.startswith("Dask Worker process"):
+            proc.kill()
 
 
 def run_study(
@@ -348,19 +687,46 @@ def run_study(
     scheduler: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
+    notice: Notice | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> dict[str, int]:
-    """Run what the store does not hold yet; returns counts of ok and failed replications run now."""
+    """Run what the store does not hold yet; returns counts of ok and failed replications run now.
+
+    Holds the store's lock from start to end (a second writer gets `StoreLockedError`). Raises `StoreError`
+    if, at the end, a replication that was run has no part (never expected; the store is then incomplete).
+    """
+    from experiments.store import StoreError
+
+    say = notice or _stderr
     store.create(study.manifest(), resume=resume)
-    todo = study.tasks(skip=store.done() if resume else set())
-    counts = {"ok": 0, "failed": 0, "skipped": len(study.points) * study.n - len(todo)}
+    try:
+        if store.cleaned:
+            say(f"removed {len(store.cleaned)} temporary file(s) left by an interrupted run")
+        done = store.done() if resume else set()
+        if store.rejected:
+            more = f" (and {len(store.rejected) - 1} more)" if len(store.rejected) > 1 else ""
+            say(
+                f"warning: {len(store.rejected)} stored part(s) do not belong to this study and are not counted; "
+                f"they are run again: {store.rejected[0]}{more}"
+            )
+        todo = study.tasks(skip=done)
+        counts = {"ok": 0, "failed": 0, "skipped": len(study.points) * study.n - len(todo)}
 
-    def on_result(row: dict[str, Any], series: dict[str, Any]) -> None:
-        store.write(row, series)
-        counts[row["status"]] += 1
-        if progress is not None:
-            progress(counts["ok"] + counts["failed"], len(todo), counts["failed"])
+        def on_result(row: dict[str, Any], series: dict[str, Any]) -> None:
+            store.write(row, series)
+            counts[row["status"]] += 1
+            if progress is not None:
+                progress(counts["ok"] + counts["failed"], len(todo), counts["failed"])
 
-    execute(todo, on_result, workers=workers, scheduler=scheduler)
+        execute(todo, on_result, workers=workers, scheduler=scheduler, notice=say, max_attempts=max_attempts)
+        missing = sorted({(t.point, t.rep) for t in todo} - store.stored())
+        if missing:
+            raise StoreError(
+                f"{store.root}: {len(missing)} replication(s) were run but are not stored "
+                f"(first: point {missing[0][0]} rep {missing[0][1]}); run again with --resume"
+            )
+    finally:
+        store.unlock()
     return counts
 
 

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.stats import mean_ci, paired_change, summarize
-from experiments.store import KPI_PREFIX, Store
+from experiments.store import KPI_PREFIX, Store, StoreError, atomic_write_bytes
+
+# what a report writes into a study directory (plots/ holds further files, written by experiments.study_plots)
+OUTPUTS = ("summary.csv", "summary.md", "paper_comparison.csv", "roc.csv")
 
 DEFAULT_HEADLINE = ["peak_load_kw", "energy_losses_kwh", "vdi_pu", "vri_pu", "total_cost_usd", "energy_fulfilment"]
 
@@ -173,15 +176,36 @@ PAPER_TABLES: dict[str, Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame]] 
 }
 
 
+def _refuse_links(root: Path) -> None:
+    """A report never writes through a symbolic link: refuse if any output (or plots/ or a file in it) is one."""
+    plots = root / "plots"
+    paths = [root / name for name in OUTPUTS] + [plots]
+    if plots.is_dir() and not plots.is_symlink():
+        paths += sorted(plots.iterdir())
+    for path in paths:
+        if path.is_symlink():
+            raise StoreError(f"{path}: is a symbolic link; the report does not write through links (remove it)")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by a new file holding ``text`` (a link at ``path`` is replaced, never followed)."""
+    atomic_write_bytes(path, text.encode(), durable=False)
+
+
 def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = True) -> dict[str, Any]:
-    """(Re)write ``summary.csv``, ``summary.md``, plots and any paper table of a stored study."""
+    """(Re)write ``summary.csv``, ``summary.md``, plots and any paper table of a stored study.
+
+    Only verified parts count (see `experiments.store`); parts that are not counted are named in summary.md.
+    Raises `StoreError` if an output path is a symbolic link.
+    """
     store = Store(study_dir)
     manifest = store.manifest()
+    root = Path(study_dir)
+    _refuse_links(root)
     reps = store.load()
     labels = _label_of(manifest)
     summary = summarize(reps, labels)
-    root = Path(study_dir)
-    summary.to_csv(root / "summary.csv", index=False)
+    _write_text(root / "summary.csv", summary.to_csv(index=False))
     headline = [k for k in manifest.get("headline_kpis") or DEFAULT_HEADLINE if f"{KPI_PREFIX}{k}" in reps.columns]
     n_ok = int((reps["status"] == "ok").sum()) if len(reps) else 0
     failed = reps[reps["status"] != "ok"] if len(reps) else reps
@@ -203,7 +227,16 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
     if len(failed):
         lines += ["", "## Failed replications", ""]
         lines += [f"- point {r.point}, rep {r.rep}: {r.error}" for r in failed.itertuples()]
-    out: dict[str, Any] = {"summary": summary, "n_ok": n_ok, "n_failed": len(failed), "expected": expected}
+    if store.rejected:
+        lines += ["", "## Parts not counted (they do not belong to this study; `--resume` runs them again)", ""]
+        lines += [f"- {why}" for why in store.rejected]
+    out: dict[str, Any] = {
+        "summary": summary,
+        "n_ok": n_ok,
+        "n_failed": len(failed),
+        "expected": expected,
+        "rejected": list(store.rejected),
+    }
     aucs: dict[int, float] = {}
     if manifest.get("roc") and n_ok:
         from experiments.attack_study import study_roc
@@ -217,7 +250,7 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
     elif table_name in PAPER_TABLES:
         table = PAPER_TABLES[table_name](reps, manifest)
     if table is not None:
-        table.to_csv(root / "paper_comparison.csv", index=False)
+        _write_text(root / "paper_comparison.csv", table.to_csv(index=False))
         lines += [
             "",
             f"## Paper vs ours ({table_name}; ours: mean ± half-width of the 95 % CI)",
@@ -225,7 +258,7 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
             table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False),
         ]
         out["paper"] = table
-    (root / "summary.md").write_text("\n".join(lines) + "\n")
+    _write_text(root / "summary.md", "\n".join(lines) + "\n")
     if plots and n_ok:
         from experiments.study_plots import plot_study
 
