@@ -159,10 +159,12 @@ class Attacker(mesa.Agent):
         if spec.magnitude < 0:
             gain, lose = lose, gain
         n_v, n_i = len(ms.v_buses), len(ms.inj_buses)
+        # the measurement set names buses by pandapower index; targets and these rows are internal positions
+        inj_pos = np.array([self.model.network.position(b) for b in ms.inj_buses], int)
         row_p = np.full(n_bus, -1)
-        row_p[ms.inj_buses] = n_v + np.arange(n_i)
+        row_p[inj_pos] = n_v + np.arange(n_i)
         row_q = np.full(n_bus, -1)
-        row_q[ms.inj_buses] = n_v + n_i + np.arange(n_i)
+        row_q[inj_pos] = n_v + n_i + np.arange(n_i)
         if (row_p[targets] < 0).any():
             from sim.scenario import ScenarioError
 
@@ -201,9 +203,11 @@ class Attacker(mesa.Agent):
         """State whose non-slack P injections are those of ``x`` plus ``dp_inj_mw`` [MW] (Q injections and the
         slack |V| unchanged): Newton–Raphson on the estimator's measurement function. None if it fails."""
         est = self.model.estimator
-        slack = set(int(b) for b in self.model.network.net.ext_grid["bus"])
+        network = self.model.network
+        slack_ids = set(int(b) for b in network.net.ext_grid["bus"])
+        slack = {network.position(b) for b in slack_ids}  # row_p is indexed by position
         buses = np.array([b for b in range(len(row_p)) if b not in slack and row_p[b] >= 0])
-        v_rows = [i for i, b in enumerate(est.ms.v_buses) if int(b) in slack]
+        v_rows = [i for i, b in enumerate(est.ms.v_buses) if int(b) in slack_ids]
         rows = np.concatenate([row_p[buses], row_q[buses], np.asarray(v_rows, int)])
         if len(rows) != est.n_states:
             return None

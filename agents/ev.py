@@ -21,7 +21,7 @@ class Station(mesa.Agent):
     Attributes:
         idx: row in the model's `StationTable`.
         ports: the SimPy resource (capacity = number of ports).
-        bus: grid bus [pandapower index].
+        bus: grid bus [internal position; `Network.bus_ids` gives its pandapower index].
         cap_kw: power cap of the station [kW] (inf = none).
         release_when_full: EVs free the port once charged (public stations) instead of at departure (home).
     """

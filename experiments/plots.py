@@ -311,6 +311,8 @@ def _load_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | None
         ("DG", _col(steps, "dg_kw"), "#d62728"),
         ("PV", _col(steps, "pv_kw"), "#ffbf00"),
         ("wind", _col(steps, "wind_kw"), "#2ca02c"),
+        ("other generation", _col(steps, "other_gen_kw"), "#8c564b"),
+        ("network generators", _col(steps, "gen_kw"), "#9467bd"),
     ]
     sources = [s for s in sources if np.nanmax(np.abs(np.nan_to_num(s[1]))) > 1e-9 or s[0] == "substation import"]
     total = _col(steps, "total_load_kw", np.nan)

@@ -103,3 +103,20 @@ def with_gen_dispatch(engine: Any, net: Any, mode: str) -> Any:
         raise ValueError(f"grid.gen_dispatch: {mode!r}; allowed: load-following, fixed")
     wrapped = LoadFollowingGens(engine, net)
     return wrapped if wrapped.active else engine
+
+
+def gen_output_kw(engine: Any, net: Any, demand_kw: float) -> float:
+    """Total active output of the network's own non-slack generators (``net.gen``) [kW] in a power flow asked to
+    serve ``demand_kw`` of net demand (the sum of the per-bus load arrays): the load-following dispatch when
+    ``engine`` is a :class:`LoadFollowingGens`, the set-points otherwise. Recorded so the energy balance closes."""
+    if isinstance(engine, LoadFollowingGens):
+        return float(engine.gen_p_mw(np.array([demand_kw / 1000.0])).sum() * 1000.0)
+    gen = net.gen
+    if not len(gen):
+        return 0.0
+    live = gen.in_service.astype(bool)
+    if "slack" in gen:
+        live &= ~gen.slack.fillna(False).astype(bool)
+    g = gen[live]
+    scaling = g.scaling.fillna(1.0) if "scaling" in g else 1.0
+    return float((g.p_mw * scaling).sum() * 1000.0)

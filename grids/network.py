@@ -277,7 +277,8 @@ class Network:
         return int(pos[0])
 
     def zone_buses(self, zone: str) -> np.ndarray:
-        """pandapower indices of the load buses in a zone (``"all"`` = every bus with load)."""
+        """Internal positions of the load buses in a zone (``"all"`` = every bus with load); `bus_ids` maps them to
+        pandapower indices."""
         loaded = self.base_p_kw > 0
         if zone == "all":
             return np.nonzero(loaded)[0]
@@ -369,14 +370,25 @@ class Network:
 
 
 def feeder_neighbours(net: Any, buses: np.ndarray, reach: int) -> list[list[int]]:
-    """For each station, itself and the ``reach`` other stations nearest along the feeder (in-service lines, hops;
-    ties by station index)."""
+    """For each station, itself and the ``reach`` other stations nearest along the feeder (in-service lines and
+    transformers, closed bus-bus switches; hops; ties by station index). ``buses`` are internal bus positions."""
     n = len(net.bus)
+    pos = {b: i for i, b in enumerate(net.bus.index)}  # pandapower index -> position (indices may have gaps)
     adj: list[list[int]] = [[] for _ in range(n)]
-    for fb, tb, ok in zip(net.line.from_bus, net.line.to_bus, net.line.in_service):
-        if ok:
-            adj[int(fb)].append(int(tb))
-            adj[int(tb)].append(int(fb))
+    line_ok = net.line.in_service.astype(bool)
+    if len(net.switch):  # a line behind an open line switch carries nothing
+        open_l = net.switch[(net.switch.et == "l") & ~net.switch.closed.astype(bool)].element
+        line_ok &= ~net.line.index.isin(open_l)
+    edges = [zip(net.line.from_bus, net.line.to_bus, line_ok)]
+    if len(net.trafo):
+        edges.append(zip(net.trafo.hv_bus, net.trafo.lv_bus, net.trafo.in_service))
+    if len(net.switch):
+        bb = net.switch[(net.switch.et == "b") & net.switch.closed]
+        edges.append(zip(bb.bus, bb.element, [True] * len(bb)))
+    for fb, tb, ok in (e for group in edges for e in group):
+        if ok and fb in pos and tb in pos:
+            adj[pos[fb]].append(pos[tb])
+            adj[pos[tb]].append(pos[fb])
     out = []
     for k, b in enumerate(buses):
         dist = np.full(n, np.inf)

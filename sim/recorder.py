@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from agents.fleet import PLUGGED, STATE_NAMES, WAITING
+from grids.dispatch import gen_output_kw
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.dso import GridStep
@@ -31,6 +32,8 @@ STEP_COLUMNS = (
     "ev_q_kvar",
     "pv_kw",
     "wind_kw",
+    "other_gen_kw",
+    "gen_kw",
     "dg_kw",
     "dg_kvar",
     "dg_cost_usd_per_h",
@@ -99,7 +102,11 @@ class Recorder:
         c["ev_q_kvar"][k] = 0.0 if grid.ev_q_kvar is None else grid.ev_q_kvar.sum()
         c["pv_kw"][k] = ren[kinds == "pv"].sum() if len(kinds) else 0.0
         c["wind_kw"][k] = ren[kinds == "wind"].sum() if len(kinds) else 0.0
+        c["other_gen_kw"][k] = ren[kinds == "other"].sum() if len(kinds) else 0.0
         c["dg_kw"][k] = grid.dg_p_kw.sum()
+        # the network's own generators (net.gen) follow the demand the power flow serves (grids.dispatch)
+        demand_kw = p_base_kw.sum() + p_ev_bus_final.sum() - ren.sum() - grid.dg_p_kw.sum()
+        c["gen_kw"][k] = gen_output_kw(m.dso.engine, net.net, demand_kw)
         c["dg_kvar"][k] = grid.dg_q_kvar.sum()
         c["dg_cost_usd_per_h"][k] = grid.dg_cost_usd_per_h
         ok = pf.converged

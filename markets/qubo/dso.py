@@ -178,7 +178,8 @@ class DSOInstance:
         lo[:, 1], hi[:, 1] = dq - tanphi * d, dq + tanphi * d
         if self.v_sens_p is not None and self.v_active is not None and np.any(self.v_active):
             sens = np.hstack([np.asarray(self.v_sens_p, float), np.asarray(self.v_sens_q, float)])  # (T, U+G)
-            scale = np.maximum(np.abs(sens).max(axis=1), 1e-9)
+            # no dispatchable unit (a network without DGs/renewables): the row has no coefficients, scale 1
+            scale = np.maximum(np.abs(sens).max(axis=1), 1e-9) if sens.shape[1] else np.ones(len(sens))
             a[:, 2, :] = sens * steps / scale[:, None]
             x0 = np.hstack([np.asarray(self.p0_mw, float), np.asarray(self.q0_mvar, float)])
             need = (self.v_min_pu - np.asarray(self.v0_pu, float) + (sens * x0).sum(axis=1)) / scale
