@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -594,9 +595,15 @@ def dash(
     )
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """A Python warning reaches the user as one ``warning: …`` line (no file path, no source line)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
     signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
     try:
         app()
     except KeyboardInterrupt:
