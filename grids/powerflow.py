@@ -722,18 +722,12 @@ class FastPowerFlow:
         neg = int(np.count_nonzero(d < 0)) + int(np.count_nonzero(piv != np.arange(len(piv))))
         return -1 if neg % 2 else 1
 
-    def _jacobian_sign(self, V: np.ndarray) -> int:
-        """Sign of det(J) of the polar power-flow Jacobian at internal voltages ``V`` (0 if singular)."""
-        dim = self._dim
-        if dim == 0:
-            return 1
+    def _jacobian_values(self, vals: np.ndarray, V: np.ndarray, S: np.ndarray, Vm: np.ndarray) -> None:
+        """Write the polar Jacobian's values on the precomputed sparsity pattern into ``vals`` (internal voltages
+        ``V``, their magnitudes ``Vm`` and complex injections ``S``)."""
         m, npv = self._m, self._npv
-        S = V * np.conj(self._Y @ V)
-        Vm = np.abs(V)
-        r, c, yc = self._jr, self._jc, self._jyc
         o12, o21, o22, o_end = self._o
-        vals = np.empty_like(self._jvals)
-        W = V[r] * yc * np.conj(V[c])
+        W = V[self._jr] * self._jyc * np.conj(V[self._jc])
         Wr, Wi = W.real, W.imag
         vals[:o12] = Wi
         vals[o12:o21] = Wr[self._k12] / Vm[self._c12]
@@ -745,6 +739,14 @@ class FastPowerFlow:
         vals[self._d12] += Ppq / Vpq
         vals[self._d21] += Ppq
         vals[self._d22] += Qpq / Vpq
+
+    def _jacobian_sign(self, V: np.ndarray) -> int:
+        """Sign of det(J) of the polar power-flow Jacobian at internal voltages ``V`` (0 if singular)."""
+        dim = self._dim
+        if dim == 0:
+            return 1
+        vals = np.empty_like(self._jvals)
+        self._jacobian_values(vals, V, V * np.conj(self._Y @ V), np.abs(V))
         if not np.isfinite(vals).all():
             return 0
         if self._dense:
@@ -798,10 +800,7 @@ class FastPowerFlow:
         V = V0.copy()
         Va = np.angle(V)
         Vm = np.abs(V)
-        r, c, yc = self._jr, self._jc, self._jyc
         vals = self._jvals
-        o12, o21, o22, o_end = self._o
-        k12, k21, k22, c12, c22 = self._k12, self._k21, self._k22, self._c12, self._c22
         it = 0
         self._last_lu = None
         while True:
@@ -817,18 +816,7 @@ class FastPowerFlow:
             if it >= self.max_iter:
                 return V, S, False, it
             # Jacobian values on the precomputed pattern
-            W = V[r] * yc * np.conj(V[c])
-            Wr, Wi = W.real, W.imag
-            vals[:o12] = Wi
-            vals[o12:o21] = Wr[k12] / Vm[c12]
-            vals[o21:o22] = -Wr[k21]
-            vals[o22:o_end] = Wi[k22] / Vm[c22]
-            P, Q = S.real[:m], S.imag[:m]
-            vals[self._d11] -= Q
-            Ppq, Qpq, Vpq = P[npv:], Q[npv:], Vm[npv:m]
-            vals[self._d12] += Ppq / Vpq
-            vals[self._d21] += Ppq
-            vals[self._d22] += Qpq / Vpq
+            self._jacobian_values(vals, V, S, Vm)
             try:
                 if self._dense:
                     J = self._J
