@@ -239,7 +239,8 @@ class QuboDLMP(Mechanism):
 
         num = finite_number
         lam_q = p["lam_q_usd_per_mvarh"]
-        lam_q_list = list(np.ravel(lam_q)) if isinstance(lam_q, list | tuple | np.ndarray) else [lam_q]
+        # a flat list: np.ravel of a nested or ragged list raises (or flattens [[1], 2] into a valid-looking table)
+        lam_q_list = list(lam_q) if isinstance(lam_q, list | tuple | np.ndarray) else [lam_q]
         checks = [
             ("bits", integer(p["bits"]) and 2 <= p["bits"] <= 10, "an integer in [2, 10]"),
             ("num_reads", integer(p["num_reads"]) and p["num_reads"] >= 1, "an integer >= 1"),

@@ -1,5 +1,7 @@
 """Fuzz test of the front door (issues 14 item 5, 20 item 3): mutated scenario files through `evgrid validate`.
 
+Two generators: a fixed list of >= 1,000 mutants (below) and a hypothesis search over fields and values (at the end).
+
 Every shipped scenario is mutated deterministically (fixed seed, `random.Random`), byte-wise (flipped bytes,
 truncation, invalid UTF-8, NUL bytes) and TOML-wise (each scalar replaced by a wrong type, NaN/inf, huge/negative
 numbers, empty strings, strings with NUL; tables and lists swapped; unknown keys), and each mutant is validated
@@ -21,6 +23,8 @@ from typing import Any, cast
 
 import pytest
 import tomli_w
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from experiments.cli import app
@@ -284,3 +288,43 @@ def test_run_accepted_mutants(validated: list[tuple[Mutant, Path, Any]], tmp_pat
         if why:
             bad.append(f"{m.source}: {m.what}: {why}\n    {res.output.strip()[-300:]}")
     assert not bad, "\n".join(bad)
+
+
+def _scalar_paths(path: Path) -> list[tuple[str, ...]]:
+    return [p for p, v in _leaves(tomllib.loads(path.read_text())) if not isinstance(v, dict | list)]
+
+
+# hypothesis draws the field and the value: any float (NaN/inf included), ints past 64 bits, any text (NUL and
+# control characters included), booleans, short lists of those
+FUZZ_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=12),
+    st.booleans(),
+    st.lists(st.one_of(st.floats(allow_nan=True), st.text(max_size=4), st.integers()), max_size=3),
+)
+
+
+@st.composite
+def _field_mutants(draw: st.DrawFn) -> Mutant:
+    path = draw(st.sampled_from(SHIPPED))
+    field = draw(st.sampled_from(_scalar_paths(path)))
+    new = draw(FUZZ_VALUES)
+    data = tomllib.loads(path.read_text())
+    _set(data, field, new)
+    dumped = _dump(data)
+    assume(dumped is not None)  # a value TOML cannot hold (e.g. a lone surrogate) cannot be in a file
+    nf = isinstance(new, float) and not math.isfinite(new)
+    nf = nf or (isinstance(new, list) and any(isinstance(x, float) and not math.isfinite(x) for x in new))
+    return Mutant(path.stem, f"{'.'.join(field)} = {new!r}", cast(bytes, dumped), field, nf)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=_field_mutants())
+def test_validate_never_tracebacks_hypothesis(m: Mutant, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same contract for fields and values hypothesis chooses (derandomized: the same examples every run)."""
+    f = tmp_path_factory.mktemp("hyp") / "m.toml"
+    f.write_bytes(m.data)
+    res = runner.invoke(app, ["validate", str(f)])
+    why = _check(res, m, f)
+    assert why is None, f"{m.source}: {m.what}: {why}\n    {res.output.strip()[-300:]}"
