@@ -132,6 +132,7 @@ def validate(
 ) -> None:
     """Check a scenario file against the schema, the mechanism's parameters and its network file."""
     from grids.netfile import NetworkFileError, load_network_file
+    from grids.network import NetworkError
     from markets.base import MarketConfigError
     from sim.interface import check_fit
     from sim.scenario import ScenarioError, load_scenario
@@ -142,8 +143,10 @@ def validate(
         mech = sc.market.build()
         if sc.grid.case == "file":
             load_network_file(sc.grid.file)
-        check_fit(sc, mech)  # what the mechanism cannot honour: V2G EVs, a network it cannot price
-    except (ScenarioError, MarketConfigError, NetworkFileError) as err:
+        # what the mechanism cannot honour: V2G EVs, a network it cannot price (mechanisms that need the grid build
+        # it here, and with it meet a network whose base case has no power-flow solution)
+        check_fit(sc, mech)
+    except (ScenarioError, MarketConfigError, NetworkFileError, NetworkError) as err:
         _fail(str(err).replace("\n", "; "))
     typer.echo(
         f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "

@@ -216,7 +216,7 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
         f"{n_ok} of {expected} replications ok, {len(failed)} failed, {expected - n_ok - len(failed)} missing.",
         "",
     ]
-    head = summary[summary["kpi"].isin(headline)]
+    head = summary[summary["kpi"].isin(headline)] if "kpi" in summary.columns else summary  # none ok: empty
     if len(head):
         lines += ["| point | KPI | n | mean | 95 % CI | MCSE |", "|---|---|---:|---:|---|---:|"]
         for r in head.itertuples():

@@ -63,7 +63,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, register
+from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, finite_number, register
 from markets.qubo import composites, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
@@ -640,7 +640,7 @@ class QuboRTP(Mechanism):
         p = self.params
 
         def num(x: Any) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+            return finite_number(x)
 
         def integer(x: Any, lo: int, hi: int) -> bool:
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and bool(lo <= x <= hi)

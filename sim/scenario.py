@@ -249,6 +249,10 @@ class Choice(_Model):
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:
+        # values are free-typed (numbers or labels): NaN/inf must not slip through as a "value"
+        bad = [x for x in self.values if isinstance(x, float) and not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"values: must be finite, got {bad[0]!r}")
         if self.weights is not None:
             if len(self.weights) != len(self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be non-negative, one per value, with a positive sum")
@@ -314,8 +318,8 @@ class FleetGroup(_Model):
     @field_validator("battery_kwh", "charger_kw")
     @classmethod
     def _positive(cls, v: Choice) -> Choice:
-        if any(not isinstance(x, (int, float)) or x <= 0 for x in v.values):
-            raise ValueError("values must be positive numbers")
+        if any(isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x <= 1e6 for x in v.values):
+            raise ValueError(f"values must be numbers in (0, 1e6], got {v.values}")
         return v
 
     @field_validator("elasticity")
@@ -525,10 +529,15 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _finite_free_tables(self) -> Scenario:
         # market.params and paper are free-form tables (checked by the mechanisms / printed): no NaN/inf there either
-        for root, table in (("market.params", self.market.params), ("paper", self.paper)):
+        tables = (
+            ("market.params", self.market.params),
+            ("paper", self.paper),
+            ("grid.network_args", self.grid.network_args),
+        )
+        for root, table in tables:
             where = _non_finite(table, root)
             if where:
-                raise ValueError(f"{where[0]}: must be a finite number (got {where[1]!r})")
+                raise ValueError(f"{where[0]}: must be a finite number within 64-bit range (got {where[1]!r})")
         return self
 
     @model_validator(mode="after")
@@ -599,8 +608,11 @@ class Scenario(_Model):
 
 
 def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
-    """The first NaN/inf float inside nested tables/lists, as (dotted path, value), or None."""
+    """The first NaN/inf float (or int beyond 64 bits, which numpy cannot hold) inside nested tables/lists, as
+    (dotted path, value), or None."""
     if isinstance(node, float) and not math.isfinite(node):
+        return path, node
+    if isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
         return path, node
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
@@ -613,7 +625,10 @@ def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        # a key with a NUL or control character is shown escaped, so the message stays one printable line
+        loc = ".".join(
+            str(x) if str(x).isprintable() else repr(str(x)) for x in e["loc"] if not str(x).startswith("function-")
+        )
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         if isinstance(got, dict) or e["type"] == "missing":

@@ -175,3 +175,54 @@ def test_pev_cases_command(tmp_path: Path) -> None:
     assert (tmp_path / "pev" / "pev_cases.csv").is_file()
     res = runner.invoke(app, ["pev-cases", "--method", "dc"])
     assert res.exit_code == 2 and "--method" in res.output
+
+
+BASE_CASE_MSG = "has no power-flow solution"
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_run_refuses_a_base_case_without_power_flow_solution(tmp_path: Path, quiet: bool) -> None:
+    """Issue 14 item 6: 10x the 33-bus load has no solution even at its lightest hour: one line (exit 2) naming the
+    network and what to try, before the simulation; nothing written (not a day of failed steps, not a traceback)."""
+    out = tmp_path / "r"
+    args = ["run", "default", "--set", "grid.load_scale=10", "--set", "fleet.n_evs=5", "--set", "time.horizon_h=1"]
+    res = runner.invoke(app, [*args, "--out", str(out), "--no-plots", *(["-q"] if quiet else [])])
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.output
+    assert BASE_CASE_MSG in errors[0] and "'case33bw'" in errors[0] and "grid.load_scale = 10" in errors[0]
+    assert not out.exists()
+
+
+def test_run_refuses_a_network_file_whose_base_case_has_no_solution(tmp_path: Path) -> None:
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = pn.case33bw()
+    net.load["p_mw"] *= 100  # an absurd load: 371 MW on a 12.66 kV feeder
+    path = tmp_path / "absurd.json"
+    pp.to_json(net, str(path))
+    ov = [f"grid.case='file'", f"grid.file='{path}'", "grid.load_profile='flat'", "stations.0.buses='all'"]
+    ov += ["stations.1.buses='all'", "fleet.n_evs=5", "time.horizon_h=1"]
+    res = runner.invoke(app, ["run", "default", *(a for o in ov for a in ("--set", o)), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert BASE_CASE_MSG in res.output and str(path) in res.output and "Traceback" not in res.output
+
+
+def test_validate_and_study_meet_a_base_case_without_solution(tmp_path: Path) -> None:
+    """`validate` of a mechanism that builds the grid (qubo-dlmp) says it in one line; a study stores the replication
+    as failed with that cause."""
+    res = runner.invoke(app, ["validate", "qubo-dlmp-33bus-s1", "--set", "grid.load_scale=10"])
+    assert res.exit_code == 2 and BASE_CASE_MSG in res.output and "Traceback" not in res.output
+
+    out = tmp_path / "mc"
+    args = ["montecarlo", "default", "-n", "1", "--workers", "1", "--set", "grid.load_scale=10"]
+    res = runner.invoke(app, [*args, "--set", "fleet.n_evs=5", "--set", "time.horizon_h=1", "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "0 replication(s) ok, 1 failed" in res.output
+    from experiments.store import Store
+
+    df = Store(out).load(columns=["status", "error"])
+    assert list(df["status"]) == ["failed"]
+    assert df["error"].iloc[0].startswith("NetworkError: grid: the base case") and BASE_CASE_MSG in df["error"].iloc[0]
