@@ -587,6 +587,19 @@ class FastPowerFlow:
         self._v_warm = self._v_start.copy()
 
     # ------------------------------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable state (the grid cache, sim/gridcache.py): LAPACK routines are looked up again on load."""
+        state = dict(self.__dict__)
+        state.pop("_gesv", None)
+        state.pop("_getrf", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._dense:
+            self._gesv = lapack.get_lapack_funcs("gesv", (self._J,))
+            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
+
     def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
         """Solve one load snapshot; never returns an unflagged suspect solution (see the class docstring).
 

@@ -103,7 +103,15 @@ def _compiled_estimator(spec_json: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
+    from sim.gridcache import cached_grid
+
     g = GridSpec.model_validate_json(spec_json)
+    # built once per process (lru_cache) and, across processes, once per installation (sim.gridcache)
+    return cached_grid(spec_json, g.file if g.case == "file" else None, lambda: _build_grid(g))
+
+
+def _build_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
+    """Network, engine and checks for one grid specification (uncached)."""
     network = build_network(
         g.case,
         file=g.file,
