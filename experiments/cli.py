@@ -154,6 +154,19 @@ def validate(
     )
 
 
+def _output_dir(out: Path, force: bool) -> Path:
+    """``out`` checked up front (new, empty, or a previous evgrid result with --force), or exit 2."""
+    from sim.result import OutputError, check_output_dir
+
+    try:
+        return check_output_dir(out, replace=force)
+    except OutputError as err:
+        _fail(str(err))
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")]
+
+
 @app.command(name="compare")
 def compare_cmd(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "default",
@@ -165,6 +178,7 @@ def compare_cmd(
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Compare mechanisms side by side: objective, gap to the exact optimum, wall time, violations."""
     from experiments.compare import COLUMNS, compare, write
@@ -181,8 +195,13 @@ def compare_cmd(
         sc = load_scenario(scenario, set_ or [], seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
+    from sim.result import command_provenance, staged_output
+
+    path = _output_dir(out or Path("results") / f"{sc.name}-compare", force)
     table = _guard(lambda: compare(sc, names, reference_variant=reference, bits=bits))
-    path = write(table, out or Path("results") / f"{sc.name}-compare")
+    args = {"mechanisms": names, "reference": reference, "bits": bits}
+    with staged_output(path, command_provenance("compare", args, sc), replace=force) as staged:
+        write(table, staged)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -259,6 +278,7 @@ def pev_cases_cmd(
     load_scale: Annotated[float, typer.Option(help="multiplies the Baran & Wu loads")] = 0.6,
     price: Annotated[float, typer.Option(help="substation energy price [$/MWh]")] = 84.0,
     out: Annotated[Path | None, typer.Option(help="output directory [default: results/pev-cases]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """The review's four PEV cases (001, Part 3) on the 33-bus feeder: per-bus DLMPs, total cost, losses."""
     from experiments.pev_cases import format_pev_cases, run_pev_cases
@@ -267,12 +287,15 @@ def pev_cases_cmd(
         _fail(f"--method: got '{method}'; allowed: acopf, lindistflow")
     if n_evs < 0 or not (0 < load_scale <= 3) or price < 0:
         _fail("--n-evs >= 0, --load-scale in (0, 3] and --price >= 0 are required")
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / "pev-cases", force)
     df = run_pev_cases(n_evs_per_bus=n_evs, load_scale=load_scale, price_usd_per_mwh=price, method=method)
-    target = out or Path("results") / "pev-cases"
-    target.mkdir(parents=True, exist_ok=True)
-    df.to_csv(target / "pev_cases.csv", index=False)
     text = format_pev_cases(df, [1, 2, 3, 6, 9, 12, 15, 18, 19, 22, 23, 25, 26, 30, 33])
-    (target / "pev_cases.md").write_text(text + "\n")
+    args = {"method": method, "n_evs": n_evs, "load_scale": load_scale, "price": price}
+    with staged_output(target, command_provenance("pev-cases", args), replace=force) as staged:
+        df.to_csv(staged / "pev_cases.csv", index=False)
+        (staged / "pev_cases.md").write_text(text + "\n")
     typer.echo(text)
     typer.echo(f"table written to {target.resolve()}")
 
@@ -283,6 +306,7 @@ def qubo_dlmp_cmd(
     bits: Annotated[str, typer.Option(help="comma-separated bit depths")] = "4,8",
     seed: Annotated[int | None, typer.Option(help="random seed [default: the scenarios']")] = None,
     out: Annotated[Path | None, typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Table 2 of Suri et al. (000): tri-level QUBO DLMP scheduling, S1 and S2, ours beside the paper's."""
     from experiments.dlmp_paper import format_table2, run_table2, write_table2
@@ -293,10 +317,15 @@ def qubo_dlmp_cmd(
         depths = ()
     if not depths or any(not 2 <= b <= 10 for b in depths):
         _fail(f"--bits: got '{bits}'; allowed: comma-separated integers in [2, 10]")
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / "qubo-dlmp", force)
     rows = _guard(lambda: run_table2(quick=quick, bits=depths, seed=seed))
-    path = write_table2(rows, out or Path("results") / "qubo-dlmp")
+    args = {"quick": quick, "bits": list(depths), "seed": seed}
+    with staged_output(target, command_provenance("qubo-dlmp", args), replace=force) as staged:
+        name = write_table2(rows, staged).name
     typer.echo(format_table2(rows)[0])
-    typer.echo(f"table written to {path.resolve()} (and table2.csv)")
+    typer.echo(f"table written to {(target / name).resolve()} (and table2.csv)")
 
 
 @app.command(name="qubo-rtp")
@@ -308,6 +337,7 @@ def qubo_rtp_cmd(
     reference: Annotated[bool, typer.Option(help="solve every interval exactly in HiGHS and report the gap")] = True,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
     from sim.scenario import ScenarioError, load_scenario
@@ -320,7 +350,12 @@ def qubo_rtp_cmd(
         sc = load_scenario(scenario, set_ or [], seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
-    qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=out)
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / f"{sc.name}{'-full' if full else ''}", force)
+    args = {"full": full, "runs": runs, "reference": reference}
+    with staged_output(target, command_provenance("qubo-rtp", args, sc), replace=force) as staged:
+        qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=staged, shown=target)
 
 
 # ---------------------------------------------------------------------------------------------------- studies

@@ -125,9 +125,18 @@ def print_kpis(kpis: dict, title: str = "KPIs") -> None:
 
 
 def qubo_rtp_report(
-    sc: Any, *, full: bool = False, runs: int = 1, reference: bool = True, out: Path | None = None
+    sc: Any,
+    *,
+    full: bool = False,
+    runs: int = 1,
+    reference: bool = True,
+    out: Path | None = None,
+    shown: Path | None = None,
 ) -> None:
-    """Run the 003 study on a loaded scenario, write it and print the paper-vs-ours table."""
+    """Run the 003 study on a loaded scenario, write it into ``out`` and print the paper-vs-ours table.
+
+    ``shown``: the folder to name as the destination when ``out`` is a staging folder that will be moved there.
+    """
     from experiments.rtp_paper import run_study, write
 
     table, outcomes, per_run = guard(lambda: run_study(sc, full=full, runs=runs, reference=reference))
@@ -156,4 +165,4 @@ def qubo_rtp_report(
             f"spread {outcomes['cost_spread_percent']:.4f} % (paper: 3-5 %); worst interval "
             f"{per_run['interval_wall_s_max'].max():.3f} s"
         )
-    typer.echo(f"results written to {path.resolve()}")
+    typer.echo(f"results written to {(shown or Path(path)).resolve()}")

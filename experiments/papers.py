@@ -118,7 +118,11 @@ def run_paper(
 
     kind = sc.paper["compare"]
     if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
-        qubo_rtp_report(sc, out=Path(out_dir))
+        from sim.result import command_provenance, staged_output
+
+        target = check_output_dir(out_dir, replace=replace)
+        with staged_output(target, command_provenance("qubo-rtp", {}, sc), replace=replace) as staged:
+            qubo_rtp_report(sc, out=staged, shown=target)
         return pd.DataFrame()
     if kind not in COMPARISONS:
         from sim.scenario import ScenarioError

@@ -226,3 +226,48 @@ def test_validate_and_study_meet_a_base_case_without_solution(tmp_path: Path) ->
     df = Store(out).load(columns=["status", "error"])
     assert list(df["status"]) == ["failed"]
     assert df["error"].iloc[0].startswith("NetworkError: grid: the base case") and BASE_CASE_MSG in df["error"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "default", "--mechanisms", "uncontrolled"],
+        ["pev-cases", "--method", "lindistflow"],
+        ["qubo-dlmp", "--quick", "--bits", "4"],
+        ["qubo-rtp"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_every_writing_command_refuses_a_folder_with_foreign_files(tmp_path: Path, args: list[str]) -> None:
+    """Issue 20 item 1 for the commands beside `run`: checked before any work, exit 2, the folder untouched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("my own work")
+    res = runner.invoke(app, [*args, "--out", str(mine)])
+    assert res.exit_code == 2 and "holds no evgrid result" in res.output, res.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "my own work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging folder left either
+
+
+def test_pev_cases_output_is_staged_and_replaceable_with_force(tmp_path: Path) -> None:
+    out = tmp_path / "pev"
+    args = ["pev-cases", "--method", "lindistflow", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pev_cases.csv", "pev_cases.md", "provenance.json"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--force" in res.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pev"]
+
+
+def test_unwritable_out_is_refused_before_the_simulation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root every folder is writable, so the permission check is patched to say no: the refusal comes first
+    (no simulation), one line, exit 2."""
+    import sim.model
+    import sim.result
+
+    monkeypatch.setattr(sim.result.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(sim.model.CoSimulation, "run", lambda self: pytest.fail("simulated before checking --out"))
+    res = runner.invoke(app, ["run", "default", "--out", str(tmp_path / "new" / "r")])
+    assert res.exit_code == 2 and "is not a writable folder" in res.output, res.output
+    assert not (tmp_path / "new").exists()
