@@ -203,7 +203,7 @@ def test_run_refuses_a_network_file_whose_base_case_has_no_solution(tmp_path: Pa
     net.load["p_mw"] *= 100  # an absurd load: 371 MW on a 12.66 kV feeder
     path = tmp_path / "absurd.json"
     pp.to_json(net, str(path))
-    ov = [f"grid.case='file'", f"grid.file='{path}'", "grid.load_profile='flat'", "stations.0.buses='all'"]
+    ov = ["grid.case='file'", f"grid.file='{path}'", "grid.load_profile='flat'", "stations.0.buses='all'"]
     ov += ["stations.1.buses='all'", "fleet.n_evs=5", "time.horizon_h=1"]
     res = runner.invoke(app, ["run", "default", *(a for o in ov for a in ("--set", o)), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2, res.output
