@@ -28,8 +28,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"evgrid {metadata.version('evgrid')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Agent-based co-simulation of EV charging, electricity markets and distribution grids."""
+
+
 # Options shared by the study commands (montecarlo, sweep, study, attack)
-WorkersOpt = Annotated[int | None, typer.Option(help="local worker processes [default: CPUs]")]
+WorkersOpt = Annotated[int | None, typer.Option(help="local worker processes \\[default: CPUs]")]
 SchedulerOpt = Annotated[str | None, typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="scenario override, e.g. --set fleet.n_evs=500")]
 ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
@@ -59,7 +77,7 @@ def run(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or path to a TOML file")] = "default",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>]")] = None,
     plots: PlotsOpt = True,
     engine: Annotated[str | None, typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
     force: Annotated[
@@ -177,7 +195,7 @@ def compare_cmd(
     bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>-compare]")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Compare mechanisms side by side: objective, gap to the exact optimum, wall time, violations."""
@@ -237,7 +255,7 @@ def attack(
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="root seed")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-attack]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -277,7 +295,7 @@ def pev_cases_cmd(
     n_evs: Annotated[int, typer.Option(help="EVs at each EV bus (paper buses 18 and 33)")] = 50,
     load_scale: Annotated[float, typer.Option(help="multiplies the Baran & Wu loads")] = 0.6,
     price: Annotated[float, typer.Option(help="substation energy price [$/MWh]")] = 84.0,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/pev-cases]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/pev-cases]")] = None,
     force: ForceOpt = False,
 ) -> None:
     """The review's four PEV cases (001, Part 3) on the 33-bus feeder: per-bus DLMPs, total cost, losses."""
@@ -304,8 +322,8 @@ def pev_cases_cmd(
 def qubo_dlmp_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="200 EVs and 8 reads: a smoke run, not Table 2")] = False,
     bits: Annotated[str, typer.Option(help="comma-separated bit depths")] = "4,8",
-    seed: Annotated[int | None, typer.Option(help="random seed [default: the scenarios']")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed \\[default: the scenarios']")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/qubo-dlmp]")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Table 2 of Suri et al. (000): tri-level QUBO DLMP scheduling, S1 and S2, ours beside the paper's."""
@@ -336,7 +354,7 @@ def qubo_rtp_cmd(
     seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
     reference: Annotated[bool, typer.Option(help="solve every interval exactly in HiGHS and report the gap")] = True,
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>]")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
@@ -470,8 +488,8 @@ def montecarlo(
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-montecarlo]")] = None,
     resume: ResumeOpt = False,
     timeseries: Annotated[
         list[str] | None, typer.Option(help="also store this table per replication, e.g. steps")
@@ -505,8 +523,8 @@ def sweep(
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="scenario override for every point")] = None,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-sweep]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -529,12 +547,12 @@ def sweep(
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="shipped study (see `evgrid studies`) or study TOML file")],
-    n: Annotated[int | None, typer.Option("-n", help="replications per point [default: the study's]")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="replications per point \\[default: the study's]")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the study's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/study-<name>]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the study's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/study-<name>]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,

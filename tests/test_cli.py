@@ -271,3 +271,11 @@ def test_unwritable_out_is_refused_before_the_simulation(tmp_path: Path, monkeyp
     res = runner.invoke(app, ["run", "default", "--out", str(tmp_path / "new" / "r")])
     assert res.exit_code == 2 and "is not a writable folder" in res.output, res.output
     assert not (tmp_path / "new").exists()
+
+
+def test_version_and_defaults_in_help() -> None:
+    """`--version` exists; help texts keep their '[default: …]' (rich markup used to swallow them)."""
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("evgrid ")
+    res = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "[default: results/<scenario>]" in res.output
