@@ -147,8 +147,11 @@ def validate(
     file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")],
     set_: SetOpt = None,
     trust_pickle: TrustPickleOpt = False,
+    scheduler: SchedulerOpt = None,
+    out: Annotated[Path | None, typer.Option(help="also check that this output folder could be written")] = None,
 ) -> None:
-    """Check a scenario file against the schema, the mechanism's parameters and its network file."""
+    """Check a scenario file against the schema, the mechanism's parameters and its network file (and, when
+    given, that the Dask scheduler answers and the output folder may be written)."""
     from grids.netfile import NetworkFileError, load_network_file
     from grids.network import NetworkError
     from markets.base import MarketConfigError
@@ -156,6 +159,9 @@ def validate(
     from sim.scenario import ScenarioError, load_scenario
 
     _trust_pickle(trust_pickle)
+    _check_scheduler(scheduler)
+    if out is not None:
+        _output_dir(out, False)
     try:
         sc = load_scenario(file, set_ or [])
         mech = sc.market.build()
@@ -377,6 +383,31 @@ def qubo_rtp_cmd(
 
 
 # ---------------------------------------------------------------------------------------------------- studies
+def _check_scheduler(scheduler: str | None, timeout_s: float = 5.0) -> None:
+    """Exit 2 with one line unless a Dask scheduler answers at ``scheduler`` (None and 'local' need none)."""
+    if scheduler is None or scheduler == "local":
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if parts.scheme not in ("tcp", "tls") or not host or not port:
+        _fail(f"--scheduler: got '{scheduler}'; allowed: 'local' or a Dask address tcp://HOST:PORT (or tls://)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        _fail(
+            f"--scheduler: cannot reach '{scheduler}' ({reason}); start a scheduler there "
+            "(`dask scheduler`), check the address, or use --scheduler local"
+        )
+
+
 def _run_study(
     study, out: Path, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, plots: bool
 ) -> None:
@@ -396,6 +427,7 @@ def _run_study(
     if workers is not None and workers < 1:
         _fail(f"--workers: got {workers}; allowed: integer >= 1")
     k = workers or default_workers()
+    _check_scheduler(scheduler)  # before the store exists: an unreachable scheduler leaves nothing behind
     store = Store(out)
     resume_cmd = _resume_command(out)
 

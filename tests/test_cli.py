@@ -279,3 +279,24 @@ def test_version_and_defaults_in_help() -> None:
     assert res.exit_code == 0 and res.output.startswith("evgrid ")
     res = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert "[default: results/<scenario>]" in res.output
+
+
+def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 20: an unreachable --scheduler used to be a traceback after 30 s and a manifest forcing --resume."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "mc"
+    for cmd in (["montecarlo", "default", "-n", "1", "--out", str(out)], ["validate", "default"]):
+        res = runner.invoke(app, [*cmd, "--scheduler", f"tcp://127.0.0.1:{port}"])
+        assert res.exit_code == 2 and "--scheduler: cannot reach" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["validate", "default", "--scheduler", "nonsense"])
+    assert res.exit_code == 2 and "--scheduler: got 'nonsense'" in res.output
+    res = runner.invoke(app, ["validate", "default", "--out", str(tmp_path)])
+    assert res.exit_code == 0  # an empty folder may be written
+    (tmp_path / "x").write_text("mine")
+    res = runner.invoke(app, ["validate", "default", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "holds no evgrid result" in res.output
