@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -146,13 +147,19 @@ def staged_output(out: Path, prov: dict[str, Any], *, replace: bool = False) -> 
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions of evgrid and the packages a result depends on (None when not installed)."""
-    versions: dict[str, str | None] = {}
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
+    # once per process: reading package metadata costs ~10 ms a package, and a study worker runs many replications
+    out: list[tuple[str, str | None]] = []
     for p in PACKAGES:
         try:
-            versions[p] = metadata.version(p)
+            out.append((p, metadata.version(p)))
         except metadata.PackageNotFoundError:
-            versions[p] = None
-    return versions
+            out.append((p, None))
+    return tuple(out)
 
 
 def command_provenance(command: str, args: dict[str, Any], scenario: Scenario | None = None) -> dict[str, Any]:
@@ -181,7 +188,9 @@ def command_provenance(command: str, args: dict[str, Any], scenario: Scenario | 
     }
 
 
+@functools.cache
 def _git_revision() -> str:
+    """The checkout's commit, asked once per process (a `git` subprocess forked from a large worker is not free)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
