@@ -13,6 +13,8 @@ Times are minutes since the start of the run. A group's arrival distribution is 
 simulated day gets its own draw of ``share × n_evs`` EVs (or a Poisson number), mapped into the run window
 ``[start_h, start_h + horizon_h)``, so a run that starts at noon sees the evening arrivals of day 1 and the morning
 arrivals of day 2 — the same set of sessions as a calendar day, without cutting the overnight ones in half.
+A group with ``source = "elaadnl"`` draws arrival, connection time and energy from ElaadNL's empirical tables instead
+(`agents.elaadnl`, `_elaadnl_sessions`), from the same ``arrivals`` and ``needs`` streams.
 """
 
 from __future__ import annotations
@@ -326,8 +328,9 @@ def _elaadnl_sessions(
 
     Every calendar day the run touches gets ``n_day`` arrivals from its day's table (weekday or weekend, by
     ``g.day_type``); those inside the run window are kept, so a noon-to-noon day sees the afternoon of one day and
-    the morning of the next. Departure = arrival + connection time. The energy need is capped at
-    ``battery × soc_target`` (an EV cannot take more); how many sessions were capped is said in ``warnings``.
+    the morning of the next. Departure = arrival + connection time. The battery's energy need is the drawn energy
+    (metered at the charge point) × ``eta_ch``, capped at ``battery × soc_target`` (an EV cannot take more); how many
+    sessions were capped is said in ``warnings``.
     """
     from agents import elaadnl
 
@@ -344,7 +347,7 @@ def _elaadnl_sessions(
     dep_h = arr_h + elaadnl.draw_connection_h(r_arr, segment, n)
     battery = _choice(r_need, g.battery_kwh, n).astype(float)
     target = np.full(n, g.soc_target)
-    need = elaadnl.draw_energy_kwh(r_need, segment, n)
+    need = elaadnl.draw_energy_kwh(r_need, segment, n) * g.eta_ch  # ElaadNL meters the charge point: grid side
     capped = need > battery * target
     if capped.any() and warnings is not None:
         warnings.append(

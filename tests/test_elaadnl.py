@@ -108,7 +108,7 @@ def test_connection_time_and_energy_follow_their_tables(segment: str) -> None:
     t = elaadnl.tables()
     f = _fleet(_scenario({"segment": segment}, horizon_h=24.0))
     conn_h = (f.departure_min - f.arrival_min) / 60.0
-    e_kwh = (f.soc_target - f.soc_arrival) * f.battery_kwh
+    e_kwh = (f.soc_target - f.soc_arrival) * f.battery_kwh / f.eta_ch  # battery side → metered at the charger
     assert len(conn_h) == N_DAY
     assert _decile_p(conn_h, t.connection_h[segment]) >= P_MIN
     assert _decile_p(e_kwh, t.energy_kwh[segment]) >= P_MIN
@@ -135,11 +135,23 @@ def test_noon_start_keeps_the_window_and_the_seed_reproduces() -> None:
     assert 0.8 * N_DAY < len(a) < 1.2 * N_DAY
 
 
-def test_capped_energies_are_reported() -> None:
+def test_capped_and_undeliverable_energies_are_reported() -> None:
     warnings: list[str] = []
-    f = _fleet(_scenario({"battery_kwh": {"values": [40.0]}, "soc_target": 0.9}, horizon_h=24.0), warnings=warnings)
-    assert (f.soc_arrival >= 0.0).all()
-    assert len(warnings) == 1 and "ElaadNL session energies exceed battery_kwh x soc_target" in warnings[0]
+    sc = _scenario(
+        {"battery_kwh": {"values": [40.0]}, "soc_target": 0.9, "charger_kw": {"values": [3.7]}}, horizon_h=24
+    )
+    f = _fleet(sc, warnings=warnings)
+    assert (f.soc_arrival >= 0.0).all() and np.allclose((f.soc_target - f.soc_arrival).max() * 40.0, 36.0)
+    capped = [w for w in warnings if "ElaadNL session energies exceed battery_kwh x soc_target" in w]
+    short = [w for w in warnings if "need more energy than their charger delivers in their connection time" in w]
+    assert len(capped) == 1 and len(short) == 1 and len(warnings) == 2
+    # the count in the warning is the number of sessions a 3.7 kW charger cannot fill in their connection time
+    need = (f.soc_target - f.soc_arrival) * f.battery_kwh
+    n_short = int((need > 3.7 * f.eta_ch * (f.departure_min - f.arrival_min) / 60.0 + 1e-9).sum())
+    assert n_short > 0 and short[0].startswith(f"fleet.groups.ev: {n_short} of {len(f)} ElaadNL sessions")
+    warnings.clear()
+    _fleet(_scenario(horizon_h=24.0), warnings=warnings)  # 120 kWh batteries, 7.2 kW: nothing capped
+    assert not any("capped" in w for w in warnings)
 
 
 def test_settings_the_source_does_not_use_are_errors() -> None:
