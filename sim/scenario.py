@@ -326,10 +326,14 @@ class FleetGroup(_Model):
 
     @model_validator(mode="after")
     def _source_fields(self) -> FleetGroup:
-        # settings the chosen source does not use are errors, never silently ignored
+        # settings the chosen source does not use are errors, never silently ignored (a value equal to the default
+        # is let through: a run's written scenario.toml spells out every default and must validate again)
         if self.source == "elaadnl":
+            fields = type(self).model_fields
             unused = [
-                k for k in ("arrival", "departure", "soc_arrival", "energy_need_kwh") if k in self.model_fields_set
+                k
+                for k in ("arrival", "departure", "soc_arrival", "energy_need_kwh")
+                if k in self.model_fields_set and getattr(self, k) != fields[k].default
             ]
             if unused:
                 raise ValueError(

@@ -71,6 +71,8 @@ def _own_profiles(src: Source, name: str) -> tuple[np.ndarray, np.ndarray]:
 def test_lv_runs_on_its_own_profiles(tmp_path: Path, lv_source: Source) -> None:
     kpis, steps = _run(LV, tmp_path / "lv")
     assert steps.converged.all() and len(steps) == 7 * 96
+    # the run's own scenario.toml (every default spelled out) validates again, to the same scenario
+    assert load_scenario(tmp_path / "lv" / "scenario.toml").digest() == load_scenario(LV).digest()
     load_kw, gen_kw = _own_profiles(lv_source, LV)
     np.testing.assert_allclose(steps.base_load_orig_kw, load_kw, rtol=1e-9)  # SimBench's loads, not zone curves
     np.testing.assert_allclose(steps.pv_kw, gen_kw, rtol=1e-9)  # SimBench's PV, not the synthetic shape
