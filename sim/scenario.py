@@ -314,6 +314,41 @@ class FleetGroup(_Model):
     charger_kva_factor: float = Field(1.1, ge=1.0, description="charger apparent-power rating / charger kW")
     elasticity: Uniform = Uniform(low=-0.5, high=-0.1)
     income_group: Choice = Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2])
+    source: Literal["parametric", "elaadnl"] = Field(
+        "parametric",
+        description="where arrival, connection time and energy come from: the distributions above (parametric) or "
+        "ElaadNL's empirical ones (elaadnl; agents/elaadnl.py)",
+    )
+    segment: Literal["private", "public"] | None = Field(
+        None, description="elaadnl: the kind of charge point whose sessions are drawn (omitted: public)"
+    )
+    day_type: Literal["calendar", "weekday", "weekend"] | None = Field(
+        None,
+        description="elaadnl: arrival table per simulated day: 'calendar' (omitted) by the day's weekday in the "
+        "profile year 2016 from grid.profile_start_day, or always the 'weekday' / 'weekend' table",
+    )
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> FleetGroup:
+        # settings the chosen source does not use are errors, never silently ignored (a value equal to the default
+        # is let through: a run's written scenario.toml spells out every default and must validate again)
+        if self.source == "elaadnl":
+            fields = type(self).model_fields
+            unused = [
+                k
+                for k in ("arrival", "departure", "soc_arrival", "energy_need_kwh")
+                if k in self.model_fields_set and getattr(self, k) != fields[k].default
+            ]
+            if unused:
+                raise ValueError(
+                    f"{unused[0]}: not used with source = 'elaadnl' (ElaadNL gives arrival, connection time and "
+                    "energy); remove it, or use source = 'parametric'"
+                )
+        else:
+            for k in ("segment", "day_type"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"{k}: only used with source = 'elaadnl'; remove it, or set source = 'elaadnl'")
+        return self
 
     @field_validator("battery_kwh", "charger_kw")
     @classmethod
