@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from experiments.console import ZERO_TOL, fmt_number
 from sim.scenario import Scenario, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,7 +64,8 @@ def write(table: pd.DataFrame, out_dir: Path) -> Path:
     table.to_csv(out_dir / "compare.csv", index=False)
     lines = ["| mechanism | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for r in table.itertuples(index=False):
-        vals = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r[1:]]
+        vals = [fmt_number(v) for v in r[1:]]  # |v| < ZERO_TOL as 0 (stated below the table), NaN as n/a
         lines.append(f"| {r[0]} | " + " | ".join(vals) + " |")
+    lines.append(f"\n4 significant digits; |value| < {ZERO_TOL:g} shown as 0; n/a: does not apply.")
     (out_dir / "compare.md").write_text("\n".join(lines) + "\n")
     return out_dir

@@ -1,6 +1,6 @@
 """Plots of a run and of a comparison, drawn from real co-simulation runs (small: 30 EVs, hourly steps).
 
-Each figure is captured just before it is saved (`experiments.plots._save` is wrapped) so the tests check what is
+Each figure is captured just before it is saved (`experiments.plotting.common._save` is wrapped) so the tests check what is
 drawn — the demand line is the recorder's ``total_load_kw``, the heat map is the bus table's ``vm_pu``, the title
 names the real minimum — and every PNG is decoded and must show a drawing, not a blank canvas.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import experiments.plots as plots
+import experiments.plotting.common as plots
 from experiments.plots import COMPARISON_FILES, RUN_FILES, plot_comparison, plot_run
 from sim.model import CoSimulation
 from sim.scenario import load_scenario
