@@ -303,7 +303,18 @@ def _network_map(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(11, 7.5), layout="constrained")
     try:
         lc = _draw_branches(ax, result, topo, pos)
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=vals, cmap="RdBu", norm=norm, s=42, edgecolors="k", lw=0.5, zorder=3)
+        sc = ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            c=vals,
+            cmap="RdBu",
+            norm=norm,
+            s=42,
+            edgecolors="k",
+            lw=0.5,
+            zorder=3,
+            label="buses (colour: worst voltage)",
+        )
         slack = np.array([pos[s] for s in topo.slack if s in pos])
         if len(slack):
             ax.scatter(
