@@ -344,7 +344,8 @@ def test_console_tables_wrap_long_labels_within_the_width(monkeypatch: pytest.Mo
     from experiments.console import make_table, show
 
     monkeypatch.setenv("COLUMNS", "80")
-    label = "market.params.elasticity-dr.participation=0.6, fleet.groups.0.share=0.25, market.mechanism=uncontrolled"
+    # one word of 80 characters: rich's default cuts it to 'market.params.elasticity-dr.participati…'
+    label = "market.params.elasticity-dr.participation=0.6,fleet.groups.0.share=0.25,mechanism=x"
     t = make_table("sweep", [("point", "left"), ("KPI", "left"), ("mean", "right")])
     t.add_row(label, "peak_load_kw", "4,210")
     show(t)

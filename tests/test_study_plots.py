@@ -230,7 +230,9 @@ def test_response_has_plain_ticks_and_readable_labels(tmp_path, drawn):
     # voltages near 1.01 pu that differ in the fourth decimal: matplotlib's default shows "+1.01" and 1e-4 ticks
     points = [{"dr.participation": v} for v in (0.0, 0.2, 0.4)]
     reps, summary = study(points, 6)
-    summary.loc[summary.kpi == "vdi_pu", ["mean", "ci_low", "ci_high"]] += 1.01
+    sel = summary.kpi == "vdi_pu"
+    mean = 1.01 + 2e-5 * summary.loc[sel, "point"].to_numpy(float)
+    summary.loc[sel, "mean"], summary.loc[sel, "ci_low"], summary.loc[sel, "ci_high"] = mean, mean - 1e-5, mean + 1e-5
     assert_pngs(plot_response(summary, "dr.participation", ["vdi_pu"], tmp_path), ["response_dr.participation.png"])
     fig = drawn["response_dr.participation.png"]
     assert all(o == "" for o in fig["offsets"]), fig["offsets"]
