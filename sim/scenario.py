@@ -486,7 +486,7 @@ class OutputSpec(_Model):
     bus_table: bool = True
     ev_table: bool = True
     format: list[Literal["png", "svg", "pdf"]] = Field(
-        default_factory=lambda: ["png"], min_length=1, description="file formats of the run and study plots"
+        default=["png"], min_length=1, description="file formats of the run and study plots"
     )
 
 

@@ -211,6 +211,9 @@ def test_plot_comparison(tmp_path: Path, runs: dict[str, Any], figures: dict) ->
         np.testing.assert_allclose(_step_line(load, f"{label} ("), s.total_load_kw, atol=1e-9)
         np.testing.assert_allclose(_step_line(volt, f"{label} ("), s.vmin_pu, atol=1e-12)
         assert f"{label} (peak {s.total_load_kw.max():,.0f} kW)" in load["lines"]
+        # Vmax beside Vmin: the dotted upper line is the run's highest bus voltage per step, and the legend says both
+        np.testing.assert_allclose(volt["lines"][f"_{label}"][1][:-1], s.vmax_pu, atol=1e-12)
+        assert f"{label} (min {s.vmin_pu.min():.3f} pu, max {s.vmax_pu.max():.3f} pu)" in volt["lines"]
     # the runs differ (uncontrolled EVs raise the evening peak over no EVs), so a plot that drew one run three
     # times would fail above
     assert runs["uncontrolled"].tables["steps"].total_load_kw.max() > runs["no EVs"].tables["steps"].total_load_kw.max()

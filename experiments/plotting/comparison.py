@@ -46,7 +46,7 @@ def _comparison_series(
     values: Callable[[pd.DataFrame], np.ndarray | None],
     ylabel: str,
     title: str,
-    legend: Callable[[np.ndarray], str],
+    legend: Callable[[np.ndarray, np.ndarray | None], str],
     limits: Callable[[Any], list[tuple[float, str]]],
     second: Callable[[pd.DataFrame], np.ndarray | None] | None = None,
     second_label: str = "",
@@ -65,8 +65,9 @@ def _comparison_series(
         return None
     fig, ax = plt.subplots(figsize=(11, 5))
     try:
-        for i, (name, _, clock, y) in enumerate(runs):
-            ax.step(*clock.post(y), where="post", lw=1.6, color=f"C{i % 10}", label=f"{name} ({legend(y)})")
+        for i, (name, r, clock, y) in enumerate(runs):
+            y2 = second(r.tables["steps"].sort_values("step")) if second is not None else None
+            ax.step(*clock.post(y), where="post", lw=1.6, color=f"C{i % 10}", label=f"{name} ({legend(y, y2)})")
         seen = set()
         for _, r, _, _ in runs:
             for lim, lab in limits(r):
@@ -98,7 +99,7 @@ def _comparison_load(plt: ModuleType, frames: dict[str, RunResult], path: Path) 
         _total_load,
         "total demand [kW]",
         "total load per run",
-        lambda y: f"peak {np.nanmax(y):,.0f} kW" if np.isfinite(y).any() else "no data",
+        lambda y, _: f"peak {np.nanmax(y):,.0f} kW" if np.isfinite(y).any() else "no data",
         lambda r: [],
     )
 
@@ -112,8 +113,11 @@ def _comparison_voltage(plt: ModuleType, frames: dict[str, RunResult], path: Pat
         lo, hi = float(_grid_attr(r, "v_min_pu", 0.95)), float(_grid_attr(r, "v_max_pu", 1.05))
         return [(lo, f"v_min limit {lo:.2f} pu"), (hi, f"v_max limit {hi:.2f} pu")]
 
-    def legend(y: np.ndarray) -> str:
-        return f"min {np.nanmin(y):.3f} pu" if np.isfinite(y).any() else "no data"
+    def legend(y: np.ndarray, y2: np.ndarray | None) -> str:
+        if not np.isfinite(y).any():
+            return "no data"
+        top = f", max {np.nanmax(y2):.3f} pu" if y2 is not None and np.isfinite(y2).any() else ""
+        return f"min {np.nanmin(y):.3f} pu{top}"
 
     return _comparison_series(
         plt,
