@@ -9,6 +9,7 @@ y: leaves in depth-first order, a parent centred over its children).
 from __future__ import annotations
 
 import json
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,9 +176,10 @@ def _voltage_profile(plt: ModuleType, result: RunResult, path: Path) -> Path | N
     ids, v, index = data
     topo = topology(_network(result))
     vlo, vhi = _voltage_limits(result)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # all-NaN rows: steps without a power flow
+        warnings.simplefilter("ignore", RuntimeWarning)
         vmin, vmean, vmax = np.nanmin(v, axis=0), np.nanmean(v, axis=0), np.nanmax(v, axis=0)
-    k = int(np.nanargmin(np.nanmin(v, axis=1)))
+        k = int(np.nanargmin(np.nanmin(v, axis=1)))
     use_km = any(d > 0 for d in topo.dist_km.values())
     x = {b: (topo.dist_km if use_km else topo.hops).get(b, np.nan) for b in topo.buses}
     xs = np.array([x.get(int(b), np.nan) for b in ids], float)
@@ -229,7 +231,8 @@ def _when(result: Any, step: Any) -> str:
 
 def _worst_voltage(v: np.ndarray) -> np.ndarray:
     """Per bus, the voltage farthest from 1 pu over the run (the lowest or the highest) [pu]."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a bus without any voltage (every step failed) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         vmin, vmax = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
     return np.where(np.abs(vmax - 1.0) > np.abs(vmin - 1.0), vmax, vmin)
 
