@@ -369,3 +369,14 @@ def test_numbers_are_formatted_sensibly() -> None:
     assert fmt_number(0.0123456) == "0.01235"
     assert fmt_number(123456.7) == "123,457"
     assert fmt_value("{:d}", 3.0) == "3"
+
+
+def test_compare_table_prints_a_zero_gap_as_zero(tmp_path: Path) -> None:
+    from experiments.compare import COLUMNS, write
+
+    row = {k: 1.0 for k in COLUMNS}
+    table = pd.DataFrame([{"mechanism": "milp", **row, "market_gap": 2.051e-16, "vmax_pu": float("nan")}])
+    md = (write(table, tmp_path) / "compare.md").read_text()
+    assert "e-16" not in md and "| 0 |" in md and "| n/a |" in md
+    assert "shown as 0" in md  # the tolerance is stated
+    assert "Vmax [pu]" in md and "overvoltage" in md

@@ -124,6 +124,7 @@ def _voltage_heatmap(plt: ModuleType, result: RunResult, path: Path) -> Path | N
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
         cb = fig.colorbar(im, ax=ax, pad=0.02)
         cb.set_label(cb_label)
+        cb.formatter.set_useOffset(False)
         for lim in (vlo, vhi):
             if (
                 float(norm.vmin or 0.0) <= lim <= float(norm.vmax or 0.0)

@@ -278,6 +278,7 @@ def plot_heatmap(
         ax.set_xlabel(_param_label(c1))
         ax.set_ylabel(_param_label(c2))
         cb = fig.colorbar(im, ax=ax, pad=0.02)
+        _plain(cb.ax)
         cb.set_label(f"mean {_kpi_label(k)}\n(colour span: lowest to highest 95 % CI bound)")
         b_txt = ""
         if not base.empty and np.isfinite(float(base["mean"].iloc[0])):
