@@ -185,7 +185,7 @@ def plot_response(
     if bc is None:
         groups = [(None, rows)]
     else:
-        groups = [(f"{_name(bc)} = {_fmt_value(b)}", rows[_as_level(rows[bc]) == b]) for b in _levels(rows[bc])]
+        groups = [(f"{_param_label(bc)} = {_fmt_value(b)}", rows[_as_level(rows[bc]) == b]) for b in _levels(rows[bc])]
 
     plt = _pyplot()
     fig, axes = _panels(plt, len(names), extra_h=1.3 if bc else 0.9)
@@ -202,10 +202,10 @@ def plot_response(
         if where:
             fixed = (
                 "\nonly points with "
-                + ", ".join(f"{_name(k)} = {_fmt_value(v)}" for k, v in where.items())
+                + ", ".join(f"{_param_label(k)} = {_fmt_value(v)}" for k, v in where.items())
                 + " (first value of each other parameter)"
             )
-        per = f", one {'line' if numeric else 'series'} per value of {_name(bc)}" if bc else ""
+        per = f", one {'line' if numeric else 'series'} per value of {_param_label(bc)}" if bc else ""
         base_txt = f"; dashed: {baseline_label} (grey band: its 95 % CI)" if not base.empty else ""
         fig.suptitle(
             f"response to {_param_label(pc)}{per}\nmean and 95 % CI of the mean ({_n_text(rows)}){base_txt}{fixed}",

@@ -287,7 +287,7 @@ def plot_heatmap(
             if norm.vmin <= bm <= norm.vmax:
                 cb.ax.axhline(bm, color="r", lw=1.5)
         ax.set_title(
-            f"{_kpi_label(k)} over {_name(c1)} × {_name(c2)}\nmean per point (small: ± half-width of the "
+            f"{_kpi_label(k)}\nover {_param_label(c1)} × {_param_label(c2)}\nmean per point (small: ± half-width of the "
             f"95 % CI; {_n_text(rows)}){b_txt}",
             fontsize=10,
         )
