@@ -212,9 +212,10 @@ def _lanes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return lane
 
 
-def _session_rows(evs: pd.DataFrame, t_end_h: float) -> pd.DataFrame:
+def _session_rows(evs: pd.DataFrame, t_end_h: float) -> tuple[pd.DataFrame, list[tuple[float, int]]]:
     """One row per EV that reached a station: plug-in and unplug [h since start] (unplug = end of run while still
-    plugged), arrival [h], station, group and its y position (station band + port lane)."""
+    plugged), arrival [h], station, group and its y position (station band + port lane); and the (y, station) of
+    each station band's label."""
     ev = evs[np.isfinite(evs["arrival_min"].to_numpy(float)) & (evs["arrival_min"] / 60.0 < t_end_h)].copy()
     ev["t_arr"] = ev["arrival_min"].to_numpy(float) / 60.0
     ev["t_in"] = ev["plugin_min"].to_numpy(float) / 60.0
@@ -233,8 +234,7 @@ def _session_rows(evs: pd.DataFrame, t_end_h: float) -> pd.DataFrame:
         ev.loc[g.index, "y"] = base + lane
         ticks.append((base + (max(lane.max(initial=0), 0)) / 2, int(s)))
         base += lane.max(initial=0) + 1.6  # a gap between stations
-    ev.attrs["ticks"] = ticks
-    return ev
+    return ev, ticks
 
 
 def _sessions(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
@@ -244,14 +244,13 @@ def _sessions(plt: ModuleType, result: RunResult, path: Path) -> Path | None:
     if evs is None or steps is None or "plugin_min" not in evs:
         return None
     clock = _Clock(steps)
-    ev = _session_rows(evs, clock.t1)
+    ev, ticks = _session_rows(evs, clock.t1)
     if ev.empty:
         return None
     plugged = ev[np.isfinite(ev["t_in"].to_numpy(float))]
     waited = ev[ev["t_wait_end"] - ev["t_arr"] > 1e-9]
     colours = _group_colours(ev["group"])
     names = c._station_names(result)
-    ticks = ev.attrs["ticks"]
     fig, ax = plt.subplots(figsize=(12, min(3.0 + 0.22 * (ev["y"].max() + 1), 18.0)), layout="constrained")
     try:
         ax.barh(
