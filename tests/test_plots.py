@@ -380,3 +380,46 @@ def test_compare_table_prints_a_zero_gap_as_zero(tmp_path: Path) -> None:
     assert "e-16" not in md and "| 0 |" in md and "| n/a |" in md
     assert "shown as 0" in md  # the tolerance is stated
     assert "Vmax [pu]" in md and "overvoltage" in md
+
+
+def test_eho_weight_pareto_labels_and_colour_bar_do_not_overlap(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from experiments.eho_paper import TABLE9, _weight_pareto
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "weights": ":".join(f"{a:g}" for a in w),
+            "method": m,
+            "dr_revenue_usd": rev * (1 + 0.05 * rng.normal()),
+            "load_variance_kw2": var * (1 + 0.05 * rng.normal()),
+            "wait_mean_h": wait * (1 + 0.1 * rng.normal()),
+            "paper_dr_benefit_usd": rev,
+            "paper_grid_stress_kw2": var,
+            "paper_wait_h": wait,
+        }
+        for w, rev, var, wait, _ in TABLE9
+        for m in ("eho", "de")
+    ]
+    kept: list[Any] = []
+    keep = SimpleNamespace(
+        subplots=lambda *a, **k: kept.append(plt.subplots(*a, **k)) or kept[-1], close=lambda f: None
+    )
+    _weight_pareto(keep, tmp_path, pd.DataFrame(rows))
+    fig, axes = kept[0]
+    try:
+        assert (tmp_path / "weight_pareto.png").is_file()
+        renderer = fig.canvas.get_renderer()
+        panels = [ax.get_window_extent(renderer) for ax in axes]
+        bar = next(a for a in fig.axes if a not in list(axes)).get_window_extent(renderer)
+        assert not any(bar.overlaps(p) for p in panels)  # the colour bar has its own space
+        for ax in axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.texts]
+            assert boxes, "no weight labels"
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        # one colour scale for both methods and panels: every scatter shares the same limits
+        clims = {c.get_clim() for ax in axes for c in ax.collections if c.get_array() is not None}
+        assert len(clims) == 1
+    finally:
+        plt.close(fig)
