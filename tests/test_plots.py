@@ -423,3 +423,21 @@ def test_eho_weight_pareto_labels_and_colour_bar_do_not_overlap(tmp_path: Path) 
         assert len(clims) == 1
     finally:
         plt.close(fig)
+
+
+def test_network_layout_without_geodata_is_a_tree_from_the_slack() -> None:
+    import pandapower.networks as pn
+
+    from experiments.plotting.network import layout, topology
+
+    net = pn.case33bw()
+    net.bus["geo"] = None
+    topo = topology(net)
+    pos, where = layout(net, topo)
+    assert where == "radial layout from the slack" and set(pos) == set(net.bus.index)
+    assert pos[0][0] == 0 and all(pos[b][0] == topo.hops[b] for b in topo.buses)
+    for b, p in topo.parent.items():  # a parent sits one column left of each child, within its children's span
+        kids = [k for k, q in topo.parent.items() if q == p]
+        assert pos[p][0] == pos[b][0] - 1
+        assert min(pos[k][1] for k in kids) <= pos[p][1] <= max(pos[k][1] for k in kids)
+    assert topo.n_mesh == 0 and len(topo.parent) == len(net.bus) - 1  # 5 open tie lines are out of service
