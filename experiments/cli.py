@@ -16,7 +16,6 @@ import typer
 
 from experiments.console import HEADLINE, print_kpis, qubo_rtp_report, warn_failures  # noqa: F401
 from experiments.console import fail as _fail
-from experiments.console import fmt_value as _fmt
 from experiments.console import guard as _guard
 from experiments.console import simulate as _simulate
 
@@ -226,17 +225,19 @@ def compare_cmd(
     args = {"mechanisms": names, "reference": reference, "bits": bits}
     with staged_output(path, command_provenance("compare", args, sc), replace=force) as staged:
         write(table, staged)
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    t = Table(title=escape(f"{sc.name}: mechanisms vs the exact optimum ({reference})"))
-    t.add_column("KPI")
-    for name in names:
-        t.add_column(name, justify="right")
+    from experiments.console import ZERO_TOL, fmt_number, show
+    from experiments.console import make_table as console_table
+
+    t = console_table(
+        f"{sc.name}: mechanisms vs the exact optimum ({reference})",
+        [("KPI", "left")] + [(name, "right") for name in names],
+    )
     for key, label in COLUMNS.items():
-        t.add_row(escape(label), *(_fmt("{:.4g}", v) for v in table[key]))
-    Console().print(t)
+        t.add_row(escape(label), *(fmt_number(v) for v in table[key]))
+    t.caption = f"4 significant digits; |value| < {ZERO_TOL:g} shown as 0; n/a: does not apply"
+    show(t)
     typer.echo(f"table written to {path.resolve()}")
 
 

@@ -524,6 +524,9 @@ class OutputSpec(_Model):
     plots: bool = True
     bus_table: bool = True
     ev_table: bool = True
+    format: list[Literal["png", "svg", "pdf"]] = Field(
+        default=["png"], min_length=1, description="file formats of the run and study plots"
+    )
 
 
 class Scenario(_Model):

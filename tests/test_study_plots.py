@@ -12,6 +12,7 @@ from scipy import stats
 
 from experiments.study_plots import (
     _kpi_label,
+    _param_label,
     _safe,
     _short,
     plot_convergence,
@@ -197,3 +198,74 @@ def test_names():
     assert _kpi_label("peak_load_kw") == "peak load [kW]"
     assert _kpi_label("user_price_usd_per_kwh") == "user price [$/kWh]"
     assert _kpi_label("energy_fulfilment") == "energy fulfilment [-]"
+
+
+# ------------------------------------------------------------------------------------------ honest drawings
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """file name → the figure as it is saved (study plots save through `study_common._save`)."""
+    import experiments.plotting.study as study_mod
+    import experiments.plotting.study_factors as factors_mod
+
+    seen: dict[str, object] = {}
+    real = study_mod._save
+
+    def capture(fig, path):
+        fig.canvas.draw()  # tick labels and offsets exist only once drawn
+        seen[Path(path).name] = {
+            "offsets": [ax.yaxis.get_offset_text().get_text() for ax in fig.axes]
+            + [ax.xaxis.get_offset_text().get_text() for ax in fig.axes],
+            "xlabels": [ax.get_xlabel() for ax in fig.axes],
+            "ylabels": [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()],
+            "clims": [im.get_clim() for ax in fig.axes for im in ax.get_images()],
+        }
+        return real(fig, path)
+
+    monkeypatch.setattr(study_mod, "_save", capture)
+    monkeypatch.setattr(factors_mod, "_save", capture)
+    return seen
+
+
+def test_response_has_plain_ticks_and_readable_labels(tmp_path, drawn):
+    # voltages near 1.01 pu that differ in the fourth decimal: matplotlib's default shows "+1.01" and 1e-4 ticks
+    points = [{"dr.participation": v} for v in (0.0, 0.2, 0.4)]
+    reps, summary = study(points, 6)
+    sel = summary.kpi == "vdi_pu"
+    mean = 1.01 + 2e-5 * summary.loc[sel, "point"].to_numpy(float)
+    summary.loc[sel, "mean"], summary.loc[sel, "ci_low"], summary.loc[sel, "ci_high"] = mean, mean - 1e-5, mean + 1e-5
+    assert_pngs(plot_response(summary, "dr.participation", ["vdi_pu"], tmp_path), ["response_dr.participation.png"])
+    fig = drawn["response_dr.participation.png"]
+    assert all(o == "" for o in fig["offsets"]), fig["offsets"]
+    assert fig["xlabels"] == ["share of customers in DR [-]"]
+    assert _param_label("param.a.some_rate_kw") == "some rate [kW] (a.some_rate_kw)"
+
+
+def test_oat_tornado_labels_parameters_readably(tmp_path, drawn):
+    points = [{"label": "baseline"}] + [{"dr.participation": v} for v in (0.0, 0.6)] + [{DR_MAX: v} for v in (0.1, 0.4)]
+    reps, summary = study(points, 6)
+    plot_tornado(summary, "peak_load_kw", tmp_path)
+    labels = drawn["tornado_peak_load_kw.png"]["ylabels"]
+    assert set(labels) == {"share of customers in DR [-]", "largest DR share of a load [-]"}
+
+
+def test_heatmap_colour_span_covers_the_confidence_intervals(tmp_path, drawn):
+    # every cell the same KPI up to noise: the colours must not make noise inside the CI look like an effect
+    points = [{"a.x": a, "b.y": b} for a, b in itertools.product((1.0, 2.0), (1.0, 2.0, 3.0))]
+    reps, summary = study(points, 8)
+    rows = summary[summary.kpi == "vdi_pu"]
+    plot_heatmap(summary, "a.x", "b.y", "vdi_pu", tmp_path)
+    lo, hi = drawn["heatmap_vdi_pu.png"]["clims"][0]
+    assert lo == pytest.approx(rows.ci_low.min()) and hi == pytest.approx(rows.ci_high.max())
+    assert hi - lo > rows["mean"].max() - rows["mean"].min()
+
+
+def test_study_plots_in_the_scenario_formats(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    reps, summary = study([{"dr.participation": v} for v in (0.0, 0.5)], 4)
+    manifest = {"kind": "sweep", "headline_kpis": KPIS, "scenario_data": {"outputs": {"format": ["png", "svg"]}}}
+    paths = plot_study(reps, summary, manifest, tmp_path)
+    assert sorted(p.name for p in paths) == ["response_dr.participation.png", "response_dr.participation.svg"]
+    assert ET.parse(tmp_path / "response_dr.participation.svg").getroot().tag.endswith("svg")
+    pdf = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path / "p", formats=["pdf"])
+    assert [p.suffix for p in pdf] == [".pdf"] and pdf[0].read_bytes()[:5] == b"%PDF-"
