@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -269,3 +270,39 @@ def test_study_plots_in_the_scenario_formats(tmp_path):
     assert ET.parse(tmp_path / "response_dr.participation.svg").getroot().tag.endswith("svg")
     pdf = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path / "p", formats=["pdf"])
     assert [p.suffix for p in pdf] == [".pdf"] and pdf[0].read_bytes()[:5] == b"%PDF-"
+
+
+def test_points_study_draws_each_point_with_its_ci(tmp_path: Path) -> None:
+    """kind = "points" (003-fdi) used to warn 'unknown study kind' and draw nothing."""
+    import unittest.mock as mock
+    import warnings as _w
+
+    from matplotlib import pyplot as plt
+
+    from experiments.plotting import study_points
+    from experiments.study_plots import plot_study
+
+    summary = pd.DataFrame(
+        {
+            "point": [0, 1, 2] * 2,
+            "label": ["baseline", "inflation 5 %", "inflation 15 %"] * 2,
+            "kpi": ["peak_load_kw"] * 3 + ["energy_losses_kwh"] * 3,
+            "n": [20] * 6,
+            "mean": [400.0, 410.0, 450.0, 90.0, 91.0, 95.0],
+            "ci_low": [390.0, 400.0, 440.0, 88.0, 89.0, 93.0],
+            "ci_high": [410.0, 420.0, 460.0, 92.0, 93.0, 97.0],
+        }
+    )
+    seen: list[Any] = []
+    real = study_points._save
+
+    def keep(fig: Any, path: Path) -> Path:
+        seen.append([[bar.get_width() for bar in ax.patches] for ax in fig.axes if ax.get_visible()])
+        return real(fig, path)
+
+    with _w.catch_warnings(), mock.patch.object(study_points, "_save", keep):
+        _w.simplefilter("error")
+        files = plot_study(pd.DataFrame(), summary, {"kind": "points"}, tmp_path, strict=True)
+    plt.close("all")
+    assert [f.name for f in files] == ["points.png"]
+    assert seen == [[[400.0, 410.0, 450.0], [90.0, 91.0, 95.0]]]  # one figure, a panel per KPI, a bar per point

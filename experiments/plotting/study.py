@@ -361,6 +361,10 @@ def _study_jobs(
             pts = sorted(ok["point"].unique()) if "point" in ok and len(ok) else [0]
             point = int(pts[0]) if pts else 0
             jobs.append(("convergence", lambda: plot_convergence(reps, headline, out, point=point)))
+    elif kind == "points":
+        from experiments.plotting.study_points import plot_points
+
+        jobs.append(("points", lambda: plot_points(summary, headline, out)))
     elif kind in ("sweep", "oat"):
         params = _design_params(summary, "baseline")
         if kind == "oat":
@@ -402,6 +406,7 @@ def plot_study(
       value of the other, and ``heatmap_<kpi>.png`` per headline KPI; over three or more: a response per parameter
       using only points where the other parameters are at their first value (stated in the title).
     * ``oat``: ``tornado_<kpi>.png`` per headline KPI and a response per parameter.
+    * ``points`` (named points, e.g. an attack study): ``points.png``, each headline KPI per point with its CI.
 
     Headline KPIs default to peak_load_kw, energy_losses_kwh, vdi_pu, vri_pu, total_cost_usd, energy_fulfilment
     (those present). A plot that fails is skipped with a warning unless ``strict=True``, so a plotting problem
@@ -428,7 +433,9 @@ def plot_study(
     jobs = _study_jobs(kind, reps, summary, headline, Path(out_dir))
     if jobs is None:
         warnings.warn(
-            f"plot_study: unknown study kind {kind!r}; allowed: montecarlo, sweep, oat", RuntimeWarning, stacklevel=2
+            f"plot_study: unknown study kind {kind!r}; allowed: montecarlo, sweep, oat, points",
+            RuntimeWarning,
+            stacklevel=2,
         )
         return []
     written: list[Path] = []
