@@ -110,7 +110,8 @@ def run(
         check_output_dir(out_dir, replace=force)
     except OutputError as err:
         _fail(str(err))
-    if sc.paper.get("compare"):
+    # qubo-dlmp's paper table is its own command (`evgrid qubo-dlmp`): `run` co-simulates such a scenario as it is
+    if sc.paper.get("compare") and sc.paper["compare"] not in OWN_COMMAND:
         from experiments.papers import run_paper
 
         _guard(lambda: run_paper(sc, out_dir, plots=plots, quiet=quiet, replace=force))
@@ -130,6 +131,12 @@ def run(
     for w in result.warnings:  # how the scenario met the network (e.g. a zone it lacks); also in provenance.json
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"results written to {path}")
+    if sc.paper.get("compare") in OWN_COMMAND:
+        typer.echo(f"the paper's table for this scenario: {OWN_COMMAND[sc.paper['compare']]}")
+
+
+#: Paper comparisons that `run` does not run (a co-simulation of the scenario instead), and the command that does.
+OWN_COMMAND = {"qubo-dlmp": "evgrid qubo-dlmp"}
 
 
 @app.command()

@@ -44,15 +44,8 @@ RTP_OUTCOMES = (
 )
 
 # Shipped items known to fail, with the reason; strict: once fixed, the XPASS fails and the entry must go
-KNOWN_FAILING = {  # scenarios
-    "qubo-dlmp-33bus-s1": "issue 20: `evgrid run` answers paper.compare: unknown 'qubo-dlmp' (`evgrid qubo-dlmp` runs it)",
-    "qubo-dlmp-33bus-s2": "issue 20: `evgrid run` answers paper.compare: unknown 'qubo-dlmp' (`evgrid qubo-dlmp` runs it)",
-}
-
-
-KNOWN_FAILING_STUDIES = {
-    "003-fdi": "issue 20: `evgrid study 003-fdi` warns unknown study kind 'points' and writes no plots",
-}
+KNOWN_FAILING: dict[str, str] = {}  # scenarios
+KNOWN_FAILING_STUDIES: dict[str, str] = {}
 
 
 def _params(names: list[str], known: dict[str, str]) -> list[object]:
@@ -167,5 +160,8 @@ def test_shipped_study_runs(name: str, tmp_path: Path) -> None:
     for kpi in spec.get("headline_kpis", []):
         rows = summary[summary["kpi"] == kpi]
         assert len(rows) == points, f"{name}: headline KPI {kpi} has {len(rows)} rows for {points} points"
-        bad = rows[~rows["mean"].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
+        finite = rows["mean"].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))
+        # n = 0: the KPI does not apply at that point (e.g. a detection rate without detection or attack), n/a
+        bad = rows[~finite & (rows["n"] > 0)]
         assert bad.empty, f"{name}: {kpi} not finite:\n{bad[['label', 'kpi', 'n', 'n_failed', 'mean']]}"
+        assert finite.any(), f"{name}: {kpi} applies at no point"
