@@ -736,11 +736,12 @@ def validate(data: dict[str, Any]) -> Scenario:
 def resolve_path(name_or_path: str | Path) -> Path:
     """A shipped scenario's name (``default``) or a path to a TOML file."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        if not p.is_file():
-            raise ScenarioError(f"scenario: file '{p}' not found")
-        return p
     shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    # a folder that happens to carry a shipped scenario's name (e.g. an earlier `--out default`) is not the scenario
+    if p.suffix == ".toml" or p.is_file() or (p.exists() and not shipped.is_file()):
+        if not p.is_file():
+            raise ScenarioError(f"scenario: '{p}' is not a file" if p.exists() else f"scenario: file '{p}' not found")
+        return p
     if not shipped.is_file():
         raise ScenarioError(
             f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}"
