@@ -49,6 +49,7 @@ from markets.base import (
     MarketRequest,
     MarketResult,
     Mechanism,
+    RequestError,
     asap_fill,
     register,
 )
@@ -298,6 +299,15 @@ def _valley_fill_kernel(
                 station_load_kw[k, s + t] += x[t]
 
 
+@_jit
+def _add_rows_at(out: np.ndarray, target: np.ndarray, src: np.ndarray) -> None:
+    """``np.add.at(out, target, src)`` for 2-d ``src`` (the same additions in the same order), without its overhead."""
+    for r in range(src.shape[0]):
+        t = target[r]
+        for j in range(src.shape[1]):
+            out[t, j] += src[r, j]
+
+
 def water_fill(load_kw: np.ndarray, cap_kw: np.ndarray, need_kw_slots: float) -> np.ndarray:
     """Fill ``need_kw_slots`` [kW·slot] into the lowest slots of ``load_kw`` without exceeding ``cap_kw`` per slot.
 
@@ -478,15 +488,19 @@ class ElasticityDR(Mechanism):
         evs, n, dt_h = request.evs, request.n_slots, request.dt_h
         p = np.zeros((len(evs), n))
         follow = evs.participates
-        p[~follow] = asap_fill(evs.select(~follow), n, dt_h)
+        p_asap = asap_fill(evs.select(~follow), n, dt_h)
+        p[~follow] = p_asap
         load = request.base_load_kw + shift + request.committed_ev_kw + p.sum(axis=0)
         station_load = None
         if request.station_cap_kw is not None:
             n_st = len(request.station_cap_kw)
+            if len(evs) and (evs.station.min() < 0 or evs.station.max() >= n_st):
+                bad = int(evs.station.max() if evs.station.max() >= n_st else evs.station.min())
+                raise RequestError(f"evs.station: got {bad}; allowed 0 … {n_st - 1} (one per station_cap_kw entry)")
             station_load = np.zeros((n_st, n))
             if request.committed_station_kw is not None:
                 station_load += request.committed_station_kw
-            np.add.at(station_load, evs.station[~follow], p[~follow])
+            _add_rows_at(station_load, evs.station[~follow], p_asap)
         if follow.any():
             p[follow] = valley_fill(evs.select(follow), n, dt_h, load, request.station_cap_kw, station_load)
         ev_kw = p.sum(axis=0)

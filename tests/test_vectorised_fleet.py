@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from markets.base import EVFlex, MarketRequest, asap_fill
+from markets.base import EVFlex, MarketRequest, RequestError, asap_fill
 from markets.elasticity_dr import ElasticityDR, valley_fill, water_fill
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,3 +221,53 @@ def test_elasticity_dr_clearing_matches_the_per_ev_reference() -> None:
     want = valley_fill_ref(evs.select(follow), n_slots, 0.25, load, cap, st_load)
     assert np.array_equal(res.p_kw[follow], want)
     assert np.array_equal(res.p_kw[~follow], p_asap)
+
+
+def test_elasticity_dr_refuses_a_station_outside_the_caps() -> None:
+    evs = EVFlex(
+        ev_id=np.arange(2),
+        bus=np.zeros(2, int),
+        station=np.array([0, 2]),
+        start_slot=np.zeros(2, int),
+        end_slot=np.array([2, 4]),
+        end_frac=np.ones(2),
+        e_need_kwh=np.ones(2),
+        p_max_kw=np.ones(2),
+        p_min_kw=np.zeros(2),
+        eta_ch=np.ones(2),
+        participates=np.array([False, True]),
+        elasticity=np.zeros(2),
+    )
+    req = MarketRequest(t0_min=0.0, dt_min=60.0, n_slots=4, evs=evs, base_load_kw=np.ones(4), station_cap_kw=np.ones(2))
+    with pytest.raises(RequestError, match="evs.station: got 2; allowed 0 … 1"):
+        ElasticityDR().clear(req)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# aggregator: the committed load per station / in total, summed without copying the plugged fleet's rows
+
+
+@pytest.fixture(scope="module")
+def midday_model():
+    """The default scenario (300 EVs) run to the evening peak, with schedules committed and curtailment seen."""
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    model = CoSimulation(load_scenario("default", ["fleet.n_evs=300"]))
+    model.env.run(until=40 * model.dt_min + 1e-9)
+    yield model
+    model.close()
+
+
+def test_aggregator_committed_load_matches_np_add_at(midday_model) -> None:
+    from agents.fleet import PLUGGED
+
+    agg, f = midday_model.aggregator, midday_model.fleet
+    rows = np.nonzero(agg.scheduled & (f.state == PLUGGED))[0]
+    assert len(rows) > 20  # the check means something only with many committed EVs
+    for k in (0, 17, 40, 60):
+        want = np.zeros((len(midday_model.station_table), agg.schedule_kw.shape[1] - k))
+        np.add.at(want, f.station[rows], agg.schedule_kw[rows, k:])
+        assert np.array_equal(agg.committed_station_kw(k), want)
+        assert want.any() or k > 40
+        assert np.array_equal(agg.committed_kw(k), agg.schedule_kw[rows, k:].sum(axis=0))
