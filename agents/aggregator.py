@@ -142,6 +142,7 @@ class Aggregator(mesa.Agent):
             (len(fleet), n_steps)
         )  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
+        self._kvar_set = False  # schedule_kvar is all zeros until a market sets reactive power
 
     def to_schedule(self) -> np.ndarray:
         """Indices of plugged EVs that need a (new) schedule."""
@@ -191,13 +192,16 @@ class Aggregator(mesa.Agent):
     def accept(self, idx: np.ndarray, k: int, result: MarketResult) -> None:
         """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
         n = result.p_kw.shape[1]
-        self.schedule_kw[idx, k:] = 0.0
+        if k + n < self.schedule_kw.shape[1]:  # a shorter horizon: nothing of an old schedule may stay behind it
+            self.schedule_kw[idx, k:] = 0.0
         self.schedule_kw[idx, k : k + n] = np.clip(
             result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None]
         )
-        self.schedule_kvar[idx, k:] = 0.0
+        if self._kvar_set:  # reactive set-points were ever stored: clear the old ones of these EVs
+            self.schedule_kvar[idx, k:] = 0.0
         if result.q_kvar is not None:
             self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection
+            self._kvar_set = True
         self.scheduled[idx] = True
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
