@@ -312,7 +312,9 @@ def water_fill(load_kw: np.ndarray, cap_kw: np.ndarray, need_kw_slots: float) ->
     """Fill ``need_kw_slots`` [kW·slot] into the lowest slots of ``load_kw`` without exceeding ``cap_kw`` per slot.
 
     Returns ``x`` [kW] with ``0 ≤ x ≤ cap`` and ``Σ x = min(need, Σ cap)`` that levels ``load + x`` (valley filling):
-    there is a level ``W`` with ``x = clip(W − load, 0, cap)``.
+    there is a level ``W`` with ``x = clip(W − load, 0, cap)``. Bit-identical to the former dense version, except
+    where that one raised IndexError (caps below an ulp of the load, so that even the highest breakpoint fills
+    less than a need just under ``Σ cap``): the level is then taken on the last segment.
     """
     load = np.ascontiguousarray(load_kw, dtype=float)
     cap = np.ascontiguousarray(cap_kw, dtype=float)
