@@ -57,6 +57,7 @@ class Point:
     curtailed_steps: int
     n_steps: int
     ev_schedules: float  # EV schedules the mechanism computed per day (an EV rescheduled each step counts each time)
+    grid_kwh: np.ndarray  # energy each EV drew from the grid in the last repetition [kWh]
 
 
 def fit_exponent(n: np.ndarray, cpu_s: np.ndarray) -> tuple[float, float]:
@@ -138,6 +139,7 @@ def measure(mechanism: str, n_evs: int, reps: int, overrides: list[str], valley:
         curtailed,
         model.n_steps,
         med(schedules),
+        model.fleet.grid_kwh.copy(),
     )
 
 
@@ -251,14 +253,18 @@ def main() -> None:
     base_sizes = [n for n in sorted(args.sizes) if n <= args.baseline_max]
     if "elasticity-dr" in args.mechanisms and base_sizes:
         print("\nbaseline in this run: elasticity-dr with the per-EV valley fill (tests/test_vectorised_fleet.py)")
-        print(f"{'EVs/day':>9}{'CPU s/day':>11}{'market CPU':>11}{'batched':>9}{'speed-up day':>13}{'market':>8}")
+        print(
+            f"{'EVs/day':>9}{'CPU s/day':>11}{'market CPU':>11}{'batched':>9}{'speed-up day':>13}{'market':>8}"
+            f"   max |Δ energy per EV| batched vs per-EV"
+        )
         ref = _reference_valley_fill()
         for n in base_sizes:
             b = measure("elasticity-dr", n, args.reps, args.set, ref)
             new = next(p for p in points if p.mechanism == "elasticity-dr" and p.n_evs == n)
             print(
                 f"{n:>9,}{b.cpu_s:>11.2f}{b.market_cpu_s:>11.2f}{new.cpu_s:>9.2f}{b.cpu_s / new.cpu_s:>12.1f}x"
-                f"{b.market_cpu_s / max(new.market_cpu_s, 1e-9):>7.0f}x",
+                f"{b.market_cpu_s / max(new.market_cpu_s, 1e-9):>7.0f}x"
+                f"   {float(np.abs(b.grid_kwh - new.grid_kwh).max()):.1e} kWh",
                 flush=True,
             )
 
