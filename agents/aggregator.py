@@ -11,9 +11,11 @@ curtailment) is rescheduled at the next step with what it still needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import mesa
+import numba
 import numpy as np
 
 from agents.fleet import PLUGGED
@@ -22,6 +24,29 @@ from markets.scoring import Scored
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
+
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
+        return numba.njit(fn)
+
+
+@_jit
+def _add_rows_at(out: np.ndarray, target: np.ndarray, rows: np.ndarray, src: np.ndarray, col0: int) -> None:
+    """``out[target[r]] += src[r, col0:col0 + out.shape[1]]`` for ``r`` in ``rows``, in that order.
+
+    The same additions in the same order as ``np.add.at(out, target[rows], src[rows, col0:])`` (so bit-identical),
+    without copying the selected rows of ``src`` first: per step that copy was the size of the whole plugged fleet
+    times the rest of the horizon.
+    """
+    m = out.shape[1]
+    for r in rows:
+        t = target[r]
+        for j in range(m):
+            out[t, j] += src[r, col0 + j]
 
 
 class MarketOperator(mesa.Agent):
@@ -117,6 +142,7 @@ class Aggregator(mesa.Agent):
             (len(fleet), n_steps)
         )  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
+        self._kvar_set = False  # schedule_kvar is all zeros until a market sets reactive power
 
     def to_schedule(self) -> np.ndarray:
         """Indices of plugged EVs that need a (new) schedule."""
@@ -150,27 +176,32 @@ class Aggregator(mesa.Agent):
 
     def committed_kw(self, k: int) -> np.ndarray:
         """EV load already committed for steps ``k …`` [kW]."""
-        rows = self.scheduled & (self.model.fleet.state == PLUGGED)
-        return self.schedule_kw[rows, k:].sum(axis=0)
+        rows = np.nonzero(self.scheduled & (self.model.fleet.state == PLUGGED))[0]
+        out = np.zeros((1, self.schedule_kw.shape[1] - k))
+        _add_rows_at(out, np.zeros(len(self.schedule_kw), np.int64), rows, self.schedule_kw, k)
+        return out[0]
 
     def committed_station_kw(self, k: int) -> np.ndarray:
         """Committed EV load per station for steps ``k …`` [kW], shape (n_stations, n_slots)."""
         f = self.model.fleet
         rows = np.nonzero(self.scheduled & (f.state == PLUGGED))[0]
         out = np.zeros((len(self.model.station_table), self.schedule_kw.shape[1] - k))
-        np.add.at(out, f.station[rows], self.schedule_kw[rows, k:])
+        _add_rows_at(out, f.station, rows, self.schedule_kw, k)
         return out
 
     def accept(self, idx: np.ndarray, k: int, result: MarketResult) -> None:
         """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
         n = result.p_kw.shape[1]
-        self.schedule_kw[idx, k:] = 0.0
+        if k + n < self.schedule_kw.shape[1]:  # a shorter horizon: nothing of an old schedule may stay behind it
+            self.schedule_kw[idx, k:] = 0.0
         self.schedule_kw[idx, k : k + n] = np.clip(
             result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None]
         )
-        self.schedule_kvar[idx, k:] = 0.0
+        if self._kvar_set:  # reactive set-points were ever stored: clear the old ones of these EVs
+            self.schedule_kvar[idx, k:] = 0.0
         if result.q_kvar is not None:
             self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection
+            self._kvar_set = True
         self.scheduled[idx] = True
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

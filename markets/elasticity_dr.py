@@ -36,6 +36,10 @@ day-ahead shift and ``request.price_usd_per_mwh`` to carry the announced tariff;
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numba
 import numpy as np
 
 from markets.base import (
@@ -45,6 +49,7 @@ from markets.base import (
     MarketRequest,
     MarketResult,
     Mechanism,
+    RequestError,
     asap_fill,
     finite_number,
     register,
@@ -102,24 +107,223 @@ def _rebalance(shift: np.ndarray, bound: np.ndarray, extra: float) -> np.ndarray
     return out
 
 
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
+        return numba.njit(fn)
+
+
+@_jit
+def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:
+    """``a[lo:lo+n].sum()`` for ``n ≤ 128`` exactly as numpy sums it (one block of its pairwise summation)."""
+    if n < 8:
+        r = 0.0
+        for i in range(n):
+            r += a[lo + i]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    m = n - n % 8
+    i = 8
+    while i < m:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        r += a[lo + i]
+        i += 1
+    return r
+
+
+@_jit
+def _half(n: int) -> int:
+    """Where numpy's pairwise summation splits ``n > 128`` items: half, rounded down to a multiple of 8."""
+    n2 = n // 2
+    return n2 - n2 % 8
+
+
+@_jit
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """``a[lo:lo+n].sum()`` with numpy's own pairwise summation (same blocks, same order: bit-identical result).
+
+    Above 128 items numpy recurses (left half + right half); here the same tree is walked with an explicit
+    stack, because numba's on-disk cache mishandles recursive functions (a cached recursive kernel crashed).
+    """
+    if n <= 128:
+        return _pairwise_block(a, lo, n)
+    los = np.empty(64, np.int64)
+    ns = np.empty(64, np.int64)
+    right = np.zeros(64, np.bool_)  # the frame is evaluating its right half (its left sum is in `left`)
+    left = np.empty(64)
+    sp = 0
+    los[0], ns[0], right[0] = lo, n, False
+    while True:
+        if ns[sp] > 128:  # descend into the left half
+            h = _half(ns[sp])
+            sp += 1
+            los[sp], ns[sp], right[sp] = los[sp - 1], h, False
+            continue
+        v = _pairwise_block(a, los[sp], ns[sp])
+        while True:  # hand v to the parent frames
+            if sp == 0:
+                return v
+            sp -= 1
+            if right[sp]:
+                v = left[sp] + v
+                continue
+            left[sp], right[sp] = v, True
+            h = _half(ns[sp])
+            sp += 1
+            los[sp], ns[sp], right[sp] = los[sp - 1] + h, ns[sp - 1] - h, False
+            break
+
+
+@_jit
+def _filled_kw_slots(level_kw: float, load_kw: np.ndarray, cap_kw: np.ndarray, n: int, buf: np.ndarray) -> float:
+    """``Σ_t clip(level − load_t, 0, cap_t)`` over the first ``n`` slots [kW·slot], summed as numpy would."""
+    for t in range(n):
+        v = level_kw - load_kw[t]
+        if v < 0.0:
+            v = 0.0
+        if v > cap_kw[t]:
+            v = cap_kw[t]
+        buf[t] = v
+    return _pairwise_sum(buf, 0, n)
+
+
+@_jit
+def _water_fill_into(
+    load_kw: np.ndarray, cap_kw: np.ndarray, n: int, need_kw_slots: float, x_kw: np.ndarray, bp: np.ndarray
+) -> None:
+    """Water-fill one EV (first ``n`` entries of the buffers) into ``x_kw``; see `water_fill` for the contract.
+
+    The level comes from the same sorted breakpoints, the same exactly summed fill at the two bracketing
+    breakpoints and the same interpolation as the dense ``slots × slots`` formulation, so the result is
+    bit-identical to it; only the bracket is found by bisection (the fill is monotone in the level, also in
+    floating point), which makes one EV ``O(n log n)`` instead of ``O(n²)``.
+    """
+    total = _pairwise_sum(cap_kw, 0, n)
+    if need_kw_slots >= total:
+        for t in range(n):
+            x_kw[t] = cap_kw[t]
+        return
+    if need_kw_slots <= 0.0:
+        for t in range(n):
+            x_kw[t] = 0.0
+        return
+    m = 2 * n
+    for t in range(n):
+        bp[t] = load_kw[t]
+        bp[n + t] = load_kw[t] + cap_kw[t]
+    bp[:m].sort()
+    # first breakpoint whose fill reaches the need (np.searchsorted(filled, need, side="left"))
+    lo, hi = 0, m  # filled[lo] < need (filled[0] = 0); filled[hi] >= need, hi = m meaning "none"
+    lo_f = 0.0
+    hi_f = 0.0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f = _filled_kw_slots(bp[mid], load_kw, cap_kw, n, x_kw)
+        if f < need_kw_slots:
+            lo, lo_f = mid, f
+        else:
+            hi, hi_f = mid, f
+    if hi == m:  # the need sits within rounding of the full fill: interpolate on the last segment
+        hi = m - 1
+        hi_f = _filled_kw_slots(bp[hi], load_kw, cap_kw, n, x_kw)
+        lo = hi - 1
+        lo_f = _filled_kw_slots(bp[lo], load_kw, cap_kw, n, x_kw)
+    lo_w, hi_w = bp[hi - 1], bp[hi]
+    if lo != hi - 1:  # pragma: no cover - bisection always ends with adjacent brackets
+        lo_f = _filled_kw_slots(lo_w, load_kw, cap_kw, n, x_kw)
+    if hi_f == lo_f:
+        w = hi_w
+    else:
+        w = lo_w + (need_kw_slots - lo_f) * (hi_w - lo_w) / (hi_f - lo_f)
+    for t in range(n):
+        v = w - load_kw[t]
+        if v < 0.0:
+            v = 0.0
+        if v > cap_kw[t]:
+            v = cap_kw[t]
+        x_kw[t] = v
+
+
+@_jit
+def _valley_fill_kernel(
+    order: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    p_max_kw: np.ndarray,
+    avail: np.ndarray,
+    need_kw_slots: np.ndarray,
+    station: np.ndarray,
+    station_cap_kw: np.ndarray,
+    station_load_kw: np.ndarray,
+    use_station: bool,
+    load_kw: np.ndarray,
+    p_kw: np.ndarray,
+) -> None:
+    """Sequential valley filling of EVs in ``order`` (in place on ``load_kw``, ``station_load_kw`` and ``p_kw``)."""
+    n_slots = load_kw.shape[0]
+    cap = np.empty(n_slots)
+    lw = np.empty(n_slots)
+    x = np.empty(n_slots)
+    bp = np.empty(2 * n_slots)
+    for i in order:
+        s, e = start[i], end[i]
+        n = e - s
+        k = station[i]
+        for t in range(n):
+            c = p_max_kw[i] * avail[i, s + t]
+            if use_station:
+                room = station_cap_kw[k] - station_load_kw[k, s + t]
+                if room < 0.0:
+                    room = 0.0
+                if room < c:
+                    c = room
+            cap[t] = c
+            lw[t] = load_kw[s + t]
+        _water_fill_into(lw, cap, n, need_kw_slots[i], x, bp)
+        for t in range(n):
+            p_kw[i, s + t] = x[t]
+            load_kw[s + t] += x[t]
+            if use_station:
+                station_load_kw[k, s + t] += x[t]
+
+
+@_jit
+def _add_rows_at(out: np.ndarray, target: np.ndarray, src: np.ndarray) -> None:
+    """``np.add.at(out, target, src)`` for 2-d ``src`` (the same additions in the same order), without its overhead."""
+    for r in range(src.shape[0]):
+        t = target[r]
+        for j in range(src.shape[1]):
+            out[t, j] += src[r, j]
+
+
 def water_fill(load_kw: np.ndarray, cap_kw: np.ndarray, need_kw_slots: float) -> np.ndarray:
     """Fill ``need_kw_slots`` [kW·slot] into the lowest slots of ``load_kw`` without exceeding ``cap_kw`` per slot.
 
-    Returns ``x`` with ``0 ≤ x ≤ cap`` and ``Σ x = min(need, Σ cap)`` that levels ``load + x`` (valley filling):
-    there is a level ``W`` with ``x = clip(W − load, 0, cap)``.
+    Returns ``x`` [kW] with ``0 ≤ x ≤ cap`` and ``Σ x = min(need, Σ cap)`` that levels ``load + x`` (valley filling):
+    there is a level ``W`` with ``x = clip(W − load, 0, cap)``. Bit-identical to the former dense version, except
+    where that one raised IndexError (caps below an ulp of the load, so that even the highest breakpoint fills
+    less than a need just under ``Σ cap``): the level is then taken on the last segment.
     """
-    total = cap_kw.sum()
-    if need_kw_slots >= total:
-        return cap_kw.copy()
-    if need_kw_slots <= 0:
-        return np.zeros_like(cap_kw)
-    bp = np.sort(np.concatenate([load_kw, load_kw + cap_kw]))
-    filled = np.clip(bp[:, None] - load_kw[None, :], 0.0, cap_kw[None, :]).sum(axis=1)
-    i = int(np.searchsorted(filled, need_kw_slots))
-    lo_w, hi_w = bp[i - 1], bp[i]
-    lo_f, hi_f = filled[i - 1], filled[i]
-    w = hi_w if hi_f == lo_f else lo_w + (need_kw_slots - lo_f) * (hi_w - lo_w) / (hi_f - lo_f)
-    return np.clip(w - load_kw, 0.0, cap_kw)
+    load = np.ascontiguousarray(load_kw, dtype=float)
+    cap = np.ascontiguousarray(cap_kw, dtype=float)
+    if load.shape != cap.shape or load.ndim != 1:
+        raise ValueError(f"water_fill: load_kw {load.shape} and cap_kw {cap.shape} must be equal 1-d shapes")
+    x = np.empty(load.size)
+    _water_fill_into(load, cap, load.size, float(need_kw_slots), x, np.empty(2 * load.size))
+    return x
 
 
 def valley_fill(
@@ -131,6 +335,12 @@ def valley_fill(
     station_load_kw: np.ndarray | None = None,
 ) -> np.ndarray:
     """Schedule EVs one after another (earliest departure first) into the valley of ``load_kw``.
+
+    Each EV is water-filled (`water_fill`) against the load left by the EVs before it, within its window, its
+    rate limit and its station's remaining cap. The order matters (an EV fills on top of the earlier ones), so
+    the fleet runs in one compiled pass (numba) instead of a Python loop over EVs; the result is bit-identical
+    to filling the EVs one by one with the dense formulation (tests/test_vectorised_fleet.py keeps that as the
+    reference).
 
     Args:
         evs: EVs to schedule.
@@ -144,27 +354,41 @@ def valley_fill(
         Grid-side power per EV and slot [kW], shape (n_evs, n_slots).
     """
     p = np.zeros((len(evs), n_slots))
-    load = np.asarray(load_kw, float).copy()
-    avail = evs.availability(n_slots)
-    st_load = None
+    if len(evs) == 0:
+        return p
+    # the compiled kernel does not check bounds: refuse what would read outside the arrays
+    if evs.start_slot.min() < 0 or evs.end_slot.max() > n_slots:
+        raise ValueError(f"valley_fill: EV windows must lie in [0, n_slots={n_slots}]")
+    load = np.array(load_kw, dtype=float)  # a copy: the kernel adds the EVs to it
+    if load.shape != (n_slots,):
+        raise ValueError(f"valley_fill: load_kw has shape {load.shape}, expected ({n_slots},)")
+    use_station = station_cap_kw is not None
     if station_cap_kw is not None:
+        st_cap = np.ascontiguousarray(station_cap_kw, dtype=float)
         st_load = (
-            np.zeros((len(station_cap_kw), n_slots))
-            if station_load_kw is None
-            else station_load_kw.astype(float).copy()
+            np.zeros((len(st_cap), n_slots)) if station_load_kw is None else np.array(station_load_kw, dtype=float)
         )
-    for i in np.argsort(evs.end_slot, kind="stable"):
-        s, e = int(evs.start_slot[i]), int(evs.end_slot[i])
-        cap = evs.p_max_kw[i] * avail[i, s:e]
-        if st_load is not None:
-            assert station_cap_kw is not None  # st_load exists only with caps
-            k = int(evs.station[i])
-            cap = np.minimum(cap, np.maximum(station_cap_kw[k] - st_load[k, s:e], 0.0))
-        x = water_fill(load[s:e], cap, evs.e_need_kwh[i] / evs.eta_ch[i] / dt_h)
-        p[i, s:e] = x
-        load[s:e] += x
-        if st_load is not None:
-            st_load[int(evs.station[i]), s:e] += x
+        if st_load.shape != (len(st_cap), n_slots) or evs.station.min() < 0 or evs.station.max() >= len(st_cap):
+            raise ValueError(
+                f"valley_fill: stations must index station_cap_kw ({len(st_cap)} stations) and station_load_kw "
+                f"must have shape ({len(st_cap)}, {n_slots}), got {st_load.shape}"
+            )
+    else:
+        st_cap, st_load = np.zeros(1), np.zeros((1, n_slots))
+    _valley_fill_kernel(
+        np.argsort(evs.end_slot, kind="stable"),
+        evs.start_slot,
+        evs.end_slot,
+        evs.p_max_kw,
+        evs.availability(n_slots),
+        evs.e_need_kwh / evs.eta_ch / dt_h,  # [kW·slot], as the per-EV formula divides
+        evs.station if use_station else np.zeros(len(evs), np.int64),
+        st_cap,
+        st_load,
+        use_station,
+        load,
+        p,
+    )
     return p
 
 
@@ -267,15 +491,19 @@ class ElasticityDR(Mechanism):
         evs, n, dt_h = request.evs, request.n_slots, request.dt_h
         p = np.zeros((len(evs), n))
         follow = evs.participates
-        p[~follow] = asap_fill(evs.select(~follow), n, dt_h)
+        p_asap = asap_fill(evs.select(~follow), n, dt_h)
+        p[~follow] = p_asap
         load = request.base_load_kw + shift + request.committed_ev_kw + p.sum(axis=0)
         station_load = None
         if request.station_cap_kw is not None:
             n_st = len(request.station_cap_kw)
+            if len(evs) and (evs.station.min() < 0 or evs.station.max() >= n_st):
+                bad = int(evs.station.max() if evs.station.max() >= n_st else evs.station.min())
+                raise RequestError(f"evs.station: got {bad}; allowed 0 … {n_st - 1} (one per station_cap_kw entry)")
             station_load = np.zeros((n_st, n))
             if request.committed_station_kw is not None:
                 station_load += request.committed_station_kw
-            np.add.at(station_load, evs.station[~follow], p[~follow])
+            _add_rows_at(station_load, evs.station[~follow], p_asap)
         if follow.any():
             p[follow] = valley_fill(evs.select(follow), n, dt_h, load, request.station_cap_kw, station_load)
         ev_kw = p.sum(axis=0)
