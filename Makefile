@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_eho_vs_mealpy.py
 	$(BIN)/python bench/bench_qubo_eva.py
 	$(BIN)/python bench/bench_qubo_rtp.py
+	$(BIN)/python bench/bench_startup.py
+	$(BIN)/python bench/bench_scaling.py
 
 clean:
 	rm -rf $(VENV) results

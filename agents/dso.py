@@ -33,7 +33,7 @@ every power flow, so curtailment sees the grid with its reactive support.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mesa
 import numpy as np
@@ -115,11 +115,22 @@ class DSO(mesa.Agent):
         self.pf_time_s = 0.0
         self.n_pf = 0
 
-    def _solve(self, p_mw: np.ndarray, q_mvar: np.ndarray) -> PowerFlowResult:
+    def _solve(self, p_mw: np.ndarray, q_mvar: np.ndarray, *, probe: bool = False) -> PowerFlowResult:
+        """One power flow. ``probe``: a bisection trial whose failure only means "curtail more", so the fast
+        engine's pandapower fallback (two ``pp.runpp`` of up to 50 iterations, ~60 % of a 100 k-EV day when the
+        feeder is overloaded) is skipped; the step's recorded solution always has the full fallback."""
         import time
 
         t = time.perf_counter()
-        res = self.engine.solve(p_mw, q_mvar)
+        fast: Any = getattr(self.engine, "inner", self.engine)  # under the generators' load-following wrapper
+        keep = getattr(fast, "fallback", None)
+        if probe and keep:
+            fast.fallback = False
+        try:
+            res = self.engine.solve(p_mw, q_mvar)
+        finally:
+            if probe and keep:
+                fast.fallback = keep
         self.pf_time_s += time.perf_counter() - t
         self.n_pf += 1
         return res
@@ -255,15 +266,15 @@ class DSO(mesa.Agent):
         q_ev = q_set.copy()
         droop = self.volt_var is not None and s_ev_kva is not None and s_ev_kva.sum() > 0
 
-        def solve(factor: np.ndarray) -> PowerFlowResult:
+        def solve(factor: np.ndarray, probe: bool = False) -> PowerFlowResult:
             nonlocal q_ev
             p = (p_fixed + ev_dis + ev_charge * factor) / 1000.0
             if not droop:
-                return self._solve(p, (q_fixed - q_set) / 1000.0)
+                return self._solve(p, (q_fixed - q_set) / 1000.0, probe=probe)
             assert s_ev_kva is not None and self.volt_var is not None, "droop needs the curve and the EV ratings"
             headroom = np.sqrt(np.maximum(s_ev_kva**2 - (ev_charge * factor - ev_dis) ** 2, 0.0))
             lo, hi = -headroom - np.minimum(q_set, 0.0), headroom - np.maximum(q_set, 0.0)
-            res = self._solve(p, (q_fixed - q_ev) / 1000.0)
+            res = self._solve(p, (q_fixed - q_ev) / 1000.0, probe=probe)
             for _ in range(8):
                 if not res.converged:
                     break
@@ -272,7 +283,7 @@ class DSO(mesa.Agent):
                 if np.max(np.abs(target - q_ev)) < 0.1:  # [kVAr]
                     break
                 q_ev = q_ev + 0.6 * (target - q_ev)  # damped: the curve's gain times the grid's dV/dQ may exceed 1
-                res = self._solve(p, (q_fixed - q_ev) / 1000.0)
+                res = self._solve(p, (q_fixed - q_ev) / 1000.0, probe=probe)
             return res
 
         n0 = self.n_pf
@@ -336,7 +347,7 @@ class DSO(mesa.Agent):
             return step(best, factor(hi), True)
         for _ in range(10):
             mid = 0.5 * (lo + hi)
-            trial = solve(factor(mid))
+            trial = solve(factor(mid), probe=True)
             if ok(trial):
                 hi, best = mid, trial
             else:
