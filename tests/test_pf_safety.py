@@ -320,3 +320,20 @@ def test_kerber_dorfnetz_half_voltage_operating_points_are_kept(tmp_path: Path) 
         np.testing.assert_allclose(rec.vm[k], want.vm_pu, rtol=0, atol=VM_TOL)
     for k in s.index[~s["converged"]][:3]:
         assert not ref.solve(rec.p_net_bus[k] / 1000.0, rec.q_net_bus[k] / 1000.0, init="dc").converged
+
+
+def test_curtailment_probes_skip_the_pandapower_fallback_and_restore_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bisection trial that fails only means "curtail more": no pp.runpp for it; every other solve keeps the
+    fallback (and the engine's setting is restored even when the solve raises)."""
+    sim = CoSimulation(load_scenario("default", ["fleet.n_evs=20", "time.horizon_h=1"]))
+    dso = sim.dso
+    fast = getattr(dso.engine, "inner", dso.engine)
+    assert isinstance(fast, FastPowerFlow) and fast.fallback
+    calls: list[str] = []
+    monkeypatch.setattr(fast, "_pandapower_start", lambda p, q, init: calls.append(init))
+    n = len(sim.network.base_p_kw)
+    p = np.full(n, 50.0)  # 50 MW at every bus of a 12.66 kV feeder: no solution
+    assert not dso._solve(p, np.zeros(n), probe=True).converged
+    assert calls == [] and fast.fallback
+    assert not dso._solve(p, np.zeros(n)).converged
+    assert calls == ["dc", "flat"]
