@@ -667,7 +667,15 @@ def get(name: str) -> Callable[..., Mechanism]:
 
 
 def _load_builtin() -> None:
-    from markets import eho_bilevel, elasticity_dr, milp, qubo_dlmp, qubo_rtp, uncontrolled  # noqa: F401  (registration)
+    from markets import (  # noqa: F401  (registration)
+        eho_bilevel,
+        elasticity_dr,
+        external,
+        milp,
+        qubo_dlmp,
+        qubo_rtp,
+        uncontrolled,
+    )
 
 
 def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | None = None) -> np.ndarray:
