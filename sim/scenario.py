@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sim.attack_kinds import AttackKindName, on_measurements
+
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
 
 
@@ -384,45 +386,15 @@ class StationGroup(_Model):
 class AttackSpec(_Model):
     """A false-data-injection attack applied at a tap (see `agents.attacker`).
 
-    ``kind``: ``station-inflation`` (stations report more committed EV load than they have: channel
-    ``station_reports``), ``elasticity`` (the DR elasticities the market uses are scaled: channel ``elasticity``),
-    ``price-scale`` (the announced price toward the market's schedules is scaled: channel ``price_signal``),
-    ``measurement-bias`` (a random ``share`` of the DSO's measurements is offset by ``magnitude`` standard
-    deviations: channel ``dso_measurements``), ``measurement-stealth`` (the AC-consistent ``h(x + c) − h(x)``
-    attack that lowers the estimated |V| by ``magnitude`` pu at a ``share`` of the buses, with full knowledge of
-    the network and state). Measurement attacks need ``detection.state_estimation``.
-    Targets are explicit station indices [pandapower-free 0-based station rows] or a random ``share`` drawn from
-    the run's ``attack`` stream. The attack acts on slots whose time lies in ``[start_h, end_h)`` (hours since
-    the run started), ramping in linearly over ``ramp_h``.
-
-    Further kinds:
-
-    * ``load-redistribution`` (channel ``dso_measurements``): the load measured at a ``share`` of the non-slack
-      buses is moved from half of them to the other half, total load unchanged, each bus changed by at most
-      ``|magnitude|`` of its load (relative). ``stealth = false`` falsifies only the P injections (inconsistent
-      with the flows and voltages, so the χ² test sees it); ``stealth = true`` replaces every measurement by its
-      AC-consistent value ``z + h(x') − h(x)`` with ``x'`` the power-flow state of the redistributed loads.
-    * ``replay`` (channel ``channel``: ``dso_measurements`` or ``station_reports``): the channel carries the
-      values recorded ``delay_steps`` steps earlier (``freeze = true``: the last value before the window opened).
-      Targets are not used (the whole message is replayed).
-    * ``soc-falsification`` (channel ``ev_reports``): a ``share`` of EVs [fleet rows] report an energy need
-      scaled by ``1 + magnitude`` (relative; the reported SOC follows).
-    * ``price-delay`` (channel ``price_signal``): a ``share`` of EVs [fleet rows] receive the price signal (and the
-      schedule that goes with it) ``delay_steps`` steps late, so they act on stale prices meanwhile.
+    ``kind``: one of `sim.attack_kinds.KINDS`, where each kind is declared once with the tap channel it
+    falsifies, what its targets are and what it does. Measurement attacks need ``detection.state_estimation``.
+    Targets are explicit indices (station rows, measurement indices, non-slack buses or EV fleet rows, by kind) or
+    a random ``share`` drawn from the run's ``attack`` stream. The attack acts on slots whose time lies in
+    ``[start_h, end_h)`` (hours since the run started), ramping in linearly over ``ramp_h``.
     """
 
     label: str = ""
-    kind: Literal[
-        "station-inflation",
-        "elasticity",
-        "price-scale",
-        "measurement-bias",
-        "measurement-stealth",
-        "load-redistribution",
-        "replay",
-        "soc-falsification",
-        "price-delay",
-    ]
+    kind: AttackKindName
     share: float = Field(0.15, ge=0, le=1)
     targets: list[int] | None = None
     magnitude: float = Field(
@@ -456,11 +428,7 @@ class AttackSpec(_Model):
     @property
     def on_measurements(self) -> bool:
         """Whether the attack falsifies the DSO's measurements (needs state estimation)."""
-        return (
-            self.kind.startswith("measurement")
-            or self.kind == "load-redistribution"
-            or (self.kind == "replay" and self.channel == "dso_measurements")
-        )
+        return on_measurements(self.kind, self.channel)
 
 
 class DetectionSpec(_Model):
