@@ -205,3 +205,19 @@ def test_attack_kinds_are_declared_once_and_the_schema_and_attacker_derive_from_
     assert not AttackSpec(kind="replay", channel="station_reports").on_measurements
     with pytest.raises(ScenarioError, match="attacks.0.kind: Input should be 'station-inflation'"):
         load_scenario("default", ['attacks=[{kind="nope"}]'], 1)
+
+
+def test_bids_tap_sees_every_real_time_request_and_only_those() -> None:
+    """The ``bids`` tap is applied where requests are built (`sim.interface`): each real-time request passes it
+    once, on its way to the mechanism; day-ahead requests do not."""
+    m = CoSimulation(load_scenario("default", [*BASE, "time.horizon_h=2"], 3))
+    seen: list[bool] = []
+
+    def spy(req, k):  # type: ignore[no-untyped-def]
+        seen.append(req.day_ahead)
+        return req, False
+
+    m.taps.register("bids", spy)
+    m.run()
+    assert seen and not any(seen)
+    assert len(seen) == len(m.taps.labels["bids"])
