@@ -111,7 +111,6 @@ class FastPowerFlow:
         self._base_mva = float(internal["baseMVA"])
         bus = np.real(internal["bus"])
         gen = np.real(internal["gen"])
-        branch = internal["branch"]
         ref = np.asarray(internal["ref"], dtype=np.int64)
         pv = np.asarray(internal["pv"], dtype=np.int64)
         pq = np.asarray(internal["pq"], dtype=np.int64)
@@ -129,7 +128,24 @@ class FastPowerFlow:
         Y = sp.csr_matrix(internal["Ybus"])[perm][:, perm].tocsr()
         Y.sum_duplicates()
 
-        # --- bus lookup: net.bus position -> internal position ----------------------------------------------
+        self._map_buses(net_c, internal, ref, inv)
+        self._fixed_injections(bus, gen, internal, perm)
+        self._start_vectors(bus, gen, internal, perm, ok)
+        self._jacobian_pattern(Y)
+        self._compile_branches(net_c, internal, perm, inv, trafo_loading)
+        if self._dense:
+            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
+        self._last_lu: tuple[np.ndarray, np.ndarray] | None = None  # LU of the last dense Newton step
+        flat = np.ones(n, dtype=np.complex128)
+        flat[: self._npv] = self._v_set
+        flat[self._m :] = self._v_ref
+        self._v_flat = flat
+        # sign of det(J) on the operable branch (0: singular at no load, the branch test is then skipped)
+        self._branch_sign = self._jacobian_sign(self._v_start)
+
+    def _map_buses(self, net_c: pandapowerNet, internal: dict, ref: np.ndarray, inv: np.ndarray) -> None:
+        """Bus lookup: net.bus position -> internal position (and the fast gather paths when the map is a bijection)."""
+        n = len(inv)
         lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
         bus_idx = net_c.bus.index.to_numpy(np.int64)
         self._bus_index = bus_idx.copy()
@@ -155,7 +171,8 @@ class FastPowerFlow:
             g[self._bus_dst] = self._bus_src
             self._in_gather = g
 
-        # --- fixed injections (gens, wards, ...) without the caller's loads and the slack ------------------
+    def _fixed_injections(self, bus: np.ndarray, gen: np.ndarray, internal: dict, perm: np.ndarray) -> None:
+        """Fixed injections (gens, wards, ...) without the caller's loads and the slack [pu], in internal order."""
         s_fixed = -(bus[:, PD] + 1j * bus[:, QD]) / self._base_mva
         ref_gens = np.asarray(internal.get("ref_gens", []), dtype=np.int64)
         non_ref = np.ones(gen.shape[0], dtype=bool)
@@ -164,7 +181,9 @@ class FastPowerFlow:
         np.add.at(s_fixed, gbus, gen[non_ref, PG] / self._base_mva)
         self._s_fixed = s_fixed[perm].astype(np.complex128)
 
-        # --- voltage set-points and start vector --------------------------------------------------------------
+    def _start_vectors(self, bus: np.ndarray, gen: np.ndarray, internal: dict, perm: np.ndarray, ok: bool) -> None:
+        """Voltage set-points and the start vector (the no-load solution when pandapower's run converged)."""
+        n = bus.shape[0]
         # magnitudes from the generator/ext_grid set-points, slack angle from the bus (pandapower's V0 convention)
         vg = np.ones(n)
         vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
@@ -180,7 +199,8 @@ class FastPowerFlow:
         self._v_start = start
         self._v_warm = start.copy()
 
-        # --- matrices for mismatch and Jacobian ----------------------------------------------------------------
+    def _jacobian_pattern(self, Y: sp.csr_matrix) -> None:
+        """Matrices for the mismatch and the Jacobian: sparsity pattern, block offsets, diagonals, dense or sparse LU."""
         m, npv, npq = self._m, self._npv, self._npq
         dim = m + npq
         self._dense = dim <= self.dense_max_dim
@@ -233,7 +253,12 @@ class FastPowerFlow:
             self._jperm = pattern.data.astype(np.int64) - 1
             self._J = pattern
 
-        # --- branches ---------------------------------------------------------------------------------------------
+    def _compile_branches(
+        self, net_c: pandapowerNet, internal: dict, perm: np.ndarray, inv: np.ndarray, trafo_loading: str
+    ) -> None:
+        """Branches: from/to admittances, base currents, line and trafo maps and the loading scales."""
+        bus = np.real(internal["bus"])
+        branch = internal["branch"]
         Yf = sp.csr_matrix(internal["Yf"])[:, perm].tocoo()
         Yt = sp.csr_matrix(internal["Yt"])[:, perm].tocoo()
         fb = inv[np.real(branch[:, F_BUS]).astype(np.int64)]
@@ -270,15 +295,6 @@ class FastPowerFlow:
             else:
                 self._tr_scale_f = 100.0 / sn / denom
                 self._tr_scale_t = self._tr_scale_f
-        if self._dense:
-            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
-        self._last_lu: tuple[np.ndarray, np.ndarray] | None = None  # LU of the last dense Newton step
-        flat = np.ones(n, dtype=np.complex128)
-        flat[: self._npv] = self._v_set
-        flat[self._m :] = self._v_ref
-        self._v_flat = flat
-        # sign of det(J) on the operable branch (0: singular at no load, the branch test is then skipped)
-        self._branch_sign = self._jacobian_sign(self._v_start)
 
     # ------------------------------------------------------------------------------------------------------------
     @staticmethod
