@@ -69,9 +69,6 @@ def run_eho_paper(
     Returns:
         dict of the tables (DataFrames) and the headline numbers.
     """
-    from markets.eho_bilevel import exact_upper_level, solve
-    from sim.model import CoSimulation, tariff
-
     t_start = time.perf_counter()
     sc = load_scenario(scenario, seed=seed)
     seed = sc.seed
@@ -88,8 +85,62 @@ def run_eho_paper(
         "n_elite": int(p.get("n_elite", 2)),
     }
     seeds = [seed + i for i in range(2 if quick else 5)]
+    run = {"sc": sc, "seed": seed, "quick": quick, "reach": reach, "n_el": n_el, "n_it": n_it, "eho_kw": eho_kw}
 
     # 1. the paper's model: uncontrolled, EHO with station choice, EHO at fixed stations
+    pm = _paper_model(run)
+    # 2. the closed loop: the co-simulation with uncontrolled and eho-bilevel (same seed: same EVs)
+    sims = _closed_loop(sc, pm, out, plots=plots, quick=quick)
+    tables = paper_tables(pm["cases"], sc.paper, pm["util"], pm["peak_hour"])
+    # 3. Table 9: the weight study (EHO as in the paper, and DE at the same budget), and the lower-level weight ε
+    weights, eps_table = _weight_study(run), _epsilon_study(run)
+    # 4. judging the search: equal budgets on the paper problem, and the exact optimum of a small instance
+    js = _judge_search(pm["prob_c"], pm["prob_f"], seeds=seeds, run=run)
+
+    _write_tables(out, tables, weights, eps_table, js)
+    headline = _headline(pm, js, sims, t_start, seed=seed, quick=quick)
+    md = _markdown(run, tables, weights, eps_table, pm, js)
+    (out / "paper_comparison.md").write_text("\n".join(md) + "\n")
+    if plots:
+        _paper_plots(out, pm, js["hist_c"], sims, weights, n_el=n_el, n_it=n_it)
+    if not quiet:
+        print((out / "paper_comparison.md").read_text())
+        print(f"results written to {out.resolve()}")
+    return {
+        **tables,
+        "table9_weights": weights,
+        "epsilon_sensitivity": eps_table,
+        "search": js["search"],
+        "headline": headline,
+        "cases": pm["cases"],
+    }
+
+
+def _write_tables(
+    out: Path, tables: dict[str, pd.DataFrame], weights: pd.DataFrame, eps_table: pd.DataFrame, js: dict[str, Any]
+) -> None:
+    """Every table as CSV under ``out/tables``, and the paper-vs-ours rows of all of them in one long CSV."""
+    for name, df in {
+        **tables,
+        "table9_weights": weights,
+        "epsilon_sensitivity": eps_table,
+        "search_comparison": js["search"],
+        "search_runs": js["runs"],
+    }.items():
+        df.to_csv(out / "tables" / f"{name}.csv", index=False)
+    long = []
+    for name, df in tables.items():
+        if "metric" in df:
+            long.append(df.assign(table=name))
+    pd.concat(long, ignore_index=True).to_csv(out / "paper_comparison.csv", index=False)
+
+
+def _paper_model(run: dict[str, Any]) -> dict[str, Any]:
+    """The paper's model solved: EHO with station choice and at fixed stations, beside uncontrolled charging; the
+    case metrics, station utilisation and peak hours of the three, and the search's wall time and speed."""
+    from markets.eho_bilevel import solve
+
+    sc, reach, seed, n_el, n_it, eho_kw = (run[k] for k in ("sc", "reach", "seed", "n_el", "n_it", "eho_kw"))
     prob_c, ctx = problem_from_scenario(sc, reach=reach)
     prob_f, _ = problem_from_scenario(sc, reach=0)
     unc = prob_c.baseline.response
@@ -121,8 +172,19 @@ def run_eho_paper(
         "eho-choice": _peak_hour(prob_c, r_c, tod),
         "eho-fixed": _peak_hour(prob_f, r_f, tod),
     }
+    return {
+        **{"prob_c": prob_c, "prob_f": prob_f, "ctx": ctx, "tod": tod, "unc": unc, "r_c": r_c, "r_f": r_f},
+        **{"sol_c": sol_c, "j_c": j_c, "j_f": j_f, "eho_wall": eho_wall, "ll_ms": ll_ms},
+        **{"cases": cases, "util": util, "peak_hour": peak_hour},
+    }
 
-    # 2. the closed loop: the co-simulation with uncontrolled and eho-bilevel (same seed: same EVs)
+
+def _closed_loop(sc: Any, pm: dict[str, Any], out: Path, *, plots: bool, quick: bool) -> dict[str, RunResult]:
+    """The co-simulation with uncontrolled and eho-bilevel (same seed: same EVs), written under ``out``; adds
+    their cases, utilisation and peak hours to ``pm``'s."""
+    from sim.model import CoSimulation, tariff
+
+    prob_c, cases, util, peak_hour = pm["prob_c"], pm["cases"], pm["util"], pm["peak_hour"]
     sims = {}
     base_price = None
     for name, mech in (("sim-uncontrolled", "uncontrolled"), ("sim-eho", "eho-bilevel")):
@@ -147,11 +209,14 @@ def run_eho_paper(
             plotter = plot_run
         res.write(out / name, plots=plotter, replace=True)
         cases[name], util[name], peak_hour[name] = _sim_case(prob_c, res, v, base_price)
-    sim_info = sims["sim-eho"].kpis
+    return sims
 
-    tables = paper_tables(cases, sc.paper, util, peak_hour)
 
-    # 3. Table 9: the weight study (EHO as in the paper, and DE at the same budget)
+def _weight_study(run: dict[str, Any]) -> pd.DataFrame:
+    """Table 9: the weight factors of eq. 9, EHO as in the paper and DE at the same budget, the paper's beside."""
+    from markets.eho_bilevel import solve
+
+    sc, reach, seed, n_el, n_it, eho_kw = (run[k] for k in ("sc", "reach", "seed", "n_el", "n_it", "eho_kw"))
     ws_rows = []
     for w, p_rev, p_var, p_wait, p_fit in TABLE9:
         pw, _ = problem_from_scenario(sc, reach=reach, weights=w)
@@ -183,8 +248,14 @@ def run_eho_paper(
                     "paper_fitness": p_fit,
                 }
             )
-    weights = pd.DataFrame(ws_rows)
-    # the lower-level weight ε (not in the paper) as a sensitivity
+    return pd.DataFrame(ws_rows)
+
+
+def _epsilon_study(run: dict[str, Any]) -> pd.DataFrame:
+    """The lower-level weight ε (not in the paper) as a sensitivity, EHO."""
+    from markets.eho_bilevel import solve
+
+    sc, reach, seed, n_el, n_it, eho_kw = (run[k] for k in ("sc", "reach", "seed", "n_el", "n_it", "eho_kw"))
     eps_rows = []
     for eps in (0.1, 0.25, 0.5, 1.0):
         pe, _ = problem_from_scenario(sc, reach=reach)
@@ -203,9 +274,15 @@ def run_eho_paper(
                 "energy_fulfilment": m["energy_fulfilment"],
             }
         )
-    eps_table = pd.DataFrame(eps_rows)
+    return pd.DataFrame(eps_rows)
 
-    # 4. judging the search: equal budgets on the paper problem, and the exact optimum of a small instance
+
+def _judge_search(prob_c: Any, prob_f: Any, *, seeds: list[int], run: dict[str, Any]) -> dict[str, Any]:
+    """Equal budgets on the paper problem (station choice, fixed stations), and the exact optimum of a small
+    instance as the reference of the searches on it."""
+    from markets.eho_bilevel import exact_upper_level
+
+    reach, n_el, n_it, eho_kw = (run[k] for k in ("reach", "n_el", "n_it", "eho_kw"))
     cmp_c, hist_c = compare_searches(prob_c, seeds=seeds, n_elephants=n_el, n_iter=n_it, eho_kw=eho_kw)
     cmp_f, _ = compare_searches(prob_f, seeds=seeds, n_elephants=n_el, n_iter=n_it, eho_kw=eho_kw)
     summ_c, summ_f = _summary(cmp_c), _summary(cmp_f)
@@ -220,38 +297,46 @@ def run_eho_paper(
     summ_s = _summary(cmp_s, reference=exact["objective"])
     summ_s.insert(0, "problem", "small (2 EVs, 1 port, 5 slots): gap to the exact optimum")
     search = pd.concat([summ_c, summ_f, summ_s], ignore_index=True)
+    runs = pd.concat([cmp_c.assign(problem="choice"), cmp_f.assign(problem="fixed"), cmp_s.assign(problem="small")])
+    gap = float(summ_c.set_index("method").loc["eho", "gap_mean_to_reference"])
+    return {"search": search, "runs": runs, "hist_c": hist_c, "exact": exact, "exact_s": exact_s, "gap": gap}
 
-    # write
-    for name, df in {
-        **tables,
-        "table9_weights": weights,
-        "epsilon_sensitivity": eps_table,
-        "search_comparison": search,
-        "search_runs": pd.concat(
-            [cmp_c.assign(problem="choice"), cmp_f.assign(problem="fixed"), cmp_s.assign(problem="small")]
-        ),
-    }.items():
-        df.to_csv(out / "tables" / f"{name}.csv", index=False)
-    long = []
-    for name, df in tables.items():
-        if "metric" in df:
-            long.append(df.assign(table=name))
-    pd.concat(long, ignore_index=True).to_csv(out / "paper_comparison.csv", index=False)
-    headline = {
-        "eho_wall_time_s": eho_wall,
-        "eho_n_evals": sol_c["n_evals"],
-        "lower_level_ms_per_candidate": ll_ms,
-        "objective_eho_choice": j_c,
-        "objective_eho_fixed": j_f,
+
+def _headline(
+    pm: dict[str, Any], js: dict[str, Any], sims: dict[str, RunResult], t_start: float, *, seed: int, quick: bool
+) -> dict[str, Any]:
+    """The headline numbers of the run (wall times, evaluations, objectives, the exact small optimum)."""
+    sim_info = sims["sim-eho"].kpis
+    exact = js["exact"]
+    return {
+        "eho_wall_time_s": pm["eho_wall"],
+        "eho_n_evals": pm["sol_c"]["n_evals"],
+        "lower_level_ms_per_candidate": pm["ll_ms"],
+        "objective_eho_choice": pm["j_c"],
+        "objective_eho_fixed": pm["j_f"],
         "exact_small_objective": exact["objective"],
         "exact_small_n_lp": exact["n_lp"],
-        "exact_small_time_s": exact_s,
-        "gap_eho_to_best_other_choice": float(summ_c.set_index("method").loc["eho", "gap_mean_to_reference"]),
+        "exact_small_time_s": js["exact_s"],
+        "gap_eho_to_best_other_choice": js["gap"],
         "sim_market_wall_time_s": float(sim_info.get("time_market_s", float("nan"))),
         "wall_time_s": time.perf_counter() - t_start,
         "seed": seed,
         "quick": quick,
     }
+
+
+def _markdown(
+    run: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    weights: pd.DataFrame,
+    eps_table: pd.DataFrame,
+    pm: dict[str, Any],
+    js: dict[str, Any],
+) -> list[str]:
+    """The lines of ``paper_comparison.md``: the paper's tables beside ours, the weight and ε studies, the
+    judgement of the search, and the notes."""
+    sc, seed, quick, reach = run["sc"], run["seed"], run["quick"], run["reach"]
+    exact, exact_s, sol_c, eho_wall, ll_ms = js["exact"], js["exact_s"], pm["sol_c"], pm["eho_wall"], pm["ll_ms"]
     md = [
         f"# {sc.name}: paper vs ours (seed {seed}{', quick' if quick else ''})",
         "",
@@ -284,7 +369,7 @@ def run_eho_paper(
         "## Judging the search (objective J, maximised; gap = (reference − J) / |reference|; reference = best "
         "of all runs, or the exact optimum for the small instance)",
         "",
-        _md(search),
+        _md(js["search"]),
         "",
         f"Exact optimum of the small instance: J* = {exact['objective']:.4f} ({exact['n_lp']} LPs, "
         f"{exact_s:.1f} s); J at its x through the kernel = {exact['objective_at_x']:.4f}.",
@@ -294,51 +379,53 @@ def run_eho_paper(
         "",
         NOTES,
     ]
-    (out / "paper_comparison.md").write_text("\n".join(md) + "\n")
-    if plots:
-        conv = {}
-        for method, curves in hist_c.items():
-            step = {
-                "eho": n_el,
-                "random": 50,
-                "de": max(5, min(15, max(1, n_el * (n_it + 1) // (50 * prob_c.n_dim))) * prob_c.n_dim),
-            }[method]
-            conv[method] = ([step * (np.arange(len(c)) + 1) for c in curves], curves)
-        _plots(
-            out / "plots",
-            {
-                "tod_h": tod,
-                "base_price": prob_c.base_price,
-                "base_kw": ctx["base_kw"],
-                "prices": {
-                    "eho-choice": r_c.price_usd_per_kwh,
-                    "eho-fixed": r_f.price_usd_per_kwh,
-                    "sim-eho (forecast plan)": sims["sim-eho"].tables["steps"]["price_usd_per_mwh"].to_numpy() / 1000,
-                },
-                "loads": {
-                    "uncontrolled": prob_c.base_load + unc.p_kw.sum(axis=0),
-                    "eho-choice": prob_c.base_load + r_c.p_kw.sum(axis=0),
-                    "eho-fixed": prob_f.base_load + r_f.p_kw.sum(axis=0),
-                    "sim-eho": sims["sim-eho"].tables["steps"]["total_load_kw"].to_numpy(),
-                },
-                "waits": {
-                    "uncontrolled": unc.plugin_h - prob_c.sessions.arrival_h,
-                    "eho-choice": r_c.plugin_h - prob_c.sessions.arrival_h,
-                    "eho-fixed": r_f.plugin_h - prob_f.sessions.arrival_h,
-                },
-                "convergence": conv,
-                "util": {k: util[k] for k in ("uncontrolled", "eho-choice", "eho-fixed")},
-                "weights": weights,
+    return md
+
+
+def _paper_plots(
+    out: Path,
+    pm: dict[str, Any],
+    hist_c: dict[str, Any],
+    sims: dict[str, RunResult],
+    weights: pd.DataFrame,
+    *,
+    n_el: int,
+    n_it: int,
+) -> None:
+    """The run's figures: prices, loads, waits, convergence of the searches, utilisation, Table 9's Pareto plot."""
+    prob_c, prob_f, ctx, unc, r_c, r_f, util = (pm[k] for k in ("prob_c", "prob_f", "ctx", "unc", "r_c", "r_f", "util"))
+    conv = {}
+    for method, curves in hist_c.items():
+        step = {
+            "eho": n_el,
+            "random": 50,
+            "de": max(5, min(15, max(1, n_el * (n_it + 1) // (50 * prob_c.n_dim))) * prob_c.n_dim),
+        }[method]
+        conv[method] = ([step * (np.arange(len(c)) + 1) for c in curves], curves)
+    _plots(
+        out / "plots",
+        {
+            "tod_h": pm["tod"],
+            "base_price": prob_c.base_price,
+            "base_kw": ctx["base_kw"],
+            "prices": {
+                "eho-choice": r_c.price_usd_per_kwh,
+                "eho-fixed": r_f.price_usd_per_kwh,
+                "sim-eho (forecast plan)": sims["sim-eho"].tables["steps"]["price_usd_per_mwh"].to_numpy() / 1000,
             },
-        )
-    if not quiet:
-        print((out / "paper_comparison.md").read_text())
-        print(f"results written to {out.resolve()}")
-    return {
-        **tables,
-        "table9_weights": weights,
-        "epsilon_sensitivity": eps_table,
-        "search": search,
-        "headline": headline,
-        "cases": cases,
-    }
+            "loads": {
+                "uncontrolled": prob_c.base_load + unc.p_kw.sum(axis=0),
+                "eho-choice": prob_c.base_load + r_c.p_kw.sum(axis=0),
+                "eho-fixed": prob_f.base_load + r_f.p_kw.sum(axis=0),
+                "sim-eho": sims["sim-eho"].tables["steps"]["total_load_kw"].to_numpy(),
+            },
+            "waits": {
+                "uncontrolled": unc.plugin_h - prob_c.sessions.arrival_h,
+                "eho-choice": r_c.plugin_h - prob_c.sessions.arrival_h,
+                "eho-fixed": r_f.plugin_h - prob_f.sessions.arrival_h,
+            },
+            "convergence": conv,
+            "util": {k: util[k] for k in ("uncontrolled", "eho-choice", "eho-fixed")},
+            "weights": weights,
+        },
+    )
