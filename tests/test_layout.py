@@ -58,7 +58,6 @@ LONG_FUNCTIONS: set[str] = {
     "markets/qubo/rtp_sampling.py:solve",  # 108 lines
     "markets/qubo_dlmp.py:QuboDLMP._plan",  # 169 lines
     "markets/qubo_rtp.py:QuboRTP._clear",  # 178 lines
-    "sim/recorder.py:Recorder.tables",  # 143 lines
 }
 
 
