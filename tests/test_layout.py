@@ -45,7 +45,6 @@ LONG_FUNCTIONS: set[str] = {
     "grids/network.py:build_network",  # 172 lines
     "markets/eho.py:differential_evolution_budget",  # 81 lines
     "markets/eho.py:eho_minimize",  # 134 lines
-    "markets/eho_bilevel/exact.py:exact_upper_level",  # 176 lines
     "markets/eho_bilevel/model.py:BilevelProblem.__init__",  # 81 lines
     "markets/milp_model.py:_HighsModel._build",  # 177 lines
     "markets/qubo/allocation.py:allocate",  # 127 lines

@@ -35,10 +35,8 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
     """
     from itertools import permutations
 
-    from scipy.optimize import linprog
-
     s = problem._s
-    T, dt, P = problem.n_slots, problem.dt_h, problem.n_price
+    T = problem.n_slots
     if not np.all(s.follows):
         raise ValueError("exact_upper_level: every EV must follow (no elastic users)")
     if np.any(problem.n_alt > 1):
@@ -48,20 +46,59 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         raise ValueError("exact_upper_level: station caps/limits must not bind and nothing may be booked")
     if np.isfinite(problem.grid_max_kw):
         raise ValueError("exact_upper_level: no grid connection limit supported")
-    bp, per = problem.base_price, problem.slot_period
-    delta, eps = problem.delta, problem.epsilon
     n = len(s)
-    lo_m, hi_m = problem.price_bounds
-    best: dict[str, Any] = {"objective": -np.inf, "m": None, "n_lp": 0, "n_feasible": 0}
+    regions = _Regions(problem, max_lps)
+    best = regions.best
 
-    def coef(x_kwh: np.ndarray) -> np.ndarray:
+    free0 = [list(problem.port_free0[k, : problem.ports[k]]) for k in range(problem.n_stations)]
+    for order in permutations(range(T)):
+        rank = np.empty(T, int)
+        rank[list(order)] = np.arange(T)
+        regions.walk(0, order, rank, free0, [], [], np.zeros((n, T)), np.zeros(n))
+    if best["m"] is None:
+        raise RuntimeError("exact_upper_level: no feasible region (should not happen)")
+    x = np.r_[best["m"], np.full(problem.n_stations, problem.limit_bounds[1])]
+    j_at, _ = problem.evaluate(x)
+    return {
+        "objective": float(best["objective"]),
+        "x": x,
+        "objective_at_x": float(j_at),
+        "n_lp": best["n_lp"],
+        "n_feasible": best["n_feasible"],
+    }
+
+
+class _Regions:
+    """The enumeration of :func:`exact_upper_level`: a depth-first walk over the EVs' best-response candidates
+    (``walk``) with one LP per leaf (``leaf``); the best leaf so far is kept in ``best``."""
+
+    def __init__(self, problem: BilevelProblem, max_lps: int) -> None:
+        self.problem = problem
+        self.max_lps = max_lps
+        self.s = problem._s
+        self.T, self.dt, self.P = problem.n_slots, problem.dt_h, problem.n_price
+        self.bp, self.per = problem.base_price, problem.slot_period
+        self.delta, self.eps = problem.delta, problem.epsilon
+        self.n = len(self.s)
+        self.lo_m, self.hi_m = problem.price_bounds
+        self.best: dict[str, Any] = {"objective": -np.inf, "m": None, "n_lp": 0, "n_feasible": 0}
+
+    def coef(self, x_kwh: np.ndarray) -> np.ndarray:
         """Row such that row @ m = Σ_k π_k x_k (π_k = BP_k m_per(k))."""
-        r = np.zeros(P)
-        np.add.at(r, per, bp * x_kwh)
+        r = np.zeros(self.P)
+        np.add.at(r, self.per, self.bp * x_kwh)
         return r
 
-    def leaf(order: tuple[int, ...], rows: list[np.ndarray], rhs: list[float], p: np.ndarray, plug: np.ndarray) -> None:
-        if best["n_lp"] >= max_lps:
+    def leaf(
+        self, order: tuple[int, ...], rows: list[np.ndarray], rhs: list[float], p: np.ndarray, plug: np.ndarray
+    ) -> None:
+        """Maximise ``F1`` over the region of one leaf (LP) and keep it if it is the best so far."""
+        from scipy.optimize import linprog
+
+        problem, best, s, n = self.problem, self.best, self.s, self.n
+        P, bp, per, dt, lo_m, hi_m = self.P, self.bp, self.per, self.dt, self.lo_m, self.hi_m
+        coef = self.coef
+        if best["n_lp"] >= self.max_lps:
             raise RuntimeError("exact_upper_level: max_lps exceeded; use a smaller instance")
         A = list(rows)
         bb = list(rhs)
@@ -104,6 +141,7 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
             best.update(objective=j, m=m)
 
     def walk(
+        self,
         i: int,
         order: tuple[int, ...],
         rank: np.ndarray,
@@ -113,19 +151,45 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
         p: np.ndarray,
         plug: np.ndarray,
     ) -> None:
+        """Branch EV ``i`` (arrival order) on each of its distinct best-response candidates, then EV ``i + 1``."""
+        problem, s, n, dt = self.problem, self.s, self.n, self.dt
+        delta, eps, coef, walk = self.delta, self.eps, self.coef, self.walk
         if i == n:
-            leaf(order, rows, rhs, p, plug)
+            self.leaf(order, rows, rhs, p, plug)
             return
-        a, d, c = s.arrival_h[i], s.departure_h[i], int(s.station[i])
+        d, c = s.departure_h[i], int(s.station[i])
         e_need = problem._e_grid[i]
         pf = port_free[c]
         j = int(np.argmin(pf))
-        g = max(a, pf[j])
+        g = max(s.arrival_h[i], pf[j])
         if g >= d:
             plug2 = plug.copy()
             plug2[i] = d
             walk(i + 1, order, rank, port_free, rows, rhs, p, plug2)
             return
+        cands = self._candidates(i, g, rank)
+        for ci, (x, t_end) in enumerate(cands):
+            rows2, rhs2 = list(rows), list(rhs)
+            for cj, (y, t_y) in enumerate(cands):
+                if cj != ci:  # δ·π·x + ε·t_x ≤ δ·π·y + ε·t_y
+                    rows2.append(delta * (coef(x) - coef(y)))
+                    rhs2.append(eps * (t_y - t_end))
+            p2 = p.copy()
+            p2[i] = x / dt
+            plug2 = plug.copy()
+            plug2[i] = g
+            full = x.sum() >= e_need - 1e-6
+            rel = (t_end if x.sum() > 1e-12 else g) if (full and problem.release_full[c]) else d
+            pf2 = [list(q) for q in port_free]
+            pf2[c][j] = rel
+            walk(i + 1, order, rank, pf2, rows2, rhs2, p2, plug2)
+
+    def _candidates(self, i: int, g: float, rank: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """EV ``i``'s distinct cheapest-first fills (energy per slot [kWh], end of charging [h]), one per last
+        charging slot, for the slot-price order ``rank``, plugged in at ``g`` [h]."""
+        problem, s, T, dt = self.problem, self.s, self.T, self.dt
+        d = s.departure_h[i]
+        e_need = problem._e_grid[i]
         k0 = int(math.ceil(g / dt - 1e-9))
         kd = int(math.ceil(d / dt - 1e-9))
         kend = min(kd, T)
@@ -156,35 +220,4 @@ def exact_upper_level(problem: BilevelProblem, *, max_lps: int = 200_000) -> dic
                     cands.append((x, t_end))
         else:
             cands.append((np.zeros(T), g))
-        for ci, (x, t_end) in enumerate(cands):
-            rows2, rhs2 = list(rows), list(rhs)
-            for cj, (y, t_y) in enumerate(cands):
-                if cj != ci:  # δ·π·x + ε·t_x ≤ δ·π·y + ε·t_y
-                    rows2.append(delta * (coef(x) - coef(y)))
-                    rhs2.append(eps * (t_y - t_end))
-            p2 = p.copy()
-            p2[i] = x / dt
-            plug2 = plug.copy()
-            plug2[i] = g
-            full = x.sum() >= e_need - 1e-6
-            rel = (t_end if x.sum() > 1e-12 else g) if (full and problem.release_full[c]) else d
-            pf2 = [list(q) for q in port_free]
-            pf2[c][j] = rel
-            walk(i + 1, order, rank, pf2, rows2, rhs2, p2, plug2)
-
-    free0 = [list(problem.port_free0[k, : problem.ports[k]]) for k in range(problem.n_stations)]
-    for order in permutations(range(T)):
-        rank = np.empty(T, int)
-        rank[list(order)] = np.arange(T)
-        walk(0, order, rank, free0, [], [], np.zeros((n, T)), np.zeros(n))
-    if best["m"] is None:
-        raise RuntimeError("exact_upper_level: no feasible region (should not happen)")
-    x = np.r_[best["m"], np.full(problem.n_stations, problem.limit_bounds[1])]
-    j_at, _ = problem.evaluate(x)
-    return {
-        "objective": float(best["objective"]),
-        "x": x,
-        "objective_at_x": float(j_at),
-        "n_lp": best["n_lp"],
-        "n_feasible": best["n_feasible"],
-    }
+        return cands
