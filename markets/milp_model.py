@@ -118,159 +118,20 @@ class _HighsModel:
     def _build(self, request: MarketRequest) -> dict[str, Any]:
         """Columns [x | q | u | z] and the sparse rows of the problem, all as numpy arrays (no per-nonzero loop)."""
         p = self.params
-        evs, n, dt = request.evs, request.n_slots, request.dt_h
+        col = _columns(p, request)
+        acc = _Rows()
+        _energy_rows(acc, request, col)
+        _station_cap_rows(acc, request, col)
+        if p["voltage"]:
+            _voltage_rows(acc, request, col)
+        if col["reactive"] and col["nx"]:
+            _polygon_rows(acc, col)
+        if col["peak"]:
+            _peak_rows(acc, request, col)
+        ncol, nrow, nx, nq = col["ncol"], acc.nrow, col["nx"], col["nq"]
+        cost, lo, hi, ei, ti, ux = (col[k] for k in ("cost", "lo", "hi", "ei", "ti", "ux"))
+        rows, cols, vals, rlo, rhi = acc.rows, acc.cols, acc.vals, acc.rlo, acc.rhi
         milp = p["variant"] == "milp"
-        levels = 2 ** int(p["bits"]) - 1
-        avail = evs.availability(n)
-        pmax = np.maximum(evs.p_max_kw, 0.0)
-        ok_ev = (pmax > 0) & (evs.e_need_kwh > _NEED_EPS_KWH)
-        mask = (avail > 0) & ok_ev[:, None]
-        ei, ti = np.nonzero(mask)
-        nx = ei.size
-        unit = pmax / levels if milp else np.ones(len(evs))  # kW per unit of x
-        ux = unit[ei]
-        if milp:
-            x_ub = np.floor(avail[ei, ti] * levels + 1e-9)
-        else:
-            x_ub = pmax[ei] * avail[ei, ti]
-        reactive = bool(p["reactive"])
-        nq = nx if reactive else 0
-        need_ev = np.nonzero(evs.e_need_kwh > _NEED_EPS_KWH)[0]
-        nu = need_ev.size
-        peak = p["objective"] == "peak"
-        nz = 1 if peak else 0
-        ncol = nx + nq + nu + nz
-        c_x, c_q, c_u, c_z = 0, nx, nx + nq, nx + nq + nu
-
-        cost = np.zeros(ncol)
-        lo = np.zeros(ncol)
-        hi = np.zeros(ncol)
-        hi[:nx] = x_ub
-        if not peak:
-            cost[:nx] = _price_matrix(request, p["rho_usd_per_mwh"])[ei, ti] * ux * dt / 1000.0
-        m = int(p["polygon_sides"])
-        s_max = _s_max(request) if reactive else np.zeros(0)  # read only when reactive
-        if reactive:
-            qb = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
-            lo[c_q:c_u], hi[c_q:c_u] = -qb, qb
-            cost[c_q:c_u] = _q_price_matrix(request)[ei, ti] * dt / 1000.0
-        lo[c_u:c_z], hi[c_u:c_z] = 0.0, np.inf
-        cost[c_u:c_z] = float(p["unserved_penalty_usd_per_kwh"])
-        if peak:
-            lo[c_z], hi[c_z] = -np.inf, np.inf
-            cost[c_z] = float(p["peak_usd_per_kw"])
-
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        rlo: list[np.ndarray] = []
-        rhi: list[np.ndarray] = []
-        nrow = 0
-
-        def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> None:
-            nonlocal nrow
-            rows.append(r + nrow)
-            cols.append(c)
-            vals.append(v)
-            rlo.append(lo_)
-            rhi.append(hi_)
-            nrow += lo_.size
-
-        # energy: Σ_t unit·x·Δt·η + u = need  (one row per EV with a need)
-        row_of_ev = np.full(len(evs), -1)
-        row_of_ev[need_ev] = np.arange(nu)
-        need = evs.e_need_kwh[need_ev]
-        add(
-            np.concatenate([row_of_ev[ei], np.arange(nu)]),
-            np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu)]),
-            np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]),
-            need,
-            need,
-        )
-
-        # station caps
-        lim = _station_limits(request)
-        if lim is not None and nx:
-            n_st = lim.shape[0]
-            st = evs.station[ei]
-            inside = (st >= 0) & (st < n_st)
-            key = st[inside] * n + ti[inside]
-            ub_sum = np.bincount(key, weights=ux[inside] * x_ub[inside], minlength=n_st * n)
-            flat = lim.ravel()
-            binding = np.nonzero(np.isfinite(flat) & (ub_sum > flat + 1e-12))[0]
-            rid = np.full(n_st * n, -1)
-            rid[binding] = np.arange(binding.size)
-            r = rid[key]
-            keep = r >= 0
-            add(
-                r[keep],
-                (c_x + np.arange(nx))[inside][keep],
-                ux[inside][keep],
-                np.full(binding.size, -np.inf),
-                flat[binding],
-            )
-
-        # LinDistFlow voltage: Σ_j dV/dP[b, bus_j]·P[j,t] (+ dV/dQ·Q) ≤ headroom[t, b]
-        vd = _voltage_data(request) if p["voltage"] else None
-        if vd is not None and nx:
-            nb = vd["vm_base_pu"].shape[1]
-            head = np.maximum(vd["vm_base_pu"] - vd["v_min_pu"][None, :], 0.0)  # (n, nb)
-            coef = vd["dv_dp_pu_per_kw"][:, evs.bus[ei]] * ux[None, :]  # (nb, nx)
-            coef_q = None
-            if reactive and "dv_dq_pu_per_kvar" in vd:
-                coef_q = vd["dv_dq_pu_per_kvar"][:, evs.bus[ei]]
-            # largest possible left-hand side per (b, t): rows that cannot bind are left out
-            worst = np.zeros((nb, n))
-            np.add.at(worst.T, ti, (np.maximum(coef, 0.0) * x_ub[None, :]).T)
-            if coef_q is not None:
-                np.add.at(worst.T, ti, (np.abs(coef_q) * hi[c_q:c_u][None, :]).T)
-            binding = worst > head.T + 1e-12  # (nb, n)
-            rid = np.full((nb, n), -1)
-            bb, tt = np.nonzero(binding)
-            rid[bb, tt] = np.arange(bb.size)
-            r_parts, c_parts, v_parts = [], [], []
-            for c0, cf in ((c_x, coef), (c_q, coef_q)):
-                if cf is None:
-                    continue
-                b_i, k_i = np.nonzero((cf != 0) & binding[:, ti])
-                r_parts.append(rid[b_i, ti[k_i]])
-                c_parts.append(c0 + k_i)
-                v_parts.append(cf[b_i, k_i])
-            add(
-                np.concatenate(r_parts),
-                np.concatenate(c_parts),
-                np.concatenate(v_parts),
-                np.full(bb.size, -np.inf),
-                head.T[bb, tt],
-            )
-
-        # P–Q polygon (inscribed, facets with normals in (−90°, 90°))
-        if reactive and nx:
-            ang = 2 * np.pi * np.arange(m) / m
-            ang = ang[np.cos(ang) > 1e-12]
-            rad = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
-            k_idx = np.repeat(np.arange(ang.size), nx)
-            v_idx = np.tile(np.arange(nx), ang.size)
-            r = np.arange(ang.size * nx)
-            add(
-                np.concatenate([r, r]),
-                np.concatenate([c_x + v_idx, c_q + v_idx]),
-                np.concatenate([np.cos(ang)[k_idx] * ux[v_idx], np.sin(ang)[k_idx]]),
-                np.full(r.size, -np.inf),
-                rad[v_idx],
-            )
-
-        # peak: Σ_i unit·x[i,t] − z ≤ −(base + committed)[t]
-        if peak:
-            load = request.base_load_kw + request.committed_ev_kw
-            add(
-                np.concatenate([ti, np.arange(n)]),
-                np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
-                np.concatenate([ux, -np.ones(n)]),
-                np.full(n, -np.inf),
-                -load,
-            )
-
         integrality = np.zeros(ncol, np.int32)
         if milp:
             integrality[:nx] = 1
@@ -366,3 +227,189 @@ class _HighsModel:
             "solve_time_s": solve_s,
         }
         return x, out
+
+
+class _Rows:
+    """The sparse rows of the problem as they are added, block by block (row indices offset per block)."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.rlo: list[np.ndarray] = []
+        self.rhi: list[np.ndarray] = []
+        self.nrow = 0
+
+    def add(self, r: np.ndarray, c: np.ndarray, v: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> None:
+        self.rows.append(r + self.nrow)
+        self.cols.append(c)
+        self.vals.append(v)
+        self.rlo.append(lo_)
+        self.rhi.append(hi_)
+        self.nrow += lo_.size
+
+
+def _columns(p: dict[str, Any], request: MarketRequest) -> dict[str, Any]:
+    """The columns [x | q | u | z]: which (EV, slot) pairs get an x, units, bounds and costs, column offsets."""
+    evs, n, dt = request.evs, request.n_slots, request.dt_h
+    milp = p["variant"] == "milp"
+    levels = 2 ** int(p["bits"]) - 1
+    avail = evs.availability(n)
+    pmax = np.maximum(evs.p_max_kw, 0.0)
+    ok_ev = (pmax > 0) & (evs.e_need_kwh > _NEED_EPS_KWH)
+    mask = (avail > 0) & ok_ev[:, None]
+    ei, ti = np.nonzero(mask)
+    nx = ei.size
+    unit = pmax / levels if milp else np.ones(len(evs))  # kW per unit of x
+    ux = unit[ei]
+    if milp:
+        x_ub = np.floor(avail[ei, ti] * levels + 1e-9)
+    else:
+        x_ub = pmax[ei] * avail[ei, ti]
+    reactive = bool(p["reactive"])
+    nq = nx if reactive else 0
+    need_ev = np.nonzero(evs.e_need_kwh > _NEED_EPS_KWH)[0]
+    nu = need_ev.size
+    peak = p["objective"] == "peak"
+    nz = 1 if peak else 0
+    ncol = nx + nq + nu + nz
+    c_x, c_q, c_u, c_z = 0, nx, nx + nq, nx + nq + nu
+
+    cost = np.zeros(ncol)
+    lo = np.zeros(ncol)
+    hi = np.zeros(ncol)
+    hi[:nx] = x_ub
+    if not peak:
+        cost[:nx] = _price_matrix(request, p["rho_usd_per_mwh"])[ei, ti] * ux * dt / 1000.0
+    m = int(p["polygon_sides"])
+    s_max = _s_max(request) if reactive else np.zeros(0)  # read only when reactive
+    if reactive:
+        qb = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
+        lo[c_q:c_u], hi[c_q:c_u] = -qb, qb
+        cost[c_q:c_u] = _q_price_matrix(request)[ei, ti] * dt / 1000.0
+    lo[c_u:c_z], hi[c_u:c_z] = 0.0, np.inf
+    cost[c_u:c_z] = float(p["unserved_penalty_usd_per_kwh"])
+    if peak:
+        lo[c_z], hi[c_z] = -np.inf, np.inf
+        cost[c_z] = float(p["peak_usd_per_kw"])
+    return {
+        **{"ei": ei, "ti": ti, "ux": ux, "x_ub": x_ub, "nx": nx, "nq": nq, "nu": nu, "need_ev": need_ev},
+        **{"ncol": ncol, "c_x": c_x, "c_q": c_q, "c_u": c_u, "c_z": c_z, "cost": cost, "lo": lo, "hi": hi},
+        **{"s_max": s_max, "avail": avail, "m": m, "reactive": reactive, "peak": peak},
+    }
+
+
+def _energy_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Energy: Σ_t unit·x·Δt·η + u = need (one row per EV with a need)."""
+    evs, dt = request.evs, request.dt_h
+    ei, ux, nx, nu, need_ev, c_x, c_u = (col[k] for k in ("ei", "ux", "nx", "nu", "need_ev", "c_x", "c_u"))
+    row_of_ev = np.full(len(evs), -1)
+    row_of_ev[need_ev] = np.arange(nu)
+    need = evs.e_need_kwh[need_ev]
+    acc.add(
+        np.concatenate([row_of_ev[ei], np.arange(nu)]),
+        np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu)]),
+        np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]),
+        need,
+        need,
+    )
+
+
+def _station_cap_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Station caps: Σ unit·x at a station and slot ≤ its limit, for the (station, slot) pairs that can bind."""
+    evs, n = request.evs, request.n_slots
+    ei, ti, ux, x_ub, nx, c_x = (col[k] for k in ("ei", "ti", "ux", "x_ub", "nx", "c_x"))
+    lim = _station_limits(request)
+    if lim is not None and nx:
+        n_st = lim.shape[0]
+        st = evs.station[ei]
+        inside = (st >= 0) & (st < n_st)
+        key = st[inside] * n + ti[inside]
+        ub_sum = np.bincount(key, weights=ux[inside] * x_ub[inside], minlength=n_st * n)
+        flat = lim.ravel()
+        binding = np.nonzero(np.isfinite(flat) & (ub_sum > flat + 1e-12))[0]
+        rid = np.full(n_st * n, -1)
+        rid[binding] = np.arange(binding.size)
+        r = rid[key]
+        keep = r >= 0
+        acc.add(
+            r[keep],
+            (c_x + np.arange(nx))[inside][keep],
+            ux[inside][keep],
+            np.full(binding.size, -np.inf),
+            flat[binding],
+        )
+
+
+def _voltage_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """LinDistFlow voltage: Σ_j dV/dP[b, bus_j]·P[j,t] (+ dV/dQ·Q) ≤ headroom[t, b], rows that can bind only."""
+    evs, n = request.evs, request.n_slots
+    ei, ti, ux, x_ub, nx, c_x, c_q, c_u, hi, reactive = (
+        col[k] for k in ("ei", "ti", "ux", "x_ub", "nx", "c_x", "c_q", "c_u", "hi", "reactive")
+    )
+    vd = _voltage_data(request)
+    if vd is not None and nx:
+        nb = vd["vm_base_pu"].shape[1]
+        head = np.maximum(vd["vm_base_pu"] - vd["v_min_pu"][None, :], 0.0)  # (n, nb)
+        coef = vd["dv_dp_pu_per_kw"][:, evs.bus[ei]] * ux[None, :]  # (nb, nx)
+        coef_q = None
+        if reactive and "dv_dq_pu_per_kvar" in vd:
+            coef_q = vd["dv_dq_pu_per_kvar"][:, evs.bus[ei]]
+        # largest possible left-hand side per (b, t): rows that cannot bind are left out
+        worst = np.zeros((nb, n))
+        np.add.at(worst.T, ti, (np.maximum(coef, 0.0) * x_ub[None, :]).T)
+        if coef_q is not None:
+            np.add.at(worst.T, ti, (np.abs(coef_q) * hi[c_q:c_u][None, :]).T)
+        binding = worst > head.T + 1e-12  # (nb, n)
+        rid = np.full((nb, n), -1)
+        bb, tt = np.nonzero(binding)
+        rid[bb, tt] = np.arange(bb.size)
+        r_parts, c_parts, v_parts = [], [], []
+        for c0, cf in ((c_x, coef), (c_q, coef_q)):
+            if cf is None:
+                continue
+            b_i, k_i = np.nonzero((cf != 0) & binding[:, ti])
+            r_parts.append(rid[b_i, ti[k_i]])
+            c_parts.append(c0 + k_i)
+            v_parts.append(cf[b_i, k_i])
+        acc.add(
+            np.concatenate(r_parts),
+            np.concatenate(c_parts),
+            np.concatenate(v_parts),
+            np.full(bb.size, -np.inf),
+            head.T[bb, tt],
+        )
+
+
+def _polygon_rows(acc: _Rows, col: dict[str, Any]) -> None:
+    """P–Q polygon (inscribed, facets with normals in (−90°, 90°)) of every charger."""
+    ei, ti, ux, nx, c_x, c_q, s_max, avail, m = (
+        col[k] for k in ("ei", "ti", "ux", "nx", "c_x", "c_q", "s_max", "avail", "m")
+    )
+    ang = 2 * np.pi * np.arange(m) / m
+    ang = ang[np.cos(ang) > 1e-12]
+    rad = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
+    k_idx = np.repeat(np.arange(ang.size), nx)
+    v_idx = np.tile(np.arange(nx), ang.size)
+    r = np.arange(ang.size * nx)
+    acc.add(
+        np.concatenate([r, r]),
+        np.concatenate([c_x + v_idx, c_q + v_idx]),
+        np.concatenate([np.cos(ang)[k_idx] * ux[v_idx], np.sin(ang)[k_idx]]),
+        np.full(r.size, -np.inf),
+        rad[v_idx],
+    )
+
+
+def _peak_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Peak: Σ_i unit·x[i,t] − z ≤ −(base + committed)[t]."""
+    n = request.n_slots
+    ti, ux, nx, c_x, c_z = (col[k] for k in ("ti", "ux", "nx", "c_x", "c_z"))
+    load = request.base_load_kw + request.committed_ev_kw
+    acc.add(
+        np.concatenate([ti, np.arange(n)]),
+        np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
+        np.concatenate([ux, -np.ones(n)]),
+        np.full(n, -np.inf),
+        -load,
+    )

@@ -46,7 +46,6 @@ LONG_FUNCTIONS: set[str] = {
     "markets/eho.py:differential_evolution_budget",  # 81 lines
     "markets/eho.py:eho_minimize",  # 134 lines
     "markets/eho_bilevel/model.py:BilevelProblem.__init__",  # 81 lines
-    "markets/milp_model.py:_HighsModel._build",  # 177 lines
     "markets/qubo/allocation.py:allocate",  # 127 lines
     "markets/qubo/dlmp_levels.py:_Levels._dso",  # 123 lines
     "markets/qubo/dlmp_levels.py:_Levels._result",  # 89 lines
