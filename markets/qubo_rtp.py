@@ -201,43 +201,8 @@ class QuboRTP(Mechanism):
         p = self.params
         evs, n, dt_h = request.evs, request.n_slots, request.dt_h
         n_ev = len(evs)
-        n_st = int(
-            max(
-                evs.station.max() + 1 if n_ev else 0,
-                0 if request.station_cap_kw is None else len(request.station_cap_kw),
-                1,
-            )
-        )
-        cap = np.full(n_st, np.inf)
-        if request.station_cap_kw is not None:
-            cap[: len(request.station_cap_kw)] = request.station_cap_kw
-        cap = np.where(cap > 0, cap, np.inf)
-        st_bus = np.zeros(n_st, np.int64)
-        st_bus[evs.station] = evs.bus
-        bus_caps: dict[int, float] = dict(request.bus_ev_cap_kw or {})
-        rows_of = {b: r for r, b in enumerate(sorted(bus_caps))}
-        bus_row = np.array([rows_of.get(int(b), -1) for b in st_bus], np.int64)
-        bus_cap = np.array([bus_caps[b] for b in sorted(bus_caps)], float)
-        prev_prices = request.prev_station_price_usd_per_kwh
-        prev: np.ndarray | None = None
-        probe = self.instance(
-            d0_kw=np.zeros(1),
-            elasticity=np.zeros(1),
-            cap_kw=np.full(1, np.inf),
-            renewable_kw=np.zeros(1),
-            bus=np.full(1, -1),
-            bus_cap_kw=np.zeros(0),
-            prev_level=None,
-            cost_usd_per_kwh=0.0,
-            dt_h=dt_h,
-        )
-        if prev_prices is not None:
-            pp = np.full(n_st, p["base_price_usd_per_kwh"])
-            m = min(n_st, len(prev_prices))
-            pp[:m] = np.where(np.isnan(prev_prices[:m]), pp[:m], prev_prices[:m])
-            prev = np.clip(
-                np.rint((pp - probe.price_min_usd_per_kwh) / probe.step_usd_per_kwh), 0, probe.levels
-            ).astype(np.int64)
+        n_st, cap, bus_row, bus_cap = _station_rows(request)
+        prev = self._prev_levels(request, n_st, dt_h)
         avail = evs.availability(n)
         remaining = evs.e_need_kwh / evs.eta_ch  # grid energy still wanted [kWh]
         eps_ev = np.abs(evs.elasticity)
@@ -284,24 +249,10 @@ class QuboRTP(Mechanism):
                 )
             except samplers.SamplerConfigError as err:  # e.g. 'exact' on more than a toy, or no Leap token
                 raise MarketConfigError(f"market.params.sampler: {err}") from None
-            row = {
-                "wall_s": sol.wall_s,
-                "n_vars": float(sol.n_vars),
-                "repaired": float(sol.repaired),
-                "al_rounds": float(sol.al_rounds),
-                "lp_s": float(sol.info["lp_s"]),
-                "sample_s": sol.sample_s,
-                "annealer_feasible": float(sol.annealer_feasible),
-            }
+            row, r_obj = _interval_row(sol, inst, p["reference"])
+            ref_obj += r_obj
             obj["energy_and_comfort_usd"] += sol.objective_usd
             ann_obj += sol.annealer_objective_usd
-            if p["reference"]:
-                r = reference(inst)
-                ref_obj += r.objective_usd
-                row["gap"] = gap(sol.objective_usd, r.objective_usd)
-                row["annealer_gap"] = gap(sol.annealer_objective_usd, r.objective_usd)
-                row["milp_s"] = r.milp_s
-                row["annealer_feasible"] = float(sol.annealer_feasible)
             info_rows.append(row)
             prices[t] = inst.price(sol.levels)
             dem = inst.demand_table()[np.arange(n_st), sol.levels]
@@ -310,19 +261,7 @@ class QuboRTP(Mechanism):
             # Each EV's elasticity scaled by its station's (capped ÷ raw) mean, and the station's draw then held
             # to the modelled D[s, level] exactly: the load the EVs draw is the load the prices were chosen for
             # (so the bus and station checks below, made on the model, hold for the realised load too).
-            if n_ev:
-                ratio = np.divide(inst.elasticity, eps_st, out=np.ones(n_st), where=eps_st > 0)
-                pw = desire * np.clip(1.0 - x[evs.station] * e_i * ratio[evs.station], 0.0, 1.0)
-                got = np.bincount(evs.station, weights=pw, minlength=n_st)
-                # too much: scale down; too little (EVs clipped at zero): fill the headroom up to each desire
-                down = np.divide(dem, got, out=np.ones(n_st), where=got > dem)
-                pw = pw * down[evs.station]
-                got = np.bincount(evs.station, weights=pw, minlength=n_st)
-                room = np.bincount(evs.station, weights=desire - pw, minlength=n_st)
-                up = np.divide(np.maximum(dem - got, 0.0), room, out=np.zeros(n_st), where=room > 1e-12)
-                pw = pw + (desire - pw) * np.minimum(up, 1.0)[evs.station]
-            else:
-                pw = desire
+            pw = _ev_draw(evs, desire, e_i, eps_st, x, dem, inst, n_st)
             # physical station cap (only binds where even the highest price cannot bring demand under it)
             st_load = np.bincount(evs.station, weights=pw, minlength=n_st) if n_ev else np.zeros(n_st)
             scale = np.ones(n_st)
@@ -337,6 +276,49 @@ class QuboRTP(Mechanism):
             p_kw[:, t] = pw
             remaining = np.maximum(remaining - pw * dt_h, 0.0)
             prev = sol.levels
+        return self._result(request, p_kw, prices, obj, ann_obj, ref_obj, info_rows, viol)
+
+    def _prev_levels(self, request: MarketRequest, n_st: int, dt_h: float) -> np.ndarray | None:
+        """The price level each station held in the previous interval (None without earlier station prices)."""
+        p = self.params
+        prev_prices = request.prev_station_price_usd_per_kwh
+        prev: np.ndarray | None = None
+        probe = self.instance(
+            d0_kw=np.zeros(1),
+            elasticity=np.zeros(1),
+            cap_kw=np.full(1, np.inf),
+            renewable_kw=np.zeros(1),
+            bus=np.full(1, -1),
+            bus_cap_kw=np.zeros(0),
+            prev_level=None,
+            cost_usd_per_kwh=0.0,
+            dt_h=dt_h,
+        )
+        if prev_prices is not None:
+            pp = np.full(n_st, p["base_price_usd_per_kwh"])
+            m = min(n_st, len(prev_prices))
+            pp[:m] = np.where(np.isnan(prev_prices[:m]), pp[:m], prev_prices[:m])
+            prev = np.clip(
+                np.rint((pp - probe.price_min_usd_per_kwh) / probe.step_usd_per_kwh), 0, probe.levels
+            ).astype(np.int64)
+        return prev
+
+    def _result(
+        self,
+        request: MarketRequest,
+        p_kw: np.ndarray,
+        prices: np.ndarray,
+        obj: dict[str, float],
+        ann_obj: float,
+        ref_obj: float,
+        info_rows: list[dict[str, float]],
+        viol: dict[str, float],
+    ) -> MarketResult:
+        """The clearing's result: mean price per slot (energy-weighted over stations), schedules, per-interval info."""
+        p = self.params
+        evs, n, dt_h = request.evs, request.n_slots, request.dt_h
+        n_st = prices.shape[1]
+        n_ev = len(evs)
         ev_kw = p_kw.sum(axis=0)
         st_energy = np.zeros((n, n_st))
         if n_ev:
@@ -375,3 +357,80 @@ class QuboRTP(Mechanism):
             reference_objective=ref_obj if p["reference"] else None,
             gap=gap_total,
         )
+
+
+def _station_rows(request: MarketRequest) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(number of stations, station caps [kW] with inf for none, bus row of each station (−1: no feeder cap),
+    feeder caps [kW] per bus row) of a request."""
+    evs = request.evs
+    n_ev = len(evs)
+    n_st = int(
+        max(
+            evs.station.max() + 1 if n_ev else 0,
+            0 if request.station_cap_kw is None else len(request.station_cap_kw),
+            1,
+        )
+    )
+    cap = np.full(n_st, np.inf)
+    if request.station_cap_kw is not None:
+        cap[: len(request.station_cap_kw)] = request.station_cap_kw
+    cap = np.where(cap > 0, cap, np.inf)
+    st_bus = np.zeros(n_st, np.int64)
+    st_bus[evs.station] = evs.bus
+    bus_caps: dict[int, float] = dict(request.bus_ev_cap_kw or {})
+    rows_of = {b: r for r, b in enumerate(sorted(bus_caps))}
+    bus_row = np.array([rows_of.get(int(b), -1) for b in st_bus], np.int64)
+    bus_cap = np.array([bus_caps[b] for b in sorted(bus_caps)], float)
+    return n_st, cap, bus_row, bus_cap
+
+
+def _interval_row(sol: RTPSolution, inst: RTPInstance, with_reference: bool) -> tuple[dict[str, float], float]:
+    """One interval's info row (wall time, size, repair, feasibility; gaps and MILP time against the reference
+    when asked) and the reference objective [$] (0 without)."""
+    row = {
+        "wall_s": sol.wall_s,
+        "n_vars": float(sol.n_vars),
+        "repaired": float(sol.repaired),
+        "al_rounds": float(sol.al_rounds),
+        "lp_s": float(sol.info["lp_s"]),
+        "sample_s": sol.sample_s,
+        "annealer_feasible": float(sol.annealer_feasible),
+    }
+    ref_obj = 0.0
+    if with_reference:
+        r = reference(inst)
+        ref_obj = r.objective_usd
+        row["gap"] = gap(sol.objective_usd, r.objective_usd)
+        row["annealer_gap"] = gap(sol.annealer_objective_usd, r.objective_usd)
+        row["milp_s"] = r.milp_s
+        row["annealer_feasible"] = float(sol.annealer_feasible)
+    return row, ref_obj
+
+
+def _ev_draw(
+    evs: Any,
+    desire: np.ndarray,
+    e_i: np.ndarray,
+    eps_st: np.ndarray,
+    x: np.ndarray,
+    dem: np.ndarray,
+    inst: RTPInstance,
+    n_st: int,
+) -> np.ndarray:
+    """Each EV's draw [kW] at its station's price: desire less its elastic deferral, held to the station's
+    modelled demand ``dem`` (see the comment in `QuboRTP._clear`)."""
+    n_ev = len(evs)
+    if n_ev:
+        ratio = np.divide(inst.elasticity, eps_st, out=np.ones(n_st), where=eps_st > 0)
+        pw = desire * np.clip(1.0 - x[evs.station] * e_i * ratio[evs.station], 0.0, 1.0)
+        got = np.bincount(evs.station, weights=pw, minlength=n_st)
+        # too much: scale down; too little (EVs clipped at zero): fill the headroom up to each desire
+        down = np.divide(dem, got, out=np.ones(n_st), where=got > dem)
+        pw = pw * down[evs.station]
+        got = np.bincount(evs.station, weights=pw, minlength=n_st)
+        room = np.bincount(evs.station, weights=desire - pw, minlength=n_st)
+        up = np.divide(np.maximum(dem - got, 0.0), room, out=np.zeros(n_st), where=room > 1e-12)
+        pw = pw + (desire - pw) * np.minimum(up, 1.0)[evs.station]
+    else:
+        pw = desire
+    return pw

@@ -55,7 +55,6 @@ LONG_FUNCTIONS: set[str] = {
     "markets/qubo/eva.py:solve",  # 106 lines
     "markets/qubo/rtp_sampling.py:solve",  # 108 lines
     "markets/qubo_dlmp.py:QuboDLMP._plan",  # 169 lines
-    "markets/qubo_rtp.py:QuboRTP._clear",  # 178 lines
 }
 
 
