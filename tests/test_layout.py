@@ -43,9 +43,7 @@ LONG_FUNCTIONS: set[str] = {
     "grids/estimation/measurement.py:MeasurementSet.default",  # 83 lines
     "grids/estimation/wls.py:WlsEstimator.estimate",  # 83 lines
     "grids/network.py:build_network",  # 172 lines
-    "markets/eho.py:differential_evolution_budget",  # 81 lines
     "markets/eho.py:eho_minimize",  # 134 lines
-    "markets/eho_bilevel/model.py:BilevelProblem.__init__",  # 81 lines
     "markets/qubo/allocation.py:allocate",  # 127 lines
     "markets/qubo/dlmp_levels.py:_Levels._dso",  # 123 lines
     "markets/qubo/dlmp_levels.py:_Levels._result",  # 89 lines

@@ -185,6 +185,19 @@ class BilevelProblem:
         self.min_fulfilment = float(min_fulfilment)
         self.max_wait_h = float(max_wait_h)
         self.penalty = float(penalty)
+        self._station_tables(alternatives, booked_station_kw, port_free_h)
+        self._e_grid = s.need_kwh / s.eta_ch
+        self.n_evals = 0
+        self._base: _Baseline | None = None
+
+    def _station_tables(
+        self,
+        alternatives: Sequence[Sequence[int]] | None,
+        booked_station_kw: Any,
+        port_free_h: Sequence[Sequence[float]] | None,
+    ) -> None:
+        """The stations' alternatives (padded, own station first), booked load [kW] and port release times [h]."""
+        S, T = self.n_stations, self.n_slots
         # alternatives as a padded matrix, own station first
         alts = (
             [[k] for k in range(S)]
@@ -202,9 +215,6 @@ class BilevelProblem:
             if port_free_h is not None:
                 busy = sorted(float(t) for t in port_free_h[k])[: self.ports[k]]
                 self.port_free0[k, : len(busy)] = busy
-        self._e_grid = s.need_kwh / s.eta_ch
-        self.n_evals = 0
-        self._base: _Baseline | None = None
 
     # ------------------------------------------------------------------ decision vector
     @property
