@@ -39,8 +39,6 @@ LONG_FUNCTIONS: set[str] = {
     "grids/dlmp/acopf.py:_opf_net",  # 88 lines
     "grids/dlmp/lindistflow.py:_slot_rows",  # 88 lines
     "grids/dlmp/lindistflow.py:_solve_lp",  # 102 lines
-    "grids/estimation/measurement.py:MeasurementSet.default",  # 83 lines
-    "grids/estimation/wls.py:WlsEstimator.estimate",  # 83 lines
     "grids/network.py:build_network",  # 172 lines
     "markets/eho.py:eho_minimize",  # 134 lines
     "markets/qubo/allocation.py:allocate",  # 127 lines
