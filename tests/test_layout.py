@@ -43,7 +43,6 @@ LONG_FUNCTIONS: set[str] = {
     "markets/eho.py:eho_minimize",  # 134 lines
     "markets/qubo/allocation.py:allocate",  # 127 lines
     "markets/qubo/dlmp_levels.py:_Levels._dso",  # 123 lines
-    "markets/qubo/dlmp_levels.py:_Levels._result",  # 89 lines
     "markets/qubo/dso.py:solve",  # 151 lines
     "markets/qubo/dso_bqm.py:build_bqm",  # 99 lines
     "markets/qubo/dso_bqm.py:build_window_bqm",  # 160 lines

@@ -344,30 +344,8 @@ class _Levels:
         if not np.all(np.isfinite(price)):
             price = _table(PAPER_LAM_P, request.n_slots)
         if "dso" in rec:
-            disp = rec["dso"]
             violations.update({k: float(v) for k, v in rec["grid_viol"].items()})
-            vm = rec["vm"]
-            info.update(
-                {
-                    "dso": {**disp.info, "p_mw": disp.p_mw, "q_mvar": disp.q_mvar},
-                    "dso_instance": rec["dso_inst"],
-                    "dso_gap": rec.get("dso_gap"),
-                    "dso_reference_cost_usd": rec["dso_ref"].cost_usd if "dso_ref" in rec else None,
-                    "dso_reference_s": rec["dso_ref"].info["milp_s"] if "dso_ref" in rec else None,
-                    "losses_mwh": float(rec["losses_mw"].sum() * dt),
-                    "vmin_pu": float(vm.min()),
-                    "vavg_pu": float(vm.mean()),
-                    "vstd_pu": float(vm.std()),
-                    "pf_td_min": float(rec["pf_td"].min()),
-                    "pf_td_mean": float(
-                        np.sum(np.abs(rec["p_td_mw"])) / max(np.hypot(rec["p_td_mw"], rec["q_td_mvar"]).sum(), 1e-12)
-                    ),
-                    "p_td_mw": rec["p_td_mw"],
-                    "q_td_mvar": rec["q_td_mvar"],
-                    "vm_pu": vm,
-                    "max_line_loading_percent": float(np.nanmax(rec["line_loading"])),
-                }
-            )
+            info.update(_dso_info(rec, dt))
         if request.dlmp_p_usd_per_mwh is not None:
             price = np.asarray(request.dlmp_p_usd_per_mwh, float)
         gap = rec.get("dso_gap")
@@ -383,3 +361,29 @@ class _Levels:
             reference_objective=ref,
             gap=gap,
         )
+
+
+def _dso_info(rec: dict[str, Any], dt: float) -> dict[str, Any]:
+    """What the DSO level adds to the result's info: its dispatch and instance, reference and gap, losses,
+    voltages, the T–D interface's P, Q and power factor, the largest line loading."""
+    disp = rec["dso"]
+    vm = rec["vm"]
+    return {
+        "dso": {**disp.info, "p_mw": disp.p_mw, "q_mvar": disp.q_mvar},
+        "dso_instance": rec["dso_inst"],
+        "dso_gap": rec.get("dso_gap"),
+        "dso_reference_cost_usd": rec["dso_ref"].cost_usd if "dso_ref" in rec else None,
+        "dso_reference_s": rec["dso_ref"].info["milp_s"] if "dso_ref" in rec else None,
+        "losses_mwh": float(rec["losses_mw"].sum() * dt),
+        "vmin_pu": float(vm.min()),
+        "vavg_pu": float(vm.mean()),
+        "vstd_pu": float(vm.std()),
+        "pf_td_min": float(rec["pf_td"].min()),
+        "pf_td_mean": float(
+            np.sum(np.abs(rec["p_td_mw"])) / max(np.hypot(rec["p_td_mw"], rec["q_td_mvar"]).sum(), 1e-12)
+        ),
+        "p_td_mw": rec["p_td_mw"],
+        "q_td_mvar": rec["q_td_mvar"],
+        "vm_pu": vm,
+        "max_line_loading_percent": float(np.nanmax(rec["line_loading"])),
+    }
