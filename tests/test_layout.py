@@ -36,7 +36,6 @@ LONG_FUNCTIONS: set[str] = {
     "experiments/eho_paper/tables.py:paper_tables",  # 140 lines
     "experiments/pev_cases.py:run_pev_cases",  # 137 lines
     "experiments/pool.py:_execute_pool",  # 99 lines
-    "grids/dlmp/lindistflow.py:_slot_rows",  # 88 lines
     "grids/dlmp/lindistflow.py:_solve_lp",  # 102 lines
     "grids/network.py:build_network",  # 172 lines
     "markets/eho.py:eho_minimize",  # 134 lines
