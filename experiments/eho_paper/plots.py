@@ -21,6 +21,16 @@ def _plots(out: Path, ctx: dict[str, Any]) -> None:
     hours = ctx["tod_h"]
     x = np.arange(len(hours))
     labels = [f"{int(h):02d}" for h in hours]
+    _profile_plots(out, ctx, x, labels, plt)
+    _search_plots(out, ctx, plt)
+    # 6. weight study Pareto
+    ws = ctx.get("weights")
+    if ws is not None and len(ws):
+        _pareto_plot(out, ws, plt)
+
+
+def _profile_plots(out: Path, ctx: dict[str, Any], x: np.ndarray, labels: list[str], plt: Any) -> None:
+    """DR price profile, load profile before/after, wait-time distribution."""
     # 1. DR price profile
     fig, ax = plt.subplots(figsize=(8, 3.5))
     xe = np.r_[x, x[-1] + 1]
@@ -54,6 +64,10 @@ def _plots(out: Path, ctx: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(out / "wait_distribution.png", dpi=120)
     plt.close(fig)
+
+
+def _search_plots(out: Path, ctx: dict[str, Any], plt: Any) -> None:
+    """Convergence of the searches at equal budgets, and station utilisation beside the paper's Table 7."""
     # 4. convergence
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for method, (evals, curves) in ctx["convergence"].items():
@@ -82,64 +96,65 @@ def _plots(out: Path, ctx: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(out / "station_utilisation.png", dpi=120)
     plt.close(fig)
-    # 6. weight study Pareto
-    ws = ctx.get("weights")
-    if ws is not None and len(ws):
-        from matplotlib.lines import Line2D
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, (ours_y, py, ylabel, title) in zip(
-            axes,
-            [
-                (
-                    "load_variance_kw2",
-                    "paper_grid_stress_kw2",
-                    "grid stress (load variance) [kW²]",
-                    "DR revenue vs grid stress",
-                ),
-                ("wait_mean_h", "paper_wait_h", "mean queue wait [h]", "DR revenue vs mean wait"),
-            ],
-        ):
-            for method, mk in (("eho", "o"), ("de", "s")):
-                d = ws[ws.method == method]
-                sc = ax.scatter(
-                    d["dr_revenue_usd"],
-                    d[ours_y],
-                    c=d["wait_mean_h"],
-                    cmap="viridis",
-                    marker=mk,
-                    edgecolors="k",
-                    linewidths=0.4,
-                )
-                for r in d.itertuples():
-                    ax.annotate(
-                        r.weights,
-                        (r.dr_revenue_usd, getattr(r, ours_y)),
-                        fontsize=6,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-            # Pareto front of our points: no other point has more revenue and less of the y quantity
-            pts = ws[["dr_revenue_usd", ours_y]].to_numpy()
-            front = [
-                i
-                for i, (rv, yv) in enumerate(pts)
-                if not np.any((pts[:, 0] >= rv) & (pts[:, 1] <= yv) & ((pts[:, 0] > rv) | (pts[:, 1] < yv)))
-            ]
-            f = pts[sorted(front, key=lambda i: pts[i, 0])]
-            ax.plot(f[:, 0], f[:, 1], "k--", lw=0.8)
-            d = ws[ws.method == "eho"]
-            ax.scatter(d["dr_revenue_usd"] * 0 + d["paper_dr_benefit_usd"], d[py], marker="x", color="r")
-            ax.set(xlabel="DR revenue [$/day]", ylabel=ylabel, title=title)
-            ax.legend(
-                handles=[
-                    Line2D([], [], marker="o", ls="", mfc="w", mec="k", label="ours, EHO"),
-                    Line2D([], [], marker="s", ls="", mfc="w", mec="k", label="ours, DE (same budget)"),
-                    Line2D([], [], marker="x", ls="", color="r", label="paper (Table 9)"),
-                    Line2D([], [], ls="--", color="k", lw=0.8, label="our Pareto front"),
-                ],
-                fontsize=7,
+
+def _pareto_plot(out: Path, ws: Any, plt: Any) -> None:
+    """Table 9's weight study: DR revenue against grid stress and against mean wait, our Pareto front, the paper's."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (ours_y, py, ylabel, title) in zip(
+        axes,
+        [
+            (
+                "load_variance_kw2",
+                "paper_grid_stress_kw2",
+                "grid stress (load variance) [kW²]",
+                "DR revenue vs grid stress",
+            ),
+            ("wait_mean_h", "paper_wait_h", "mean queue wait [h]", "DR revenue vs mean wait"),
+        ],
+    ):
+        for method, mk in (("eho", "o"), ("de", "s")):
+            d = ws[ws.method == method]
+            sc = ax.scatter(
+                d["dr_revenue_usd"],
+                d[ours_y],
+                c=d["wait_mean_h"],
+                cmap="viridis",
+                marker=mk,
+                edgecolors="k",
+                linewidths=0.4,
             )
-        fig.colorbar(sc, ax=axes, label="our mean wait [h]")
-        fig.savefig(out / "weight_pareto.png", dpi=120)
-        plt.close(fig)
+            for r in d.itertuples():
+                ax.annotate(
+                    r.weights,
+                    (r.dr_revenue_usd, getattr(r, ours_y)),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        # Pareto front of our points: no other point has more revenue and less of the y quantity
+        pts = ws[["dr_revenue_usd", ours_y]].to_numpy()
+        front = [
+            i
+            for i, (rv, yv) in enumerate(pts)
+            if not np.any((pts[:, 0] >= rv) & (pts[:, 1] <= yv) & ((pts[:, 0] > rv) | (pts[:, 1] < yv)))
+        ]
+        f = pts[sorted(front, key=lambda i: pts[i, 0])]
+        ax.plot(f[:, 0], f[:, 1], "k--", lw=0.8)
+        d = ws[ws.method == "eho"]
+        ax.scatter(d["dr_revenue_usd"] * 0 + d["paper_dr_benefit_usd"], d[py], marker="x", color="r")
+        ax.set(xlabel="DR revenue [$/day]", ylabel=ylabel, title=title)
+        ax.legend(
+            handles=[
+                Line2D([], [], marker="o", ls="", mfc="w", mec="k", label="ours, EHO"),
+                Line2D([], [], marker="s", ls="", mfc="w", mec="k", label="ours, DE (same budget)"),
+                Line2D([], [], marker="x", ls="", color="r", label="paper (Table 9)"),
+                Line2D([], [], ls="--", color="k", lw=0.8, label="our Pareto front"),
+            ],
+            fontsize=7,
+        )
+    fig.colorbar(sc, ax=axes, label="our mean wait [h]")
+    fig.savefig(out / "weight_pareto.png", dpi=120)
+    plt.close(fig)

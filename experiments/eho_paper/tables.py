@@ -44,23 +44,48 @@ def paper_tables(
         util: station utilisation per case (shares).
         peak_hour: hour of day of each station's highest load, per case.
     """
-    names = [c for c in ("uncontrolled", "eho-choice", "eho-fixed", "sim-uncontrolled", "sim-eho") if c in cases]
-
-    def rows(spec: list[tuple[str, str | None, str | None, str, float]]) -> pd.DataFrame:
-        out = []
-        for label, pu, po, key, scale in spec:
-            r = {
-                "metric": label,
-                "paper_uncontrolled": _paper(paper, pu) if pu else float("nan"),
-                "paper_optimised": _paper(paper, po) if po else float("nan"),
-            }
-            for c in names:
-                r[c] = cases[c].get(key, float("nan")) * scale
-            out.append(r)
-        return pd.DataFrame(out)
-
+    names: list[str] = [
+        c for c in ("uncontrolled", "eho-choice", "eho-fixed", "sim-uncontrolled", "sim-eho") if c in cases
+    ]
     t: dict[str, pd.DataFrame] = {}
-    t["table4_wait"] = rows(
+    t["table4_wait"], t["table5_grid_stress"] = _tables_4_5(cases, paper, names)
+    t["table8_economics"] = _table8(cases, paper, names)
+    t["table7_utilisation"] = _table7(util, peak_hour, names)
+    t["table10_performance"] = _table10(cases, paper, names)
+    t["table11_validation"] = _table11(cases, paper, names)
+    return t
+
+
+def _rows(
+    paper: dict[str, Any],
+    cases: dict[str, dict[str, float]],
+    names: list[str],
+    spec: list[tuple[str, str | None, str | None, str, float]],
+) -> pd.DataFrame:
+    """One row per (label, paper key uncontrolled, paper key optimised, our metric, scale): the paper's beside
+    each case's."""
+    out = []
+    for label, pu, po, key, scale in spec:
+        r = {
+            "metric": label,
+            "paper_uncontrolled": _paper(paper, pu) if pu else float("nan"),
+            "paper_optimised": _paper(paper, po) if po else float("nan"),
+        }
+        for c in names:
+            r[c] = cases[c].get(key, float("nan")) * scale
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+Cases = dict[str, dict[str, float]]
+
+
+def _tables_4_5(cases: Cases, paper: dict[str, Any], names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 4 (waiting times) and Table 5 (grid stress)."""
+    t4 = _rows(
+        paper,
+        cases,
+        names,
         [
             ("waiting time, mean [h]", "wait_mean_uncontrolled_h", "wait_mean_optimised_h", "wait_mean_h", 1.0),
             ("waiting time, median [h]", "wait_median_uncontrolled_h", "wait_median_optimised_h", "wait_median_h", 1.0),
@@ -73,9 +98,12 @@ def paper_tables(
                 1.0,
             ),
             ("EVs that waited < 1.5 h [%]", None, None, "share_wait_below_1_5h", 100.0),
-        ]
+        ],
     )
-    t["table5_grid_stress"] = rows(
+    t5 = _rows(
+        paper,
+        cases,
+        names,
         [
             (
                 "variance of load [kW²]",
@@ -92,9 +120,17 @@ def paper_tables(
                 1.0,
             ),
             ("load factor", "load_factor_uncontrolled", "load_factor_optimised", "load_factor", 1.0),
-        ]
+        ],
     )
-    t8 = rows(
+    return t4, t5
+
+
+def _table8(cases: Cases, paper: dict[str, Any], names: list[str]) -> pd.DataFrame:
+    """Table 8 (economics), with the total savings row."""
+    t8 = _rows(
+        paper,
+        cases,
+        names,
         [
             ("DR revenue [$/day]", None, "dr_revenue_usd", "dr_revenue_usd", 1.0),
             (
@@ -104,7 +140,7 @@ def paper_tables(
                 "user_cost_usd",
                 1.0,
             ),
-        ]
+        ],
     )
     base_cost = cases["uncontrolled"]["user_cost_usd"]
     sav = {
@@ -115,7 +151,11 @@ def paper_tables(
     for c in names:
         ref = cases["sim-uncontrolled"]["user_cost_usd"] if c.startswith("sim-") else base_cost
         sav[c] = 0.0 if c.endswith("uncontrolled") else ref - cases[c]["user_cost_usd"] + cases[c]["dr_revenue_usd"]
-    t["table8_economics"] = pd.concat([t8, pd.DataFrame([sav])], ignore_index=True)
+    return pd.concat([t8, pd.DataFrame([sav])], ignore_index=True)
+
+
+def _table7(util: dict[str, np.ndarray], peak_hour: dict[str, np.ndarray], names: list[str]) -> pd.DataFrame:
+    """Table 7: utilisation [%] and peak hour of each station, per case."""
     util_rows = []
     for k in range(len(util["uncontrolled"])):
         r = {"station": k + 1, "paper_optimised_percent": TABLE7[k] if k < len(TABLE7) else float("nan")}
@@ -124,8 +164,15 @@ def paper_tables(
                 r[f"{c}_percent"] = 100.0 * util[c][k]
                 r[f"{c}_peak_hour"] = int(peak_hour[c][k])
         util_rows.append(r)
-    t["table7_utilisation"] = pd.DataFrame(util_rows)
-    t10 = rows(
+    return pd.DataFrame(util_rows)
+
+
+def _table10(cases: Cases, paper: dict[str, Any], names: list[str]) -> pd.DataFrame:
+    """Table 10: performance indicators."""
+    t10 = _rows(
+        paper,
+        cases,
+        names,
         [
             ("peak demand [kW]", "peak_uncontrolled_kw", "peak_optimised_kw", "peak_kw", 1.0),
             ("load factor", "load_factor_uncontrolled", "load_factor_optimised", "load_factor", 1.0),
@@ -148,11 +195,18 @@ def paper_tables(
                 "station_utilisation_mean",
                 100.0,
             ),
-        ]
+        ],
     )
     t10.loc[t10.metric.str.startswith("station utilisation, mean"), ["paper_uncontrolled", "paper_optimised"]] *= 100.0
-    t["table10_performance"] = t10
-    t11 = rows(
+    return t10
+
+
+def _table11(cases: Cases, paper: dict[str, Any], names: list[str]) -> pd.DataFrame:
+    """Table 11: validation metrics against the paper's thresholds."""
+    t11 = _rows(
+        paper,
+        cases,
+        names,
         [
             ("energy fulfilment (threshold ≥ 95 %) [%]", None, "energy_fulfilment", "energy_fulfilment", 100.0),
             (
@@ -164,11 +218,10 @@ def paper_tables(
             ),
             ("participation rate in DR (threshold ≥ 70 %) [%]", None, "dr_participation", "dr_participation", 100.0),
             ("waiting time, maximum (threshold ≤ 4 h) [h]", None, "wait_max_optimised_h", "wait_max_h", 1.0),
-        ]
+        ],
     )
     t11.loc[t11.index[:3], "paper_optimised"] *= 100.0
-    t["table11_validation"] = t11
-    return t
+    return t11
 
 
 def _md(df: pd.DataFrame, fmt: str = "{:.3g}") -> str:
