@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml requirements.lock
+	@test ! -L $(VENV) || { echo "$(VENV) is a symlink (a shared venv): not rebuilding it, 'venv --clear' would empty" \
+		"the venv it points to; rebuild it in its own tree, or 'touch $(STAMP)' there if it is current" >&2; exit 2; }
 	@test -n "$(PY)" || { echo "evgrid needs Python 3.12 or 3.13 and found none (tried: $(PY_CANDIDATES));" \
 		"install one (e.g. 'pyenv install 3.12') or run 'make PY=/path/to/python3.12'" >&2; exit 2; }
 	@echo "building $(VENV) with $(PY) ($$($(PY) --version))"
@@ -34,7 +36,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# docs/schema.md is generated from sim/scenario.py's models (tests/test_schema_doc.py fails when it is stale)
 docs: $(STAMP)
+	$(BIN)/python -m experiments.schema_doc
 	$(BIN)/mkdocs build --quiet
 
 bench: $(STAMP)

@@ -13,6 +13,8 @@ Times are minutes since the start of the run. A group's arrival distribution is 
 simulated day gets its own draw of ``share × n_evs`` EVs (or a Poisson number), mapped into the run window
 ``[start_h, start_h + horizon_h)``, so a run that starts at noon sees the evening arrivals of day 1 and the morning
 arrivals of day 2 — the same set of sessions as a calendar day, without cutting the overnight ones in half.
+A group with ``source = "elaadnl"`` draws arrival, connection time and energy from ElaadNL's empirical tables instead
+(`agents.elaadnl`, `_elaadnl_sessions`), from the same ``arrivals`` and ``needs`` streams.
 """
 
 from __future__ import annotations
@@ -279,6 +281,98 @@ def _station_of_evs(
     return rng.permutation(np.repeat(members, counts))
 
 
+def _parametric_sessions(
+    scenario: Scenario, g: FleetGroup, n_day: int, r_arr: np.random.Generator, r_need: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions of a ``source = "parametric"`` group: (arrival [h since run start], departure [h since run start],
+    battery [kWh], SOC target, SOC at arrival), sorted by arrival."""
+    t = scenario.time
+    n_days = int(np.ceil(t.horizon_h / 24.0 - 1e-9))
+    # arrival times [h since run start]
+    if g.arrival.process == "poisson":
+        total = sum(g.arrival.rate_per_h)
+        scale = n_day / total if total > 0 else 0.0  # rates are a shape; n_evs × share is the expected daily count
+        arr_h = _poisson_arrivals(r_arr, g.arrival.rate_per_h, scale, t.start_h, t.start_h + t.horizon_h) - t.start_h
+    else:
+        days = [d * 24.0 + (_arrival_tod_h(r_arr, g, n_day) - t.start_h) % 24.0 for d in range(n_days)]
+        arr_h = np.concatenate(days) if days else np.zeros(0)
+    arr_h = np.sort(arr_h[arr_h < t.horizon_h])
+    n = len(arr_h)
+    if g.departure.kind == "dwell":
+        dep_h = arr_h + r_arr.uniform(g.departure.low_h, g.departure.high_h, n)
+    else:
+        dep_tod = r_arr.uniform(g.departure.low_h, g.departure.high_h, n) % 24.0
+        arr_tod = (arr_h + t.start_h) % 24.0
+        gap = (dep_tod - arr_tod) % 24.0
+        dep_h = arr_h + np.where(gap < 1e-9, 24.0, gap)
+    battery = _choice(r_need, g.battery_kwh, n).astype(float)
+    target = np.full(n, g.soc_target)
+    if g.energy_need_kwh is not None:
+        need = r_need.uniform(g.energy_need_kwh.low, g.energy_need_kwh.high, n)
+        need = np.minimum(need, battery * target)
+        soc_arr = target - need / battery
+    else:
+        soc_arr = np.minimum(r_need.uniform(g.soc_arrival.low, g.soc_arrival.high, n), target)
+    return arr_h, dep_h, battery, target, soc_arr
+
+
+def _elaadnl_sessions(
+    scenario: Scenario,
+    g: FleetGroup,
+    n_day: int,
+    r_arr: np.random.Generator,
+    r_need: np.random.Generator,
+    warnings: list[str] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions of a ``source = "elaadnl"`` group (`agents.elaadnl`), returned like `_parametric_sessions`.
+
+    Every calendar day the run touches gets ``n_day`` arrivals from its day's table (weekday or weekend, by
+    ``g.day_type``); those inside the run window are kept, so a noon-to-noon day sees the afternoon of one day and
+    the morning of the next. Departure = arrival + connection time. The battery's energy need is the drawn energy
+    (metered at the charge point) × ``eta_ch``, capped at ``battery × soc_target`` (an EV cannot take more); how many
+    sessions were capped is said in ``warnings``.
+    """
+    from agents import elaadnl
+
+    t = scenario.time
+    segment = g.segment or "public"
+    start_day = scenario.grid.profile_start_day
+    arr: list[np.ndarray] = []
+    for c in range(int(np.ceil((t.start_h + t.horizon_h) / 24.0 - 1e-9))):
+        weekend = g.day_type == "weekend" or (g.day_type in (None, "calendar") and elaadnl.is_weekend(start_day, c))
+        arr.append(c * 24.0 + elaadnl.draw_arrival_tod_h(r_arr, segment, weekend, n_day) - t.start_h)
+    arr_h = np.concatenate(arr) if arr else np.zeros(0)
+    arr_h = np.sort(arr_h[(arr_h >= 0.0) & (arr_h < t.horizon_h)])
+    n = len(arr_h)
+    dep_h = arr_h + elaadnl.draw_connection_h(r_arr, segment, n)
+    battery = _choice(r_need, g.battery_kwh, n).astype(float)
+    target = np.full(n, g.soc_target)
+    need = elaadnl.draw_energy_kwh(r_need, segment, n) * g.eta_ch  # ElaadNL meters the charge point: grid side
+    capped = need > battery * target
+    if capped.any() and warnings is not None:
+        warnings.append(
+            f"fleet.groups.{g.name}: {int(capped.sum())} of {n} ElaadNL session energies exceed battery_kwh x "
+            f"soc_target and are capped there (largest {need[capped].max():.1f} kWh); raise battery_kwh or "
+            "soc_target to keep them"
+        )
+    soc_arr = target - np.minimum(need, battery * target) / battery
+    return arr_h, dep_h, battery, target, soc_arr
+
+
+def _say_undeliverable(g: FleetGroup, need_kwh: np.ndarray, max_kwh: np.ndarray, warnings: list[str] | None) -> None:
+    """Say how many sessions of an ElaadNL group need more battery energy [kWh] than their charger can deliver in
+    their connection time (``max_kwh``): ElaadNL publishes connection time and energy as separate distributions,
+    drawn independently here, so a short session may come with a large energy; it stays unfulfilled."""
+    short = need_kwh > max_kwh + 1e-9
+    if short.any() and warnings is not None:
+        gap = float((need_kwh - max_kwh)[short].sum())
+        warnings.append(
+            f"fleet.groups.{g.name}: {int(short.sum())} of {len(need_kwh)} ElaadNL sessions need more energy than "
+            f"their charger delivers in their connection time ({gap:.0f} of {need_kwh.sum():.0f} kWh cannot be "
+            "served: connection time and energy are drawn independently); energy fulfilment stays below 1"
+        )
+
+
 def generate_fleet(
     scenario: Scenario,
     stations: StationTable,
@@ -291,41 +385,19 @@ def generate_fleet(
     without base load get no EVs (said in ``warnings``), and a group whose stations all sit at such buses is placed
     uniformly (said too).
     """
-    t = scenario.time
-    n_days = int(np.ceil(t.horizon_h / 24.0 - 1e-9))
     cols: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(FleetState)}
     counts = _split_counts(scenario.fleet.n_evs, [g.share for g in scenario.fleet.groups])
     st_groups = {sg.name: i for i, sg in enumerate(scenario.stations)}
     r_arr, r_need, r_beh, r_fleet = (streams[k] for k in ("arrivals", "needs", "behaviour", "fleet"))
     for gi, (g, n_day) in enumerate(zip(scenario.fleet.groups, counts)):
-        # arrival times [h since run start]
-        if g.arrival.process == "poisson":
-            total = sum(g.arrival.rate_per_h)
-            scale = n_day / total if total > 0 else 0.0  # rates are a shape; n_evs × share is the expected daily count
-            arr_h = (
-                _poisson_arrivals(r_arr, g.arrival.rate_per_h, scale, t.start_h, t.start_h + t.horizon_h) - t.start_h
-            )
+        if g.source == "elaadnl":
+            arr_h, dep_h, battery, target, soc_arr = _elaadnl_sessions(scenario, g, n_day, r_arr, r_need, warnings)
         else:
-            days = [d * 24.0 + (_arrival_tod_h(r_arr, g, n_day) - t.start_h) % 24.0 for d in range(n_days)]
-            arr_h = np.concatenate(days) if days else np.zeros(0)
-        arr_h = np.sort(arr_h[arr_h < t.horizon_h])
+            arr_h, dep_h, battery, target, soc_arr = _parametric_sessions(scenario, g, n_day, r_arr, r_need)
         n = len(arr_h)
-        if g.departure.kind == "dwell":
-            dep_h = arr_h + r_arr.uniform(g.departure.low_h, g.departure.high_h, n)
-        else:
-            dep_tod = r_arr.uniform(g.departure.low_h, g.departure.high_h, n) % 24.0
-            arr_tod = (arr_h + t.start_h) % 24.0
-            gap = (dep_tod - arr_tod) % 24.0
-            dep_h = arr_h + np.where(gap < 1e-9, 24.0, gap)
-        battery = _choice(r_need, g.battery_kwh, n).astype(float)
-        target = np.full(n, g.soc_target)
-        if g.energy_need_kwh is not None:
-            need = r_need.uniform(g.energy_need_kwh.low, g.energy_need_kwh.high, n)
-            need = np.minimum(need, battery * target)
-            soc_arr = target - need / battery
-        else:
-            soc_arr = np.minimum(r_need.uniform(g.soc_arrival.low, g.soc_arrival.high, n), target)
         p_max = _choice(r_fleet, g.charger_kw, n).astype(float)
+        if g.source == "elaadnl":
+            _say_undeliverable(g, (target - soc_arr) * battery, p_max * g.eta_ch * (dep_h - arr_h), warnings)
         v2g = r_fleet.uniform(size=n) < g.v2g_share
         members = np.nonzero(stations.group == st_groups[g.station_group])[0]
         station = _station_of_evs(r_fleet, members, n, _placement(scenario, stations, members, g, warnings), stations)

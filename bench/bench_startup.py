@@ -5,9 +5,11 @@ module, scenario loading, grid build, power-flow compilation, fleet and agents, 
 first step (the child then exits without simulating further). Printed per measurement: wall [s] (seen from this
 process, from spawning the child to the child's "first step" line) and the child's CPU [s] at that moment.
 
-* ``cold``: numba's on-disk cache points at an empty folder (``NUMBA_CACHE_DIR``), so every JIT kernel used in the
-  set-up (pandapower's power-flow kernels) is compiled — what the very first run on an installation pays;
-* ``warm``: the same folder again, now filled — what every later run pays. The OS file cache is warm in both.
+* ``cold``: numba's on-disk cache (``NUMBA_CACHE_DIR``) and evgrid's grid cache (``EVGRID_CACHE_DIR``,
+  sim/gridcache.py) point at an empty folder, so every JIT kernel used in the set-up (pandapower's power-flow
+  kernels) is compiled and the grid is built — what the very first run on an installation pays;
+* ``warm``: the same folders again, now filled — what every later run pays. The OS file cache is warm in both.
+* ``warm, no grid cache``: ``EVGRID_GRID_CACHE=off`` — the grid built in every run (the figure before the cache).
 
 Usage: ``python bench/bench_startup.py [--scenario default] [--reps 3] [--no-cold]``
 """
@@ -69,21 +71,26 @@ def main() -> None:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["EVGRID_GRID_CACHE"] = "on"
     with tempfile.TemporaryDirectory(prefix="evgrid-numba-") as cache:
         env["NUMBA_CACHE_DIR"] = cache
-        print(f"time to the first step of '{args.scenario}' in a fresh process (numba cache: {cache})")
-        print(f"{'':6s} {'wall [s]':>9s} {'CPU [s]':>9s}")
+        env["EVGRID_CACHE_DIR"] = cache
+        print(f"time to the first step of '{args.scenario}' in a fresh process (numba and grid cache: {cache})")
+        print(f"{'':20s} {'wall [s]':>9s} {'CPU [s]':>9s}")
         if args.no_cold:
             time_to_first_step(args.scenario, env)  # fill the cache, unreported
         else:
             w, c = time_to_first_step(args.scenario, env)
-            print(f"{'cold':6s} {w:9.2f} {c:9.2f}")
+            print(f"{'cold':20s} {w:9.2f} {c:9.2f}")
         walls, cpus = [], []
         for _ in range(args.reps):
             w, c = time_to_first_step(args.scenario, env)
             walls.append(w)
             cpus.append(c)
-            print(f"{'warm':6s} {w:9.2f} {c:9.2f}")
+            print(f"{'warm':20s} {w:9.2f} {c:9.2f}")
+        off = {**env, "EVGRID_GRID_CACHE": "off"}
+        w, c = time_to_first_step(args.scenario, off)
+        print(f"{'warm, no grid cache':20s} {w:9.2f} {c:9.2f}")
         if walls:
             print(
                 f"warm median: wall {statistics.median(walls):.2f} s, CPU {statistics.median(cpus):.2f} s "

@@ -158,7 +158,7 @@ def _pf_mutates_net() -> list[tuple[Any, str, Any]]:
 def _plot_off_by_one() -> list[tuple[Any, str, Any]]:
     import numpy as np
 
-    from experiments import plots
+    from experiments.plotting import common as plots  # every run plot reads its columns through common._col
 
     col = plots._col
 
@@ -169,7 +169,7 @@ def _plot_off_by_one() -> list[tuple[Any, str, Any]]:
 
 
 def _plot_blank() -> list[tuple[Any, str, Any]]:
-    from experiments import plots
+    from experiments.plotting import common as plots  # every run plot is saved through common._save
 
     save = plots._save
 

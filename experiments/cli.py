@@ -16,7 +16,6 @@ import typer
 
 from experiments.console import HEADLINE, print_kpis, qubo_rtp_report, warn_failures  # noqa: F401
 from experiments.console import fail as _fail
-from experiments.console import fmt_value as _fmt
 from experiments.console import guard as _guard
 from experiments.console import simulate as _simulate
 
@@ -28,8 +27,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"evgrid {metadata.version('evgrid')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Agent-based co-simulation of EV charging, electricity markets and distribution grids."""
+
+
 # Options shared by the study commands (montecarlo, sweep, study, attack)
-WorkersOpt = Annotated[int | None, typer.Option(help="local worker processes [default: CPUs]")]
+WorkersOpt = Annotated[int | None, typer.Option(help="local worker processes \\[default: CPUs]")]
 SchedulerOpt = Annotated[str | None, typer.Option(help="Dask scheduler address, or 'local' for a local Dask cluster")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="scenario override, e.g. --set fleet.n_evs=500")]
 ResumeOpt = Annotated[bool, typer.Option(help="run only the replications the store does not hold yet")]
@@ -59,7 +76,7 @@ def run(
     scenario: Annotated[str, typer.Argument(help="shipped scenario name or path to a TOML file")] = "default",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set fleet.n_evs=500")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>]")] = None,
     plots: PlotsOpt = True,
     engine: Annotated[str | None, typer.Option(help="power flow: 'fast' (default) or 'pandapower' (reference)")] = None,
     force: Annotated[
@@ -93,7 +110,8 @@ def run(
         check_output_dir(out_dir, replace=force)
     except OutputError as err:
         _fail(str(err))
-    if sc.paper.get("compare"):
+    # qubo-dlmp's paper table is its own command (`evgrid qubo-dlmp`): `run` co-simulates such a scenario as it is
+    if sc.paper.get("compare") and sc.paper["compare"] not in OWN_COMMAND:
         from experiments.papers import run_paper
 
         _guard(lambda: run_paper(sc, out_dir, plots=plots, quiet=quiet, replace=force))
@@ -113,6 +131,12 @@ def run(
     for w in result.warnings:  # how the scenario met the network (e.g. a zone it lacks); also in provenance.json
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"results written to {path}")
+    if sc.paper.get("compare") in OWN_COMMAND:
+        typer.echo(f"the paper's table for this scenario: {OWN_COMMAND[sc.paper['compare']]}")
+
+
+#: Paper comparisons that `run` does not run (a co-simulation of the scenario instead), and the command that does.
+OWN_COMMAND = {"qubo-dlmp": "evgrid qubo-dlmp"}
 
 
 @app.command()
@@ -129,26 +153,48 @@ def validate(
     file: Annotated[str, typer.Argument(help="scenario TOML file or shipped name")],
     set_: SetOpt = None,
     trust_pickle: TrustPickleOpt = False,
+    scheduler: SchedulerOpt = None,
+    out: Annotated[Path | None, typer.Option(help="also check that this output folder could be written")] = None,
 ) -> None:
-    """Check a scenario file against the schema, the mechanism's parameters and its network file."""
+    """Check a scenario file against the schema, the mechanism's parameters and its network file (and, when
+    given, that the Dask scheduler answers and the output folder may be written)."""
     from grids.netfile import NetworkFileError, load_network_file
+    from grids.network import NetworkError
     from markets.base import MarketConfigError
     from sim.interface import check_fit
     from sim.scenario import ScenarioError, load_scenario
 
     _trust_pickle(trust_pickle)
+    _check_scheduler(scheduler)
+    if out is not None:
+        _output_dir(out, False)
     try:
         sc = load_scenario(file, set_ or [])
         mech = sc.market.build()
         if sc.grid.case == "file":
             load_network_file(sc.grid.file)
-        check_fit(sc, mech)  # what the mechanism cannot honour: V2G EVs, a network it cannot price
-    except (ScenarioError, MarketConfigError, NetworkFileError) as err:
+        # what the mechanism cannot honour: V2G EVs, a network it cannot price (mechanisms that need the grid build
+        # it here, and with it meet a network whose base case has no power-flow solution)
+        check_fit(sc, mech)
+    except (ScenarioError, MarketConfigError, NetworkFileError, NetworkError) as err:
         _fail(str(err).replace("\n", "; "))
     typer.echo(
         f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "
         f"{sc.grid.case}, market {sc.market.mechanism})"
     )
+
+
+def _output_dir(out: Path, force: bool) -> Path:
+    """``out`` checked up front (new, empty, or a previous evgrid result with --force), or exit 2."""
+    from sim.result import OutputError, check_output_dir
+
+    try:
+        return check_output_dir(out, replace=force)
+    except OutputError as err:
+        _fail(str(err))
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="replace a previous evgrid result in --out (only that)")]
 
 
 @app.command(name="compare")
@@ -161,7 +207,8 @@ def compare_cmd(
     bits: Annotated[int, typer.Option(help="bit depth of the discretised reference")] = 4,
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>-compare]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>-compare]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Compare mechanisms side by side: objective, gap to the exact optimum, wall time, violations."""
     from experiments.compare import COLUMNS, compare, write
@@ -178,19 +225,26 @@ def compare_cmd(
         sc = load_scenario(scenario, set_ or [], seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
-    table = _guard(lambda: compare(sc, names, reference_variant=reference, bits=bits))
-    path = write(table, out or Path("results") / f"{sc.name}-compare")
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from sim.result import command_provenance, staged_output
 
-    t = Table(title=escape(f"{sc.name}: mechanisms vs the exact optimum ({reference})"))
-    t.add_column("KPI")
-    for name in names:
-        t.add_column(name, justify="right")
+    path = _output_dir(out or Path("results") / f"{sc.name}-compare", force)
+    table = _guard(lambda: compare(sc, names, reference_variant=reference, bits=bits))
+    args = {"mechanisms": names, "reference": reference, "bits": bits}
+    with staged_output(path, command_provenance("compare", args, sc), replace=force) as staged:
+        write(table, staged)
+    from rich.markup import escape
+
+    from experiments.console import ZERO_TOL, fmt_number, show
+    from experiments.console import make_table as console_table
+
+    t = console_table(
+        f"{sc.name}: mechanisms vs the exact optimum ({reference})",
+        [("KPI", "left")] + [(name, "right") for name in names],
+    )
     for key, label in COLUMNS.items():
-        t.add_row(escape(label), *(_fmt("{:.4g}", v) for v in table[key]))
-    Console().print(t)
+        t.add_row(escape(label), *(fmt_number(v) for v in table[key]))
+    t.caption = f"4 significant digits; |value| < {ZERO_TOL:g} shown as 0; n/a: does not apply"
+    show(t)
     typer.echo(f"table written to {path.resolve()}")
 
 
@@ -215,7 +269,7 @@ def attack(
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="root seed")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-attack]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-attack]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -255,7 +309,8 @@ def pev_cases_cmd(
     n_evs: Annotated[int, typer.Option(help="EVs at each EV bus (paper buses 18 and 33)")] = 50,
     load_scale: Annotated[float, typer.Option(help="multiplies the Baran & Wu loads")] = 0.6,
     price: Annotated[float, typer.Option(help="substation energy price [$/MWh]")] = 84.0,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/pev-cases]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/pev-cases]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """The review's four PEV cases (001, Part 3) on the 33-bus feeder: per-bus DLMPs, total cost, losses."""
     from experiments.pev_cases import format_pev_cases, run_pev_cases
@@ -264,12 +319,15 @@ def pev_cases_cmd(
         _fail(f"--method: got '{method}'; allowed: acopf, lindistflow")
     if n_evs < 0 or not (0 < load_scale <= 3) or price < 0:
         _fail("--n-evs >= 0, --load-scale in (0, 3] and --price >= 0 are required")
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / "pev-cases", force)
     df = run_pev_cases(n_evs_per_bus=n_evs, load_scale=load_scale, price_usd_per_mwh=price, method=method)
-    target = out or Path("results") / "pev-cases"
-    target.mkdir(parents=True, exist_ok=True)
-    df.to_csv(target / "pev_cases.csv", index=False)
     text = format_pev_cases(df, [1, 2, 3, 6, 9, 12, 15, 18, 19, 22, 23, 25, 26, 30, 33])
-    (target / "pev_cases.md").write_text(text + "\n")
+    args = {"method": method, "n_evs": n_evs, "load_scale": load_scale, "price": price}
+    with staged_output(target, command_provenance("pev-cases", args), replace=force) as staged:
+        df.to_csv(staged / "pev_cases.csv", index=False)
+        (staged / "pev_cases.md").write_text(text + "\n")
     typer.echo(text)
     typer.echo(f"table written to {target.resolve()}")
 
@@ -278,8 +336,9 @@ def pev_cases_cmd(
 def qubo_dlmp_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="200 EVs and 8 reads: a smoke run, not Table 2")] = False,
     bits: Annotated[str, typer.Option(help="comma-separated bit depths")] = "4,8",
-    seed: Annotated[int | None, typer.Option(help="random seed [default: the scenarios']")] = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/qubo-dlmp]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed \\[default: the scenarios']")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/qubo-dlmp]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Table 2 of Suri et al. (000): tri-level QUBO DLMP scheduling, S1 and S2, ours beside the paper's."""
     from experiments.dlmp_paper import format_table2, run_table2, write_table2
@@ -290,10 +349,15 @@ def qubo_dlmp_cmd(
         depths = ()
     if not depths or any(not 2 <= b <= 10 for b in depths):
         _fail(f"--bits: got '{bits}'; allowed: comma-separated integers in [2, 10]")
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / "qubo-dlmp", force)
     rows = _guard(lambda: run_table2(quick=quick, bits=depths, seed=seed))
-    path = write_table2(rows, out or Path("results") / "qubo-dlmp")
+    args = {"quick": quick, "bits": list(depths), "seed": seed}
+    with staged_output(target, command_provenance("qubo-dlmp", args), replace=force) as staged:
+        name = write_table2(rows, staged).name
     typer.echo(format_table2(rows)[0])
-    typer.echo(f"table written to {path.resolve()} (and table2.csv)")
+    typer.echo(f"table written to {(target / name).resolve()} (and table2.csv)")
 
 
 @app.command(name="qubo-rtp")
@@ -304,7 +368,8 @@ def qubo_rtp_cmd(
     seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
     reference: Annotated[bool, typer.Option(help="solve every interval exactly in HiGHS and report the gap")] = True,
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option(help="output directory [default: results/<scenario>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory \\[default: results/<scenario>]")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Real-time pricing of 003 with qubo-rtp: baseline vs RTP day, our outcomes beside the paper's."""
     from sim.scenario import ScenarioError, load_scenario
@@ -317,10 +382,40 @@ def qubo_rtp_cmd(
         sc = load_scenario(scenario, set_ or [], seed)
     except ScenarioError as err:
         _fail(str(err).replace("\n", "; "))
-    qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=out)
+    from sim.result import command_provenance, staged_output
+
+    target = _output_dir(out or Path("results") / f"{sc.name}{'-full' if full else ''}", force)
+    args = {"full": full, "runs": runs, "reference": reference}
+    with staged_output(target, command_provenance("qubo-rtp", args, sc), replace=force) as staged:
+        qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=staged, shown=target)
 
 
 # ---------------------------------------------------------------------------------------------------- studies
+def _check_scheduler(scheduler: str | None, timeout_s: float = 5.0) -> None:
+    """Exit 2 with one line unless a Dask scheduler answers at ``scheduler`` (None and 'local' need none)."""
+    if scheduler is None or scheduler == "local":
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if parts.scheme not in ("tcp", "tls") or not host or not port:
+        _fail(f"--scheduler: got '{scheduler}'; allowed: 'local' or a Dask address tcp://HOST:PORT (or tls://)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        _fail(
+            f"--scheduler: cannot reach '{scheduler}' ({reason}); start a scheduler there "
+            "(`dask scheduler`), check the address, or use --scheduler local"
+        )
+
+
 def _run_study(
     study, out: Path, workers: int | None, scheduler: str | None, resume: bool, quiet: bool, plots: bool
 ) -> None:
@@ -340,6 +435,7 @@ def _run_study(
     if workers is not None and workers < 1:
         _fail(f"--workers: got {workers}; allowed: integer >= 1")
     k = workers or default_workers()
+    _check_scheduler(scheduler)  # before the store exists: an unreachable scheduler leaves nothing behind
     store = Store(out)
     resume_cmd = _resume_command(out)
 
@@ -432,8 +528,8 @@ def montecarlo(
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: SetOpt = None,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-montecarlo]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-montecarlo]")] = None,
     resume: ResumeOpt = False,
     timeseries: Annotated[
         list[str] | None, typer.Option(help="also store this table per replication, e.g. steps")
@@ -467,8 +563,8 @@ def sweep(
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="scenario override for every point")] = None,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the scenario's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/<scenario>-sweep]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the scenario's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/<scenario>-sweep]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,
@@ -491,12 +587,12 @@ def sweep(
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="shipped study (see `evgrid studies`) or study TOML file")],
-    n: Annotated[int | None, typer.Option("-n", help="replications per point [default: the study's]")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="replications per point \\[default: the study's]")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     trust_pickle: TrustPickleOpt = False,
-    seed: Annotated[int | None, typer.Option(help="root seed [default: the study's]")] = None,
-    out: Annotated[Path | None, typer.Option(help="study directory [default: results/study-<name>]")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed \\[default: the study's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory \\[default: results/study-<name>]")] = None,
     resume: ResumeOpt = False,
     plots: PlotsOpt = True,
     quiet: QuietOpt = False,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from experiments.console import ZERO_TOL, fmt_number
 from sim.scenario import Scenario, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +27,10 @@ COLUMNS = {
     "market_gap_max": "worst clearing gap",
     "time_market_s": "market wall time [s]",
     "time_reference_s": "reference wall time [s]",
+    "vmin_pu": "Vmin [pu]",
+    "vmax_pu": "Vmax [pu]",
     "voltage_violation_bus_minutes": "voltage violations [bus·min]",
+    "overvoltage_bus_minutes": "of which overvoltage [bus·min]",
     "line_overload_minutes": "line overload [min]",
     "ev_curtailed_kwh": "EV curtailed [kWh]",
     "peak_load_kw": "peak load [kW]",
@@ -63,7 +67,8 @@ def write(table: pd.DataFrame, out_dir: Path) -> Path:
     table.to_csv(out_dir / "compare.csv", index=False)
     lines = ["| mechanism | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for r in table.itertuples(index=False):
-        vals = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r[1:]]
+        vals = [fmt_number(v) for v in r[1:]]  # |v| < ZERO_TOL as 0 (stated below the table), NaN as n/a
         lines.append(f"| {r[0]} | " + " | ".join(vals) + " |")
+    lines.append(f"\n4 significant digits; |value| < {ZERO_TOL:g} shown as 0; n/a: does not apply.")
     (out_dir / "compare.md").write_text("\n".join(lines) + "\n")
     return out_dir

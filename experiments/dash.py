@@ -30,6 +30,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -38,6 +39,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import reacton.core
 import solara
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
@@ -49,7 +51,8 @@ from sim.scenario import Scenario, apply_overrides, list_scenarios, read_toml, r
 ENV_SCENARIO = "EVGRID_DASH_SCENARIO"
 ENV_SET = "EVGRID_DASH_SET"
 STRESS_MAX_PERCENT = 120.0  # top of the shared colour scale [% of limit]
-PLAY_PAUSE_S = 0.2  # pause between steps while running [s], so each step is drawn and can be watched
+RENDER_WAIT_S = 10.0  # longest wait for another thread's render before a frame redraws anyway [s]
+FRAME_MIN_S = 0.25  # shortest frame while running [s]: a frame steps the model once, then redraws the page
 
 # The attack the switch adds to a scenario that has none: stations report 100 % more committed EV load than they
 # have, at 30 % of the stations, from 4 h to 12 h into the run; the DSO's report monitor (CUSUM) watches for it.
@@ -178,6 +181,7 @@ class Live:
         self.x, self.y = feeder_layout(m.network.net)
         self.cusum_max = np.full(m.n_steps, np.nan)  # largest CUSUM over stations after each step [-]
         self.step_s = 0.0
+        self.closed = False
 
     @property
     def steps(self) -> int:
@@ -191,6 +195,8 @@ class Live:
         """Advance ``n`` market steps (thread-safe); returns the steps done."""
         with self.lock:
             m = self.model
+            if self.closed:
+                return self.steps
             t0 = time.perf_counter()
             while self.steps < m.n_steps and n > 0:
                 m.advance(1)
@@ -199,6 +205,13 @@ class Live:
                 n -= 1
             self.step_s += time.perf_counter() - t0
             return self.steps
+
+    def close(self) -> None:
+        """Release the model (waits for a step in progress); later `step` calls do nothing."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.model.close()
 
     # ------------------------------------------------------------------ data so far
     def hours(self) -> np.ndarray:
@@ -515,6 +528,19 @@ def _env_params() -> tuple[DashParams, list[str]]:
     return default_params(scenario, overrides), overrides
 
 
+def _wait_for_other_render(rc: Any) -> None:
+    """Wait (bounded) until a render running in another thread, e.g. a click handler's, has finished.
+
+    A state change made while another thread renders is left to that thread, which then renders again; a run
+    that kept changing state during those renders would keep a click handler's thread rendering (and its
+    updates and the next clicks waiting) until the run ends. Reacton has no public call for this; its render
+    context's ``thread_lock`` is the lock a render holds, so a short acquire/release waits for it.
+    """
+    lock = getattr(rc, "thread_lock", None)
+    if lock is not None and lock.acquire(timeout=RENDER_WAIT_S):
+        lock.release()
+
+
 def _kpi_html(live: Live | None) -> str:
     if live is None:
         return ""
@@ -534,8 +560,14 @@ def Page() -> None:
     error = solara.use_reactive("")
     tick = solara.use_reactive(0)
     playing = solara.use_reactive(False)
+    runner = solara.use_ref(cast(threading.Event | None, None))  # the running frame loop's stop signal
+    rc = reacton.core.get_render_context(required=False)
 
     def build() -> None:
+        stop = runner.current
+        runner.current = None
+        if stop is not None:
+            stop.set()
         playing.set(False)
         try:
             new = Live(params.value, overrides)
@@ -544,8 +576,7 @@ def Page() -> None:
             return
         old = live.value
         if old is not None:
-            with old.lock:
-                old.model.close()
+            old.close()
         error.set("")
         live.set(new)
         tick.set(tick.value + 1)
@@ -560,17 +591,53 @@ def Page() -> None:
             live.value.step(1)
             tick.set(tick.value + 1)
 
-    def play(cancel: threading.Event) -> None:
-        lv = live.value
-        while playing.value and lv is not None and not cancel.is_set():
-            lv.step(1)
-            tick.set(tick.value + 1)
-            if lv.done:
-                playing.set(False)
-                break
-            time.sleep(PLAY_PAUSE_S)
+    def stop_play() -> None:
+        """Pause: the runner stops before its next step (at most one step and one redraw away)."""
+        stop = runner.current
+        runner.current = None
+        if stop is not None:
+            stop.set()
+        playing.set(False)
 
-    solara.use_thread(play, dependencies=[playing.value, live.value], intrusive_cancel=False)
+    def start_play() -> None:
+        lv = live.value
+        if lv is None or lv.done or runner.current is not None:
+            return
+        stop = threading.Event()
+        runner.current = stop
+        # started from the click handler, not from a render: the handler returns at once, and every redraw of
+        # the run happens in the runner thread (see `play`); Solara's patched Thread carries the session along
+        threading.Thread(target=play, args=(lv, stop), daemon=True, name="evgrid-dash-run").start()
+
+    def play(lv: Live, stop: threading.Event) -> None:
+        """Advance the model and redraw, frame by frame, until the end, Pause, Reset or a control change.
+
+        A frame advances one market step and bumps ``tick``, and lasts at least `FRAME_MIN_S`. The state change renders the page synchronously in this thread, so the next frame starts only
+        after the page has been redrawn: the frame rate is bounded by the drawing, and no other thread is left
+        re-rendering a stream of changes (which, in the click handler's thread, holds back both the page's
+        updates and the Pause click until the run ends).
+        """
+        try:
+            playing.set(True)
+            while not stop.is_set() and not lv.done and not lv.closed:
+                t0 = time.perf_counter()
+                lv.step(1)
+                _wait_for_other_render(rc)
+                tick.set(tick.value + 1)
+                stop.wait(max(FRAME_MIN_S - (time.perf_counter() - t0), 0.0))
+        finally:
+            if runner.current is stop:
+                runner.current = None
+                playing.set(False)
+
+    def cleanup_play() -> Callable[[], None]:
+        def stop_on_unmount() -> None:
+            if runner.current is not None:
+                runner.current.set()
+
+        return stop_on_unmount
+
+    solara.use_effect(cleanup_play, [])
 
     lv = live.value
     p = params.value
@@ -598,7 +665,7 @@ def Page() -> None:
                 solara.Button(
                     "Pause" if playing.value else "Run",
                     color="primary",
-                    on_click=lambda: playing.set(not playing.value),
+                    on_click=stop_play if playing.value else start_play,
                     disabled=lv is None or lv.done,
                 )
                 solara.Button("Reset", on_click=build)

@@ -118,7 +118,11 @@ def run_paper(
 
     kind = sc.paper["compare"]
     if kind == "qubo-rtp":  # a market study, not a co-simulation: `evgrid qubo-rtp` runs it
-        qubo_rtp_report(sc, out=Path(out_dir))
+        from sim.result import command_provenance, staged_output
+
+        target = check_output_dir(out_dir, replace=replace)
+        with staged_output(target, command_provenance("qubo-rtp", {}, sc), replace=replace) as staged:
+            qubo_rtp_report(sc, out=staged, shown=target)
         return pd.DataFrame()
     if kind not in COMPARISONS:
         from sim.scenario import ScenarioError
@@ -164,16 +168,15 @@ def run_paper(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print_kpis(results["coordinated"].kpis, title=f"{sc.name}: coordinated (seed {sc.seed})")
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    t = Table(title=f"{sc.name}: paper vs ours")
-    for c in ("metric", "paper", "ours"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
+    from experiments.console import fmt_value, show
+    from experiments.console import make_table as console_table
+
+    t = console_table(f"{sc.name}: paper vs ours", [("metric", "left"), ("paper", "right"), ("ours", "right")])
     for r in table.itertuples():
-        t.add_row(escape(r.metric), f"{r.paper:.3f}", f"{r.ours:.3f}")
-    Console().print(t)
+        t.add_row(escape(r.metric), fmt_value("{:.3f}", r.paper), fmt_value("{:.3f}", r.ours))
+    show(t)
     print(NOTES.get(kind, ""))
     print(f"results written to {out}")
     return table

@@ -216,7 +216,7 @@ def report(study_dir: str | Path, *, plots: bool = True, print_tables: bool = Tr
         f"{n_ok} of {expected} replications ok, {len(failed)} failed, {expected - n_ok - len(failed)} missing.",
         "",
     ]
-    head = summary[summary["kpi"].isin(headline)]
+    head = summary[summary["kpi"].isin(headline)] if "kpi" in summary.columns else summary  # none ok: empty
     if len(head):
         lines += ["| point | KPI | n | mean | 95 % CI | MCSE |", "|---|---|---:|---:|---|---:|"]
         for r in head.itertuples():
@@ -280,29 +280,31 @@ def _has_tabulate() -> bool:
 def _print(manifest: dict[str, Any], head: pd.DataFrame, out: dict[str, Any], failed: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from experiments.console import fmt_number, make_table
 
     con = Console()
-    t = Table(title=escape(f"{manifest['kind']}: {manifest['scenario']} — {out['n_ok']}/{out['expected']} ok"))
-    for c in ("point", "KPI", "n", "mean", "95 % CI", "MCSE"):
-        t.add_column(c, justify="left" if c in ("point", "KPI") else "right")
+    cols = ("point", "KPI", "n", "mean", "95 % CI", "MCSE")
+    # cells fold instead of ending in '…', so long point labels wrap inside the terminal width
+    t = make_table(
+        f"{manifest['kind']}: {manifest['scenario']} — {out['n_ok']}/{out['expected']} ok",
+        [(c, "left" if c in ("point", "KPI") else "right") for c in cols],
+    )
     for r in head.itertuples():
         t.add_row(
             escape(str(r.label or r.point)),
-            r.kpi,
+            escape(str(r.kpi)),
             str(r.n),
-            f"{r.mean:.4g}",
-            f"[{r.ci_low:.4g}, {r.ci_high:.4g}]",
-            f"{r.mcse:.3g}",
+            fmt_number(r.mean),
+            f"[{fmt_number(r.ci_low)}, {fmt_number(r.ci_high)}]",
+            fmt_number(r.mcse, 3),
         )
     con.print(t)
     if "paper" in out and len(out["paper"]):
-        p = Table(title="paper vs ours")
         paper = out["paper"]
         if len(paper.columns) > 8:  # wide impact tables read better one metric per row
             paper = paper.set_index(paper.columns[0]).T.reset_index(names="metric")
-        for c in paper.columns:
-            p.add_column(escape(str(c)))
+        p = make_table("paper vs ours", [(str(c), "left") for c in paper.columns])
         for row in paper.itertuples(index=False):
             p.add_row(*(escape(str(v)) for v in row))
         con.print(p)

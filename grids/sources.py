@@ -252,12 +252,20 @@ def with_profiles(net: Any, citation: str) -> Source:
     ``net.profiles``). A net without such profiles comes back without series.
 
     Raises:
-        SourceError: the profiles are there but incomplete (an element without a finite profile).
+        SourceError: the profiles are there but incomplete: an in-service load or sgen without a profile, or naming
+            one ``net.profiles`` lacks (`grids.profiles.check_element_profiles`, naming the element), or a profile
+            that is not finite.
     """
     if not has_simbench_profiles(net):
         return Source(net, citation)
     import simbench as sb
 
+    from grids.profiles import ProfileError, check_element_profiles
+
+    try:
+        check_element_profiles(net)  # simbench would hold an element without a profile flat, or fail unnamed
+    except ProfileError as err:
+        raise SourceError(f"grid.case: {citation}: {err}") from None
     try:
         prof = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
     except Exception as err:  # a hand-edited file may carry profiles simbench cannot read
@@ -279,7 +287,15 @@ def with_profiles(net: Any, citation: str) -> Source:
     n_t = max(len(lp), len(sp))
     if n_t == 0:
         return Source(net, citation)
-    for name, a in (("load p_mw", lp), ("load q_mvar", lq), ("sgen p_mw", sp)):
-        if a.shape[1] and (len(a) != n_t or not np.all(np.isfinite(a))):
-            raise SourceError(f"grid.case: {citation}: {name} profile missing or not finite for some element")
+    for name, a, index in (("load p_mw", lp, load_idx), ("load q_mvar", lq, load_idx), ("sgen p_mw", sp, sgen_idx)):
+        if a.shape[1] and len(a) != n_t:
+            raise SourceError(f"grid.case: {citation}: {name} profiles have {len(a)} rows, the others {n_t}")
+        bad = np.nonzero(~np.isfinite(a).all(axis=0))[0]
+        if len(bad):
+            element = name.split()[0]
+            raise SourceError(
+                f"grid.case: {citation}: {element} {index[bad[0]]} at bus {int(net[element].at[index[bad[0]], 'bus'])}"
+                f": its {name} profile is missing or not finite"
+                + (f" (and {len(bad) - 1} more {element}(s))" if len(bad) > 1 else "")
+            )
     return Source(net, citation, load_p_mw=lp, load_q_mvar=lq, sgen_p_mw=sp, load_index=load_idx, sgen_index=sgen_idx)

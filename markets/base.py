@@ -16,6 +16,7 @@ last slot ``e-1`` during which it is still plugged in (departures need not fall 
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -556,6 +557,19 @@ class MarketResult:
     def with_info(self, **info: Any) -> MarketResult:
         """A copy with extra ``info`` entries."""
         return replace(self, info={**self.info, **info})
+
+
+def finite_number(v: Any) -> bool:
+    """Whether ``v`` is a real number (not a bool) that is finite: a float that is not NaN/inf, or an int within
+    TOML's (and numpy's) 64-bit range (a larger one would become an object array and fail later).
+
+    For parameter checks: a string, list or table must give a one-line `MarketConfigError`, never a ``TypeError``.
+    """
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        return False
+    if isinstance(v, int):
+        return -(2**63) <= v < 2**63
+    return math.isfinite(float(v))
 
 
 class Mechanism(ABC):

@@ -46,6 +46,7 @@ from markets.base import (
     MarketResult,
     Mechanism,
     asap_fill,
+    finite_number,
     register,
 )
 from markets.tariffs import tou_price
@@ -201,7 +202,7 @@ class ElasticityDR(Mechanism):
         )
         for k in numeric:  # a string or NaN would otherwise fail later with a traceback, or compare False silently
             v = p[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            if not finite_number(v):
                 raise MarketConfigError(f"market.params.{k}: got {v!r}; allowed: a finite number")
         checks = {
             "rho_usd_per_mwh": p["rho_usd_per_mwh"] > 0,

@@ -60,7 +60,15 @@ from typing import Any
 
 import numpy as np
 
-from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, RequestError, register
+from markets.base import (
+    MarketConfigError,
+    MarketRequest,
+    MarketResult,
+    Mechanism,
+    RequestError,
+    finite_number,
+    register,
+)
 from markets.qubo import allocation, clustering, samplers
 from markets.qubo.dlmp_levels import PAPER_LAM_P, PAPER_LAM_Q, _Levels, _slot_mean, _table
 
@@ -209,26 +217,33 @@ class QuboDLMP(_Levels, Mechanism):
 
     def _validate(self) -> None:
         p = self.params
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        num = finite_number
+        lam_q = p["lam_q_usd_per_mvarh"]
+        # a flat list: np.ravel of a nested or ragged list raises (or flattens [[1], 2] into a valid-looking table)
+        lam_q_list = list(lam_q) if isinstance(lam_q, list | tuple | np.ndarray) else [lam_q]
         checks = [
-            ("bits", isinstance(p["bits"], int) and 2 <= p["bits"] <= 10, "an integer in [2, 10]"),
-            ("num_reads", isinstance(p["num_reads"], int) and p["num_reads"] >= 1, "an integer >= 1"),
-            ("num_sweeps", isinstance(p["num_sweeps"], int) and p["num_sweeps"] >= 1, "an integer >= 1"),
-            ("rounds", isinstance(p["rounds"], int) and 1 <= p["rounds"] <= 20, "an integer in [1, 20]"),
+            ("bits", integer(p["bits"]) and 2 <= p["bits"] <= 10, "an integer in [2, 10]"),
+            ("num_reads", integer(p["num_reads"]) and p["num_reads"] >= 1, "an integer >= 1"),
+            ("num_sweeps", integer(p["num_sweeps"]) and p["num_sweeps"] >= 1, "an integer >= 1"),
+            ("rounds", integer(p["rounds"]) and 1 <= p["rounds"] <= 20, "an integer in [1, 20]"),
             ("clustering", p["clustering"] in clustering.METHODS, "'spectral' or 'by-bus'"),
-            ("n_clusters", isinstance(p["n_clusters"], int) and p["n_clusters"] >= 1, "an integer >= 1"),
-            ("s_factor", isinstance(p["s_factor"], (int, float)) and p["s_factor"] >= 1, ">= 1"),
-            ("v_min_pu", isinstance(p["v_min_pu"], (int, float)) and 0.8 < p["v_min_pu"] < 1.0, "in (0.8, 1.0)"),
-            ("pf_min", isinstance(p["pf_min"], (int, float)) and 0 < p["pf_min"] <= 1, "in (0, 1]"),
+            ("n_clusters", integer(p["n_clusters"]) and p["n_clusters"] >= 1, "an integer >= 1"),
+            ("s_factor", num(p["s_factor"]) and p["s_factor"] >= 1, ">= 1"),
+            ("v_min_pu", num(p["v_min_pu"]) and 0.8 < p["v_min_pu"] < 1.0, "in (0.8, 1.0)"),
+            ("pf_min", num(p["pf_min"]) and 0 < p["pf_min"] <= 1, "in (0, 1]"),
             ("mode", p["mode"] in ("day-ahead", "rolling"), "'day-ahead' or 'rolling'"),
             ("q_feedback", isinstance(p["q_feedback"], bool), "true or false"),
-            ("small_evs", isinstance(p["small_evs"], int) and p["small_evs"] >= 0, "an integer >= 0"),
-            ("q_margin", isinstance(p["q_margin"], (int, float)) and 0 <= p["q_margin"] <= 0.48, "in [0, 0.48]"),
+            ("small_evs", integer(p["small_evs"]) and p["small_evs"] >= 0, "an integer >= 0"),
+            ("q_margin", num(p["q_margin"]) and 0 <= p["q_margin"] <= 0.48, "in [0, 0.48]"),
             ("grid", p["grid"] in ("auto", "none", *CASES), f"'auto', 'none' or a case: {', '.join(CASES)}"),
             (
                 "lam_q_usd_per_mvarh",
-                np.size(p["lam_q_usd_per_mvarh"]) >= 1
-                and bool(np.all(np.isfinite(np.asarray(p["lam_q_usd_per_mvarh"], float)))),
-                "a non-empty list of numbers",
+                len(lam_q_list) >= 1 and all(num(x) for x in lam_q_list),
+                "a finite number or a non-empty list of finite numbers [$/MVArh]",
             ),
         ]
         for name, ok, allowed in checks:
@@ -239,13 +254,18 @@ class QuboDLMP(_Levels, Mechanism):
                 f"market.params.sampler: got {p['sampler']!r}; allowed: {', '.join(samplers.names())}"
             )
         keys = {"bus", "p_max_kw", "cost_usd_per_mwh", "q_max_kvar", "q_cost_usd_per_mvarh"}
+        if not isinstance(p["dgs"], list | tuple):
+            raise MarketConfigError(f"market.params.dgs: got {p['dgs']!r}; allowed: a list of tables (one per DG)")
         for i, d in enumerate(p["dgs"]):
             if not isinstance(d, dict) or set(d) != keys:
                 raise MarketConfigError(f"market.params.dgs.{i}: needs exactly the keys {', '.join(sorted(keys))}")
-            num = all(
-                isinstance(d[k], (int, float)) and not isinstance(d[k], bool) and bool(np.isfinite(d[k])) for k in keys
-            )
-            if not num or int(d["bus"]) != d["bus"] or d["bus"] < 1 or d["p_max_kw"] <= 0 or d["q_max_kvar"] < 0:
+            if (
+                not all(num(d[k]) for k in keys)
+                or int(d["bus"]) != d["bus"]
+                or d["bus"] < 1
+                or d["p_max_kw"] <= 0
+                or d["q_max_kvar"] < 0
+            ):
                 raise MarketConfigError(
                     f"market.params.dgs.{i}: numbers with bus an integer >= 1 (a bus of the network), p_max_kw > 0, "
                     "q_max_kvar >= 0"

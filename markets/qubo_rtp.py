@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, register
+from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, finite_number, register
 from markets.qubo import samplers
 from markets.qubo.rtp import RTPInstance, RTPReference, build_qubo, evaluate, reference, urgency_factor
 from markets.qubo.rtp_sampling import RTPSolution, gap, solve
@@ -113,7 +113,7 @@ class QuboRTP(Mechanism):
         p = self.params
 
         def num(x: Any) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+            return finite_number(x)
 
         def integer(x: Any, lo: int, hi: int) -> bool:
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and bool(lo <= x <= hi)

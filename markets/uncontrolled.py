@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from markets.base import MarketRequest, MarketResult, Mechanism, asap_fill, register
+from markets.base import MarketConfigError, MarketRequest, MarketResult, Mechanism, asap_fill, finite_number, register
 
 
 @register
@@ -15,11 +15,10 @@ class Uncontrolled(Mechanism):
     parameters = {"rho_usd_per_mwh": (84.0, "flat price used when the request carries no tariff [$/MWh]")}
 
     def _validate(self) -> None:
-        if not self.params["rho_usd_per_mwh"] >= 0:
-            from markets.base import MarketConfigError
-
+        rho = self.params["rho_usd_per_mwh"]
+        if not (finite_number(rho) and rho >= 0):
             raise MarketConfigError(
-                f"market.params.rho_usd_per_mwh: must be >= 0, got {self.params['rho_usd_per_mwh']}"
+                f"market.params.rho_usd_per_mwh: got {rho!r}; allowed: a finite number >= 0 [$/MWh]"
             )
 
     def _clear(self, request: MarketRequest) -> MarketResult:

@@ -112,3 +112,12 @@ else:  # the schema's Literal of every declared kind (pydantic validates against
 def on_measurements(kind: str, spec_channel: str) -> bool:
     """Whether an attack of ``kind`` (with the spec's ``channel`` field) falsifies the DSO's measurements."""
     return KINDS[kind].channel_of(spec_channel) == "dso_measurements"
+
+
+def describe(indent: str = "") -> str:
+    """One bullet per kind (name, channel, what a target is, what it does), for docstrings and references."""
+    lines = []
+    for k in KINDS.values():
+        channel = f"channel ``{k.channel}``" if k.channel else "the channel its ``channel`` field names"
+        lines.append(f"{indent}* ``{k.name}`` ({channel}; targets: {k.targets}): {k.doc}.")
+    return "\n".join(lines)

@@ -107,6 +107,9 @@ def _grid_kpis(
     k["vdi_pu"] = vdi(vm) if vm.size else float("nan")
     k["vri_pu"] = vri(vm) if vm.size else float("nan")
     k["voltage_violation_bus_minutes"] = float(((vm < g.v_min_pu - 1e-6) | (vm > g.v_max_pu + 1e-6)).sum() * dt_min)
+    # split of the violation total by side (a feeder can sit above v_max with no bus below v_min)
+    k["undervoltage_bus_minutes"] = float((vm < g.v_min_pu - 1e-6).sum() * dt_min)
+    k["overvoltage_bus_minutes"] = float((vm > g.v_max_pu + 1e-6).sum() * dt_min)
     k["undervoltage_steps"] = int((np.nanmin(vm, axis=1) < g.v_min_pu - 1e-6).sum()) if vm.size else 0
     ll = line["loading_percent"].to_numpy()
     k["max_line_loading_percent"] = float(ll.max()) if ll.size else 0.0
@@ -172,7 +175,10 @@ def _user_kpis(k: dict[str, Any], tables: dict[str, pd.DataFrame], scenario: Sce
     s, evs, st = tables["steps"], tables["evs"], tables["stations"]
     charged = evs[evs["grid_kwh"] > 1e-9] if len(evs) else evs
     k["user_cost_usd"] = float(evs["cost_usd"].sum()) if len(evs) else 0.0
-    k["user_price_usd_per_kwh"] = float(charged["cost_usd"].sum() / charged["grid_kwh"].sum()) if len(charged) else 0.0
+    # undefined (NaN, never 0) when no EV drew energy from the grid
+    k["user_price_usd_per_kwh"] = (
+        float(charged["cost_usd"].sum() / charged["grid_kwh"].sum()) if len(charged) else float("nan")
+    )
     k["gini_user_spend"] = gini(charged["cost_usd"].clip(lower=0).to_numpy()) if len(charged) else 0.0
     rho_kwh = scenario.prices.rho_usd_per_mwh / 1000.0
     k["price_affordability_index"] = (
@@ -192,10 +198,12 @@ def _user_kpis(k: dict[str, Any], tables: dict[str, pd.DataFrame], scenario: Sce
     k["energy_fulfilment"] = (
         float(done["e_delivered_kwh"].sum() / done["e_need_kwh"].sum())
         if len(done) and done["e_need_kwh"].sum() > 0
-        else 1.0
+        else float("nan")  # no departing EV needed energy: undefined, not "all served"
     )
     k["ev_unserved_kwh"] = (
         float((done["e_need_kwh"] - done["e_delivered_kwh"]).clip(lower=0).sum()) if len(done) else 0.0
     )
-    k["share_evs_at_target"] = float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else 1.0
+    k["share_evs_at_target"] = (
+        float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else float("nan")
+    )
     k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")

@@ -103,7 +103,15 @@ def _compiled_estimator(spec_json: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
+    from sim.gridcache import cached_grid
+
     g = GridSpec.model_validate_json(spec_json)
+    # built once per process (lru_cache) and, across processes, once per installation (sim.gridcache)
+    return cached_grid(spec_json, g.file if g.case == "file" else None, lambda: _build_grid(g))
+
+
+def _build_grid(g: GridSpec) -> tuple[Network, FastPowerFlow | PandapowerPowerFlow]:
+    """Network, engine and checks for one grid specification (uncached)."""
     network = build_network(
         g.case,
         file=g.file,
@@ -138,7 +146,37 @@ def _compiled_grid(spec_json: str) -> tuple[Network, FastPowerFlow | PandapowerP
         network.sensitivity_r(engine)  # from the fast engine's admittance matrix (compiled afresh for "pandapower")
     # the network's own generators follow the demand (grids.dispatch); a duck-typed wrapper of the same interface
     engine = cast(FastPowerFlow | PandapowerPowerFlow, with_gen_dispatch(engine, network.net, g.gen_dispatch))
+    _check_base_case(network, engine, g)
     return network, engine
+
+
+def _check_base_case(network: Network, engine: Any, g: GridSpec) -> None:
+    """Refuse a network whose base case has no power-flow solution: when even the lightest quarter-hour of its own
+    load on day one (× ``load_scale``, no EVs, no renewables) does not solve, every step of a run would fail, so
+    say so once, before the simulation. (Heavier hours that fail are the run's business: flagged per step.)
+
+    Raises:
+        grids.network.NetworkError: one line naming the network, the base load tried and what to try.
+    """
+    from grids.network import NetworkError
+
+    tod_h = np.arange(0.0, 24.0, 0.25)
+    p_kw, q_kvar = network.load_kw(tod_h)
+    k = int(np.argmin(p_kw.sum(axis=1)))
+    res = engine.solve(p_kw[k] / 1000.0, q_kvar[k] / 1000.0)
+    engine.reset_warm_start()  # runs start from the no-load solution, as without this check
+    if res.converged:
+        return
+    source = f"grid.file = '{g.file}'" if g.case == "file" else f"grid.case = '{g.case}'"
+    also = "; or the file itself" if g.case == "file" else ""
+    hh, mm = divmod(int(round(tod_h[k] * 60)), 60)
+    raise NetworkError(
+        f"grid: the base case of network {network.name!r} ({source}) has no power-flow solution: even its lightest "
+        f"load of the day ({hh:02d}:{mm:02d}, {p_kw[k].sum() / 1000.0:,.3g} MW = its own loads x grid.load_scale = "
+        f"{g.load_scale:g}, no EVs) does not solve (voltage collapse, or an islanded or ill-conditioned network), so "
+        f"every step would fail; try a smaller grid.load_scale, check the network's loads, line impedances and "
+        f"ratings{also}"
+    )
 
 
 class CoSimulation(mesa.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -10,7 +11,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -125,7 +127,70 @@ def publish(tmp: Path, out: Path, *, replace: bool = False) -> None:
         os.replace(tmp, out)
 
 
+@contextmanager
+def staged_output(out: Path, prov: dict[str, Any], *, replace: bool = False) -> Iterator[Path]:
+    """Write a command's outputs into a staging sibling of ``out`` and move it into place when the block ends.
+
+    ``out`` must already have passed `check_output_dir` (it is checked again when published). The provenance
+    ``prov`` is written as ``provenance.json``, which is what lets ``--force`` replace this folder later. If the
+    block raises (or is interrupted), the staging folder is removed and ``out`` is untouched.
+    """
+    tmp = staging_dir(out)
+    try:
+        yield tmp
+        (tmp / PROVENANCE).write_text(json.dumps(_jsonable(prov), indent=2))
+        publish(tmp, out, replace=replace)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of evgrid and the packages a result depends on (None when not installed)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
+    # once per process: reading package metadata costs ~10 ms a package, and a study worker runs many replications
+    out: list[tuple[str, str | None]] = []
+    for p in PACKAGES:
+        try:
+            out.append((p, metadata.version(p)))
+        except metadata.PackageNotFoundError:
+            out.append((p, None))
+    return tuple(out)
+
+
+def command_provenance(command: str, args: dict[str, Any], scenario: Scenario | None = None) -> dict[str, Any]:
+    """Provenance of a command's output folder: the scenario's (when there is one) plus the command and its
+    arguments; ``scenario_hash`` is then the digest of the scenario and the arguments together."""
+    import hashlib
+
+    base = (
+        provenance(scenario)
+        if scenario is not None
+        else {
+            "versions": package_versions(),
+            "git_revision": _git_revision(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+    )
+    key = json.dumps(
+        {"command": command, "args": _jsonable(args), "scenario": base.get("scenario_hash")}, sort_keys=True
+    )
+    return {
+        **base,
+        "command": command,
+        "args": _jsonable(args),
+        "scenario_hash": hashlib.sha256(key.encode()).hexdigest(),
+    }
+
+
+@functools.cache
 def _git_revision() -> str:
+    """The checkout's commit, asked once per process (a `git` subprocess forked from a large worker is not free)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
@@ -137,12 +202,7 @@ def _git_revision() -> str:
 
 def provenance(scenario: Scenario) -> dict[str, Any]:
     """Who/what produced a result: scenario hash, seed, package versions, git revision, platform."""
-    versions: dict[str, str | None] = {}
-    for p in PACKAGES:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = None
+    versions = package_versions()
     return {
         "scenario": scenario.name,
         "scenario_hash": scenario.digest(),

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.attack_kinds import AttackKindName, on_measurements
+from sim.attack_kinds import describe as describe_kinds
 from sim.scenario_files import SCENARIO_DIR as SCENARIO_DIR
 from sim.scenario_files import ScenarioError, _format_errors, apply_overrides, read_toml, resolve_path
 from sim.scenario_files import describe_scenarios as describe_scenarios
@@ -65,9 +66,14 @@ class VoltVarSpec(_Model):
     curve. Q never exceeds the headroom ``sqrt(S² − P²)`` left by the charging power.
     """
 
-    enabled: bool = False
-    v_pu: list[float] = Field(default_factory=lambda: [0.92, 0.98, 1.02, 1.08])
-    q_share: list[float] = Field(default_factory=lambda: [0.44, 0.0, 0.0, -0.44])
+    enabled: bool = Field(False, description="chargers follow the Volt/VAr curve below")
+    v_pu: list[float] = Field(
+        default_factory=lambda: [0.92, 0.98, 1.02, 1.08], description="curve points: voltages, strictly increasing [pu]"
+    )
+    q_share: list[float] = Field(
+        default_factory=lambda: [0.44, 0.0, 0.0, -0.44],
+        description="curve points: reactive power / charger rating at v_pu, + = inject [-], in [-1, 1]",
+    )
 
     @model_validator(mode="after")
     def _curve(self) -> VoltVarSpec:
@@ -95,7 +101,11 @@ class GridSpec(_Model):
     network_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments (scalars) of a pandapower:<name> constructor"
     )
-    bus_numbering: Literal["pandapower", "paper"] = "pandapower"
+    bus_numbering: Literal["pandapower", "paper"] = Field(
+        "pandapower",
+        description="bus numbers in this file: the network's pandapower indices, or the papers' 1-based numbers "
+        "(shipped paper cases only)",
+    )
     zones: dict[Literal["residential", "commercial", "industrial"], list[int]] = Field(
         default_factory=dict, description="explicit zone per bus (bus numbers of the scenario); see grids/zones.py"
     )
@@ -105,15 +115,15 @@ class GridSpec(_Model):
     profile_start_day: int = Field(
         1, ge=1, le=366, description="day of the profile year (1 = 1 January) the run starts on (SimBench profiles)"
     )
-    load_scale: float = Field(1.0, gt=0, le=10)
-    v_min_pu: float = Field(0.95, gt=0.5, lt=1.0)
-    v_max_pu: float = Field(1.05, gt=1.0, lt=1.5)
+    load_scale: float = Field(1.0, gt=0, le=10, description="multiplies the network's non-EV load [-]")
+    v_min_pu: float = Field(0.95, gt=0.5, lt=1.0, description="lower voltage limit [pu]")
+    v_max_pu: float = Field(1.05, gt=1.0, lt=1.5, description="upper voltage limit [pu]")
     line_max_i_ka: float | str | None = Field(
         None,
         description="thermal rating of every line [kA]; 'network' keeps the network's; omitted: 0.4 on the "
         "case33bw cases, the network's own otherwise",
     )
-    max_line_loading_percent: float = Field(100.0, gt=0, le=500)
+    max_line_loading_percent: float = Field(100.0, gt=0, le=500, description="line loading limit [% of rating]")
     max_trafo_loading_percent: float = Field(100.0, gt=0, le=500, description="transformer loading limit [%]")
     substation_mva: float | str | None = Field(
         None,
@@ -124,9 +134,11 @@ class GridSpec(_Model):
         "load-following", description="the network's own generators (net.gen) follow the demand, or stay fixed"
     )
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
-    engine: Literal["fast", "pandapower"] = "fast"
-    curtailment: bool = True
-    volt_var: VoltVarSpec = VoltVarSpec()
+    engine: Literal["fast", "pandapower"] = Field(
+        "fast", description="power-flow engine: evgrid's own Newton-Raphson, or pandapower's runpp"
+    )
+    curtailment: bool = Field(True, description="the DSO curtails EV load on voltage or loading violations")
+    volt_var: VoltVarSpec = Field(VoltVarSpec(), description="Volt/VAr droop of EV chargers")
 
     @field_validator("case")
     @classmethod
@@ -177,9 +189,13 @@ class PriceSpec(_Model):
     """The tariff the market starts from (mechanisms may replace it)."""
 
     rho_usd_per_mwh: float = Field(84.0, ge=0, le=10_000, description="base energy price [$/MWh]")
-    tariff: Literal["flat", "load-shaped", "table"] = "load-shaped"
-    plf_min: float = Field(0.75, ge=0)
-    plf_max: float = Field(1.35, gt=0)
+    tariff: Literal["flat", "load-shaped", "table"] = Field(
+        "load-shaped",
+        description="starting tariff: rho every step, rho × a price level factor following the forecast load, or "
+        "table_usd_per_mwh",
+    )
+    plf_min: float = Field(0.75, ge=0, description="load-shaped: price level factor at the day's load valley [-]")
+    plf_max: float = Field(1.35, gt=0, description="load-shaped: price level factor at the day's load peak [-]")
     table_usd_per_mwh: list[float] = Field(default_factory=list, description="24 hourly prices when tariff = 'table'")
     q_price_usd_per_mvarh: float = Field(7.0, ge=0, description="price of reactive energy from the grid [$/MVArh]")
 
@@ -199,13 +215,18 @@ class MarketSpec(_Model):
     ``market.mechanism`` never leaves another mechanism's options behind.
     """
 
-    mechanism: str = "elasticity-dr"
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    mechanism: str = Field("elasticity-dr", description="the clearing mechanism; `evgrid mechanisms` lists them")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="one table of parameters per mechanism name; `evgrid mechanisms NAME` lists a mechanism's",
+    )
     dlmp: Literal["off", "lindistflow", "acopf"] = Field(
         "off", description="DSO prices the grid per bus and slot each day (requests then carry λP, λQ)"
     )
     reference: bool = Field(False, description="solve the exact optimum of every clearing and report the gap")
-    reference_variant: Literal["lp", "milp"] = "lp"
+    reference_variant: Literal["lp", "milp"] = Field(
+        "lp", description="reference: continuous (LP) or discretised (MILP) exact optimum"
+    )
     reference_bits: int = Field(4, ge=1, le=12, description="bit depth of the discretised reference")
 
     @property
@@ -232,8 +253,10 @@ class MarketSpec(_Model):
 
 
 class Uniform(_Model):
-    low: float
-    high: float
+    """A value drawn uniformly from ``[low, high]`` per EV, written ``{ low = …, high = … }``."""
+
+    low: float = Field(description="lower end (unit of the field using it)")
+    high: float = Field(description="upper end (unit of the field using it), >= low")
 
     @model_validator(mode="after")
     def _order(self) -> Uniform:
@@ -243,11 +266,19 @@ class Uniform(_Model):
 
 
 class Choice(_Model):
-    values: list[Any] = Field(min_length=1)
-    weights: list[float] | None = None
+    """A value drawn per EV from a list, written ``{ values = […], weights = […] }``."""
+
+    values: list[Any] = Field(min_length=1, description="the values (unit of the field using it)")
+    weights: list[float] | None = Field(
+        None, description="relative weights, one per value, >= 0 with a positive sum; omitted: equally likely"
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:
+        # values are free-typed (numbers or labels): NaN/inf must not slip through as a "value"
+        bad = [x for x in self.values if isinstance(x, float) and not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"values: must be finite, got {bad[0]!r}")
         if self.weights is not None:
             if len(self.weights) != len(self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be non-negative, one per value, with a positive sum")
@@ -257,11 +288,14 @@ class Choice(_Model):
 class ArrivalSpec(_Model):
     """Arrival time of day: a fixed number of EVs with uniform/normal times, or a non-homogeneous Poisson process."""
 
-    process: Literal["uniform", "normal", "poisson"] = "uniform"
-    low_h: float = Field(17.0, ge=0, le=24)
-    high_h: float = Field(19.0, ge=0, le=24)
-    mean_h: float = Field(18.0, ge=0, lt=24)
-    sd_h: float = Field(1.0, gt=0)
+    process: Literal["uniform", "normal", "poisson"] = Field(
+        "uniform",
+        description="n_evs × share EVs a day at uniform or normal times, or a Poisson process with rate_per_h",
+    )
+    low_h: float = Field(17.0, ge=0, le=24, description="uniform: earliest arrival, time of day [h]")
+    high_h: float = Field(19.0, ge=0, le=24, description="uniform: latest arrival, time of day [h]")
+    mean_h: float = Field(18.0, ge=0, lt=24, description="normal: mean arrival, time of day [h]")
+    sd_h: float = Field(1.0, gt=0, description="normal: standard deviation of the arrival time [h]")
     rate_per_h: list[float] = Field(default_factory=list, description="24 hourly arrival rates [EV/h] (poisson)")
 
     @model_validator(mode="after")
@@ -276,9 +310,11 @@ class ArrivalSpec(_Model):
 class DepartureSpec(_Model):
     """Departure: a time of day window (next occurrence after arrival) or a dwell time."""
 
-    kind: Literal["time-of-day", "dwell"] = "time-of-day"
-    low_h: float = Field(6.0, ge=0)
-    high_h: float = Field(8.0, ge=0)
+    kind: Literal["time-of-day", "dwell"] = Field(
+        "time-of-day", description="departure drawn as a time of day, or as a dwell time after arrival"
+    )
+    low_h: float = Field(6.0, ge=0, description="earliest departure: time of day, or shortest dwell [h]")
+    high_h: float = Field(8.0, ge=0, description="latest departure: time of day, or longest dwell [h]")
 
     @model_validator(mode="after")
     def _order(self) -> DepartureSpec:
@@ -292,29 +328,69 @@ class DepartureSpec(_Model):
 class FleetGroup(_Model):
     """One group of EVs with its own behaviour and hardware distributions."""
 
-    name: str
+    name: str = Field(description="group name (unique), used in tables and plots")
     share: float = Field(gt=0, le=1, description="share of fleet.n_evs in this group")
-    station_group: str
-    arrival: ArrivalSpec = ArrivalSpec()
-    departure: DepartureSpec = DepartureSpec()
-    battery_kwh: Choice = Choice(values=[40.0])
-    soc_arrival: Uniform = Uniform(low=0.2, high=0.4)
-    soc_target: float = Field(0.9, gt=0, le=1)
+    station_group: str = Field(description="name of the station group ([[stations]]) these EVs charge at")
+    arrival: ArrivalSpec = Field(ArrivalSpec(), description="when the EVs arrive")
+    departure: DepartureSpec = Field(DepartureSpec(), description="when the EVs leave")
+    battery_kwh: Choice = Field(Choice(values=[40.0]), description="battery capacity [kWh]")
+    soc_arrival: Uniform = Field(Uniform(low=0.2, high=0.4), description="state of charge at arrival [-]")
+    soc_target: float = Field(0.9, gt=0, le=1, description="state of charge wanted at departure [-]")
     energy_need_kwh: Uniform | None = Field(None, description="if set, the need is drawn here and soc_arrival follows")
-    charger_kw: Choice = Choice(values=[7.2])
-    discharge_kw: float = Field(3.6, ge=0)
-    eta_ch: float = Field(0.92, gt=0, le=1)
-    eta_dis: float = Field(0.90, gt=0, le=1)
-    v2g_share: float = Field(0.0, ge=0, le=1)
+    charger_kw: Choice = Field(Choice(values=[7.2]), description="charging power limit of the EV's charger [kW]")
+    discharge_kw: float = Field(3.6, ge=0, description="discharging power limit of a V2G EV [kW]")
+    eta_ch: float = Field(0.92, gt=0, le=1, description="charging efficiency, grid to battery [-]")
+    eta_dis: float = Field(0.90, gt=0, le=1, description="discharging efficiency, battery to grid [-]")
+    v2g_share: float = Field(0.0, ge=0, le=1, description="probability an EV can discharge to the grid (V2G) [-]")
     charger_kva_factor: float = Field(1.1, ge=1.0, description="charger apparent-power rating / charger kW")
-    elasticity: Uniform = Uniform(low=-0.5, high=-0.1)
-    income_group: Choice = Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2])
+    elasticity: Uniform = Field(
+        Uniform(low=-0.5, high=-0.1), description="own-price elasticity of the EV's demand [-], <= 0"
+    )
+    income_group: Choice = Field(
+        Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2]),
+        description="income group label of each EV (reported per group in the tables)",
+    )
+    source: Literal["parametric", "elaadnl"] = Field(
+        "parametric",
+        description="where arrival, connection time and energy come from: the distributions above (parametric) or "
+        "ElaadNL's empirical ones (elaadnl; agents/elaadnl.py)",
+    )
+    segment: Literal["private", "public"] | None = Field(
+        None, description="elaadnl: the kind of charge point whose sessions are drawn (omitted: public)"
+    )
+    day_type: Literal["calendar", "weekday", "weekend"] | None = Field(
+        None,
+        description="elaadnl: arrival table per simulated day: 'calendar' (omitted) by the day's weekday in the "
+        "profile year 2016 from grid.profile_start_day, or always the 'weekday' / 'weekend' table",
+    )
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> FleetGroup:
+        # settings the chosen source does not use are errors, never silently ignored (a value equal to the default
+        # is let through: a run's written scenario.toml spells out every default and must validate again)
+        if self.source == "elaadnl":
+            fields = type(self).model_fields
+            unused = [
+                k
+                for k in ("arrival", "departure", "soc_arrival", "energy_need_kwh")
+                if k in self.model_fields_set and getattr(self, k) != fields[k].default
+            ]
+            if unused:
+                raise ValueError(
+                    f"{unused[0]}: not used with source = 'elaadnl' (ElaadNL gives arrival, connection time and "
+                    "energy); remove it, or use source = 'parametric'"
+                )
+        else:
+            for k in ("segment", "day_type"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"{k}: only used with source = 'elaadnl'; remove it, or set source = 'elaadnl'")
+        return self
 
     @field_validator("battery_kwh", "charger_kw")
     @classmethod
     def _positive(cls, v: Choice) -> Choice:
-        if any(not isinstance(x, (int, float)) or x <= 0 for x in v.values):
-            raise ValueError("values must be positive numbers")
+        if any(isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x <= 1e6 for x in v.values):
+            raise ValueError(f"values must be numbers in (0, 1e6], got {v.values}")
         return v
 
     @field_validator("elasticity")
@@ -330,7 +406,9 @@ class FleetGroup(_Model):
 
 
 class FleetSpec(_Model):
-    n_evs: int = Field(1000, ge=0, le=1_000_000)
+    """The EVs: how many a day, how they follow the aggregator, and their groups."""
+
+    n_evs: int = Field(1000, ge=0, le=1_000_000, description="EVs per simulated day [EV/day]")
     participation: float = Field(0.85, ge=0, le=1, description="probability an EV follows the aggregator's schedule")
     station_choice: int = Field(
         0,
@@ -344,7 +422,7 @@ class FleetSpec(_Model):
         description="how a group's EVs are spread over its stations: 'load' in proportion to the base active load "
         "of each station's bus (shared by the group's stations at that bus), 'uniform' equally likely",
     )
-    groups: list[FleetGroup] = Field(min_length=1)
+    groups: list[FleetGroup] = Field(min_length=1, description="EV groups; their shares sum to 1")
 
     @model_validator(mode="after")
     def _shares(self) -> FleetSpec:
@@ -359,8 +437,10 @@ class FleetSpec(_Model):
 class StationGroup(_Model):
     """Stations of one kind: at which buses (bus numbers of the scenario, or a zone), how many ports, what power cap."""
 
-    name: str
-    buses: list[int] | Literal["all", "residential", "commercial", "industrial"] = "all"
+    name: str = Field(description="group name (unique), referred to by fleet.groups.station_group")
+    buses: list[int] | Literal["all", "residential", "commercial", "industrial"] = Field(
+        "all", description="bus numbers of the scenario, or a zone: one station per load bus of it ('all': every one)"
+    )
     per_bus: int = Field(1, ge=1, le=1000, description="stations per bus")
     ports: int = Field(0, ge=0, description="ports per station; 0 = one port per EV assigned (no queue)")
     cap_kw: float = Field(0.0, ge=0, description="station power cap [kW]; 0 = no cap")
@@ -390,10 +470,15 @@ class AttackSpec(_Model):
     ``[start_h, end_h)`` (hours since the run started), ramping in linearly over ``ramp_h``.
     """
 
-    label: str = ""
-    kind: AttackKindName
-    share: float = Field(0.15, ge=0, le=1)
-    targets: list[int] | None = None
+    label: str = Field("", description="name of the attack in tables and plots")
+    kind: AttackKindName = Field(description="what is falsified: one of sim.attack_kinds.KINDS")
+    share: float = Field(
+        0.15, ge=0, le=1, description="share of stations / buses / EVs attacked when targets is omitted [-]"
+    )
+    targets: list[int] | None = Field(
+        None,
+        description="explicit targets (0-based station, EV or measurement rows; buses from 1); omitted: a random share",
+    )
     magnitude: float = Field(
         0.3,
         ge=-100,
@@ -402,9 +487,9 @@ class AttackSpec(_Model):
         "measurement-bias; pu of |V| for measurement-stealth; max relative change per bus "
         "for load-redistribution",
     )
-    start_h: float = Field(0.0, ge=0)
-    end_h: float = Field(1e9, gt=0)
-    ramp_h: float = Field(0.0, ge=0)
+    start_h: float = Field(0.0, ge=0, description="attack window opens, hours since the run started [h]")
+    end_h: float = Field(1e9, gt=0, description="attack window closes (exclusive), hours since the run started [h]")
+    ramp_h: float = Field(0.0, ge=0, description="linear ramp-in from start_h to full magnitude [h]")
     stealth: bool = Field(False, description="load-redistribution: AC-consistent (passes the χ² test)")
     channel: Literal["dso_measurements", "station_reports"] = Field(
         "dso_measurements", description="replay: the channel whose recorded values are replayed"
@@ -428,6 +513,10 @@ class AttackSpec(_Model):
         return on_measurements(self.kind, self.channel)
 
 
+# the kinds' descriptions come from their one declaration (sim.attack_kinds), for the docs and the schema reference
+AttackSpec.__doc__ = f"{AttackSpec.__doc__}\n    Kinds:\n\n{describe_kinds('    ')}\n    "
+
+
 class DetectionSpec(_Model):
     """DSO-side detection of falsified station reports and its mitigation.
 
@@ -437,27 +526,34 @@ class DetectionSpec(_Model):
     Mitigation ``forecast``: a flagged station's reports are replaced by the aggregator's own schedule for it.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="the DSO checks station reports (plausibility and CUSUM)")
     state_estimation: bool = Field(False, description="WLS state estimation and chi-square/rN tests every step")
     alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm probability of the chi-square test")
     cusum_k: float = Field(0.5, ge=0, description="CUSUM drift allowance [in units of the residual scale]")
     cusum_h: float = Field(5.0, gt=0, description="CUSUM alarm threshold")
     scale_kw: float = Field(5.0, gt=0, description="residual normalisation [kW]")
-    mitigation: Literal["none", "forecast"] = "forecast"
+    mitigation: Literal["none", "forecast"] = Field(
+        "forecast", description="a flagged station's reports are kept, or replaced by the aggregator's schedule"
+    )
 
 
 class OutputSpec(_Model):
-    plots: bool = True
-    bus_table: bool = True
-    ev_table: bool = True
+    """What a run writes besides its KPIs and step table."""
+
+    plots: bool = Field(True, description="write the plots (in the formats of outputs.format)")
+    bus_table: bool = Field(True, description="write the per-bus and per-line tables (tables/bus, tables/line)")
+    ev_table: bool = Field(True, description="write the per-EV table (tables/evs)")
+    format: list[Literal["png", "svg", "pdf"]] = Field(
+        default=["png"], min_length=1, description="file formats of the run and study plots"
+    )
 
 
 class Scenario(_Model):
     """A complete, validated scenario."""
 
-    name: str = "unnamed"
-    description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)
+    name: str = Field("unnamed", description="plain name; results go to results/<name> by default")
+    description: str = Field("", description="free text; its first line is listed by `evgrid scenarios`")
+    seed: int = Field(0, ge=0, lt=2**63, description="root seed of every random stream of the run")
     time: TimeSpec = TimeSpec()
     grid: GridSpec = GridSpec()
     prices: PriceSpec = PriceSpec()
@@ -490,10 +586,15 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _finite_free_tables(self) -> Scenario:
         # market.params and paper are free-form tables (checked by the mechanisms / printed): no NaN/inf there either
-        for root, table in (("market.params", self.market.params), ("paper", self.paper)):
+        tables = (
+            ("market.params", self.market.params),
+            ("paper", self.paper),
+            ("grid.network_args", self.grid.network_args),
+        )
+        for root, table in tables:
             where = _non_finite(table, root)
             if where:
-                raise ValueError(f"{where[0]}: must be a finite number (got {where[1]!r})")
+                raise ValueError(f"{where[0]}: must be a finite number within 64-bit range (got {where[1]!r})")
         return self
 
     @model_validator(mode="after")
@@ -564,8 +665,11 @@ class Scenario(_Model):
 
 
 def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
-    """The first NaN/inf float inside nested tables/lists, as (dotted path, value), or None."""
+    """The first NaN/inf float (or int beyond 64 bits, which numpy cannot hold) inside nested tables/lists, as
+    (dotted path, value), or None."""
     if isinstance(node, float) and not math.isfinite(node):
+        return path, node
+    if isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
         return path, node
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:

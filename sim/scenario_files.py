@@ -20,7 +20,10 @@ class ScenarioError(ValueError):
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        # a key with a NUL or control character is shown escaped, so the message stays one printable line
+        loc = ".".join(
+            str(x) if str(x).isprintable() else repr(str(x)) for x in e["loc"] if not str(x).startswith("function-")
+        )
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         if isinstance(got, dict) or e["type"] == "missing":
@@ -33,11 +36,12 @@ def _format_errors(err: ValidationError) -> str:
 def resolve_path(name_or_path: str | Path) -> Path:
     """A shipped scenario's name (``default``) or a path to a TOML file."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        if not p.is_file():
-            raise ScenarioError(f"scenario: file '{p}' not found")
-        return p
     shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    # a folder that happens to carry a shipped scenario's name (e.g. an earlier `--out default`) is not the scenario
+    if p.suffix == ".toml" or p.is_file() or (p.exists() and not shipped.is_file()):
+        if not p.is_file():
+            raise ScenarioError(f"scenario: '{p}' is not a file" if p.exists() else f"scenario: file '{p}' not found")
+        return p
     if not shipped.is_file():
         raise ScenarioError(
             f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}"

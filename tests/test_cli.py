@@ -175,3 +175,128 @@ def test_pev_cases_command(tmp_path: Path) -> None:
     assert (tmp_path / "pev" / "pev_cases.csv").is_file()
     res = runner.invoke(app, ["pev-cases", "--method", "dc"])
     assert res.exit_code == 2 and "--method" in res.output
+
+
+BASE_CASE_MSG = "has no power-flow solution"
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_run_refuses_a_base_case_without_power_flow_solution(tmp_path: Path, quiet: bool) -> None:
+    """Issue 14 item 6: 10x the 33-bus load has no solution even at its lightest hour: one line (exit 2) naming the
+    network and what to try, before the simulation; nothing written (not a day of failed steps, not a traceback)."""
+    out = tmp_path / "r"
+    args = ["run", "default", "--set", "grid.load_scale=10", "--set", "fleet.n_evs=5", "--set", "time.horizon_h=1"]
+    res = runner.invoke(app, [*args, "--out", str(out), "--no-plots", *(["-q"] if quiet else [])])
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.output
+    assert BASE_CASE_MSG in errors[0] and "'case33bw'" in errors[0] and "grid.load_scale = 10" in errors[0]
+    assert not out.exists()
+
+
+def test_run_refuses_a_network_file_whose_base_case_has_no_solution(tmp_path: Path) -> None:
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = pn.case33bw()
+    net.load["p_mw"] *= 100  # an absurd load: 371 MW on a 12.66 kV feeder
+    path = tmp_path / "absurd.json"
+    pp.to_json(net, str(path))
+    ov = ["grid.case='file'", f"grid.file='{path}'", "grid.load_profile='flat'", "stations.0.buses='all'"]
+    ov += ["stations.1.buses='all'", "fleet.n_evs=5", "time.horizon_h=1"]
+    res = runner.invoke(app, ["run", "default", *(a for o in ov for a in ("--set", o)), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert BASE_CASE_MSG in res.output and str(path) in res.output and "Traceback" not in res.output
+
+
+def test_validate_and_study_meet_a_base_case_without_solution(tmp_path: Path) -> None:
+    """`validate` of a mechanism that builds the grid (qubo-dlmp) says it in one line; a study stores the replication
+    as failed with that cause."""
+    res = runner.invoke(app, ["validate", "qubo-dlmp-33bus-s1", "--set", "grid.load_scale=10"])
+    assert res.exit_code == 2 and BASE_CASE_MSG in res.output and "Traceback" not in res.output
+
+    out = tmp_path / "mc"
+    args = ["montecarlo", "default", "-n", "1", "--workers", "1", "--set", "grid.load_scale=10"]
+    res = runner.invoke(app, [*args, "--set", "fleet.n_evs=5", "--set", "time.horizon_h=1", "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "0 replication(s) ok, 1 failed" in res.output
+    from experiments.store import Store
+
+    df = Store(out).load(columns=["status", "error"])
+    assert list(df["status"]) == ["failed"]
+    assert df["error"].iloc[0].startswith("NetworkError: grid: the base case") and BASE_CASE_MSG in df["error"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "default", "--mechanisms", "uncontrolled"],
+        ["pev-cases", "--method", "lindistflow"],
+        ["qubo-dlmp", "--quick", "--bits", "4"],
+        ["qubo-rtp"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_every_writing_command_refuses_a_folder_with_foreign_files(tmp_path: Path, args: list[str]) -> None:
+    """Issue 20 item 1 for the commands beside `run`: checked before any work, exit 2, the folder untouched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("my own work")
+    res = runner.invoke(app, [*args, "--out", str(mine)])
+    assert res.exit_code == 2 and "holds no evgrid result" in res.output, res.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "my own work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging folder left either
+
+
+def test_pev_cases_output_is_staged_and_replaceable_with_force(tmp_path: Path) -> None:
+    out = tmp_path / "pev"
+    args = ["pev-cases", "--method", "lindistflow", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pev_cases.csv", "pev_cases.md", "provenance.json"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--force" in res.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pev"]
+
+
+def test_unwritable_out_is_refused_before_the_simulation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root every folder is writable, so the permission check is patched to say no: the refusal comes first
+    (no simulation), one line, exit 2."""
+    import sim.model
+    import sim.result
+
+    monkeypatch.setattr(sim.result.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(sim.model.CoSimulation, "run", lambda self: pytest.fail("simulated before checking --out"))
+    res = runner.invoke(app, ["run", "default", "--out", str(tmp_path / "new" / "r")])
+    assert res.exit_code == 2 and "is not a writable folder" in res.output, res.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_version_and_defaults_in_help() -> None:
+    """`--version` exists; help texts keep their '[default: …]' (rich markup used to swallow them)."""
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("evgrid ")
+    res = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "[default: results/<scenario>]" in res.output
+
+
+def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 20: an unreachable --scheduler used to be a traceback after 30 s and a manifest forcing --resume."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "mc"
+    for cmd in (["montecarlo", "default", "-n", "1", "--out", str(out)], ["validate", "default"]):
+        res = runner.invoke(app, [*cmd, "--scheduler", f"tcp://127.0.0.1:{port}"])
+        assert res.exit_code == 2 and "--scheduler: cannot reach" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["validate", "default", "--scheduler", "nonsense"])
+    assert res.exit_code == 2 and "--scheduler: got 'nonsense'" in res.output
+    res = runner.invoke(app, ["validate", "default", "--out", str(tmp_path)])
+    assert res.exit_code == 0  # an empty folder may be written
+    (tmp_path / "x").write_text("mine")
+    res = runner.invoke(app, ["validate", "default", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "holds no evgrid result" in res.output

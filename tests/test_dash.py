@@ -1,8 +1,9 @@
 """`evgrid dash` in a real browser: Debian's headless Chromium driven by Playwright against the served page.
 
 The page must load with no console error, Step must advance the clock and the KPIs, switching the mechanism must
-change the price curve, Run/Pause must drive the model, and with the attack on the detector panel must appear. A
-screenshot is saved to ``tests/artifacts/dash.png``. Skipped (with the reason) only where Chromium is not
+change the price curve, with the attack on the detector panel must appear, Run must redraw the page while it plays
+(the visible clock moves on at least twice before the run ends) and Pause must stop it. Screenshots are saved to
+``tests/artifacts/dash.png`` (paused) and ``dash-running.png`` (while running). Skipped (with the reason) only where Chromium is not
 installed and this is not CI; ``.ci/run`` installs it, and under CI a missing browser fails the test.
 """
 
@@ -34,6 +35,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 N_EVS = 120
 START_S = 90.0  # bounded wait for the server [s]
 UI_MS = 60_000  # bounded wait for the page [ms]
+N_STEPS = 96  # market steps of the default day
+RUN_WATCH_S = 30.0  # how long Run may take to show two more steps on the page [s]
+PAUSE_MS = 15_000  # bounded wait for Pause to take effect [ms]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -106,6 +110,14 @@ def _step(page: Page) -> int:
     return int(page.locator(".evgrid-clock").get_attribute("data-step") or -1)
 
 
+def _clock_step(page: Page) -> int:
+    """The step the visible clock ("step k / N · hh:mm") shows."""
+    text = page.locator(".evgrid-clock .evgrid-step").inner_text()
+    m = re.match(r"step (\d+) / \d+", text)
+    assert m, f"clock reads {text!r}"
+    return int(m.group(1))
+
+
 def _kpi(page: Page, key: str) -> str:
     return page.locator(f'tr[data-kpi="{key}"] .kpi-value').inner_text()
 
@@ -158,10 +170,28 @@ def test_dash_in_chromium(server: str, browser) -> None:  # type: ignore[no-unty
     expect(page.locator(".evgrid-clock")).to_contain_text("attack on", timeout=UI_MS)
     expect(page.locator(".evgrid-detector img")).to_be_visible(timeout=UI_MS)
     _press_step(page, 40)  # into the evening: attacked steps, queues
-    # Run drives the model on (the page is not checked to redraw every step while it runs: see the report)
-    page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.locator(".evgrid-clock")).not_to_have_attribute("data-step", "40", timeout=UI_MS)
     assert int(_kpi(page, "attack_steps")) > 0
+
+    # Run redraws the page while it plays: the clock on the page moves on at least twice before the run ends
+    seen = [_clock_step(page)]
+    page.get_by_role("button", name="Run", exact=True).click()
+    deadline = time.monotonic() + RUN_WATCH_S
+    while len(set(seen)) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        seen.append(_clock_step(page))
+    moved = sorted(set(seen))
+    assert len(moved) >= 3 and moved[-1] < N_STEPS, (
+        f"while Run played, the clock showed steps {moved} within {RUN_WATCH_S:.0f} s: "
+        "the page is not redrawn step by step (or the run ended first)"
+    )
+    page.screenshot(path=str(ARTIFACTS / "dash-running.png"), full_page=True)
+    # Pause answers within one frame, and the clock stops
+    page.get_by_role("button", name="Pause", exact=True).click(timeout=PAUSE_MS)
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible(timeout=PAUSE_MS)
+    paused_at = _clock_step(page)
+    page.wait_for_timeout(3000)
+    assert _clock_step(page) == paused_at < N_STEPS, "the clock moved on after Pause"
+    assert _step(page) == paused_at
     expect(page.locator(".evgrid-clock")).to_contain_text(re.compile(r"step \d+ / 96"))
 
     ARTIFACTS.mkdir(exist_ok=True)

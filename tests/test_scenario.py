@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sim.scenario import ScenarioError, apply_overrides, list_scenarios, load_scenario, read_toml, resolve_path
@@ -82,3 +84,15 @@ def test_digest_changes_with_content() -> None:
     a = load_scenario("default")
     assert a.digest() == load_scenario("default").digest()
     assert a.digest() != load_scenario("default", ["fleet.n_evs=5"]).digest()
+
+
+def test_a_folder_named_like_a_shipped_scenario_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evgrid run default --out default`, then `evgrid run default` again: the folder is not the scenario."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    assert load_scenario("default").name == "default"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ScenarioError, match="'mine' is not a file"):
+        load_scenario("mine")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from scipy import stats
 
 from experiments.study_plots import (
     _kpi_label,
+    _param_label,
     _safe,
     _short,
     plot_convergence,
@@ -197,3 +199,110 @@ def test_names():
     assert _kpi_label("peak_load_kw") == "peak load [kW]"
     assert _kpi_label("user_price_usd_per_kwh") == "user price [$/kWh]"
     assert _kpi_label("energy_fulfilment") == "energy fulfilment [-]"
+
+
+# ------------------------------------------------------------------------------------------ honest drawings
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """file name → the figure as it is saved (study plots save through `study_common._save`)."""
+    import experiments.plotting.study as study_mod
+    import experiments.plotting.study_factors as factors_mod
+
+    seen: dict[str, object] = {}
+    real = study_mod._save
+
+    def capture(fig, path):
+        fig.canvas.draw()  # tick labels and offsets exist only once drawn
+        seen[Path(path).name] = {
+            "offsets": [ax.yaxis.get_offset_text().get_text() for ax in fig.axes]
+            + [ax.xaxis.get_offset_text().get_text() for ax in fig.axes],
+            "xlabels": [ax.get_xlabel() for ax in fig.axes],
+            "ylabels": [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()],
+            "clims": [im.get_clim() for ax in fig.axes for im in ax.get_images()],
+        }
+        return real(fig, path)
+
+    monkeypatch.setattr(study_mod, "_save", capture)
+    monkeypatch.setattr(factors_mod, "_save", capture)
+    return seen
+
+
+def test_response_has_plain_ticks_and_readable_labels(tmp_path, drawn):
+    # voltages near 1.01 pu that differ in the fourth decimal: matplotlib's default shows "+1.01" and 1e-4 ticks
+    points = [{"dr.participation": v} for v in (0.0, 0.2, 0.4)]
+    reps, summary = study(points, 6)
+    sel = summary.kpi == "vdi_pu"
+    mean = 1.01 + 2e-5 * summary.loc[sel, "point"].to_numpy(float)
+    summary.loc[sel, "mean"], summary.loc[sel, "ci_low"], summary.loc[sel, "ci_high"] = mean, mean - 1e-5, mean + 1e-5
+    assert_pngs(plot_response(summary, "dr.participation", ["vdi_pu"], tmp_path), ["response_dr.participation.png"])
+    fig = drawn["response_dr.participation.png"]
+    assert all(o == "" for o in fig["offsets"]), fig["offsets"]
+    assert fig["xlabels"] == ["share of customers in DR [-]"]
+    assert _param_label("param.a.some_rate_kw") == "some rate [kW] (a.some_rate_kw)"
+
+
+def test_oat_tornado_labels_parameters_readably(tmp_path, drawn):
+    points = [{"label": "baseline"}] + [{"dr.participation": v} for v in (0.0, 0.6)] + [{DR_MAX: v} for v in (0.1, 0.4)]
+    reps, summary = study(points, 6)
+    plot_tornado(summary, "peak_load_kw", tmp_path)
+    labels = drawn["tornado_peak_load_kw.png"]["ylabels"]
+    assert set(labels) == {"share of customers in DR [-]", "largest DR share of a load [-]"}
+
+
+def test_heatmap_colour_span_covers_the_confidence_intervals(tmp_path, drawn):
+    # every cell the same KPI up to noise: the colours must not make noise inside the CI look like an effect
+    points = [{"a.x": a, "b.y": b} for a, b in itertools.product((1.0, 2.0), (1.0, 2.0, 3.0))]
+    reps, summary = study(points, 8)
+    rows = summary[summary.kpi == "vdi_pu"]
+    plot_heatmap(summary, "a.x", "b.y", "vdi_pu", tmp_path)
+    lo, hi = drawn["heatmap_vdi_pu.png"]["clims"][0]
+    assert lo == pytest.approx(rows.ci_low.min()) and hi == pytest.approx(rows.ci_high.max())
+    assert hi - lo > rows["mean"].max() - rows["mean"].min()
+
+
+def test_study_plots_in_the_scenario_formats(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    reps, summary = study([{"dr.participation": v} for v in (0.0, 0.5)], 4)
+    manifest = {"kind": "sweep", "headline_kpis": KPIS, "scenario_data": {"outputs": {"format": ["png", "svg"]}}}
+    paths = plot_study(reps, summary, manifest, tmp_path)
+    assert sorted(p.name for p in paths) == ["response_dr.participation.png", "response_dr.participation.svg"]
+    assert ET.parse(tmp_path / "response_dr.participation.svg").getroot().tag.endswith("svg")
+    pdf = plot_study(reps, summary, {"kind": "sweep", "headline_kpis": KPIS}, tmp_path / "p", formats=["pdf"])
+    assert [p.suffix for p in pdf] == [".pdf"] and pdf[0].read_bytes()[:5] == b"%PDF-"
+
+
+def test_points_study_draws_each_point_with_its_ci(tmp_path: Path) -> None:
+    """kind = "points" (003-fdi) used to warn 'unknown study kind' and draw nothing."""
+    import unittest.mock as mock
+    import warnings as _w
+
+    from matplotlib import pyplot as plt
+
+    from experiments.plotting import study_points
+    from experiments.study_plots import plot_study
+
+    summary = pd.DataFrame(
+        {
+            "point": [0, 1, 2] * 2,
+            "label": ["baseline", "inflation 5 %", "inflation 15 %"] * 2,
+            "kpi": ["peak_load_kw"] * 3 + ["energy_losses_kwh"] * 3,
+            "n": [20] * 6,
+            "mean": [400.0, 410.0, 450.0, 90.0, 91.0, 95.0],
+            "ci_low": [390.0, 400.0, 440.0, 88.0, 89.0, 93.0],
+            "ci_high": [410.0, 420.0, 460.0, 92.0, 93.0, 97.0],
+        }
+    )
+    seen: list[Any] = []
+    real = study_points._save
+
+    def keep(fig: Any, path: Path) -> Path:
+        seen.append([[bar.get_width() for bar in ax.patches] for ax in fig.axes if ax.get_visible()])
+        return real(fig, path)
+
+    with _w.catch_warnings(), mock.patch.object(study_points, "_save", keep):
+        _w.simplefilter("error")
+        files = plot_study(pd.DataFrame(), summary, {"kind": "points"}, tmp_path, strict=True)
+    plt.close("all")
+    assert [f.name for f in files] == ["points.png"]
+    assert seen == [[[400.0, 410.0, 450.0], [90.0, 91.0, 95.0]]]  # one figure, a panel per KPI, a bar per point

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from experiments.eho_paper.tables import TABLE7
 
@@ -26,7 +27,7 @@ def _plots(out: Path, ctx: dict[str, Any]) -> None:
     # 6. weight study Pareto
     ws = ctx.get("weights")
     if ws is not None and len(ws):
-        _pareto_plot(out, ws, plt)
+        _weight_pareto(plt, out, ws)
 
 
 def _profile_plots(out: Path, ctx: dict[str, Any], x: np.ndarray, labels: list[str], plt: Any) -> None:
@@ -98,23 +99,39 @@ def _search_plots(out: Path, ctx: dict[str, Any], plt: Any) -> None:
     plt.close(fig)
 
 
-def _pareto_plot(out: Path, ws: Any, plt: Any) -> None:
-    """Table 9's weight study: DR revenue against grid stress and against mean wait, our Pareto front, the paper's."""
+def _pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats (more revenue ``x`` and less ``y``), in order of ``x``."""
+    pts = np.column_stack([x, y])
+    front = [
+        i
+        for i, (rv, yv) in enumerate(pts)
+        if not np.any((pts[:, 0] >= rv) & (pts[:, 1] <= yv) & ((pts[:, 0] > rv) | (pts[:, 1] < yv)))
+    ]
+    return np.array(sorted(front, key=lambda i: pts[i, 0]), int)
+
+
+def _weight_pareto(plt: Any, out: Path, ws: pd.DataFrame) -> None:
+    """``weight_pareto.png``: DR revenue against grid stress and against mean wait, per weight set and method.
+
+    One colour scale (our mean wait [h], shared by both panels and both methods) with its colour bar in its own
+    space; weight labels only on our Pareto-front points, staggered so that they do not overlap.
+    """
+    from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (ours_y, py, ylabel, title) in zip(
-        axes,
-        [
-            (
-                "load_variance_kw2",
-                "paper_grid_stress_kw2",
-                "grid stress (load variance) [kW²]",
-                "DR revenue vs grid stress",
-            ),
-            ("wait_mean_h", "paper_wait_h", "mean queue wait [h]", "DR revenue vs mean wait"),
-        ],
-    ):
+    norm = Normalize(float(ws["wait_mean_h"].min()), float(ws["wait_mean_h"].max()) or 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    panels = [
+        (
+            "load_variance_kw2",
+            "paper_grid_stress_kw2",
+            "grid stress (load variance) [kW²]",
+            "DR revenue vs grid stress",
+        ),
+        ("wait_mean_h", "paper_wait_h", "mean queue wait [h]", "DR revenue vs mean wait"),
+    ]
+    sc = None
+    for ax, (ours_y, py, ylabel, title) in zip(axes, panels):
         for method, mk in (("eho", "o"), ("de", "s")):
             d = ws[ws.method == method]
             sc = ax.scatter(
@@ -122,39 +139,41 @@ def _pareto_plot(out: Path, ws: Any, plt: Any) -> None:
                 d[ours_y],
                 c=d["wait_mean_h"],
                 cmap="viridis",
+                norm=norm,
                 marker=mk,
                 edgecolors="k",
                 linewidths=0.4,
+                zorder=3,
             )
-            for r in d.itertuples():
-                ax.annotate(
-                    r.weights,
-                    (r.dr_revenue_usd, getattr(r, ours_y)),
-                    fontsize=6,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-        # Pareto front of our points: no other point has more revenue and less of the y quantity
-        pts = ws[["dr_revenue_usd", ours_y]].to_numpy()
-        front = [
-            i
-            for i, (rv, yv) in enumerate(pts)
-            if not np.any((pts[:, 0] >= rv) & (pts[:, 1] <= yv) & ((pts[:, 0] > rv) | (pts[:, 1] < yv)))
-        ]
-        f = pts[sorted(front, key=lambda i: pts[i, 0])]
-        ax.plot(f[:, 0], f[:, 1], "k--", lw=0.8)
+        front = _pareto_front(ws["dr_revenue_usd"].to_numpy(float), ws[ours_y].to_numpy(float))
+        f = ws.iloc[front]
+        ax.plot(f["dr_revenue_usd"], f[ours_y], "k--", lw=0.8, zorder=2)
+        for j, r in enumerate(f.itertuples()):  # staggered above/below the front
+            ax.annotate(
+                str(r.weights),
+                (r.dr_revenue_usd, getattr(r, ours_y)),
+                fontsize=7,
+                xytext=(4, 8 if j % 2 == 0 else -12),
+                textcoords="offset points",
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
+            )
         d = ws[ws.method == "eho"]
-        ax.scatter(d["dr_revenue_usd"] * 0 + d["paper_dr_benefit_usd"], d[py], marker="x", color="r")
+        ax.scatter(d["paper_dr_benefit_usd"], d[py], marker="x", color="r", zorder=4)
         ax.set(xlabel="DR revenue [$/day]", ylabel=ylabel, title=title)
-        ax.legend(
-            handles=[
-                Line2D([], [], marker="o", ls="", mfc="w", mec="k", label="ours, EHO"),
-                Line2D([], [], marker="s", ls="", mfc="w", mec="k", label="ours, DE (same budget)"),
-                Line2D([], [], marker="x", ls="", color="r", label="paper (Table 9)"),
-                Line2D([], [], ls="--", color="k", lw=0.8, label="our Pareto front"),
-            ],
-            fontsize=7,
-        )
-    fig.colorbar(sc, ax=axes, label="our mean wait [h]")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.grid(alpha=0.3)
+    fig.legend(
+        handles=[
+            Line2D([], [], marker="o", ls="", mfc="w", mec="k", label="ours, EHO"),
+            Line2D([], [], marker="s", ls="", mfc="w", mec="k", label="ours, DE (same budget)"),
+            Line2D([], [], marker="x", ls="", color="r", label="paper (Table 9)"),
+            Line2D([], [], ls="--", color="k", lw=0.8, label="our Pareto front (labels: weights)"),
+        ],
+        loc="outside lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.colorbar(sc, ax=list(axes), label="our mean wait [h] (both panels)", pad=0.01)
     fig.savefig(out / "weight_pareto.png", dpi=120)
     plt.close(fig)

@@ -12,6 +12,7 @@ import pandapower as pp
 
 # pandapower imports its power-flow kernel modules (pf.makeYbus_numba, pf.create_jacobian_numba, ...) with itself
 import pandapower.pf.run_newton_raphson_pf  # noqa: F401  (make sure the kernels are loaded before patching)
+import scipy.sparse as sp
 from pandapower.auxiliary import pandapowerNet
 
 
@@ -218,3 +219,38 @@ def compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, boo
         if not ppc or "internal" not in ppc or ppc["internal"].get("Ybus") is None:
             raise
         return net_c, False
+
+
+def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split branch rows of ``Yf``/``Yt`` into their from-bus and to-bus coefficients."""
+    nbr = len(fb)
+    a_f = np.zeros(nbr, dtype=np.complex128)
+    a_t = np.zeros(nbr, dtype=np.complex128)
+    row = Yb.row.astype(np.int64)
+    col = Yb.col.astype(np.int64)
+    at_f = col == fb[row]
+    np.add.at(a_f, row[at_f], Yb.data[at_f])
+    at_t = ~at_f & (col == tb[row])
+    np.add.at(a_t, row[at_t], Yb.data[at_t])
+    if np.any(~at_f & ~at_t):
+        raise RuntimeError("unexpected entry in pandapower's branch admittance matrix")
+    return a_f, a_t
+
+
+def _branch_map(
+    rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Map an element table (net.line/net.trafo) onto internal branch rows.
+
+    Returns:
+        (element positions in service, their internal branch rows, all-in-service flag).
+    """
+    if rng is None or n_elem == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n_elem == 0
+    f, t = rng
+    if t - f != n_elem:
+        raise RuntimeError("pandapower branch lookup does not match the element table length")
+    k = np.arange(f, t)
+    on = branch_is[k]
+    pos = np.flatnonzero(on)
+    return pos, ppci_row[k[on]], bool(on.all())

@@ -20,9 +20,11 @@ from grids.powerflow.common import (
     VM_PLAUSIBLE_PU,
     PowerFlowError,
     PowerFlowResult,
+    _branch_map,
     _check_loads,
     _check_v0,
     _perm_swaps,
+    _split_branch_admittance,
     compile_run,
 )
 from grids.powerflow.reference import PandapowerPowerFlow
@@ -297,40 +299,9 @@ class FastPowerFlow:
                 self._tr_scale_t = self._tr_scale_f
 
     # ------------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split branch rows of ``Yf``/``Yt`` into their from-bus and to-bus coefficients."""
-        nbr = len(fb)
-        a_f = np.zeros(nbr, dtype=np.complex128)
-        a_t = np.zeros(nbr, dtype=np.complex128)
-        row = Yb.row.astype(np.int64)
-        col = Yb.col.astype(np.int64)
-        at_f = col == fb[row]
-        np.add.at(a_f, row[at_f], Yb.data[at_f])
-        at_t = ~at_f & (col == tb[row])
-        np.add.at(a_t, row[at_t], Yb.data[at_t])
-        if np.any(~at_f & ~at_t):
-            raise RuntimeError("unexpected entry in pandapower's branch admittance matrix")
-        return a_f, a_t
-
-    @staticmethod
-    def _branch_map(
-        rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Map an element table (net.line/net.trafo) onto internal branch rows.
-
-        Returns:
-            (element positions in service, their internal branch rows, all-in-service flag).
-        """
-        if rng is None or n_elem == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n_elem == 0
-        f, t = rng
-        if t - f != n_elem:
-            raise RuntimeError("pandapower branch lookup does not match the element table length")
-        k = np.arange(f, t)
-        on = branch_is[k]
-        pos = np.flatnonzero(on)
-        return pos, ppci_row[k[on]], bool(on.all())
+    # branch helpers live in common (module-level functions; kept here under their old names)
+    _split_branch_admittance = staticmethod(_split_branch_admittance)
+    _branch_map = staticmethod(_branch_map)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -372,6 +343,19 @@ class FastPowerFlow:
         self._v_warm = self._v_start.copy()
 
     # ------------------------------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable state (the grid cache, sim/gridcache.py): LAPACK routines are looked up again on load."""
+        state = dict(self.__dict__)
+        state.pop("_gesv", None)
+        state.pop("_getrf", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._dense:
+            self._gesv = lapack.get_lapack_funcs("gesv", (self._J,))
+            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
+
     def solve(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray, *, v0: np.ndarray | None = None) -> PowerFlowResult:
         """Solve one load snapshot; never returns an unflagged suspect solution (see the class docstring).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
 from typing import Any
 
@@ -13,6 +12,7 @@ from markets.base import (
     MarketRequest,
     MarketResult,
     Mechanism,
+    finite_number,
     register,
 )
 from markets.eho_bilevel.model import BilevelProblem, Sessions
@@ -162,30 +162,36 @@ class EHOBilevel(Mechanism):
     def _validate(self) -> None:
         p = self.params
 
-        def num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        num = finite_number
 
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        # bounds that depend on another parameter only when that one is of the right type (else it is named itself)
+        n_el = p["n_elephants"] if integer(p["n_elephants"]) else 1
+        pr_min = p["price_min"] if num(p["price_min"]) else 0.0
+        lim_min = p["limit_min_kw"] if num(p["limit_min_kw"]) else 0.0
         fs, el = p["follow_share"], p["elasticity"]
         checks = {
             "alpha1": (num(p["alpha1"]) and p["alpha1"] >= 0, ">= 0"),
             "alpha2": (num(p["alpha2"]) and p["alpha2"] >= 0, ">= 0"),
             "alpha3": (num(p["alpha3"]) and p["alpha3"] >= 0, ">= 0"),
-            "n_elephants": (isinstance(p["n_elephants"], int) and p["n_elephants"] >= 2, "integer >= 2"),
+            "n_elephants": (integer(p["n_elephants"]) and p["n_elephants"] >= 2, "integer >= 2"),
             "n_clans": (
-                isinstance(p["n_clans"], int) and 1 <= p["n_clans"] <= max(p["n_elephants"], 1),
+                integer(p["n_clans"]) and 1 <= p["n_clans"] <= max(n_el, 1),
                 "integer in 1..n_elephants",
             ),
-            "n_iter": (isinstance(p["n_iter"], int) and p["n_iter"] >= 0, "integer >= 0"),
+            "n_iter": (integer(p["n_iter"]) and p["n_iter"] >= 0, "integer >= 0"),
             "eho_alpha": (num(p["eho_alpha"]) and 0 <= p["eho_alpha"] <= 2, "[0, 2]"),
             "eho_beta": (num(p["eho_beta"]) and 0 <= p["eho_beta"] <= 1, "[0, 1]"),
             "n_elite": (
-                isinstance(p["n_elite"], int) and 0 <= p["n_elite"] < max(p["n_elephants"], 1),
+                integer(p["n_elite"]) and 0 <= p["n_elite"] < max(n_el, 1),
                 "integer in 0..n_elephants-1",
             ),
             "price_min": (num(p["price_min"]) and 0 < p["price_min"], "> 0"),
-            "price_max": (num(p["price_max"]) and p["price_max"] >= p["price_min"], ">= price_min"),
+            "price_max": (num(p["price_max"]) and p["price_max"] >= pr_min, ">= price_min"),
             "limit_min_kw": (num(p["limit_min_kw"]) and p["limit_min_kw"] >= 0, ">= 0"),
-            "limit_max_kw": (num(p["limit_max_kw"]) and p["limit_max_kw"] >= p["limit_min_kw"], ">= limit_min_kw"),
+            "limit_max_kw": (num(p["limit_max_kw"]) and p["limit_max_kw"] >= lim_min, ">= limit_min_kw"),
             "delta": (num(p["delta"]) and p["delta"] >= 0, ">= 0"),
             "epsilon": (num(p["epsilon"]) and p["epsilon"] >= 0, ">= 0"),
             "follow_share": (fs == "request" or (num(fs) and 0 <= fs <= 1), "'request' or [0, 1]"),
@@ -217,7 +223,7 @@ class EHOBilevel(Mechanism):
                 )
         for key, lo in (("n_evs", 0), ("ports", 1)):
             v = fc.get(key)
-            if v is not None and not (isinstance(v, int) and v >= lo):
+            if v is not None and not (integer(v) and v >= lo):
                 raise MarketConfigError(f"market.params.forecast.{key}: got {v!r}; allowed integer >= {lo}")
         self._plan: dict[str, Any] | None = None
 
