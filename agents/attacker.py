@@ -8,11 +8,13 @@ random draw: a run with an attacker whose window never opens is identical to a r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import mesa
 import numpy as np
 
+from sim.attack_kinds import KINDS
 from sim.scenario import AttackSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +29,12 @@ def _weights(spec: AttackSpec, t_h: np.ndarray) -> np.ndarray:
     return np.where(inside, ramp, 0.0)
 
 
+def transform_builder(kind: str) -> str:
+    """Name of the `Attacker` method that builds the transform of an attack ``kind`` (declared in
+    `sim.attack_kinds`): ``load-redistribution`` → ``_load_redistribution``."""
+    return "_" + kind.replace("-", "_")
+
+
 class Attacker(mesa.Agent):
     """Registers one transform per attack spec on the model's taps."""
 
@@ -36,15 +44,16 @@ class Attacker(mesa.Agent):
         rng = model.streams["attack"]
         self.targets: list[np.ndarray] = []
         for spec in specs:
-            # what a target is: a station row, a measurement index, a (non-slack) bus or an EV (fleet row)
-            if spec.kind == "measurement-bias":
+            kind = KINDS[spec.kind]
+            # what a target is (declared per kind): a station row, a measurement index, a (non-slack) bus or an EV
+            if kind.targets == "measurement":
                 assert model.estimator is not None, "measurement attacks need detection.state_estimation (Scenario)"
                 n_t, first, what = model.estimator.n_meas, 0, "measurement"
-            elif spec.kind in ("measurement-stealth", "load-redistribution"):
+            elif kind.targets == "bus":
                 n_t, first, what = model.network.n_bus, 1, "bus"
-            elif spec.kind in ("soc-falsification", "price-delay"):
+            elif kind.targets == "EV":
                 n_t, first, what = len(model.fleet), 0, "EV"
-            elif spec.kind == "replay":
+            elif kind.targets == "none":
                 n_t, first, what = 0, 0, "none"
             else:
                 n_t, first, what = len(model.station_table), 0, "station"
@@ -63,23 +72,19 @@ class Attacker(mesa.Agent):
                     size = max(size, 1)
                 tg = np.sort(rng.choice(np.arange(first, n_t), size=min(size, n_t - first), replace=False))
             self.targets.append(tg)
-            channel = {
-                "station-inflation": "station_reports",
-                "elasticity": "elasticity",
-                "price-scale": "price_signal",
-                "measurement-bias": "dso_measurements",
-                "measurement-stealth": "dso_measurements",
-                "load-redistribution": "dso_measurements",
-                "replay": spec.channel,
-                "soc-falsification": "ev_reports",
-                "price-delay": "price_signal",
-            }[spec.kind]
-            model.taps.register(channel, self._transform(spec, tg))
+            model.taps.register(kind.channel_of(spec.channel), self._transform(spec, tg))
 
     def _slot_hours(self, k: int, n: int) -> np.ndarray:
         return (k + np.arange(n)) * self.model.dt_min / 60.0
 
     def _transform(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """The transform of ``spec``, built by the method named after its kind (``_station_inflation``, ...)."""
+        build: Callable[[AttackSpec, np.ndarray], Transform] = getattr(self, transform_builder(spec.kind))
+        return build(spec, targets)
+
+    def _station_inflation(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """Target stations report ``1 + magnitude·w`` times their committed EV load."""
+
         def station_inflation(reports: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
             w = _weights(spec, self._slot_hours(k, reports.shape[1]))
             if not w.any() or not len(targets):
@@ -88,11 +93,21 @@ class Attacker(mesa.Agent):
             out[targets] *= 1.0 + spec.magnitude * w
             return out, bool(np.any(out != reports))
 
+        return station_inflation
+
+    def _elasticity(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """The DR elasticities the market uses are scaled by ``1 + magnitude·w``."""
+
         def elasticity(params: dict[str, Any], k: int) -> tuple[dict[str, Any], bool]:
             w = float(_weights(spec, self._slot_hours(k, 1))[0])
             if w == 0:
                 return params, False
             return {key: v * (1.0 + spec.magnitude * w) for key, v in params.items()}, True
+
+        return elasticity
+
+    def _price_scale(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """The prices a clearing returns are scaled by ``1 + magnitude·w`` on their way to the EVs."""
 
         def price_scale(result: Any, k: int) -> tuple[Any, bool]:
             from dataclasses import replace
@@ -103,6 +118,11 @@ class Attacker(mesa.Agent):
                 return result, False
             return replace(result, price_usd_per_mwh=price * (1.0 + spec.magnitude * w)), True
 
+        return price_scale
+
+    def _measurement_bias(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """Target measurements are offset by ``magnitude·w`` of their standard deviation."""
+
         def measurement_bias(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
             w = float(_weights(spec, self._slot_hours(k, 1))[0])
             if w == 0:
@@ -110,6 +130,11 @@ class Attacker(mesa.Agent):
             out = z.copy()
             out[targets] += spec.magnitude * w * self.model.estimator.sigma[targets]
             return out, True
+
+        return measurement_bias
+
+    def _measurement_stealth(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
+        """The AC-consistent attack that lowers the estimated |V| of the target buses by ``magnitude·w`` pu."""
 
         def measurement_stealth(z: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
             w = float(_weights(spec, self._slot_hours(k, 1))[0])
@@ -122,24 +147,8 @@ class Attacker(mesa.Agent):
             c = est.state(dvm, np.zeros_like(dvm))
             return z + est.stealthy_attack(pf.vm_pu, np.deg2rad(pf.va_degree), c, form="ac"), True
 
-        if spec.kind == "load-redistribution":
-            return self._load_redistribution(spec, targets)
-        if spec.kind == "replay":
-            return self._replay(spec)
-        if spec.kind == "soc-falsification":
-            return self._soc_falsification(spec, targets)
-        if spec.kind == "price-delay":
-            return self._price_delay(spec, targets)
-        by_kind: dict[str, Transform] = {
-            "station-inflation": station_inflation,
-            "elasticity": elasticity,
-            "price-scale": price_scale,
-            "measurement-bias": measurement_bias,
-            "measurement-stealth": measurement_stealth,
-        }
-        return by_kind[spec.kind]
+        return measurement_stealth
 
-    # ------------------------------------------------------------------ further kinds
     def _load_redistribution(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         """Move measured load between the target buses (total unchanged, per-bus bound ``|magnitude|``).
 
@@ -222,7 +231,7 @@ class Attacker(mesa.Agent):
             xk = xk + np.linalg.solve(est.jacobian(vm, va)[rows], mis)
         return None
 
-    def _replay(self, spec: AttackSpec) -> Transform:
+    def _replay(self, spec: AttackSpec, targets: np.ndarray) -> Transform:
         """Replay the channel's values of ``delay_steps`` earlier (or, with ``freeze``, of the last step before the
         window opened). Every value passing through is recorded (the true one, not the replayed one). A replayed
         array keeps its slot positions: slot 0 of the old message is presented as slot 0 now (cut or zero-padded

@@ -37,6 +37,7 @@ def main() -> None:
 
     t = time.perf_counter()
     import markets.eho_bilevel as eb
+    import markets.eho_bilevel.kernel as ebk
     from experiments.eho_paper import _summary, compare_searches, problem_from_scenario, small_instance
     from sim.scenario import load_scenario
 
@@ -62,7 +63,7 @@ def main() -> None:
             prob.loss(x)
         ev = (time.perf_counter() - t) / len(X) * 1e3
         print(f"lower level per candidate ({name}): {ll:.3f} ms; full objective evaluation {ev:.3f} ms")
-    eb._KERNEL = eb._respond_kernel  # the interpreted fallback, same code
+    ebk._KERNEL = ebk._respond_kernel  # the interpreted fallback, same code
     t = time.perf_counter()
     for x in X[:20]:
         prob_c.respond(x)
@@ -70,7 +71,7 @@ def main() -> None:
         f"lower level per candidate, interpreted fallback (station choice): "
         f"{(time.perf_counter() - t) / 20 * 1e3:.1f} ms"
     )
-    eb._KERNEL = None
+    ebk._KERNEL = None
 
     for name, prob in (("fixed stations", prob_f), ("station choice", prob_c)):
         t = time.perf_counter()

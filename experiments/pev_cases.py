@@ -58,6 +58,92 @@ NOTE = (
 )
 
 
+#: the columns `run_pev_cases` returns first, in this order (LinDistFlow's price components follow)
+FIRST_COLUMNS = (
+    "case",
+    "case_name",
+    "bus",
+    "bus_pp",
+    "lam_p_usd_per_mwh",
+    "lam_q_usd_per_mvarh",
+    "vm_pu",
+    "ev_p_kw",
+    "ev_q_kvar",
+    "converged",
+    "total_cost_usd_per_h",
+    "ev_cost_usd_per_h",
+    "losses_kw",
+    "grid_p_kw",
+    "grid_q_kvar",
+    "vmin_pu",
+    "method",
+    "note",
+)
+
+
+def _case_evs(
+    case: int,
+    buses: list[int],
+    n: int,
+    p_ev_kw: float,
+    q_ev_kvar: float,
+    s_ev_kva: float,
+    v2g_price_usd_per_mwh: float,
+) -> list[FlexibleEV]:
+    """The flexible EV aggregates of a case at each EV bus: V2G discharge (case 3), charging at full power with
+    reactive support (case 4), none otherwise."""
+    ev: list[FlexibleEV] = []
+    if case == 3:
+        ev = [
+            FlexibleEV(
+                bus=b,
+                p_min_kw=-n * p_ev_kw,
+                p_max_kw=0.0,
+                q_min_kvar=-n * q_ev_kvar,
+                q_max_kvar=n * q_ev_kvar,
+                s_max_kva=n * s_ev_kva,
+                cost_usd_per_mwh=v2g_price_usd_per_mwh,
+                name=f"V2G{b + 1}",
+            )
+            for b in buses
+        ]
+    elif case == 4:
+        ev = [
+            FlexibleEV(
+                bus=b,
+                p_min_kw=n * p_ev_kw,
+                p_max_kw=n * p_ev_kw,
+                q_min_kvar=-n * q_ev_kvar,
+                q_max_kvar=n * q_ev_kvar,
+                s_max_kva=n * s_ev_kva,
+                cost_usd_per_mwh=0.0,
+                name=f"EVQ{b + 1}",
+            )
+            for b in buses
+        ]
+    return ev
+
+
+def _case_frame(df: pd.DataFrame, case: int, fixed_p: np.ndarray, fixed_q: np.ndarray, method: str) -> pd.DataFrame:
+    """A case's DLMP rows in the paper's shape: fixed EV load added, case and 1-based bus columns, EV cost."""
+    df = df.drop(columns=["slot", "method"])
+    df["ev_p_kw"] = df["ev_p_kw"].to_numpy() + fixed_p
+    df["ev_q_kvar"] = df["ev_q_kvar"].to_numpy() + fixed_q
+    ev_cost = float(
+        np.nansum(df["lam_p_usd_per_mwh"] * df["ev_p_kw"] + df["lam_q_usd_per_mvarh"] * df["ev_q_kvar"]) / 1e3
+    )
+    converged = bool(df["converged"].all())
+    df.insert(0, "case", case)
+    df.insert(1, "case_name", CASES[case])
+    df = df.rename(columns={"bus": "bus_pp"})
+    df.insert(2, "bus", df["bus_pp"] + 1)
+    df["ev_cost_usd_per_h"] = ev_cost if converged else np.nan
+    df["vmin_pu"] = float(df["vm_pu"].min()) if converged else np.nan
+    df["method"] = method
+    df["note"] = NOTE
+    return df
+
+
 def run_pev_cases(
     *,
     n_evs_per_bus: int = 50,
@@ -124,74 +210,14 @@ def run_pev_cases(
             fixed_q[buses] = n * q_ev_kvar
             p += fixed_p
             q += fixed_q
-        elif case == 3 and n > 0:
-            ev = [
-                FlexibleEV(
-                    bus=b,
-                    p_min_kw=-n * p_ev_kw,
-                    p_max_kw=0.0,
-                    q_min_kvar=-n * q_ev_kvar,
-                    q_max_kvar=n * q_ev_kvar,
-                    s_max_kva=n * s_ev_kva,
-                    cost_usd_per_mwh=discharge_price_ratio * price_usd_per_mwh,
-                    name=f"V2G{b + 1}",
-                )
-                for b in buses
-            ]
-        elif case == 4 and n > 0:
-            ev = [
-                FlexibleEV(
-                    bus=b,
-                    p_min_kw=n * p_ev_kw,
-                    p_max_kw=n * p_ev_kw,
-                    q_min_kvar=-n * q_ev_kvar,
-                    q_max_kvar=n * q_ev_kvar,
-                    s_max_kva=n * s_ev_kva,
-                    cost_usd_per_mwh=0.0,
-                    name=f"EVQ{b + 1}",
-                )
-                for b in buses
-            ]
+        elif n > 0:
+            ev = _case_evs(case, buses, n, p_ev_kw, q_ev_kvar, s_ev_kva, discharge_price_ratio * price_usd_per_mwh)
         df = solve(
             nw, p[None, :], q[None, :], price_usd_per_mwh=price_usd_per_mwh, ev=ev, v_min_pu=v_min_pu, v_max_pu=v_max_pu
         )
-        df = df.drop(columns=["slot", "method"])
-        df["ev_p_kw"] = df["ev_p_kw"].to_numpy() + fixed_p
-        df["ev_q_kvar"] = df["ev_q_kvar"].to_numpy() + fixed_q
-        ev_cost = float(
-            np.nansum(df["lam_p_usd_per_mwh"] * df["ev_p_kw"] + df["lam_q_usd_per_mvarh"] * df["ev_q_kvar"]) / 1e3
-        )
-        converged = bool(df["converged"].all())
-        df.insert(0, "case", case)
-        df.insert(1, "case_name", CASES[case])
-        df = df.rename(columns={"bus": "bus_pp"})
-        df.insert(2, "bus", df["bus_pp"] + 1)
-        df["ev_cost_usd_per_h"] = ev_cost if converged else np.nan
-        df["vmin_pu"] = float(df["vm_pu"].min()) if converged else np.nan
-        df["method"] = method
-        df["note"] = NOTE
-        frames.append(df)
+        frames.append(_case_frame(df, case, fixed_p, fixed_q, method))
     out = pd.concat(frames, ignore_index=True)
-    first = [
-        "case",
-        "case_name",
-        "bus",
-        "bus_pp",
-        "lam_p_usd_per_mwh",
-        "lam_q_usd_per_mvarh",
-        "vm_pu",
-        "ev_p_kw",
-        "ev_q_kvar",
-        "converged",
-        "total_cost_usd_per_h",
-        "ev_cost_usd_per_h",
-        "losses_kw",
-        "grid_p_kw",
-        "grid_q_kvar",
-        "vmin_pu",
-        "method",
-        "note",
-    ]
+    first = list(FIRST_COLUMNS)
     drop = {"gen_p_kw", "gen_q_kvar", "solve_time_s", "message"}
     rest = [c for c in out.columns if c not in first and c not in drop]
     return out[first + rest]

@@ -66,6 +66,19 @@ def gini(x: np.ndarray) -> float:
     return float((2.0 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
+def _station_table(bus: np.ndarray) -> StationTable:
+    """One uncapped station per entry of ``bus`` (named st0, st1, ...; no ports modelled, no group)."""
+    n_st = len(bus)
+    return StationTable(
+        np.array([f"st{k}" for k in range(n_st)]),
+        np.zeros(n_st, int),
+        bus,
+        np.zeros(n_st, int),
+        np.full(n_st, np.inf),
+        np.zeros(n_st, bool),
+    )
+
+
 def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> RTPDay:
     """Stations on the 118-bus load buses, the EV fleet, prices, renewables and feeder limits of one day."""
     paper = sc.paper
@@ -76,14 +89,7 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     net = build_network(sc.grid.case, load_profile=sc.grid.load_profile, line_max_i_ka=sc.grid.line_max_i_ka)
     load_buses = net.zone_buses("all")
     bus = load_buses[np.arange(n_st) % len(load_buses)]
-    stations = StationTable(
-        np.array([f"st{k}" for k in range(n_st)]),
-        np.zeros(n_st, int),
-        bus,
-        np.zeros(n_st, int),
-        np.full(n_st, np.inf),
-        np.zeros(n_st, bool),
-    )
+    stations = _station_table(bus)
     data = sc.model_dump(mode="json")
     data["fleet"]["n_evs"] = n_evs
     sc_day = Scenario.model_validate(data)

@@ -362,6 +362,17 @@ def random_search(
     )
 
 
+def _de_sizes(budget: int, d: int) -> tuple[int, int, int]:
+    """DE's population multiplier ``m``, population size ``S`` and generations after the first, for ``budget``
+    evaluations in ``d`` dimensions (see `differential_evolution_budget`)."""
+    m = min(15, max(1, budget // (50 * d)))
+    S = max(5, m * d)
+    if budget < S:
+        raise ValueError(f"n_evals must be ≥ max(5, d) = {S} (one DE population); got {budget}")
+    maxiter = budget // S - 1
+    return m, S, maxiter
+
+
 def differential_evolution_budget(
     fun: Callable[[np.ndarray], float],
     lower: np.ndarray | list[float] | float,
@@ -399,11 +410,7 @@ def differential_evolution_budget(
     lo, hi = _box(lower, upper)
     d = lo.size
     budget = _int_arg("n_evals", n_evals, 1)
-    m = min(15, max(1, budget // (50 * d)))
-    S = max(5, m * d)
-    if budget < S:
-        raise ValueError(f"n_evals must be ≥ max(5, d) = {S} (one DE population); got {budget}")
-    maxiter = budget // S - 1
+    m, S, maxiter = _de_sizes(budget, d)
     evaluate = _Evaluator(fun, vectorized=False)
     seen: list[float] = []
     best: list[Any] = [np.inf, None]  # best value and point over every evaluation

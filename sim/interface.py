@@ -26,6 +26,7 @@ part                          source in the simulation
 ============================  ==========================================================================
 
 The stations' reports pass their tap on every request (their sum is the committed EV load every mechanism sees).
+A real-time request (not day-ahead) passes the ``bids`` tap as a whole once it is built, on its way to the mechanism.
 
 `check_fit` rejects, at validation and when a simulation is built, a scenario its mechanism cannot honour: V2G-capable
 EVs (``fleet.groups.*.v2g_share > 0``) for a mechanism that does not discharge, and a network the mechanism refuses
@@ -139,7 +140,7 @@ class MarketInterface:
         elasticity = self.elasticity(k) if day_ahead and "load_elasticity" in needs else None
         grid = self.network_data(k, n, day_ahead=day_ahead) if "grid" in needs else None
         dlmp = "dlmp" in needs
-        return MarketRequest(
+        req = MarketRequest(
             t0_min=k * sim.dt_min,
             dt_min=sim.dt_min,
             n_slots=n,
@@ -160,6 +161,8 @@ class MarketInterface:
             committed_station_kw=reports if capped and "committed_station_kw" in needs else None,
             grid=grid,
         )
+        # the finished real-time request is what a bid-falsifying attacker would see and change
+        return req if day_ahead else sim.taps.apply("bids", req, k)
 
     def network_data(self, k: int, n: int, *, day_ahead: bool) -> NetworkData:
         """The simulated network with the non-EV load per bus and the renewables of steps ``k … k+n−1`` (the same

@@ -61,25 +61,37 @@ def compute_kpis(
     tables: dict[str, pd.DataFrame], scenario: Scenario, *, dt_min: float, timing: dict[str, Any]
 ) -> dict[str, Any]:
     """All KPIs of one run as a flat dict of floats/ints (units in the key names)."""
+    s, evs = tables["steps"], tables["evs"]
+    # grid KPIs only from steps whose power flow converged (failed steps hold NaN, see sim.recorder)
+    conv = s["converged"].to_numpy(bool) if len(s) else np.zeros(0, bool)
+    k: dict[str, Any] = {}
+    k["n_steps"] = int(len(s))
+    k["dt_min"] = float(dt_min)
+    k["n_evs"] = int(len(evs))
+    _grid_kpis(k, tables, scenario, conv, dt_min)
+    _load_kpis(k, s, dt_min)
+    _cost_kpis(k, s, scenario, conv, dt_min)
+    _user_kpis(k, tables, scenario, dt_min)
+    # solver
+    for key, v in timing.items():
+        k[f"time_{key}" if not key.startswith("n_") else key] = v
+    return k
+
+
+def _grid_kpis(
+    k: dict[str, Any], tables: dict[str, pd.DataFrame], scenario: Scenario, conv: np.ndarray, dt_min: float
+) -> None:
+    """Grid KPIs into ``k``: power-flow failures, losses, voltages, line/trafo/substation loading, curtailment."""
     dt_h = dt_min / 60.0
-    s, bus, line, evs, st = tables["steps"], tables["bus"], tables["line"], tables["evs"], tables["stations"]
+    s, bus, line, evs = tables["steps"], tables["bus"], tables["line"], tables["evs"]
     n_bus = len(bus) // len(s) if len(s) else 0  # the bus table is step-major, every bus in every step
     bus_ids = bus["bus"].to_numpy()[:n_bus]  # pandapower indices, in the order of the columns of vm
     vm = bus["vm_pu"].to_numpy().reshape(len(s), n_bus) if len(s) else np.zeros((0, 0))
-    # grid KPIs only from steps whose power flow converged (failed steps hold NaN, see sim.recorder)
-    conv = s["converged"].to_numpy(bool) if len(s) else np.zeros(0, bool)
     if not conv.all():
         vm = vm[conv]
         line = line[conv[line["step"].to_numpy(int)]]
     sc = s[conv]
     g = scenario.grid
-    total = s["total_load_kw"].to_numpy()
-    price = s["price_usd_per_mwh"].to_numpy()
-    k: dict[str, Any] = {}
-    k["n_steps"] = int(len(s))
-    k["dt_min"] = float(dt_min)
-    k["n_evs"] = int(len(evs))
-    # grid
     k["pf_failed_steps"] = int((~conv).sum())
     methods = s["pf_method"].to_numpy(str) if "pf_method" in s else np.zeros(0, str)
     # steps the fast engine solved only on a retry or through pandapower (with engine "pandapower" that is normal)
@@ -115,7 +127,13 @@ def compute_kpis(
     k["nonconverged_steps"] = int((~s["converged"]).sum())
     k["curtailment_steps"] = int(s["curtailed"].sum())
     k["ev_curtailed_kwh"] = float(evs["curtailed_kwh"].sum()) if len(evs) else 0.0
-    # load shape
+
+
+def _load_kpis(k: dict[str, Any], s: pd.DataFrame, dt_min: float) -> None:
+    """Load-shape KPIs into ``k``: peak, load factor, EV energy, DR shift, prices."""
+    dt_h = dt_min / 60.0
+    total = s["total_load_kw"].to_numpy()
+    price = s["price_usd_per_mwh"].to_numpy()
     k["peak_load_kw"] = float(total.max()) if total.size else 0.0
     k["peak_time_h"] = float(s["tod_h"].iloc[int(np.argmax(total))]) if total.size else float("nan")
     k["load_factor"] = float(total.mean() / total.max()) if total.size and total.max() > 0 else 0.0
@@ -128,7 +146,13 @@ def compute_kpis(
     # Evening peak 17:00–21:00 (003's "at peak"): where peak-time attacks on the tariff show undiluted.
     peak_h = (s["tod_h"].to_numpy() >= 17.0) & (s["tod_h"].to_numpy() < 21.0) if len(s) else np.zeros(0, bool)
     k["price_peak_mean_usd_per_mwh"] = float(price[peak_h].mean()) if peak_h.any() else float("nan")
-    # costs
+
+
+def _cost_kpis(k: dict[str, Any], s: pd.DataFrame, scenario: Scenario, conv: np.ndarray, dt_min: float) -> None:
+    """Cost KPIs into ``k``: grid energy and reactive cost, DG cost, losses, renewables."""
+    dt_h = dt_min / 60.0
+    sc = s[conv]
+    price = s["price_usd_per_mwh"].to_numpy()
     grid_e = sc["grid_p_kw"].to_numpy() * dt_h / 1000.0
     price_c = price[conv]
     k["grid_energy_cost_usd"] = float((grid_e * price_c).sum())
@@ -144,7 +168,11 @@ def compute_kpis(
         float(used / k["renewable_energy_kwh"]) if k["renewable_energy_kwh"] > 0 else float("nan")
     )
     k["dg_energy_kwh"] = float(s["dg_kw"].sum() * dt_h)
-    # users
+
+
+def _user_kpis(k: dict[str, Any], tables: dict[str, pd.DataFrame], scenario: Scenario, dt_min: float) -> None:
+    """User KPIs into ``k``: spend, affordability, waits, reneging, station use, energy fulfilment."""
+    s, evs, st = tables["steps"], tables["evs"], tables["stations"]
     charged = evs[evs["grid_kwh"] > 1e-9] if len(evs) else evs
     k["user_cost_usd"] = float(evs["cost_usd"].sum()) if len(evs) else 0.0
     # undefined (NaN, never 0) when no EV drew energy from the grid
@@ -179,7 +207,3 @@ def compute_kpis(
         float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else float("nan")
     )
     k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")
-    # solver
-    for key, v in timing.items():
-        k[f"time_{key}" if not key.startswith("n_") else key] = v
-    return k

@@ -8,7 +8,7 @@ Order of one market step at time ``t = k·Δt`` (one SimPy process; fixed):
 1. **report**: stations and EVs report their state (tap ``ev_reports``).
 2. **day-ahead** (first step of each day): the market operator clears the day's plan (tariff, DR shift).
 3. **clear**: the market interface (`sim.interface`) builds a `MarketRequest` for EVs that need a schedule, with the
-   optional parts the mechanism declares (tap ``bids``), the mechanism
+   optional parts the mechanism declares (the finished request passes tap ``bids`` there), the mechanism
    clears it, prices go out (tap ``price_signal``) and schedules are committed.
 4. **dispatch**: each plugged EV's power for the step, within its limits and its station's cap.
 5. **grid**: the DSO builds bus injections, dispatches DGs, runs the power flow, curtails EV load on violations.
@@ -334,7 +334,6 @@ class CoSimulation(mesa.Model):
         if len(idx):
             n = self.n_steps - k
             req = self.interface.request(k, n, self.taps.apply("ev_reports", agg.flex(idx, k, n), k), day_ahead=False)
-            req = self.taps.apply("bids", req, k)
             res = self.taps.apply("price_signal", mo.clear(req).with_info(ev_id=req.evs.ev_id), k)
             agg.accept(idx, k, res)
             mo.reprice(k, res)

@@ -149,8 +149,25 @@ class Recorder:
 
     # ------------------------------------------------------------------ tables
     def tables(self) -> dict[str, pd.DataFrame]:
-        m = self.model
+        """The run's tables: steps, bus, line (and trafo), station_step, evs, stations."""
         n, nb = self.vm.shape
+        steps = self._steps_table(n)
+        bus, line, trafo = self._grid_tables(n, nb)
+        out = {
+            "steps": steps,
+            "bus": bus,
+            "line": line,
+            "station_step": self._station_step_table(n),
+            "evs": self._evs_table(n),
+            "stations": self._stations_table(n),
+        }
+        if trafo is not None:
+            out["trafo"] = trafo
+        return out
+
+    def _steps_table(self, n: int) -> pd.DataFrame:
+        """One row per step: the recorded columns, derived load and power factor, estimation and attack labels."""
+        m = self.model
         steps = pd.DataFrame({"step": np.arange(n), "t_min": m.t_min, "time_h": m.t_min / 60.0, "tod_h": m.tod_h})
         for c, v in self.cols.items():
             steps[c] = v.astype(bool) if c in ("converged", "curtailed") else v
@@ -174,7 +191,11 @@ class Recorder:
                 for kk, hit in labels:
                     any_hit[kk] |= hit
             steps["attacked"] = any_hit
+        return steps
 
+    def _grid_tables(self, n: int, nb: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        """Per bus, per in-service line and per transformer (None without transformers) and step; DLMPs per bus."""
+        m = self.model
         step_col = np.repeat(np.arange(n), nb)
         bus_ids = m.network.bus_ids  # tables speak pandapower bus indices; arrays here are by position
         bus = pd.DataFrame(
@@ -207,6 +228,16 @@ class Recorder:
                     "loading_percent": self.trafo_loading.ravel(),
                 }
             )
+        mo = m.market_operator
+        if mo.dlmp_p is not None:
+            assert mo.dlmp_q is not None, "the DSO prices P and Q together"
+            bus["lam_p_usd_per_mwh"] = mo.dlmp_p.ravel()
+            bus["lam_q_usd_per_mvarh"] = mo.dlmp_q.ravel()
+        return bus, line, trafo
+
+    def _station_step_table(self, n: int) -> pd.DataFrame:
+        """Per station and step: power, occupied ports, queue."""
+        m = self.model
         st = m.station_table
         ns = len(st)
         station_step = pd.DataFrame(
@@ -218,14 +249,14 @@ class Recorder:
                 "queue": self.st_queue.ravel().astype(int),
             }
         )
-        mo = m.market_operator
-        if mo.dlmp_p is not None:
-            assert mo.dlmp_q is not None, "the DSO prices P and Q together"
-            bus["lam_p_usd_per_mwh"] = mo.dlmp_p.ravel()
-            bus["lam_q_usd_per_mvarh"] = mo.dlmp_q.ravel()
+        return station_step
+
+    def _evs_table(self, n: int) -> pd.DataFrame:
+        """One row per EV: session times, wait, state, energy, cost, fulfilment."""
+        m = self.model
+        bus_ids = m.network.bus_ids
         f = m.fleet
         horizon_min = n * m.dt_min
-        end = np.where(np.isnan(f.unplug_min), horizon_min, np.minimum(f.unplug_min, horizon_min))
         wait = m.wait_min()
         need0 = np.maximum(f.soc_target - f.soc_arrival, 0.0) * f.battery_kwh
         delivered = f.e_kwh - f.soc_arrival * f.battery_kwh
@@ -260,6 +291,18 @@ class Recorder:
             }
         )
         evs["fulfilment"] = np.where(need0 > 0, np.clip(delivered / np.where(need0 > 0, need0, 1), 0, None), 1.0)
+        return evs
+
+    def _stations_table(self, n: int) -> pd.DataFrame:
+        """One row per station: ports, cap, utilisation, energy, arrivals, reneging, waits, longest queue."""
+        m = self.model
+        bus_ids = m.network.bus_ids
+        st = m.station_table
+        ns = len(st)
+        f = m.fleet
+        horizon_min = n * m.dt_min
+        end = np.where(np.isnan(f.unplug_min), horizon_min, np.minimum(f.unplug_min, horizon_min))
+        wait = m.wait_min()
         plugged_min = np.where(np.isnan(f.plugin_min), 0.0, end - np.nan_to_num(f.plugin_min, nan=0.0))
         busy = np.bincount(f.station.astype(int), weights=np.maximum(plugged_min, 0), minlength=ns)
         wait_sum = np.bincount(f.station.astype(int), weights=np.nan_to_num(wait, nan=0.0), minlength=ns)
@@ -280,17 +323,7 @@ class Recorder:
                 "max_queue": self.st_queue.max(axis=0).astype(int) if n else np.zeros(ns, int),
             }
         )
-        out = {
-            "steps": steps,
-            "bus": bus,
-            "line": line,
-            "station_step": station_step,
-            "evs": evs,
-            "stations": stations,
-        }
-        if trafo is not None:
-            out["trafo"] = trafo
-        return out
+        return stations
 
     def loss_sensitivity(self, steps: pd.DataFrame, delta_kw: float = 10.0) -> pd.DataFrame:
         """Loss sensitivity factor per bus at the peak-loss step (`002_…` eq. 21): ΔP_loss/ΔP_i [kW/kW]."""

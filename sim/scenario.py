@@ -15,21 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
-
+from sim.attack_kinds import AttackKindName, on_measurements
+from sim.attack_kinds import describe as describe_kinds
+from sim.scenario_files import SCENARIO_DIR as SCENARIO_DIR
+from sim.scenario_files import ScenarioError, _format_errors, apply_overrides, read_toml, resolve_path
+from sim.scenario_files import describe_scenarios as describe_scenarios
+from sim.scenario_files import list_scenarios as list_scenarios
+from sim.scenario_files import parse_override as parse_override
 
 # Cases whose papers number buses from 1 (``grid.bus_numbering = "paper"`` is allowed only for them)
 PAPER_CASES = ("case33bw", "case33bw-dr", "case33bw-dlmp", "case118")
-
-
-class ScenarioError(ValueError):
-    """A scenario file or override is invalid; ``str(err)`` names the field, value and what is allowed."""
 
 
 class _Model(BaseModel):
@@ -463,45 +463,15 @@ class StationGroup(_Model):
 class AttackSpec(_Model):
     """A false-data-injection attack applied at a tap (see `agents.attacker`).
 
-    ``kind``: ``station-inflation`` (stations report more committed EV load than they have: channel
-    ``station_reports``), ``elasticity`` (the DR elasticities the market uses are scaled: channel ``elasticity``),
-    ``price-scale`` (the announced price toward the market's schedules is scaled: channel ``price_signal``),
-    ``measurement-bias`` (a random ``share`` of the DSO's measurements is offset by ``magnitude`` standard
-    deviations: channel ``dso_measurements``), ``measurement-stealth`` (the AC-consistent ``h(x + c) − h(x)``
-    attack that lowers the estimated |V| by ``magnitude`` pu at a ``share`` of the buses, with full knowledge of
-    the network and state). Measurement attacks need ``detection.state_estimation``.
-    Targets are explicit station indices [pandapower-free 0-based station rows] or a random ``share`` drawn from
-    the run's ``attack`` stream. The attack acts on slots whose time lies in ``[start_h, end_h)`` (hours since
-    the run started), ramping in linearly over ``ramp_h``.
-
-    Further kinds:
-
-    * ``load-redistribution`` (channel ``dso_measurements``): the load measured at a ``share`` of the non-slack
-      buses is moved from half of them to the other half, total load unchanged, each bus changed by at most
-      ``|magnitude|`` of its load (relative). ``stealth = false`` falsifies only the P injections (inconsistent
-      with the flows and voltages, so the χ² test sees it); ``stealth = true`` replaces every measurement by its
-      AC-consistent value ``z + h(x') − h(x)`` with ``x'`` the power-flow state of the redistributed loads.
-    * ``replay`` (channel ``channel``: ``dso_measurements`` or ``station_reports``): the channel carries the
-      values recorded ``delay_steps`` steps earlier (``freeze = true``: the last value before the window opened).
-      Targets are not used (the whole message is replayed).
-    * ``soc-falsification`` (channel ``ev_reports``): a ``share`` of EVs [fleet rows] report an energy need
-      scaled by ``1 + magnitude`` (relative; the reported SOC follows).
-    * ``price-delay`` (channel ``price_signal``): a ``share`` of EVs [fleet rows] receive the price signal (and the
-      schedule that goes with it) ``delay_steps`` steps late, so they act on stale prices meanwhile.
+    ``kind``: one of `sim.attack_kinds.KINDS`, where each kind is declared once with the tap channel it
+    falsifies, what its targets are and what it does. Measurement attacks need ``detection.state_estimation``.
+    Targets are explicit indices (station rows, measurement indices, non-slack buses or EV fleet rows, by kind) or
+    a random ``share`` drawn from the run's ``attack`` stream. The attack acts on slots whose time lies in
+    ``[start_h, end_h)`` (hours since the run started), ramping in linearly over ``ramp_h``.
     """
 
     label: str = Field("", description="name of the attack in tables and plots")
-    kind: Literal[
-        "station-inflation",
-        "elasticity",
-        "price-scale",
-        "measurement-bias",
-        "measurement-stealth",
-        "load-redistribution",
-        "replay",
-        "soc-falsification",
-        "price-delay",
-    ] = Field(description="what is falsified (see above)")
+    kind: AttackKindName = Field(description="what is falsified: one of sim.attack_kinds.KINDS")
     share: float = Field(
         0.15, ge=0, le=1, description="share of stations / buses / EVs attacked when targets is omitted [-]"
     )
@@ -540,11 +510,11 @@ class AttackSpec(_Model):
     @property
     def on_measurements(self) -> bool:
         """Whether the attack falsifies the DSO's measurements (needs state estimation)."""
-        return (
-            self.kind.startswith("measurement")
-            or self.kind == "load-redistribution"
-            or (self.kind == "replay" and self.channel == "dso_measurements")
-        )
+        return on_measurements(self.kind, self.channel)
+
+
+# the kinds' descriptions come from their one declaration (sim.attack_kinds), for the docs and the schema reference
+AttackSpec.__doc__ = f"{AttackSpec.__doc__}\n    Kinds:\n\n{describe_kinds('    ')}\n    "
 
 
 class DetectionSpec(_Model):
@@ -709,105 +679,12 @@ def _non_finite(node: Any, path: str) -> tuple[str, float] | None:
     return None
 
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        # a key with a NUL or control character is shown escaped, so the message stays one printable line
-        loc = ".".join(
-            str(x) if str(x).isprintable() else repr(str(x)) for x in e["loc"] if not str(x).startswith("function-")
-        )
-        msg = e["msg"].removeprefix("Value error, ")
-        got = e.get("input")
-        if isinstance(got, dict) or e["type"] == "missing":
-            lines.append(f"{loc}: {msg}" if loc else msg)
-        else:
-            lines.append(f"{loc}: {msg} (got {got!r})" if loc else f"{msg} (got {got!r})")
-    return "\n".join(lines)
-
-
 def validate(data: dict[str, Any]) -> Scenario:
     """Validate a scenario mapping; raises `ScenarioError` naming every bad field."""
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
         raise ScenarioError(_format_errors(err)) from None
-
-
-def resolve_path(name_or_path: str | Path) -> Path:
-    """A shipped scenario's name (``default``) or a path to a TOML file."""
-    p = Path(name_or_path)
-    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
-    # a folder that happens to carry a shipped scenario's name (e.g. an earlier `--out default`) is not the scenario
-    if p.suffix == ".toml" or p.is_file() or (p.exists() and not shipped.is_file()):
-        if not p.is_file():
-            raise ScenarioError(f"scenario: '{p}' is not a file" if p.exists() else f"scenario: file '{p}' not found")
-        return p
-    if not shipped.is_file():
-        raise ScenarioError(
-            f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}"
-        )
-    return shipped
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning syntax errors into one-line `ScenarioError`s."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ScenarioError(f"{path.name}: cannot read ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScenarioError(
-            f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset {err.start})"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ScenarioError(f"{path.name}: not valid TOML: {err}") from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``key.path=value``; the value is read as a TOML literal, else as a string."""
-    if "=" not in text:
-        raise ScenarioError(f"--set {text}: expected key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ScenarioError(f"--set {text}: empty key")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to a raw scenario mapping (a deep copy is returned)."""
-    out = json.loads(json.dumps(data))
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = out
-        for i, part in enumerate(path[:-1]):
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ScenarioError(f"--set {text}: '{where}' needs a list index in 0..{len(node) - 1}")
-                node = node[int(part)]
-            else:
-                if not isinstance(node, dict):
-                    raise ScenarioError(f"--set {text}: '{where}' is not a table")
-                node = node.setdefault(part, {})
-        last = path[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ScenarioError(f"--set {text}: needs a list index in 0..{len(node) - 1}")
-            node[int(last)] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise ScenarioError(f"--set {text}: '{'.'.join(path[:-1])}' is not a table")
-    return out
 
 
 def load_scenario(name_or_path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> Scenario:
@@ -818,17 +695,3 @@ def load_scenario(name_or_path: str | Path, overrides: list[str] | None = None, 
     if seed is not None:
         data["seed"] = seed
     return validate(data)
-
-
-def list_scenarios() -> list[str]:
-    """Names of the shipped scenarios."""
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
-
-
-def describe_scenarios() -> list[tuple[str, str]]:
-    """(name, one-line description) of each shipped scenario."""
-    out = []
-    for name in list_scenarios():
-        data = read_toml(SCENARIO_DIR / f"{name}.toml")
-        out.append((name, str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""))
-    return out

@@ -184,3 +184,40 @@ def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path) -> None:  # t
     clean = table[table["case"] == "clean"].iloc[0]
     assert clean["paper"] == 23.4 and clean["ours"] != "n/a"
     assert (table["case"] == "inflation 15 %").any()
+
+
+def test_attack_kinds_are_declared_once_and_the_schema_and_attacker_derive_from_them() -> None:
+    """`sim.attack_kinds.KINDS` is the one list: the scenario schema accepts exactly its kinds, the attacker has a
+    transform builder for each, and whether an attack needs state estimation follows from its channel."""
+    from typing import get_args
+
+    from agents.attacker import Attacker, transform_builder
+    from sim.attack_kinds import KINDS
+    from sim.scenario import AttackSpec
+    from sim.taps import CHANNELS
+
+    assert set(get_args(AttackSpec.model_fields["kind"].annotation)) == set(KINDS)
+    for name, kind in KINDS.items():
+        assert callable(getattr(Attacker, transform_builder(name), None)), f"no transform builder for {name}"
+        assert kind.channel_of("station_reports") in CHANNELS
+    on_meas = {name for name in KINDS if AttackSpec(kind=name).on_measurements}
+    assert on_meas == {"measurement-bias", "measurement-stealth", "load-redistribution", "replay"}
+    assert not AttackSpec(kind="replay", channel="station_reports").on_measurements
+    with pytest.raises(ScenarioError, match="attacks.0.kind: Input should be 'station-inflation'"):
+        load_scenario("default", ['attacks=[{kind="nope"}]'], 1)
+
+
+def test_bids_tap_sees_every_real_time_request_and_only_those() -> None:
+    """The ``bids`` tap is applied where requests are built (`sim.interface`): each real-time request passes it
+    once, on its way to the mechanism; day-ahead requests do not."""
+    m = CoSimulation(load_scenario("default", [*BASE, "time.horizon_h=2"], 3))
+    seen: list[bool] = []
+
+    def spy(req, k):  # type: ignore[no-untyped-def]
+        seen.append(req.day_ahead)
+        return req, False
+
+    m.taps.register("bids", spy)
+    m.run()
+    assert seen and not any(seen)
+    assert len(seen) == len(m.taps.labels["bids"])

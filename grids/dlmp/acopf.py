@@ -88,8 +88,9 @@ def dlmp_acopf(
     return frame(rows)
 
 
-def _opf_net(network: Network, inp: DlmpInputs) -> tuple[Any, _OpfElements]:
-    """A copy of the net for the OPF: own loads, DGs, renewables and EVs as controllable sgens, limits, costs."""
+def _opf_base_net(network: Network, inp: DlmpInputs) -> tuple[Any, list[int]]:
+    """A copy of the net without its loads, sgens and storage (and their costs), with the OPF's voltage, loading
+    and substation limits, and a zero cost on every ext_grid (returned: those cost rows)."""
     import pandapower as pp
 
     net = copy.deepcopy(network.net)
@@ -115,7 +116,14 @@ def _opf_net(network: Network, inp: DlmpInputs) -> tuple[Any, _OpfElements]:
         net.ext_grid["min_p_mw"], net.ext_grid["max_p_mw"] = -s_sub, s_sub
         net.ext_grid["min_q_mvar"], net.ext_grid["max_q_mvar"] = -s_sub, s_sub
     eg_cost = [pp.create_poly_cost(net, int(e), "ext_grid", cp1_eur_per_mw=0.0) for e in net.ext_grid.index]
+    return net, eg_cost
 
+
+def _opf_net(network: Network, inp: DlmpInputs) -> tuple[Any, _OpfElements]:
+    """A copy of the net for the OPF: own loads, DGs, renewables and EVs as controllable sgens, limits, costs."""
+    import pandapower as pp
+
+    net, eg_cost = _opf_base_net(network, inp)
     load_idx = pp.create_loads(
         net,
         buses=inp.bus_index,

@@ -162,7 +162,6 @@ def _slot_rows(
     ``move_max`` is the sequential LP's last largest move and ``tol`` its stopping tolerance [MW]; ``t0`` the
     slot's start (``time.perf_counter``) for ``solve_time_s``.
     """
-    rows: list[dict[str, Any]] = []
     m_pd = model.m_of_pd
     cp, cq = _decompose(model, sol, float(inp.price[k]), float(inp.q_price[k]))
     resid = float(max(np.max(np.abs(cp.sum(axis=1) - sol["lamP"])), np.max(np.abs(cq.sum(axis=1) - sol["lamQ"]))))
@@ -203,6 +202,25 @@ def _slot_rows(
         iterations=it,
         decomposition_residual=resid,
     )
+    return _bus_rows(inp, k, m_pd, sol, cp, cq, vm, (gen_p, gen_q, ev_p, ev_q), slot, extra)
+
+
+def _bus_rows(
+    inp: DlmpInputs,
+    k: int,
+    m_pd: np.ndarray,
+    sol: dict[str, Any],
+    cp: np.ndarray,
+    cq: np.ndarray,
+    vm: np.ndarray,
+    dispatch: tuple[Any, Any, Any, Any],
+    slot: dict[str, Any],
+    extra: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One row per bus of slot ``k``: prices and their components, |V| (AC and LP), the units' dispatch, and the
+    slot's columns ``slot``; out-of-service buses get a failed row with the slot's columns."""
+    gen_p, gen_q, ev_p, ev_q = dispatch
+    rows: list[dict[str, Any]] = []
     v_lp = np.sqrt(np.maximum(sol["v"], 0.0))
     for i, b in enumerate(inp.bus_index):
         m = int(m_pd[i])

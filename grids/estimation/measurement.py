@@ -125,22 +125,7 @@ class MeasurementSet:
         slack_nodes = {int(i) for i in np.asarray(internal["ref"], dtype=np.int64) if int(i) in rep}
         if not slack_nodes:
             raise EstimationError("MeasurementSet.default: the net has no in-service ext_grid (no substation)")
-        # branches between measured nodes, labelled with their line index (-1: trafo, impedance, ...)
-        branch = internal["branch"]
-        branch_is = np.asarray(internal["branch_is"], dtype=bool)
-        line_of_row = np.full(int(branch_is.sum()), -1, dtype=np.int64)
-        rng_line = net_c._pd2ppc_lookups["branch"].get("line")
-        if rng_line is not None:
-            ppci_row = np.cumsum(branch_is) - 1
-            for p, k in enumerate(net_c.line.index):
-                j = rng_line[0] + p
-                if branch_is[j]:
-                    line_of_row[ppci_row[j]] = int(k)
-        adj: dict[int, list[tuple[int, int]]] = {i: [] for i in rep}
-        for row, (f, t) in enumerate(np.real(branch[:, :2]).astype(np.int64)):
-            if int(f) in rep and int(t) in rep and f != t:
-                adj[int(f)].append((int(t), int(line_of_row[row])))
-                adj[int(t)].append((int(f), int(line_of_row[row])))
+        adj = _node_adjacency(net_c, internal, rep)
         # BFS spanning tree from the substation(s)
         parent: dict[int, tuple[int, int]] = {}
         depth = {i: 0 for i in slack_nodes}
@@ -166,3 +151,24 @@ class MeasurementSet:
         inj_buses = np.array(sorted(rep.values()), dtype=np.int64)
         flow_lines = np.array(sorted(set(trunk_lines) | set(heads)), dtype=np.int64)
         return cls(v_buses=v_buses, inj_buses=inj_buses, flow_lines=flow_lines, **sigmas)
+
+
+def _node_adjacency(net_c: pandapowerNet, internal: dict, rep: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
+    """Neighbours of each measured internal node, as (node, line index) pairs (-1: trafo, impedance, ...)."""
+    # branches between measured nodes, labelled with their line index (-1: trafo, impedance, ...)
+    branch = internal["branch"]
+    branch_is = np.asarray(internal["branch_is"], dtype=bool)
+    line_of_row = np.full(int(branch_is.sum()), -1, dtype=np.int64)
+    rng_line = net_c._pd2ppc_lookups["branch"].get("line")
+    if rng_line is not None:
+        ppci_row = np.cumsum(branch_is) - 1
+        for p, k in enumerate(net_c.line.index):
+            j = rng_line[0] + p
+            if branch_is[j]:
+                line_of_row[ppci_row[j]] = int(k)
+    adj: dict[int, list[tuple[int, int]]] = {i: [] for i in rep}
+    for row, (f, t) in enumerate(np.real(branch[:, :2]).astype(np.int64)):
+        if int(f) in rep and int(t) in rep and f != t:
+            adj[int(f)].append((int(t), int(line_of_row[row])))
+            adj[int(t)].append((int(f), int(line_of_row[row])))
+    return adj

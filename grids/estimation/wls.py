@@ -152,18 +152,7 @@ class WlsEstimator(MeasurementModel):
         Raises:
             EstimationError: wrong shape or non-finite values in ``z`` or ``x0``.
         """
-        z = np.asarray(z, dtype=np.float64)
-        if z.shape != (self._m,):
-            raise EstimationError(f"z must have shape ({self._m},) (measurement order), got {z.shape}")
-        if not np.isfinite(z).all():
-            bad = np.flatnonzero(~np.isfinite(z))[:5].tolist()
-            raise EstimationError(f"z contains NaN/inf at measurement positions {bad}")
-        if x0 is None:
-            x = self._x_warm.copy()
-        else:
-            x = np.array(x0, dtype=np.float64)
-            if x.shape != (self._n,) or not np.isfinite(x).all():
-                raise EstimationError(f"x0 must be a finite state vector of shape ({self._n},)")
+        z, x = self._checked_inputs(z, x0)
         zp = z / self._scale
         if self.backend == "numba":
             status, it, self._have_L, obj = nb_estimate(
@@ -219,6 +208,22 @@ class WlsEstimator(MeasurementModel):
         else:
             vm, va = self._bus_from_int(vm_i, va_i)
         return EstimateResult(converged, it, vm, va, res, float(obj), x.copy(), message)
+
+    def _checked_inputs(self, z: np.ndarray, x0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``z`` as float64 and the start state (``x0``, or a copy of the warm start), checked for shape and NaN."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape != (self._m,):
+            raise EstimationError(f"z must have shape ({self._m},) (measurement order), got {z.shape}")
+        if not np.isfinite(z).all():
+            bad = np.flatnonzero(~np.isfinite(z))[:5].tolist()
+            raise EstimationError(f"z contains NaN/inf at measurement positions {bad}")
+        if x0 is None:
+            x = self._x_warm.copy()
+        else:
+            x = np.array(x0, dtype=np.float64)
+            if x.shape != (self._n,) or not np.isfinite(x).all():
+                raise EstimationError(f"x0 must be a finite state vector of shape ({self._n},)")
+        return z, x
 
     def _estimate_numpy(self, zp: np.ndarray, x: np.ndarray) -> tuple[bool, int, np.ndarray, np.ndarray, str]:
         """Gauss–Newton loop in numpy (same algorithm as the compiled kernel); returns (ok, it, r_pu, x, msg)."""

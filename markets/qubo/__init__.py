@@ -8,7 +8,9 @@
 * :mod:`markets.qubo.composites` — decomposition, post-processing, timing, temperature range, augmented
   Lagrangian, repair;
 * :mod:`markets.qubo.eva` — the EVA level of ``000_…`` (clusters × slots, P and Q against DLMPs) as a QUBO, with
-  its exact HiGHS reference.
+  its exact HiGHS reference;
+* :mod:`markets.qubo.rtp`, :mod:`markets.qubo.rtp_sampling` — the `qubo-rtp` slot instance, its QUBO and exact
+  reference, and the sampler pipeline (the mechanism itself is :mod:`markets.qubo_rtp`).
 """
 
 from markets.qubo import composites, encoding, samplers

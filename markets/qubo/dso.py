@@ -60,16 +60,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import dimod
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from markets.qubo import composites, encoding, highs, samplers
+from markets.qubo import composites, highs, samplers
+from markets.qubo.dso_bqm import ROWS, _elastic_price, build_bqm, build_window_bqm
 
 __all__ = ["DSOInstance", "DSODispatch", "build_bqm", "solve", "reference", "evaluate", "ROWS"]
-
-ROWS = ("td", "pf", "v")
 
 
 @dataclass(frozen=True)
@@ -235,269 +233,6 @@ def evaluate(inst: DSOInstance, levels: np.ndarray) -> DSODispatch:
     )
 
 
-def build_bqm(
-    inst: DSOInstance, weight_factor: float = 2.0, slack_bits: int | None = None, duals: np.ndarray | None = None
-) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
-    """The DSO QUBO over all slots (independent blocks, one per slot).
-
-    Variable layout per slot: level bits of the ``U + G`` integers, then the slack bits of each enabled row.
-    Each row is penalised as an augmented Lagrangian ``λ·r + w·r²`` with ``r = a·x − s − lo``. ``duals`` (T, R)
-    are the rows' LP duals (∂cost/∂bound, HiGHS sign convention); ``λ = −dual`` prices a unit of the row at its
-    marginal value, so the quadratic weight only has to beat what remains: ``w = weight_factor`` × the largest
-    |reduced level cost| per MW-equivalent of the slot ÷ the median level step of the slot [$/MW²]. Without
-    duals ``λ = 0`` and the raw level costs set ``w``.
-    Returns the BQM and a layout dict (``level_index`` (T, U+G, bits), ``components`` per slot, ``weights``).
-    """
-    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
-    k = inst.levels
-    e = encoding.binary(k)
-    coef = e.coefficients.astype(float)
-    nb = e.n_bits
-    sb = inst.bits + 2 if slack_bits is None else int(slack_bits)
-    es = encoding.binary((1 << sb) - 1)
-    scoef = es.coefficients.astype(float)
-    a, lo, hi = inst.rows()
-    # a row with only an upper bound (e.g. the power factor when the feeder exports Q) is anchored at the least
-    # activity any assignment reaches, so its slack spans [amin, hi]
-    amin = np.minimum(a, 0).sum(axis=2) * inst.levels
-    amax = np.maximum(a, 0).sum(axis=2) * inst.levels
-    lo = np.where(~np.isfinite(lo) & (hi < amax - 1e-12), np.minimum(amin, hi), lo)
-    enabled = np.isfinite(lo) & (hi > lo + 1e-12)
-    equality = np.isfinite(lo) & ~enabled  # lo == hi: no slack needed
-    lin_cost = inst.level_cost()  # (T, nv)
-    # index layout
-    per_slot = nv * nb + int(enabled.sum(axis=1).max(initial=0)) * es.n_bits
-    level_index = np.zeros((t, nv, nb), np.int64)
-    lin_all, rows_all, cols_all, vals_all = [], [], [], []
-    offset = inst.constant_cost()
-    weights = np.zeros((t, len(ROWS)))
-    components = []
-    start = 0
-    a_rows, a_cols, a_vals, r_b, r_w = [], [], [], [], []
-    n_rows = 0
-    for s in range(t):  # one block per slot; the arithmetic inside is vectorised
-        idx = start + np.arange(nv * nb).reshape(nv, nb)
-        level_index[s] = idx
-        lin = np.zeros(per_slot)
-        lin[: nv * nb] = (lin_cost[s][:, None] * coef[None, :]).reshape(-1)
-        rs = np.flatnonzero(enabled[s] | equality[s])
-        nsl = 0
-        mult = np.zeros(len(ROWS)) if duals is None else -np.asarray(duals[s], float)
-        reduced = lin_cost[s] + (mult[rs, None] * a[s, rs]).sum(axis=0)  # $ per level after the multipliers
-        price_per_mw = np.abs(reduced) / np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
-        raw = np.abs(lin_cost[s]) / np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
-        scale = max(float(price_per_mw.max(initial=0.0)), 0.05 * float(raw.max(initial=0.0)), 1e-6)
-        positive = np.abs(a[s])[a[s] > 1e-12]
-        typical = float(np.median(positive)) if positive.size else 1.0
-        for r in rs:
-            w = weight_factor * scale / typical
-            weights[s, r] = w
-            cols = idx.reshape(-1)
-            vals = (a[s, r][:, None] * coef[None, :]).reshape(-1)
-            if enabled[s, r]:
-                sidx = start + nv * nb + nsl * es.n_bits + np.arange(es.n_bits)
-                nsl += 1
-                sstep = (hi[s, r] - lo[s, r]) / es.upper
-                cols = np.concatenate([cols, sidx])
-                vals = np.concatenate([vals, -sstep * scoef])
-            # multiplier term λ·(a·x − s − lo): linear in the bits
-            np.add.at(lin, cols - start, mult[r] * vals)
-            offset -= mult[r] * lo[s, r]
-            keep = vals != 0
-            a_rows.append(np.full(keep.sum(), n_rows))
-            a_cols.append(cols[keep])
-            a_vals.append(vals[keep])
-            r_b.append(lo[s, r])
-            r_w.append(w)
-            n_rows += 1
-        used = nv * nb + nsl * es.n_bits
-        lin_all.append(lin[:used])
-        components.append(start + np.arange(used))
-        start += used
-    n = start
-    lin = np.concatenate(lin_all) if lin_all else np.zeros(0)
-    if n_rows:
-        amat = sp.csr_matrix(
-            (np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))), shape=(n_rows, n)
-        )
-        b_rows = np.asarray(r_b)
-        w_rows = np.asarray(r_w)
-        m = (amat.T @ sp.diags(w_rows) @ amat).tocoo()
-        lin = lin + m.diagonal() - 2.0 * np.asarray(amat.T @ (w_rows * b_rows)).ravel()
-        upper = m.row < m.col
-        rows_all.append(m.row[upper])
-        cols_all.append(m.col[upper])
-        vals_all.append(2.0 * m.data[upper])
-        offset += float(np.sum(w_rows * b_rows * b_rows))
-    q_rows = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
-    q_cols = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
-    q_vals = np.concatenate(vals_all) if vals_all else np.zeros(0)
-    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
-    return bqm, {"level_index": level_index, "components": components, "weights": weights, "n_vars": n, "coef": coef}
-
-
-def build_window_bqm(
-    inst: DSOInstance,
-    lo: np.ndarray,
-    step: int,
-    width: int,
-    duals: np.ndarray | None,
-    weight_factor: float = 2.0,
-    active: np.ndarray | None = None,
-    slack_bits_max: int = 48,
-    elastic_usd_per_mw: float | None = None,
-    side: np.ndarray | None = None,
-    normalise: bool = False,
-    tighten: float = 0.5,
-) -> tuple[dimod.BinaryQuadraticModel, dict[str, Any]]:
-    """The DSO QUBO on the grid ``x[t,v] = lo[t,v] + step · Σ_j y[t,v,j]`` (``j < width``, levels ≤ ``K``).
-
-    *Unary levels.* The DSO objective is linear in every level, so each bit of an integer costs the same
-    increment ``c[t,v]·step`` and each row sees the same coefficient ``a[t,r,v]·step``: the QUBO energy of any
-    pattern depends only on the number of set bits, which is decoded as the level. This is eva's domain-wall
-    encoding with its chain penalty dropped — for a linear cost every unordered pattern already has the exact
-    energy of its level, so the chain only removes degenerate patterns; without it any single flip is a
-    one-level move. Bits that would pass ``K`` are not created.
-
-    *Rows inside the window.* Only ``active`` rows (T, R) are penalised (None: all; :func:`solve` activates the
-    rows the LP relaxation binds and those a read has violated — lazily, as cutting planes), and only the part
-    of ``[lo, hi]`` the window can reach: a row every window assignment meets is dropped; otherwise
-    ``r = a·x − s − L'`` with a unary slack ``s`` on the row's smallest move ``σ`` (so a one-level move is
-    matched by a flip of a slack bit, not a carry through binary slack bits), ``L' = max(lo, window min)``,
-    covering ``[0, H' − L']`` (``H' = min(hi, window max)``) up to ``slack_bits_max`` bits, anchored at the
-    binding bound (upper if the multiplier is positive or ``side`` (T, R) says +1, else lower) — a binding
-    row's optimum sits within a few moves of its bound, and beyond the slack's reach feasible points pay a
-    penalty the cost already disfavours. A row the window cannot meet is priced linearly at
-    ``elastic_usd_per_mw`` (as in :func:`reference`; its residual keeps one sign, so that is exact). Each row is an augmented
-    Lagrangian ``λ·r + w·r²`` with ``λ = −dual`` (LP relaxation) and ``w = weight_factor`` × the slot's largest
-    reduced price per MW-equivalent ÷ (median row coefficient × ``step``) [$/MW²]: one typical move off the row
-    costs ``weight_factor`` × the cost of that move, on every grid.
-
-    Returns the BQM and a layout dict (``owner`` (n_level_bits,) flat index ``t·(U+G)+v`` of each level bit,
-    ``components`` per slot, ``n_vars``).
-    """
-    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
-    k = inst.levels
-    lo = np.asarray(lo, np.int64)
-    if elastic_usd_per_mw is None:
-        elastic_usd_per_mw = _elastic_price(inst)
-    n_valid = np.clip((k - lo) // step, 0, width)  # (T, nv) bits that stay ≤ K
-    a, r_lo, r_hi = inst.rows()
-    cost = inst.level_cost()  # (T, nv) $ per level
-    lin_all: list[np.ndarray] = []
-    q_r: list[np.ndarray] = []
-    q_c: list[np.ndarray] = []
-    q_v: list[np.ndarray] = []
-    owner_all: list[np.ndarray] = []
-    level_bits: list[np.ndarray] = []
-    components: list[np.ndarray] = []
-    offset = 0.0 if normalise else inst.constant_cost() + float(np.sum(cost * lo))
-    block_scale: list[float] = []
-    start = 0
-    mult_all = np.zeros((t, len(ROWS))) if duals is None else -np.asarray(duals, float)
-    for s in range(t):  # one block per slot; the arithmetic inside is vectorised
-        own = np.repeat(np.arange(nv), n_valid[s])  # integer of each level bit
-        nb = own.size
-        lin = cost[s, own] * step
-        # rows: window activity range
-        base_act = a[s] @ lo[s].astype(float)  # (R,)
-        amin = step * (np.minimum(a[s], 0.0) * n_valid[s]).sum(axis=1)
-        amax = step * (np.maximum(a[s], 0.0) * n_valid[s]).sum(axis=1)
-        lo_rel, hi_rel = r_lo[s] - base_act, r_hi[s] - base_act
-        mult = mult_all[s]
-        reduced = cost[s] + mult @ a[s]
-        colmax = np.maximum(np.abs(a[s]).max(axis=0), 1e-12)
-        scale = max(
-            float((np.abs(reduced) / colmax).max(initial=0.0)),
-            0.05 * float((np.abs(cost[s]) / colmax).max(initial=0.0)),
-            1e-6,
-        )
-        positive = np.abs(a[s])[np.abs(a[s]) > 1e-12]
-        typical = float(np.median(positive)) if positive.size else 1.0
-        rows_cols, rows_vals, rows_b, rows_w, rows_m = [], [], [], [], []
-        n_sl = 0
-        for r in range(len(ROWS)):
-            if active is not None and not active[s, r]:
-                continue
-            if lo_rel[r] <= amin[r] + 1e-12 and hi_rel[r] >= amax[r] - 1e-12:
-                continue  # disabled (lo = −inf, hi = inf), or met by every assignment of the window
-            coef = a[s, r, own] * step
-            low, high = max(lo_rel[r], amin[r]), min(hi_rel[r], amax[r])
-            cols, vals = np.arange(nb), coef
-            if high < low - 1e-12:  # the window cannot meet the row: get as close as it can, at the elastic price
-                # r = a·x − b keeps one sign over the whole window, so a linear term is the exact elastic cost
-                sign = 1.0 if lo_rel[r] > amax[r] else -1.0  # +: below lo (pull up), −: above hi (pull down)
-                lin -= sign * elastic_usd_per_mw * coef
-                continue
-            else:
-                # a real bound is tightened by ``tighten`` × the row's smallest move: the penalty is symmetric
-                # around its target, the row is not, so a read a fraction of a level past the bound must cost more
-                # than one a fraction inside it
-                moves = np.abs(coef[np.abs(coef) > 1e-12])
-                d = tighten * float(moves.min()) if moves.size else 0.0
-                bottom = low + (d if lo_rel[r] > amin[r] + 1e-12 else 0.0)
-                top = high - (d if hi_rel[r] < amax[r] - 1e-12 else 0.0)
-                if top < bottom:
-                    bottom = top = 0.5 * (low + high)
-                b = bottom
-                span = top - bottom
-                sizes = _slack_sizes(moves, span, width, slack_bits_max)
-                upper = mult[r] > 0 if mult[r] != 0 else (side is not None and side[s, r] > 0)
-                if upper and sizes.sum() < span - 1e-12:  # the slack reaches down from the binding upper bound
-                    b = top - float(sizes.sum())
-                if sizes.size:
-                    cols = np.concatenate([cols, nb + n_sl + np.arange(sizes.size)])
-                    vals = np.concatenate([vals, -sizes])
-                    n_sl += sizes.size
-            rows_cols.append(cols)
-            rows_vals.append(vals)
-            rows_b.append(b)
-            rows_w.append(weight_factor * scale / (typical * step))
-            rows_m.append(mult[r])
-        n_blk = nb + n_sl
-        lin = np.concatenate([lin, np.zeros(n_sl)])
-        blk_r, blk_c, blk_v = [], [], []
-        off_s = 0.0
-        for cols, vals, b, w, m in zip(rows_cols, rows_vals, rows_b, rows_w, rows_m):
-            # w·(v·z − b)² + m·(v·z − b), z binary: z_i² = z_i
-            lin[cols] += w * vals * vals - 2.0 * w * b * vals + m * vals
-            off_s += w * b * b - m * b
-            iu, ju = np.triu_indices(len(cols), 1)
-            blk_r.append(start + cols[iu])
-            blk_c.append(start + cols[ju])
-            blk_v.append(2.0 * w * vals[iu] * vals[ju])
-        sc = 1.0
-        if normalise:
-            sc = max(
-                float(np.abs(lin).max(initial=0.0)),
-                max((float(np.abs(v).max(initial=0.0)) for v in blk_v), default=0.0),
-                1e-12,
-            )
-        lin /= sc
-        q_r += blk_r
-        q_c += blk_c
-        q_v += [v / sc for v in blk_v]
-        offset += off_s / sc if normalise else off_s
-        block_scale.append(sc)
-        lin_all.append(lin)
-        owner_all.append(s * nv + own)
-        level_bits.append(start + np.arange(nb))
-        components.append(start + np.arange(n_blk))
-        start += n_blk
-    lin = np.concatenate(lin_all) if lin_all else np.zeros(0)
-    q_rows = np.concatenate(q_r) if q_r else np.zeros(0, np.int64)
-    q_cols = np.concatenate(q_c) if q_c else np.zeros(0, np.int64)
-    q_vals = np.concatenate(q_v) if q_v else np.zeros(0)
-    bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(lin, (q_rows, q_cols, q_vals), offset, dimod.BINARY)
-    return bqm, {
-        "owner": np.concatenate(owner_all) if owner_all else np.zeros(0, np.int64),
-        "level_bits": np.concatenate(level_bits) if level_bits else np.zeros(0, np.int64),
-        "components": components,
-        "n_vars": start,
-        "block_scale": np.asarray(block_scale),
-    }
-
-
 def solve(
     inst: DSOInstance,
     *,
@@ -651,28 +386,6 @@ def solve(
     return out
 
 
-def _slack_sizes(moves: np.ndarray, span: float, width: int, max_bits: int) -> np.ndarray:
-    """Slack bit sizes [MW-eq] for a row whose level bits move its activity by ``moves``: for each distinct move
-    size, largest first, up to ``width`` bits of exactly that size (so a one-level move of any unit is matched by
-    one slack flip), then bits of the smallest move to fill ``span`` — never more than ``span`` in total (the
-    slack must not hide a breach of the other bound) nor more than ``max_bits`` bits."""
-    if moves.size == 0 or span <= 1e-12:
-        return np.zeros(0)
-    distinct = np.unique(np.round(moves, 12))[::-1]
-    out: list[float] = []
-    total = 0.0
-    for size in distinct:
-        n = int(min(width, np.floor((span - total) / size + 1e-9), max_bits - len(out)))
-        out += [float(size)] * max(n, 0)
-        total += max(n, 0) * size
-    fine = float(distinct[-1])
-    n = int(min(np.ceil((span - total) / fine - 1e-9), max_bits - len(out)))
-    if n > 0:  # the last bits share what is left, so the total stays ≤ span
-        rest = span - total
-        out += [min(fine, rest / n)] * n
-    return np.asarray(out)
-
-
 def _slot_keys(inst: DSOInstance, levels: np.ndarray) -> np.ndarray:
     """Per read and slot: (violated rows, total violation [MW-eq], cost [$]) of levels ``(R, T, U + G)``."""
     a, lo, hi = inst.rows()
@@ -680,13 +393,6 @@ def _slot_keys(inst: DSOInstance, levels: np.ndarray) -> np.ndarray:
     viol = np.maximum(np.where(np.isfinite(lo), lo - act, 0.0), 0.0) + np.maximum(act - hi, 0.0)
     cost = (inst.level_cost()[None] * levels).sum(axis=2)
     return np.stack([(viol > 1e-6).sum(axis=2).astype(float), viol.sum(axis=2), cost], axis=2)
-
-
-def _elastic_price(inst: DSOInstance) -> float:
-    """Price [$ per MW-equivalent] of a row's violation: 1e3 × the largest level price per MW (at least 1e3)."""
-    cost = inst.level_cost().reshape(-1)
-    steps = inst.steps.reshape(-1)
-    return 1e3 * max(float(np.max(np.abs(cost) / np.maximum(steps, 1e-12), initial=1.0)), 1.0)
 
 
 def _lp_duals(inst: DSOInstance) -> np.ndarray:

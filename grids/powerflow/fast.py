@@ -1,262 +1,33 @@
-"""Fast AC power flow compiled once from a pandapower network.
-
-A simulation step loop must not call :func:`pandapower.runpp` (≈20 ms per call, mostly pandas bookkeeping).
-:class:`FastPowerFlow` runs pandapower *once* at construction to obtain its internal matrices (``Ybus``, ``Yf``,
-``Yt``, bus types, set-points) and then solves each load snapshot with a Newton–Raphson loop on plain numpy
-arrays::
-
-    pf = make_engine(net)                       # "fast" (default) or "pandapower" (reference)
-    res = pf.solve(p_load_mw, q_load_mvar)      # arrays in net.bus.index order
-    res.vm_pu, res.line_loading_percent, res.losses_mw
-
-pandapower stays the model of record: :class:`PandapowerPowerFlow` has the same interface and calls ``pp.runpp``
-on a private copy of the net; the tests check that both agree.
-
-Input convention: ``p_load_mw[i]`` / ``q_load_mvar[i]`` is the TOTAL net load at the i-th bus of ``net.bus.index``
-(positive = consumption, negative = net injection). Both engines ignore ``net.load``, ``net.sgen`` and
-``net.storage`` (the caller supplies all of that through the arrays, see :func:`bus_net_load`). Everything else
-pandapower puts into its internal model is honoured: ``net.ext_grid`` (slack: vm_pu, va_degree), ``net.gen``
-(PV buses: p_mw and vm_pu set-points), lines, trafos, trafo3w, impedances, shunts, switches (bus fusion, open
-line switches), wards (their constant PQ part is a fixed injection).
-
-Limitations of the fast engine (documented deviations from a full ``runpp``):
-
-* reactive-power limits of ``net.gen`` are not enforced (a gen stays a PV bus whatever its Q) – this is also
-  pandapower's default (``enforce_q_lims=False``);
-* no distributed slack, no voltage-dependent loads (the caller's loads are constant power), no controllers,
-  no temperature-dependent line resistance; the network topology/parameters are frozen at construction
-  (build a new engine after switching actions or tap changes).
-
-Tolerance: ``tol_mva`` is a true power mismatch in MVA (``max |ΔS| * baseMVA``). Note that pandapower's own
-``tolerance_mva`` is compared against the *per-unit* mismatch; the reference engine converts accordingly.
-"""
+"""The fast engine: bus admittance matrix compiled once from a pandapower net, Newton-Raphson on it, warm starts
+and the safety checks that decide whether a solution is accepted."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandapower as pp
 import scipy.sparse as sp
 from pandapower.auxiliary import pandapowerNet
-from pandapower.pypower.idx_brch import F_BUS, PF, PT, T_BUS
+from pandapower.pypower.idx_brch import F_BUS, T_BUS
 from pandapower.pypower.idx_bus import BASE_KV, PD, QD, VA
 from pandapower.pypower.idx_gen import GEN_BUS, PG, VG
 from scipy.linalg import lapack
 from scipy.sparse.linalg import splu, spsolve
 
-__all__ = [
-    "PowerFlowResult",
-    "PowerFlowError",
-    "FastPowerFlow",
-    "PandapowerPowerFlow",
-    "make_engine",
-    "bus_net_load",
-    "ENGINES",
-    "METHODS",
-    "VM_PLAUSIBLE_PU",
-]
-
-
-def _cache_pandapower_kernels() -> int:
-    """Let numba cache pandapower's JIT kernels on disk; returns how many kernels were switched to caching.
-
-    pandapower declares its power-flow kernels (``makeYbus_numba.gen_Ybus``, the Jacobian and branch-flow
-    kernels, the bus-fusion helpers of ``build_bus``) with ``cache=False``, so every process compiled them again
-    on its first ``pp.runpp`` — about 10 s of CPU (20 s wall on a busy machine) before the first step of every
-    run. Switching their dispatchers to numba's file cache is what ``cache=True`` would have done: the same
-    machine code, loaded from ``__pycache__`` next to pandapower's sources (or numba's per-user cache directory
-    when that is read-only), so results are bit-identical and only the first process on an installation pays
-    the compilation. Where numba cannot cache (no writable location) the kernel is left as it was.
-    """
-    import sys
-
-    try:
-        from numba.core.caching import NullCache
-        from numba.core.dispatcher import Dispatcher
-    except ImportError:  # pragma: no cover - numba is a pinned dependency; pandapower then runs without it
-        return 0
-    n = 0
-    for name, module in list(sys.modules.items()):
-        if not (name == "pandapower" or name.startswith("pandapower.")) or module is None:
-            continue
-        for obj in list(vars(module).values()):
-            if (
-                isinstance(obj, Dispatcher)
-                and isinstance(getattr(obj, "_cache", None), NullCache)
-                and getattr(obj.py_func, "__module__", "").startswith("pandapower")
-            ):
-                try:
-                    obj.enable_caching()
-                    n += 1
-                except Exception:  # noqa: BLE001 - numba raises RuntimeError (no cache locator) and others
-                    pass
-    return n
-
-
-# pandapower imports its power-flow kernel modules (pf.makeYbus_numba, pf.create_jacobian_numba, ...) with itself
-import pandapower.pf.run_newton_raphson_pf  # noqa: E402,F401  (make sure the kernels are loaded before patching)
-
-PANDAPOWER_KERNELS_CACHED: int = _cache_pandapower_kernels()
-
-ENGINES: tuple[str, ...] = ("fast", "pandapower")
-#: Values of :attr:`PowerFlowResult.method`, in the order the fast engine tries them.
-METHODS: tuple[str, ...] = ("fast", "fast-retry", "pandapower", "failed")
-#: Plausible band of bus voltage magnitudes [pu] of a converged solution (second guard beside the branch test,
-#: see :meth:`FastPowerFlow.solve`): no operable point of a real network lies outside it.
-VM_PLAUSIBLE_PU: tuple[float, float] = (0.3, 2.0)
-_SQRT3 = float(np.sqrt(3.0))
-# Elements whose power the caller supplies through the load arrays.
-_CALLER_ELEMENTS: tuple[str, ...] = ("load", "sgen", "storage")
-
-
-@dataclass(frozen=True)
-class PowerFlowResult:
-    """Result of one AC power flow.
-
-    All per-bus arrays follow ``net.bus.index`` order, per-line arrays ``net.line`` order and per-trafo arrays
-    ``net.trafo`` order. Buses that pandapower removes from the calculation (out of service or isolated) are
-    NaN in ``vm_pu``/``va_degree`` (as in ``net.res_bus``). Out-of-service lines/trafos report 0.
-
-    Attributes:
-        converged: whether the Newton–Raphson mismatch fell below the tolerance.
-        iterations: Newton–Raphson iterations (Jacobian solves) performed.
-        vm_pu: bus voltage magnitudes [pu], shape (n_bus,).
-        va_degree: bus voltage angles [degree], shape (n_bus,).
-        line_loading_percent: max(i_from, i_to) / (max_i_ka * df * parallel) * 100 [%], shape (n_line,);
-            identical to ``net.res_line.loading_percent`` (inf where ``max_i_ka * df * parallel == 0``).
-        line_p_from_mw: active power into the line at its from bus [MW], shape (n_line,).
-        line_q_from_mvar: reactive power into the line at its from bus [Mvar], shape (n_line,).
-        line_pl_mw: active losses of each line [MW], shape (n_line,).
-        trafo_loading_percent: ``net.res_trafo.loading_percent`` [%], shape (n_trafo,) (empty without trafos).
-        losses_mw: total active losses of all AC branches (lines, trafos, trafo3w, impedances, impedance
-            switches) [MW].
-        ext_grid_p_mw: active power injected by all slack elements (ext_grids, and gens with ``slack=True``),
-            positive = import from upstream [MW].
-        ext_grid_q_mvar: reactive power injected by all slack elements [Mvar].
-        method: how the result was obtained (one of :data:`METHODS`): ``"fast"`` (Newton–Raphson from the warm
-            start or the caller's ``v0``), ``"fast-retry"`` (the same after a rejected or failed first attempt,
-            from the no-load or a flat start), ``"pandapower"`` (``pp.runpp`` found the start point, the fast
-            engine confirmed it; also every converged result of :class:`PandapowerPowerFlow`) or ``"failed"``
-            (``converged`` is False: no physical solution was found, the arrays are not an operating point).
-    """
-
-    converged: bool
-    iterations: int
-    vm_pu: np.ndarray
-    va_degree: np.ndarray
-    line_loading_percent: np.ndarray
-    line_p_from_mw: np.ndarray
-    line_q_from_mvar: np.ndarray
-    line_pl_mw: np.ndarray
-    trafo_loading_percent: np.ndarray
-    losses_mw: float
-    ext_grid_p_mw: float
-    ext_grid_q_mvar: float
-    method: str = "fast"
-
-
-class PowerFlowError(RuntimeError):
-    """Bad input to a power-flow engine (wrong shape, NaN/inf). Non-convergence is not an error."""
-
-
-def bus_net_load(net: pandapowerNet) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregate the net's own loads, sgens and storages into per-bus net-load arrays.
-
-    Handy to feed an engine with the static loads of a pandapower net (in-service elements only,
-    ``scaling`` applied, sgens counted negative, storage in load convention as in pandapower).
-
-    Args:
-        net: pandapower network.
-
-    Returns:
-        ``(p_mw, q_mvar)``: net load per bus in ``net.bus.index`` order [MW], [Mvar].
-    """
-    pos = {b: i for i, b in enumerate(net.bus.index)}
-    p = np.zeros(len(net.bus))
-    q = np.zeros(len(net.bus))
-    for element, sign in (("load", 1.0), ("sgen", -1.0), ("storage", 1.0)):
-        df = net[element]
-        if not len(df):
-            continue
-        df = df[df["in_service"].astype(bool)]
-        idx = np.array([pos[b] for b in df["bus"]], dtype=np.int64)
-        scaling = df["scaling"].to_numpy(float) if "scaling" in df else np.ones(len(df))
-        np.add.at(p, idx, sign * df["p_mw"].to_numpy(float) * scaling)
-        np.add.at(q, idx, sign * df["q_mvar"].to_numpy(float) * scaling)
-    return p, q
-
-
-def _check_loads(p_load_mw: Any, q_load_mvar: Any, n_bus: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert the per-bus load arrays (raises :class:`PowerFlowError`)."""
-    out = []
-    for name, a in (("p_load_mw", p_load_mw), ("q_load_mvar", q_load_mvar)):
-        try:
-            arr = np.asarray(a, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise PowerFlowError(f"{name} must be a numeric array of shape ({n_bus},): {exc}") from exc
-        if arr.shape != (n_bus,):
-            raise PowerFlowError(f"{name} must have shape ({n_bus},) (one entry per bus of net.bus), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
-            raise PowerFlowError(f"{name} contains NaN/inf at bus positions {bad}")
-        out.append(arr)
-    return out[0], out[1]
-
-
-def _check_v0(v0: Any, n_bus: int, used: np.ndarray) -> np.ndarray:
-    """Validate and convert an initial voltage vector (complex [pu], net.bus order).
-
-    Entries of buses outside the calculation (``used`` False: out of service or isolated) are ignored and may
-    be NaN, so that the voltages of a previous result can be passed back unchanged.
-    """
-    try:
-        arr = np.asarray(v0, dtype=np.complex128)
-    except (TypeError, ValueError) as exc:
-        raise PowerFlowError(f"v0 must be a complex array of shape ({n_bus},): {exc}") from exc
-    if arr.shape != (n_bus,):
-        raise PowerFlowError(f"v0 must have shape ({n_bus},) (one entry per bus of net.bus), got {arr.shape}")
-    bad = used & ~(np.isfinite(arr) & (arr != 0))
-    if bad.any():
-        raise PowerFlowError(f"v0 contains NaN/inf/zero at bus positions {np.flatnonzero(bad)[:5].tolist()}")
-    return arr
-
-
-def _perm_swaps(perm: np.ndarray) -> int:
-    """Number of transpositions (mod 2 is what counts) that make up a permutation: n − number of cycles."""
-    perm = np.asarray(perm, dtype=np.int64)
-    seen = np.zeros(len(perm), dtype=bool)
-    swaps = 0
-    for i in range(len(perm)):
-        j, length = i, 0
-        while not seen[j]:
-            seen[j] = True
-            j = int(perm[j])
-            length += 1
-        swaps += max(length - 1, 0)
-    return swaps
-
-
-def compile_run(net: pandapowerNet, **runpp_kw: Any) -> tuple[pandapowerNet, bool]:
-    """Deep-copy ``net``, switch off the caller-supplied elements and run pandapower once.
-
-    Returns:
-        The private copy (with ``_ppc``/``_pd2ppc_lookups`` filled) and whether that run converged.
-    """
-    net_c = copy.deepcopy(net)
-    for element in _CALLER_ELEMENTS:
-        if element in net_c and len(net_c[element]):
-            net_c[element]["in_service"] = False
-    try:
-        pp.runpp(net_c, **runpp_kw)
-        return net_c, True
-    except pp.LoadflowNotConverged:
-        ppc = getattr(net_c, "_ppc", None)
-        if not ppc or "internal" not in ppc or ppc["internal"].get("Ybus") is None:
-            raise
-        return net_c, False
+from grids.powerflow.common import (
+    _SQRT3,
+    METHODS,
+    VM_PLAUSIBLE_PU,
+    PowerFlowError,
+    PowerFlowResult,
+    _branch_map,
+    _check_loads,
+    _check_v0,
+    _perm_swaps,
+    _split_branch_admittance,
+    compile_run,
+)
+from grids.powerflow.reference import PandapowerPowerFlow
 
 
 class FastPowerFlow:
@@ -342,7 +113,6 @@ class FastPowerFlow:
         self._base_mva = float(internal["baseMVA"])
         bus = np.real(internal["bus"])
         gen = np.real(internal["gen"])
-        branch = internal["branch"]
         ref = np.asarray(internal["ref"], dtype=np.int64)
         pv = np.asarray(internal["pv"], dtype=np.int64)
         pq = np.asarray(internal["pq"], dtype=np.int64)
@@ -360,7 +130,24 @@ class FastPowerFlow:
         Y = sp.csr_matrix(internal["Ybus"])[perm][:, perm].tocsr()
         Y.sum_duplicates()
 
-        # --- bus lookup: net.bus position -> internal position ----------------------------------------------
+        self._map_buses(net_c, internal, ref, inv)
+        self._fixed_injections(bus, gen, internal, perm)
+        self._start_vectors(bus, gen, internal, perm, ok)
+        self._jacobian_pattern(Y)
+        self._compile_branches(net_c, internal, perm, inv, trafo_loading)
+        if self._dense:
+            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
+        self._last_lu: tuple[np.ndarray, np.ndarray] | None = None  # LU of the last dense Newton step
+        flat = np.ones(n, dtype=np.complex128)
+        flat[: self._npv] = self._v_set
+        flat[self._m :] = self._v_ref
+        self._v_flat = flat
+        # sign of det(J) on the operable branch (0: singular at no load, the branch test is then skipped)
+        self._branch_sign = self._jacobian_sign(self._v_start)
+
+    def _map_buses(self, net_c: pandapowerNet, internal: dict, ref: np.ndarray, inv: np.ndarray) -> None:
+        """Bus lookup: net.bus position -> internal position (and the fast gather paths when the map is a bijection)."""
+        n = len(inv)
         lookup = np.asarray(net_c._pd2ppc_lookups["bus"], dtype=np.int64)
         bus_idx = net_c.bus.index.to_numpy(np.int64)
         self._bus_index = bus_idx.copy()
@@ -386,7 +173,8 @@ class FastPowerFlow:
             g[self._bus_dst] = self._bus_src
             self._in_gather = g
 
-        # --- fixed injections (gens, wards, ...) without the caller's loads and the slack ------------------
+    def _fixed_injections(self, bus: np.ndarray, gen: np.ndarray, internal: dict, perm: np.ndarray) -> None:
+        """Fixed injections (gens, wards, ...) without the caller's loads and the slack [pu], in internal order."""
         s_fixed = -(bus[:, PD] + 1j * bus[:, QD]) / self._base_mva
         ref_gens = np.asarray(internal.get("ref_gens", []), dtype=np.int64)
         non_ref = np.ones(gen.shape[0], dtype=bool)
@@ -395,7 +183,9 @@ class FastPowerFlow:
         np.add.at(s_fixed, gbus, gen[non_ref, PG] / self._base_mva)
         self._s_fixed = s_fixed[perm].astype(np.complex128)
 
-        # --- voltage set-points and start vector --------------------------------------------------------------
+    def _start_vectors(self, bus: np.ndarray, gen: np.ndarray, internal: dict, perm: np.ndarray, ok: bool) -> None:
+        """Voltage set-points and the start vector (the no-load solution when pandapower's run converged)."""
+        n = bus.shape[0]
         # magnitudes from the generator/ext_grid set-points, slack angle from the bus (pandapower's V0 convention)
         vg = np.ones(n)
         vg[gen[:, GEN_BUS].astype(np.int64)] = gen[:, VG]
@@ -411,7 +201,8 @@ class FastPowerFlow:
         self._v_start = start
         self._v_warm = start.copy()
 
-        # --- matrices for mismatch and Jacobian ----------------------------------------------------------------
+    def _jacobian_pattern(self, Y: sp.csr_matrix) -> None:
+        """Matrices for the mismatch and the Jacobian: sparsity pattern, block offsets, diagonals, dense or sparse LU."""
         m, npv, npq = self._m, self._npv, self._npq
         dim = m + npq
         self._dense = dim <= self.dense_max_dim
@@ -464,7 +255,12 @@ class FastPowerFlow:
             self._jperm = pattern.data.astype(np.int64) - 1
             self._J = pattern
 
-        # --- branches ---------------------------------------------------------------------------------------------
+    def _compile_branches(
+        self, net_c: pandapowerNet, internal: dict, perm: np.ndarray, inv: np.ndarray, trafo_loading: str
+    ) -> None:
+        """Branches: from/to admittances, base currents, line and trafo maps and the loading scales."""
+        bus = np.real(internal["bus"])
+        branch = internal["branch"]
         Yf = sp.csr_matrix(internal["Yf"])[:, perm].tocoo()
         Yt = sp.csr_matrix(internal["Yt"])[:, perm].tocoo()
         fb = inv[np.real(branch[:, F_BUS]).astype(np.int64)]
@@ -501,51 +297,11 @@ class FastPowerFlow:
             else:
                 self._tr_scale_f = 100.0 / sn / denom
                 self._tr_scale_t = self._tr_scale_f
-        if self._dense:
-            self._getrf = lapack.get_lapack_funcs("getrf", (self._J,))
-        self._last_lu: tuple[np.ndarray, np.ndarray] | None = None  # LU of the last dense Newton step
-        flat = np.ones(n, dtype=np.complex128)
-        flat[: self._npv] = self._v_set
-        flat[self._m :] = self._v_ref
-        self._v_flat = flat
-        # sign of det(J) on the operable branch (0: singular at no load, the branch test is then skipped)
-        self._branch_sign = self._jacobian_sign(self._v_start)
 
     # ------------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _split_branch_admittance(Yb: sp.coo_matrix, fb: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split branch rows of ``Yf``/``Yt`` into their from-bus and to-bus coefficients."""
-        nbr = len(fb)
-        a_f = np.zeros(nbr, dtype=np.complex128)
-        a_t = np.zeros(nbr, dtype=np.complex128)
-        row = Yb.row.astype(np.int64)
-        col = Yb.col.astype(np.int64)
-        at_f = col == fb[row]
-        np.add.at(a_f, row[at_f], Yb.data[at_f])
-        at_t = ~at_f & (col == tb[row])
-        np.add.at(a_t, row[at_t], Yb.data[at_t])
-        if np.any(~at_f & ~at_t):
-            raise RuntimeError("unexpected entry in pandapower's branch admittance matrix")
-        return a_f, a_t
-
-    @staticmethod
-    def _branch_map(
-        rng: tuple[int, int] | None, branch_is: np.ndarray, ppci_row: np.ndarray, n_elem: int
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Map an element table (net.line/net.trafo) onto internal branch rows.
-
-        Returns:
-            (element positions in service, their internal branch rows, all-in-service flag).
-        """
-        if rng is None or n_elem == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n_elem == 0
-        f, t = rng
-        if t - f != n_elem:
-            raise RuntimeError("pandapower branch lookup does not match the element table length")
-        k = np.arange(f, t)
-        on = branch_is[k]
-        pos = np.flatnonzero(on)
-        return pos, ppci_row[k[on]], bool(on.all())
+    # branch helpers live in common (module-level functions; kept here under their old names)
+    _split_branch_admittance = staticmethod(_split_branch_admittance)
+    _branch_map = staticmethod(_branch_map)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -926,157 +682,3 @@ class FastPowerFlow:
             ext_grid_q_mvar=float(s_slack.imag),
             method=method,
         )
-
-
-class PandapowerPowerFlow:
-    """Reference engine: same interface as :class:`FastPowerFlow`, calls ``pp.runpp`` on a private deep copy.
-
-    The copy has ``net.load``/``net.sgen``/``net.storage`` switched off and one constant-power load per bus
-    that carries the caller's arrays. ``pp.runpp`` is called with its defaults except the tolerance (converted
-    from MVA to pandapower's per-unit criterion), ``max_iteration`` and ``trafo_loading``.
-    A non-converged run returns ``converged=False`` with NaN results (pandapower provides none).
-    """
-
-    def __init__(
-        self, net: pandapowerNet, *, tol_mva: float = 1e-9, max_iter: int = 30, trafo_loading: str = "current"
-    ) -> None:
-        """Prepare the private copy.
-
-        Args:
-            net: pandapower network (not modified).
-            tol_mva: convergence tolerance on the largest bus power mismatch [MVA].
-            max_iter: maximum number of Newton–Raphson iterations.
-            trafo_loading: ``"current"`` or ``"power"``, passed to ``pp.runpp``.
-        """
-        if not (tol_mva > 0 and np.isfinite(tol_mva)):
-            raise ValueError(f"tol_mva must be a positive finite number, got {tol_mva!r}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
-        if trafo_loading not in ("current", "power"):
-            raise ValueError(f"trafo_loading must be 'current' or 'power', got {trafo_loading!r}")
-        net_c = copy.deepcopy(net)
-        for element in _CALLER_ELEMENTS:
-            if element in net_c and len(net_c[element]):
-                net_c[element]["in_service"] = False
-        buses = net_c.bus.index.to_numpy()
-        self._load_idx = pp.create_loads(
-            net_c, buses=buses, p_mw=np.zeros(len(buses)), q_mvar=np.zeros(len(buses)), name="evgrid_net_load"
-        )
-        self._net = net_c
-        self._n_bus = len(buses)
-        self._runpp_kw = dict(
-            tolerance_mva=tol_mva / float(net_c.sn_mva), max_iteration=int(max_iter), trafo_loading=trafo_loading
-        )
-
-    @property
-    def n_bus(self) -> int:
-        """Number of buses of the net (length of the load arrays)."""
-        return self._n_bus
-
-    def reset_warm_start(self) -> None:
-        """No-op (every run starts from pandapower's ``init="auto"``); present for interface symmetry."""
-
-    def solve(
-        self,
-        p_load_mw: np.ndarray,
-        q_load_mvar: np.ndarray,
-        *,
-        v0: np.ndarray | None = None,
-        init: str | None = None,
-    ) -> PowerFlowResult:
-        """Solve one load snapshot with ``pp.runpp``.
-
-        Args:
-            p_load_mw: net active load per bus in ``net.bus.index`` order [MW].
-            q_load_mvar: net reactive load per bus [Mvar].
-            v0: optional complex start voltages [pu] (``init_vm_pu``/``init_va_degree``); default: pandapower's
-                ``init="auto"``.
-            init: pandapower's ``init`` (``"dc"``, ``"flat"``, ...) when ``v0`` is not given.
-
-        Returns:
-            The power-flow result.
-
-        Raises:
-            PowerFlowError: wrong shape or non-finite values in the inputs.
-        """
-        p, q = _check_loads(p_load_mw, q_load_mvar, self._n_bus)
-        net = self._net
-        net.load.loc[self._load_idx, "p_mw"] = p
-        net.load.loc[self._load_idx, "q_mvar"] = q
-        kw = dict(self._runpp_kw)
-        if v0 is not None:
-            vin = _check_v0(v0, self._n_bus, self._net.bus["in_service"].to_numpy(bool))
-            vin = np.where(np.isfinite(vin) & (vin != 0), vin, 1.0 + 0.0j)
-            kw.update(init_vm_pu=np.abs(vin), init_va_degree=np.angle(vin, deg=True))
-        elif init is not None:
-            kw["init"] = init
-        try:
-            pp.runpp(net, **kw)
-            converged = True
-        except pp.LoadflowNotConverged:
-            converged = False
-        n_line, n_trafo = len(net.line), len(net.trafo)
-        if not converged:
-            nan = np.nan
-            return PowerFlowResult(
-                False,
-                int(net._ppc.get("iterations", 0) or 0) if net._ppc else 0,
-                np.full(self._n_bus, nan),
-                np.full(self._n_bus, nan),
-                np.full(n_line, nan),
-                np.full(n_line, nan),
-                np.full(n_line, nan),
-                np.full(n_line, nan),
-                np.full(n_trafo, nan),
-                nan,
-                nan,
-                nan,
-                "failed",
-            )
-        branch = net._ppc["branch"]
-        losses = float(np.nansum(np.real(branch[:, PF]) + np.real(branch[:, PT])))
-        return PowerFlowResult(
-            converged=True,
-            iterations=int(net._ppc.get("iterations", 0)),
-            vm_pu=net.res_bus["vm_pu"].to_numpy(float).copy(),
-            va_degree=net.res_bus["va_degree"].to_numpy(float).copy(),
-            line_loading_percent=net.res_line["loading_percent"].to_numpy(float).copy(),
-            line_p_from_mw=net.res_line["p_from_mw"].to_numpy(float).copy(),
-            line_q_from_mvar=net.res_line["q_from_mvar"].to_numpy(float).copy(),
-            line_pl_mw=net.res_line["pl_mw"].to_numpy(float).copy(),
-            trafo_loading_percent=(net.res_trafo["loading_percent"].to_numpy(float).copy() if n_trafo else np.zeros(0)),
-            losses_mw=losses,
-            ext_grid_p_mw=float(net.res_ext_grid["p_mw"].sum()),
-            ext_grid_q_mvar=float(net.res_ext_grid["q_mvar"].sum()),
-            method="pandapower",
-        )
-
-    def solve_batch(self, p_load_mw: np.ndarray, q_load_mvar: np.ndarray) -> list[PowerFlowResult]:
-        """Solve a sequence of snapshots (shape (n_snap, n_bus)) one by one."""
-        P = np.asarray(p_load_mw, dtype=np.float64)
-        Q = np.asarray(q_load_mvar, dtype=np.float64)
-        for name, a in (("p_load_mw", P), ("q_load_mvar", Q)):
-            if a.ndim != 2 or a.shape[1] != self._n_bus:
-                raise PowerFlowError(f"{name} must have shape (n_snap, {self._n_bus}), got {a.shape}")
-        return [self.solve(P[k], Q[k]) for k in range(P.shape[0])]
-
-
-def make_engine(net: pandapowerNet, engine: str = "fast", **kw: Any) -> FastPowerFlow | PandapowerPowerFlow:
-    """Build a power-flow engine by name.
-
-    Args:
-        net: pandapower network.
-        engine: ``"fast"`` (:class:`FastPowerFlow`) or ``"pandapower"`` (:class:`PandapowerPowerFlow`).
-        **kw: passed to the engine constructor (``tol_mva``, ``max_iter``, ``trafo_loading``).
-
-    Returns:
-        The engine.
-
-    Raises:
-        ValueError: unknown engine name.
-    """
-    if engine == "fast":
-        return FastPowerFlow(net, **kw)
-    if engine == "pandapower":
-        return PandapowerPowerFlow(net, **kw)
-    raise ValueError(f"unknown power-flow engine {engine!r}; allowed: {', '.join(repr(e) for e in ENGINES)}")

@@ -1,0 +1,415 @@
+"""The HiGHS model of `milp`: the request's data as (EV × slot) matrices, the LP/MILP built from them, and its
+solution (status, objective, timing)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from markets.base import (
+    MarketRequest,
+    RequestError,
+)
+
+_NEED_EPS_KWH = 1e-9  # needs below this are treated as met (below HiGHS's feasibility tolerance anyway)
+
+
+_STATUS = {
+    "kOptimal": "optimal",
+    "kTimeLimit": "time_limit",
+    "kInfeasible": "infeasible",
+    "kUnbounded": "unbounded",
+    "kUnboundedOrInfeasible": "unbounded_or_infeasible",
+    "kIterationLimit": "iteration_limit",
+    "kSolutionLimit": "solution_limit",
+    "kInterrupt": "interrupted",
+    "kMemoryLimit": "memory_limit",
+    "kObjectiveBound": "objective_bound",
+    "kObjectiveTarget": "objective_target",
+    "kModelEmpty": "optimal",
+    "kModelError": "model_error",
+}
+
+
+# --------------------------------------------------------------------------------------------- request data
+def _price_matrix(request: MarketRequest, rho_usd_per_mwh: float) -> np.ndarray:
+    """Active-energy price seen by each EV in each slot [$/MWh], shape (n_evs, n_slots)."""
+    evs, n = request.evs, request.n_slots
+    if request.dlmp_p_usd_per_mwh is not None:
+        d = _bus_matrix(request.dlmp_p_usd_per_mwh, request, "dlmp_p_usd_per_mwh")
+        return d[:, evs.bus].T.copy()
+    price = np.asarray(request.price_usd_per_mwh, float)
+    price = np.where(np.isnan(price), float(rho_usd_per_mwh), price)
+    return np.broadcast_to(price, (len(evs), n)).copy()
+
+
+def _q_price_matrix(request: MarketRequest) -> np.ndarray:
+    """Reactive price per EV and slot [$/MVArh] (zeros without a reactive DLMP), shape (n_evs, n_slots)."""
+    if request.dlmp_q_usd_per_mvarh is None:
+        return np.zeros((len(request.evs), request.n_slots))
+    d = _bus_matrix(request.dlmp_q_usd_per_mvarh, request, "dlmp_q_usd_per_mvarh")
+    return d[:, request.evs.bus].T.copy()
+
+
+def _bus_matrix(x: Any, request: MarketRequest, name: str) -> np.ndarray:
+    a = np.asarray(x, float)
+    if a.ndim != 2 or a.shape[0] != request.n_slots:
+        raise RequestError(f"{name}: expected shape (n_slots={request.n_slots}, n_bus), got {a.shape}")
+    if len(request.evs) and request.evs.bus.max() >= a.shape[1]:
+        raise RequestError(f"{name}: has {a.shape[1]} buses but an EV is at bus {request.evs.bus.max()}")
+    if not np.all(np.isfinite(a)):
+        raise RequestError(f"{name}: contains NaN or inf")
+    return a
+
+
+def _voltage_data(request: MarketRequest) -> dict[str, np.ndarray] | None:
+    """The request's voltage forecast as arrays by name (validated by `VoltageForecast`), or None."""
+    v = request.voltage
+    if v is None:
+        return None
+    out = {"vm_base_pu": v.vm_base_pu, "dv_dp_pu_per_kw": v.dv_dp_pu_per_kw, "v_min_pu": v.v_min_pu}
+    if v.dv_dq_pu_per_kvar is not None:
+        out["dv_dq_pu_per_kvar"] = v.dv_dq_pu_per_kvar
+    return out
+
+
+def _s_max(request: MarketRequest) -> np.ndarray:
+    """Apparent-power limit per EV [kVA]: ``request.s_max_kva`` or the charger rating."""
+    if request.s_max_kva is None:
+        return request.evs.p_max_kw.astype(float).copy()
+    return np.asarray(request.s_max_kva, float).copy()
+
+
+def _station_limits(request: MarketRequest) -> np.ndarray | None:
+    """Remaining station capacity [kW], shape (n_stations, n_slots) (inf = uncapped), or None."""
+    if request.station_cap_kw is None:
+        return None
+    cap = np.asarray(request.station_cap_kw, float)
+    lim = np.broadcast_to(cap[:, None], (cap.size, request.n_slots)).copy()
+    if request.committed_station_kw is not None:  # shape checked by MarketRequest
+        lim = lim - request.committed_station_kw
+    return np.maximum(lim, 0.0)
+
+
+def _station_load(request: MarketRequest, p_kw: np.ndarray, n_st: int) -> np.ndarray:
+    st = request.evs.station
+    inside = (st >= 0) & (st < n_st)
+    load = np.zeros((n_st, request.n_slots))
+    np.add.at(load, st[inside], np.maximum(p_kw[inside], 0.0))
+    return load
+
+
+def _unserved_kwh(request: MarketRequest, p_kw: np.ndarray) -> np.ndarray:
+    evs = request.evs
+    got = np.asarray(p_kw, float).sum(axis=1) * request.dt_h * evs.eta_ch
+    return np.maximum(evs.e_need_kwh - got, 0.0)
+
+
+class _HighsModel:
+    """Builds and solves the HiGHS model of one request (mixed into `MILP`)."""
+
+    name: ClassVar[str]
+    params: dict[str, Any]
+
+    # ------------------------------------------------------------------ model
+    def _build(self, request: MarketRequest) -> dict[str, Any]:
+        """Columns [x | q | u | z] and the sparse rows of the problem, all as numpy arrays (no per-nonzero loop)."""
+        p = self.params
+        col = _columns(p, request)
+        acc = _Rows()
+        _energy_rows(acc, request, col)
+        _station_cap_rows(acc, request, col)
+        if p["voltage"]:
+            _voltage_rows(acc, request, col)
+        if col["reactive"] and col["nx"]:
+            _polygon_rows(acc, col)
+        if col["peak"]:
+            _peak_rows(acc, request, col)
+        ncol, nrow, nx, nq = col["ncol"], acc.nrow, col["nx"], col["nq"]
+        cost, lo, hi, ei, ti, ux = (col[k] for k in ("cost", "lo", "hi", "ei", "ti", "ux"))
+        rows, cols, vals, rlo, rhi = acc.rows, acc.cols, acc.vals, acc.rlo, acc.rhi
+        milp = p["variant"] == "milp"
+        integrality = np.zeros(ncol, np.int32)
+        if milp:
+            integrality[:nx] = 1
+        return {
+            "ncol": ncol,
+            "nrow": nrow,
+            "cost": cost,
+            "lo": lo,
+            "hi": hi,
+            "rows": np.concatenate(rows) if rows else np.zeros(0, int),
+            "cols": np.concatenate(cols) if cols else np.zeros(0, int),
+            "vals": np.concatenate(vals) if vals else np.zeros(0),
+            "rlo": np.concatenate(rlo) if rlo else np.zeros(0),
+            "rhi": np.concatenate(rhi) if rhi else np.zeros(0),
+            "integrality": integrality,
+            "ei": ei,
+            "ti": ti,
+            "ux": ux,
+            "nx": nx,
+            "nq": nq,
+        }
+
+    # ------------------------------------------------------------------ solve
+    def _solve(self, model: dict[str, Any]) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """Solve with HiGHS; returns (column values or None, solver info)."""
+        import highspy
+        from scipy.sparse import coo_matrix
+
+        p = self.params
+        ncol, nrow = model["ncol"], model["nrow"]
+        a = coo_matrix((model["vals"], (model["rows"], model["cols"])), shape=(nrow, ncol)).tocsc()
+        a.sum_duplicates()
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        h.setOptionValue("time_limit", float(p["time_limit_s"]))
+        h.setOptionValue("mip_rel_gap", float(p["mip_rel_gap"]))
+        inf = highspy.kHighsInf
+        lo, hi = np.where(np.isinf(model["lo"]), -inf, model["lo"]), np.where(np.isinf(model["hi"]), inf, model["hi"])
+        rlo = np.where(np.isinf(model["rlo"]), -inf, model["rlo"])
+        rhi = np.where(np.isinf(model["rhi"]), inf, model["rhi"])
+        milp = bool(model["integrality"].any())
+        passed = h.passModel(
+            ncol,
+            nrow,
+            int(a.nnz),
+            int(highspy.MatrixFormat.kColwise),
+            int(highspy.ObjSense.kMinimize),
+            0.0,
+            model["cost"],
+            lo,
+            hi,
+            rlo,
+            rhi,
+            a.indptr.astype(np.int32),
+            a.indices.astype(np.int32),
+            a.data.astype(float),
+            model["integrality"],
+        )
+        t = time.perf_counter()
+        if passed == highspy.HighsStatus.kError:
+            ms, key = None, "kModelError"
+        else:
+            h.run()
+            ms = h.getModelStatus()
+            key = str(ms).rsplit(".", 1)[-1]
+        solve_s = time.perf_counter() - t
+        status = _STATUS.get(key, key.removeprefix("k").lower())
+        info = h.getInfo()
+        feasible = int(info.primal_solution_status) == int(highspy.SolutionStatus.kSolutionStatusFeasible)
+        x: np.ndarray | None = None
+        if key == "kModelError":
+            feasible = False
+        elif key == "kModelEmpty":  # no rows: every column sits at its cheaper bound
+            x = np.where(model["cost"] < 0, model["hi"], model["lo"])
+            x = np.where(np.isfinite(x), x, 0.0)
+            feasible = True
+        elif feasible:
+            x = np.asarray(h.getSolution().col_value, float)
+        gap = float(info.mip_gap) if milp else (0.0 if status == "optimal" else math.nan)
+        out = {
+            "status": status,
+            "highs_status": h.modelStatusToString(ms) if ms is not None else "passModel error",
+            "has_solution": x is not None,
+            "mip_gap": gap if math.isfinite(gap) else math.nan,
+            "solver_objective_usd": float(info.objective_function_value) if x is not None else math.nan,
+            "dual_bound_usd": float(info.mip_dual_bound) if milp else math.nan,
+            "mip_nodes": int(info.mip_node_count) if milp else 0,
+            "n_vars": int(ncol),
+            "n_int_vars": int(model["integrality"].sum()),
+            "n_rows": int(nrow),
+            "n_nonzeros": int(a.nnz),
+            "solve_time_s": solve_s,
+        }
+        return x, out
+
+
+class _Rows:
+    """The sparse rows of the problem as they are added, block by block (row indices offset per block)."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.rlo: list[np.ndarray] = []
+        self.rhi: list[np.ndarray] = []
+        self.nrow = 0
+
+    def add(self, r: np.ndarray, c: np.ndarray, v: np.ndarray, lo_: np.ndarray, hi_: np.ndarray) -> None:
+        self.rows.append(r + self.nrow)
+        self.cols.append(c)
+        self.vals.append(v)
+        self.rlo.append(lo_)
+        self.rhi.append(hi_)
+        self.nrow += lo_.size
+
+
+def _columns(p: dict[str, Any], request: MarketRequest) -> dict[str, Any]:
+    """The columns [x | q | u | z]: which (EV, slot) pairs get an x, units, bounds and costs, column offsets."""
+    evs, n, dt = request.evs, request.n_slots, request.dt_h
+    milp = p["variant"] == "milp"
+    levels = 2 ** int(p["bits"]) - 1
+    avail = evs.availability(n)
+    pmax = np.maximum(evs.p_max_kw, 0.0)
+    ok_ev = (pmax > 0) & (evs.e_need_kwh > _NEED_EPS_KWH)
+    mask = (avail > 0) & ok_ev[:, None]
+    ei, ti = np.nonzero(mask)
+    nx = ei.size
+    unit = pmax / levels if milp else np.ones(len(evs))  # kW per unit of x
+    ux = unit[ei]
+    if milp:
+        x_ub = np.floor(avail[ei, ti] * levels + 1e-9)
+    else:
+        x_ub = pmax[ei] * avail[ei, ti]
+    reactive = bool(p["reactive"])
+    nq = nx if reactive else 0
+    need_ev = np.nonzero(evs.e_need_kwh > _NEED_EPS_KWH)[0]
+    nu = need_ev.size
+    peak = p["objective"] == "peak"
+    nz = 1 if peak else 0
+    ncol = nx + nq + nu + nz
+    c_x, c_q, c_u, c_z = 0, nx, nx + nq, nx + nq + nu
+
+    cost = np.zeros(ncol)
+    lo = np.zeros(ncol)
+    hi = np.zeros(ncol)
+    hi[:nx] = x_ub
+    if not peak:
+        cost[:nx] = _price_matrix(request, p["rho_usd_per_mwh"])[ei, ti] * ux * dt / 1000.0
+    m = int(p["polygon_sides"])
+    s_max = _s_max(request) if reactive else np.zeros(0)  # read only when reactive
+    if reactive:
+        qb = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
+        lo[c_q:c_u], hi[c_q:c_u] = -qb, qb
+        cost[c_q:c_u] = _q_price_matrix(request)[ei, ti] * dt / 1000.0
+    lo[c_u:c_z], hi[c_u:c_z] = 0.0, np.inf
+    cost[c_u:c_z] = float(p["unserved_penalty_usd_per_kwh"])
+    if peak:
+        lo[c_z], hi[c_z] = -np.inf, np.inf
+        cost[c_z] = float(p["peak_usd_per_kw"])
+    return {
+        **{"ei": ei, "ti": ti, "ux": ux, "x_ub": x_ub, "nx": nx, "nq": nq, "nu": nu, "need_ev": need_ev},
+        **{"ncol": ncol, "c_x": c_x, "c_q": c_q, "c_u": c_u, "c_z": c_z, "cost": cost, "lo": lo, "hi": hi},
+        **{"s_max": s_max, "avail": avail, "m": m, "reactive": reactive, "peak": peak},
+    }
+
+
+def _energy_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Energy: Σ_t unit·x·Δt·η + u = need (one row per EV with a need)."""
+    evs, dt = request.evs, request.dt_h
+    ei, ux, nx, nu, need_ev, c_x, c_u = (col[k] for k in ("ei", "ux", "nx", "nu", "need_ev", "c_x", "c_u"))
+    row_of_ev = np.full(len(evs), -1)
+    row_of_ev[need_ev] = np.arange(nu)
+    need = evs.e_need_kwh[need_ev]
+    acc.add(
+        np.concatenate([row_of_ev[ei], np.arange(nu)]),
+        np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu)]),
+        np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]),
+        need,
+        need,
+    )
+
+
+def _station_cap_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Station caps: Σ unit·x at a station and slot ≤ its limit, for the (station, slot) pairs that can bind."""
+    evs, n = request.evs, request.n_slots
+    ei, ti, ux, x_ub, nx, c_x = (col[k] for k in ("ei", "ti", "ux", "x_ub", "nx", "c_x"))
+    lim = _station_limits(request)
+    if lim is not None and nx:
+        n_st = lim.shape[0]
+        st = evs.station[ei]
+        inside = (st >= 0) & (st < n_st)
+        key = st[inside] * n + ti[inside]
+        ub_sum = np.bincount(key, weights=ux[inside] * x_ub[inside], minlength=n_st * n)
+        flat = lim.ravel()
+        binding = np.nonzero(np.isfinite(flat) & (ub_sum > flat + 1e-12))[0]
+        rid = np.full(n_st * n, -1)
+        rid[binding] = np.arange(binding.size)
+        r = rid[key]
+        keep = r >= 0
+        acc.add(
+            r[keep],
+            (c_x + np.arange(nx))[inside][keep],
+            ux[inside][keep],
+            np.full(binding.size, -np.inf),
+            flat[binding],
+        )
+
+
+def _voltage_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """LinDistFlow voltage: Σ_j dV/dP[b, bus_j]·P[j,t] (+ dV/dQ·Q) ≤ headroom[t, b], rows that can bind only."""
+    evs, n = request.evs, request.n_slots
+    ei, ti, ux, x_ub, nx, c_x, c_q, c_u, hi, reactive = (
+        col[k] for k in ("ei", "ti", "ux", "x_ub", "nx", "c_x", "c_q", "c_u", "hi", "reactive")
+    )
+    vd = _voltage_data(request)
+    if vd is not None and nx:
+        nb = vd["vm_base_pu"].shape[1]
+        head = np.maximum(vd["vm_base_pu"] - vd["v_min_pu"][None, :], 0.0)  # (n, nb)
+        coef = vd["dv_dp_pu_per_kw"][:, evs.bus[ei]] * ux[None, :]  # (nb, nx)
+        coef_q = None
+        if reactive and "dv_dq_pu_per_kvar" in vd:
+            coef_q = vd["dv_dq_pu_per_kvar"][:, evs.bus[ei]]
+        # largest possible left-hand side per (b, t): rows that cannot bind are left out
+        worst = np.zeros((nb, n))
+        np.add.at(worst.T, ti, (np.maximum(coef, 0.0) * x_ub[None, :]).T)
+        if coef_q is not None:
+            np.add.at(worst.T, ti, (np.abs(coef_q) * hi[c_q:c_u][None, :]).T)
+        binding = worst > head.T + 1e-12  # (nb, n)
+        rid = np.full((nb, n), -1)
+        bb, tt = np.nonzero(binding)
+        rid[bb, tt] = np.arange(bb.size)
+        r_parts, c_parts, v_parts = [], [], []
+        for c0, cf in ((c_x, coef), (c_q, coef_q)):
+            if cf is None:
+                continue
+            b_i, k_i = np.nonzero((cf != 0) & binding[:, ti])
+            r_parts.append(rid[b_i, ti[k_i]])
+            c_parts.append(c0 + k_i)
+            v_parts.append(cf[b_i, k_i])
+        acc.add(
+            np.concatenate(r_parts),
+            np.concatenate(c_parts),
+            np.concatenate(v_parts),
+            np.full(bb.size, -np.inf),
+            head.T[bb, tt],
+        )
+
+
+def _polygon_rows(acc: _Rows, col: dict[str, Any]) -> None:
+    """P–Q polygon (inscribed, facets with normals in (−90°, 90°)) of every charger."""
+    ei, ti, ux, nx, c_x, c_q, s_max, avail, m = (
+        col[k] for k in ("ei", "ti", "ux", "nx", "c_x", "c_q", "s_max", "avail", "m")
+    )
+    ang = 2 * np.pi * np.arange(m) / m
+    ang = ang[np.cos(ang) > 1e-12]
+    rad = s_max[ei] * avail[ei, ti] * math.cos(math.pi / m)
+    k_idx = np.repeat(np.arange(ang.size), nx)
+    v_idx = np.tile(np.arange(nx), ang.size)
+    r = np.arange(ang.size * nx)
+    acc.add(
+        np.concatenate([r, r]),
+        np.concatenate([c_x + v_idx, c_q + v_idx]),
+        np.concatenate([np.cos(ang)[k_idx] * ux[v_idx], np.sin(ang)[k_idx]]),
+        np.full(r.size, -np.inf),
+        rad[v_idx],
+    )
+
+
+def _peak_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """Peak: Σ_i unit·x[i,t] − z ≤ −(base + committed)[t]."""
+    n = request.n_slots
+    ti, ux, nx, c_x, c_z = (col[k] for k in ("ti", "ux", "nx", "c_x", "c_z"))
+    load = request.base_load_kw + request.committed_ev_kw
+    acc.add(
+        np.concatenate([ti, np.arange(n)]),
+        np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
+        np.concatenate([ux, -np.ones(n)]),
+        np.full(n, -np.inf),
+        -load,
+    )

@@ -1,0 +1,124 @@
+"""Scenario files before the schema: finding a shipped scenario or a TOML path, reading it, ``--set`` overrides,
+and turning validation errors into one line per bad field."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override is invalid; ``str(err)`` names the field, value and what is allowed."""
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        # a key with a NUL or control character is shown escaped, so the message stays one printable line
+        loc = ".".join(
+            str(x) if str(x).isprintable() else repr(str(x)) for x in e["loc"] if not str(x).startswith("function-")
+        )
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if isinstance(got, dict) or e["type"] == "missing":
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            lines.append(f"{loc}: {msg} (got {got!r})" if loc else f"{msg} (got {got!r})")
+    return "\n".join(lines)
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A shipped scenario's name (``default``) or a path to a TOML file."""
+    p = Path(name_or_path)
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    # a folder that happens to carry a shipped scenario's name (e.g. an earlier `--out default`) is not the scenario
+    if p.suffix == ".toml" or p.is_file() or (p.exists() and not shipped.is_file()):
+        if not p.is_file():
+            raise ScenarioError(f"scenario: '{p}' is not a file" if p.exists() else f"scenario: file '{p}' not found")
+        return p
+    if not shipped.is_file():
+        raise ScenarioError(
+            f"scenario: '{name_or_path}' is neither a file nor a shipped scenario; allowed: {', '.join(list_scenarios())}"
+        )
+    return shipped
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into one-line `ScenarioError`s."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(f"{path.name}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(
+            f"{path.name}: not UTF-8 text (invalid byte 0x{raw[err.start]:02x} at byte offset {err.start})"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(f"{path.name}: not valid TOML: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``key.path=value``; the value is read as a TOML literal, else as a string."""
+    if "=" not in text:
+        raise ScenarioError(f"--set {text}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ScenarioError(f"--set {text}: empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a raw scenario mapping (a deep copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ScenarioError(f"--set {text}: '{where}' needs a list index in 0..{len(node) - 1}")
+                node = node[int(part)]
+            else:
+                if not isinstance(node, dict):
+                    raise ScenarioError(f"--set {text}: '{where}' is not a table")
+                node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ScenarioError(f"--set {text}: needs a list index in 0..{len(node) - 1}")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ScenarioError(f"--set {text}: '{'.'.join(path[:-1])}' is not a table")
+    return out
+
+
+def list_scenarios() -> list[str]:
+    """Names of the shipped scenarios."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def describe_scenarios() -> list[tuple[str, str]]:
+    """(name, one-line description) of each shipped scenario."""
+    out = []
+    for name in list_scenarios():
+        data = read_toml(SCENARIO_DIR / f"{name}.toml")
+        out.append((name, str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""))
+    return out
