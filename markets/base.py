@@ -667,15 +667,10 @@ def get(name: str) -> Callable[..., Mechanism]:
 
 
 def _load_builtin() -> None:
-    from markets import (  # noqa: F401  (registration)
-        eho_bilevel,
-        elasticity_dr,
-        external,
-        milp,
-        qubo_dlmp,
-        qubo_rtp,
-        uncontrolled,
-    )
+    import importlib
+
+    for module in ("eho_bilevel", "elasticity_dr", "external", "milp", "qubo_dlmp", "qubo_rtp", "uncontrolled"):
+        importlib.import_module(f"markets.{module}")  # each registers its mechanism
 
 
 def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | None = None) -> np.ndarray:
