@@ -136,3 +136,33 @@ def test_the_counter_sees_long_functions_and_spares_numba_kernels(
     f = tmp_path / "m.py"
     f.write_text(src)
     assert long_functions(f, tmp_path) == expected
+
+
+def private_imports_across_packages(root: Path = ROOT) -> list[str]:
+    """``from a.b import _name`` where ``a.b`` is not in the importing module's own package (a private name read
+    from outside its package)."""
+    found = []
+    for top in PACKAGES:
+        for f in sorted((root / top).rglob("*.py")):
+            parent = ".".join(f.relative_to(root).with_suffix("").parts[:-1])
+            for node in ast.walk(ast.parse(f.read_text())):
+                if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                    continue
+                inside = node.module == parent or node.module.startswith(parent + ".")
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__") and not inside:
+                        found.append(f"{f.relative_to(root)}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_no_module_reads_another_packages_private_names() -> None:
+    """Issue 19: private names stay inside their package (a package's own modules may share them)."""
+    assert not private_imports_across_packages()
+
+
+def test_the_private_import_check_sees_one(tmp_path: Path) -> None:
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "sim" / "a.py").write_text("from grids.network import _paper_bus\nfrom sim.b import _ok\n")
+    for top in PACKAGES[1:]:
+        (tmp_path / top).mkdir()
+    assert private_imports_across_packages(tmp_path) == ["sim/a.py: from grids.network import _paper_bus"]
