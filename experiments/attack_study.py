@@ -304,6 +304,9 @@ def study_roc(study_dir: str | Path, manifest: dict[str, Any], *, plots: bool = 
         )
         ax.legend(fontsize=7, loc="lower right")
         (root / "plots").mkdir(exist_ok=True)
-        fig.savefig(root / "plots" / "roc.png", dpi=120, bbox_inches="tight")
+        from experiments.plotting.common import formats, save_figure, scenario_formats
+
+        with formats(scenario_formats(manifest.get("scenario_data") or {})):
+            save_figure(fig, root / "plots" / "roc.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
     return aucs

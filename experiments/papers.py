@@ -161,7 +161,10 @@ def run_paper(
 
             plot_comparison(results, tmp / "plots")
         if kind == "eho":  # the bilevel model on the same EVs: the paper's Tables 4–11, Table 9, the searches judged
-            run_eho_paper(tmp / "bilevel", seed=sc.seed, plots=draw, scenario=sc.name, quiet=quiet)
+            from experiments.plotting.common import formats, scenario_formats
+
+            with formats(scenario_formats(sc)):
+                run_eho_paper(tmp / "bilevel", seed=sc.seed, plots=draw, scenario=sc.name, quiet=quiet)
         (tmp / "provenance.json").write_text(json.dumps(provenance(sc), indent=2))
         publish(tmp, out, replace=replace)
     except BaseException:

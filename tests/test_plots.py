@@ -441,3 +441,18 @@ def test_network_layout_without_geodata_is_a_tree_from_the_slack() -> None:
         assert pos[p][0] == pos[b][0] - 1
         assert min(pos[k][1] for k in kids) <= pos[p][1] <= max(pos[k][1] for k in kids)
     assert topo.n_mesh == 0 and len(topo.parent) == len(net.bus) - 1  # 5 open tie lines are out of service
+
+
+def test_save_figure_writes_every_current_format(tmp_path: Path) -> None:
+    """The paper runners' figures (EHO, ROC) go through save_figure, so outputs.format reaches them too."""
+    from matplotlib import pyplot as plt
+
+    from experiments.plotting.common import formats, save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    with formats(["png", "svg", "pdf"]):
+        files = save_figure(fig, tmp_path / "f.png", dpi=50)
+    plt.close(fig)
+    assert [f.name for f in files] == ["f.png", "f.svg", "f.pdf"] and all(f.stat().st_size > 0 for f in files)
+    assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF-")

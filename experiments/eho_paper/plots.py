@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.eho_paper.tables import TABLE7
+from experiments.plotting.common import save_figure
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -42,7 +43,7 @@ def _profile_plots(out: Path, ctx: dict[str, Any], x: np.ndarray, labels: list[s
     ax.set_xticks(x[::2], labels[::2])
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "dr_price_profile.png", dpi=120)
+    save_figure(fig, out / "dr_price_profile.png", dpi=120)
     plt.close(fig)
     # 2. load profile before/after
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -53,7 +54,7 @@ def _profile_plots(out: Path, ctx: dict[str, Any], x: np.ndarray, labels: list[s
     ax.set_xticks(x[::2], labels[::2])
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "load_profile.png", dpi=120)
+    save_figure(fig, out / "load_profile.png", dpi=120)
     plt.close(fig)
     # 3. wait distribution
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -63,7 +64,7 @@ def _profile_plots(out: Path, ctx: dict[str, Any], x: np.ndarray, labels: list[s
     ax.set(xlabel="queue wait [h]", ylabel="EVs", title="Wait-time distribution")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "wait_distribution.png", dpi=120)
+    save_figure(fig, out / "wait_distribution.png", dpi=120)
     plt.close(fig)
 
 
@@ -83,7 +84,7 @@ def _search_plots(out: Path, ctx: dict[str, Any], plt: Any) -> None:
     ax.set(xlabel="objective evaluations", ylabel="best J (to maximise)", title="Convergence at equal budgets")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "convergence.png", dpi=120)
+    save_figure(fig, out / "convergence.png", dpi=120)
     plt.close(fig)
     # 5. station utilisation
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -95,7 +96,7 @@ def _search_plots(out: Path, ctx: dict[str, Any], plt: Any) -> None:
     ax.set(xlabel="station", ylabel="port utilisation [%]", title="Station utilisation (share of port-hours)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "station_utilisation.png", dpi=120)
+    save_figure(fig, out / "station_utilisation.png", dpi=120)
     plt.close(fig)
 
 
@@ -175,5 +176,5 @@ def _weight_pareto(plt: Any, out: Path, ws: pd.DataFrame) -> None:
         frameon=False,
     )
     fig.colorbar(sc, ax=list(axes), label="our mean wait [h] (both panels)", pad=0.01)
-    fig.savefig(out / "weight_pareto.png", dpi=120)
+    save_figure(fig, out / "weight_pareto.png", dpi=120)
     plt.close(fig)

@@ -59,6 +59,14 @@ def _files(path: Path) -> list[Path]:
     return [Path(path).with_suffix(f".{f}") for f in _FORMATS.get()]
 
 
+def save_figure(fig: Any, path: Path, **savefig_kw: Any) -> list[Path]:
+    """Save ``fig`` (``path`` named .png) in every current format (`formats`); returns the files written."""
+    files = _files(path)
+    for f in files:
+        fig.savefig(f, **savefig_kw)
+    return files
+
+
 def _pyplot() -> ModuleType:
     import matplotlib
 
