@@ -438,4 +438,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m experiments.cli`: run the module under its own name, so that the study commands (which register
+    # on `experiments.cli.app`, see above) are on the app that runs
+    from experiments.cli import main as _main_of_module
+
+    _main_of_module()

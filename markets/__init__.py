@@ -2,5 +2,5 @@
 
 >>> from markets.base import available
 >>> available()
-['eho-bilevel', 'elasticity-dr', 'milp', 'qubo-dlmp', 'qubo-rtp', 'uncontrolled']
+['eho-bilevel', 'elasticity-dr', 'external', 'milp', 'qubo-dlmp', 'qubo-rtp', 'uncontrolled']
 """

@@ -385,7 +385,8 @@ def test_compare_table_prints_a_zero_gap_as_zero(tmp_path: Path) -> None:
 def test_eho_weight_pareto_labels_and_colour_bar_do_not_overlap(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from experiments.eho_paper import TABLE9, _weight_pareto
+    from experiments.eho_paper import TABLE9
+    from experiments.eho_paper.plots import _weight_pareto
 
     rng = np.random.default_rng(0)
     rows = [
