@@ -50,11 +50,18 @@ from markets.base import (
     NetworkData,
     VoltageForecast,
 )
+from sim.attack_kinds import KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from grids.network import Network
     from sim.model import CoSimulation
     from sim.scenario import Scenario
+
+
+#: The request part through which a tap channel reaches a mechanism, for channels only some mechanisms read (the
+#: EV reports, bids and price signals pass through every real-time clearing; the DSO's measurements need state
+#: estimation, which the scenario schema checks).
+_CHANNEL_PART = {"station_reports": "committed_station_kw", "elasticity": "load_elasticity"}
 
 
 def check_fit(scenario: Scenario, mechanism: Mechanism, network: Network | None = None) -> None:
@@ -67,8 +74,8 @@ def check_fit(scenario: Scenario, mechanism: Mechanism, network: Network | None 
             mechanism needs ``grid`` and none is given.
 
     Raises:
-        markets.base.MarketConfigError: V2G-capable EVs for a mechanism that does not discharge; a network the
-            mechanism cannot run on.
+        markets.base.MarketConfigError: V2G-capable EVs for a mechanism that does not discharge; an attack on a
+            message the mechanism does not read; a network the mechanism cannot run on.
     """
     from markets.base import available, get
 
@@ -81,6 +88,15 @@ def check_fit(scenario: Scenario, mechanism: Mechanism, network: Network | None 
                     f"fleet.groups.{i}.v2g_share: got {g.v2g_share:g}, but market.mechanism '{name}' never "
                     f"discharges V2G EVs; allowed: 0 (mechanisms that discharge: {', '.join(can) or 'none yet'})"
                 )
+    for i, attack in enumerate(scenario.attacks):  # an attack on a message this mechanism never reads is inert
+        channel = KINDS[attack.kind].channel_of(getattr(attack, "channel", ""))
+        part = _CHANNEL_PART.get(channel)
+        if part is not None and part not in mechanism.needs:
+            readers = [m for m in available() if part in getattr(get(m)(), "needs", ())]
+            raise MarketConfigError(
+                f"attacks.{i}.kind: '{attack.kind}' falsifies the {channel.replace('_', ' ')}, which market.mechanism "
+                f"'{name}' does not read, so the attack would change nothing; allowed with: {', '.join(readers)}"
+            )
     if "grid" in mechanism.needs:
         if network is None:
             from sim.model import compiled_grid

@@ -221,3 +221,29 @@ def test_bids_tap_sees_every_real_time_request_and_only_those() -> None:
     m.run()
     assert seen and not any(seen)
     assert len(seen) == len(m.taps.labels["bids"])
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "attack", "refused"),
+    [
+        ("uncontrolled", "{kind='station-inflation', share=0.3, magnitude=0.5}", True),
+        ("elasticity-dr", "{kind='station-inflation', share=0.3, magnitude=0.5}", False),
+        ("milp", "{kind='elasticity', magnitude=0.1}", True),
+        ("elasticity-dr", "{kind='elasticity', magnitude=0.1}", False),
+        ("uncontrolled", "{kind='soc-falsification', share=0.3, magnitude=-0.5}", False),
+    ],
+)
+def test_an_attack_on_a_message_the_mechanism_never_reads_is_refused(
+    mechanism: str, attack: str, refused: bool
+) -> None:
+    """It would change nothing and a campaign would report 'no effect' as a finding: one line at validation."""
+    from markets.base import MarketConfigError
+    from sim.interface import check_fit
+    from sim.scenario import load_scenario
+
+    sc = load_scenario("default", [f"market.mechanism='{mechanism}'", f"attacks=[{attack}]"])
+    if refused:
+        with pytest.raises(MarketConfigError, match=rf"attacks\.0\.kind: .* '{mechanism}' does not read"):
+            check_fit(sc, sc.market.build())
+    else:
+        check_fit(sc, sc.market.build())
