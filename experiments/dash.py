@@ -91,6 +91,16 @@ def default_params(scenario: str, overrides: list[str] | None = None) -> DashPar
     )
 
 
+def _default_attack(mechanism: str) -> dict[str, Any]:
+    """`DEFAULT_ATTACK`, or for a mechanism that never reads station reports (an attack on them would be refused as
+    inert) the same window on the EVs' state-of-charge reports, which every mechanism reads."""
+    from markets.base import get
+
+    if "committed_station_kw" in get(mechanism)().needs:
+        return dict(DEFAULT_ATTACK)
+    return {**DEFAULT_ATTACK, "label": "dash: EV SOC falsification", "kind": "soc-falsification", "magnitude": -0.5}
+
+
 def build_scenario(p: DashParams, overrides: list[str] | None = None) -> Scenario:
     """The validated scenario the controls describe (raises `ScenarioError` on a bad combination).
 
@@ -104,7 +114,7 @@ def build_scenario(p: DashParams, overrides: list[str] | None = None) -> Scenari
     if not p.attack:
         data["attacks"] = []
     elif not data.get("attacks"):
-        data["attacks"] = [dict(DEFAULT_ATTACK)]
+        data["attacks"] = [_default_attack(p.mechanism)]
         data.setdefault("detection", {})["enabled"] = True
     return validate(data)
 
