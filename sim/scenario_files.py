@@ -3,10 +3,11 @@ and turning validation errors into one line per bad field."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -17,6 +18,36 @@ class ScenarioError(ValueError):
     """A scenario file or override is invalid; ``str(err)`` names the field, value and what is allowed."""
 
 
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``), or None."""
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    """``"; allowed: a, b, …; did you mean 'x'?"`` for the table holding ``loc[-1]`` ("" when unknown)."""
+    from sim.scenario import Scenario
+
+    model: Any = Scenario
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        model = _model_of(field.annotation) if field is not None else None
+    if model is None:
+        return ""
+    allowed = sorted(model.model_fields)
+    near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    return f"; allowed: {', '.join(allowed)}" + (f"; did you mean '{near[0]}'?" if near else "")
+
+
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -25,6 +56,8 @@ def _format_errors(err: ValidationError) -> str:
             str(x) if str(x).isprintable() else repr(str(x)) for x in e["loc"] if not str(x).startswith("function-")
         )
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":  # an unknown key: say what is allowed there and the nearest one
+            msg = "unknown key" + _allowed_keys(e["loc"])
         got = e.get("input")
         if isinstance(got, dict) or e["type"] == "missing":
             lines.append(f"{loc}: {msg}" if loc else msg)

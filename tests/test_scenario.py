@@ -49,7 +49,7 @@ def test_overrides_are_typed_and_validated() -> None:
         ("grid.v_min_pu=1.2", "grid.v_min_pu", "less than 1"),
         ("fleet.groups.0.share=0.9", "fleet", "sum to 1"),
         ("time.horizon_h=1.1", "time", "whole number"),
-        ("grid.nonsense=1", "grid.nonsense", "Extra inputs"),
+        ("grid.nonsense=1", "grid.nonsense", "unknown key; allowed: bus_numbering, case"),
     ],
 )
 def test_bad_values_name_field_and_allowed(override: str, field: str, allowed: str) -> None:
@@ -96,3 +96,12 @@ def test_a_folder_named_like_a_shipped_scenario_does_not_hide_it(
     (tmp_path / "mine").mkdir()
     with pytest.raises(ScenarioError, match="'mine' is not a file"):
         load_scenario("mine")
+
+
+def test_an_unknown_key_lists_the_allowed_ones_and_the_nearest() -> None:
+    """Issue 20 item 3: a misspelt key names what is allowed in its table and the nearest spelling."""
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("default", ["fleet.groups.0.batery_kwh={values=[40.0]}"])
+    msg = str(err.value)
+    assert msg.startswith("fleet.groups.0.batery_kwh: unknown key; allowed: arrival, battery_kwh,")
+    assert msg.endswith("did you mean 'battery_kwh'?") and "\n" not in msg
