@@ -23,7 +23,6 @@ OWNED_ELSEWHERE = {
     "experiments/plots.py",
     "experiments/study_plots.py",
     "experiments/console.py",
-    "experiments/dash.py",
     "markets/elasticity_dr.py",
     "agents/aggregator.py",
     "agents/fleet.py",
