@@ -32,6 +32,7 @@ every power flow, so curtailment sees the grid with its reactive support.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -271,19 +272,9 @@ class DSO(mesa.Agent):
             p = (p_fixed + ev_dis + ev_charge * factor) / 1000.0
             if not droop:
                 return self._solve(p, (q_fixed - q_set) / 1000.0, probe=probe)
-            assert s_ev_kva is not None and self.volt_var is not None, "droop needs the curve and the EV ratings"
-            headroom = np.sqrt(np.maximum(s_ev_kva**2 - (ev_charge * factor - ev_dis) ** 2, 0.0))
-            lo, hi = -headroom - np.minimum(q_set, 0.0), headroom - np.maximum(q_set, 0.0)
-            res = self._solve(p, (q_fixed - q_ev) / 1000.0, probe=probe)
-            for _ in range(8):
-                if not res.converged:
-                    break
-                vm = np.nan_to_num(res.vm_pu, nan=1.0)
-                target = q_set + np.clip(np.interp(vm, *self.volt_var) * s_ev_kva, np.minimum(lo, 0), np.maximum(hi, 0))
-                if np.max(np.abs(target - q_ev)) < 0.1:  # [kVAr]
-                    break
-                q_ev = q_ev + 0.6 * (target - q_ev)  # damped: the curve's gain times the grid's dV/dQ may exceed 1
-                res = self._solve(p, (q_fixed - q_ev) / 1000.0, probe=probe)
+            assert s_ev_kva is not None, "droop needs the EV ratings"
+            p_ev_net_kw = ev_charge * factor - ev_dis
+            res, q_ev = self._solve_droop(p, q_fixed, q_set, q_ev, s_ev_kva, p_ev_net_kw, probe)
             return res
 
         n0 = self.n_pf
@@ -309,15 +300,51 @@ class DSO(mesa.Agent):
         if not self.curtail or ev_charge.sum() <= 0 or ok(res):
             return step(res, ones, False)
         # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
-        base = solve(np.zeros_like(p_ev_kw))
-        if base.converged:
-            v_lo = np.minimum(v_lo, base.vm_pu)
-            v_hi = np.maximum(v_hi, base.vm_pu)
-            l_hi = np.maximum(l_hi, base.line_loading_percent)
-            t_hi = np.maximum(t_hi, base.trafo_loading_percent)
-            s_hi = max(s_hi, float(np.hypot(base.ext_grid_p_mw, base.ext_grid_q_mvar)))
+        limits = _relaxed_limits(solve(np.zeros_like(p_ev_kw)), v_lo, v_hi, l_hi, t_hi, s_hi)
+        v_lo, v_hi, l_hi, t_hi, s_hi = limits
         if ok(res):
             return step(res, ones, False)
+        w, uniform, has_ev = self._curtailment_weights(res, v_lo, ev_charge)
+        best, f_best = self._bisect_curtailment(solve, ok, w, uniform, has_ev)
+        return step(best, f_best, True)
+
+    def _solve_droop(
+        self,
+        p_mw: np.ndarray,
+        q_fixed: np.ndarray,
+        q_set: np.ndarray,
+        q_ev: np.ndarray,
+        s_ev_kva: np.ndarray,
+        p_ev_net_kw: np.ndarray,
+        probe: bool,
+    ) -> tuple[PowerFlowResult, np.ndarray]:
+        """Power flow with the EV chargers' Volt/VAr droop iterated to a fixed point.
+
+        ``p_mw`` is the per-bus injection [MW]; ``q_fixed`` the DGs' and base loads' reactive power [kVAr];
+        ``q_set`` the market's EV reactive set-point and ``q_ev`` the current EV reactive injection [kVAr];
+        ``p_ev_net_kw`` the EV active power actually drawn per bus [kW]. Returns the result and the final ``q_ev``.
+        """
+        assert self.volt_var is not None, "droop needs the curve"
+        headroom = np.sqrt(np.maximum(s_ev_kva**2 - p_ev_net_kw**2, 0.0))
+        lo, hi = -headroom - np.minimum(q_set, 0.0), headroom - np.maximum(q_set, 0.0)
+        res = self._solve(p_mw, (q_fixed - q_ev) / 1000.0, probe=probe)
+        for _ in range(8):
+            if not res.converged:
+                break
+            vm = np.nan_to_num(res.vm_pu, nan=1.0)
+            target = q_set + np.clip(np.interp(vm, *self.volt_var) * s_ev_kva, np.minimum(lo, 0), np.maximum(hi, 0))
+            if np.max(np.abs(target - q_ev)) < 0.1:  # [kVAr]
+                break
+            q_ev = q_ev + 0.6 * (target - q_ev)  # damped: the curve's gain times the grid's dV/dQ may exceed 1
+            res = self._solve(p_mw, (q_fixed - q_ev) / 1000.0, probe=probe)
+        return res, q_ev
+
+    def _curtailment_weights(
+        self, res: PowerFlowResult, v_lo: np.ndarray, ev_charge: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-bus curtailment weights (max 1): the worst under-voltage bus's sensitivities, else uniform over the
+        charging buses. Returns ``(w, uniform, has_ev)``."""
+        net = self.network
         has_ev = ev_charge > 0
         uniform = has_ev.astype(float)
         assert self._r is not None, "curtailment keeps the network's voltage sensitivities (set in __init__)"
@@ -330,6 +357,20 @@ class DSO(mesa.Agent):
         if w.max() <= 0:
             w = uniform
         w = w / w.max()
+        return w, uniform, has_ev
+
+    @staticmethod
+    def _bisect_curtailment(
+        solve: Callable[..., PowerFlowResult],
+        ok: Callable[[PowerFlowResult], bool],
+        w: np.ndarray,
+        uniform: np.ndarray,
+        has_ev: np.ndarray,
+    ) -> tuple[PowerFlowResult, np.ndarray]:
+        """Smallest curtailment depth α (factor ``1 - α w`` on EV charging) that keeps the limits, by bisection.
+
+        Returns the accepted power flow and its EV charging factor per bus (all EV charging withheld when even that
+        fails the limits)."""
         # α that withholds all charging at every EV bus the weights reach (w = 0 there: not curtailed, never NaN)
         alpha_max = 1.0 / w[has_ev & (w > 0)].min()
 
@@ -344,7 +385,7 @@ class DSO(mesa.Agent):
             best = solve(factor(hi))
         if not ok(best):
             # even without EV charging the limits fail (e.g. non-convergence without EVs): curtail all EV load
-            return step(best, factor(hi), True)
+            return best, factor(hi)
         for _ in range(10):
             mid = 0.5 * (lo + hi)
             trial = solve(factor(mid), probe=True)
@@ -352,4 +393,18 @@ class DSO(mesa.Agent):
                 hi, best = mid, trial
             else:
                 lo = mid
-        return step(best, factor(hi), True)
+        return best, factor(hi)
+
+
+def _relaxed_limits(
+    base: PowerFlowResult, v_lo: np.ndarray, v_hi: np.ndarray, l_hi: np.ndarray, t_hi: np.ndarray, s_hi: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Widen the voltage [pu], line and trafo loading [%] and substation [MVA] limits to what the grid shows without
+    EV charging (``base``), if that power flow converged; else return them unchanged."""
+    if base.converged:
+        v_lo = np.minimum(v_lo, base.vm_pu)
+        v_hi = np.maximum(v_hi, base.vm_pu)
+        l_hi = np.maximum(l_hi, base.line_loading_percent)
+        t_hi = np.maximum(t_hi, base.trafo_loading_percent)
+        s_hi = max(s_hi, float(np.hypot(base.ext_grid_p_mw, base.ext_grid_q_mvar)))
+    return v_lo, v_hi, l_hi, t_hi, s_hi

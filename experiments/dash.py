@@ -41,16 +41,19 @@ matplotlib.use("Agg")
 import numpy as np
 import reacton.core
 import solara
-from matplotlib.collections import LineCollection
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
+from experiments.dash_figures import (
+    detector_figure,
+    feeder_figure,
+    load_figure,
+    price_figure,
+    queue_figure,
+)
 from markets.base import available
 from sim.scenario import Scenario, apply_overrides, list_scenarios, read_toml, resolve_path, validate
 
 ENV_SCENARIO = "EVGRID_DASH_SCENARIO"
 ENV_SET = "EVGRID_DASH_SET"
-STRESS_MAX_PERCENT = 120.0  # top of the shared colour scale [% of limit]
 RENDER_WAIT_S = 10.0  # longest wait for another thread's render before a frame redraws anyway [s]
 FRAME_MIN_S = 0.25  # shortest frame while running [s]: a frame steps the model once, then redraws the page
 
@@ -285,252 +288,6 @@ class Live:
         return f"step {k} / {m.n_steps} · {when}"
 
 
-# ------------------------------------------------------------------ figures
-def _hour_axis(ax: Any, live: Live) -> None:
-    h = live.hours()
-    end = h[-1] + live.model.dt_min / 60.0 if len(h) else 24.0
-    ax.set_xlim(h[0] if len(h) else 0.0, end)
-    span = end - (h[0] if len(h) else 0.0)
-    step = 2 if span <= 24 else (6 if span <= 96 else 24)
-    ticks = np.arange(np.ceil((h[0] if len(h) else 0) / step) * step, end + 1e-9, step)
-    ax.set_xticks(ticks, [f"{int(t % 24):02d}:00" for t in ticks])
-    ax.grid(alpha=0.3)
-
-
-def _shade_attacks(ax: Any, live: Live) -> None:
-    k = live.steps
-    att = live.attacked()[:k]
-    if not att.any():
-        return
-    h, dt = live.hours(), live.model.dt_min / 60.0
-    first = True
-    for i in np.nonzero(att)[0]:
-        ax.axvspan(h[i], h[i] + dt, color="tab:red", alpha=0.12, lw=0, label="attacked" if first else None)
-        first = False
-
-
-def price_figure(live: Live) -> Figure:
-    """Step price [$/MWh] so far (mean DLMP too when the DSO prices the grid), attacked steps shaded."""
-    m, k = live.model, live.steps
-    fig = Figure(figsize=(6.4, 2.5), layout="constrained")
-    ax = fig.add_subplot()
-    h = live.hours()
-    ax.step(
-        h[:k],
-        m.recorder.cols["price_usd_per_mwh"][:k],
-        where="post",
-        color="tab:purple",
-        lw=1.8,
-        label=f"step price ({m.spec.market.mechanism})",
-    )
-    mo = m.market_operator
-    if mo.dlmp_p is not None and k:
-        ax.step(h[:k], mo.dlmp_p[:k].mean(axis=1), where="post", color="tab:olive", lw=1.2, label="mean DLMP")
-    _shade_attacks(ax, live)
-    _hour_axis(ax, live)
-    ax.set_ylabel("price [$/MWh]")
-    ax.set_title("Price", loc="left", fontsize=10)
-    if k:
-        ax.legend(loc="upper right", fontsize=8)
-    return fig
-
-
-def load_figure(live: Live) -> Figure:
-    """Non-EV load, EV load (stacked) and losses [kW] so far."""
-    m, k = live.model, live.steps
-    c = m.recorder.cols
-    fig = Figure(figsize=(6.4, 2.5), layout="constrained")
-    ax = fig.add_subplot()
-    h = live.hours()[:k]
-    base, ev = c["base_load_kw"][:k], c["ev_load_kw"][:k]
-    ax.fill_between(h, 0, base, step="post", color="tab:gray", alpha=0.45, lw=0, label="non-EV load")
-    ax.fill_between(h, base, base + ev, step="post", color="tab:blue", alpha=0.6, lw=0, label="EV load")
-    ax2 = ax.twinx()
-    ax2.step(h, c["losses_kw"][:k], where="post", color="tab:orange", lw=1.5, label="losses (right)")
-    ax2.set_ylabel("losses [kW]", color="tab:orange")
-    ax2.set_ylim(bottom=0)
-    _hour_axis(ax, live)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("load [kW]")
-    ax.set_title("Load", loc="left", fontsize=10)
-    if k:
-        hs, ls = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(hs + h2, ls + l2, loc="upper left", fontsize=8)
-    return fig
-
-
-def queue_figure(live: Live) -> Figure:
-    """EVs waiting for a port at each step, and the mean wait of the EVs that arrived so far."""
-    m, k = live.model, live.steps
-    fig = Figure(figsize=(6.4, 2.5), layout="constrained")
-    ax = fig.add_subplot()
-    h = live.hours()[:k]
-    q = m.recorder.st_queue[:k]
-    ax.step(h, q.sum(axis=1), where="post", color="tab:red", lw=1.6, label="EVs waiting (all stations)")
-    ax.step(
-        h,
-        q.max(axis=1) if q.shape[1] else np.zeros(k),
-        where="post",
-        color="tab:red",
-        lw=1.0,
-        ls="--",
-        label="longest queue",
-    )
-    ax2 = ax.twinx()
-    ax2.step(h, m.recorder.cols["n_plugged"][:k], where="post", color="tab:green", lw=1.2, label="EVs plugged (right)")
-    ax2.set_ylabel("EVs plugged", color="tab:green")
-    ax2.set_ylim(bottom=0)
-    _hour_axis(ax, live)
-    ax.set_ylim(bottom=0, top=max(float(q.sum(axis=1).max()) if k else 0.0, 1.0) * 1.15)
-    ax.set_ylabel("EVs waiting")
-    f = m.fleet
-    arrived = f.arrival_min <= m.env.now
-    w = m.wait_min()[arrived] if len(f) else np.zeros(0)
-    note = f"mean wait {np.nanmean(w):.1f} min" if np.isfinite(w).any() else "no arrivals yet"
-    ax.set_title(f"Station queues · {note}", loc="left", fontsize=10)
-    if k:
-        hs, ls = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(hs + h2, ls + l2, loc="upper left", fontsize=8)
-    return fig
-
-
-def detector_figure(live: Live) -> Figure | None:
-    """The detectors' statistics beside their alarm thresholds, attacked steps shaded; None without detection."""
-    m, k = live.model, live.steps
-    if m.monitor is None and m.estimator is None:
-        return None
-    fig = Figure(figsize=(6.4, 2.5), layout="constrained")
-    ax = fig.add_subplot()
-    h = live.hours()[:k]
-    if m.monitor is not None:
-        ax.step(h, live.cusum_max[:k], where="post", color="tab:brown", lw=1.6, label="max CUSUM over stations")
-        ax.axhline(m.spec.detection.cusum_h, color="tab:brown", ls="--", lw=1.0, label="CUSUM threshold h")
-        ax.set_ylabel("CUSUM [-]")
-    if m.estimator is not None:
-        ax2 = ax.twinx() if m.monitor is not None else ax
-        ax2.step(h, m.se_objective[:k], where="post", color="tab:cyan", lw=1.2, label="χ² statistic J")
-        ax2.axhline(
-            m.estimator.chi2_threshold(m.spec.detection.alpha), color="tab:cyan", ls=":", lw=1.0, label="χ² threshold"
-        )
-        ax2.set_ylabel("J [-]")
-    _shade_attacks(ax, live)
-    _hour_axis(ax, live)
-    ax.set_title("Detector", loc="left", fontsize=10)
-    handles, labels = [], []
-    for a in fig.axes:
-        hs, ls = a.get_legend_handles_labels()
-        handles += hs
-        labels += ls
-    if handles:
-        ax.legend(handles, labels, loc="upper left", fontsize=8)
-    return fig
-
-
-def stress_percent(live: Live) -> tuple[np.ndarray, np.ndarray]:
-    """Share of its limit each bus (voltage) and line (loading) uses at the last step done [%]."""
-    m, k = live.model, live.steps
-    net = m.network
-    g = m.spec.grid
-    if k == 0:
-        return np.full(net.n_bus, np.nan), np.full(net.n_line, np.nan)
-    vm = m.recorder.vm[k - 1]
-    drop = np.where(vm < 1.0, (1.0 - vm) / (1.0 - g.v_min_pu), (vm - 1.0) / (g.v_max_pu - 1.0))
-    return 100.0 * drop, 100.0 * m.recorder.line_loading[k - 1] / g.max_line_loading_percent
-
-
-def feeder_figure(live: Live) -> Figure:
-    """The feeder at the last step done: buses and lines on one colour scale, stations sized by queue."""
-    import matplotlib as mpl
-
-    m, k = live.model, live.steps
-    net = m.network.net
-    x, y = live.x, live.y
-    bus_pct, line_pct = stress_percent(live)
-    cmap = mpl.colormaps["plasma_r"].copy()
-    cmap.set_bad("#bbbbbb")
-    norm = Normalize(0.0, STRESS_MAX_PERCENT)
-    fig = Figure(figsize=(7.6, 4.4), layout="constrained")
-    ax = fig.add_subplot()
-    pos = {b: i for i, b in enumerate(net.bus.index)}
-    live_lines = np.nonzero(net.line["in_service"].to_numpy(bool))[0]
-    segs = [
-        [
-            (x[pos[net.line.from_bus.iat[i]]], y[pos[net.line.from_bus.iat[i]]]),
-            (x[pos[net.line.to_bus.iat[i]]], y[pos[net.line.to_bus.iat[i]]]),
-        ]
-        for i in live_lines
-    ]
-    lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=4.0, zorder=1)
-    lc.set_array(np.ma.masked_invalid(line_pct[live_lines]))
-    ax.add_collection(lc)
-    sc = ax.scatter(
-        x,
-        y,
-        c=np.ma.masked_invalid(bus_pct),
-        cmap=cmap,
-        norm=norm,
-        s=70,
-        edgecolors="k",
-        linewidths=0.6,
-        zorder=3,
-        plotnonfinite=True,
-    )
-    slack = [pos[int(b)] for b in net.ext_grid["bus"]]
-    ax.scatter(x[slack], y[slack], marker="s", s=160, c="k", zorder=4)
-    if len(x) <= 60:
-        for i in range(len(x)):
-            ax.annotate(
-                str(i + 1),
-                (x[i], y[i]),
-                xytext=(0, 7),
-                textcoords="offset points",
-                ha="center",
-                fontsize=6.5,
-                color="#333333",
-            )
-    # stations with ports (public chargers queue; home chargers never do): squares under their bus
-    st = m.station_table
-    queued = st.ports > 0
-    if queued.any():
-        q = m.recorder.st_queue[k - 1] if k else np.zeros(len(st))
-        occ = m.recorder.st_occ[k - 1] if k else np.zeros(len(st))
-        rows = np.nonzero(queued)[0]
-        bx, by = x[st.bus[rows]], y[st.bus[rows]] - 0.45
-        ax.scatter(
-            bx,
-            by,
-            marker="s",
-            s=25 + 45 * q[rows],
-            facecolor=mpl.colormaps["Greens"](0.25 + 0.75 * np.clip(occ[rows] / np.maximum(st.ports[rows], 1), 0, 1)),
-            edgecolors="tab:green",
-            linewidths=0.8,
-            zorder=2,
-        )
-        for r, xx, yy in zip(rows, bx, by):
-            if q[r] > 0:
-                ax.annotate(
-                    f"{int(q[r])}",
-                    (xx, yy),
-                    xytext=(0, -11),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=7,
-                    color="tab:red",
-                    weight="bold",
-                )
-    cb = fig.colorbar(sc, ax=ax, shrink=0.85, pad=0.01)
-    cb.set_label("share of limit used [%]\nbus: voltage drop / allowed; line: loading / rating", fontsize=8)
-    ax.set_xlim(x.min() - 0.8, x.max() + 0.8)
-    ax.set_ylim(y.min() - 1.2, y.max() + 0.8)
-    ax.set_axis_off()
-    ax.set_title(
-        f"Feeder · {live.clock()} · squares: public stations (size = queue, green = ports busy)", loc="left", fontsize=9
-    )
-    return fig
-
-
 # ------------------------------------------------------------------ the page
 def _env_params() -> tuple[DashParams, list[str]]:
     scenario = os.environ.get(ENV_SCENARIO, "default")
@@ -601,6 +358,46 @@ def Page() -> None:
             live.value.step(1)
             tick.set(tick.value + 1)
 
+    start_play, stop_play = _use_player(live, tick, playing, runner, rc)
+
+    lv = live.value
+    p = params.value
+    scen = list_scenarios()
+    if p.scenario not in scen:
+        scen = [p.scenario, *scen]
+    solara.Title("evgrid dash")
+    with solara.Sidebar():
+        RunCard(p, scen, set_param, lv, playing.value, step, start_play, stop_play, build)
+        with solara.Card("KPIs so far"):
+            solara.HTML(tag="div", unsafe_innerHTML=_kpi_html(lv), classes=["evgrid-kpis"])
+    if error.value:
+        solara.Error(error.value)
+    if lv is None:
+        solara.Info("building the model …")
+        return
+    solara.HTML(
+        tag="div",
+        classes=["evgrid-clock"],
+        attributes={"data-step": str(lv.steps)},
+        unsafe_innerHTML=f"<b>{lv.scenario.name}</b> · {lv.scenario.market.mechanism} · "
+        f"{lv.scenario.fleet.n_evs} EVs · seed {lv.scenario.seed}"
+        f"{' · attack on' if lv.model.attacker is not None else ''} · "
+        f"<span class='evgrid-step'>{lv.clock()}</span>",
+    )
+    deps = [tick.value, lv]
+    Figures(lv, deps)
+
+
+def _use_player(
+    live: solara.Reactive[Live | None],
+    tick: solara.Reactive[int],
+    playing: solara.Reactive[bool],
+    runner: Any,
+    rc: Any,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Hook: the Run/Pause pair ``(start_play, stop_play)`` of `Page`; a runner thread steps ``live`` frame by
+    frame (`FRAME_MIN_S`) and bumps ``tick``; ``runner`` holds its stop signal, set on unmount too."""
+
     def stop_play() -> None:
         """Pause: the runner stops before its next step (at most one step and one redraw away)."""
         stop = runner.current
@@ -648,54 +445,50 @@ def Page() -> None:
         return stop_on_unmount
 
     solara.use_effect(cleanup_play, [])
+    return start_play, stop_play
 
-    lv = live.value
-    p = params.value
-    scen = list_scenarios()
-    if p.scenario not in scen:
-        scen = [p.scenario, *scen]
-    solara.Title("evgrid dash")
-    with solara.Sidebar():
-        with solara.Card("Run"):
-            solara.Select(label="scenario", values=scen, value=p.scenario, on_value=lambda v: set_param(scenario=v))
-            solara.Text("mechanism")
-            solara.ToggleButtonsSingle(
-                value=p.mechanism,
-                values=available(),
-                on_value=lambda v: set_param(mechanism=v),
-                dense=True,
-                classes=["evgrid-mechanism"],
-                style={"flex-wrap": "wrap"},
+
+@solara.component
+def RunCard(
+    p: DashParams,
+    scen: list[str],
+    set_param: Callable[..., None],
+    lv: Live | None,
+    playing: bool,
+    step: Callable[[], None],
+    start_play: Callable[[], None],
+    stop_play: Callable[[], None],
+    build: Callable[[], None],
+) -> None:
+    """The sidebar's "Run" card: scenario, mechanism, fleet size, seed and attack controls; Step, Run/Pause, Reset."""
+    with solara.Card("Run"):
+        solara.Select(label="scenario", values=scen, value=p.scenario, on_value=lambda v: set_param(scenario=v))
+        solara.Text("mechanism")
+        solara.ToggleButtonsSingle(
+            value=p.mechanism,
+            values=available(),
+            on_value=lambda v: set_param(mechanism=v),
+            dense=True,
+            classes=["evgrid-mechanism"],
+            style={"flex-wrap": "wrap"},
+        )
+        solara.InputInt("fleet size [EVs]", value=p.n_evs, on_value=lambda v: set_param(n_evs=max(int(v or 0), 0)))
+        solara.InputInt("seed", value=p.seed, on_value=lambda v: set_param(seed=max(int(v or 0), 0)))
+        solara.Checkbox(label="attack on", value=p.attack, on_value=lambda v: set_param(attack=bool(v)))
+        with solara.Row():
+            solara.Button("Step", on_click=step, color="primary", disabled=lv is None or lv.done or playing)
+            solara.Button(
+                "Pause" if playing else "Run",
+                color="primary",
+                on_click=stop_play if playing else start_play,
+                disabled=lv is None or lv.done,
             )
-            solara.InputInt("fleet size [EVs]", value=p.n_evs, on_value=lambda v: set_param(n_evs=max(int(v or 0), 0)))
-            solara.InputInt("seed", value=p.seed, on_value=lambda v: set_param(seed=max(int(v or 0), 0)))
-            solara.Checkbox(label="attack on", value=p.attack, on_value=lambda v: set_param(attack=bool(v)))
-            with solara.Row():
-                solara.Button("Step", on_click=step, color="primary", disabled=lv is None or lv.done or playing.value)
-                solara.Button(
-                    "Pause" if playing.value else "Run",
-                    color="primary",
-                    on_click=stop_play if playing.value else start_play,
-                    disabled=lv is None or lv.done,
-                )
-                solara.Button("Reset", on_click=build)
-        with solara.Card("KPIs so far"):
-            solara.HTML(tag="div", unsafe_innerHTML=_kpi_html(lv), classes=["evgrid-kpis"])
-    if error.value:
-        solara.Error(error.value)
-    if lv is None:
-        solara.Info("building the model …")
-        return
-    solara.HTML(
-        tag="div",
-        classes=["evgrid-clock"],
-        attributes={"data-step": str(lv.steps)},
-        unsafe_innerHTML=f"<b>{lv.scenario.name}</b> · {lv.scenario.market.mechanism} · "
-        f"{lv.scenario.fleet.n_evs} EVs · seed {lv.scenario.seed}"
-        f"{' · attack on' if lv.model.attacker is not None else ''} · "
-        f"<span class='evgrid-step'>{lv.clock()}</span>",
-    )
-    deps = [tick.value, lv]
+            solara.Button("Reset", on_click=build)
+
+
+@solara.component
+def Figures(lv: Live, deps: list[Any]) -> None:
+    """The page's two columns of figures (feeder and queues; price, load and, with an attack, the detector)."""
     with solara.Columns([1, 1]):
         with solara.Column():
             with solara.Div(classes=["evgrid-feeder"]):

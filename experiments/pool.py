@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -128,7 +129,6 @@ def _execute_pool(
     and nobody knows which task killed it. Here the parent knows which task each worker runs, so a dead worker's
     task is re-queued (or, at its ``max_attempts``-th death, stored as failed) and a new worker replaces it.
     """
-    import collections
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
@@ -179,42 +179,63 @@ def _execute_pool(
                 pool.remove(w)
                 cause = _death(w.proc.exitcode)
                 if w.task is not None:
-                    key = (w.task.point, w.task.rep)
-                    deaths[key] += 1
-                    if deaths[key] >= max_attempts:
-                        notice(
-                            f"warning: point {key[0]} rep {key[1]} killed its worker {deaths[key]} times "
-                            f"(last: {cause}); stored as failed"
-                        )
-                        on_result(
-                            failed_row(
-                                w.task,
-                                f"WorkerDied: the worker process died {deaths[key]} times while running this "
-                                f"replication (last: {cause})",
-                            ),
-                            {},
-                        )
-                    else:
-                        notice(
-                            f"warning: worker process {w.proc.pid} died ({cause}) while running point {key[0]} "
-                            f"rep {key[1]}; a new worker runs it again (attempt {deaths[key] + 1} of {max_attempts})"
-                        )
-                        queue.appendleft(w.task)
+                    _handle_death(w.task, w.proc.pid, cause, deaths, queue, on_result, notice, max_attempts)
                 if len(pool) < min(workers, len(queue) + busy()):
                     pool.append(start())
         clean = True
     finally:
-        for w in pool:
-            if clean:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-            else:  # interrupted or failed: queued tasks are dropped with the workers, at once
-                w.proc.kill()
-        for w in pool:
-            w.proc.join(timeout=5 if clean else None)
-            if w.proc.exitcode is None:
-                w.proc.kill()
-                w.proc.join()
-            w.conn.close()
+        _shutdown(pool, clean)
+
+
+def _handle_death(
+    task: Task,
+    pid: int | None,
+    cause: str,
+    deaths: collections.Counter[tuple[int, int]],
+    queue: collections.deque[Task],
+    on_result: Callable[..., None],
+    notice: Notice,
+    max_attempts: int,
+) -> None:
+    """A worker died running ``task``: re-queue it first in line, or at its ``max_attempts``-th death store it as a
+    failed row."""
+    key = (task.point, task.rep)
+    deaths[key] += 1
+    if deaths[key] >= max_attempts:
+        notice(
+            f"warning: point {key[0]} rep {key[1]} killed its worker {deaths[key]} times "
+            f"(last: {cause}); stored as failed"
+        )
+        on_result(
+            failed_row(
+                task,
+                f"WorkerDied: the worker process died {deaths[key]} times while running this "
+                f"replication (last: {cause})",
+            ),
+            {},
+        )
+    else:
+        notice(
+            f"warning: worker process {pid} died ({cause}) while running point {key[0]} "
+            f"rep {key[1]}; a new worker runs it again (attempt {deaths[key] + 1} of {max_attempts})"
+        )
+        queue.appendleft(task)
+
+
+def _shutdown(pool: list[_Worker], clean: bool) -> None:
+    """Stop the workers: after a clean run each gets the stop message and up to 5 s; interrupted or failed, they are
+    killed at once (queued tasks are dropped with them)."""
+    for w in pool:
+        if clean:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        else:  # interrupted or failed: queued tasks are dropped with the workers, at once
+            w.proc.kill()
+    for w in pool:
+        w.proc.join(timeout=5 if clean else None)
+        if w.proc.exitcode is None:
+            w.proc.kill()
+            w.proc.join()
+        w.conn.close()

@@ -454,6 +454,44 @@ def build_network(
     Raises:
         NetworkError: one line naming the field, the value and what is allowed.
     """
+    net, citation, source, shipped33 = _load_case(case, file, network_args)
+    _apply_line_rating(net, CASE33_LINE_MAX_I_KA if (line_max_i_ka is None and shipped33) else line_max_i_ka)
+    substation_mva, load_profile, has_series = _check_settings(
+        case, source, shipped33, substation_mva, load_profile, profile_start_day
+    )
+    _warn_unmodelled(net, case)
+
+    n_bus = len(net.bus)
+    pos = {b: i for i, b in enumerate(net.bus.index)}
+    base_p, base_q, series = _base_loads(net, pos, source, has_series, load_scale, profile_start_day)
+
+    # zonal: the papers' zones on the 33-bus feeder, else derived from the file's loads (grids/zones.py)
+    from grids.zones import derive_zones
+
+    zone = derive_zones(net, case).zone.astype(object) if load_profile == "zonal" else np.full(n_bus, load_profile)
+
+    ders = _network_ders(net, case, pos, source, dg_cost_scale)
+    # The simulation supplies every load and sgen through the power-flow arrays; the net keeps them as the record.
+    return Network(
+        name=case,
+        net=net,
+        base_p_kw=base_p,
+        base_q_kvar=base_q,
+        zone=zone.astype(str),
+        ders=ders,
+        v_min_pu=v_min_pu,
+        v_max_pu=v_max_pu,
+        max_line_loading_percent=max_line_loading_percent,
+        substation_mva=float(substation_mva),
+        max_trafo_loading_percent=max_trafo_loading_percent,
+        citation=citation,
+        series=series,
+        load_profile=load_profile,
+    )
+
+
+def _load_case(case: str, file: str | Path, network_args: dict[str, Any] | None) -> tuple[Any, str, Any, bool]:
+    """The net of ``case``, its citation, its source (None if built in) and whether it is a shipped 33-bus case."""
     import pandapower.networks as pn
 
     from grids.sources import SHIPPED_CASES, SourceError, check_case, load_source
@@ -483,16 +521,21 @@ def build_network(
         except SourceError as err:
             raise NetworkError(str(err)) from None
         net, citation = source.net, source.citation
+    return net, citation, source, shipped33
 
-    _apply_line_rating(net, CASE33_LINE_MAX_I_KA if (line_max_i_ka is None and shipped33) else line_max_i_ka)
+
+def _check_settings(
+    case: str, source: Any, shipped33: bool, substation_mva: float | str | None, load_profile: str | None, day: int
+) -> tuple[float | str, str, bool]:
+    """Resolved, checked ``substation_mva`` [MVA], ``load_profile`` (``day``: profile_start_day); has load series?"""
     if substation_mva is None:
         substation_mva = CASE33_SUBSTATION_MVA if shipped33 else "network"
     if substation_mva == "network":
         substation_mva = float("inf")  # no interface limit beyond the transformers' own
     elif isinstance(substation_mva, str) or not float(substation_mva) > 0:
         raise NetworkError(f"grid.substation_mva: {substation_mva!r}; allowed: a number > 0 [MVA] or 'network'")
-    if not 1 <= int(profile_start_day) <= 366:
-        raise NetworkError(f"grid.profile_start_day: {profile_start_day}; allowed: a day of the year 1-366")
+    if not 1 <= int(day) <= 366:
+        raise NetworkError(f"grid.profile_start_day: {day}; allowed: a day of the year 1-366")
     has_series = source is not None and source.load_p_mw is not None
     if load_profile is None:
         load_profile = "network" if has_series else "zonal"
@@ -501,15 +544,19 @@ def build_network(
             f"grid.load_profile: 'network' needs a network with its own load profiles (simbench:<code> or a file "
             f"saved from one); '{case}' has none; allowed: zonal, residential, flat"
         )
-    if int(profile_start_day) != 1 and not has_series:
+    if int(day) != 1 and not has_series:
         raise NetworkError(
-            f"grid.profile_start_day: {profile_start_day} has no effect on '{case}' (no year-long profiles); "
+            f"grid.profile_start_day: {day} has no effect on '{case}' (no year-long profiles); "
             "allowed: only with a network that has them (simbench:<code> or a file saved from one)"
         )
-    _warn_unmodelled(net, case)
+    return substation_mva, load_profile, has_series
 
+
+def _base_loads(
+    net: Any, pos: dict[Any, int], source: Any, has_series: bool, load_scale: float, profile_start_day: int
+) -> tuple[np.ndarray, np.ndarray, LoadSeries | None]:
+    """Base active [kW] and reactive [kVAr] load per bus, and the network's own load series (if it has one)."""
     n_bus = len(net.bus)
-    pos = {b: i for i, b in enumerate(net.bus.index)}
     base_p = np.zeros(n_bus)
     base_q = np.zeros(n_bus)
     loads = net.load[net.load.in_service]
@@ -527,12 +574,11 @@ def build_network(
             step_min=source.step_min,
             start_day=int(profile_start_day),
         )
+    return base_p, base_q, series
 
-    # zonal: the papers' zones on the 33-bus feeder, else derived from the file's loads (grids/zones.py)
-    from grids.zones import derive_zones
 
-    zone = derive_zones(net, case).zone.astype(object) if load_profile == "zonal" else np.full(n_bus, load_profile)
-
+def _network_ders(net: Any, case: str, pos: dict[Any, int], source: Any, dg_cost_scale: float) -> list[DER]:
+    """The case's DERs: the papers' units on the shipped 33-bus cases plus the net's sgens, DG costs scaled."""
     ders: list[DER] = []
     if case == "case33bw-dr":
         ders += [
@@ -568,23 +614,7 @@ def build_network(
     for d in ders:
         if d.kind == "dg":
             d.cost_a, d.cost_b, d.cost_c = (c * dg_cost_scale for c in (d.cost_a, d.cost_b, d.cost_c))
-    # The simulation supplies every load and sgen through the power-flow arrays; the net keeps them as the record.
-    return Network(
-        name=case,
-        net=net,
-        base_p_kw=base_p,
-        base_q_kvar=base_q,
-        zone=zone.astype(str),
-        ders=ders,
-        v_min_pu=v_min_pu,
-        v_max_pu=v_max_pu,
-        max_line_loading_percent=max_line_loading_percent,
-        substation_mva=float(substation_mva),
-        max_trafo_loading_percent=max_trafo_loading_percent,
-        citation=citation,
-        series=series,
-        load_profile=load_profile,
-    )
+    return ders
 
 
 # Placeholder ratings: pandapower writes 99999 kA where a case gives none (Baran & Wu, MATPOWER rateA = 0 in some).

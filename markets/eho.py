@@ -219,7 +219,31 @@ def eho_minimize(
             shape.
     """
     lo, hi = _box(lower, upper)
-    d = lo.size
+    n, C, n_iter, n_elite, alpha, beta, max_evals = _check_args(
+        n_elephants, n_clans, n_iter, n_elite, alpha, beta, max_evals, callback
+    )
+
+    rng = np.random.default_rng(seed)
+    evaluate = _Evaluator(fun, vectorized)
+    span = hi - lo
+    return _herd(evaluate, rng, lo, hi, span, n, C, n_iter, n_elite, alpha, beta, max_evals, callback)
+
+
+def _check_args(
+    n_elephants: int,
+    n_clans: int,
+    n_iter: int,
+    n_elite: int,
+    alpha: float,
+    beta: float,
+    max_evals: int | None,
+    callback: object,
+) -> tuple[int, int, int, int, float, float, int | None]:
+    """`eho_minimize`'s settings checked and converted: ``(n, C, n_iter, n_elite, alpha, beta, max_evals)``.
+
+    Raises:
+        ValueError: naming the argument, its value and what is allowed.
+    """
     n = _int_arg("n_elephants", n_elephants, 2)
     C = _int_arg("n_clans", n_clans, 1)
     if n < 2 * C:
@@ -245,10 +269,27 @@ def eho_minimize(
             )
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable or None")
+    return n, C, n_iter, n_elite, alpha, beta, max_evals
 
-    rng = np.random.default_rng(seed)
-    evaluate = _Evaluator(fun, vectorized)
-    span = hi - lo
+
+def _herd(
+    evaluate: _Evaluator,
+    rng: np.random.Generator,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    span: np.ndarray,
+    n: int,
+    C: int,
+    n_iter: int,
+    n_elite: int,
+    alpha: float,
+    beta: float,
+    max_evals: int | None,
+    callback: Callable[[EHOResult], bool | None] | None,
+) -> EHOResult:
+    """The EHO generations of `eho_minimize` (checked settings, ``span = hi - lo``): initial population, then clan
+    updating, matriarchs, separating and elitism until ``n_iter``, the budget or the callback stops it."""
+    d = lo.size
 
     # Clan structure over sorted ranks (fixed, since clans are re-dealt from the sorted population each time).
     ranks = np.arange(n)

@@ -435,13 +435,9 @@ def _solve_lp(
     ``tr_lo``/``tr_hi`` bound each unit group's total (the trust region of the sequential LP).
     """
     import highspy
-    import scipy.sparse as sp
 
     n = model.n
     nb = n - 1
-    ch = np.arange(1, n)
-    par = model.parent[ch]
-    r, x = model.r[ch], model.x[ch]
     vpar, ell, aP, bP, aQ, bQ = _loss_factors(model, Pb, Qb, vb)
     # columns
     cP = np.arange(nb)
@@ -449,6 +445,54 @@ def _solve_lp(
     cV = 2 * nb + np.arange(n)
     cU = 3 * nb + 1 + np.arange(len(units.lo))
     n_col = int(cU[-1]) + 1 if len(cU) else 3 * nb + 1
+    rP, rQ, rV = 0, n, 2 * n
+    A, lim, n_fac, theta, poly_ub, n_row_base, n_row_tr = _constraint_matrix(
+        model, units, Pb, Qb, (vpar, aP, bP, aQ, bQ), (cP, cQ, cV, cU), n_col
+    )
+    rhsP, rhsQ, rhsV = _balance_rhs(model, inp, k, ell)
+    inf = highspy.kHighsInf
+    col_lo, col_hi, cost = _column_bounds(model, inp, units, n_col, cV, cU, inf)
+    row_lo = np.concatenate([rhsP, rhsQ, rhsV, np.full(poly_ub.size, -inf), tr_lo])
+    row_hi = np.concatenate([rhsP, rhsQ, rhsV, poly_ub, tr_hi])
+
+    out = _run_highs(A, cost, col_lo, col_hi, row_lo, row_hi)
+    if out is None:
+        return None
+    xs, y, z = out
+    return dict(
+        x_units=xs[cU],
+        v=xs[cV],
+        lamP=y[rP : rP + n],
+        lamQ=y[rQ : rQ + n],
+        beta=y[rV : rV + nb],
+        eta=y[n_row_base:n_row_tr].reshape(len(lim), n_fac),
+        lim=lim,
+        theta=theta,
+        z_v=z[cV],
+        aP=aP,
+        bP=bP,
+        aQ=aQ,
+        bQ=bQ,
+    )
+
+
+def _constraint_matrix(
+    model: RadialModel, units: _Units, Pb: np.ndarray, Qb: np.ndarray, loss: tuple, columns: tuple, n_col: int
+) -> tuple[Any, np.ndarray, int, np.ndarray, np.ndarray, int, int]:
+    """The LP's sparse constraint matrix: branch-flow balances, voltage drops, thermal polygons, trust-region rows.
+
+    ``loss`` holds ``_loss_factors``'s ``(vpar, aP, bP, aQ, bQ)``, ``columns`` the column indices ``(cP, cQ, cV, cU)``.
+    Returns ``(A, lim, n_fac, theta, poly_ub, n_row_base, n_row_tr)``: the limited branches, facets per branch,
+    facet angles [rad], facet bounds and the first polygon and trust-region rows."""
+    import scipy.sparse as sp
+
+    vpar, aP, bP, aQ, bQ = loss
+    cP, cQ, cV, cU = columns
+    n = model.n
+    nb = n - 1
+    ch = np.arange(1, n)
+    par = model.parent[ch]
+    r, x = model.r[ch], model.x[ch]
     # rows: balP (n), balQ (n), vdrop (nb), polygons
     rP, rQ, rV = 0, n, 2 * n
     rows, cols, vals = [], [], []
@@ -469,7 +513,6 @@ def _solve_lp(
     add(rV + cP, cV[par], -1.0)
     add(rV + cP, cP, 2 * r)
     add(rV + cP, cQ, 2 * x)
-    rhsP, rhsQ, rhsV = _balance_rhs(model, inp, k, ell)
     # units
     isP = units.kind == 0
     add(np.where(isP, rP, rQ) + units.bus_m, cU, 1.0)
@@ -497,30 +540,7 @@ def _solve_lp(
     add(n_row_tr + units.group[g_cols], cU[g_cols], 1.0)
     n_row = n_row_tr + units.n_groups
     A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_row, n_col))
-    inf = highspy.kHighsInf
-    col_lo, col_hi, cost = _column_bounds(model, inp, units, n_col, cV, cU, inf)
-    row_lo = np.concatenate([rhsP, rhsQ, rhsV, np.full(poly_ub.size, -inf), tr_lo])
-    row_hi = np.concatenate([rhsP, rhsQ, rhsV, poly_ub, tr_hi])
-
-    out = _run_highs(A, cost, col_lo, col_hi, row_lo, row_hi)
-    if out is None:
-        return None
-    xs, y, z = out
-    return dict(
-        x_units=xs[cU],
-        v=xs[cV],
-        lamP=y[rP : rP + n],
-        lamQ=y[rQ : rQ + n],
-        beta=y[rV : rV + nb],
-        eta=y[n_row_base:n_row_tr].reshape(len(lim), n_fac),
-        lim=lim,
-        theta=theta,
-        z_v=z[cV],
-        aP=aP,
-        bP=bP,
-        aQ=aQ,
-        bQ=bQ,
-    )
+    return A, lim, n_fac, theta, poly_ub, n_row_base, n_row_tr
 
 
 def _loss_factors(
