@@ -39,7 +39,6 @@ LONG_FUNCTIONS: set[str] = {
     "grids/dlmp/lindistflow.py:_solve_lp",  # 102 lines
     "grids/network.py:build_network",  # 172 lines
     "markets/eho.py:eho_minimize",  # 134 lines
-    "markets/qubo_dlmp.py:QuboDLMP._plan",  # 169 lines
 }
 
 
