@@ -325,23 +325,22 @@ class QuboDLMP(_Levels, Mechanism):
         assert first is not None
         return replace(first, p_kw=p, q_kvar=q, info={**first.info, "mode": "rolling", "replans": t})
 
-    def _plan(self, request: MarketRequest) -> MarketResult:
+    def _nothing_to_plan(self, request: MarketRequest) -> MarketResult:
+        """The result of a request with no EV energy to deliver: zero schedules at the request's (or paper) prices."""
+        n, t = len(request.evs), request.n_slots
+        return MarketResult(
+            self.name,
+            _table(PAPER_LAM_P, t)
+            if not np.all(np.isfinite(request.price_usd_per_mwh))
+            else np.asarray(request.price_usd_per_mwh, float),
+            np.zeros((n, t)),
+            np.zeros((n, t)),
+            info={"rounds": 0, "silhouette": float("nan"), "n_clusters": 0},
+        )
+
+    def _anneal_settings(self, n: int) -> int:
+        """Annealing effort for ``n`` EVs (set on ``self``); returns the number of feedback rounds."""
         prm = self.params
-        t_start = time.perf_counter()
-        self._timing = {"reference_s": 0.0, "eva_sample_s": 0.0, "dso_sample_s": 0.0}
-        evs = request.evs
-        n, t, dt = len(evs), request.n_slots, request.dt_h
-        if n == 0 or not np.any(evs.e_need_kwh > 0):
-            return MarketResult(
-                self.name,
-                _table(PAPER_LAM_P, t)
-                if not np.all(np.isfinite(request.price_usd_per_mwh))
-                else np.asarray(request.price_usd_per_mwh, float),
-                np.zeros((n, t)),
-                np.zeros((n, t)),
-                info={"rounds": 0, "silhouette": float("nan"), "n_clusters": 0},
-            )
-        seeds = self.rng.integers(0, 2**31 - 1, size=2 * prm["rounds"] + 2)
         # small requests (a handful of EVs: the conformance suite, a station's day) anneal with a cheaper setting
         small = n <= prm["small_evs"]
         self._reads = min(prm["num_reads"], 2) if small else prm["num_reads"]
@@ -349,20 +348,32 @@ class QuboDLMP(_Levels, Mechanism):
         self._passes = 1 if small else 3
         self._shrink = 16 if small else 4  # DSO: fewer, wider windows (3 grids instead of 4 at 8 bits)
         rounds = 1 if small else prm["rounds"]
+        return rounds
+
+    def _slot_prices(self, request: MarketRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Slot prices [$/MWh, $/MVArh] (T,): the request's energy price (the paper's table if it has none) and the
+        configured λQ."""
+        t = request.n_slots
         lam_p_slot = np.asarray(request.price_usd_per_mwh, float)
         if not np.all(np.isfinite(lam_p_slot)):
             lam_p_slot = _table(PAPER_LAM_P, t)
-        lam_q_slot = _table(prm["lam_q_usd_per_mvarh"], t)
-        grid = self._network(request)
-        n_bus = grid[0].n_bus if grid else int(evs.bus.max(initial=0)) + 1
-        bus_r = np.zeros(n) if grid is None else np.diag(grid[2])[evs.bus]
-        # ---- EVs → clusters
+        lam_q_slot = _table(self.params["lam_q_usd_per_mvarh"], t)
+        return lam_p_slot, lam_q_slot
+
+    def _ev_limits(self, request: MarketRequest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per EV: power cap per slot [MW] (N, T), grid-side energy need [MWh] (N,), apparent-power rating [kVA]."""
+        prm, evs, t, dt = self.params, request.evs, request.n_slots, request.dt_h
         avail = evs.availability(t)
         cap_mw = evs.p_max_kw[:, None] * avail / 1000.0
         need_mwh = np.minimum(evs.e_need_kwh / evs.eta_ch / 1000.0, cap_mw.sum(axis=1) * dt)
         s_kva = np.asarray(evs.p_max_kw * prm["s_factor"] if request.s_max_kva is None else request.s_max_kva, float)
         s_kva = np.maximum(s_kva, evs.p_max_kw)
-        cl = clustering.cluster_evs(
+        return cap_mw, need_mwh, s_kva
+
+    def _cluster(self, request: MarketRequest, bus_r: np.ndarray, seed: int) -> Any:
+        """EVs → clusters by the configured method (``bus_r``: driving-point resistance of each EV's bus [pu])."""
+        prm, evs = self.params, request.evs
+        return clustering.cluster_evs(
             prm["clustering"],
             prm["n_clusters"],
             bus=evs.bus,
@@ -371,46 +382,84 @@ class QuboDLMP(_Levels, Mechanism):
             p_max_kw=evs.p_max_kw,
             start_slot=evs.start_slot,
             end_slot=evs.end_slot,
-            rng=np.random.default_rng(int(seeds[0])),
+            rng=np.random.default_rng(seed),
         )
+
+    def _grid_loads(self, request: MarketRequest, net: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Bus loads [MW, MVAr] (T, n_bus) without EVs, scaled to the request's base load, and the network's units."""
+        t, dt = request.n_slots, request.dt_h
+        tod = np.asarray(request.tod_h, float)
+        data = request.grid
+        if data is not None and data.bus_load_kw is not None:  # what the simulation runs
+            assert data.bus_load_kvar is not None  # NetworkData gives both or neither
+            shape_p, shape_q = data.bus_load_kw, data.bus_load_kvar
+        else:  # a hand-built request: the network's zonal profiles, averaged over each slot
+            level = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1)
+            shape_p, shape_q = level * net.base_p_kw, level * net.base_q_kvar
+        scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t), where=shape_p.sum(axis=1) > 0)
+        load_p = shape_p * scale[:, None] / 1000.0  # (T, n_bus) MW
+        load_q = shape_q * scale[:, None] / 1000.0
+        units = self._units(net, tod, dt, None if data is None else data.renewable_kw)
+        return load_p, load_q, units
+
+    def _dso_round(
+        self,
+        units: dict[str, Any],
+        loads: tuple[np.ndarray, np.ndarray],
+        ev_bus: np.ndarray,
+        ev_pq: tuple[np.ndarray, np.ndarray],
+        lam_slot: tuple[np.ndarray, np.ndarray],
+        dt: float,
+        loss_est: tuple[np.ndarray, np.ndarray],
+        seed: int,
+    ) -> dict[str, Any]:
+        """The DSO level on the bus loads ``loads`` [MW, MVAr] (T, n_bus) plus the EVs' allocated powers ``ev_pq``
+        [MW, MVAr] (N, T) at their buses ``ev_bus``."""
+        load_p, load_q = loads
+        t, n_bus = load_p.shape
+        ev_p_bus = np.zeros((t, n_bus))
+        ev_q_bus = np.zeros((t, n_bus))
+        np.add.at(ev_p_bus.T, ev_bus, ev_pq[0])
+        np.add.at(ev_q_bus.T, ev_bus, ev_pq[1])
+        return self._dso(
+            units,
+            load_p + ev_p_bus,
+            load_q + ev_q_bus,
+            lam_slot[0],
+            lam_slot[1],
+            dt,
+            loss_est[0],
+            loss_est[1],
+            seed,
+        )
+
+    def _plan(self, request: MarketRequest) -> MarketResult:
+        prm = self.params
+        t_start = time.perf_counter()
+        self._timing = {"reference_s": 0.0, "eva_sample_s": 0.0, "dso_sample_s": 0.0}
+        evs = request.evs
+        n, t, dt = len(evs), request.n_slots, request.dt_h
+        if n == 0 or not np.any(evs.e_need_kwh > 0):
+            return self._nothing_to_plan(request)
+        seeds = self.rng.integers(0, 2**31 - 1, size=2 * prm["rounds"] + 2)
+        rounds = self._anneal_settings(n)
+        lam_p_slot, lam_q_slot = self._slot_prices(request)
+        grid = self._network(request)
+        bus_r = np.zeros(n) if grid is None else np.diag(grid[2])[evs.bus]
+        # ---- EVs → clusters
+        cap_mw, need_mwh, s_kva = self._ev_limits(request)
+        cl = self._cluster(request, bus_r, int(seeds[0]))
         c = cl.n_clusters
         lab = cl.labels
-        member = np.zeros((c, n))
-        member[lab, np.arange(n)] = 1.0
-        p_max_c = member @ (evs.p_max_kw / 1000.0)
-        s_max_c = member @ (s_kva / 1000.0)
-        e_c = member @ need_mwh
-        cap_c = member @ cap_mw  # (C, T)
-        w_e = member * np.maximum(need_mwh, 1e-12)
-        w_e /= w_e.sum(axis=1, keepdims=True)
-        if request.dlmp_p_usd_per_mwh is not None:
-            lam_p_c = w_e @ np.asarray(request.dlmp_p_usd_per_mwh, float)[:, evs.bus].T
-        else:
-            lam_p_c = np.tile(lam_p_slot, (c, 1))
-        if request.dlmp_q_usd_per_mvarh is not None:
-            lam_q_c = w_e @ np.asarray(request.dlmp_q_usd_per_mvarh, float)[:, evs.bus].T
-        else:
-            lam_q_c = np.tile(lam_q_slot, (c, 1))
+        member, p_max_c, s_max_c, e_c, cap_c = _cluster_sums(lab, c, evs.p_max_kw, s_kva, need_mwh, cap_mw)
+        lam_p_c, lam_q_c = _cluster_prices(request, member, need_mwh, lam_p_slot, lam_q_slot)
         span = float(np.ptp(lam_p_c)) + 1.0
-        # slots a cluster can hardly use get a price adder so the EVA plans around them (allocation clips the rest)
-        short = 1.0 - np.divide(cap_c, p_max_c[:, None], out=np.zeros_like(cap_c), where=p_max_c[:, None] > 0)
-        base_adder = 4.0 * span * short
+        base_adder = _short_slot_adder(cap_c, p_max_c, span)
         # ---- grid data per slot
         if grid is not None:
             net, pf, rmat = grid
             pf.reset_warm_start()
-            tod = np.asarray(request.tod_h, float)
-            data = request.grid
-            if data is not None and data.bus_load_kw is not None:  # what the simulation runs
-                assert data.bus_load_kvar is not None  # NetworkData gives both or neither
-                shape_p, shape_q = data.bus_load_kw, data.bus_load_kvar
-            else:  # a hand-built request: the network's zonal profiles, averaged over each slot
-                level = np.stack([_slot_mean(net.profiles[z], tod, dt) for z in net.zone], axis=1)
-                shape_p, shape_q = level * net.base_p_kw, level * net.base_q_kvar
-            scale = np.divide(request.base_load_kw, shape_p.sum(axis=1), out=np.zeros(t), where=shape_p.sum(axis=1) > 0)
-            load_p = shape_p * scale[:, None] / 1000.0  # (T, n_bus) MW
-            load_q = shape_q * scale[:, None] / 1000.0
-            units = self._units(net, tod, dt, None if data is None else data.renewable_kw)
+            load_p, load_q, units = self._grid_loads(request, net)
         adder = np.zeros((c, t))
         q_on = np.ones((c, t))  # reactive feedback: 0 where a cluster's λQ is withdrawn (no injection pays)
         r_c = (member @ bus_r) / np.maximum(member.sum(axis=1), 1)  # electrical distance from the substation [pu]
@@ -427,51 +476,24 @@ class QuboDLMP(_Levels, Mechanism):
             out["cost_usd"] = float(np.sum(dt * (lam_p_c * out["p_mw"] + lam_q_c * out["q_mvar"])))
             # ---- (c) allocation (needed for the per-bus load the DSO sees)
             al = allocation.allocate(out["p_mw"], lab, cap_mw, need_mwh, dt)
-            share_q = member * s_kva
-            share_q = np.divide(
-                share_q,
-                share_q.sum(axis=1, keepdims=True),
-                out=np.zeros_like(share_q),
-                where=share_q.sum(axis=1, keepdims=True) > 0,
-            )
-            q_ev = share_q.T @ out["q_mvar"]  # (N, T) MVAr, load convention
+            q_ev = _q_per_ev(member, s_kva, out["q_mvar"])  # (N, T) MVAr, load convention
             rec: dict[str, Any] = {"round": rnd + 1, "eva": out, "alloc": al, "q_ev": q_ev}
             if grid is not None:
-                ev_p_bus = np.zeros((t, n_bus))
-                ev_q_bus = np.zeros((t, n_bus))
-                np.add.at(ev_p_bus.T, evs.bus, al.p_mw)
-                np.add.at(ev_q_bus.T, evs.bus, q_ev)
                 rec.update(
-                    self._dso(
+                    self._dso_round(
                         units,
-                        load_p + ev_p_bus,
-                        load_q + ev_q_bus,
-                        lam_p_slot,
-                        lam_q_slot,
+                        (load_p, load_q),
+                        evs.bus,
+                        (al.p_mw, q_ev),
+                        (lam_p_slot, lam_q_slot),
                         dt,
-                        losses_est,
-                        lossq_est,
+                        (losses_est, lossq_est),
                         int(seeds[2 + 2 * rnd]),
                     )
                 )
                 losses_est, lossq_est = rec["losses_mw"], rec["lossq_mvar"]
-            rec["n_viol"] = int(rec.get("grid_violations", 0)) + int(out["violations"])
-            rec["total_usd"] = out["cost_usd"] + rec.get("dso_cost_usd", 0.0)
-            q_export = 0.0
-            if "q_td_mvar" in rec:
-                q_export = float(np.maximum(-rec["q_td_mvar"], 0.0).sum() * dt)
-            rec["q_export_mvarh"] = q_export
-            history.append(
-                {
-                    "round": rnd + 1,
-                    "violations": rec["n_viol"],
-                    "eva_cost_usd": out["cost_usd"],
-                    "dso_cost_usd": rec.get("dso_cost_usd", 0.0),
-                    "vmin_pu": float(rec["vm"].min()) if "vm" in rec else float("nan"),
-                    "q_export_mvarh": q_export,
-                    "q_withdrawn": int((q_on == 0).sum()),
-                }
-            )
+            q_export = _score_round(rec, out, dt)
+            history.append(_history_row(rnd, rec, out, q_export, q_on))
             key = (rec["n_viol"], round(q_export, 3), rec["total_usd"])
             if best is None or key < (best["n_viol"], round(best["q_export_mvarh"], 3), best["total_usd"]):
                 best = rec
@@ -479,13 +501,9 @@ class QuboDLMP(_Levels, Mechanism):
                 break
             # ---- feedback 1: voltage component of the DLMP as a price adder on the violated slots
             moved = False
-            deficit = np.maximum(prm["v_min_pu"] - rec["vm"].min(axis=1), 0.0)  # (T,)
-            if np.any(deficit > 1e-4):
-                weak = rec["vm"].argmin(axis=1)
-                rho = rmat[np.ix_(weak, evs.bus)]  # (T, N)
-                rho_c = (rho @ member.T) / np.maximum(member.sum(axis=1), 1)[None, :]  # (T, C)
-                rho_c = rho_c / max(float(rho_c.max()), 1e-12)
-                adder += span * (deficit / 0.01)[None, :] * rho_c.T
+            voltage_adder = _voltage_adder(rec["vm"], prm["v_min_pu"], rmat, evs.bus, member, span)
+            if voltage_adder is not None:
+                adder += voltage_adder
                 moved = True
             # ---- feedback 2: reactive power at the T–D interface (see the module docstring)
             if prm["reactive"] and prm["q_feedback"]:
@@ -494,3 +512,99 @@ class QuboDLMP(_Levels, Mechanism):
                 break  # what is left (substation rating, unattainable rows) no EVA price can move
         assert best is not None
         return self._result(request, best, cl, history, lam_p_c, lam_q_c, evs, dt, time.perf_counter() - t_start)
+
+
+def _cluster_sums(
+    lab: np.ndarray, c: int, p_max_kw: np.ndarray, s_kva: np.ndarray, need_mwh: np.ndarray, cap_mw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Membership (C, N) of the cluster labels ``lab`` and the clusters' ratings [MW, MVA], energy need [MWh] and
+    power cap per slot [MW] (C, T)."""
+    n = len(lab)
+    member = np.zeros((c, n))
+    member[lab, np.arange(n)] = 1.0
+    p_max_c = member @ (p_max_kw / 1000.0)
+    s_max_c = member @ (s_kva / 1000.0)
+    e_c = member @ need_mwh
+    cap_c = member @ cap_mw  # (C, T)
+    return member, p_max_c, s_max_c, e_c, cap_c
+
+
+def _short_slot_adder(cap_c: np.ndarray, p_max_c: np.ndarray, span: float) -> np.ndarray:
+    """Price adder [$/MWh] (C, T) on the slots a cluster can hardly use (cap ``cap_c`` [MW] far below its rating
+    ``p_max_c``), scaled by the price span ``span`` [$/MWh]."""
+    # slots a cluster can hardly use get a price adder so the EVA plans around them (allocation clips the rest)
+    short = 1.0 - np.divide(cap_c, p_max_c[:, None], out=np.zeros_like(cap_c), where=p_max_c[:, None] > 0)
+    return 4.0 * span * short
+
+
+def _cluster_prices(
+    request: MarketRequest, member: np.ndarray, need_mwh: np.ndarray, lam_p_slot: np.ndarray, lam_q_slot: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's P and Q prices [$/MWh, $/MVArh] (C, T): the request's DLMPs at its members' buses, weighted
+    by energy need, or the slot prices."""
+    evs = request.evs
+    c = member.shape[0]
+    w_e = member * np.maximum(need_mwh, 1e-12)
+    w_e /= w_e.sum(axis=1, keepdims=True)
+    if request.dlmp_p_usd_per_mwh is not None:
+        lam_p_c = w_e @ np.asarray(request.dlmp_p_usd_per_mwh, float)[:, evs.bus].T
+    else:
+        lam_p_c = np.tile(lam_p_slot, (c, 1))
+    if request.dlmp_q_usd_per_mvarh is not None:
+        lam_q_c = w_e @ np.asarray(request.dlmp_q_usd_per_mvarh, float)[:, evs.bus].T
+    else:
+        lam_q_c = np.tile(lam_q_slot, (c, 1))
+    return lam_p_c, lam_q_c
+
+
+def _q_per_ev(member: np.ndarray, s_kva: np.ndarray, q_mvar: np.ndarray) -> np.ndarray:
+    """The clusters' reactive power ``q_mvar`` (C, T) split over their EVs by apparent-power rating (N, T)."""
+    share_q = member * s_kva
+    share_q = np.divide(
+        share_q,
+        share_q.sum(axis=1, keepdims=True),
+        out=np.zeros_like(share_q),
+        where=share_q.sum(axis=1, keepdims=True) > 0,
+    )
+    return share_q.T @ q_mvar  # (N, T) MVAr, load convention
+
+
+def _score_round(rec: dict[str, Any], out: dict[str, Any], dt: float) -> float:
+    """Add a round's violations, total cost [$] and reactive export [MVArh] to ``rec``; returns the export."""
+    rec["n_viol"] = int(rec.get("grid_violations", 0)) + int(out["violations"])
+    rec["total_usd"] = out["cost_usd"] + rec.get("dso_cost_usd", 0.0)
+    q_export = 0.0
+    if "q_td_mvar" in rec:
+        q_export = float(np.maximum(-rec["q_td_mvar"], 0.0).sum() * dt)
+    rec["q_export_mvarh"] = q_export
+    return q_export
+
+
+def _history_row(
+    rnd: int, rec: dict[str, Any], out: dict[str, Any], q_export: float, q_on: np.ndarray
+) -> dict[str, Any]:
+    """One line of ``info['history']``."""
+    return {
+        "round": rnd + 1,
+        "violations": rec["n_viol"],
+        "eva_cost_usd": out["cost_usd"],
+        "dso_cost_usd": rec.get("dso_cost_usd", 0.0),
+        "vmin_pu": float(rec["vm"].min()) if "vm" in rec else float("nan"),
+        "q_export_mvarh": q_export,
+        "q_withdrawn": int((q_on == 0).sum()),
+    }
+
+
+def _voltage_adder(
+    vm: np.ndarray, v_min_pu: float, rmat: np.ndarray, ev_bus: np.ndarray, member: np.ndarray, span: float
+) -> np.ndarray | None:
+    """Feedback 1: the voltage component of the DLMP as a price adder [$/MWh] (C, T) on the slots below
+    ``v_min_pu``, by each cluster's resistance to the weakest bus; None when no slot is."""
+    deficit = np.maximum(v_min_pu - vm.min(axis=1), 0.0)  # (T,)
+    if np.any(deficit > 1e-4):
+        weak = vm.argmin(axis=1)
+        rho = rmat[np.ix_(weak, ev_bus)]  # (T, N)
+        rho_c = (rho @ member.T) / np.maximum(member.sum(axis=1), 1)[None, :]  # (T, C)
+        rho_c = rho_c / max(float(rho_c.max()), 1e-12)
+        return span * (deficit / 0.01)[None, :] * rho_c.T
+    return None

@@ -104,6 +104,41 @@ def allocate(
         return Allocation(np.zeros((0, t)), float(np.abs(cp).sum() * dt_h), 0.0, 0, 0.0)
     if w_energy <= w_track:
         raise ValueError(f"w_energy: must be > w_track ({w_track}), got {w_energy}")
+    p, secs = _allocation_lp(cp, labels, cap, need, dt_h, w_track, w_smooth, w_energy)
+    got = np.zeros((c, t))
+    np.add.at(got, labels, p)
+    lp_interruptions = count_interruptions(p)
+    if min_interruptions and t > 2 and lp_interruptions > 0:
+        p, got, stage2_s = _resplit_fewest_interruptions(p, got, labels, cap, need, dt_h, max_nodes)
+        secs += stage2_s
+    return Allocation(
+        p,
+        float(np.abs(got - cp).sum() * dt_h),
+        float(np.maximum(need - p.sum(axis=1) * dt_h, 0).sum()),
+        count_interruptions(p),
+        secs,
+        lp_interruptions,
+    )
+
+
+def _allocation_lp(
+    cp: np.ndarray,
+    labels: np.ndarray,
+    cap: np.ndarray,
+    need: np.ndarray,
+    dt_h: float,
+    w_track: float,
+    w_smooth: float,
+    w_energy: float,
+) -> tuple[np.ndarray, float]:
+    """The first stage: the LP split of the cluster schedules ``cp`` [MW] over the EVs.
+
+    Returns:
+        Per-EV power ``p`` [MW], shape (N, T), clipped to ``cap`` and scaled to never exceed ``need``, and the
+        HiGHS time [s].
+    """
+    n, t = cap.shape
+    c = cp.shape[0]
     # columns: p (n·t), δ+ (c·t), δ− (c·t), u (n·(t−1))
     n_p, n_d, n_u = n * t, c * t, n * max(t - 1, 0)
     n_col = n_p + 2 * n_d + n_u
@@ -162,33 +197,41 @@ def allocate(
     e = p.sum(axis=1) * dt_h
     over = e > need
     p[over] *= (need[over] / e[over])[:, None]
+    return p, secs
+
+
+def _resplit_fewest_interruptions(
+    p: np.ndarray,
+    got: np.ndarray,
+    labels: np.ndarray,
+    cap: np.ndarray,
+    need: np.ndarray,
+    dt_h: float,
+    max_nodes: int,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The second stage: per cluster with interruptions, re-split its powers ``got`` [MW] with the fewest
+    stop-and-resume events (:func:`_fewest_interruptions`); ``p`` [MW] is updated in place.
+
+    Returns:
+        ``p``, the cluster totals it gives [MW], and the time spent [s].
+    """
+    c, t = got.shape
+    t0 = time.perf_counter()
+    for k in np.unique(labels[(p > 1e-9).any(axis=1)]):
+        members = np.flatnonzero(labels == k)
+        if count_interruptions(p[members]) == 0:
+            continue
+        q = _fewest_interruptions(got[k], cap[members], need[members], p[members], dt_h, max_nodes)
+        if q is not None:
+            p[members] = q
+    secs = time.perf_counter() - t0
+    # the MILP meets "energy ≤ need" only to HiGHS's feasibility tolerance: never deliver above the need
+    e = p.sum(axis=1) * dt_h
+    over = e > need
+    p[over] *= (need[over] / e[over])[:, None]
     got = np.zeros((c, t))
     np.add.at(got, labels, p)
-    lp_interruptions = count_interruptions(p)
-    if min_interruptions and t > 2 and lp_interruptions > 0:
-        t0 = time.perf_counter()
-        for k in np.unique(labels[(p > 1e-9).any(axis=1)]):
-            members = np.flatnonzero(labels == k)
-            if count_interruptions(p[members]) == 0:
-                continue
-            q = _fewest_interruptions(got[k], cap[members], need[members], p[members], dt_h, max_nodes)
-            if q is not None:
-                p[members] = q
-        secs += time.perf_counter() - t0
-        # the MILP meets "energy ≤ need" only to HiGHS's feasibility tolerance: never deliver above the need
-        e = p.sum(axis=1) * dt_h
-        over = e > need
-        p[over] *= (need[over] / e[over])[:, None]
-        got = np.zeros((c, t))
-        np.add.at(got, labels, p)
-    return Allocation(
-        p,
-        float(np.abs(got - cp).sum() * dt_h),
-        float(np.maximum(need - p.sum(axis=1) * dt_h, 0).sum()),
-        count_interruptions(p),
-        secs,
-        lp_interruptions,
-    )
+    return p, got, secs
 
 
 def _fewest_interruptions(

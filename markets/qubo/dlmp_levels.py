@@ -183,40 +183,20 @@ class _Levels:
     ) -> dict[str, Any]:
         prm = self.params
         assert self._compiled is not None  # `_plan` compiled the request's network
-        net, engine = self._compiled[0], self._compiled[1]
+        net = self._compiled[0]
         t, n_bus = load_p.shape
         u, g = len(units["bus"]), len(units["q_max"])
         ub = units["bus"]
 
         def net_load(pu: np.ndarray, qg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lp, lq = load_p.copy(), load_q.copy()
-            np.add.at(lp.T, ub, -pu.T)
-            np.add.at(lq.T, ub[:g], -qg.T)
-            return lp, lq
+            return _net_load(load_p, load_q, ub, g, pu, qg)
 
         # linearisation point: renewables at their forecast, DGs off
         p0 = units["p_max"].copy()
         p0[:, :g] = 0.0
         q0 = np.zeros((t, g))
         res0 = self._pf(*net_load(p0, q0))
-        v0 = np.array([r.vm_pu.min() for r in res0])
-        weak = np.array([int(np.nanargmin(r.vm_pu)) for r in res0])
-        sp_, sq_ = np.zeros((t, u)), np.zeros((t, g))
-        h = 0.05  # MW / MVAr probe
-        active = v0 < prm["v_min_pu"] + 0.01
-        for k in np.flatnonzero(active):
-            for j in range(u):
-                lp, lq = load_p[k].copy(), load_q[k].copy()
-                np.add.at(lp, ub, -p0[k])
-                lp[ub[j]] -= h
-                r = engine.solve(lp, lq)
-                sp_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
-            for j in range(g):
-                lp, lq = load_p[k].copy(), load_q[k].copy()
-                np.add.at(lp, ub, -p0[k])
-                lq[ub[j]] -= h
-                r = engine.solve(lp, lq)
-                sq_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
+        v0, sp_, sq_, active = self._voltage_sensitivities(load_p, load_q, ub, g, p0, res0)
         if not np.any(losses):
             losses = np.array([r.losses_mw for r in res0])
             lossq = np.array([r.ext_grid_q_mvar for r in res0]) - (load_q.sum(axis=1) - 0.0)
@@ -241,6 +221,56 @@ class _Levels:
             q0_mvar=q0,
             v_active=active,
         )
+        disp = self._dispatch(inst, u, seed)
+        out: dict[str, Any] = {"dso": disp, "dso_cost_usd": disp.cost_usd, "dso_inst": inst}
+        self._timing["dso_sample_s"] += float(disp.info.get("sample_s", 0.0))
+        if prm["reference"]:
+            t_ref = time.perf_counter()
+            ref = dso.reference(inst) if u else disp
+            self._timing["reference_s"] += time.perf_counter() - t_ref
+            out["dso_ref"] = ref
+            out["dso_gap"] = (disp.cost_usd - ref.cost_usd) / max(abs(ref.cost_usd), 1e-9)
+        out.update(self._grid_check(disp, net_load(disp.p_mw, disp.q_mvar), net.substation_mva))
+        return out
+
+    def _voltage_sensitivities(
+        self, load_p: np.ndarray, load_q: np.ndarray, ub: np.ndarray, g: int, p0: np.ndarray, res0: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Weakest-bus voltage at the linearisation point ``p0`` [MW] (DGs off) and its finite-difference
+        sensitivity [pu/MW, pu/MVAr] to each unit's P and each DG's Q, probed only in slots near the voltage floor.
+
+        Returns:
+            ``v0`` [pu] (T,), ``sp_`` (T, U), ``sq_`` (T, G), and the probed slots (T,) bool.
+        """
+        prm = self.params
+        assert self._compiled is not None  # `_plan` compiled the request's network
+        engine = self._compiled[1]
+        t = load_p.shape[0]
+        u = len(ub)
+        v0 = np.array([r.vm_pu.min() for r in res0])
+        weak = np.array([int(np.nanargmin(r.vm_pu)) for r in res0])
+        sp_, sq_ = np.zeros((t, u)), np.zeros((t, g))
+        h = 0.05  # MW / MVAr probe
+        active = v0 < prm["v_min_pu"] + 0.01
+        for k in np.flatnonzero(active):
+            for j in range(u):
+                lp, lq = load_p[k].copy(), load_q[k].copy()
+                np.add.at(lp, ub, -p0[k])
+                lp[ub[j]] -= h
+                r = engine.solve(lp, lq)
+                sp_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
+            for j in range(g):
+                lp, lq = load_p[k].copy(), load_q[k].copy()
+                np.add.at(lp, ub, -p0[k])
+                lq[ub[j]] -= h
+                r = engine.solve(lp, lq)
+                sq_[k, j] = (r.vm_pu[weak[k]] - v0[k]) / h
+        return v0, sp_, sq_, active
+
+    def _dispatch(self, inst: dso.DSOInstance, u: int, seed: int) -> dso.DSODispatch:
+        """The DSO's unit dispatch for ``inst``: sampled, or exact (all from the interface) when there is no unit."""
+        prm = self.params
+        t = inst.n_slots
         if u == 0:  # a network without PV/wind and no DGs: nothing to dispatch, the interface supplies all (exact)
             disp = dso.evaluate(inst, np.zeros((t, 0), np.int64))
             disp.info.update({"sample_s": 0.0, "nothing_to_dispatch": True})
@@ -255,43 +285,41 @@ class _Levels:
                 polish_radius=0 if self._passes == 1 else 2,
                 seed=seed,
             )
-        out: dict[str, Any] = {"dso": disp, "dso_cost_usd": disp.cost_usd, "dso_inst": inst}
-        self._timing["dso_sample_s"] += float(disp.info.get("sample_s", 0.0))
-        if prm["reference"]:
-            t_ref = time.perf_counter()
-            ref = dso.reference(inst) if u else disp
-            self._timing["reference_s"] += time.perf_counter() - t_ref
-            out["dso_ref"] = ref
-            out["dso_gap"] = (disp.cost_usd - ref.cost_usd) / max(abs(ref.cost_usd), 1e-9)
-        res = self._pf(*net_load(disp.p_mw, disp.q_mvar))
+        return disp
+
+    def _grid_check(
+        self, disp: dso.DSODispatch, loads: tuple[np.ndarray, np.ndarray], substation_mva: float
+    ) -> dict[str, Any]:
+        """Power flow of the net bus loads ``loads`` [MW, MVAr] left by dispatch ``disp``: voltages [pu], interface
+        flows [MW, MVAr], losses, line loading [%] and the grid violations counted per slot."""
+        prm = self.params
+        t = loads[0].shape[0]
+        res = self._pf(*loads)
         vm = np.array([r.vm_pu for r in res])
         p_td = np.array([r.ext_grid_p_mw for r in res])
         q_td = np.array([r.ext_grid_q_mvar for r in res])
         s_td = np.hypot(p_td, q_td)
         pf_td = np.divide(np.abs(p_td), s_td, out=np.ones(t), where=s_td > 0)
         conv = np.array([r.converged for r in res])
-        lp_fin, lq_fin = net_load(disp.p_mw, disp.q_mvar)
+        lq_fin = loads[1]
         viol = {
             "voltage_slots": int(np.sum(vm.min(axis=1) < prm["v_min_pu"] - 1e-4)),
             "td_power_factor_slots": int(np.sum(pf_td < prm["pf_min"] - 1e-4)),
-            "substation_slots": int(np.sum(s_td > net.substation_mva + 1e-6)),
+            "substation_slots": int(np.sum(s_td > substation_mva + 1e-6)),
             "nonconverged_slots": int(np.sum(~conv)),
             "dso_qubo_rows": int(disp.n_violations),
         }
-        out.update(
-            {
-                "vm": vm,
-                "p_td_mw": p_td,
-                "q_td_mvar": q_td,
-                "pf_td": pf_td,
-                "losses_mw": np.array([r.losses_mw for r in res]),
-                "lossq_mvar": q_td - lq_fin.sum(axis=1),
-                "line_loading": np.array([r.line_loading_percent for r in res]),
-                "grid_viol": viol,
-                "grid_violations": sum(v for k, v in viol.items() if k != "dso_qubo_rows"),
-            }
-        )
-        return out
+        return {
+            "vm": vm,
+            "p_td_mw": p_td,
+            "q_td_mvar": q_td,
+            "pf_td": pf_td,
+            "losses_mw": np.array([r.losses_mw for r in res]),
+            "lossq_mvar": q_td - lq_fin.sum(axis=1),
+            "line_loading": np.array([r.line_loading_percent for r in res]),
+            "grid_viol": viol,
+            "grid_violations": sum(v for k, v in viol.items() if k != "dso_qubo_rows"),
+        }
 
     # ------------------------------------------------------------------------------------------------ result
     def _result(
@@ -361,6 +389,17 @@ class _Levels:
             reference_objective=ref,
             gap=gap,
         )
+
+
+def _net_load(
+    load_p: np.ndarray, load_q: np.ndarray, ub: np.ndarray, g: int, pu: np.ndarray, qg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bus loads [MW, MVAr] (T, B) net of unit powers ``pu`` (T, U) at buses ``ub`` and the reactive power
+    ``qg`` (T, G) of the first ``g`` units (the DGs)."""
+    lp, lq = load_p.copy(), load_q.copy()
+    np.add.at(lp.T, ub, -pu.T)
+    np.add.at(lq.T, ub[:g], -qg.T)
+    return lp, lq
 
 
 def _dso_info(rec: dict[str, Any], dt: float) -> dict[str, Any]:

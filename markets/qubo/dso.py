@@ -271,6 +271,56 @@ def solve(
     from markets.qubo.eva import _grids  # the same coarse-to-fine schedule as the EVA level
 
     t0 = time.perf_counter()
+    lp, duals, active, side = _lp_start(inst, calibrate, coarse_levels, shrink)
+    base = samplers.get(sampler)
+    params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
+    rng = np.random.default_rng(seed)
+    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
+    k = inst.levels
+    lc = np.abs(inst.level_cost())
+    x = np.zeros((t, nv), np.int64)
+    best_lv = np.zeros((t, nv), np.int64)
+    best_key = np.full((t, 3), np.inf)
+    stats: list[dict[str, Any]] = []
+    br: Any = None
+    stages = _grids(k, coarse_levels, shrink) + [(1, polish_radius)] * (polish_radius > 0)
+    for stage, (step, radius) in enumerate(stages):
+        if stage == 1 and warm_start:
+            x = lp.levels  # centre the windows on the rounded LP relaxation (the reads stay the annealer's)
+        for _rep in range(passes):
+            lo, width = _window(x, step, radius, k)
+            bqm, lay = build_window_bqm(
+                inst, lo, step, width, duals, weight_factor, active, side=side, normalise=normalise
+            )
+            p = dict(params)
+            if "seed" in base.parameters and seed is not None:
+                p["seed"] = int(rng.integers(2**31 - 1))
+            if sampler == "sa" and "beta_range" not in sampler_params:
+                p["beta_range"] = _sa_beta_range(bqm, lay, lc, step, width, cold_factor, normalise)
+            cand, secs = _sample_decoded(base, bqm, lay, p, lo, step, k)  # (R, T, nv): every read, decoded
+            pick, best_lv, best_key = _keep_best_reads(inst, cand, best_lv, best_key)
+            ev, newly, side = _activate_broken_rows(inst, pick, active, side)
+            active |= newly
+            stats.append(_stage_record(stage, step, width, bqm, secs, ev, active))
+            br = p.get("beta_range")
+            changed = bool(newly.any()) or (radius > 0 and not np.array_equal(best_lv, x))
+            x = best_lv.copy()
+            if not changed:
+                break
+    out = evaluate(inst, best_lv)
+    out.info.update(_solve_info(stats, br, sampler, t0))
+    return out
+
+
+def _lp_start(
+    inst: DSOInstance, calibrate: bool, coarse_levels: int, shrink: int
+) -> tuple[DSODispatch, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Check the schedule settings and solve the LP relaxation :func:`solve` starts from.
+
+    Returns:
+        The LP relaxation, the row multipliers (None unless ``calibrate``), the rows active from the start
+        (T, rows) and their broken side (all 0).
+    """
     if not 1 <= coarse_levels <= 64:
         raise ValueError(f"coarse_levels: must be in [1, 64], got {coarse_levels}")
     if shrink < 2:
@@ -280,110 +330,124 @@ def solve(
     # rows the LP relaxation binds (or violates) start active; the rest join when a read violates them
     active = (np.abs(lp.info["duals"]) > 1e-9) | (lp.violation > 1e-9)
     side = np.zeros(active.shape, np.int64)  # +1: a read broke the row's upper bound
-    base = samplers.get(sampler)
-    params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
-    rng = np.random.default_rng(seed)
-    t, nv = inst.n_slots, inst.n_units + inst.n_dgs
-    k = inst.levels
-    lc = np.abs(inst.level_cost())
+    return lp, duals, active, side
+
+
+def _window(x: np.ndarray, step: int, radius: int, k: int) -> tuple[np.ndarray, int]:
+    """A stage's window: lowest level (T, nv) and width in steps of ``step`` levels, ± ``radius`` levels around
+    ``x`` (the whole range [0, ``k``] when ``radius`` is 0)."""
+    t, nv = x.shape
+    if radius == 0:
+        lo, width = np.zeros((t, nv), np.int64), -(-k // step)
+    else:
+        width = 2 * (radius // step)
+        lo = np.clip(x - (width // 2) * step, 0, max(k - width * step, 0))
+    return lo, width
+
+
+def _stage_record(
+    stage: int, step: int, width: int, bqm: Any, secs: float, ev: DSODispatch, active: np.ndarray
+) -> dict[str, Any]:
+    """One line of the stage log in ``info['stages']``."""
+    return {
+        "stage": stage,
+        "step": step,
+        "width": width,
+        "n_vars": int(bqm.num_variables),
+        "n_interactions": int(bqm.num_interactions),
+        "sample_s": secs,
+        "cost_usd": ev.cost_usd,
+        "violations": ev.n_violations,
+        "active_rows": int(active.sum()),
+    }
+
+
+def _solve_info(stats: list[dict[str, Any]], br: Any, sampler: str, t0: float) -> dict[str, Any]:
+    """:func:`solve`'s ``info``: the largest stage's QUBO size, total sampling time [s], wall time since ``t0``."""
+    return {
+        "n_vars": max((st["n_vars"] for st in stats), default=0),
+        "n_interactions": max((st["n_interactions"] for st in stats), default=0),
+        "sample_s": sum(st["sample_s"] for st in stats),
+        "wall_s": time.perf_counter() - t0,
+        "beta_range": br,
+        "sampler": sampler,
+        "stages": stats,
+    }
+
+
+def _sa_beta_range(
+    bqm: Any, lay: dict[str, Any], lc: np.ndarray, step: int, width: int, cold_factor: float, normalise: bool
+) -> tuple[float, float]:
+    """The SA temperature range of one stage from the price scales ``lc`` = |level cost| [$ per level] (see
+    :func:`solve`)."""
     nz = lc[lc > 1e-9]
-    x = np.zeros((t, nv), np.int64)
-    best_lv = np.zeros((t, nv), np.int64)
-    best_key = np.full((t, 3), np.inf)
-    stats: list[dict[str, Any]] = []
-    sample_s, n_vars, n_int = 0.0, 0, 0
-    br: Any = None
-    stages = _grids(k, coarse_levels, shrink) + [(1, polish_radius)] * (polish_radius > 0)
-    for stage, (step, radius) in enumerate(stages):
-        if stage == 1 and warm_start:
-            x = lp.levels  # centre the windows on the rounded LP relaxation (the reads stay the annealer's)
-        for _rep in range(passes):
-            if radius == 0:
-                lo, width = np.zeros((t, nv), np.int64), -(-k // step)
-            else:
-                width = 2 * (radius // step)
-                lo = np.clip(x - (width // 2) * step, 0, max(k - width * step, 0))
-            bqm, lay = build_window_bqm(
-                inst, lo, step, width, duals, weight_factor, active, side=side, normalise=normalise
-            )
-            p = dict(params)
-            if "seed" in base.parameters and seed is not None:
-                p["seed"] = int(rng.integers(2**31 - 1))
-            if sampler == "sa" and "beta_range" not in sampler_params:
-                if normalise and lay["n_vars"]:
-                    # every block's largest coefficient is 1; the finest cost move of a slot is relative to it
-                    rel = np.where(lc > 1e-9, lc, np.inf).min(axis=1) / lay["block_scale"]
-                    hot, cold = 0.5 * max(width, 1) / 4, cold_factor * float(rel[np.isfinite(rel)].min(initial=1e-3))
-                else:
-                    hot = float(lc.max(initial=1.0)) * step * max(width, 1) / 4 if nz.size else 1.0
-                    cold = cold_factor * float(nz.min()) if nz.size else 1e-3
-                p["beta_range"] = composites.beta_range(bqm, hot_energy=max(hot, 1e-6), cold_energy=max(cold, 1e-12))
-            ts = time.perf_counter()
-            if lay["n_vars"] == 0:
-                xs = np.zeros((1, 0), np.int8)
-            else:
-                ss = composites.DecomposedSampler(base).sample(bqm, components=lay["components"], **p)
-                xs = composites.samples_matrix(ss, lay["n_vars"])
-            secs = time.perf_counter() - ts
-            cnt = (
-                np.stack(
-                    [
-                        np.bincount(lay["owner"], weights=xr[lay["level_bits"]].astype(float), minlength=t * nv)
-                        for xr in xs
-                    ]
-                )
-                .reshape(-1, t, nv)
-                .astype(np.int64)
-            )
-            cand = np.minimum(lo[None] + step * cnt, k)  # (R, T, nv): every read, decoded
-            # the slots are independent: keep, per slot, the best read so far (fewest violated rows, least
-            # violation, then cheapest) — a choice among the annealer's reads by the exact objective
-            key = _slot_keys(inst, cand)  # (R, T, 3)
-            order = np.lexsort((key[..., 2], key[..., 1], key[..., 0]), axis=0)[0]  # (T,)
-            pick = cand[order, np.arange(t)]
-            pkey = key[order, np.arange(t)]
-            better = np.array([tuple(pkey[j]) < tuple(best_key[j]) for j in range(t)])
-            best_lv = np.where(better[:, None], pick, best_lv)
-            best_key = np.where(better[:, None], pkey, best_key)
-            ev = evaluate(inst, pick)
-            newly = (ev.violation > 1e-6) & ~active
-            a_, lo_, hi_ = inst.rows()
-            above = np.einsum("trv,tv->tr", a_, pick.astype(float)) > hi_
-            side = np.where(newly, np.where(above, 1, -1), side)
-            active |= newly
-            stats.append(
-                {
-                    "stage": stage,
-                    "step": step,
-                    "width": width,
-                    "n_vars": int(bqm.num_variables),
-                    "n_interactions": int(bqm.num_interactions),
-                    "sample_s": secs,
-                    "cost_usd": ev.cost_usd,
-                    "violations": ev.n_violations,
-                    "active_rows": int(active.sum()),
-                }
-            )
-            sample_s += secs
-            n_vars, n_int = max(n_vars, int(bqm.num_variables)), max(n_int, int(bqm.num_interactions))
-            br = p.get("beta_range")
-            changed = bool(newly.any()) or (radius > 0 and not np.array_equal(best_lv, x))
-            x = best_lv.copy()
-            if not changed:
-                break
-    out = evaluate(inst, best_lv)
-    out.info.update(
-        {
-            "n_vars": n_vars,
-            "n_interactions": n_int,
-            "sample_s": sample_s,
-            "wall_s": time.perf_counter() - t0,
-            "beta_range": br,
-            "sampler": sampler,
-            "stages": stats,
-        }
+    if normalise and lay["n_vars"]:
+        # every block's largest coefficient is 1; the finest cost move of a slot is relative to it
+        rel = np.where(lc > 1e-9, lc, np.inf).min(axis=1) / lay["block_scale"]
+        hot, cold = 0.5 * max(width, 1) / 4, cold_factor * float(rel[np.isfinite(rel)].min(initial=1e-3))
+    else:
+        hot = float(lc.max(initial=1.0)) * step * max(width, 1) / 4 if nz.size else 1.0
+        cold = cold_factor * float(nz.min()) if nz.size else 1e-3
+    return composites.beta_range(bqm, hot_energy=max(hot, 1e-6), cold_energy=max(cold, 1e-12))
+
+
+def _sample_decoded(
+    base: Any, bqm: Any, lay: dict[str, Any], p: dict[str, Any], lo: np.ndarray, step: int, k: int
+) -> tuple[np.ndarray, float]:
+    """Sample one stage's window QUBO and decode every read to levels (R, T, nv); also the sampling time [s]."""
+    t, nv = lo.shape
+    ts = time.perf_counter()
+    if lay["n_vars"] == 0:
+        xs = np.zeros((1, 0), np.int8)
+    else:
+        ss = composites.DecomposedSampler(base).sample(bqm, components=lay["components"], **p)
+        xs = composites.samples_matrix(ss, lay["n_vars"])
+    secs = time.perf_counter() - ts
+    cnt = (
+        np.stack(
+            [np.bincount(lay["owner"], weights=xr[lay["level_bits"]].astype(float), minlength=t * nv) for xr in xs]
+        )
+        .reshape(-1, t, nv)
+        .astype(np.int64)
     )
-    return out
+    return np.minimum(lo[None] + step * cnt, k), secs
+
+
+def _keep_best_reads(
+    inst: DSOInstance, cand: np.ndarray, best_lv: np.ndarray, best_key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot, the best decoded read of ``cand`` (R, T, nv) and the best levels and keys so far.
+
+    Returns:
+        This stage's pick (T, nv), and the updated ``best_lv`` (T, nv) and ``best_key`` (T, 3).
+    """
+    t = inst.n_slots
+    # the slots are independent: keep, per slot, the best read so far (fewest violated rows, least
+    # violation, then cheapest) — a choice among the annealer's reads by the exact objective
+    key = _slot_keys(inst, cand)  # (R, T, 3)
+    order = np.lexsort((key[..., 2], key[..., 1], key[..., 0]), axis=0)[0]  # (T,)
+    pick = cand[order, np.arange(t)]
+    pkey = key[order, np.arange(t)]
+    better = np.array([tuple(pkey[j]) < tuple(best_key[j]) for j in range(t)])
+    best_lv = np.where(better[:, None], pick, best_lv)
+    best_key = np.where(better[:, None], pkey, best_key)
+    return pick, best_lv, best_key
+
+
+def _activate_broken_rows(
+    inst: DSOInstance, pick: np.ndarray, active: np.ndarray, side: np.ndarray
+) -> tuple[DSODispatch, np.ndarray, np.ndarray]:
+    """Score ``pick`` exactly and find the rows it breaks that are not active yet, with the side they broke.
+
+    Returns:
+        The evaluated pick, the newly broken rows (T, rows) and the updated ``side`` (+1 upper, -1 lower bound).
+    """
+    ev = evaluate(inst, pick)
+    newly = (ev.violation > 1e-6) & ~active
+    a_, lo_, hi_ = inst.rows()
+    above = np.einsum("trv,tv->tr", a_, pick.astype(float)) > hi_
+    side = np.where(newly, np.where(above, 1, -1), side)
+    return ev, newly, side
 
 
 def _slot_keys(inst: DSOInstance, levels: np.ndarray) -> np.ndarray:

@@ -492,10 +492,7 @@ def solve(
     is reported apart (``repaired_*``).
     """
     t0 = time.perf_counter()
-    if not 1 <= coarse_levels <= 64:
-        raise ValueError(f"coarse_levels: must be in [1, 64], got {coarse_levels}")
-    if shrink < 2:
-        raise ValueError(f"shrink: must be ≥ 2, got {shrink}")
+    _check_schedule(coarse_levels, shrink)
     duals = (ref if ref is not None else _lp_only(inst)).energy_dual_usd_per_unit if calibrate else None
     base = samplers.get(sampler)
     params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
@@ -509,11 +506,7 @@ def solve(
     br: Any = None
     for stage, (step, radius) in enumerate(_grids(k, coarse_levels, shrink)):
         for _ in range(1 if radius == 0 else passes):
-            if radius == 0:
-                lo, width = np.zeros((c, t), np.int64), -(-k // step)
-            else:
-                width = 2 * (radius // step)
-                lo = np.clip(n - (width // 2) * step, 0, max(k - width * step, 0))
+            lo, width = _window(n, step, radius, k)
             model, y = build_window_qubo(inst, lo, step, width, duals, weight_factor)
             if "seed" in base.parameters and seed is not None:
                 params["seed"] = int(rng.integers(2**31 - 1))
@@ -528,18 +521,7 @@ def solve(
             )
             new = np.minimum(lo + step * lv, k)
             ev = evaluate(inst, new)
-            stats.append(
-                {
-                    "stage": stage,
-                    "step": step,
-                    "width": width,
-                    "n_vars": nv,
-                    "n_interactions": ni,
-                    "sample_s": secs,
-                    "cost_usd": ev["cost_usd"],
-                    "violations": ev["violations"],
-                }
-            )
+            stats.append(_stage_record(stage, step, width, nv, ni, secs, ev))
             sample_s += secs
             n_vars, n_int = max(n_vars, nv), max(n_int, ni)
             key = (ev["violations"], ev["cost_usd"])
@@ -550,7 +532,51 @@ def solve(
             if not changed:
                 break
     assert best is not None
-    n = best[1]
+    return _solution(
+        inst, best[1], n_vars, n_int, t0, sample_s, {"beta_range": br, "sampler": sampler, "stages": stats}
+    )
+
+
+def _check_schedule(coarse_levels: int, shrink: int) -> None:
+    """Refuse a coarse-to-fine schedule :func:`solve` cannot run (one line naming the field)."""
+    if not 1 <= coarse_levels <= 64:
+        raise ValueError(f"coarse_levels: must be in [1, 64], got {coarse_levels}")
+    if shrink < 2:
+        raise ValueError(f"shrink: must be ≥ 2, got {shrink}")
+
+
+def _window(n: np.ndarray, step: int, radius: int, k: int) -> tuple[np.ndarray, int]:
+    """A stage's window: lowest level (C, T) and width in steps of ``step`` levels, ± ``radius`` levels around
+    the schedule ``n`` (the whole range [0, ``k``] when ``radius`` is 0)."""
+    c, t = n.shape
+    if radius == 0:
+        lo, width = np.zeros((c, t), np.int64), -(-k // step)
+    else:
+        width = 2 * (radius // step)
+        lo = np.clip(n - (width // 2) * step, 0, max(k - width * step, 0))
+    return lo, width
+
+
+def _stage_record(
+    stage: int, step: int, width: int, nv: int, ni: int, secs: float, ev: dict[str, Any]
+) -> dict[str, Any]:
+    """One line of the stage log in ``info['stages']``."""
+    return {
+        "stage": stage,
+        "step": step,
+        "width": width,
+        "n_vars": nv,
+        "n_interactions": ni,
+        "sample_s": secs,
+        "cost_usd": ev["cost_usd"],
+        "violations": ev["violations"],
+    }
+
+
+def _solution(
+    inst: EVAInstance, n: np.ndarray, n_vars: int, n_int: int, t0: float, sample_s: float, info: dict[str, Any]
+) -> EVASolution:
+    """The annealer's schedule ``n`` scored exactly, and repaired apart (:func:`repair`) only if it violates."""
     ev = evaluate(inst, n)
     rep = repair(inst, n) if ev["violations"] else n
     ev_r = evaluate(inst, rep) if ev["violations"] else ev
@@ -566,7 +592,7 @@ def solve(
         time.perf_counter() - t0,
         sample_s,
         0.0,
-        {"beta_range": br, "sampler": sampler, "stages": stats},
+        info,
     )
 
 

@@ -90,14 +90,7 @@ def solve(
     flat = (hi <= kb) | (inst.d0_kw <= 0) | (inst.elasticity <= 0)
     qlo = np.where(flat, target, np.maximum(lo, kb))
     hi = np.where(flat, target, hi)
-    coupled = np.size(inst.bus_cap_kw) > 0 and bool(np.any(inst.bus >= 0))
-    lam = np.zeros(np.size(inst.bus_cap_kw))
-    lp_s = 0.0
-    if coupled:
-        _, _, lam, lp_s, _ = _one_hot(inst, table, demand, qlo, hi, integral=False)
-        # $/kW over the interval → multiplier on Δt·D; nudged up so that stations indifferent at the exact dual
-        # (the LP mixes two of their levels) break the tie toward the feasible side of the row
-        lam = lam / inst.dt_h * (1.0 + tie_nudge)
+    lam, lp_s = _bus_multipliers(inst, table, demand, qlo, hi, tie_nudge)
     base = samplers.get(sampler)
     accepted = base.parameters
     rng = np.random.default_rng(seed)
@@ -119,20 +112,9 @@ def solve(
             bqm = model.to_bqm()
             n_vars, n_int = model.n_vars, bqm.num_interactions
             params = samplers.read_params(sampler, base, num_reads, num_sweeps, sampler_params)
-            if "seed" in accepted:
-                params.setdefault("seed", int(rng.integers(2**31 - 1)))
-            if sampler == "sa":
-                steps = np.abs(np.diff(table, axis=1))
-                small = steps[steps > 1e-12]
-                cold = float(np.quantile(small, 0.02)) * 0.1 if small.size else 1e-6
-                hot = float(span.max()) if span.max() > 0 else 1.0
-                params.setdefault("beta_range", composites.beta_range(bqm, hot_energy=hot, cold_energy=cold))
-            comps = [c for b in blocks for c in b.var.index.reshape(b.stations.size, -1)]
-            ts = time.perf_counter()
-            ss = composites.DecomposedSampler(base).sample(bqm, components=comps, **params)
-            sample_s += time.perf_counter() - ts
-            x = composites.samples_matrix(ss, model.n_vars)[0]
-            levels = _decode(blocks, x, qlo)
+            _seed_and_temperatures(params, sampler, "seed" in accepted, rng, bqm, table, span)
+            levels, secs = _sample_levels(base, bqm, params, blocks, model.n_vars, qlo)
+            sample_s += secs
         ev = evaluate(inst, levels)
         last = levels
         if ev["bus_violations"] == 0:
@@ -140,21 +122,10 @@ def solve(
                 best = (ev["objective_usd"], levels)
             break
         # augmented-Lagrangian step on the violated rows: enough to price the overshoot out
-        over = ev["bus_over_kw"]
-        bump = np.where(over > 0, (np.abs(lam) + 0.5 * inst.cost_usd_per_kwh + 1e-3) * 2.0 ** (rounds - 1) * 0.25, 0.0)
-        lam = lam + bump
-    annealer_feasible = best is not None
-    ann_levels = best[1] if best is not None else last
-    ann_obj = evaluate(inst, ann_levels)["objective_usd"]
-    final = ann_levels
-    repaired = False
-    if not annealer_feasible and repair:
-        final = _repair(inst, ann_levels, hi, table, demand)
-        repaired = True
-    # tie-break toward users: a read at the base level moves down to the window's lowest level (same demand, cost)
-    at_base = (final == qlo) & (qlo == kb) & (lo < kb)
-    final = np.where(at_base, target, final)
-    ann_levels = np.where((ann_levels == qlo) & (qlo == kb) & (lo < kb), target, ann_levels)
+        lam = lam + _al_bump(inst, ev["bus_over_kw"], lam, rounds)
+    final, ann_levels, ann_obj, annealer_feasible, repaired = _final_levels(
+        inst, best, last, repair, (lo, qlo, hi, kb, target), table, demand
+    )
     ev = evaluate(inst, final)
     return RTPSolution(
         final,
@@ -174,6 +145,94 @@ def solve(
         int(ramp_broken.sum()),
         {"lp_s": lp_s, "bus_lambda_usd_per_kw": lam},
     )
+
+
+def _bus_multipliers(
+    inst: RTPInstance, table: np.ndarray, demand: np.ndarray, qlo: np.ndarray, hi: np.ndarray, tie_nudge: float
+) -> tuple[np.ndarray, float]:
+    """The bus rows' starting multipliers [$ per kW of Δt·D] from the LP relaxation (zeros when no station is on
+    a capped bus), and the LP time [s]."""
+    coupled = np.size(inst.bus_cap_kw) > 0 and bool(np.any(inst.bus >= 0))
+    lam = np.zeros(np.size(inst.bus_cap_kw))
+    lp_s = 0.0
+    if coupled:
+        _, _, lam, lp_s, _ = _one_hot(inst, table, demand, qlo, hi, integral=False)
+        # $/kW over the interval → multiplier on Δt·D; nudged up so that stations indifferent at the exact dual
+        # (the LP mixes two of their levels) break the tie toward the feasible side of the row
+        lam = lam / inst.dt_h * (1.0 + tie_nudge)
+    return lam, lp_s
+
+
+def _seed_and_temperatures(
+    params: dict[str, Any],
+    sampler: str,
+    takes_seed: bool,
+    rng: np.random.Generator,
+    bqm: Any,
+    table: np.ndarray,
+    span: np.ndarray,
+) -> None:
+    """Add a seed from ``rng`` and (SA) a temperature range from the cost table's steps [$] to ``params``, unless
+    the caller set them."""
+    if takes_seed:
+        params.setdefault("seed", int(rng.integers(2**31 - 1)))
+    if sampler == "sa":
+        steps = np.abs(np.diff(table, axis=1))
+        small = steps[steps > 1e-12]
+        cold = float(np.quantile(small, 0.02)) * 0.1 if small.size else 1e-6
+        hot = float(span.max()) if span.max() > 0 else 1.0
+        params.setdefault("beta_range", composites.beta_range(bqm, hot_energy=hot, cold_energy=cold))
+
+
+def _sample_levels(
+    base: Any, bqm: Any, params: dict[str, Any], blocks: list[_Block], n_vars: int, qlo: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Sample the QUBO decomposed per station and decode the first read to levels; also the sampling time [s]."""
+    comps = [c for b in blocks for c in b.var.index.reshape(b.stations.size, -1)]
+    ts = time.perf_counter()
+    ss = composites.DecomposedSampler(base).sample(bqm, components=comps, **params)
+    secs = time.perf_counter() - ts
+    x = composites.samples_matrix(ss, n_vars)[0]
+    levels = _decode(blocks, x, qlo)
+    return levels, secs
+
+
+def _al_bump(inst: RTPInstance, over: np.ndarray, lam: np.ndarray, rounds: int) -> np.ndarray:
+    """Augmented-Lagrangian step [$/kW] on the bus rows overshot by ``over`` [kW]: enough to price it out."""
+    bump = np.where(over > 0, (np.abs(lam) + 0.5 * inst.cost_usd_per_kwh + 1e-3) * 2.0 ** (rounds - 1) * 0.25, 0.0)
+    return bump
+
+
+def _final_levels(
+    inst: RTPInstance,
+    best: tuple[float, np.ndarray] | None,
+    last: np.ndarray,
+    repair: bool,
+    window: tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray],
+    table: np.ndarray,
+    demand: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
+    """The annealer's levels (best feasible round, else the last), repaired if allowed and still infeasible, with
+    the base-level tie-break toward users.
+
+    Returns:
+        Final levels, the annealer's levels, their objective [$], whether the annealer was feasible, and whether
+        the final levels were repaired.
+    """
+    lo, qlo, hi, kb, target = window
+    annealer_feasible = best is not None
+    ann_levels = best[1] if best is not None else last
+    ann_obj = evaluate(inst, ann_levels)["objective_usd"]
+    final = ann_levels
+    repaired = False
+    if not annealer_feasible and repair:
+        final = _repair(inst, ann_levels, hi, table, demand)
+        repaired = True
+    # tie-break toward users: a read at the base level moves down to the window's lowest level (same demand, cost)
+    at_base = (final == qlo) & (qlo == kb) & (lo < kb)
+    final = np.where(at_base, target, final)
+    ann_levels = np.where((ann_levels == qlo) & (qlo == kb) & (lo < kb), target, ann_levels)
+    return final, ann_levels, ann_obj, annealer_feasible, repaired
 
 
 def gap(objective: float, ref: float) -> float:
