@@ -132,7 +132,10 @@ def _case(network: str, mechanism: str, attack: str) -> None:
         assert m.result.kpis["se_nonconverged_steps"] <= 1
 
 
-@pytest.mark.parametrize("network", list(NETWORKS))
+# the SimBench rows take ~3 s each: kept for `make test`, out of the fast tier
+@pytest.mark.parametrize(
+    "network", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("simbench") else n for n in NETWORKS]
+)
 def test_default_dr_row_on_every_network(network: str) -> None:
     _case(network, "elasticity-dr", "none")
 

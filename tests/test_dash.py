@@ -135,6 +135,7 @@ def _mechanism(page: Page, name: str) -> None:
     expect(page.locator(".evgrid-clock")).to_have_attribute("data-step", "0", timeout=UI_MS)
 
 
+@pytest.mark.slow
 def test_dash_in_chromium(server: str, browser) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page(viewport={"width": 1600, "height": 1100})
     errors: list[str] = []

@@ -131,6 +131,7 @@ def cli(out: Path, n: int, *extra: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- worker deaths
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_replication_run_again(
     tmp_path: Path, reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,9 @@ from typer.testing import CliRunner
 from experiments.cli import app
 from sim.scenario import SCENARIO_DIR, Scenario
 
+# heavy (whole-module fixtures): left out of `make test-fast`, run by `make test`
+pytestmark = pytest.mark.slow
+
 SEED = 20261205
 N_BYTE = 20  # byte-level mutants per shipped scenario
 N_TOML = 40  # TOML-level mutants per shipped scenario

@@ -100,6 +100,7 @@ def sb_lv():
     return build_network(LV, profile_start_day=172)
 
 
+@pytest.mark.slow
 def test_simbench_lv_follows_its_own_profiles(sb_lv) -> None:
     import simbench as sb
 
@@ -140,6 +141,7 @@ def test_simbench_mv_builds_with_generation() -> None:
     assert np.isfinite(nw.load_kw(np.arange(96) / 4)[0]).all()
 
 
+@pytest.mark.slow
 def test_run_on_simbench_subtracts_its_generation() -> None:
     """End to end: slack import = load − generation + losses on every step, and the PV is really there."""
     from sim.model import CoSimulation

@@ -66,6 +66,7 @@ def test_kerber_low_voltage_solution_is_rejected_and_pandapower_answer_returned(
     np.testing.assert_allclose(again.vm_pu, want.vm_pu, rtol=0, atol=VM_TOL)
 
 
+@pytest.mark.slow
 def test_heavily_loaded_operable_points_are_accepted_up_to_the_nose() -> None:
     """The branch test cannot reject a legitimate heavily loaded feeder: case33bw continued to 3.5x its load
     (Vmin 0.53 pu, just before the nose) stays "fast" and equals pandapower at every step."""
@@ -132,6 +133,7 @@ def kerber_trafo_run(kerber_json: Path) -> CoSimulation:
     return sim
 
 
+@pytest.mark.slow
 def test_kerber_run_matches_pandapower_on_every_snapshot(kerber_run: CoSimulation) -> None:
     """The default fleet (300 EVs) on a Kerber LV grid from a JSON file: no failed step, and the recorded voltages of
     the most heavily loaded snapshots are pandapower's. (Before, with transformer loading not enforced: 13 steps
@@ -275,6 +277,7 @@ def test_trafo_limit_enforced_by_the_dso(cigre_dso: DSO) -> None:
         net.max_trafo_loading_percent, net.v_min_pu, net.max_line_loading_percent = old
 
 
+@pytest.mark.slow
 def test_plots_mark_failed_steps(failing_run: CoSimulation, tmp_path: Path) -> None:
     """The time-series plots shade the failed steps (and still draw with NaN in their rows)."""
     import matplotlib

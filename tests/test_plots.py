@@ -227,6 +227,7 @@ def _net(result: Any) -> Any:
     return compiled_grid(result.scenario.grid)[0].net
 
 
+@pytest.mark.slow
 def test_network_map_colours_the_worst_bus_and_the_peak_loading(tmp_path: Path, runs: dict, figures: dict) -> None:
     r = runs["default"]
     # push one far bus above the band for two steps: the worst voltage of that bus is then its maximum
@@ -257,6 +258,7 @@ def test_network_map_colours_the_worst_bus_and_the_peak_loading(tmp_path: Path, 
     assert len(st.get_offsets()) == r.tables["stations"].bus.nunique()
 
 
+@pytest.mark.slow
 def test_voltage_profile_follows_the_feeder_branches(tmp_path: Path, runs: dict, figures: dict) -> None:
     import networkx as nx
     import pandapower.topology as top
@@ -275,6 +277,7 @@ def test_voltage_profile_follows_the_feeder_branches(tmp_path: Path, runs: dict,
         assert (a, b) in joined or (b, a) in joined, (a, b)
 
 
+@pytest.mark.slow
 def test_sessions_gantt_has_one_bar_per_session(tmp_path: Path, runs: dict, figures: dict) -> None:
     r = runs["uncontrolled"]
     plot_run(r, tmp_path, strict=True)
@@ -297,6 +300,7 @@ def test_sessions_gantt_has_one_bar_per_session(tmp_path: Path, runs: dict, figu
 
 
 # ------------------------------------------------------------------------------------------ formats
+@pytest.mark.slow
 def test_svg_and_pdf_beside_png(tmp_path: Path, runs: dict) -> None:
     import xml.etree.ElementTree as ET
 

@@ -136,6 +136,7 @@ def _request() -> MarketRequest:
     )
 
 
+@pytest.mark.slow
 def test_mechanism_is_seed_deterministic_and_keeps_ev_limits() -> None:
     req = _request()
     a = get("qubo-dlmp")(seed=7, bits=4, grid="case33bw-dlmp").clear(req)

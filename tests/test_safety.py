@@ -93,6 +93,7 @@ def _crafted_json(case33_json: Path, tmp_path: Path) -> Path:
     return evil
 
 
+@pytest.mark.slow
 def test_crafted_json_module_is_dangerous_in_pandapower_itself(case33_json: Path, tmp_path: Path) -> None:
     """Guard of the guard: pandapower's reader alone imports the attacker's module (so the test below bites)."""
     evil = _crafted_json(case33_json, tmp_path)
@@ -136,6 +137,7 @@ def test_crafted_json_hidden_in_a_nested_string_is_refused(case33_json: Path, tm
         load_network_file(sneaky)
 
 
+@pytest.mark.slow
 def test_crafted_pickle_runs_nothing_without_opt_in(case33_json: Path, tmp_path: Path) -> None:
     pwned = tmp_path / "PWNED"
     evil = tmp_path / "net.p"

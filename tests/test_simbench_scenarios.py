@@ -18,6 +18,9 @@ from grids.profiles import feeders, station_buses_by_energy
 from grids.sources import Source, load_source
 from sim.scenario import load_scenario
 
+# heavy (whole-module fixtures): left out of `make test-fast`, run by `make test`
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 LV, MV = "simbench-lv-rural", "simbench-mv-rural"
 

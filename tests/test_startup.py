@@ -113,6 +113,7 @@ def _setup_compiles(env: dict[str, str], args: list[str]) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["default", "qubo-rtp-118bus"])
 def test_second_process_compiles_no_numba_kernel(scenario: str) -> None:
     """The first process on an installation may compile (and fill numba's disk cache); the next one must not.
