@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Generator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import mesa
 import numpy as np
@@ -46,6 +46,9 @@ from sim.interface import MarketInterface
 from sim.scenario import GridSpec, Scenario
 from sim.streams import spawn_streams
 from sim.taps import Taps
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.result import RunResult
 
 LATE = NORMAL + 1  # the step process runs after every ordinary event due at the same time
 
@@ -418,7 +421,7 @@ class CoSimulation(mesa.Model):
         mo.dlmp_failed_slots += failed
 
     # ------------------------------------------------------------------ run
-    def run(self) -> Any:
+    def run(self) -> RunResult:
         """Run the whole horizon and return the `RunResult`."""
         t0 = time.perf_counter()
         c0 = time.process_time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from agents.attacker import redistribute
 from sim.model import CoSimulation
+from sim.result import RunResult
 from sim.scenario import ScenarioError, load_scenario
 
 BASE = ["fleet.n_evs=150", "time.horizon_h=12"]
@@ -19,7 +21,7 @@ SE = ["detection.state_estimation=true"]
 
 
 @functools.cache
-def run(*ov: str, seed: int = 3):  # type: ignore[no-untyped-def]
+def run(*ov: str, seed: int = 3) -> RunResult:
     return CoSimulation(load_scenario("default", [*BASE, *ov], seed)).run()
 
 
@@ -159,7 +161,7 @@ def test_new_kinds_are_validated() -> None:
 
 
 @pytest.mark.slow
-def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_003_fdi_study_loads_and_a_tiny_version_runs(tmp_path: Path) -> None:
     import pandas as pd
 
     from experiments.engine import Study, load_study_file, run_study

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from sim.model import CoSimulation
+from sim.result import RunResult
 from sim.scenario import ScenarioError, load_scenario
 
 BASE = ["fleet.n_evs=300", "market.params.elasticity-dr.reprice='step'"]
 INFLATE = 'attacks=[{kind="station-inflation", share=0.3, magnitude=2.0, start_h=4, end_h=10}]'
 
 
-def run(ov: list[str], seed: int = 3):  # type: ignore[no-untyped-def]
+def run(ov: list[str], seed: int = 3) -> RunResult:
     return CoSimulation(load_scenario("default", BASE + ov, seed)).run()
 
 
@@ -79,7 +81,7 @@ def test_elasticity_attack_reaches_the_market() -> None:
 
 
 @pytest.mark.slow
-def test_attack_campaign_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_attack_campaign_cli(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from experiments.cli import app

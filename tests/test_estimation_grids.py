@@ -12,11 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 import pytest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.model import CoSimulation
 
 from grids.estimation import EstimationError, MeasurementSet, NotObservableError, StateEstimator
 from grids.powerflow import FastPowerFlow, PowerFlowResult, bus_net_load
@@ -179,7 +183,7 @@ def cigre_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _cosim(cigre_json: Path, extra: list[str] | None = None) -> object:
+def _cosim(cigre_json: Path, extra: list[str] | None = None) -> CoSimulation:
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
@@ -200,7 +204,7 @@ def _cosim(cigre_json: Path, extra: list[str] | None = None) -> object:
 
 
 def test_cosimulation_estimates_every_step_on_cigre_mv(cigre_json: Path) -> None:
-    res = _cosim(cigre_json).run()  # type: ignore[attr-defined]
+    res = _cosim(cigre_json).run()
     k = res.kpis
     assert k["se_nonconverged_steps"] == 0 and res.tables["steps"]["se_converged"].all()
     assert k["se_false_alarm_rate"] <= 3 * ALPHA  # measured 0.021 (2 of 96 steps)
@@ -211,10 +215,10 @@ def test_cosimulation_counts_non_converged_estimates_apart(
     cigre_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sim = _cosim(cigre_json, ["time.horizon_h=6"])
-    est = sim.estimator  # type: ignore[attr-defined]
+    est = sim.estimator
     est.max_iter = 1  # no estimate can converge from the start point in one iteration
     try:
-        res = sim.run()  # type: ignore[attr-defined]
+        res = sim.run()
     finally:
         est.max_iter = 20
         est.reset_warm_start()
