@@ -143,3 +143,58 @@ def test_the_private_import_check_sees_one(tmp_path: Path) -> None:
     for top in PACKAGES[1:]:
         (tmp_path / top).mkdir()
     assert private_imports_across_packages(tmp_path) == ["sim/a.py: from grids.network import _paper_bus"]
+
+
+#: packages each package may import (issue 19 "arrows one way"): experiments → sim → agents → markets → grids.
+#: One exception against the arrow, listed module by module: ``agents`` reads its settings types (``AttackSpec``,
+#: ``DetectionSpec``, ``ScenarioError``), the attack-kind registry and tap types from ``sim``, and names
+#: ``CoSimulation`` in type hints only. Anything else (e.g. ``agents`` importing ``sim.result``) fails.
+MAY_IMPORT = {
+    "experiments": {"experiments", "sim", "agents", "markets", "grids"},
+    "sim": {"sim", "agents", "markets", "grids"},
+    "agents": {"agents", "markets", "grids"},
+    "markets": {"markets", "grids"},
+    "grids": {"grids"},
+}
+AGENTS_READ_FROM_SIM = {"sim.scenario", "sim.attack_kinds", "sim.taps", "sim.model"}
+
+
+def upward_imports(root: Path = ROOT) -> list[str]:
+    """``"path: module"`` for each import (anywhere in a module, typing-only ones included) that runs against
+    `MAY_IMPORT`."""
+    found = []
+    for p in PACKAGES:
+        for f in sorted((root / p).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and node.level == 0
+                    else []
+                )
+                for mod in names:
+                    top = mod.split(".")[0]
+                    if top not in PACKAGES or top in MAY_IMPORT[p]:
+                        continue
+                    if p == "agents" and ".".join(mod.split(".")[:2]) in AGENTS_READ_FROM_SIM:
+                        continue
+                    found.append(f"{f.relative_to(root).as_posix()}: {mod}")
+    return found
+
+
+def test_imports_run_one_way() -> None:
+    assert not upward_imports()
+
+
+def test_the_import_direction_check_sees_one(tmp_path: Path) -> None:
+    for top in PACKAGES:
+        (tmp_path / top).mkdir()
+    (tmp_path / "markets" / "m.py").write_text("from sim.model import CoSimulation\nimport grids.network\n")
+    (tmp_path / "sim" / "s.py").write_text("def f():\n    import experiments.cli\n")
+    (tmp_path / "agents" / "a.py").write_text("from sim.scenario import AttackSpec\nfrom sim.result import RunResult\n")
+    assert upward_imports(tmp_path) == [
+        "sim/s.py: experiments.cli",
+        "agents/a.py: sim.result",
+        "markets/m.py: sim.model",
+    ]
