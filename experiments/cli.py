@@ -203,6 +203,14 @@ def validate(
         check_fit(sc, mech)
     except (ScenarioError, MarketConfigError, NetworkFileError, NetworkError) as err:
         _fail(str(err).replace("\n", "; "))
+    # everything `run` builds before its first step, for every mechanism: the grid (cached once per installation),
+    # stations on its buses, the fleet, agents, estimator and attacks — so what `run` rejects, `validate` rejects
+    from sim.model import CoSimulation
+
+    model = _guard(lambda: CoSimulation(sc))
+    for w in model.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    model.close()
     typer.echo(
         f"ok: {sc.name} ({sc.time.n_steps} steps of {sc.time.dt_min:g} min, {sc.fleet.n_evs} EVs/day, "
         f"{sc.grid.case}, market {sc.market.mechanism})"

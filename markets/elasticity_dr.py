@@ -59,6 +59,11 @@ from markets.tariffs import tou_price
 __all__ = ["ElasticityDR", "elastic_shift", "water_fill", "valley_fill", "tou_price"]
 
 
+#: Largest |elasticity| accepted. Published EV-charging elasticities are below 1 in magnitude; at 100 a 1 % price
+#: deviation already asks for the whole ``dr_max`` shift, and far larger values overflow to inf (and NaN at zero load).
+MAX_ELASTICITY = 100.0
+
+
 def elastic_shift(
     load_kw: np.ndarray,
     price_usd_per_mwh: np.ndarray,
@@ -435,8 +440,8 @@ class ElasticityDR(Mechanism):
             "shape": p["shape"] in ("affine", "ratio"),
             "dr_max": 0 <= p["dr_max"] <= 1,
             "participation": 0 <= p["participation"] <= 1,
-            "self_elasticity": p["self_elasticity"] <= 0,
-            "cross_elasticity": p["cross_elasticity"] >= 0,
+            "self_elasticity": -MAX_ELASTICITY <= p["self_elasticity"] <= 0,
+            "cross_elasticity": 0 <= p["cross_elasticity"] <= MAX_ELASTICITY,
             "flexible_share": 0 <= p["flexible_share"] <= 1,
             "reprice": p["reprice"] in ("day", "step"),
         }
@@ -447,8 +452,9 @@ class ElasticityDR(Mechanism):
             "shape": "'affine' or 'ratio'",
             "dr_max": "[0, 1]",
             "participation": "[0, 1]",
-            "self_elasticity": "<= 0 (an own-price elasticity: the flexible load does not rise with its price)",
-            "cross_elasticity": ">= 0 (load moves toward the other, relatively cheaper slots)",
+            "self_elasticity": f"[-{MAX_ELASTICITY:g}, 0] (an own-price elasticity: the flexible load does not rise "
+            "with its price; beyond the bound a 1 % price step already moves the full dr_max)",
+            "cross_elasticity": f"[0, {MAX_ELASTICITY:g}] (load moves toward the other, relatively cheaper slots)",
             "flexible_share": "[0, 1]",
             "reprice": "'day' or 'step'",
         }

@@ -344,7 +344,7 @@ class FleetGroup(_Model):
     v2g_share: float = Field(0.0, ge=0, le=1, description="probability an EV can discharge to the grid (V2G) [-]")
     charger_kva_factor: float = Field(1.1, ge=1.0, description="charger apparent-power rating / charger kW")
     elasticity: Uniform = Field(
-        Uniform(low=-0.5, high=-0.1), description="own-price elasticity of the EV's demand [-], <= 0"
+        Uniform(low=-0.5, high=-0.1), description="own-price elasticity of the EV's demand [-], in [-100, 0]"
     )
     income_group: Choice = Field(
         Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2]),
@@ -396,11 +396,12 @@ class FleetGroup(_Model):
     @field_validator("elasticity")
     @classmethod
     def _own_price(cls, v: Uniform) -> Uniform:
-        # an own-price elasticity > 0 (demand rising with its price) is not a behaviour: reject, never clip
-        if v.high > 0:
+        # an own-price elasticity > 0 (demand rising with its price) is not a behaviour: reject, never clip; below
+        # -100 a 1 % price step asks for the whole flexible energy, and ever larger values overflow to inf
+        if v.high > 0 or v.low < -100:
             raise ValueError(
-                f"own-price elasticity must be <= 0 (demand does not rise with its price); got low = {v.low:g}, "
-                f"high = {v.high:g}; allowed: low <= high <= 0"
+                f"own-price elasticity must be in [-100, 0] (demand does not rise with its price); got low = "
+                f"{v.low:g}, high = {v.high:g}; allowed: -100 <= low <= high <= 0"
             )
         return v
 

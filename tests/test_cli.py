@@ -84,6 +84,20 @@ def test_bad_file_and_validate(tmp_path: Path) -> None:
     assert res.exit_code == 0 and res.output.startswith("ok: default")
 
 
+def test_validate_rejects_what_run_rejects_for_every_mechanism() -> None:
+    """A station on a bus the network lacks was found only by `run` for mechanisms that do not price the grid;
+    `validate` now builds what `run` builds, so it says the same line, and prints the warnings a run would."""
+    for mechanism in ("uncontrolled", "elasticity-dr"):
+        sets = ["--set", "stations.1.buses=[999]", "--set", f"market.mechanism='{mechanism}'"]
+        checked = runner.invoke(app, ["validate", "default", *sets])
+        assert checked.exit_code == 2, checked.output
+        assert "stations.public.buses: bus 999 is not a bus of network 'case33bw'" in checked.output
+    kerber = ["--set", "grid.case='pandapower:create_kerber_dorfnetz'", "--set", "market.mechanism='uncontrolled'"]
+    res = runner.invoke(app, ["validate", "default", *kerber])
+    assert res.exit_code == 0, res.output
+    assert "warning: stations.public.buses: zone 'commercial' has no load buses" in res.output
+
+
 def test_scenarios_lists_names_with_descriptions() -> None:
     res = runner.invoke(app, ["scenarios"])
     assert res.exit_code == 0
@@ -211,10 +225,12 @@ def test_run_refuses_a_network_file_whose_base_case_has_no_solution(tmp_path: Pa
 
 
 def test_validate_and_study_meet_a_base_case_without_solution(tmp_path: Path) -> None:
-    """`validate` of a mechanism that builds the grid (qubo-dlmp) says it in one line; a study stores the replication
-    as failed with that cause."""
-    res = runner.invoke(app, ["validate", "qubo-dlmp-33bus-s1", "--set", "grid.load_scale=10"])
-    assert res.exit_code == 2 and BASE_CASE_MSG in res.output and "Traceback" not in res.output
+    """`validate` says it in one line whatever the mechanism (it builds what `run` builds, not only for mechanisms
+    that price the grid); a study stores the replication as failed with that cause."""
+    for scenario, mechanism in (("qubo-dlmp-33bus-s1", "qubo-dlmp"), ("default", "uncontrolled")):
+        sets = ["--set", "grid.load_scale=10", "--set", f"market.mechanism='{mechanism}'"]
+        res = runner.invoke(app, ["validate", scenario, *sets])
+        assert res.exit_code == 2 and BASE_CASE_MSG in res.output and "Traceback" not in res.output, res.output
 
     out = tmp_path / "mc"
     args = ["montecarlo", "default", "-n", "1", "--workers", "1", "--set", "grid.load_scale=10"]

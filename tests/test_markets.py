@@ -187,6 +187,22 @@ def test_registry_and_bad_parameters_are_errors() -> None:
         ElasticityDR(dr_max=2)
 
 
+def test_the_registry_imports_only_the_mechanism_asked_for() -> None:
+    """Each shipped name is registered by the module `BUILTIN` names, and only on first use: a fresh interpreter
+    that builds `uncontrolled` never imports dimod (the QUBO mechanisms' solver library)."""
+    import subprocess
+    import sys
+
+    for name in mb.BUILTIN:
+        assert mb.get(name).name == name  # type: ignore[attr-defined]
+    code = (
+        "import sys, markets.base as mb; mb.get('uncontrolled')(); "
+        "assert 'dimod' not in sys.modules and 'markets.qubo_dlmp' not in sys.modules, 'imported eagerly'; "
+        "mb.get('qubo-dlmp'); assert 'dimod' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_request_validation_names_the_field() -> None:
     with pytest.raises(RequestError, match="end_slot"):
         MarketRequest.from_sessions(
@@ -426,13 +442,18 @@ def test_positive_own_price_elasticities_are_rejected() -> None:
     with pytest.raises(ScenarioError) as err:
         load_scenario("default", ["fleet.groups.0.elasticity={low = -0.2, high = 0.1}"])
     msg = str(err.value)
-    assert msg.startswith("fleet.groups.0.elasticity: own-price elasticity must be <= 0") and "\n" not in msg
+    assert msg.startswith("fleet.groups.0.elasticity: own-price elasticity must be in [-100, 0]") and "\n" not in msg
+    with pytest.raises(ScenarioError, match="allowed: -100 <= low"):  # -1e308 overflowed to inf in the response
+        load_scenario("default", ["fleet.groups.0.elasticity={low = -1e308, high = -0.1}"])
     load_scenario("default", ["fleet.groups.0.elasticity={low = -0.2, high = 0.0}"])  # zero: inelastic, allowed
-    for value, allowed in ((0.2, "<= 0"), ("-0.3", "a finite number"), (float("nan"), "a finite number")):
+    for value, allowed in ((0.2, r"\[-100, 0\]"), ("-0.3", "a finite number"), (float("nan"), "a finite number")):
         with pytest.raises(MarketConfigError, match=f"market.params.self_elasticity: got .*; allowed:? {allowed}"):
             ElasticityDR(self_elasticity=value)
-    with pytest.raises(MarketConfigError, match="market.params.cross_elasticity: got -0.1; allowed >= 0"):
+    with pytest.raises(MarketConfigError, match=r"market.params.cross_elasticity: got -0.1; allowed \[0, 100\]"):
         ElasticityDR(cross_elasticity=-0.1)  # a cross-elasticity < 0 would pull load toward the dearer slots
+    for key, value in (("self_elasticity", -1e308), ("cross_elasticity", 1e5)):  # overflowed to inf, NaN at 0 load
+        with pytest.raises(MarketConfigError, match=rf"market.params.{key}: got .*; allowed \[(-100, 0|0, 100)\]"):
+            ElasticityDR(**{key: value})
     with pytest.raises(RequestError, match="evs.elasticity: got 0.4; allowed range is <= 0"):
         MarketRequest.from_sessions(
             dt_min=60, n_slots=2, base_load_kw=[1, 1], arrival_slot=[0], departure_slot=[2], e_need_kwh=[1],
