@@ -601,9 +601,12 @@ class Mechanism(ABC):
     ) -> None:
         unknown = sorted(set(params) - set(self.parameters))
         if unknown:
+            import difflib
+
+            near = difflib.get_close_matches(str(unknown[0]), list(self.parameters), n=1)
             raise MarketConfigError(
                 f"market.params.{unknown[0]}: unknown parameter for '{self.name}'; allowed: "
-                f"{', '.join(sorted(self.parameters)) or '(none)'}"
+                f"{', '.join(sorted(self.parameters)) or '(none)'}" + (f"; did you mean '{near[0]}'?" if near else "")
             )
         self.params: dict[str, Any] = {k: v[0] for k, v in self.parameters.items()}
         self.params.update(params)
@@ -646,15 +649,8 @@ _REGISTRY: dict[str, Callable[..., Mechanism]] = {}
 
 #: The shipped mechanisms and the module that registers each: a run imports only its own mechanism's module (the QUBO
 #: ones pull in dimod and networkx, ~0.2 s that `validate` and every other mechanism's run need not pay).
-BUILTIN: dict[str, str] = {
-    "eho-bilevel": "eho_bilevel",
-    "elasticity-dr": "elasticity_dr",
-    "external": "external",
-    "milp": "milp",
-    "qubo-dlmp": "qubo_dlmp",
-    "qubo-rtp": "qubo_rtp",
-    "uncontrolled": "uncontrolled",
-}
+_MODULES = ("eho_bilevel", "elasticity_dr", "external", "milp", "qubo_dlmp", "qubo_rtp", "uncontrolled")
+BUILTIN: dict[str, str] = {m.replace("_", "-"): m for m in _MODULES}
 
 
 def register(cls: type[Mechanism]) -> type[Mechanism]:

@@ -45,7 +45,32 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
         return ""
     allowed = sorted(model.model_fields)
     near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    if not near:  # a key of another table (``horizon_h`` at the top level): name its full path
+        elsewhere: dict[str, str] = {}
+        for path in _field_paths(Scenario) + _mechanism_parameter_paths():
+            elsewhere.setdefault(path.rsplit(".", 1)[-1], path)
+        near = [elsewhere[k] for k in difflib.get_close_matches(str(loc[-1]), list(elsewhere), n=1, cutoff=0.85)]
     return f"; allowed: {', '.join(allowed)}" + (f"; did you mean '{near[0]}'?" if near else "")
+
+
+def _mechanism_parameter_paths() -> list[str]:
+    """``market.params.<mechanism>.<parameter>`` for every shipped mechanism (imported only on this error path)."""
+    from markets.base import available, get
+
+    return [f"market.params.{m}.{p}" for m in available() for p in getattr(get(m), "parameters", {})]
+
+
+def _field_paths(model: Any, prefix: str = "") -> list[str]:
+    """Every key of ``model`` and its sub-tables as a dotted path (list tables by their first entry, ``.0.``)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            is_list = "list" in str(field.annotation)
+            paths += _field_paths(sub, f"{path}.0." if is_list else f"{path}.")
+    return paths
 
 
 def _format_errors(err: ValidationError) -> str:

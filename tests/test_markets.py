@@ -181,7 +181,7 @@ def test_registry_and_bad_parameters_are_errors() -> None:
     assert {"uncontrolled", "elasticity-dr"} <= set(mb.available())
     with pytest.raises(MarketConfigError, match="allowed: .*elasticity-dr"):
         mb.get("nope")
-    with pytest.raises(MarketConfigError, match="market.params.dr_maxx: unknown parameter"):
+    with pytest.raises(MarketConfigError, match="market.params.dr_maxx: unknown parameter.*did you mean 'dr_max'"):
         ElasticityDR(dr_maxx=0.2)
     with pytest.raises(MarketConfigError, match=r"market.params.dr_max: got 2.*\[0, 1\]"):
         ElasticityDR(dr_max=2)

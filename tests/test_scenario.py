@@ -105,3 +105,12 @@ def test_an_unknown_key_lists_the_allowed_ones_and_the_nearest() -> None:
     msg = str(err.value)
     assert msg.startswith("fleet.groups.0.batery_kwh: unknown key; allowed: arrival, battery_kwh,")
     assert msg.endswith("did you mean 'battery_kwh'?") and "\n" not in msg
+    # a key of another table (or a mechanism's parameter) is named by its full path
+    for key, path in (("horizon_h=1", "time.horizon_h"), ("fleet.share=0.5", "fleet.groups.0.share")):
+        with pytest.raises(ScenarioError, match=f"did you mean '{path}'"):
+            load_scenario("default", [key])
+    with pytest.raises(ScenarioError, match="did you mean 'market.params.elasticity-dr.dr_max'"):
+        load_scenario("default", ["grid.dr_max=0.1"])
+    with pytest.raises(ScenarioError) as err:  # nothing near: no guess
+        load_scenario("default", ["zzz=1"])
+    assert "did you mean" not in str(err.value)
