@@ -341,3 +341,22 @@ def test_fast_engine_never_calls_pandapower(net33, fast33, monkeypatch):
     for _ in range(20):
         f = rng.uniform(0.9, 1.1, len(p))
         assert fast33.solve(p * f, q * f).converged
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 600), cycle=st.booleans())
+def test_permutation_parity_counts_cycles(seed: int, n: int, cycle: bool) -> None:
+    """The vectorised transposition count behind the det-sign test equals n − cycles found by walking each cycle
+    (random permutations and single long cycles, the pointer-jumping worst case)."""
+    from grids.powerflow.common import _perm_swaps
+
+    perm = np.roll(np.arange(n), 1) if cycle else np.random.default_rng(seed).permutation(n)
+    seen, cycles = np.zeros(n, bool), 0
+    for i in range(n):
+        if not seen[i]:
+            cycles += 1
+            j = i
+            while not seen[j]:
+                seen[j] = True
+                j = int(perm[j])
+    assert _perm_swaps(perm) == n - cycles
