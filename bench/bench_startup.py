@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The child: what `evgrid run` executes before the first step, then one step, then exit.
 CHILD = r"""
 import json, os, sys, time
-import experiments.cli  # noqa: F401  (the CLI module, as `evgrid` loads it)
+import experiments.cli  # the CLI module, as `evgrid` loads it
+experiments.cli.tune_gc()  # as `evgrid`'s main() does before any command
 from sim.scenario import load_scenario
 sc = load_scenario(sys.argv[1], [], None)
 from sim.model import CoSimulation

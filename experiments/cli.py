@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run failed, 2 bad input (scenario, override, option).
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import warnings
@@ -434,15 +435,31 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: object, *
     typer.echo(f"warning: {message}", err=True)
 
 
+def tune_gc() -> None:
+    """Collect reference cycles every 50 000 allocations instead of Python's 700 (for the `evgrid` process).
+
+    Importing pandas, scipy, pandapower and Mesa allocates ~10^6 long-lived objects, and the default thresholds
+    (700, 10, 10) walk them in repeated full collections: ~0.25 s of a 2 s start. What is collected changes only in
+    when, never in what a run computes.
+    """
+    gc.set_threshold(50_000, 50, 100)
+
+
 def main() -> None:
     """Entry point of the ``evgrid`` command."""
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
+    tune_gc()
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    finally:
+        # Everything is written and closed by now. The interpreter's final garbage collection would walk every object
+        # the scientific stack created (~0.4 s of the exit after `import pandapower`); frozen objects are skipped,
+        # while reference counting still releases what it always does.
+        gc.freeze()
 
 
 if __name__ == "__main__":
