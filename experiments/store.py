@@ -218,8 +218,11 @@ class Store:
             # a study killed before its manifest was written leaves only its lock (and maybe a temporary file)
             if any(p.name != LOCK and not p.name.startswith(TMP_PREFIX) for p in self.root.iterdir()):
                 raise StoreError(f"--resume: {self.root} has no {MANIFEST}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.lock()
+        try:  # a folder the file system refuses (even to root: sysfs, a read-only mount) is one line, not a traceback
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.lock()
+        except OSError as err:
+            raise StoreError(f"--out: cannot create the study folder '{self.root}' ({err.strerror or err})") from None
         try:
             self._create_locked(manifest, resume=resume)
         except BaseException:

@@ -47,7 +47,7 @@ def check_output_dir(out_dir: str | Path, *, replace: bool = False, where: str =
 
     Allowed: a path that does not exist (its parent must be creatable and writable), an empty folder, and — with
     ``replace`` — a folder holding a previous evgrid result (`is_result_dir`). Never the working directory, one of
-    its ancestors, the home folder or the root. Nothing is created or changed.
+    its ancestors, the home folder or the root. Nothing is changed (a probe folder is made and removed at once).
 
     Raises:
         OutputError: one line naming the folder and what is allowed.
@@ -72,15 +72,29 @@ def check_output_dir(out_dir: str | Path, *, replace: bool = False, where: str =
                 )
             if not replace:
                 raise OutputError(f"{where}: '{out_dir}' holds a previous evgrid result; pass --force to replace it")
-        if not os.access(out.parent, os.W_OK | os.X_OK):
+        if not _can_create_in(out.parent):
             raise OutputError(f"{where}: cannot write in '{out.parent}' (permission denied)")
         return out
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or not _can_create_in(parent):
         raise OutputError(f"{where}: cannot create '{out_dir}' ('{parent}' is not a writable folder)")
     return out
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be made in ``folder``: asked (`os.access`), then tried with a hidden folder removed at
+    once — to root `os.access` says yes everywhere, also where the file system refuses (sysfs, a read-only bind
+    mount), and the refusal then came only after the whole simulation, as a traceback."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        probe = tempfile.mkdtemp(prefix=".evgrid-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 def _umask() -> int:

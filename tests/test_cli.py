@@ -289,6 +289,18 @@ def test_unwritable_out_is_refused_before_the_simulation(tmp_path: Path, monkeyp
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_a_file_system_that_refuses_even_root_is_found_up_front(tmp_path: Path) -> None:
+    """sysfs refuses new folders even to root, for whom `os.access` says yes: `validate --out` and `run --out` find
+    it before simulating (it used to end the whole run in a PermissionError traceback)."""
+    for cmd in (["validate", "default"], ["run", "default", "--set", "time.horizon_h=1", "-q", "--no-plots"]):
+        res = runner.invoke(app, [*cmd, "--out", "/sys/evgrid-out"])
+        assert res.exit_code == 2 and "'/sys' is not a writable folder" in res.output, res.output
+        assert "Traceback" not in res.output and not Path("/sys/evgrid-out").exists()
+    res = runner.invoke(app, ["montecarlo", "default", "-n", "1", "-q", "--out", "/sys/evgrid-out"])
+    assert res.exit_code == 2 and "cannot create the study folder '/sys/evgrid-out'" in res.output, res.output
+
+
 def test_version_and_defaults_in_help() -> None:
     """`--version` exists; help texts keep their '[default: …]' (rich markup used to swallow them)."""
     res = runner.invoke(app, ["--version"])
