@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, os, sys, time
 import experiments.cli  # the CLI module, as `evgrid` loads it
-experiments.cli.tune_gc()  # as `evgrid`'s main() does before any command
+experiments.cli.preload(['evgrid', 'run'])  # as `evgrid`'s main() does before a command
 from sim.scenario import load_scenario
 sc = load_scenario(sys.argv[1], [], None)
 from sim.model import CoSimulation

@@ -105,6 +105,29 @@ NOTES = {
 }
 
 
+def check_paper(sc: Scenario) -> list[str]:
+    """Build what `run_paper` builds before it simulates — each variant's model, or the 003 market day — and return
+    the warnings a run would print; raises what the run would raise (`ScenarioError`, `NetworkError`, ...)."""
+    kind = sc.paper["compare"]
+    if kind == "qubo-rtp":
+        from experiments.rtp_paper import build_day
+
+        build_day(sc)
+        return []
+    if kind not in COMPARISONS:
+        from sim.scenario import ScenarioError
+
+        raise ScenarioError(f"paper.compare: unknown '{kind}'; allowed: {', '.join(COMPARISONS)}")
+    from sim.model import CoSimulation
+
+    said: list[str] = []
+    for name, changes in COMPARISONS[kind][0].items():
+        model = CoSimulation(_variant(sc, changes, name))
+        said += [w for w in model.warnings if w not in said]
+        model.close()
+    return said
+
+
 def run_paper(
     sc: Scenario, out_dir: Path, *, plots: bool = True, quiet: bool = False, replace: bool = False
 ) -> pd.DataFrame:

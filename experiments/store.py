@@ -178,8 +178,12 @@ class Store:
                 f"{self.root}: another evgrid process (pid {holder}) is writing this study; "
                 "wait for it to end or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            os.close(fd)  # releases the lock with the descriptor
+            raise
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -220,9 +224,12 @@ class Store:
                 raise StoreError(f"--resume: {self.root} has no {MANIFEST}")
         try:  # a folder the file system refuses (even to root: sysfs, a read-only mount) is one line, not a traceback
             self.root.mkdir(parents=True, exist_ok=True)
-            self.lock()
         except OSError as err:
             raise StoreError(f"--out: cannot create the study folder '{self.root}' ({err.strerror or err})") from None
+        try:
+            self.lock()
+        except OSError as err:
+            raise StoreError(f"--out: cannot lock the study folder '{self.root}' ({err.strerror or err})") from None
         try:
             self._create_locked(manifest, resume=resume)
         except BaseException:

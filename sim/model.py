@@ -182,6 +182,31 @@ def _check_base_case(network: Network, engine: Any, g: GridSpec) -> None:
     )
 
 
+def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
+    """Refuse up front a run whose per-EV schedules cannot fit in memory (``memory_bytes``, default this machine's).
+
+    The aggregator keeps one row of ``n_steps`` values per EV of the whole horizon (8 bytes each); a run that needs
+    more than half the memory would otherwise end in a `MemoryError` traceback or in swapping, after the set-up.
+
+    Raises:
+        ScenarioError: one line with the size needed, the memory there is and what to change.
+    """
+    import os
+
+    from sim.scenario import ScenarioError
+
+    t = scenario.time
+    n_evs = scenario.fleet.n_evs * max(t.horizon_h / 24.0, 1.0)
+    need = 8.0 * n_evs * t.n_steps
+    have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        raise ScenarioError(
+            f"fleet.n_evs x time.horizon_h: {n_evs:,.0f} EVs over {t.n_steps:,} steps need {need / 2**30:,.1f} GiB for "
+            f"their schedules, more than half of this machine's {have / 2**30:,.1f} GiB; shorten time.horizon_h, "
+            "lengthen time.dt_min or lower fleet.n_evs"
+        )
+
+
 class CoSimulation(mesa.Model):
     """EVs, stations, aggregator, DSO and market operator on one SimPy clock against a pandapower grid.
 
@@ -220,6 +245,7 @@ class CoSimulation(mesa.Model):
         self.steps_per_day = max(int(round(24 * 60 / t.dt_min)), 1)
         self.t_build = time.perf_counter()
 
+        check_size(scenario)
         g = scenario.grid
         self.network, engine = compiled_grid(g)
         net = self.network

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import json
@@ -93,7 +94,8 @@ def _can_create_in(folder: Path) -> bool:
         probe = tempfile.mkdtemp(prefix=".evgrid-probe-", dir=folder)
     except OSError:
         return False
-    os.rmdir(probe)
+    with contextlib.suppress(OSError):  # it could be made, which is the answer; an empty folder is all it leaves
+        os.rmdir(probe)
     return True
 
 

@@ -42,7 +42,7 @@ class TimeSpec(_Model):
 
     start_h: float = Field(12.0, ge=0, lt=24, description="time of day of the first step [h]")
     horizon_h: float = Field(24.0, gt=0, le=24 * 366, description="simulated time [h]")
-    dt_min: float = Field(15.0, gt=0, le=24 * 60, description="market step Δt [min]")
+    dt_min: float = Field(15.0, ge=1, le=24 * 60, description="market step Δt [min] (a year of 1-min steps: 527 040)")
 
     @model_validator(mode="after")
     def _whole_steps(self) -> TimeSpec:

@@ -46,11 +46,24 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
     allowed = sorted(model.model_fields)
     near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
     if not near:  # a key of another table (``horizon_h`` at the top level): name its full path
-        elsewhere: dict[str, str] = {}
+        here = [str(p) for p in loc[:-1]]
+        elsewhere: dict[str, list[str]] = {}
         for path in _field_paths(Scenario) + _mechanism_parameter_paths():
-            elsewhere.setdefault(path.rsplit(".", 1)[-1], path)
-        near = [elsewhere[k] for k in difflib.get_close_matches(str(loc[-1]), list(elsewhere), n=1, cutoff=0.85)]
+            elsewhere.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+        keys = difflib.get_close_matches(str(loc[-1]), list(elsewhere), n=1, cutoff=0.85)
+        # of the paths ending in that key, the one nearest the table the key was written in (fleet.name: the group's)
+        near = [max(elsewhere[k], key=lambda path: _shared_prefix(path.split("."), here)) for k in keys]
     return f"; allowed: {', '.join(allowed)}" + (f"; did you mean '{near[0]}'?" if near else "")
+
+
+def _shared_prefix(a: list[str], b: list[str]) -> int:
+    """How many leading parts two dotted paths share (list indices count as equal to ``0``)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y and not (x.isdigit() and y.isdigit()):
+            break
+        n += 1
+    return n
 
 
 def _mechanism_parameter_paths() -> list[str]:

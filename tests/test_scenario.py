@@ -43,7 +43,7 @@ def test_overrides_are_typed_and_validated() -> None:
 @pytest.mark.parametrize(
     "override, field, allowed",
     [
-        ("time.dt_min=-5", "time.dt_min", "greater than 0"),
+        ("time.dt_min=-5", "time.dt_min", "greater than or equal to 1"),
         ("fleet.n_evs=-1", "fleet.n_evs", "greater than or equal to 0"),
         ("grid.case=case9000", "grid.case", "case33bw"),
         ("grid.v_min_pu=1.2", "grid.v_min_pu", "less than 1"),

@@ -52,7 +52,7 @@ def test_every_section_and_field_is_documented() -> None:
 
 def test_rows_carry_default_range_and_choices() -> None:
     text = schema_doc.render()
-    assert "| `dt_min` | number | `15` | (0, 1440] | market step Δt [min] |" in text
+    assert "| `dt_min` | number | `15` | [1, 1440] | market step Δt [min] (a year of 1-min steps: 527 040) |" in text
     assert '| `engine` | string | `"fast"` | `"fast"`, `"pandapower"` |' in text
     assert "| `fleet` | [FleetSpec](#fleetspec) | required |" in text
 

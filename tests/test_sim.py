@@ -304,3 +304,19 @@ def test_market_operator_adopts_prices_only_from_a_repriced_result() -> None:
     np.testing.assert_array_equal(mo.price_usd_per_mwh[1:4], 999.0)
     assert mo.price_usd_per_mwh[0] == before[0] and np.array_equal(mo.price_usd_per_mwh[4:], before[4:])
     m.close()
+
+
+def test_a_run_too_large_for_memory_is_refused_up_front() -> None:
+    """The aggregator keeps a schedule row of n_steps per EV of the horizon: a year of 1000 EVs/day at 15 min needs
+    95 GiB. It is one line naming the fields before anything is built (it used to be a MemoryError or swapping)."""
+    from sim.model import check_size
+    from sim.scenario import ScenarioError, load_scenario
+
+    year = load_scenario("default", ["time.horizon_h=8760"])
+    with pytest.raises(
+        ScenarioError, match=r"^fleet.n_evs x time.horizon_h: 365,000 EVs over 35,040 steps need 95.3 GiB"
+    ):
+        check_size(year, memory_bytes=64 * 2**30)
+    check_size(load_scenario("default"), memory_bytes=64 * 2**30)  # a day: 0.7 MiB
+    with pytest.raises(ScenarioError, match="more than half of this machine's 0.0 GiB"):
+        check_size(load_scenario("default"), memory_bytes=2**20)
