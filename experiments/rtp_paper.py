@@ -26,6 +26,7 @@ would be ≈ 40 MW on average); our demand comes from the EVs, so absolute kW di
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,12 @@ def _station_table(bus: np.ndarray) -> StationTable:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _network(case: str, load_profile: Any, line_max_i_ka: float | None) -> Any:
+    """The day's network, built once per process (read only here; `validate` and repeated runs reuse it)."""
+    return build_network(case, load_profile=load_profile, line_max_i_ka=line_max_i_ka)
+
+
 def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> RTPDay:
     """Stations on the 118-bus load buses, the EV fleet, prices, renewables and feeder limits of one day."""
     paper = sc.paper
@@ -86,7 +93,7 @@ def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> R
     n_evs = int(paper.get("n_evs_full", 10_000)) if full else sc.fleet.n_evs
     if n_st < 1 or n_evs < 1:
         raise ScenarioError("paper.n_stations / fleet.n_evs: need at least one station and one EV")
-    net = build_network(sc.grid.case, load_profile=sc.grid.load_profile, line_max_i_ka=sc.grid.line_max_i_ka)
+    net = _network(sc.grid.case, sc.grid.load_profile, sc.grid.line_max_i_ka)
     load_buses = net.zone_buses("all")
     bus = load_buses[np.arange(n_st) % len(load_buses)]
     stations = _station_table(bus)
