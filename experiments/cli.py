@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a run failed, 2 bad input (scenario, override, option).
 from __future__ import annotations
 
 import gc
+import re
 import signal
 import sys
 import warnings
@@ -172,6 +173,30 @@ def scenarios() -> None:
 
     for name, desc in describe_scenarios():
         typer.echo(f"{name:<22} {desc}")
+
+
+@app.command()
+def mechanisms(
+    name: Annotated[str | None, typer.Argument(help="a mechanism: list its parameters")] = None,
+) -> None:
+    """List the market mechanisms, or one mechanism's parameters with their defaults."""
+    from markets.base import MarketConfigError, available, get
+
+    if name is None:
+        for m in available():
+            doc = (get(m).__doc__ or "").strip().splitlines()
+            first = re.sub(r"[;,]?\s*see (the )?module docstring\.?$", "", doc[0]) if doc else ""
+            typer.echo(f"{m:<15} {first}")
+        return
+    try:
+        cls = get(name)
+    except MarketConfigError as err:
+        _fail(str(err))
+    typer.echo(f"{name}: parameters, set as market.params.{name}.<parameter> (default, then meaning)")
+    for key, (default, meaning) in getattr(cls, "parameters", {}).items():
+        typer.echo(f"  {key:<30} {default!r:<12} {meaning}")
+    typer.echo(f"reads from the request: {', '.join(sorted(getattr(cls, 'needs', ()))) or 'the core only'}")
+    typer.echo(f"discharges V2G EVs: {'yes' if getattr(cls, 'discharges', False) else 'no'}")
 
 
 @app.command()
@@ -448,7 +473,7 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: object, *
 
 
 #: Commands that never load the simulation stack (they stay as quick as ``evgrid --help``).
-LIGHT_COMMANDS = frozenset({"scenarios", "studies", "dash"})
+LIGHT_COMMANDS = frozenset({"scenarios", "studies", "mechanisms", "dash"})
 
 
 def preload(argv: list[str]) -> None:

@@ -328,3 +328,20 @@ def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path) ->
     (tmp_path / "x").write_text("mine")
     res = runner.invoke(app, ["validate", "default", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "holds no evgrid result" in res.output
+
+
+def test_mechanisms_lists_each_and_its_parameters() -> None:
+    """`evgrid mechanisms` (which the schema reference points to) lists every mechanism; with a name, its parameters
+    with defaults, what it reads and whether it discharges; an unknown name is one line, exit 2."""
+    from markets.base import available, get
+
+    res = runner.invoke(app, ["mechanisms"])
+    assert res.exit_code == 0 and [line.split()[0] for line in res.output.splitlines()] == available()
+    assert "see the module docstring" not in res.output
+    res = runner.invoke(app, ["mechanisms", "elasticity-dr"])
+    assert res.exit_code == 0, res.output
+    for key, (default, _) in get("elasticity-dr").parameters.items():  # type: ignore[attr-defined]
+        assert f"  {key:<30} {default!r:<12} " in res.output
+    assert "discharges V2G EVs: no" in res.output
+    res = runner.invoke(app, ["mechanisms", "nope"])
+    assert res.exit_code == 2 and res.output.startswith("error: market.mechanism: unknown 'nope'")
