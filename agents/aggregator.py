@@ -143,6 +143,9 @@ class Aggregator(mesa.Agent):
         )  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
         self._kvar_set = False  # schedule_kvar is all zeros until a market sets reactive power
+        # per EV, the step after the last schedule entry ever written: clearing an old schedule touches only up to
+        # there (clearing to the end of the horizon made each step cost the whole horizon on multi-day runs)
+        self._end = np.zeros(len(fleet), np.int64)
 
     def to_schedule(self) -> np.ndarray:
         """Indices of plugged EVs that need a (new) schedule."""
@@ -174,34 +177,41 @@ class Aggregator(mesa.Agent):
             elasticity=f.elasticity[idx],
         )
 
-    def committed_kw(self, k: int) -> np.ndarray:
-        """EV load already committed for steps ``k …`` [kW]."""
+    def committed_kw(self, k: int, n: int | None = None) -> np.ndarray:
+        """EV load already committed for steps ``k … k+n−1`` (default: to the end of the horizon) [kW]."""
         rows = np.nonzero(self.scheduled & (self.model.fleet.state == PLUGGED))[0]
-        out = np.zeros((1, self.schedule_kw.shape[1] - k))
+        out = np.zeros((1, self._columns(k, n)))
         _add_rows_at(out, np.zeros(len(self.schedule_kw), np.int64), rows, self.schedule_kw, k)
         return out[0]
 
-    def committed_station_kw(self, k: int) -> np.ndarray:
-        """Committed EV load per station for steps ``k …`` [kW], shape (n_stations, n_slots)."""
+    def committed_station_kw(self, k: int, n: int | None = None) -> np.ndarray:
+        """Committed EV load per station for steps ``k … k+n−1`` (default: to the end of the horizon) [kW], shape
+        (n_stations, n)."""
         f = self.model.fleet
         rows = np.nonzero(self.scheduled & (f.state == PLUGGED))[0]
-        out = np.zeros((len(self.model.station_table), self.schedule_kw.shape[1] - k))
+        out = np.zeros((len(self.model.station_table), self._columns(k, n)))
         _add_rows_at(out, f.station, rows, self.schedule_kw, k)
         return out
+
+    def _columns(self, k: int, n: int | None) -> int:
+        rest = self.schedule_kw.shape[1] - k
+        return rest if n is None else max(min(n, rest), 0)
 
     def accept(self, idx: np.ndarray, k: int, result: MarketResult) -> None:
         """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
         n = result.p_kw.shape[1]
-        if k + n < self.schedule_kw.shape[1]:  # a shorter horizon: nothing of an old schedule may stay behind it
-            self.schedule_kw[idx, k:] = 0.0
+        end = int(self._end[idx].max()) if len(idx) else 0  # nothing of these EVs' schedules lies beyond
+        if k + n < end:  # a shorter horizon: nothing of an old schedule may stay behind it
+            self.schedule_kw[idx, k + n : end] = 0.0
         self.schedule_kw[idx, k : k + n] = np.clip(
             result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None]
         )
         if self._kvar_set:  # reactive set-points were ever stored: clear the old ones of these EVs
-            self.schedule_kvar[idx, k:] = 0.0
+            self.schedule_kvar[idx, k:end] = 0.0
         if result.q_kvar is not None:
             self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection
             self._kvar_set = True
+        self._end[idx] = k + n
         self.scheduled[idx] = True
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,4 +247,4 @@ class Aggregator(mesa.Agent):
         if short.any():
             rows = idx[short]
             self.scheduled[rows] = False
-            self.schedule_kw[rows, k + 1 :] = 0.0
+            self.schedule_kw[rows, k + 1 : int(self._end[rows].max())] = 0.0  # (_end stays a bound for both arrays)

@@ -149,7 +149,7 @@ class MarketInterface:
         capped = bool(np.isfinite(caps).any())
         # stations report the EV load committed at them; the market sees the reports (an attack tap), screened
         # by the DSO's monitor when detection is on
-        own = agg.committed_station_kw(k)[:, :n]
+        own = agg.committed_station_kw(k, n)
         reports = sim.taps.apply("station_reports", own, k)
         if sim.monitor is not None:
             reports = sim.monitor.screen(reports, own, k)

@@ -185,8 +185,9 @@ def _check_base_case(network: Network, engine: Any, g: GridSpec) -> None:
 def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
     """Refuse up front a run whose per-EV schedules cannot fit in memory (``memory_bytes``, default this machine's).
 
-    The aggregator keeps one row of ``n_steps`` values per EV of the whole horizon (8 bytes each); a run that needs
-    more than half the memory would otherwise end in a `MemoryError` traceback or in swapping, after the set-up.
+    The aggregator keeps two rows of ``n_steps`` values per EV of the whole horizon (active and reactive set-points,
+    8 bytes each); a run that needs more than half the memory would otherwise end in a `MemoryError` traceback or in
+    swapping, after the set-up.
 
     Raises:
         ScenarioError: one line with the size needed, the memory there is and what to change.
@@ -197,7 +198,7 @@ def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
 
     t = scenario.time
     n_evs = scenario.fleet.n_evs * max(t.horizon_h / 24.0, 1.0)
-    need = 8.0 * n_evs * t.n_steps
+    need = 16.0 * n_evs * t.n_steps
     have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have / 2:
         raise ScenarioError(
@@ -243,6 +244,7 @@ class CoSimulation(mesa.Model):
         self.dt_min = t.dt_min
         self.n_steps = t.n_steps
         self.steps_per_day = max(int(round(24 * 60 / t.dt_min)), 1)
+        self._lookahead = max(int(np.ceil(scenario.market.lookahead_h * 60 / t.dt_min - 1e-9)), 1)
         self.t_build = time.perf_counter()
 
         check_size(scenario)
@@ -346,6 +348,16 @@ class CoSimulation(mesa.Model):
                 self.progress(k + 1, self.n_steps)
             yield _Late(self.env, self.dt_min)
 
+    def _horizon(self, k: int, idx: np.ndarray) -> int:
+        """Steps a real-time clearing at step ``k`` covers: ``market.lookahead_h``, extended to the last departure of
+        the EVs ``idx`` it schedules, never past the end of the run.
+
+        A rolling horizon: planning to the end of a week-long or year-long run made every step cost the whole rest of
+        the run. Runs of at most the look-ahead (the default 24 h covers every paper scenario) plan to their end.
+        """
+        last = int(np.ceil(self.fleet.departure_min[idx].max() / self.dt_min - 1e-9))  # the step after it
+        return min(self.n_steps - k, max(self._lookahead, last - k))
+
     def _step(self, k: int) -> None:
         f, agg, mo, dso = self.fleet, self.aggregator, self.market_operator, self.dso
         dt_h = self.dt_min / 60.0
@@ -361,7 +373,7 @@ class CoSimulation(mesa.Model):
             agg.scheduled[f.state == PLUGGED] = False
         idx = agg.to_schedule()
         if len(idx):
-            n = self.n_steps - k
+            n = self._horizon(k, idx)
             req = self.interface.request(k, n, self.taps.apply("ev_reports", agg.flex(idx, k, n), k), day_ahead=False)
             res = self.taps.apply("price_signal", mo.clear(req).with_info(ev_id=req.evs.ev_id), k)
             agg.accept(idx, k, res)

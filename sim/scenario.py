@@ -228,6 +228,7 @@ class MarketSpec(_Model):
         "lp", description="reference: continuous (LP) or discretised (MILP) exact optimum"
     )
     reference_bits: int = Field(4, ge=1, le=12, description="bit depth of the discretised reference")
+    lookahead_h: float = Field(24.0, gt=0, le=8784, description="real-time clearings plan at least this far [h]")
 
     @property
     def active_params(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from agents.fleet import DEPARTED, PLUGGED, RENEGED
 from sim.model import CoSimulation
-from sim.scenario import load_scenario
+from sim.scenario import ScenarioError, load_scenario
 
 SMALL = ["fleet.n_evs=60", "time.horizon_h=24"]
 
@@ -308,15 +308,46 @@ def test_market_operator_adopts_prices_only_from_a_repriced_result() -> None:
 
 def test_a_run_too_large_for_memory_is_refused_up_front() -> None:
     """The aggregator keeps a schedule row of n_steps per EV of the horizon: a year of 1000 EVs/day at 15 min needs
-    95 GiB. It is one line naming the fields before anything is built (it used to be a MemoryError or swapping)."""
+    2 x 95 GiB. It is one line naming the fields before anything is built (it used to be a MemoryError or swapping)."""
     from sim.model import check_size
     from sim.scenario import ScenarioError, load_scenario
 
     year = load_scenario("default", ["time.horizon_h=8760"])
     with pytest.raises(
-        ScenarioError, match=r"^fleet.n_evs x time.horizon_h: 365,000 EVs over 35,040 steps need 95.3 GiB"
+        ScenarioError, match=r"^fleet.n_evs x time.horizon_h: 365,000 EVs over 35,040 steps need 190.6 GiB"
     ):
         check_size(year, memory_bytes=64 * 2**30)
-    check_size(load_scenario("default"), memory_bytes=64 * 2**30)  # a day: 0.7 MiB
+    check_size(load_scenario("default"), memory_bytes=64 * 2**30)  # a day: 1.5 MiB
     with pytest.raises(ScenarioError, match="more than half of this machine's 0.0 GiB"):
         check_size(load_scenario("default"), memory_bytes=2**20)
+
+
+def test_real_time_clearings_plan_a_rolling_horizon() -> None:
+    """Each real-time request covers market.lookahead_h, extended to the last departure of the EVs it schedules —
+    not the whole rest of a multi-day run (which made every step cost the rest of the run) — and a run no longer
+    than the look-ahead plans to its end, as before."""
+    from sim.interface import MarketInterface
+
+    seen: list[tuple[int, int, float]] = []
+    real = MarketInterface.request
+
+    def spy(self, k, n, evs, *, day_ahead):  # type: ignore[no-untyped-def]
+        if not day_ahead:
+            last = float(self.sim.fleet.departure_min[evs.ev_id].max()) / self.sim.dt_min
+            seen.append((k, n, last))
+        return real(self, k, n, evs, day_ahead=day_ahead)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(MarketInterface, "request", spy)
+    try:
+        CoSimulation(load_scenario("default", ["time.horizon_h=72", "fleet.n_evs=60"])).run()
+        three_days = list(seen)
+        seen.clear()
+        CoSimulation(load_scenario("default", ["fleet.n_evs=60"])).run()
+    finally:
+        mp.undo()
+    assert three_days and all(n == min(288 - k, max(96, int(np.ceil(last - 1e-9)) - k)) for k, n, last in three_days)
+    assert any(n < 288 - k for k, n, _ in three_days)  # the horizon did roll
+    assert seen and all(n == 96 - k for k, n, _ in seen)  # one day: to the end, unchanged
+    with pytest.raises(ScenarioError, match="market.lookahead_h"):
+        load_scenario("default", ["market.lookahead_h=0"])
