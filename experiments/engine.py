@@ -192,6 +192,10 @@ def _execute_dask(
     from distributed import Client, LocalCluster, as_completed
     from distributed.scheduler import KilledWorker
 
+    # A connection that closes while the study stops (Ctrl-C kills the local workers) is logged by
+    # distributed.batched at INFO with a traceback; LocalCluster's silence_logs covers it only until close() restores
+    # the handler's level, and the message comes later, from the event loop. The logger's own level stays.
+    logging.getLogger("distributed.batched").setLevel(logging.ERROR)
     cluster = None
     with dask.config.set({"distributed.scheduler.allowed-failures": max_attempts - 1}):
         if scheduler == "local":

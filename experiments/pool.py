@@ -97,11 +97,16 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask preload of `LocalCluster` workers (run in each worker's main thread): ignore SIGINT, as above.
+    """Dask preload of `LocalCluster` workers (run in each worker's main thread): ignore SIGINT, as above, and log
+    only errors.
 
-    Covers workers that a nanny restarts after a death, which `_children_ignore_sigint` cannot reach.
+    Covers workers that a nanny restarts after a death, which `_children_ignore_sigint` cannot reach. A worker
+    whose connection closes while the study stops (Ctrl-C) logs it at INFO with a traceback on the user's terminal.
     """
+    import logging
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 @dataclass
