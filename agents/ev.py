@@ -15,6 +15,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
 
 
+class _Users(dict):
+    """The requests holding a station's ports: what SimPy's list is used for (append, remove, len, iteration in
+    order), each in O(1). A release removed its request from a list in O(ports in use); a home group with one port
+    per EV holds thousands, which cost 8 % of a day with 100 000 EVs."""
+
+    def append(self, request: simpy.Event) -> None:
+        self[request] = None
+
+    def remove(self, request: simpy.Event) -> None:
+        self.pop(request, None)  # SimPy ignores a request that holds no port
+
+
+class Ports(simpy.Resource):
+    """`simpy.Resource` whose users are kept in insertion order with O(1) release (same behaviour)."""
+
+    def __init__(self, env: simpy.Environment, capacity: int) -> None:
+        super().__init__(env, capacity)
+        self.users = _Users()  # type: ignore[assignment]
+
+
 class Station(mesa.Agent):
     """A charging station: its ports are a SimPy `Resource`, so EVs really queue for them.
 
@@ -29,7 +49,7 @@ class Station(mesa.Agent):
     def __init__(self, model: CoSimulation, idx: int, table: StationTable) -> None:
         super().__init__(model)
         self.idx = idx
-        self.ports = simpy.Resource(model.env, capacity=int(table.ports[idx]))
+        self.ports = Ports(model.env, capacity=int(table.ports[idx]))
         self.bus = int(table.bus[idx])
         self.cap_kw = float(table.cap_kw[idx])
         self.release_when_full = bool(table.release_when_full[idx])
