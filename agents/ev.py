@@ -93,14 +93,17 @@ class EV(mesa.Agent):
         station: Station = self.model.stations[k]
         f.state[i] = WAITING
         req = station.ports.request()
-        patience = max(f.departure_min[i] - env.now, 0.0)
-        got = yield req | env.timeout(patience)
-        assert isinstance(got, simpy.events.ConditionValue), "an AnyOf event yields the events that fired"
-        if req not in got:
-            req.cancel()
-            f.state[i] = RENEGED
-            f.unplug_min[i] = env.now
-            return
+        if req.triggered:  # a free port: no queue, so no patience to wait out (most EVs; home groups always)
+            yield req
+        else:
+            patience = max(f.departure_min[i] - env.now, 0.0)
+            got = yield req | env.timeout(patience)
+            assert isinstance(got, simpy.events.ConditionValue), "an AnyOf event yields the events that fired"
+            if req not in got:
+                req.cancel()
+                f.state[i] = RENEGED
+                f.unplug_min[i] = env.now
+                return
         f.state[i] = PLUGGED
         f.plugin_min[i] = env.now
         left = max(f.departure_min[i] - env.now, 0.0)
