@@ -11,42 +11,18 @@ curtailment) is rescheduled at the next step with what it still needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mesa
-import numba
 import numpy as np
 
 from agents.fleet import PLUGGED
+from agents.setpoints import Setpoints, check_memory, ring_width
 from markets.base import EVFlex, MarketRequest, MarketResult, Mechanism
 from markets.scoring import Scored
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.model import CoSimulation
-
-
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
-    try:
-        return numba.njit(cache=True)(fn)
-    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
-        return numba.njit(fn)
-
-
-@_jit
-def _add_rows_at(out: np.ndarray, target: np.ndarray, rows: np.ndarray, src: np.ndarray, col0: int) -> None:
-    """``out[target[r]] += src[r, col0:col0 + out.shape[1]]`` for ``r`` in ``rows``, in that order.
-
-    The same additions in the same order as ``np.add.at(out, target[rows], src[rows, col0:])`` (so bit-identical),
-    without copying the selected rows of ``src`` first: per step that copy was the size of the whole plugged fleet
-    times the rest of the horizon.
-    """
-    m = out.shape[1]
-    for r in rows:
-        t = target[r]
-        for j in range(m):
-            out[t, j] += src[r, col0 + j]
 
 
 class MarketOperator(mesa.Agent):
@@ -137,10 +113,12 @@ class Aggregator(mesa.Agent):
     def __init__(self, model: CoSimulation, n_steps: int) -> None:
         super().__init__(model)
         fleet = model.fleet
-        self.schedule_kw = np.zeros((len(fleet), n_steps))
-        self.schedule_kvar = np.zeros(
-            (len(fleet), n_steps)
-        )  # reactive set-points (+ = inject), when a market sets them
+        # per EV and step, kept around each EV's stay on long runs (agents/setpoints.py; dense on short ones)
+        reach = max(model.lookahead_steps, model.steps_per_day)  # the real-time and the day-ahead requests' reach
+        width = ring_width(fleet.arrival_min, fleet.departure_min, model.dt_min, reach)
+        check_memory(len(fleet), min(width, n_steps))
+        self.kw = Setpoints(len(fleet), n_steps, width)
+        self.kvar = Setpoints(len(fleet), n_steps, width)  # reactive set-points (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
         self._kvar_set = False  # schedule_kvar is all zeros until a market sets reactive power
         # per EV, the step after the last schedule entry ever written: clearing an old schedule touches only up to
@@ -177,11 +155,21 @@ class Aggregator(mesa.Agent):
             elasticity=f.elasticity[idx],
         )
 
+    @property
+    def schedule_kw(self) -> np.ndarray:
+        """Active set-points [kW], (n_evs, n_steps), on runs that keep the dense matrix (see `Setpoints.dense`)."""
+        return self.kw.dense()
+
+    @property
+    def schedule_kvar(self) -> np.ndarray:
+        """Reactive set-points [kVAr] (+ = inject), as `schedule_kw`."""
+        return self.kvar.dense()
+
     def committed_kw(self, k: int, n: int | None = None) -> np.ndarray:
         """EV load already committed for steps ``k … k+n−1`` (default: to the end of the horizon) [kW]."""
         rows = np.nonzero(self.scheduled & (self.model.fleet.state == PLUGGED))[0]
         out = np.zeros((1, self._columns(k, n)))
-        _add_rows_at(out, np.zeros(len(self.schedule_kw), np.int64), rows, self.schedule_kw, k)
+        self.kw.add_rows(out, np.zeros(len(self.scheduled), np.int64), rows, k)
         return out[0]
 
     def committed_station_kw(self, k: int, n: int | None = None) -> np.ndarray:
@@ -190,26 +178,28 @@ class Aggregator(mesa.Agent):
         f = self.model.fleet
         rows = np.nonzero(self.scheduled & (f.state == PLUGGED))[0]
         out = np.zeros((len(self.model.station_table), self._columns(k, n)))
-        _add_rows_at(out, f.station, rows, self.schedule_kw, k)
+        self.kw.add_rows(out, f.station, rows, k)
         return out
 
     def _columns(self, k: int, n: int | None) -> int:
-        rest = self.schedule_kw.shape[1] - k
-        return rest if n is None else max(min(n, rest), 0)
+        rest = self.kw.n_steps - k
+        n = rest if n is None else max(min(n, rest), 0)
+        if n > self.kw.width:
+            raise ValueError(f"committed load over {n} steps; the set-points keep {self.kw.width} per EV")
+        return n
 
     def accept(self, idx: np.ndarray, k: int, result: MarketResult) -> None:
         """Store the schedules of EVs ``idx`` from a result whose slot 0 is step ``k``."""
         n = result.p_kw.shape[1]
         end = int(self._end[idx].max()) if len(idx) else 0  # nothing of these EVs' schedules lies beyond
-        if k + n < end:  # a shorter horizon: nothing of an old schedule may stay behind it
-            self.schedule_kw[idx, k + n : end] = 0.0
-        self.schedule_kw[idx, k : k + n] = np.clip(
-            result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None]
+        self.kw.clear(idx, k + n, end)  # a shorter horizon: nothing of an old schedule may stay behind it
+        self.kw.write(
+            idx, k, np.clip(result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None])
         )
         if self._kvar_set:  # reactive set-points were ever stored: clear the old ones of these EVs
-            self.schedule_kvar[idx, k:end] = 0.0
+            self.kvar.clear(idx, k, end)
         if result.q_kvar is not None:
-            self.schedule_kvar[idx, k : k + n] = -result.q_kvar  # market: load convention; grid side: injection
+            self.kvar.write(idx, k, -np.asarray(result.q_kvar))  # market: load convention; grid side: injection
             self._kvar_set = True
         self._end[idx] = k + n
         self.scheduled[idx] = True
@@ -224,7 +214,7 @@ class Aggregator(mesa.Agent):
         f = self.model.fleet
         dt_h = self.model.dt_min / 60.0
         idx = np.nonzero(f.state == PLUGGED)[0]
-        p = self.schedule_kw[idx, k].copy()
+        p = self.kw.at(idx, k)
         # never more than the energy still missing; never beyond the plug-in window of this step
         p = np.minimum(p, f.e_need_kwh[idx] / (f.eta_ch[idx] * dt_h))
         frac = np.clip((f.departure_min[idx] - k * self.model.dt_min) / self.model.dt_min, 0.0, 1.0)
@@ -238,13 +228,13 @@ class Aggregator(mesa.Agent):
             scale = np.where(load > st.cap_kw, st.cap_kw / np.maximum(load, 1e-12), 1.0)
             p = np.where(p > 0, p * scale[f.station[idx]], p)
         headroom = np.sqrt(np.maximum(f.s_max_kva[idx] ** 2 - p**2, 0.0))
-        q = np.clip(self.schedule_kvar[idx, k], -headroom, headroom)
+        q = np.clip(self.kvar.at(idx, k), -headroom, headroom)
         return idx, p, q
 
     def shortfall(self, idx: np.ndarray, k: int, p_kw: np.ndarray) -> None:
         """EVs that got less than scheduled this step are rescheduled next step."""
-        short = p_kw < self.schedule_kw[idx, k] - 1e-9
+        short = p_kw < self.kw.at(idx, k) - 1e-9
         if short.any():
             rows = idx[short]
             self.scheduled[rows] = False
-            self.schedule_kw[rows, k + 1 : int(self._end[rows].max())] = 0.0  # (_end stays a bound for both arrays)
+            self.kw.clear(rows, k + 1, int(self._end[rows].max()))  # (_end stays a bound for both arrays)

@@ -307,7 +307,7 @@ class Attacker(mesa.Agent):
                 return result, False
             p = np.array(result.p_kw, float, copy=True)
             m = min(d, p.shape[1])
-            old = self.model.aggregator.schedule_kw[ev_id[rows], k : k + m]
+            old = self.model.aggregator.kw.window(ev_id[rows], k, m)
             p[rows, : old.shape[1]] = old
             if np.array_equal(p, result.p_kw):
                 return result, False

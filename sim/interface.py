@@ -211,7 +211,7 @@ class MarketInterface:
         f, agg, net = sim.fleet, sim.aggregator, sim.network
         rows = np.nonzero(agg.scheduled & (f.state == PLUGGED))[0]
         ev_bus = np.zeros((net.n_bus, n))
-        np.add.at(ev_bus, f.bus[rows], agg.schedule_kw[rows, k : k + n])
+        np.add.at(ev_bus, f.bus[rows], agg.kw.window(rows, k, n))
         p = sim.base_p_kw[k : k + n] + np.stack([sim.shift_bus(j) for j in range(k, k + n)]) + ev_bus.T
         vm = sim.dso.forecast_vm(
             p, sim.base_q_kvar[k : k + n], sim.market_operator.price_usd_per_mwh[k : k + n], sim.renewable_kw[k : k + n]

@@ -183,11 +183,11 @@ def _check_base_case(network: Network, engine: Any, g: GridSpec) -> None:
 
 
 def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
-    """Refuse up front a run whose per-EV schedules cannot fit in memory (``memory_bytes``, default this machine's).
+    """Refuse up front a run whose EVs cannot fit in memory (``memory_bytes``, default this machine's).
 
-    The aggregator keeps two rows of ``n_steps`` values per EV of the whole horizon (active and reactive set-points,
-    8 bytes each); a run that needs more than half the memory would otherwise end in a `MemoryError` traceback or in
-    swapping, after the set-up.
+    Each EV of the whole horizon costs ~2 KiB (fleet arrays, its agent and session process) before its set-points
+    (checked once the fleet is drawn, `agents.setpoints.check_memory`); a run that needs more than half the memory
+    would otherwise end in a `MemoryError` traceback or in swapping, after the set-up.
 
     Raises:
         ScenarioError: one line with the size needed, the memory there is and what to change.
@@ -198,13 +198,12 @@ def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
 
     t = scenario.time
     n_evs = scenario.fleet.n_evs * max(t.horizon_h / 24.0, 1.0)
-    need = 16.0 * n_evs * t.n_steps
+    need = 2048.0 * n_evs
     have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have / 2:
         raise ScenarioError(
-            f"fleet.n_evs x time.horizon_h: {n_evs:,.0f} EVs over {t.n_steps:,} steps need {need / 2**30:,.1f} GiB for "
-            f"their schedules, more than half of this machine's {have / 2**30:,.1f} GiB; shorten time.horizon_h, "
-            "lengthen time.dt_min or lower fleet.n_evs"
+            f"fleet.n_evs x time.horizon_h: {n_evs:,.0f} EVs need ~{need / 2**30:,.1f} GiB, more than half of this "
+            f"machine's {have / 2**30:,.1f} GiB; lower fleet.n_evs or shorten time.horizon_h"
         )
 
 
@@ -244,9 +243,8 @@ class CoSimulation(mesa.Model):
         self.dt_min = t.dt_min
         self.n_steps = t.n_steps
         self.steps_per_day = max(int(round(24 * 60 / t.dt_min)), 1)
-        self._lookahead = max(int(np.ceil(scenario.market.lookahead_h * 60 / t.dt_min - 1e-9)), 1)
+        self.lookahead_steps = max(int(np.ceil(scenario.market.lookahead_h * 60 / t.dt_min - 1e-9)), 1)
         self.t_build = time.perf_counter()
-
         check_size(scenario)
         g = scenario.grid
         self.network, engine = compiled_grid(g)
@@ -356,7 +354,7 @@ class CoSimulation(mesa.Model):
         the run. Runs of at most the look-ahead (the default 24 h covers every paper scenario) plan to their end.
         """
         last = int(np.ceil(self.fleet.departure_min[idx].max() / self.dt_min - 1e-9))  # the step after it
-        return min(self.n_steps - k, max(self._lookahead, last - k))
+        return min(self.n_steps - k, max(self.lookahead_steps, last - k))
 
     def _step(self, k: int) -> None:
         f, agg, mo, dso = self.fleet, self.aggregator, self.market_operator, self.dso
@@ -407,7 +405,7 @@ class CoSimulation(mesa.Model):
                 self.se_vm_error[k] = float(np.nanmax(np.abs(err)))
                 self.se_vm_sq[k] = float(np.nanmean(err**2))
         # 7. settle
-        sched = agg.schedule_kw[ev_idx, k]
+        sched = agg.kw.at(ev_idx, k)
         e_batt = np.where(p_ev > 0, p_ev * f.eta_ch[ev_idx], p_ev / f.eta_dis[ev_idx]) * dt_h
         f.e_kwh[ev_idx] = np.minimum(f.e_kwh[ev_idx] + e_batt, f.battery_kwh[ev_idx])
         f.grid_kwh[ev_idx] += p_ev * dt_h

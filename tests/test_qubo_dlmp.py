@@ -36,7 +36,7 @@ def test_allocation_conserves_energy_and_respects_ratings(data: st.DataObject) -
     got = np.zeros((c, t))
     np.add.at(got, labels, al.p_mw)
     np.testing.assert_allclose(got.sum(axis=1), cluster_p.sum(axis=1), atol=1e-7)  # cluster energy conserved
-    assert al.shortfall_mwh <= 1e-7
+    assert al.shortfall_mwh <= 1e-7 * n  # the per-EV tolerance above, summed (hypothesis found 1.02e-7 over 6 EVs)
 
 
 def _small_dso(bits: int) -> dso.DSOInstance:

@@ -307,19 +307,84 @@ def test_market_operator_adopts_prices_only_from_a_repriced_result() -> None:
 
 
 def test_a_run_too_large_for_memory_is_refused_up_front() -> None:
-    """The aggregator keeps a schedule row of n_steps per EV of the horizon: a year of 1000 EVs/day at 15 min needs
-    2 x 95 GiB. It is one line naming the fields before anything is built (it used to be a MemoryError or swapping)."""
+    """EVs beyond what memory holds are one line naming the fields, before anything is built (it used to be a
+    MemoryError or swapping); so are set-points beyond it, once the fleet (and so the longest stay) is known."""
+    from agents.setpoints import check_memory
     from sim.model import check_size
-    from sim.scenario import ScenarioError, load_scenario
 
     year = load_scenario("default", ["time.horizon_h=8760"])
-    with pytest.raises(
-        ScenarioError, match=r"^fleet.n_evs x time.horizon_h: 365,000 EVs over 35,040 steps need 190.6 GiB"
-    ):
-        check_size(year, memory_bytes=64 * 2**30)
-    check_size(load_scenario("default"), memory_bytes=64 * 2**30)  # a day: 1.5 MiB
-    with pytest.raises(ScenarioError, match="more than half of this machine's 0.0 GiB"):
-        check_size(load_scenario("default"), memory_bytes=2**20)
+    check_size(year, memory_bytes=64 * 2**30)  # 365 000 EVs: ~0.7 GiB
+    with pytest.raises(ScenarioError, match=r"^fleet.n_evs x time.horizon_h: 365,000 EVs need ~0.7 GiB"):
+        check_size(year, memory_bytes=2**30)
+    check_memory(365_000, 300, memory_bytes=64 * 2**30)  # a ring of 300 steps: 1.6 GiB
+    with pytest.raises(ScenarioError, match=r"set-points of 365,000 EVs over 35,040 steps each need 190.6 GiB"):
+        check_memory(365_000, 35_040, memory_bytes=64 * 2**30)  # the dense matrix of a year
+
+
+def test_set_points_kept_per_ev_window_read_back_what_a_dense_matrix_holds() -> None:
+    """A 3-day run keeps each EV's set-points in a ring of 2 × longest stay + reach + 1 columns (not the 288 steps),
+    and its tables are bit-identical to the dense matrix's; a ring narrower than a request is refused, not aliased."""
+    import agents.aggregator as aggregator_mod
+    import agents.setpoints as sp
+
+    sc = load_scenario("default", ["time.horizon_h=72", "fleet.n_evs=300", "market.mechanism='uncontrolled'"])
+
+    def tables(width_of) -> dict:  # type: ignore[no-untyped-def]
+        mp = pytest.MonkeyPatch()
+        mp.setattr(aggregator_mod, "ring_width", width_of)
+        try:
+            model = CoSimulation(sc)
+            result = model.run()
+        finally:
+            mp.undo()
+        return {"width": model.aggregator.kw.width, **{k: v for k, v in result.tables.items() if k in ("steps", "evs")}}
+
+    dense = tables(lambda *a: 10**9)
+    ring = tables(sp.ring_width)
+    assert dense["width"] == 288 and ring["width"] < 288
+    for name in ("steps", "evs"):
+        timing = [c for c in dense[name].columns if c.startswith("time_") or c.endswith("_time_s")]
+        assert dense[name].drop(columns=timing).equals(ring[name].drop(columns=timing)), name
+    with pytest.raises(ValueError, match="the set-points keep 20 per EV"):
+        tables(lambda *a: 20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_set_points_ring_equals_the_dense_matrix_inside_each_window(seed: int) -> None:
+    """Random writes, clears, reads and committed sums, each inside its EV's window [a, a + width): a ring and the
+    dense matrix answer alike, bit for bit."""
+    from agents.setpoints import Setpoints
+
+    rng = np.random.default_rng(seed)
+    n_evs, n_steps, width = 12, 200, int(rng.integers(20, 60))
+    arrival = rng.integers(0, n_steps - 5, n_evs)
+    ring, dense = Setpoints(n_evs, n_steps, width), Setpoints(n_evs, n_steps, n_steps)
+    assert ring.ring and not dense.ring
+    for _ in range(40):
+        k = int(rng.integers(0, n_steps))
+        idx = np.nonzero(arrival <= k)[0]
+        if not len(idx):
+            continue
+        room = int((arrival[idx] + width).min()) - k  # columns every chosen EV's window still has from k
+        n = int(rng.integers(1, max(min(room, n_steps - k), 1) + 1))
+        if room < 1:
+            continue
+        what = rng.integers(0, 3)
+        if what == 0:
+            vals = rng.normal(size=(len(idx), n))
+            ring.write(idx, k, vals)
+            dense.write(idx, k, vals)
+        elif what == 1:
+            ring.clear(idx, k, k + n)
+            dense.clear(idx, k, k + n)
+        target = rng.integers(0, 3, n_evs)
+        out_r, out_d = np.zeros((3, n)), np.zeros((3, n))
+        ring.add_rows(out_r, target, idx, k)
+        dense.add_rows(out_d, target, idx, k)
+        assert np.array_equal(out_r, out_d)
+        assert np.array_equal(ring.window(idx, k, n), dense.window(idx, k, n))
+        assert np.array_equal(ring.at(idx, k), dense.at(idx, k))
 
 
 def test_real_time_clearings_plan_a_rolling_horizon() -> None:

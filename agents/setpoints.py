@@ -1,0 +1,143 @@
+"""Per-EV set-points over time, kept for each EV only around its stay.
+
+The aggregator stores every EV's active (and, when a market sets them, reactive) power per market step. Dense
+(EVs × steps) that costs 16 bytes per EV and step of the whole run: a year of 1 000 EVs a day at 15 min is 190 GiB.
+Every read and write for EV ``i`` falls inside ``[a_i, a_i + width)`` (``a_i`` its arrival step): a clearing at step
+``k`` (``a_i ≤ k ≤`` departure) covers at most ``max(look-ahead, longest stay)`` steps, and old schedules are cleared
+no further than they were written. So a ring of ``width = 2 × longest stay + reach + 1`` columns per EV (reach: the
+longer of the look-ahead and the day-ahead request), column
+``t`` at ``t mod width``, holds exactly what the dense matrix would: the same values, read back bit for bit. Runs no
+longer than ``width`` steps (every day-long run) keep the dense matrix itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
+        return numba.njit(fn)
+
+
+@_jit
+def add_rows_at(out: np.ndarray, target: np.ndarray, rows: np.ndarray, src: np.ndarray, col0: int) -> None:
+    """``out[target[r]] += src[r, col0:col0 + out.shape[1]]`` for ``r`` in ``rows``, in that order, with the columns
+    of ``src`` taken modulo its width (a ring; ``col0`` already reduced, ``out.shape[1] <= width``).
+
+    The same additions in the same order as ``np.add.at(out, target[rows], src[rows, col0:])`` on the dense matrix
+    (so bit-identical), without copying the selected rows first: per step that copy was the size of the whole
+    plugged fleet times the horizon.
+    """
+    m = out.shape[1]
+    w = src.shape[1]
+    for r in rows:
+        t = target[r]
+        for j in range(m):
+            c = col0 + j
+            if c >= w:
+                c -= w
+            out[t, j] += src[r, c]
+
+
+def ring_width(arrival_min: np.ndarray, departure_min: np.ndarray, dt_min: float, reach: int) -> int:
+    """Columns a ring needs: twice the longest stay [steps] plus the longest request [steps] plus one."""
+    if not len(arrival_min):
+        return 1
+    first = np.floor(arrival_min / dt_min)
+    last = np.ceil(departure_min / dt_min - 1e-9)
+    return int(2 * (np.max(last - first) + 1) + reach + 1)
+
+
+def check_memory(n_evs: int, columns: int, memory_bytes: int | None = None) -> None:
+    """Refuse set-points (two arrays of ``n_evs × columns`` floats) that need more than half of ``memory_bytes``
+    (default: this machine's memory), with one line instead of a `MemoryError` or swapping later.
+
+    Raises:
+        sim.scenario.ScenarioError: naming the fields to change.
+    """
+    import os
+
+    from sim.scenario import ScenarioError
+
+    need = 16.0 * n_evs * columns
+    have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        raise ScenarioError(
+            f"fleet.n_evs x time.horizon_h: the set-points of {n_evs:,} EVs over {columns:,} steps each need "
+            f"{need / 2**30:,.1f} GiB, more than half of this machine's {have / 2**30:,.1f} GiB; lower fleet.n_evs, "
+            "shorten time.horizon_h or the longest stay, or lengthen time.dt_min"
+        )
+
+
+class Setpoints:
+    """Set-points [kW or kVAr] of ``n_evs`` EVs over ``n_steps`` steps in ``min(width, n_steps)`` columns.
+
+    Attributes:
+        data: the storage, (n_evs, columns); the dense matrix itself when ``columns == n_steps``.
+    """
+
+    def __init__(self, n_evs: int, n_steps: int, width: int) -> None:
+        self.n_steps = n_steps
+        self.width = max(min(width if n_evs else n_steps, n_steps), 1)  # no EVs: nothing to save, no window to keep
+        self.data = np.zeros((n_evs, self.width))
+
+    @property
+    def ring(self) -> bool:
+        return self.width < self.n_steps
+
+    def _cols(self, k: int, n: int) -> slice | np.ndarray:
+        """Storage columns of steps ``k … k+n−1`` (a slice where they do not wrap)."""
+        c0 = k % self.width
+        if c0 + n <= self.width:
+            return slice(c0, c0 + n)
+        return (c0 + np.arange(n)) % self.width
+
+    def at(self, idx: np.ndarray, k: int) -> np.ndarray:
+        """Set-points of EVs ``idx`` at step ``k`` (a copy)."""
+        return self.data[idx, k % self.width]
+
+    def window(self, idx: np.ndarray, k: int, n: int) -> np.ndarray:
+        """Set-points of EVs ``idx`` for steps ``k … k+n−1`` (cut at the end of the run), shape (len(idx), n)."""
+        n = max(min(n, self.n_steps - k), 0)
+        cols = self._cols(k, n)
+        if isinstance(cols, slice):
+            return self.data[idx, cols]
+        return self.data[np.asarray(idx)[:, None], cols[None, :]]
+
+    def write(self, idx: np.ndarray, k: int, values: np.ndarray) -> None:
+        """Set EVs ``idx`` for steps ``k … k+n−1`` to ``values``, shape (len(idx), n)."""
+        self._write(idx, k, values.shape[1], values)
+
+    def clear(self, idx: np.ndarray, lo: int, hi: int) -> None:
+        """Zero EVs ``idx`` for steps ``lo … hi−1`` (nothing when ``hi <= lo``)."""
+        if hi > lo:
+            self._write(idx, lo, hi - lo, 0.0)
+
+    def _write(self, idx: np.ndarray, k: int, n: int, values: np.ndarray | float) -> None:
+        cols = self._cols(k, n)
+        if isinstance(cols, slice):
+            self.data[idx, cols] = values
+        else:
+            self.data[np.asarray(idx)[:, None], cols[None, :]] = values
+
+    def add_rows(self, out: np.ndarray, target: np.ndarray, rows: np.ndarray, k: int) -> None:
+        """``out[target[r]] += self[r, k : k + out.shape[1]]`` for ``r`` in ``rows`` (see `add_rows_at`)."""
+        add_rows_at(out, target, rows, self.data, k % self.width)
+
+    def dense(self) -> np.ndarray:
+        """The (n_evs, n_steps) matrix: the storage itself, for runs that keep it (`ring` False).
+
+        Raises:
+            ValueError: a ring keeps only each EV's window; read it with `window`.
+        """
+        if self.ring:
+            raise ValueError(f"set-points of a {self.n_steps}-step run are kept per EV window; use window()")
+        return self.data
