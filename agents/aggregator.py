@@ -128,7 +128,8 @@ class Aggregator(mesa.Agent):
     def to_schedule(self) -> np.ndarray:
         """Indices of plugged EVs that need a (new) schedule."""
         f = self.model.fleet
-        return np.nonzero((f.state == PLUGGED) & ~self.scheduled & (f.e_need_kwh > 1e-9))[0]
+        idx = np.nonzero((f.state == PLUGGED) & ~self.scheduled)[0]
+        return idx[f.need_of(idx) > 1e-9]
 
     def flex(self, idx: np.ndarray, k: int, n_slots: int) -> EVFlex:
         """Flexibility of EVs ``idx`` for a request whose slot 0 is step ``k``."""
@@ -147,7 +148,7 @@ class Aggregator(mesa.Agent):
             start_slot=np.zeros(len(idx), int),
             end_slot=end,
             end_frac=frac,
-            e_need_kwh=f.e_need_kwh[idx],
+            e_need_kwh=f.need_of(idx),
             p_max_kw=f.p_max_kw[idx],
             p_min_kw=-f.p_dis_kw[idx],
             eta_ch=f.eta_ch[idx],
@@ -216,7 +217,7 @@ class Aggregator(mesa.Agent):
         idx = np.nonzero(f.state == PLUGGED)[0]
         p = self.kw.at(idx, k)
         # never more than the energy still missing; never beyond the plug-in window of this step
-        p = np.minimum(p, f.e_need_kwh[idx] / (f.eta_ch[idx] * dt_h))
+        p = np.minimum(p, f.need_of(idx) / (f.eta_ch[idx] * dt_h))
         frac = np.clip((f.departure_min[idx] - k * self.model.dt_min) / self.model.dt_min, 0.0, 1.0)
         p = np.clip(p, -f.p_dis_kw[idx] * frac, f.p_max_kw[idx] * frac)
         # discharge limited by the energy above the arrival floor (no deeper than where the EV arrived)

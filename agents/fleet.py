@@ -93,6 +93,11 @@ class FleetState:
         """Battery energy still missing [kWh] (≥ 0)."""
         return np.maximum(self.e_target_kwh - self.e_kwh, 0.0)
 
+    def need_of(self, idx: np.ndarray) -> np.ndarray:
+        """`e_need_kwh` of the EVs ``idx`` only [kWh] (the same values; a step touches the plugged EVs, not the
+        whole fleet of a long run)."""
+        return np.maximum(self.soc_target[idx] * self.battery_kwh[idx] - self.e_kwh[idx], 0.0)
+
     @property
     def soc(self) -> np.ndarray:
         return self.e_kwh / self.battery_kwh

@@ -416,7 +416,7 @@ class CoSimulation(mesa.Model):
             self.monitor.meter(
                 np.bincount(f.station[ev_idx], weights=np.maximum(p_ev, 0.0), minlength=len(self.station_table)), k
             )
-        full = ev_idx[f.e_need_kwh[ev_idx] <= 1e-6]
+        full = ev_idx[f.need_of(ev_idx) <= 1e-6]
         self._release_next = full[self.station_table.release_when_full[f.station[full]]]
         self.recorder.record(
             k,

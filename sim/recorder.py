@@ -59,6 +59,7 @@ class Recorder:
     def __init__(self, model: CoSimulation) -> None:
         self.model = model
         n, nb, nl, ns = model.n_steps, model.network.n_bus, model.network.n_line, len(model.station_table)
+        self._kinds = np.array([d.kind for d in model.network.renewables])  # per renewable unit, read every step
         self.cols = {c: np.zeros(n) for c in STEP_COLUMNS}
         self.vm = np.zeros((n, nb))
         self.p_ev_bus = np.zeros((n, nb))
@@ -91,7 +92,7 @@ class Recorder:
         pf = grid.pf
         c = self.cols
         ren = grid.renewable_kw
-        kinds = np.array([d.kind for d in net.renewables])
+        kinds = self._kinds
         c["price_usd_per_mwh"][k] = price
         c["base_load_kw"][k] = p_base_kw.sum()
         c["base_load_orig_kw"][k] = m.base_p_kw[k].sum()
