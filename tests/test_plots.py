@@ -461,3 +461,28 @@ def test_save_figure_writes_every_current_format(tmp_path: Path) -> None:
     plt.close(fig)
     assert [f.name for f in files] == ["f.png", "f.svg", "f.pdf"] and all(f.stat().st_size > 0 for f in files)
     assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF-")
+
+
+def _days_of_steps(days: int) -> SimpleNamespace:
+    """A result with only a steps table: ``days`` days of 15-min steps from noon, a daily load shape, a known peak."""
+    n = days * 96
+    t_h = np.arange(n) * 0.25
+    tod = (12.0 + t_h) % 24.0
+    base = 3000.0 + 1000.0 * np.sin(np.pi * tod / 24.0)
+    ev = np.where((tod > 18) | (tod < 6), 500.0, 50.0)
+    steps = pd.DataFrame(
+        {"step": np.arange(n), "t_min": t_h * 60, "time_h": t_h, "tod_h": tod, "base_load_kw": base,
+         "ev_load_kw": ev, "total_load_kw": base + ev, "vmin_pu": 0.96 - 1e-5 * ev, "vmax_pu": 1.04 + 1e-5 * base}
+    )  # fmt: skip
+    return SimpleNamespace(tables={"steps": steps}, kpis={}, scenario=None)
+
+
+def test_runs_longer_than_a_week_get_the_long_horizon_plots(tmp_path: Path) -> None:
+    """Past LONG_DAYS the step-by-step load, price and session plots give way to the daily envelope, the calendar
+    of daily peak and voltage minimum, and duration curves; a week or less keeps the step-by-step ones."""
+    from experiments.plotting.long import LONG_PLOTS, SHORT_ONLY
+
+    long = {p.name for p in plot_run(_days_of_steps(10), tmp_path / "long", strict=True)}
+    assert set(LONG_PLOTS) <= long and not set(SHORT_ONLY) & long
+    week = {p.name for p in plot_run(_days_of_steps(7), tmp_path / "week", strict=True)}
+    assert "load_profile.png" in week and not set(LONG_PLOTS) & week

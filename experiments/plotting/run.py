@@ -416,7 +416,9 @@ def plot_run(
     ``load_profile`` (supply by source, demand, EV share), ``price_ev_load`` (price vs EV load, curtailment),
     ``line_loading`` (per-line distribution vs limit), ``stations`` (utilisation, waiting), ``fulfilment`` (SOC at
     departure, energy fulfilment), ``voltage_profile`` (voltage along the feeder, per branch), ``network_map``
-    (buses by worst voltage, lines by peak loading, stations), ``sessions`` (Gantt of the charging sessions).
+    (buses by worst voltage, lines by peak loading, stations), ``sessions`` (Gantt of the charging sessions). A run
+    of more than `experiments.plotting.long.LONG_DAYS` days draws ``daily_envelope``, ``calendar`` and
+    ``duration_curves`` instead of ``load_profile``, ``price_ev_load`` and ``sessions``.
 
     Args:
         result: a `RunResult` (or anything with ``tables``, ``kpis`` and ``scenario``).
@@ -424,7 +426,12 @@ def plot_run(
         strict: re-raise an exception from a plot instead of warning and skipping it.
         formats: file formats (png, svg, pdf); default the scenario's ``outputs.format``.
     """
+    from experiments.plotting.long import LONG_DAYS, LONG_PLOTS, SHORT_ONLY, run_days
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    plots = RUN_PLOTS
+    if run_days(result) > LONG_DAYS:  # a step-by-step series over weeks is a smear: the day, the days, durations
+        plots = {k: f for k, f in RUN_PLOTS.items() if k not in SHORT_ONLY} | LONG_PLOTS
     with c.formats(formats or c.scenario_formats(getattr(result, "scenario", None))):
-        return c._run_all(RUN_PLOTS, (result,), out, strict)
+        return c._run_all(plots, (result,), out, strict)
