@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_qubo_rtp.py
 	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_scaling.py
+	$(BIN)/python bench/bench_year.py
 
 clean:
 	rm -rf $(VENV) results

@@ -27,6 +27,7 @@ would be ≈ 40 MW on average); our demand comes from the EVs, so absolute kW di
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,29 @@ def _station_table(bus: np.ndarray) -> StationTable:
     )
 
 
+class _PaperNumbers:
+    """The ``[paper]`` numbers the 003 market day reads: `get` returns a finite number or raises `ScenarioError`
+    naming the key (a string there ended the run in a ValueError traceback)."""
+
+    def __init__(self, paper: dict[str, Any]) -> None:
+        self.paper = paper
+
+    #: Allowed range per key (others: any number >= 0).
+    RANGES = {
+        **{"n_stations": (1, 10_000), "n_stations_full": (1, 10_000), "n_evs_full": (1, 1_000_000)},
+        **{"demand_noise": (0, 10), "renewable_noise": (0, 10)},  # relative standard deviations
+    }
+
+    def get(self, key: str, default: float) -> float:
+        v = self.paper.get(key, default)
+        lo, hi = self.RANGES.get(key, (0.0, math.inf))
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi or not math.isfinite(v):
+            raise ScenarioError(
+                f"paper.{key}: got {v!r}; allowed: a finite number in [{lo:g}, {hi:g}] (default {default:g})"
+            )
+        return float(v)
+
+
 @functools.lru_cache(maxsize=4)
 def _network(case: str, load_profile: Any, line_max_i_ka: float | None) -> Any:
     """The day's network, built once per process (read only here; `validate` and repeated runs reuse it)."""
@@ -88,7 +112,7 @@ def _network(case: str, load_profile: Any, line_max_i_ka: float | None) -> Any:
 
 def build_day(sc: Scenario, *, full: bool = False, seed: int | None = None) -> RTPDay:
     """Stations on the 118-bus load buses, the EV fleet, prices, renewables and feeder limits of one day."""
-    paper = sc.paper
+    paper = _PaperNumbers(sc.paper)
     n_st = int(paper.get("n_stations_full", 500) if full else paper.get("n_stations", 100))
     n_evs = int(paper.get("n_evs_full", 10_000)) if full else sc.fleet.n_evs
     if n_st < 1 or n_evs < 1:

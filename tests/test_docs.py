@@ -83,7 +83,7 @@ def _docs_with_commands() -> list[Path]:
 def test_the_collector_sees_the_readme_commands() -> None:
     """Guards the harness itself: a README without commands found would make every test below vacuous."""
     cmds = [c for lang, body in blocks(ROOT / "README.md") if lang == "sh" for c in sh_commands(body)]
-    assert [c[:2] for c in cmds][:2] == [["evgrid", "scenarios"], ["evgrid", "run"]]
+    assert [c[:2] for c in cmds][:3] == [["evgrid", "scenarios"], ["evgrid", "mechanisms"], ["evgrid", "run"]]
     assert sh_commands("evgrid run a \\\n  --set x=1  # note\nmake test\n") == [["evgrid", "run", "a", "--set", "x=1"]]
 
 

@@ -303,3 +303,17 @@ def test_previous_station_prices_bound_the_first_interval() -> None:
     assert np.all(np.abs(first[bound] - prev[bound]) <= 0.05 + 1e-9)
     free = QuboRTP(seed=1).clear(req).info["station_price_usd_per_kwh"][0]
     assert np.any(np.abs(free[bound] - prev[bound]) > 0.05 + 1e-9)  # without it the first interval goes elsewhere
+
+
+def test_the_003_day_names_a_bad_paper_number() -> None:
+    """`[paper]` numbers the 003 market day reads are checked with the key named (a string in feeder_factor was a
+    ValueError traceback from run, and from validate once it built the day); validate says it in one line."""
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    for value, allowed in (("''", "a finite number in [0, inf]"), ("-1", "[0, inf]"), ("1e9", "[1, 10000]")):
+        key = "n_stations" if value == "1e9" else "feeder_factor"
+        res = CliRunner().invoke(app, ["validate", "qubo-rtp-118bus", "--set", f"paper.{key}={value}"])
+        assert res.exit_code == 2 and res.output.startswith(f"error: paper.{key}: got "), res.output
+        assert allowed in res.output and "Traceback" not in res.output

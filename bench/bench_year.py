@@ -1,0 +1,50 @@
+"""Benchmark: a simulated year (issue 18 item 3) — `simbench-mv-year`, 365 days at 15 min, 1 000 ElaadNL sessions a day.
+
+Prints the set-up time, the step loop's CPU and wall time, CPU per simulated day, and the peak resident memory of
+this process (the run holds every step table until it ends). Target (issue 18): ≤ 30 s CPU per simulated year.
+The machine is shared: CPU time is the figure to compare.
+
+Usage: ``python bench/bench_year.py [--days 365] [--set key=value ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=float, default=365.0)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+
+    from sim.model import CoSimulation
+    from sim.scenario import load_scenario
+
+    sc = load_scenario("simbench-mv-year", [f"time.horizon_h={24 * args.days:g}", *args.set])
+    c0, w0 = time.process_time(), time.perf_counter()
+    model = CoSimulation(sc)
+    c1, w1 = time.process_time(), time.perf_counter()
+    result = model.run()
+    c2, w2 = time.process_time(), time.perf_counter()
+    days = sc.time.horizon_h / 24.0
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    print(f"simbench-mv-year: {days:g} days, {sc.time.n_steps} steps, {len(model.fleet):,} EV sessions")
+    print(f"set-up (grid, fleet, agents) : {c1 - c0:8.1f} s CPU, {w1 - w0:8.1f} s wall")
+    print(f"step loop                    : {c2 - c1:8.1f} s CPU, {w2 - w1:8.1f} s wall (target for a year: 30 s CPU)")
+    print(f"per simulated day            : {(c2 - c1) / days:8.3f} s CPU")
+    print(f"peak resident memory         : {rss_gib:8.2f} GiB (load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"energy fulfilment {result.kpis['energy_fulfilment']:.3f}, overvoltage {result.kpis['overvoltage_bus_minutes']:,.0f} bus·min"
+    )
+
+
+if __name__ == "__main__":
+    main()
