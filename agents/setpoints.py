@@ -95,6 +95,8 @@ class Setpoints:
 
     def _cols(self, k: int, n: int) -> slice | np.ndarray:
         """Storage columns of steps ``k … k+n−1`` (a slice where they do not wrap)."""
+        if n > self.width:  # the ring would fold the span onto itself
+            raise ValueError(f"set-points over {n} steps at once; they keep {self.width} per EV")
         c0 = k % self.width
         if c0 + n <= self.width:
             return slice(c0, c0 + n)
