@@ -12,22 +12,12 @@ longer than ``width`` steps (every day-long run) keep the dense matrix itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 
-
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
-    try:
-        return numba.njit(cache=True)(fn)
-    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
-        return numba.njit(fn)
+from markets.compiled import njit_cached
 
 
-@_jit
+@njit_cached
 def add_rows_at(out: np.ndarray, target: np.ndarray, rows: np.ndarray, src: np.ndarray, col0: int) -> None:
     """``out[target[r]] += src[r, col0:col0 + out.shape[1]]`` for ``r`` in ``rows``, in that order, with the columns
     of ``src`` taken modulo its width (a ring; ``col0`` already reduced, ``out.shape[1] <= width``).

@@ -36,10 +36,6 @@ day-ahead shift and ``request.price_usd_per_mwh`` to carry the announced tariff;
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 
 from markets.base import (
@@ -54,6 +50,7 @@ from markets.base import (
     finite_number,
     register,
 )
+from markets.compiled import njit_cached
 from markets.tariffs import tou_price
 
 __all__ = ["ElasticityDR", "elastic_shift", "water_fill", "valley_fill", "tou_price"]
@@ -112,15 +109,7 @@ def _rebalance(shift: np.ndarray, bound: np.ndarray, extra: float) -> np.ndarray
     return out
 
 
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with the on-disk cache where numba can write one (else compiled per process)."""
-    try:
-        return numba.njit(cache=True)(fn)
-    except RuntimeError:  # pragma: no cover - no writable cache location (numba raises at decoration)
-        return numba.njit(fn)
-
-
-@_jit
+@njit_cached
 def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:
     """``a[lo:lo+n].sum()`` for ``n ≤ 128`` exactly as numpy sums it (one block of its pairwise summation)."""
     if n < 8:
@@ -149,14 +138,14 @@ def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:
     return r
 
 
-@_jit
+@njit_cached
 def _half(n: int) -> int:
     """Where numpy's pairwise summation splits ``n > 128`` items: half, rounded down to a multiple of 8."""
     n2 = n // 2
     return n2 - n2 % 8
 
 
-@_jit
+@njit_cached
 def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
     """``a[lo:lo+n].sum()`` with numpy's own pairwise summation (same blocks, same order: bit-identical result).
 
@@ -192,7 +181,7 @@ def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
             break
 
 
-@_jit
+@njit_cached
 def _filled_kw_slots(level_kw: float, load_kw: np.ndarray, cap_kw: np.ndarray, n: int, buf: np.ndarray) -> float:
     """``Σ_t clip(level − load_t, 0, cap_t)`` over the first ``n`` slots [kW·slot], summed as numpy would."""
     for t in range(n):
@@ -205,7 +194,7 @@ def _filled_kw_slots(level_kw: float, load_kw: np.ndarray, cap_kw: np.ndarray, n
     return _pairwise_sum(buf, 0, n)
 
 
-@_jit
+@njit_cached
 def _water_fill_into(
     load_kw: np.ndarray, cap_kw: np.ndarray, n: int, need_kw_slots: float, x_kw: np.ndarray, bp: np.ndarray
 ) -> None:
@@ -262,7 +251,7 @@ def _water_fill_into(
         x_kw[t] = v
 
 
-@_jit
+@njit_cached
 def _valley_fill_kernel(
     order: np.ndarray,
     start: np.ndarray,
@@ -305,7 +294,7 @@ def _valley_fill_kernel(
                 station_load_kw[k, s + t] += x[t]
 
 
-@_jit
+@njit_cached
 def _add_rows_at(out: np.ndarray, target: np.ndarray, src: np.ndarray) -> None:
     """``np.add.at(out, target, src)`` for 2-d ``src`` (the same additions in the same order), without its overhead."""
     for r in range(src.shape[0]):

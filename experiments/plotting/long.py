@@ -47,16 +47,21 @@ def _daily(steps: pd.DataFrame) -> tuple[pd.DataFrame, c._Clock]:
     return out, clock
 
 
+def _days(result: Any) -> pd.DataFrame | None:
+    """`_daily` of the result's steps table (None without one)."""
+    steps = c._table(result, "steps")
+    return None if steps is None else _daily(steps)[0]
+
+
 def _hhmm(h: float) -> str:
     minutes = int(round(h * 60.0)) % (24 * 60)
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _daily_envelope(plt: ModuleType, result: Any, path: Path) -> Path | None:
-    steps = c._table(result, "steps")
-    if steps is None:
+    d = _days(result)
+    if d is None:
         return None
-    d, _ = _daily(steps)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
     try:
         for ax, col, title in zip(axes, ("total_kw", "ev_kw"), ("demand (base + EVs)", "EV load"), strict=True):
@@ -82,10 +87,9 @@ def _daily_envelope(plt: ModuleType, result: Any, path: Path) -> Path | None:
 
 
 def _calendar(plt: ModuleType, result: Any, path: Path) -> Path | None:
-    steps = c._table(result, "steps")
-    if steps is None:
+    d = _days(result)
+    if d is None:
         return None
-    d, _ = _daily(steps)
     daily = d.groupby("day").agg(peak_kw=("total_kw", "max"), vmin_pu=("vmin_pu", "min"))
     n_days = int(daily.index.max()) + 1
     n_weeks = -(-n_days // 7)
@@ -118,10 +122,9 @@ def _calendar(plt: ModuleType, result: Any, path: Path) -> Path | None:
 
 
 def _duration_curves(plt: ModuleType, result: Any, path: Path) -> Path | None:
-    steps = c._table(result, "steps")
-    if steps is None:
+    d = _days(result)
+    if d is None:
         return None
-    d, _ = _daily(steps)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     try:
         for col, label in (("total_kw", "demand (base + EVs)"), ("ev_kw", "EV load")):
