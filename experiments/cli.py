@@ -500,8 +500,8 @@ def main() -> None:
     """Entry point of the ``evgrid`` command."""
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
-    preload(sys.argv)
     try:
+        preload(sys.argv)  # inside: a Ctrl-C during the imports is "interrupted" too, not a traceback
         app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
