@@ -46,6 +46,13 @@ def ring_width(arrival_min: np.ndarray, departure_min: np.ndarray, dt_min: float
     return int(2 * (np.max(last - first) + 1) + reach + 1)
 
 
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine [bytes]."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def check_memory(n_evs: int, columns: int, memory_bytes: int | None = None) -> None:
     """Refuse set-points (two arrays of ``n_evs × columns`` floats) that need more than half of ``memory_bytes``
     (default: this machine's memory), with one line instead of a `MemoryError` or swapping later.
@@ -53,12 +60,10 @@ def check_memory(n_evs: int, columns: int, memory_bytes: int | None = None) -> N
     Raises:
         sim.scenario.ScenarioError: naming the fields to change.
     """
-    import os
-
     from sim.scenario import ScenarioError
 
     need = 16.0 * n_evs * columns
-    have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = memory_bytes if memory_bytes is not None else machine_memory_bytes()
     if need > have / 2:
         raise ScenarioError(
             f"fleet.n_evs x time.horizon_h: the set-points of {n_evs:,} EVs over {columns:,} steps each need "

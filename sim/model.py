@@ -192,14 +192,13 @@ def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
     Raises:
         ScenarioError: one line with the size needed, the memory there is and what to change.
     """
-    import os
-
+    from agents.setpoints import machine_memory_bytes
     from sim.scenario import ScenarioError
 
     t = scenario.time
     n_evs = scenario.fleet.n_evs * max(t.horizon_h / 24.0, 1.0)
     need = 2048.0 * n_evs
-    have = memory_bytes if memory_bytes is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = memory_bytes if memory_bytes is not None else machine_memory_bytes()
     if need > have / 2:
         raise ScenarioError(
             f"fleet.n_evs x time.horizon_h: {n_evs:,.0f} EVs need ~{need / 2**30:,.1f} GiB, more than half of this "
