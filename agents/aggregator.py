@@ -19,6 +19,7 @@ import numpy as np
 from agents.fleet import PLUGGED
 from agents.setpoints import Setpoints, check_memory, ring_width
 from markets.base import EVFlex, MarketRequest, MarketResult, Mechanism
+from markets.battery import charge_limit_kw, follow_curve, reserve_kwh
 from markets.scoring import Scored
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,6 +155,15 @@ class Aggregator(mesa.Agent):
             eta_ch=f.eta_ch[idx],
             participates=f.participates[idx],
             elasticity=f.elasticity[idx],
+            eta_dis=f.eta_dis[idx],
+            e_kwh=f.e_kwh[idx],
+            e_cap_kwh=f.battery_kwh[idx],
+            # a V2G EV that arrived below its floor may not discharge below where it is (the dispatch holds the floor)
+            e_floor_kwh=np.where(
+                f.v2g[idx], np.minimum(f.soc_floor[idx] * f.battery_kwh[idx], f.e_kwh[idx]), f.e_kwh[idx]
+            ),
+            transition_soc=f.transition_soc[idx],
+            degradation_usd_per_kwh=f.degradation_usd_per_kwh[idx],
         )
 
     @property
@@ -194,9 +204,12 @@ class Aggregator(mesa.Agent):
         n = result.p_kw.shape[1]
         end = int(self._end[idx].max()) if len(idx) else 0  # nothing of these EVs' schedules lies beyond
         self.kw.clear(idx, k + n, end)  # a shorter horizon: nothing of an old schedule may stay behind it
-        self.kw.write(
-            idx, k, np.clip(result.p_kw, -self.model.fleet.p_dis_kw[idx, None], self.model.fleet.p_max_kw[idx, None])
-        )
+        f = self.model.fleet
+        p = np.clip(result.p_kw, -f.p_dis_kw[idx, None], f.p_max_kw[idx, None])
+        taper = np.nonzero(f.transition_soc[idx] < 1.0)[0]
+        if len(taper):  # two-stage batteries: along the curve, the energy it cuts late pulled forward
+            p[taper] = self._along_curve(idx[taper], k, p[taper])
+        self.kw.write(idx, k, p)
         if self._kvar_set:  # reactive set-points were ever stored: clear the old ones of these EVs
             self.kvar.clear(idx, k, end)
         if result.q_kvar is not None:
@@ -204,6 +217,24 @@ class Aggregator(mesa.Agent):
             self._kvar_set = True
         self._end[idx] = k + n
         self.scheduled[idx] = True
+
+    def _along_curve(self, rows: np.ndarray, k: int, p_kw: np.ndarray) -> np.ndarray:
+        """Schedules ``p_kw`` of EVs ``rows`` (slot 0 = step ``k``) made to follow their charging curve
+        (`markets.battery.follow_curve`)."""
+        f = self.model.fleet
+        evs = self.flex(rows, k, p_kw.shape[1])
+        return follow_curve(
+            p_kw,
+            f.e_kwh[rows],
+            f.need_of(rows),
+            f.battery_kwh[rows],
+            f.p_max_kw[rows],
+            f.transition_soc[rows],
+            f.eta_ch[rows],
+            f.eta_dis[rows],
+            self.model.dt_min / 60.0,
+            evs.availability(p_kw.shape[1]),
+        )
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Power of every plugged EV this step, within all its limits and its station's cap.
@@ -220,9 +251,17 @@ class Aggregator(mesa.Agent):
         p = np.minimum(p, f.need_of(idx) / (f.eta_ch[idx] * dt_h))
         frac = np.clip((f.departure_min[idx] - k * self.model.dt_min) / self.model.dt_min, 0.0, 1.0)
         p = np.clip(p, -f.p_dis_kw[idx] * frac, f.p_max_kw[idx] * frac)
-        # discharge limited by the energy above the arrival floor (no deeper than where the EV arrived)
-        floor_kwh = np.minimum(f.soc_arrival[idx], f.soc_target[idx]) * f.battery_kwh[idx]
-        p = np.maximum(p, -np.maximum(f.e_kwh[idx] - floor_kwh, 0.0) * f.eta_dis[idx] / dt_h)
+        taper = np.nonzero(f.transition_soc[idx] < 1.0)[0]  # two-stage batteries: the curve at this step's SOC
+        if len(taper):
+            j = idx[taper]
+            lim = charge_limit_kw(
+                f.e_kwh[j], f.battery_kwh[j], f.p_max_kw[j], f.transition_soc[j], f.eta_ch[j], dt_h, frac[taper]
+            )
+            p[taper] = np.minimum(p[taper], lim)
+        dis = np.nonzero(p < 0)[0]
+        if len(dis):  # V2G: never below the SOC floor, nor below what still reaches the target by departure
+            keep = self.discharge_floor_kwh(idx[dis], k)
+            p[dis] = np.maximum(p[dis], -np.maximum(f.e_kwh[idx[dis]] - keep, 0.0) * f.eta_dis[idx[dis]] / dt_h)
         st = self.model.station_table
         if np.isfinite(st.cap_kw).any() and len(idx):
             load = np.bincount(f.station[idx], weights=np.maximum(p, 0.0), minlength=len(st))
@@ -231,6 +270,21 @@ class Aggregator(mesa.Agent):
         headroom = np.sqrt(np.maximum(f.s_max_kva[idx] ** 2 - p**2, 0.0))
         q = np.clip(self.kvar.at(idx, k), -headroom, headroom)
         return idx, p, q
+
+    def discharge_floor_kwh(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Least battery energy EVs ``rows`` may hold at the end of step ``k`` [kWh]: their SOC floor, and the
+        reserve from which charging at their limit (`agents.battery.reserve_kwh`) still meets the target by
+        departure."""
+        f = self.model.fleet
+        dt = self.model.dt_min
+        rel = (f.departure_min[rows] - (k + 1) * dt) / dt  # plugged-in slots after this one
+        n = int(max(np.ceil(rel.max() - 1e-9), 0)) if len(rows) else 0
+        avail = np.clip(rel[:, None] - np.arange(n), 0.0, 1.0)
+        cap = f.battery_kwh[rows]
+        res = reserve_kwh(
+            f.soc_target[rows] * cap, cap, f.p_max_kw[rows], f.transition_soc[rows], f.eta_ch[rows], dt / 60.0, avail
+        )
+        return np.maximum(f.soc_floor[rows] * cap, res[:, 0])
 
     def shortfall(self, idx: np.ndarray, k: int, p_kw: np.ndarray) -> None:
         """EVs that got less than scheduled this step are rescheduled next step."""

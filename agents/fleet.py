@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from agents import vehicles
 from grids.network import Network, NetworkError
 from grids.zones import BusZones, bus_zones, network_label
 from sim.scenario import Choice, FleetGroup, Scenario, ScenarioError, StationGroup
@@ -68,6 +69,10 @@ class FleetState:
     eta_ch: np.ndarray
     eta_dis: np.ndarray
     v2g: np.ndarray
+    soc_floor: np.ndarray  # a V2G EV never discharges below it [-]
+    transition_soc: np.ndarray  # two-stage battery: where the taper starts; 1 = ideal (agents/battery.py) [-]
+    degradation_usd_per_kwh: np.ndarray  # wear per kWh discharged from the battery [$/kWh]
+    vehicle: np.ndarray  # row of the group's vehicle table (agents/vehicles.py); -1 without one
     elasticity: np.ndarray
     income_group: np.ndarray
     participates: np.ndarray
@@ -79,6 +84,8 @@ class FleetState:
     grid_kwh: np.ndarray
     cost_usd: np.ndarray
     curtailed_kwh: np.ndarray
+    discharged_kwh: np.ndarray  # energy fed to the grid by V2G, grid side [kWh]
+    degradation_usd: np.ndarray  # battery wear of that discharge [$]
 
     def __len__(self) -> int:
         return len(self.arrival_min)
@@ -378,6 +385,28 @@ def _say_undeliverable(g: FleetGroup, need_kwh: np.ndarray, max_kwh: np.ndarray,
         )
 
 
+def _hardware(
+    g: FleetGroup, r_fleet: np.random.Generator, battery: np.ndarray, target: np.ndarray, soc_arr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Charger power [kW], discharge limit [kW], vehicle row (-1: none), battery [kWh] and SOC at arrival of a group's
+    EVs. With ``vehicles`` the model's capacity and AC limits replace the group's: a drawn energy need is kept (within
+    the new capacity), a drawn SOC at arrival too."""
+    n = len(battery)
+    p_max = _choice(r_fleet, g.charger_kw, n).astype(float)
+    p_dis = np.full(n, g.discharge_kw)
+    vehicle = np.full(n, -1)
+    if g.vehicles is not None:
+        need_kwh = (target - soc_arr) * battery
+        vehicle, battery, ac_kw, dis_kw = vehicles.draw(
+            r_fleet, g.vehicles.table, g.vehicles.models, g.vehicles.weights, n
+        )
+        p_max = np.minimum(p_max, ac_kw)
+        p_dis = np.minimum(p_dis, dis_kw)
+        if g.energy_need_kwh is not None or g.source == "elaadnl":
+            soc_arr = np.maximum(target - need_kwh / battery, 0.0)
+    return p_max, p_dis, vehicle, battery, soc_arr
+
+
 def generate_fleet(
     scenario: Scenario,
     stations: StationTable,
@@ -400,10 +429,10 @@ def generate_fleet(
         else:
             arr_h, dep_h, battery, target, soc_arr = _parametric_sessions(scenario, g, n_day, r_arr, r_need)
         n = len(arr_h)
-        p_max = _choice(r_fleet, g.charger_kw, n).astype(float)
+        p_max, p_dis, vehicle, battery, soc_arr = _hardware(g, r_fleet, battery, target, soc_arr)
         if g.source == "elaadnl":
             _say_undeliverable(g, (target - soc_arr) * battery, p_max * g.eta_ch * (dep_h - arr_h), warnings)
-        v2g = r_fleet.uniform(size=n) < g.v2g_share
+        v2g = (r_fleet.uniform(size=n) < g.v2g_share) & (p_dis > 0)
         members = np.nonzero(stations.group == st_groups[g.station_group])[0]
         station = _station_of_evs(r_fleet, members, n, _placement(scenario, stations, members, g, warnings), stations)
         part = r_beh.uniform(size=n) < scenario.fleet.participation
@@ -419,11 +448,15 @@ def generate_fleet(
             "soc_arrival": soc_arr,
             "soc_target": target,
             "p_max_kw": p_max,
-            "p_dis_kw": np.where(v2g, np.minimum(g.discharge_kw, p_max), 0.0),
+            "p_dis_kw": np.where(v2g, np.minimum(p_dis, p_max), 0.0),
             "s_max_kva": p_max * g.charger_kva_factor,
             "eta_ch": np.full(n, g.eta_ch),
             "eta_dis": np.full(n, g.eta_dis),
             "v2g": v2g,
+            "soc_floor": np.full(n, g.v2g_soc_floor),
+            "transition_soc": np.full(n, g.battery.transition_soc if g.battery.model == "two-stage" else 1.0),
+            "degradation_usd_per_kwh": np.full(n, g.degradation_usd_per_kwh),
+            "vehicle": vehicle,
             "elasticity": elast,
             "income_group": income,
             "participates": part,
@@ -434,6 +467,8 @@ def generate_fleet(
             "grid_kwh": np.zeros(n),
             "cost_usd": np.zeros(n),
             "curtailed_kwh": np.zeros(n),
+            "discharged_kwh": np.zeros(n),
+            "degradation_usd": np.zeros(n),
         }
         for k, v in add.items():
             cols[k].append(v)

@@ -20,7 +20,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
@@ -29,242 +29,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from grids.network import Network
 
 
-class MarketError(Exception):
-    """Base class of market errors."""
-
-
-class MarketConfigError(MarketError, ValueError):
-    """A mechanism was given an unknown or out-of-range parameter."""
-
-
-class RequestError(MarketError, ValueError):
-    """A `MarketRequest` is malformed (shape, range or NaN)."""
-
-
-def _arr(x: Any, dtype: Any = float) -> np.ndarray:
-    a = np.array(x, dtype=dtype, copy=True)
-    a.setflags(write=False)
-    return a
-
-
-@dataclass(frozen=True)
-class EVFlex:
-    """Flexibility of the EVs in a request, one entry per EV (struct of arrays).
-
-    Attributes:
-        ev_id: EV identifiers (any ints, unique).
-        bus: grid bus of the EV's station [pandapower 0-based index].
-        station: station index of the EV.
-        start_slot: first slot the EV may charge in.
-        end_slot: one past the last slot (exclusive); ``end_slot > start_slot``.
-        end_frac: share of the last slot the EV is still plugged in, in (0, 1].
-        e_need_kwh: energy still to be delivered into the battery [kWh] (≥ 0).
-        p_max_kw: maximum charging power drawn from the grid [kW].
-        p_min_kw: minimum power (negative = V2G discharge allowed) [kW].
-        eta_ch: charging efficiency (battery energy = grid energy × eta_ch).
-        participates: whether the EV follows the aggregator's schedule (demand-response participant).
-        elasticity: own-price elasticity of the EV's demand (≤ 0: demand never rises with its price).
-    """
-
-    ev_id: np.ndarray
-    bus: np.ndarray
-    station: np.ndarray
-    start_slot: np.ndarray
-    end_slot: np.ndarray
-    end_frac: np.ndarray
-    e_need_kwh: np.ndarray
-    p_max_kw: np.ndarray
-    p_min_kw: np.ndarray
-    eta_ch: np.ndarray
-    participates: np.ndarray
-    elasticity: np.ndarray
-
-    _INT = ("ev_id", "bus", "station", "start_slot", "end_slot")
-
-    def __post_init__(self) -> None:
-        n = len(np.atleast_1d(self.ev_id))
-        for f in fields(self):
-            dtype = int if f.name in self._INT else (bool if f.name == "participates" else float)
-            a = _arr(np.atleast_1d(getattr(self, f.name)), dtype)
-            if a.shape != (n,):
-                raise RequestError(f"evs.{f.name}: expected shape ({n},), got {a.shape}")
-            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                raise RequestError(f"evs.{f.name}: contains NaN or inf")
-            object.__setattr__(self, f.name, a)
-        if np.any(self.end_slot <= self.start_slot):
-            raise RequestError("evs.end_slot: must be > start_slot for every EV")
-        if np.any((self.end_frac <= 0) | (self.end_frac > 1)):
-            raise RequestError("evs.end_frac: allowed range is (0, 1]")
-        if np.any(self.e_need_kwh < 0):
-            raise RequestError("evs.e_need_kwh: allowed range is >= 0")
-        if np.any(self.p_max_kw < 0) or np.any(self.p_min_kw > self.p_max_kw):
-            raise RequestError("evs.p_max_kw/p_min_kw: need p_min_kw <= p_max_kw and p_max_kw >= 0")
-        if np.any((self.eta_ch <= 0) | (self.eta_ch > 1)):
-            raise RequestError("evs.eta_ch: allowed range is (0, 1]")
-        if np.any(self.elasticity > 0):
-            raise RequestError(
-                f"evs.elasticity: got {float(self.elasticity.max()):g}; allowed range is <= 0 (an own-price "
-                "elasticity: demand does not rise with its price)"
-            )
-
-    def __len__(self) -> int:
-        return len(self.ev_id)
-
-    @classmethod
-    def empty(cls) -> EVFlex:
-        z = np.zeros(0)
-        return cls(*(z for _ in fields(cls)))
-
-    def select(self, mask: np.ndarray) -> EVFlex:
-        """The EVs where ``mask`` is true (a new, independent `EVFlex`)."""
-        return EVFlex(*(getattr(self, f.name)[mask] for f in fields(self)))
-
-    def availability(self, n_slots: int) -> np.ndarray:
-        """Share of each slot each EV is plugged in, shape (n_evs, n_slots), values in [0, 1]."""
-        k = np.arange(n_slots)
-        a = ((k >= self.start_slot[:, None]) & (k < self.end_slot[:, None])).astype(float)
-        last = self.end_slot - 1
-        inside = last < n_slots
-        a[np.nonzero(inside)[0], last[inside]] *= self.end_frac[inside]
-        return a
-
-
-@dataclass(frozen=True)
-class VoltageForecast:
-    """Bus voltages expected over a request's horizon and their linear sensitivity to EV power (LinDistFlow).
-
-    Attributes:
-        vm_base_pu: voltage magnitude per slot and bus with the load already committed [pu], shape (n_slots, n_bus).
-        dv_dp_pu_per_kw: voltage drop at bus ``i`` per kW drawn at bus ``j`` [pu/kW], shape (n_bus, n_bus).
-        v_min_pu: lowest allowed voltage [pu], one value or one per bus (stored per bus, shape (n_bus,)).
-        dv_dq_pu_per_kvar: voltage drop per kVAr absorbed [pu/kVAr], shape (n_bus, n_bus), or None.
-    """
-
-    vm_base_pu: np.ndarray
-    dv_dp_pu_per_kw: np.ndarray
-    v_min_pu: Any
-    dv_dq_pu_per_kvar: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        vm = _arr(self.vm_base_pu)
-        if vm.ndim != 2:
-            raise RequestError(f"voltage.vm_base_pu: expected shape (n_slots, n_bus), got {vm.shape}")
-        nb = vm.shape[1]
-        object.__setattr__(self, "vm_base_pu", vm)
-        for key in ("dv_dp_pu_per_kw", "dv_dq_pu_per_kvar"):
-            v = getattr(self, key)
-            if v is None:
-                continue
-            m = _arr(v)
-            if m.shape != (nb, nb):
-                raise RequestError(f"voltage.{key}: expected shape ({nb}, {nb}), got {m.shape}")
-            object.__setattr__(self, key, m)
-        if self.dv_dp_pu_per_kw is None:
-            raise RequestError("voltage.dv_dp_pu_per_kw: required")
-        vmin = np.asarray(self.v_min_pu, float)
-        if vmin.ndim > 1 or (vmin.ndim == 1 and vmin.shape != (nb,)):
-            raise RequestError(f"voltage.v_min_pu: expected one value or shape ({nb},), got {vmin.shape}")
-        object.__setattr__(self, "v_min_pu", _arr(np.broadcast_to(vmin, (nb,))))
-        for key in ("vm_base_pu", "dv_dp_pu_per_kw", "v_min_pu", "dv_dq_pu_per_kvar"):
-            a = getattr(self, key)
-            if a is not None and not np.all(np.isfinite(a)):
-                raise RequestError(f"voltage.{key}: contains NaN or inf")
-
-    @property
-    def n_bus(self) -> int:
-        """Number of buses."""
-        return int(self.vm_base_pu.shape[1])
-
-    def window(self, start: int, stop: int | None = None) -> VoltageForecast:
-        """The forecast of slots ``start … stop−1`` (the sensitivities are kept)."""
-        return replace(self, vm_base_pu=self.vm_base_pu[start:stop])
-
-
-@dataclass(frozen=True)
-class Elasticity:
-    """Price elasticities of the flexible non-EV load, as announced to a demand-response mechanism.
-
-    Attributes:
-        self_elasticity: demand change per price change in the same slot (relative, normally ≤ 0).
-        cross_elasticity: demand change per price change in the other slots (relative, normally ≥ 0).
-
-    The signs are not enforced: the ``elasticity`` attack channel may announce implausible values, and the
-    mechanism must see what was announced.
-    """
-
-    self_elasticity: float
-    cross_elasticity: float
-
-    def __post_init__(self) -> None:
-        for key in ("self_elasticity", "cross_elasticity"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-                raise RequestError(f"elasticity.{key}: expected a finite number, got {v!r}")
-
-    def as_dict(self) -> dict[str, float]:
-        """``{"self_elasticity": …, "cross_elasticity": …}``."""
-        return {"self_elasticity": self.self_elasticity, "cross_elasticity": self.cross_elasticity}
-
-
-@dataclass(frozen=True)
-class NetworkData:
-    """The simulated network as a mechanism sees it (request part ``grid``): topology, impedances, ratings, DERs and
-    limits, plus the non-EV load and renewable output the simulation runs in the request's slots.
-
-    Per-bus arrays are indexed like the network's internal positions (``network.bus_ids`` gives each position's
-    pandapower index), the same index as ``EVFlex.bus`` and the columns of the DLMPs and the voltage forecast.
-
-    Attributes:
-        network: the `grids.network.Network` simulated; mechanisms read it and never change it.
-        bus_load_kw: non-EV load per slot and bus the simulation runs [kW], shape (n_slots, n_bus), or None (a
-            hand-built request: a mechanism then derives it from the network's own load profiles).
-        bus_load_kvar: reactive non-EV load per slot and bus [kVAr], shape (n_slots, n_bus); given with
-            ``bus_load_kw`` or not at all.
-        renewable_kw: available output of each of ``network.renewables`` per slot [kW], shape
-            (n_slots, n_renewables), or None (then from the network's profiles).
-    """
-
-    network: Network
-    bus_load_kw: np.ndarray | None = None
-    bus_load_kvar: np.ndarray | None = None
-    renewable_kw: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        net = self.network
-        if not (hasattr(net, "n_bus") and hasattr(net, "net") and hasattr(net, "renewables")):
-            raise RequestError(f"grid.network: expected a grids.network.Network, got {type(net).__name__}")
-        if (self.bus_load_kw is None) != (self.bus_load_kvar is None):
-            raise RequestError("grid.bus_load_kw/bus_load_kvar: give both or neither")
-        nb, n_ren = int(net.n_bus), len(net.renewables)
-        for key, cols in (("bus_load_kw", nb), ("bus_load_kvar", nb), ("renewable_kw", n_ren)):
-            v = getattr(self, key)
-            if v is None:
-                continue
-            a = _arr(v)
-            if a.ndim != 2 or a.shape[1] != cols:
-                raise RequestError(f"grid.{key}: expected shape (n_slots, {cols}), got {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise RequestError(f"grid.{key}: contains NaN or inf")
-            object.__setattr__(self, key, a)
-
-    @property
-    def n_bus(self) -> int:
-        """Number of buses of the network."""
-        return int(self.network.n_bus)
-
-    def window(self, start: int, stop: int | None = None) -> NetworkData:
-        """The data of slots ``start … stop−1`` (the network is kept)."""
-
-        def cut(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[start:stop]
-
-        return replace(
-            self,
-            bus_load_kw=cut(self.bus_load_kw),
-            bus_load_kvar=cut(self.bus_load_kvar),
-            renewable_kw=cut(self.renewable_kw),
-        )
-
+from markets.battery import charge_limit_kw
+from markets.parts import Elasticity as Elasticity
+from markets.parts import EVFlex as EVFlex
+from markets.parts import MarketConfigError as MarketConfigError
+from markets.parts import MarketError as MarketError
+from markets.parts import NetworkData as NetworkData
+from markets.parts import RequestError as RequestError
+from markets.parts import VoltageForecast as VoltageForecast
+from markets.parts import _arr
 
 #: The optional parts of a `MarketRequest` a mechanism may declare in `Mechanism.needs`; a simulation fills a part
 #: only for a mechanism that declares it. ``dlmp`` stands for both DLMP fields.
@@ -695,5 +468,28 @@ def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | Non
     need_grid_kwh = evs.e_need_kwh / evs.eta_ch
     cum = np.cumsum(cap_kwh, axis=1)
     delivered = np.minimum(cum, need_grid_kwh[:, None])
-    e = np.diff(delivered, axis=1, prepend=0.0)
-    return e / dt_h
+    out = np.diff(delivered, axis=1, prepend=0.0) / dt_h
+    tap = np.nonzero((evs.transition_soc < 1.0) & (evs.e_need_kwh > 0))[0]
+    if len(tap):  # two-stage batteries: slot by slot along the curve (markets.battery)
+        out[tap] = charge_along_curve(evs.select(tap), p[tap], avail[tap], dt_h)
+    return out
+
+
+def charge_along_curve(evs: EVFlex, p_kw: np.ndarray, avail: np.ndarray, dt_h: float) -> np.ndarray:
+    """Full power, within the charging curve of each EV's battery, until its need is met [kW], shape of ``avail``.
+
+    ``p_kw`` is each EV's power limit (≤ ``p_max_kw``); the curve's slope stays that of ``p_max_kw``.
+    """
+    e = evs.e_kwh.astype(float)
+    left = evs.e_need_kwh.astype(float)  # battery energy still to deliver
+    out = np.zeros(avail.shape)
+    last = int(evs.end_slot.max()) if len(evs) else 0
+    for t in range(min(last, avail.shape[1])):
+        lim = charge_limit_kw(e, evs.e_cap_kwh, evs.p_max_kw, evs.transition_soc, evs.eta_ch, dt_h, avail[:, t])
+        q = np.minimum(np.minimum(lim, p_kw * avail[:, t]), left / (evs.eta_ch * dt_h))
+        out[:, t] = q
+        e += q * evs.eta_ch * dt_h
+        left = np.maximum(left - q * evs.eta_ch * dt_h, 0.0)
+        if not (left > 1e-12).any():
+            break
+    return out

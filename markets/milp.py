@@ -30,9 +30,17 @@ Choices and deviations from the issue text, recorded here:
 * **Unserved energy is allowed but priced** (``unserved_penalty_usd_per_kwh`` π, default 10 $/kWh of battery
   energy, two orders of magnitude above any tariff), so the problem is always feasible (all-zero is a feasible
   point) and an EV that cannot be filled does not make the market fail. Energy is never *over*-delivered.
-* **Charging only.** EVs with ``p_min_kw < 0`` (V2G) are scheduled in ``[0, p_max]``: `EVFlex` carries no
-  discharge efficiency and no state-of-charge floor, without which V2G arbitrage is not a faithful model.
-  ``info["v2g_ignored"]`` counts such EVs.
+* **V2G** (``variant="lp"``): an EV with ``p_min_kw < 0`` and energy above its floor (`EVFlex.discharges`) gets
+  discharge columns ``Y[i,t] ∈ [0, −p_min·a]`` (grid side) and state-of-charge columns
+  ``s[i,t] ∈ [e_floor, e_cap]`` with ``s[t] = s[t−1] + η_ch·P·Δt − Y·Δt/η_dis``; the energy row becomes
+  ``Σ (η_ch·P − Y/η_dis)·Δt + u = need``, the peak row counts ``P − Y``, discharge earns ``λ`` and costs the battery
+  wear ``degradation_usd_per_kwh·Y·Δt/η_dis`` in both objectives. ``p_kw = P − Y``. Not in the station-cap and
+  voltage rows (both stay conservative: discharge only relieves them). No binary against simultaneous P and Y:
+  with η < 1 and wear > 0 it never pays unless prices are negative; the net power is what is dispatched. The
+  discretised variant has no negative levels: it schedules V2G EVs as charge-only (``info["v2g_ignored"]``) and
+  declares ``discharges = False``, so a scenario with V2G EVs is rejected at validation.
+* **Two-stage battery.** EVs with ``transition_soc < 1`` whose energy can pass it get the charging curve as rows
+  ``P[t] ≤ slope·a[t]·(cap − s[t−1])`` (`markets.battery`) — exact, not an approximation.
 * **Discretised variant** (``variant="milp"``): ``P[i,t] = step_i·k[i,t]`` with integer
   ``k ∈ {0, …, 2^bits − 1}`` and ``step_i = p_max[i] / (2^bits − 1)`` — the integer grid of a QUBO with ``bits``
   bits per EV and slot. In a partially plugged last slot ``k ≤ ⌊a[i,t]·(2^bits − 1)⌋`` (stays within the
@@ -98,7 +106,9 @@ from markets.base import (
     RequestError,
     register,
 )
+from markets.battery import charge_limit_kw, follow_curve
 from markets.milp_model import (
+    _battery_kwh,
     _HighsModel,
     _price_matrix,
     _q_price_matrix,
@@ -107,6 +117,7 @@ from markets.milp_model import (
     _station_load,
     _unserved_kwh,
     _voltage_data,
+    _wear_usd,
 )
 
 
@@ -124,15 +135,16 @@ def evaluate_cost(
     """The exact objective of any schedule under `MILP`'s objective [$] (lower is better).
 
     ``"cost"``: energy cost at the DLMP (else tariff) + reactive cost at the reactive DLMP (if ``q_kvar``) +
-    ``π × unserved battery energy``. ``"peak"``: ``peak_usd_per_kw × max_t(base + committed + Σ P)`` + the same
-    unserved term. Unserved energy is ``max(need − Σ P·Δt·η, 0)`` per EV. Schedules that break other limits are
-    still scored; see :func:`check_schedule` for those.
+    ``π × unserved battery energy`` + battery wear of V2G discharge. ``"peak"``: ``peak_usd_per_kw ×
+    max_t(base + committed + Σ P)`` + the same unserved and wear terms. Unserved energy is ``max(need − Σ battery
+    energy, 0)`` per EV (charging × η_ch, discharging ÷ η_dis). Schedules that break other limits are still scored;
+    see :func:`check_schedule` for those.
     """
     p = np.asarray(p_kw, float)
     if p.shape != (len(request.evs), request.n_slots):
         raise RequestError(f"p_kw: expected shape ({len(request.evs)}, {request.n_slots}), got {p.shape}")
     dt = request.dt_h
-    total = float(unserved_penalty_usd_per_kwh) * float(_unserved_kwh(request, p).sum())
+    total = float(unserved_penalty_usd_per_kwh) * float(_unserved_kwh(request, p).sum()) + _wear_usd(request, p)
     if objective == "peak":
         load = request.base_load_kw + request.committed_ev_kw + p.sum(axis=0)
         return total + float(peak_usd_per_kw) * float(load.max())
@@ -151,19 +163,37 @@ def check_schedule(
 ) -> dict[str, float]:
     """Every constraint the simulation applies, as the largest violation of each (0 = satisfied).
 
-    Keys: ``window_kw`` (power where the EV is not plugged), ``negative_kw``, ``rating_kw`` (above
-    ``p_max·availability``), ``energy_excess_kwh`` (battery energy above the need), ``station_cap_kw`` (above
-    cap minus committed), ``voltage_pu`` (below ``v_min`` beyond the base case, linearised; only with voltage data),
-    ``apparent_power_kva`` (only with ``q_kvar``).
+    Keys: ``window_kw`` (power where the EV is not plugged), ``negative_kw`` (discharge beyond what the EV allows:
+    below ``p_min·availability``, or any discharge by an EV that cannot), ``rating_kw`` (above
+    ``p_max·availability``), ``energy_excess_kwh`` (net battery energy above the need), ``soc_kwh`` (battery energy
+    outside ``[e_floor, e_cap]`` at a slot's end), ``curve_kw`` (above the two-stage charging curve),
+    ``station_cap_kw`` (above cap minus committed), ``voltage_pu`` (below ``v_min`` beyond the base case,
+    linearised; only with voltage data), ``apparent_power_kva`` (only with ``q_kvar``).
     """
     evs, n, dt = request.evs, request.n_slots, request.dt_h
     p = np.asarray(p_kw, float)
     avail = evs.availability(n)
+    p_lo = np.minimum(np.where(evs.discharges, evs.p_min_kw, 0.0), 0.0)[:, None] * avail
+    e_bat = _battery_kwh(request, p)
+    e_end = evs.e_kwh[:, None] + np.cumsum(e_bat, axis=1)
+    e_start = e_end - e_bat
+    curve = charge_limit_kw(
+        e_start,
+        evs.e_cap_kwh[:, None],
+        evs.p_max_kw[:, None],
+        evs.transition_soc[:, None],
+        evs.eta_ch[:, None],
+        dt,
+        avail,
+    )
+    floor = np.minimum(evs.e_floor_kwh, evs.e_kwh)[:, None]
     out = {
         "window_kw": float(np.abs(p[avail == 0]).max(initial=0.0)),
-        "negative_kw": float(np.maximum(-p, 0.0).max(initial=0.0)),
+        "negative_kw": float(np.maximum(p_lo - p, 0.0).max(initial=0.0)),
         "rating_kw": float(np.maximum(p - evs.p_max_kw[:, None] * avail, 0.0).max(initial=0.0)),
-        "energy_excess_kwh": float(np.maximum(p.sum(axis=1) * dt * evs.eta_ch - evs.e_need_kwh, 0.0).max(initial=0.0)),
+        "energy_excess_kwh": float(np.maximum(e_bat.sum(axis=1) - evs.e_need_kwh, 0.0).max(initial=0.0)),
+        "soc_kwh": float(np.maximum(np.maximum(floor - e_end, e_end - evs.e_cap_kwh[:, None]), 0.0).max(initial=0.0)),
+        "curve_kw": float(np.maximum(p - curve, 0.0).max(initial=0.0)),
         "station_cap_kw": 0.0,
     }
     lim = _station_limits(request)
@@ -191,12 +221,32 @@ def check_schedule(
 def project(request: MarketRequest, p_kw: np.ndarray, *, bits: int | None = None) -> np.ndarray:
     """The nearest-below feasible version of any schedule, for scoring heuristics that break limits.
 
-    Clips to ``[0, p_max·availability]``, scales an EV down where it exceeds its need and a station down where it
-    exceeds its cap (what the aggregator's dispatch does), and with ``bits`` floors every power onto the grid
-    ``step·k`` of the discretised variant. Power is only removed, so the result meets every constraint of
-    :func:`check_schedule` except the voltage one (check that separately).
+    Makes two-stage batteries follow their charging curve (`markets.battery.follow_curve`, as the aggregator does:
+    what the curve cuts late is moved earlier, the only step that adds power), clips to
+    ``[p_min, p_max]·availability``, scales an EV down where it exceeds its need and a station down where it exceeds
+    its cap (what the aggregator's dispatch does), and with ``bits`` floors every power onto the grid ``step·k`` of
+    the discretised variant. Every step after the first only removes power, so the result meets every constraint of
+    :func:`check_schedule` except the voltage one (check that separately) and — where a station cap removes power
+    the curve had moved — the curve's reserve.
     """
-    p = MILP._repair(request, np.asarray(p_kw, float), exact_grid=False)
+    p = np.asarray(p_kw, float)
+    evs = request.evs
+    taper = np.nonzero(evs.transition_soc < 1.0)[0]
+    if len(taper):  # two-stage batteries: along the curve first, as the aggregator dispatches (markets.battery)
+        p = p.copy()
+        p[taper] = follow_curve(
+            p[taper],
+            evs.e_kwh[taper],
+            evs.e_need_kwh[taper],
+            evs.e_cap_kwh[taper],
+            evs.p_max_kw[taper],
+            evs.transition_soc[taper],
+            evs.eta_ch[taper],
+            evs.eta_dis[taper],
+            request.dt_h,
+            evs.availability(request.n_slots)[taper],
+        )
+    p = MILP._repair(request, p, exact_grid=False)
     if bits is not None:
         levels = 2 ** int(bits) - 1
         step = np.maximum(request.evs.p_max_kw, 0.0) / levels
@@ -247,11 +297,29 @@ def score(
     )
 
 
+#: solver info of a request without a single variable (nothing to schedule): optimal by definition
+_NO_VARIABLES: dict[str, Any] = {
+    "status": "optimal",
+    "highs_status": "no variables",
+    "has_solution": True,
+    "mip_gap": 0.0,
+    "solver_objective_usd": 0.0,
+    "dual_bound_usd": math.nan,
+    "mip_nodes": 0,
+    "n_vars": 0,
+    "n_int_vars": 0,
+    "n_rows": 0,
+    "n_nonzeros": 0,
+    "solve_time_s": 0.0,
+}
+
+
 @register
 class MILP(_HighsModel, Mechanism):
     """Exact (LP) or discretised (MILP) optimum of the charging problem with HiGHS; see the module docstring."""
 
     name = "milp"
+    discharges = True  # with variant = "lp" (the instance says; see __init__)
     parameters = {
         "variant": ("lp", "'lp' (continuous power) or 'milp' (power on the integer grid of a `bits`-bit QUBO)"),
         "bits": (4, "bits per EV and slot of the discretised variant: P = step·k, k in 0 … 2^bits − 1 (1–12)"),
@@ -271,6 +339,8 @@ class MILP(_HighsModel, Mechanism):
         super().__init__(**kw)
         #: True: the aggregator should send every plugged EV at each step (rolling horizon re-planning).
         self.replans = bool(self.params["rolling"])
+        #: V2G EVs discharge in the continuous variant; the integer grid of a QUBO has no negative levels
+        self.discharges = self.params["variant"] == "lp"
         #: DLMPs price the energy, station reports bound the caps, chargers' kVA bound Q; the voltage forecast only
         #: when the voltage constraint is on
         self.needs = frozenset(
@@ -320,26 +390,7 @@ class MILP(_HighsModel, Mechanism):
         build_s = time.perf_counter() - t
         p_kw = np.zeros((len(evs), n))
         q_kvar = np.zeros((len(evs), n)) if reactive else None
-        if model["ncol"] == 0:
-            x, info = (
-                None,
-                {
-                    "status": "optimal",
-                    "highs_status": "no variables",
-                    "has_solution": True,
-                    "mip_gap": 0.0,
-                    "solver_objective_usd": 0.0,
-                    "dual_bound_usd": math.nan,
-                    "mip_nodes": 0,
-                    "n_vars": 0,
-                    "n_int_vars": 0,
-                    "n_rows": 0,
-                    "n_nonzeros": 0,
-                    "solve_time_s": 0.0,
-                },
-            )
-        else:
-            x, info = self._solve(model)
+        x, info = (None, dict(_NO_VARIABLES)) if model["ncol"] == 0 else self._solve(model)
         ei, ti, nx = model["ei"], model["ti"], model["nx"]
         repair = 0.0
         if x is not None and nx:
@@ -347,6 +398,8 @@ class MILP(_HighsModel, Mechanism):
             if milp:
                 xv = np.clip(np.round(xv), 0.0, model["hi"][:nx])
             p_kw[ei, ti] = model["ux"] * xv
+            yi, yt, c_y = model["yi"], model["yt"], model["c_y"]
+            p_kw[yi, yt] -= np.maximum(x[c_y : c_y + yi.size], 0.0)  # V2G discharge: net grid-side power
             if reactive:
                 assert q_kvar is not None  # allocated whenever reactive
                 q_kvar[ei, ti] = x[nx : nx + model["nq"]]
@@ -355,12 +408,17 @@ class MILP(_HighsModel, Mechanism):
             repair = float(np.abs(raw - p_kw).max(initial=0.0))
         kw = {k: p[k] for k in ("unserved_penalty_usd_per_kwh", "objective", "peak_usd_per_kw", "rho_usd_per_mwh")}
         obj = evaluate_cost(request, p_kw, q_kvar=q_kvar, **kw)
-        energy = evaluate_cost(request, p_kw, unserved_penalty_usd_per_kwh=0.0, rho_usd_per_mwh=p["rho_usd_per_mwh"])
+        wear = _wear_usd(request, p_kw)
+        energy = (
+            evaluate_cost(request, p_kw, unserved_penalty_usd_per_kwh=0.0, rho_usd_per_mwh=p["rho_usd_per_mwh"]) - wear
+        )
         load = request.base_load_kw + request.committed_ev_kw + p_kw.sum(axis=0)
         objective = {
             "energy_cost_usd": energy,
             "unserved_kwh": float(_unserved_kwh(request, p_kw).sum()),
             "peak_kw": float(load.max()),
+            "discharged_kwh": float(np.maximum(-p_kw, 0.0).sum() * dt),
+            "degradation_usd": wear,
             "objective_usd": obj,
         }
         if reactive:
@@ -375,7 +433,8 @@ class MILP(_HighsModel, Mechanism):
             bits=int(p["bits"]) if milp else None,
             build_time_s=build_s,
             repair_kw=repair,
-            v2g_ignored=int(np.sum(evs.p_min_kw < 0)),
+            v2g_evs=int(np.sum(evs.discharges)) if self.discharges else 0,
+            v2g_ignored=0 if self.discharges else int(np.sum(evs.discharges)),
             voltage_constrained=bool(p["voltage"]) and _voltage_data(request) is not None,
         )
         return MarketResult(
@@ -396,15 +455,18 @@ class MILP(_HighsModel, Mechanism):
         On the discretised grid only the (float-exact) clip is applied: rounded integers already meet the rows to
         rounding; any residue is reported by `check_schedule`.
         """
-        evs, n, dt = request.evs, request.n_slots, request.dt_h
+        evs, n = request.evs, request.n_slots
         avail = evs.availability(n)
-        p = np.clip(p_kw, 0.0, np.maximum(evs.p_max_kw, 0.0)[:, None] * avail)
+        p_lo = np.minimum(np.where(evs.discharges, evs.p_min_kw, 0.0), 0.0)[:, None] * avail
+        p = np.clip(p_kw, p_lo, np.maximum(evs.p_max_kw, 0.0)[:, None] * avail)
         if exact_grid:
             return p
-        e = p.sum(axis=1) * dt * evs.eta_ch
-        over = e > evs.e_need_kwh
-        if over.any():
-            p[over] *= (evs.e_need_kwh[over] / e[over])[:, None]
+        e = _battery_kwh(request, p)
+        pos = np.maximum(e, 0.0).sum(axis=1)
+        over = e.sum(axis=1) > evs.e_need_kwh
+        if over.any():  # charging scaled down until the net battery energy is the need (discharge kept)
+            scale = (evs.e_need_kwh[over] - np.minimum(e[over], 0.0).sum(axis=1)) / pos[over]
+            p[over] = np.where(p[over] > 0, p[over] * scale[:, None], p[over])
         lim = _station_limits(request)
         if lim is not None:
             load = _station_load(request, p, lim.shape[0])

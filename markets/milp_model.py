@@ -13,6 +13,7 @@ from markets.base import (
     MarketRequest,
     RequestError,
 )
+from markets.battery import slope_kw_per_kwh
 
 _NEED_EPS_KWH = 1e-9  # needs below this are treated as met (below HiGHS's feasibility tolerance anyway)
 
@@ -102,10 +103,21 @@ def _station_load(request: MarketRequest, p_kw: np.ndarray, n_st: int) -> np.nda
     return load
 
 
-def _unserved_kwh(request: MarketRequest, p_kw: np.ndarray) -> np.ndarray:
+def _battery_kwh(request: MarketRequest, p_kw: np.ndarray) -> np.ndarray:
+    """Battery energy of each slot's grid power [kWh], (n_evs, n_slots): charging × η_ch, discharging ÷ η_dis."""
     evs = request.evs
-    got = np.asarray(p_kw, float).sum(axis=1) * request.dt_h * evs.eta_ch
-    return np.maximum(evs.e_need_kwh - got, 0.0)
+    p = np.asarray(p_kw, float)
+    return np.where(p > 0, p * evs.eta_ch[:, None], p / evs.eta_dis[:, None]) * request.dt_h
+
+
+def _unserved_kwh(request: MarketRequest, p_kw: np.ndarray) -> np.ndarray:
+    return np.maximum(request.evs.e_need_kwh - _battery_kwh(request, p_kw).sum(axis=1), 0.0)
+
+
+def _wear_usd(request: MarketRequest, p_kw: np.ndarray) -> float:
+    """Battery wear of the discharge in a schedule [$] (`EVFlex.degradation_usd_per_kwh` × battery kWh out)."""
+    out = np.maximum(-_battery_kwh(request, p_kw), 0.0)
+    return float((out.sum(axis=1) * request.evs.degradation_usd_per_kwh).sum())
 
 
 class _HighsModel:
@@ -119,8 +131,10 @@ class _HighsModel:
         """Columns [x | q | u | z] and the sparse rows of the problem, all as numpy arrays (no per-nonzero loop)."""
         p = self.params
         col = _columns(p, request)
+        _battery_columns(p, request, col)
         acc = _Rows()
         _energy_rows(acc, request, col)
+        _soc_rows(acc, request, col)
         _station_cap_rows(acc, request, col)
         if p["voltage"]:
             _voltage_rows(acc, request, col)
@@ -152,6 +166,9 @@ class _HighsModel:
             "ux": ux,
             "nx": nx,
             "nq": nq,
+            "yi": col["yi"],
+            "yt": col["yt"],
+            "c_y": col["c_y"],
         }
 
     # ------------------------------------------------------------------ solve
@@ -256,7 +273,8 @@ def _columns(p: dict[str, Any], request: MarketRequest) -> dict[str, Any]:
     levels = 2 ** int(p["bits"]) - 1
     avail = evs.availability(n)
     pmax = np.maximum(evs.p_max_kw, 0.0)
-    ok_ev = (pmax > 0) & (evs.e_need_kwh > _NEED_EPS_KWH)
+    v2g = evs.discharges & (p["variant"] == "lp")  # a V2G EV at its target may still discharge and recharge
+    ok_ev = (pmax > 0) & ((evs.e_need_kwh > _NEED_EPS_KWH) | v2g)
     mask = (avail > 0) & ok_ev[:, None]
     ei, ti = np.nonzero(mask)
     nx = ei.size
@@ -268,7 +286,7 @@ def _columns(p: dict[str, Any], request: MarketRequest) -> dict[str, Any]:
         x_ub = pmax[ei] * avail[ei, ti]
     reactive = bool(p["reactive"])
     nq = nx if reactive else 0
-    need_ev = np.nonzero(evs.e_need_kwh > _NEED_EPS_KWH)[0]
+    need_ev = np.nonzero((evs.e_need_kwh > _NEED_EPS_KWH) | (v2g & ok_ev))[0]
     nu = need_ev.size
     peak = p["objective"] == "peak"
     nz = 1 if peak else 0
@@ -306,10 +324,11 @@ def _energy_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> Non
     row_of_ev = np.full(len(evs), -1)
     row_of_ev[need_ev] = np.arange(nu)
     need = evs.e_need_kwh[need_ev]
+    yi, c_y = col["yi"], col["c_y"]
     acc.add(
-        np.concatenate([row_of_ev[ei], np.arange(nu)]),
-        np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu)]),
-        np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu)]),
+        np.concatenate([row_of_ev[ei], np.arange(nu), row_of_ev[yi]]),
+        np.concatenate([c_x + np.arange(nx), c_u + np.arange(nu), c_y + np.arange(yi.size)]),
+        np.concatenate([ux * dt * evs.eta_ch[ei], np.ones(nu), -dt / evs.eta_dis[yi]]),
         need,
         need,
     )
@@ -406,10 +425,86 @@ def _peak_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
     n = request.n_slots
     ti, ux, nx, c_x, c_z = (col[k] for k in ("ti", "ux", "nx", "c_x", "c_z"))
     load = request.base_load_kw + request.committed_ev_kw
+    yt, c_y = col["yt"], col["c_y"]
     acc.add(
-        np.concatenate([ti, np.arange(n)]),
-        np.concatenate([c_x + np.arange(nx), np.full(n, c_z)]),
-        np.concatenate([ux, -np.ones(n)]),
+        np.concatenate([ti, np.arange(n), yt]),
+        np.concatenate([c_x + np.arange(nx), np.full(n, c_z), c_y + np.arange(yt.size)]),
+        np.concatenate([ux, -np.ones(n), -np.ones(yt.size)]),
         np.full(n, -np.inf),
         -load,
     )
+
+
+def _battery_columns(p: dict[str, Any], request: MarketRequest, col: dict[str, Any]) -> None:
+    """Discharge columns y (V2G EVs, ``lp`` variant) and state-of-charge columns s, appended after [x | q | u | z].
+
+    ``y[i,t] ≥ 0`` is grid-side discharge [kW] (≤ −p_min·a), priced at −λ and charged the battery wear.
+    ``s[i,t]`` is the battery energy at the end of slot t [kWh] in ``[e_floor, e_cap]``, for EVs that discharge or
+    whose two-stage curve can bind (their energy can pass the transition SOC).
+    """
+    evs, dt = request.evs, request.dt_h
+    avail, ei = col["avail"], col["ei"]
+    has_x = np.zeros(len(evs), bool)
+    has_x[ei] = True
+    dis = evs.discharges & has_x & (p["variant"] == "lp")
+    window = avail > 0
+    yi, yt = np.nonzero(window & dis[:, None])
+    taper = (evs.transition_soc < 1.0) & has_x
+    taper &= dis | (evs.e_kwh + evs.e_need_kwh > evs.transition_soc * evs.e_cap_kwh + 1e-9)
+    si, st = np.nonzero(window & (dis | taper)[:, None])
+    ny, ns = yi.size, si.size
+    c_y = col["ncol"]
+    c_s = c_y + ny
+    price = _price_matrix(request, p["rho_usd_per_mwh"])[yi, yt] if ny and not col["peak"] else np.zeros(ny)
+    wear = evs.degradation_usd_per_kwh[yi] * dt / evs.eta_dis[yi]
+    col["cost"] = np.concatenate([col["cost"], -price * dt / 1000.0 + wear, np.zeros(ns)])
+    col["lo"] = np.concatenate([col["lo"], np.zeros(ny), evs.e_floor_kwh[si]])
+    col["hi"] = np.concatenate([col["hi"], -np.minimum(evs.p_min_kw[yi], 0.0) * avail[yi, yt], evs.e_cap_kwh[si]])
+    col.update(yi=yi, yt=yt, c_y=c_y, si=si, st=st, c_s=c_s, ncol=c_s + ns, taper=taper)
+
+
+def _soc_rows(acc: _Rows, request: MarketRequest, col: dict[str, Any]) -> None:
+    """State of charge: ``s[t] − s[t−1] − η·P[t]·Δt + Y[t]·Δt/η_dis = 0`` (``s[−1]`` = the energy now), and on
+    two-stage batteries the curve ``P[t] ≤ slope·a[t]·(cap − s[t−1])`` (`markets.battery`)."""
+    evs, n, dt = request.evs, request.n_slots, request.dt_h
+    si, st, c_s, ei, ti, ux, c_x = (col[k] for k in ("si", "st", "c_s", "ei", "ti", "ux", "c_x"))
+    if not si.size:
+        return
+    yi, yt, c_y, avail, taper = (col[k] for k in ("yi", "yt", "c_y", "avail", "taper"))
+    m = len(evs)
+    xid = np.full((m, n), -1)
+    xid[ei, ti] = c_x + np.arange(ei.size)
+    yid = np.full((m, n), -1)
+    yid[yi, yt] = c_y + np.arange(yi.size)
+    sid = np.full((m, n), -1)
+    sid[si, st] = c_s + np.arange(si.size)
+    first = st == evs.start_slot[si]  # s[−1] is the energy now: a constant on the right-hand side
+    prev = np.where(first, -1, sid[si, np.maximum(st - 1, 0)])
+    r = np.arange(si.size)
+    x_here, y_here = xid[si, st], yid[si, st]
+    hx, hy = x_here >= 0, y_here >= 0
+    rows = [r, r[~first], r[hx], r[hy]]
+    cols = [sid[si, st], prev[~first], x_here[hx], y_here[hy]]
+    vals = [
+        np.ones(r.size),
+        -np.ones(int((~first).sum())),
+        -evs.eta_ch[si[hx]] * dt * ux[x_here[hx] - c_x],
+        dt / evs.eta_dis[si[hy]],
+    ]
+    rhs = np.where(first, evs.e_kwh[si], 0.0)
+    acc.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs, rhs)
+    # the curve: ux·x[t] + slope·a[t]·s[t−1] ≤ slope·a[t]·cap (first slot: ux·x ≤ slope·a·(cap − e_now))
+    on = taper[si] & hx
+    if on.any():
+        slope = slope_kw_per_kwh(evs.p_max_kw, evs.e_cap_kwh, evs.transition_soc)[si[on]]
+        a = avail[si[on], st[on]]
+        f_on = first[on]
+        r2 = np.arange(int(on.sum()))
+        rhs2 = slope * a * (evs.e_cap_kwh[si[on]] - np.where(f_on, evs.e_kwh[si[on]], 0.0))
+        acc.add(
+            np.concatenate([r2, r2[~f_on]]),
+            np.concatenate([x_here[on], prev[on][~f_on]]),
+            np.concatenate([ux[x_here[on] - c_x], (slope * a)[~f_on]]),
+            np.full(r2.size, -np.inf),
+            rhs2,
+        )

@@ -409,6 +409,11 @@ class CoSimulation(mesa.Model):
         f.e_kwh[ev_idx] = np.minimum(f.e_kwh[ev_idx] + e_batt, f.battery_kwh[ev_idx])
         f.grid_kwh[ev_idx] += p_ev * dt_h
         f.cost_usd[ev_idx] += p_ev * dt_h * price / 1000.0
+        if (p_ev < 0).any():  # V2G: what was fed back, and the battery wear it cost (part of the EV's cost)
+            wear = np.maximum(-e_batt, 0.0) * f.degradation_usd_per_kwh[ev_idx]
+            f.discharged_kwh[ev_idx] += np.maximum(-p_ev, 0.0) * dt_h
+            f.degradation_usd[ev_idx] += wear
+            f.cost_usd[ev_idx] += wear
         f.curtailed_kwh[ev_idx] += (p_disp - p_ev) * dt_h
         agg.shortfall(ev_idx, k, p_ev)
         if self.monitor is not None:

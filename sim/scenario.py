@@ -18,23 +18,24 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sim.attack_kinds import AttackKindName, on_measurements
 from sim.attack_kinds import describe as describe_kinds
 from sim.scenario_files import SCENARIO_DIR as SCENARIO_DIR
-from sim.scenario_files import ScenarioError, _format_errors, apply_overrides, read_toml, resolve_path
+from sim.scenario_files import ScenarioError, _format_errors, _Model, apply_overrides, read_toml, resolve_path
 from sim.scenario_files import describe_scenarios as describe_scenarios
 from sim.scenario_files import list_scenarios as list_scenarios
 from sim.scenario_files import parse_override as parse_override
+from sim.scenario_fleet import ArrivalSpec as ArrivalSpec
+from sim.scenario_fleet import Choice as Choice
+from sim.scenario_fleet import DepartureSpec as DepartureSpec
+from sim.scenario_fleet import FleetGroup as FleetGroup
+from sim.scenario_fleet import FleetSpec as FleetSpec
+from sim.scenario_fleet import Uniform as Uniform
 
 # Cases whose papers number buses from 1 (``grid.bus_numbering = "paper"`` is allowed only for them)
 PAPER_CASES = ("case33bw", "case33bw-dr", "case33bw-dlmp", "case118")
-
-
-class _Model(BaseModel):
-    # allow_inf_nan=False: NaN/inf in any float field (lists included) is an error naming the field
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeSpec(_Model):
@@ -251,189 +252,6 @@ class MarketSpec(_Model):
                 msg = msg.replace("market.mechanism:", f"market.params.{name}:")
                 raise MarketConfigError(msg) from None
         return get(self.mechanism)(seed=seed, **self.active_params)
-
-
-class Uniform(_Model):
-    """A value drawn uniformly from ``[low, high]`` per EV, written ``{ low = …, high = … }``."""
-
-    low: float = Field(description="lower end (unit of the field using it)")
-    high: float = Field(description="upper end (unit of the field using it), >= low")
-
-    @model_validator(mode="after")
-    def _order(self) -> Uniform:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
-        return self
-
-
-class Choice(_Model):
-    """A value drawn per EV from a list, written ``{ values = […], weights = […] }``."""
-
-    values: list[Any] = Field(min_length=1, description="the values (unit of the field using it)")
-    weights: list[float] | None = Field(
-        None, description="relative weights, one per value, >= 0 with a positive sum; omitted: equally likely"
-    )
-
-    @model_validator(mode="after")
-    def _weights(self) -> Choice:
-        # values are free-typed (numbers or labels): NaN/inf must not slip through as a "value"
-        bad = [x for x in self.values if isinstance(x, float) and not math.isfinite(x)]
-        if bad:
-            raise ValueError(f"values: must be finite, got {bad[0]!r}")
-        if self.weights is not None:
-            if len(self.weights) != len(self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError("weights must be non-negative, one per value, with a positive sum")
-        return self
-
-
-class ArrivalSpec(_Model):
-    """Arrival time of day: a fixed number of EVs with uniform/normal times, or a non-homogeneous Poisson process."""
-
-    process: Literal["uniform", "normal", "poisson"] = Field(
-        "uniform",
-        description="n_evs × share EVs a day at uniform or normal times, or a Poisson process with rate_per_h",
-    )
-    low_h: float = Field(17.0, ge=0, le=24, description="uniform: earliest arrival, time of day [h]")
-    high_h: float = Field(19.0, ge=0, le=24, description="uniform: latest arrival, time of day [h]")
-    mean_h: float = Field(18.0, ge=0, lt=24, description="normal: mean arrival, time of day [h]")
-    sd_h: float = Field(1.0, gt=0, description="normal: standard deviation of the arrival time [h]")
-    rate_per_h: list[float] = Field(default_factory=list, description="24 hourly arrival rates [EV/h] (poisson)")
-
-    @model_validator(mode="after")
-    def _check(self) -> ArrivalSpec:
-        if self.process == "uniform" and self.high_h < self.low_h:
-            raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
-        if self.process == "poisson" and (len(self.rate_per_h) != 24 or any(r < 0 for r in self.rate_per_h)):
-            raise ValueError("rate_per_h: needs 24 non-negative hourly rates for process = 'poisson'")
-        return self
-
-
-class DepartureSpec(_Model):
-    """Departure: a time of day window (next occurrence after arrival) or a dwell time."""
-
-    kind: Literal["time-of-day", "dwell"] = Field(
-        "time-of-day", description="departure drawn as a time of day, or as a dwell time after arrival"
-    )
-    low_h: float = Field(6.0, ge=0, description="earliest departure: time of day, or shortest dwell [h]")
-    high_h: float = Field(8.0, ge=0, description="latest departure: time of day, or longest dwell [h]")
-
-    @model_validator(mode="after")
-    def _order(self) -> DepartureSpec:
-        if self.high_h < self.low_h:
-            raise ValueError(f"high_h ({self.high_h}) must be >= low_h ({self.low_h})")
-        if self.kind == "dwell" and self.low_h <= 0:
-            raise ValueError("low_h: a dwell time must be > 0 h")
-        return self
-
-
-class FleetGroup(_Model):
-    """One group of EVs with its own behaviour and hardware distributions."""
-
-    name: str = Field(description="group name (unique), used in tables and plots")
-    share: float = Field(gt=0, le=1, description="share of fleet.n_evs in this group")
-    station_group: str = Field(description="name of the station group ([[stations]]) these EVs charge at")
-    arrival: ArrivalSpec = Field(ArrivalSpec(), description="when the EVs arrive")
-    departure: DepartureSpec = Field(DepartureSpec(), description="when the EVs leave")
-    battery_kwh: Choice = Field(Choice(values=[40.0]), description="battery capacity [kWh]")
-    soc_arrival: Uniform = Field(Uniform(low=0.2, high=0.4), description="state of charge at arrival [-]")
-    soc_target: float = Field(0.9, gt=0, le=1, description="state of charge wanted at departure [-]")
-    energy_need_kwh: Uniform | None = Field(None, description="if set, the need is drawn here and soc_arrival follows")
-    charger_kw: Choice = Field(Choice(values=[7.2]), description="charging power limit of the EV's charger [kW]")
-    discharge_kw: float = Field(3.6, ge=0, description="discharging power limit of a V2G EV [kW]")
-    eta_ch: float = Field(0.92, gt=0, le=1, description="charging efficiency, grid to battery [-]")
-    eta_dis: float = Field(0.90, gt=0, le=1, description="discharging efficiency, battery to grid [-]")
-    v2g_share: float = Field(0.0, ge=0, le=1, description="probability an EV can discharge to the grid (V2G) [-]")
-    charger_kva_factor: float = Field(1.1, ge=1.0, description="charger apparent-power rating / charger kW")
-    elasticity: Uniform = Field(
-        Uniform(low=-0.5, high=-0.1), description="own-price elasticity of the EV's demand [-], in [-100, 0]"
-    )
-    income_group: Choice = Field(
-        Choice(values=["low", "middle", "high"], weights=[0.3, 0.5, 0.2]),
-        description="income group label of each EV (reported per group in the tables)",
-    )
-    source: Literal["parametric", "elaadnl"] = Field(
-        "parametric",
-        description="where arrival, connection time and energy come from: the distributions above (parametric) or "
-        "ElaadNL's empirical ones (elaadnl; agents/elaadnl.py)",
-    )
-    segment: Literal["private", "public"] | None = Field(
-        None, description="elaadnl: the kind of charge point whose sessions are drawn (omitted: public)"
-    )
-    day_type: Literal["calendar", "weekday", "weekend"] | None = Field(
-        None,
-        description="elaadnl: arrival table per simulated day: 'calendar' (omitted) by the day's weekday in the "
-        "profile year 2016 from grid.profile_start_day, or always the 'weekday' / 'weekend' table",
-    )
-
-    @model_validator(mode="after")
-    def _source_fields(self) -> FleetGroup:
-        # settings the chosen source does not use are errors, never silently ignored (a value equal to the default
-        # is let through: a run's written scenario.toml spells out every default and must validate again)
-        if self.source == "elaadnl":
-            fields = type(self).model_fields
-            unused = [
-                k
-                for k in ("arrival", "departure", "soc_arrival", "energy_need_kwh")
-                if k in self.model_fields_set and getattr(self, k) != fields[k].default
-            ]
-            if unused:
-                raise ValueError(
-                    f"{unused[0]}: not used with source = 'elaadnl' (ElaadNL gives arrival, connection time and "
-                    "energy); remove it, or use source = 'parametric'"
-                )
-        else:
-            for k in ("segment", "day_type"):
-                if getattr(self, k) is not None:
-                    raise ValueError(f"{k}: only used with source = 'elaadnl'; remove it, or set source = 'elaadnl'")
-        return self
-
-    @field_validator("battery_kwh", "charger_kw")
-    @classmethod
-    def _positive(cls, v: Choice) -> Choice:
-        if any(isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x <= 1e6 for x in v.values):
-            raise ValueError(f"values must be numbers in (0, 1e6], got {v.values}")
-        return v
-
-    @field_validator("elasticity")
-    @classmethod
-    def _own_price(cls, v: Uniform) -> Uniform:
-        # an own-price elasticity > 0 (demand rising with its price) is not a behaviour: reject, never clip; below
-        # -100 a 1 % price step asks for the whole flexible energy, and ever larger values overflow to inf
-        if v.high > 0 or v.low < -100:
-            raise ValueError(
-                f"own-price elasticity must be in [-100, 0] (demand does not rise with its price); got low = "
-                f"{v.low:g}, high = {v.high:g}; allowed: -100 <= low <= high <= 0"
-            )
-        return v
-
-
-class FleetSpec(_Model):
-    """The EVs: how many a day, how they follow the aggregator, and their groups."""
-
-    n_evs: int = Field(1000, ge=0, le=1_000_000, description="EVs per simulated day [EV/day]")
-    participation: float = Field(0.85, ge=0, le=1, description="probability an EV follows the aggregator's schedule")
-    station_choice: int = Field(
-        0,
-        ge=0,
-        le=1000,
-        description="a following user arriving at a station queues at the least busy of it and its N nearest stations "
-        "of the same group along the feeder (0 = own station; any mechanism)",
-    )
-    placement: Literal["load", "uniform"] = Field(
-        "load",
-        description="how a group's EVs are spread over its stations: 'load' in proportion to the base active load "
-        "of each station's bus (shared by the group's stations at that bus), 'uniform' equally likely",
-    )
-    groups: list[FleetGroup] = Field(min_length=1, description="EV groups; their shares sum to 1")
-
-    @model_validator(mode="after")
-    def _shares(self) -> FleetSpec:
-        s = sum(g.share for g in self.groups)
-        if abs(s - 1) > 1e-6:
-            raise ValueError(f"fleet.groups.share: shares must sum to 1, got {s:g}")
-        if len({g.name for g in self.groups}) != len(self.groups):
-            raise ValueError("fleet.groups.name: names must be unique")
-        return self
 
 
 class StationGroup(_Model):

@@ -9,9 +9,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+
+
+class _Model(BaseModel):
+    """Base of every scenario section. allow_inf_nan=False: NaN/inf in any float field (lists included) is an error
+    naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScenarioError(ValueError):
@@ -20,8 +27,6 @@ class ScenarioError(ValueError):
 
 def _model_of(annotation: Any) -> Any:
     """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``), or None."""
-    from pydantic import BaseModel
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in get_args(annotation):

@@ -410,7 +410,8 @@ def test_starting_tariffs() -> None:
 
 # ------------------------------------------------------------------ settings a mechanism cannot honour are rejected
 def test_v2g_share_is_rejected_for_a_mechanism_that_never_discharges() -> None:
-    """No mechanism discharges today, so V2G-capable EVs would be charge-only: rejected at validation and at build."""
+    """Issue 21: V2G-capable EVs with a mechanism that never discharges are rejected at validation and at build
+    (never scheduled charge-only in silence); the mechanisms that discharge accept them."""
     from typer.testing import CliRunner
 
     from experiments.cli import app
@@ -418,22 +419,32 @@ def test_v2g_share_is_rejected_for_a_mechanism_that_never_discharges() -> None:
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
-    assert not any(getattr(mb.get(n), "discharges", True) for n in mb.available())
-    for mech in ("elasticity-dr", "milp", "uncontrolled"):
+    never = [n for n in mb.available() if not getattr(mb.get(n), "discharges", False)]
+    assert "uncontrolled" in never and "milp" not in never
+    for mech in ("uncontrolled", "qubo-dlmp"):
         sc = load_scenario("default", ["fleet.groups.1.v2g_share=0.3", f"market.mechanism='{mech}'"])
         with pytest.raises(MarketConfigError) as err:
             check_fit(sc, sc.market.build())
         msg = str(err.value)
         assert msg.startswith("fleet.groups.1.v2g_share: got 0.3") and f"'{mech}'" in msg and "allowed: 0" in msg
-        assert "\n" not in msg
+        assert "milp" in msg and "\n" not in msg
+    sc = load_scenario("default", ["fleet.groups.1.v2g_share=0.3", "market.mechanism='milp'"])
+    check_fit(sc, sc.market.build())  # the continuous milp discharges
+    sc = load_scenario(
+        "default", ["fleet.groups.1.v2g_share=0.3", "market.mechanism='milp'", "market.params.milp.variant='milp'"]
+    )
+    with pytest.raises(MarketConfigError, match="fleet.groups.1.v2g_share"):  # the integer grid does not
+        check_fit(sc, sc.market.build())
     with pytest.raises(MarketConfigError, match="fleet.groups.1.v2g_share"):  # `evgrid run` builds a simulation
-        CoSimulation(load_scenario("default", ["fleet.groups.1.v2g_share=0.3", "fleet.n_evs=10"]))
-    out = CliRunner().invoke(app, ["validate", "default", "--set", "fleet.groups.0.v2g_share=1.0"])
+        CoSimulation(
+            load_scenario(
+                "default", ["fleet.groups.1.v2g_share=0.3", "fleet.n_evs=10", "market.mechanism=uncontrolled"]
+            )
+        )
+    out = CliRunner().invoke(
+        app, ["validate", "default", "--set", "fleet.groups.0.v2g_share=1.0", "--set", "market.mechanism=uncontrolled"]
+    )
     assert out.exit_code == 2 and "fleet.groups.0.v2g_share: got 1" in out.output
-    # a mechanism that declares it discharges is accepted
-    discharging = ElasticityDR()
-    discharging.discharges = True
-    check_fit(load_scenario("default", ["fleet.groups.1.v2g_share=0.3"]), discharging)
 
 
 def test_positive_own_price_elasticities_are_rejected() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -258,7 +259,8 @@ def test_dlmp_prices_steer_the_schedule_per_bus() -> None:
     np.testing.assert_allclose(res.price_usd_per_mwh, [70, 70])
 
 
-def test_rolling_sets_replans_and_v2g_is_charge_only() -> None:
+def test_rolling_sets_replans_and_v2g_discharges_only_with_a_battery_and_the_lp() -> None:
+    """Issue 21: V2G discharges where it pays — with a battery above its floor, in the continuous variant only."""
     assert MILP(rolling=True).replans is True and MILP().replans is False
     req = MarketRequest.from_sessions(
         dt_min=60,
@@ -268,19 +270,22 @@ def test_rolling_sets_replans_and_v2g_is_charge_only() -> None:
         departure_slot=[3],
         e_need_kwh=[5],
         p_max_kw=[7],
-        price_usd_per_mwh=[50, -20, 50],
+        price_usd_per_mwh=[50, 400, 50],
     )
-    req = MarketRequest(
-        t0_min=0,
-        dt_min=60,
-        n_slots=3,
-        evs=EVFlex(**{**req.evs.__dict__, "p_min_kw": np.array([-7.0])}),
-        base_load_kw=req.base_load_kw,
-        price_usd_per_mwh=req.price_usd_per_mwh,
-    )
-    res = MILP().clear(req)
+    ev = {**req.evs.__dict__, "p_min_kw": np.array([-7.0])}
+    no_room = replace(req, evs=EVFlex(**{**ev, "e_floor_kwh": np.array([5.0])}))  # floor = target: no room
+    res = MILP().clear(no_room)
+    assert res.p_kw.min() >= 0 and res.info["v2g_evs"] == 0
+    battery = {"e_kwh": np.array([20.0]), "e_cap_kwh": np.array([40.0]), "e_floor_kwh": np.array([8.0])}
+    v2g = replace(req, evs=EVFlex(**{**ev, **battery, "eta_dis": np.array([0.9])}))
+    res = MILP().clear(v2g)
+    assert res.info["v2g_evs"] == 1 and res.p_kw[0, 1] == pytest.approx(-7.0)  # sells at 400 $/MWh
+    e_bat = np.where(res.p_kw > 0, res.p_kw * req.evs.eta_ch[0], res.p_kw / 0.9).sum()
+    assert e_bat == pytest.approx(5.0, abs=1e-6)  # the need is met net of the discharge
+    assert max(res.violations.values()) <= TOL
+    assert MILP(variant="milp").discharges is False and MILP().discharges is True
+    res = MILP(variant="milp").clear(v2g)
     assert res.info["v2g_ignored"] == 1 and res.p_kw.min() >= 0
-    assert res.p_kw.sum() * 0.92 == pytest.approx(5.0)
 
 
 def test_time_limit_is_reported_not_hidden() -> None:

@@ -103,7 +103,7 @@ def test_an_unknown_key_lists_the_allowed_ones_and_the_nearest() -> None:
     with pytest.raises(ScenarioError) as err:
         load_scenario("default", ["fleet.groups.0.batery_kwh={values=[40.0]}"])
     msg = str(err.value)
-    assert msg.startswith("fleet.groups.0.batery_kwh: unknown key; allowed: arrival, battery_kwh,")
+    assert msg.startswith("fleet.groups.0.batery_kwh: unknown key; allowed: arrival, battery, battery_kwh,")
     assert msg.endswith("did you mean 'battery_kwh'?") and "\n" not in msg
     # a key of another table (or a mechanism's parameter) is named by its full path
     for key, path in (("horizon_h=1", "time.horizon_h"), ("fleet.share=0.5", "fleet.groups.0.share")):

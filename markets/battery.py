@@ -1,0 +1,121 @@
+"""Battery physics shared by the mechanisms and the simulation (`agents.aggregator` dispatches along it): the two-stage charging curve and the energy reserve
+that keeps a V2G EV able to leave with its target.
+
+**Two-stage (CC-CV) curve**, as ACN-Sim's ``Linear2StageBattery``: up to the transition state of charge
+``soc_t`` the battery takes the charger's full power; above it the maximum power falls linearly to 0 at a full
+battery::
+
+    p_lim(e) = min(p_max, p_max·(cap − e)/(cap·(1 − soc_t)))        [kW, grid side]
+
+evaluated at the energy ``e`` at the start of a step (ACN-Sim evaluates it at the start of each period too).
+``soc_t = 1`` is the ideal battery (full power up to full). The limit never lets a step overfill the battery: it is
+also capped at ``(cap − e)/(η·Δt)``.
+
+**Reserve.** `reserve_kwh` runs the curve backwards from departure: the least energy an EV must hold at the start
+of each remaining step so that charging at its limit every step still reaches its target by departure. A V2G EV may
+discharge in a step only down to the reserve of the next step — the departure-SOC guarantee (which still fails when
+the DSO curtails the recharge; the fulfilment KPIs report it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def slope_kw_per_kwh(p_max_kw: np.ndarray, cap_kwh: np.ndarray, transition_soc: np.ndarray) -> np.ndarray:
+    """Slope of the taper, ``p_max/(cap·(1 − soc_t))`` [kW per kWh below full]; inf for an ideal battery."""
+    denom = cap_kwh * (1.0 - transition_soc)
+    ok = (transition_soc < 1.0) & (denom > 0)
+    return np.where(ok, p_max_kw / np.where(ok, denom, 1.0), np.inf)
+
+
+def charge_limit_kw(
+    e_kwh: np.ndarray,
+    cap_kwh: np.ndarray,
+    p_max_kw: np.ndarray,
+    transition_soc: np.ndarray,
+    eta_ch: np.ndarray,
+    dt_h: float,
+    avail: np.ndarray | float = 1.0,
+) -> np.ndarray:
+    """Largest grid-side charging power for one step starting at ``e_kwh`` [kW] (module docstring), for an EV
+    plugged in the share ``avail`` of the step: ``min(p_max, taper)·avail``, and never more than fills the battery."""
+    room = np.maximum(cap_kwh - e_kwh, 0.0)
+    s = slope_kw_per_kwh(p_max_kw, cap_kwh, transition_soc)
+    taper = np.where(np.isinf(s), np.inf, np.where(np.isinf(s), 0.0, s) * room)
+    return np.minimum(np.minimum(p_max_kw, taper) * avail, room / (eta_ch * dt_h))
+
+
+def reserve_kwh(
+    e_target_kwh: np.ndarray,
+    cap_kwh: np.ndarray,
+    p_max_kw: np.ndarray,
+    transition_soc: np.ndarray,
+    eta_ch: np.ndarray,
+    dt_h: float,
+    avail: np.ndarray,
+) -> np.ndarray:
+    """Least energy at the start of each slot from which the target is still reachable [kWh], shape (n, n_slots + 1).
+
+    Args:
+        e_target_kwh: battery energy wanted at departure [kWh].
+        cap_kwh, p_max_kw, transition_soc, eta_ch: the battery and charger (`charge_limit_kw`).
+        dt_h: slot length [h].
+        avail: share of each slot the EV is plugged in, shape (n, n_slots) (`markets.base.EVFlex.availability`).
+
+    Column ``n_slots`` is the target itself; column ``t`` the least ``e`` with ``e + η·Δt·p_lim(e)·avail[t] ≥``
+    column ``t + 1`` (the step map is non-decreasing in ``e``, so it inverts piecewise). A reserve above the capacity
+    means the target cannot be reached from any energy (said by ``> cap``, never clipped).
+    """
+    n, n_slots = avail.shape
+    out = np.empty((n, n_slots + 1))
+    out[:, n_slots] = e_target_kwh
+    s = slope_kw_per_kwh(p_max_kw, cap_kwh, transition_soc)
+    for t in range(n_slots - 1, -1, -1):
+        nxt = out[:, t + 1]
+        a = eta_ch * dt_h * avail[:, t]
+        full = nxt - a * p_max_kw  # needed if the whole step is at full power
+        # on the taper: e + a·s·(cap − e) ≥ nxt  ⇔  e ≥ (nxt − a·s·cap)/(1 − a·s) when a·s < 1 (else any e ≤ cap)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a_s = np.where(np.isinf(s), 0.0, a * s)
+            tapered = np.where(a_s < 1.0, (nxt - a_s * cap_kwh) / np.maximum(1.0 - a_s, 1e-12), -np.inf)
+        tapered = np.where(np.isinf(s), -np.inf, tapered)
+        out[:, t] = np.where(nxt > cap_kwh + 1e-9, nxt, np.maximum(full, tapered))
+    return out
+
+
+def follow_curve(
+    p_kw: np.ndarray,
+    e_kwh: np.ndarray,
+    e_need_kwh: np.ndarray,
+    cap_kwh: np.ndarray,
+    p_max_kw: np.ndarray,
+    transition_soc: np.ndarray,
+    eta_ch: np.ndarray,
+    eta_dis: np.ndarray,
+    dt_h: float,
+    avail: np.ndarray,
+) -> np.ndarray:
+    """A schedule made to follow the charging curve [kW], shape of ``p_kw`` (n, n_slots).
+
+    The goal is the energy the schedule itself delivers (net of discharge, at most ``e_need_kwh``): the repair
+    reshapes a schedule, it never adds energy its mechanism did not plan. Slot by slot from the energy ``e_kwh`` now:
+    charging power is cut to the curve (`charge_limit_kw`); where the schedule would fall below the reserve
+    (`reserve_kwh`, the least energy from which the goal is still reachable along the curve), the slot charges more —
+    within the curve — so the energy the taper removes from late slots is pulled forward instead of lost; and no
+    slot takes the battery past the goal. Discharge (negative power) is kept.
+    """
+    n, n_slots = p_kw.shape
+    planned = (np.where(p_kw > 0, p_kw * eta_ch[:, None], p_kw / eta_dis[:, None]) * dt_h).sum(axis=1)
+    top = e_kwh + np.clip(planned, 0.0, e_need_kwh)  # the goal: never above the target
+    res = reserve_kwh(top, cap_kwh, p_max_kw, transition_soc, eta_ch, dt_h, avail)
+    e = e_kwh.astype(float).copy()
+    out = p_kw.astype(float).copy()
+    for t in range(n_slots):
+        lim = charge_limit_kw(e, cap_kwh, p_max_kw, transition_soc, eta_ch, dt_h, avail[:, t])
+        catch_up = (np.minimum(res[:, t + 1], top) - e) / (eta_ch * dt_h)
+        q = np.minimum(np.minimum(np.maximum(p_kw[:, t], catch_up), lim), np.maximum(top - e, 0.0) / (eta_ch * dt_h))
+        q = np.where(p_kw[:, t] < 0, p_kw[:, t], np.maximum(q, 0.0))
+        out[:, t] = q
+        e = e + np.where(q > 0, q * eta_ch, q / eta_dis) * dt_h
+    return out
