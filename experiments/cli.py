@@ -196,7 +196,8 @@ def mechanisms(
     for key, (default, meaning) in getattr(cls, "parameters", {}).items():
         typer.echo(f"  {key:<30} {default!r:<12} {meaning}")
     typer.echo(f"reads from the request: {', '.join(sorted(getattr(cls, 'needs', ()))) or 'the core only'}")
-    typer.echo(f"discharges V2G EVs: {'yes' if getattr(cls, 'discharges', False) else 'no'}")
+    can = bool(getattr(cls, "discharges", False))
+    typer.echo(f"discharges V2G EVs: {'yes, with the defaults above' if can else 'no'}")
 
 
 @app.command()

@@ -26,6 +26,8 @@ Every clearing (day-ahead or not) then schedules the EVs of the request:
   departure first) by water-filling against base load + DR shift + committed and already-scheduled EV load,
   within their window, rate limit and their station's cap.
 * **non-participants** charge at full rate from plug-in (uncontrolled).
+* **participating V2G EVs** (``v2g = true``, EVs whose `EVFlex.discharges`) are then re-planned to level the
+  load with charge and discharge, the same energy as their charge-only fill (`markets.v2g.level_with_v2g`).
 
 Per-EV elasticities are carried in the request but not used by this mechanism: an EV's response here is
 all-or-nothing participation, as in `002_…`.
@@ -35,6 +37,8 @@ day-ahead shift and ``request.price_usd_per_mwh`` to carry the announced tariff;
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +56,7 @@ from markets.base import (
 )
 from markets.compiled import njit_cached
 from markets.tariffs import tou_price
+from markets.v2g import level_with_v2g
 
 __all__ = ["ElasticityDR", "elastic_shift", "water_fill", "valley_fill", "tou_price"]
 
@@ -410,7 +415,13 @@ class ElasticityDR(Mechanism):
             "'day' (tariff fixed day-ahead) or 'step' (real-time: every clearing re-prices the "
             "rest of the day from the reported load, anchored to the day-ahead load range)",
         ),
+        "v2g": (True, "participating V2G EVs also discharge into the peak (markets/v2g.py); false: charge-only"),
     }
+    discharges = True  # unless v2g = false (the instance says)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.discharges = bool(self.params["v2g"])
 
     def _validate(self) -> None:
         p = self.params
@@ -433,6 +444,7 @@ class ElasticityDR(Mechanism):
             "cross_elasticity": 0 <= p["cross_elasticity"] <= MAX_ELASTICITY,
             "flexible_share": 0 <= p["flexible_share"] <= 1,
             "reprice": p["reprice"] in ("day", "step"),
+            "v2g": isinstance(p["v2g"], (bool, np.bool_)),
         }
         allowed = {
             "rho_usd_per_mwh": "> 0",
@@ -446,6 +458,7 @@ class ElasticityDR(Mechanism):
             "cross_elasticity": f"[0, {MAX_ELASTICITY:g}] (load moves toward the other, relatively cheaper slots)",
             "flexible_share": "[0, 1]",
             "reprice": "'day' or 'step'",
+            "v2g": "true or false",
         }
         for k, ok in checks.items():
             if not ok:
@@ -501,6 +514,12 @@ class ElasticityDR(Mechanism):
             _add_rows_at(station_load, evs.station[~follow], p_asap)
         if follow.any():
             p[follow] = valley_fill(evs.select(follow), n, dt_h, load, request.station_cap_kw, station_load)
+        v2g = np.nonzero(follow & evs.discharges)[0] if self.discharges else np.zeros(0, int)
+        if len(v2g):  # participating V2G EVs level the load with discharge too (markets/v2g.py)
+            if station_load is not None:
+                _add_rows_at(station_load, evs.station[follow], p[follow])
+            load = request.base_load_kw + shift + request.committed_ev_kw + p.sum(axis=0)
+            p = level_with_v2g(evs, p, v2g, load, dt_h, request.station_cap_kw, station_load)
         ev_kw = p.sum(axis=0)
         total = request.base_load_kw + shift + request.committed_ev_kw + ev_kw
         repriced = False

@@ -342,6 +342,7 @@ def test_mechanisms_lists_each_and_its_parameters() -> None:
     assert res.exit_code == 0, res.output
     for key, (default, _) in get("elasticity-dr").parameters.items():  # type: ignore[attr-defined]
         assert f"  {key:<30} {default!r:<12} " in res.output
-    assert "discharges V2G EVs: no" in res.output
+    assert "discharges V2G EVs: yes, with the defaults above" in res.output
+    assert "discharges V2G EVs: no" in runner.invoke(app, ["mechanisms", "uncontrolled"]).output
     res = runner.invoke(app, ["mechanisms", "nope"])
     assert res.exit_code == 2 and res.output.startswith("error: market.mechanism: unknown 'nope'")
