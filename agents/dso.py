@@ -8,6 +8,13 @@ B = 85 unit runs above 85 $/MWh; the paper's remark that DGs stop in the early m
 eq. 4 price range.) **Voltage support**: if the grid violates a limit with the economic dispatch, the DSO first
 raises every DG to its rating (the extra cost is counted) before it touches EV load.
 
+**OPF dispatch** (``grid.dispatch = "opf"``): instead, every step the DSO dispatches its DGs with the AC OPF
+(`grids.dlmp.OpfDispatch`, pandapower ``runopp`` warm-started from the previous step): least substation energy at the
+step's price plus DG cost, within voltage, line, transformer and substation limits, renewables curtailed only where
+a limit binds — the network co-optimisation of `002_…`. The load it dispatches against is the step's whole load,
+EV load included. A step whose OPF does not converge uses the merit order and is flagged (``opf_failed_step``,
+counted in the step table and the KPIs), never raised. The limit check and curtailment below follow either way.
+
 **Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
 ``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent``, transformer loading against
 ``max_trafo_loading_percent`` and the T–D interface against the substation rating. EV load may only be blamed
@@ -64,6 +71,17 @@ class GridStep:
     ev_q_kvar: np.ndarray | None = None  # reactive injection of EV chargers per bus [kVAr] (+ = inject)
 
 
+def dg_cost_usd_per_h(network: Network, dg_p_kw: np.ndarray, dg_q_kvar: np.ndarray) -> float:
+    """Cost of a DG dispatch [$/h]: ``A·P² + B·P + C`` (P in MW) for every DG that runs, plus its reactive output
+    at ``q_cost_usd_per_mvarh``."""
+    cost = 0.0
+    for d, p_kw, q_kvar in zip(network.dgs, dg_p_kw, dg_q_kvar, strict=True):
+        if p_kw > 1e-6:
+            pm = p_kw / 1000.0
+            cost += d.cost_a * pm**2 + d.cost_b * pm + d.cost_c + q_kvar / 1000.0 * d.q_cost_usd_per_mvarh
+    return cost
+
+
 def dg_dispatch(
     network: Network, price_usd_per_mwh: float, *, full: bool = False
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -102,9 +120,15 @@ class DSO(mesa.Agent):
         *,
         curtail: bool = True,
         volt_var: tuple[np.ndarray, np.ndarray] | None = None,
+        dispatch: str = "merit",
     ) -> None:
         super().__init__(model)
         self.network = network
+        self.opf: Any = None  # grid.dispatch = "opf": the AC OPF that dispatches the DGs each step
+        if dispatch == "opf" and network.dgs:
+            from grids.dlmp import OpfDispatch
+
+            self.opf = OpfDispatch(network)
         self.engine = engine
         self.volt_var = volt_var
         if hasattr(engine, "reset_warm_start"):
@@ -115,6 +139,7 @@ class DSO(mesa.Agent):
         self._ren_bus = np.array([d.bus for d in network.renewables], int)
         self.pf_time_s = 0.0
         self.n_pf = 0
+        self.opf_failed_step = False  # the last step's OPF did not converge (merit order was used)
 
     def _solve(self, p_mw: np.ndarray, q_mvar: np.ndarray, *, probe: bool = False) -> PowerFlowResult:
         """One power flow. ``probe``: a bisection trial whose failure only means "curtail more", so the fast
@@ -167,9 +192,15 @@ class DSO(mesa.Agent):
         renewable_kw: np.ndarray,
         *,
         full: bool = False,
+        opf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-        """Net load per bus without EVs (non-EV load − DGs − renewables) and the DG dispatch behind it."""
-        dg_p, dg_q, dg_cost = dg_dispatch(self.network, price_usd_per_mwh, full=full)
+        """Net load per bus without EVs (non-EV load − DGs − renewables) and the DG dispatch behind it: merit order
+        (`dg_dispatch`), or the OPF's (DG P, DG Q, renewable output) when ``opf`` is given."""
+        if opf is None:
+            dg_p, dg_q, dg_cost = dg_dispatch(self.network, price_usd_per_mwh, full=full)
+        else:
+            dg_p, dg_q, renewable_kw = opf
+            dg_cost = dg_cost_usd_per_h(self.network, dg_p, dg_q)
         p = p_base_kw.copy()
         q = q_base_kvar.copy()
         np.add.at(p, self._dg_bus, -dg_p)
@@ -256,14 +287,22 @@ class DSO(mesa.Agent):
         ones = np.ones_like(p_ev_kw)
         p_fixed = q_fixed = np.zeros(0)
 
+        q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)
+        opf = None
+        if self.opf is not None:  # the OPF sees the whole fixed load at each bus: base load and the EVs' P and Q
+            q_price = self.model.spec.prices.q_price_usd_per_mvarh
+            opf = self.opf.solve(p_base_kw + p_ev_kw, q_base_kvar - q_set, price_usd_per_mwh, renewable_kw, q_price)
+            self.opf_failed_step = opf is None  # merit order instead; counted by the recorder, never raised
+
         def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
-            nonlocal p_fixed, q_fixed
+            nonlocal p_fixed, q_fixed, renewable_kw
             p_fixed, q_fixed, dg_p, dg_q, dg_cost = self._fixed_injections(
-                p_base_kw, q_base_kvar, price_usd_per_mwh, renewable_kw, full=full
+                p_base_kw, q_base_kvar, price_usd_per_mwh, renewable_kw, full=full, opf=None if full else opf
             )
+            if opf is not None and not full:
+                renewable_kw = opf[2]  # what the OPF let the renewables produce (curtailed only where a limit binds)
             return dg_p, dg_q, dg_cost
 
-        q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)
         q_ev = q_set.copy()
         droop = self.volt_var is not None and s_ev_kva is not None and s_ev_kva.sum() > 0
 

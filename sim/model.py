@@ -273,6 +273,7 @@ class CoSimulation(mesa.Model):
             engine,
             curtail=g.curtailment,
             volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None,
+            dispatch=g.dispatch,
         )
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
         self._station_alternatives = self._alternatives(scenario.fleet.station_choice)

@@ -120,7 +120,7 @@ Layout: :mod:`~grids.dlmp.common` (result columns, input checks, :class:`Flexibl
 
 from __future__ import annotations
 
-from grids.dlmp.acopf import dlmp_acopf
+from grids.dlmp.acopf import OpfDispatch, dlmp_acopf
 from grids.dlmp.common import (
     COMPONENTS_P,
     COMPONENTS_Q,
@@ -133,6 +133,7 @@ from grids.dlmp.common import (
 from grids.dlmp.lindistflow import dlmp_lindistflow
 
 __all__ = [
+    "OpfDispatch",
     "FlexibleEV",
     "NotRadialError",
     "DLMPInputError",

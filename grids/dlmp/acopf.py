@@ -272,3 +272,64 @@ def _slot_rows(
             )
         )
     return rows
+
+
+class OpfDispatch:
+    """The DSO's per-step DG dispatch by AC OPF (``grid.dispatch = "opf"``): one ``runopp`` per step, warm-started
+    from the previous step's solution, on a copy of the net built once.
+
+    The OPF minimises the substation energy at the step's price plus the DGs' quadratic costs (``A·P² + B·P``;
+    reactive output priced at their ``q_cost``), subject to the network's voltage limits, line/transformer loading
+    and substation rating; renewables may be curtailed below their availability (they cost nothing, so only where a
+    limit binds). The fixed load is everything else at the bus — base load, EV charging and V2G discharge.
+
+    Args:
+        network: the grid (not modified).
+    """
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        n_bus = len(network.net.bus)
+        inp = read_inputs(network, np.zeros(n_bus), np.zeros(n_bus), 0.0, 0.0, None, None, None, None)
+        self._bus_index = inp.bus_index
+        self._net, self._el = _opf_net(network, inp)
+        self._warm = False
+        self.time_s = 0.0
+        self.n_solved = 0
+        self.n_failed = 0
+
+    def solve(
+        self,
+        p_load_kw: np.ndarray,
+        q_load_kvar: np.ndarray,
+        price_usd_per_mwh: float,
+        renewable_kw: np.ndarray,
+        q_price_usd_per_mvarh: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(DG P [kW], DG Q [kVAr], renewable output [kW]) in ``network.dgs`` / ``network.renewables`` order, or None
+        where the OPF does not converge (the caller falls back to merit order and records it). Reactive energy from
+        the grid is priced at ``q_price_usd_per_mvarh``."""
+        net, el = self._net, self._el
+        net.load.loc[el.load_idx, "p_mw"] = np.asarray(p_load_kw, float) / 1e3
+        net.load.loc[el.load_idx, "q_mvar"] = np.asarray(q_load_kvar, float) / 1e3
+        for j, s in enumerate(el.ren_idx):
+            net.sgen.loc[s, "max_p_mw"] = float(renewable_kw[j]) / 1e3
+            net.sgen.loc[s, "p_mw"] = float(renewable_kw[j]) / 1e3
+        net.poly_cost.loc[el.eg_cost, "cp1_eur_per_mw"] = float(price_usd_per_mwh)
+        net.poly_cost.loc[el.eg_cost, "cq1_eur_per_mvar"] = float(q_price_usd_per_mvarh)
+        t0 = time.perf_counter()
+        ok, _ = _run_opf(net, "results" if self._warm else "pf")
+        if not ok and self._warm:  # a stale warm start can fail where a fresh one converges
+            ok, _ = _run_opf(net, "pf")
+        self.time_s += time.perf_counter() - t0
+        self._warm = ok
+        if not ok:
+            self.n_failed += 1
+            return None
+        self.n_solved += 1
+        sg = net.res_sgen
+        dg_p = np.array([sg.at[s, "p_mw"] for s in el.dg_idx], float) * 1e3
+        dg_q = np.array([sg.at[s, "q_mvar"] for s in el.dg_idx], float) * 1e3
+        ren = np.array([sg.at[s, "p_mw"] for s in el.ren_idx], float) * 1e3
+        off = dg_p <= ON_KW  # the interior point leaves a unit it would stop at a few watts: stopped (no no-load cost)
+        return np.where(off, 0.0, dg_p), np.where(off, 0.0, dg_q), np.clip(ren, 0.0, np.asarray(renewable_kw, float))
