@@ -12,8 +12,8 @@ raises every DG to its rating (the extra cost is counted) before it touches EV l
 (`grids.dlmp.OpfDispatch`, pandapower ``runopp`` warm-started from the previous step): least substation energy at the
 step's price plus DG cost, within voltage, line, transformer and substation limits, renewables curtailed only where
 a limit binds — the network co-optimisation of `002_…`. The load it dispatches against is the step's whole load,
-EV load included. A step whose OPF does not converge uses the merit order and is flagged (``opf_failed_step``,
-counted in the step table and the KPIs), never raised. The limit check and curtailment below follow either way.
+EV load included. A step whose OPF does not converge uses the merit order and is flagged
+(``GridStep.dispatch_failed``: the step table's ``dispatch_failed``, the KPI ``opf_failed_steps``), never raised. The limit check and curtailment below follow either way.
 
 **Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
 ``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent``, transformer loading against
@@ -69,6 +69,7 @@ class GridStep:
     n_pf: int
     curtailed: bool
     ev_q_kvar: np.ndarray | None = None  # reactive injection of EV chargers per bus [kVAr] (+ = inject)
+    dispatch_failed: bool = False  # grid.dispatch = "opf": the OPF failed and merit order dispatched the DGs
 
 
 def dg_cost_usd_per_h(network: Network, dg_p_kw: np.ndarray, dg_q_kvar: np.ndarray) -> float:
@@ -139,7 +140,6 @@ class DSO(mesa.Agent):
         self._ren_bus = np.array([d.bus for d in network.renewables], int)
         self.pf_time_s = 0.0
         self.n_pf = 0
-        self.opf_failed_step = False  # the last step's OPF did not converge (merit order was used)
 
     def _solve(self, p_mw: np.ndarray, q_mvar: np.ndarray, *, probe: bool = False) -> PowerFlowResult:
         """One power flow. ``probe``: a bisection trial whose failure only means "curtail more", so the fast
@@ -292,7 +292,6 @@ class DSO(mesa.Agent):
         if self.opf is not None:  # the OPF sees the whole fixed load at each bus: base load and the EVs' P and Q
             q_price = self.model.spec.prices.q_price_usd_per_mvarh
             opf = self.opf.solve(p_base_kw + p_ev_kw, q_base_kvar - q_set, price_usd_per_mwh, renewable_kw, q_price)
-            self.opf_failed_step = opf is None  # merit order instead; counted by the recorder, never raised
 
         def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
             nonlocal p_fixed, q_fixed, renewable_kw
@@ -329,7 +328,8 @@ class DSO(mesa.Agent):
             return self._limits_ok(r, v_lo, v_hi, l_hi, s_hi, t_hi)
 
         def step(r: PowerFlowResult, f: np.ndarray, curtailed: bool) -> GridStep:
-            return GridStep(r, f, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, curtailed, q_ev)
+            failed = self.opf is not None and opf is None
+            return GridStep(r, f, dg_p, dg_q, dg_cost, renewable_kw, self.n_pf - n0, curtailed, q_ev, failed)
 
         if ok(res):
             return step(res, ones, False)

@@ -126,6 +126,7 @@ def _grid_kpis(
     k["td_pf_mean"] = float(sc["td_pf"].mean()) if len(sc) else 1.0
     k["nonconverged_steps"] = int((~s["converged"]).sum())
     k["curtailment_steps"] = int(s["curtailed"].sum())
+    k["opf_failed_steps"] = int(s["dispatch_failed"].sum()) if "dispatch_failed" in s else 0
     k["ev_curtailed_kwh"] = float(evs["curtailed_kwh"].sum()) if len(evs) else 0.0
 
 

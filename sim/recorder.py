@@ -47,6 +47,7 @@ STEP_COLUMNS = (
     "max_trafo_loading_percent",
     "converged",
     "curtailed",
+    "dispatch_failed",
     "n_pf",
     "n_plugged",
     "n_waiting",
@@ -124,6 +125,7 @@ class Recorder:
         c["converged"][k] = pf.converged
         self.pf_method[k] = getattr(pf, "method", "fast" if ok else "failed")
         c["curtailed"][k] = grid.curtailed
+        c["dispatch_failed"][k] = grid.dispatch_failed
         c["n_pf"][k] = grid.n_pf
         f = m.fleet
         c["n_plugged"][k] = (f.state == PLUGGED).sum()
@@ -171,7 +173,7 @@ class Recorder:
         m = self.model
         steps = pd.DataFrame({"step": np.arange(n), "t_min": m.t_min, "time_h": m.t_min / 60.0, "tod_h": m.tod_h})
         for c, v in self.cols.items():
-            steps[c] = v.astype(bool) if c in ("converged", "curtailed") else v
+            steps[c] = v.astype(bool) if c in ("converged", "curtailed", "dispatch_failed") else v
         steps["n_pf"] = steps["n_pf"].astype(int)
         steps["pf_method"] = self.pf_method.astype(str)
         steps["total_load_kw"] = steps["base_load_kw"] + steps["ev_load_kw"]

@@ -58,8 +58,10 @@ def test_a_failed_opf_falls_back_to_merit_order_and_is_counted(monkeypatch: pyte
 
     monkeypatch.setattr(acopf, "_run_opf", lambda net, init: (False, "forced failure"))
     m = CoSimulation(load_scenario(DR, [*short, "grid.dispatch='opf'"]))
-    k = m.run().kpis
+    r = m.run()
+    k = r.kpis
     assert m.dso.opf.n_failed == 6 and m.dso.opf.n_solved == 0
+    assert k["opf_failed_steps"] == 6 and r.tables["steps"]["dispatch_failed"].all() and merit["opf_failed_steps"] == 0
     for key in ("energy_losses_kwh", "dg_energy_kwh", "total_cost_usd"):
         assert k[key] == pytest.approx(merit[key], rel=1e-12)
 
