@@ -260,8 +260,18 @@ class Aggregator(mesa.Agent):
             p[taper] = np.minimum(p[taper], lim)
         dis = np.nonzero(p < 0)[0]
         if len(dis):  # V2G: never below the SOC floor, nor below what still reaches the target by departure
-            keep = self.discharge_floor_kwh(idx[dis], k)
-            p[dis] = np.maximum(p[dis], -np.maximum(f.e_kwh[idx[dis]] - keep, 0.0) * f.eta_dis[idx[dis]] / dt_h)
+            j = idx[dis]
+            res = self._reserve_next_kwh(j, k)
+            keep = np.maximum(f.soc_floor[j] * f.battery_kwh[j], res)
+            p[dis] = np.maximum(p[dis], -np.maximum(f.e_kwh[j] - keep, 0.0) * f.eta_dis[j] / dt_h)
+            # the reserve rises as departure nears: an EV already below the next step's reserve charges up to it
+            # (within its curve) instead of idling, which would leave it short of its target for good
+            lim = charge_limit_kw(
+                f.e_kwh[j], f.battery_kwh[j], f.p_max_kw[j], f.transition_soc[j], f.eta_ch[j], dt_h, frac[dis]
+            )
+            below = res > f.e_kwh[j]
+            back = np.minimum((res - f.e_kwh[j]) / (f.eta_ch[j] * dt_h), lim)
+            p[dis] = np.where(below, np.maximum(p[dis], back), p[dis])
         st = self.model.station_table
         if np.isfinite(st.cap_kw).any() and len(idx):
             load = np.bincount(f.station[idx], weights=np.maximum(p, 0.0), minlength=len(st))
@@ -276,6 +286,12 @@ class Aggregator(mesa.Agent):
         reserve from which charging at their limit (`agents.battery.reserve_kwh`) still meets the target by
         departure."""
         f = self.model.fleet
+        return np.maximum(f.soc_floor[rows] * f.battery_kwh[rows], self._reserve_next_kwh(rows, k))
+
+    def _reserve_next_kwh(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Least battery energy of EVs ``rows`` at the end of step ``k`` from which charging at their limit still
+        meets the target by departure [kWh] (`markets.battery.reserve_kwh`)."""
+        f = self.model.fleet
         dt = self.model.dt_min
         rel = (f.departure_min[rows] - (k + 1) * dt) / dt  # plugged-in slots after this one
         n = int(max(np.ceil(rel.max() - 1e-9), 0)) if len(rows) else 0
@@ -284,7 +300,7 @@ class Aggregator(mesa.Agent):
         res = reserve_kwh(
             f.soc_target[rows] * cap, cap, f.p_max_kw[rows], f.transition_soc[rows], f.eta_ch[rows], dt / 60.0, avail
         )
-        return np.maximum(f.soc_floor[rows] * cap, res[:, 0])
+        return res[:, 0]
 
     def shortfall(self, idx: np.ndarray, k: int, p_kw: np.ndarray) -> None:
         """EVs that got less than scheduled this step are rescheduled next step."""

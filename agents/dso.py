@@ -278,20 +278,14 @@ class DSO(mesa.Agent):
             price_usd_per_mwh: energy price of this step [$/MWh].
             renewable_kw: available output of each renewable DER [kW].
             s_ev_kva: apparent-power rating of the plugged EV chargers per bus [kVA] (Volt/VAr droop).
-            q_ev_kvar: reactive injection of EV chargers set by the market per bus [kVAr] (+ = inject); the
-                droop, if enabled, uses only the headroom left beside it.
+            q_ev_kvar: the market's reactive injection of EV chargers per bus [kVAr] (+ = inject; droop: the rest).
         """
         net = self.network
-        ev_charge = np.maximum(p_ev_kw, 0.0)
-        ev_dis = np.minimum(p_ev_kw, 0.0)
+        ev_charge, ev_dis = np.maximum(p_ev_kw, 0.0), np.minimum(p_ev_kw, 0.0)
         ones = np.ones_like(p_ev_kw)
         p_fixed = q_fixed = np.zeros(0)
-
         q_set = np.zeros_like(p_ev_kw) if q_ev_kvar is None else np.asarray(q_ev_kvar, float)
-        opf = None
-        if self.opf is not None:  # the OPF sees the whole fixed load at each bus: base load and the EVs' P and Q
-            q_price = self.model.spec.prices.q_price_usd_per_mvarh
-            opf = self.opf.solve(p_base_kw + p_ev_kw, q_base_kvar - q_set, price_usd_per_mwh, renewable_kw, q_price)
+        opf = self._opf_dispatch(p_base_kw + p_ev_kw, q_base_kvar - q_set, price_usd_per_mwh, renewable_kw)
 
         def set_dgs(full: bool) -> tuple[np.ndarray, np.ndarray, float]:
             nonlocal p_fixed, q_fixed, renewable_kw
@@ -318,8 +312,7 @@ class DSO(mesa.Agent):
         n0 = self.n_pf
         dg_p, dg_q, dg_cost = set_dgs(False)
         res = solve(ones)
-        v_lo = np.full(net.n_bus, net.v_min_pu)
-        v_hi = np.full(net.n_bus, net.v_max_pu)
+        v_lo, v_hi = np.full(net.n_bus, net.v_min_pu), np.full(net.n_bus, net.v_max_pu)
         l_hi = np.full(len(res.line_loading_percent), net.max_line_loading_percent)
         t_hi = np.full(len(res.trafo_loading_percent), net.max_trafo_loading_percent)
         s_hi = net.substation_mva
@@ -339,13 +332,22 @@ class DSO(mesa.Agent):
         if not self.curtail or ev_charge.sum() <= 0 or ok(res):
             return step(res, ones, False)
         # Relax each limit to what the grid would show without EV charging: EVs only answer for what they add.
-        limits = _relaxed_limits(solve(np.zeros_like(p_ev_kw)), v_lo, v_hi, l_hi, t_hi, s_hi)
-        v_lo, v_hi, l_hi, t_hi, s_hi = limits
+        v_lo, v_hi, l_hi, t_hi, s_hi = _relaxed_limits(solve(np.zeros_like(p_ev_kw)), v_lo, v_hi, l_hi, t_hi, s_hi)
         if ok(res):
             return step(res, ones, False)
         w, uniform, has_ev = self._curtailment_weights(res, v_lo, ev_charge)
         best, f_best = self._bisect_curtailment(solve, ok, w, uniform, has_ev)
         return step(best, f_best, True)
+
+    def _opf_dispatch(
+        self, p_kw: np.ndarray, q_kvar: np.ndarray, price_usd_per_mwh: float, renewable_kw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The OPF's (DG P, DG Q, renewable output) for the step's whole load per bus (base load and the EVs' P and
+        Q), or None without OPF dispatch or where it failed."""
+        if self.opf is None:
+            return None
+        q_price = self.model.spec.prices.q_price_usd_per_mvarh
+        return self.opf.solve(p_kw, q_kvar, price_usd_per_mwh, renewable_kw, q_price)
 
     def _solve_droop(
         self,

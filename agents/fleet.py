@@ -86,6 +86,7 @@ class FleetState:
     curtailed_kwh: np.ndarray
     discharged_kwh: np.ndarray  # energy fed to the grid by V2G, grid side [kWh]
     degradation_usd: np.ndarray  # battery wear of that discharge [$]
+    v2g_revenue_usd: np.ndarray  # what that discharge earned at the step price [$]
 
     def __len__(self) -> int:
         return len(self.arrival_min)
@@ -469,6 +470,7 @@ def generate_fleet(
             "curtailed_kwh": np.zeros(n),
             "discharged_kwh": np.zeros(n),
             "degradation_usd": np.zeros(n),
+            "v2g_revenue_usd": np.zeros(n),
         }
         for k, v in add.items():
             cols[k].append(v)

@@ -32,7 +32,8 @@ Choices and deviations from the issue text, recorded here:
   point) and an EV that cannot be filled does not make the market fail. Energy is never *over*-delivered.
 * **V2G** (``variant="lp"``): an EV with ``p_min_kw < 0`` and energy above its floor (`EVFlex.discharges`) gets
   discharge columns ``Y[i,t] ∈ [0, −p_min·a]`` (grid side) and state-of-charge columns
-  ``s[i,t] ∈ [e_floor, e_cap]`` with ``s[t] = s[t−1] + η_ch·P·Δt − Y·Δt/η_dis``; the energy row becomes
+  ``s[i,t] ∈ [e_floor, min(e_cap, e_kwh + e_need)]`` (never above the target: the dispatch never charges past it)
+  with ``s[t] = s[t−1] + η_ch·P·Δt − Y·Δt/η_dis``; the energy row becomes
   ``Σ (η_ch·P − Y/η_dis)·Δt + u = need``, the peak row counts ``P − Y``, discharge earns ``λ`` and costs the battery
   wear ``degradation_usd_per_kwh·Y·Δt/η_dis`` in both objectives. ``p_kw = P − Y``. Not in the station-cap and
   voltage rows (both stay conservative: discharge only relieves them). No binary against simultaneous P and Y:

@@ -440,7 +440,10 @@ def _battery_columns(p: dict[str, Any], request: MarketRequest, col: dict[str, A
 
     ``y[i,t] ≥ 0`` is grid-side discharge [kW] (≤ −p_min·a), priced at −λ and charged the battery wear.
     ``s[i,t]`` is the battery energy at the end of slot t [kWh] in ``[e_floor, e_cap]``, for EVs that discharge or
-    whose two-stage curve can bind (their energy can pass the transition SOC).
+    whose two-stage curve can bind (their energy can pass the transition SOC). A discharging EV's is never above its
+    target (``e_kwh + e_need``): the dispatch never charges beyond what an EV still needs, so a plan that stores
+    energy above the target to discharge it later is cut at the target and then discharges below it. (A charge-only
+    EV never passes its target anyway; its bound stays ``e_cap``, the model unchanged.)
     """
     evs, dt = request.evs, request.dt_h
     avail, ei = col["avail"], col["ei"]
@@ -459,7 +462,8 @@ def _battery_columns(p: dict[str, Any], request: MarketRequest, col: dict[str, A
     wear = evs.degradation_usd_per_kwh[yi] * dt / evs.eta_dis[yi]
     col["cost"] = np.concatenate([col["cost"], -price * dt / 1000.0 + wear, np.zeros(ns)])
     col["lo"] = np.concatenate([col["lo"], np.zeros(ny), evs.e_floor_kwh[si]])
-    col["hi"] = np.concatenate([col["hi"], -np.minimum(evs.p_min_kw[yi], 0.0) * avail[yi, yt], evs.e_cap_kwh[si]])
+    top = np.where(dis, np.minimum(evs.e_cap_kwh, evs.e_kwh + evs.e_need_kwh), evs.e_cap_kwh)[si]  # (see above)
+    col["hi"] = np.concatenate([col["hi"], -np.minimum(evs.p_min_kw[yi], 0.0) * avail[yi, yt], top])
     col.update(yi=yi, yt=yt, c_y=c_y, si=si, st=st, c_s=c_s, ncol=c_s + ns, taper=taper)
 
 

@@ -10,7 +10,8 @@ participating V2G EV (earliest departure first, on top of the EVs before it, as 
   its charge-only schedule delivered — the EV gets the same energy, never less;
 * where the state of charge would cross the floor, that slot's discharge shrinks to the energy above it and the
   level is found again (at most `_ROUNDS` times); the re-plan is kept only if it discharges at all, reaches that
-  energy and stays within ``[e_floor, e_cap]`` in every slot; otherwise the charge-only schedule stays.
+  energy and stays within ``[e_floor, min(e_cap, target)]`` in every slot (the dispatch never charges past the
+  target); otherwise the charge-only schedule stays.
 
 The level ignores the round-trip loss and the battery wear (``degradation_usd_per_kwh``) in choosing *where* to
 discharge — it is the load-levelling rule of the valley fill, not a cost optimum (``milp`` is that). The wear is
@@ -115,6 +116,7 @@ def _level(
             e += float(_battery(capped[t : t + 1], eta_ch, eta_dis)[0]) * dt_h
         if np.array_equal(capped, x):
             path = evs.e_kwh[i] + np.cumsum(_battery(x, eta_ch, eta_dis)) * dt_h
-            return x if path.max() <= evs.e_cap_kwh[i] + 1e-9 and path.min() >= evs.e_floor_kwh[i] - 1e-9 else None
+            top = min(float(evs.e_cap_kwh[i]), float(evs.e_kwh[i] + evs.e_need_kwh[i]))  # the dispatch stops there
+            return x if path.max() <= top + 1e-9 and path.min() >= evs.e_floor_kwh[i] - 1e-9 else None
         lo = np.maximum(lo, np.minimum(capped, 0.0))
     return None

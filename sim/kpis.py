@@ -15,6 +15,15 @@ Definitions (Δt = step length in hours; sums run over steps):
 * waiting: plug-in − arrival for EVs that arrived in the horizon (reneged EVs count until they left).
 * energy fulfilment: delivered ÷ needed battery energy, over EVs that depart inside the horizon; unserved EV
   energy [kWh] = Σ max(needed − delivered, 0) over the same EVs.
+* V2G (all 0 on a run without V2G): ``v2g_discharged_kwh`` = energy V2G EVs fed back, grid side [kWh];
+  ``v2g_revenue_usd`` = what it earned, Σ discharged·λ at the step price [$] (credited in ``cost_usd``);
+  ``v2g_degradation_usd`` = battery wear, Σ (discharged ÷ η_dis) · ``degradation_usd_per_kwh`` [$] (charged in
+  ``cost_usd``); ``n_v2g_evs`` = V2G-capable EVs that plugged in, and ``v2g_revenue_per_ev_usd`` /
+  ``v2g_degradation_per_ev_usd`` the means over them. ``v2g_peak_reduction_kw`` = max over steps of (total demand +
+  V2G discharge of the step) − peak demand [kW]: a direct attribution that assumes the EVs would have done
+  nothing else in the steps they discharged. The counterfactual is the paired run with every ``v2g_share = 0``
+  (same seed), where the mechanism also charges differently; the direct attribution is the lower-effort estimate
+  from one run.
 * renewable utilisation = renewable energy used ÷ available (renewables are never curtailed in this model, so it
   is 1 unless the power flow fails).
 * power-flow failures: ``pf_failed_steps`` counts steps whose power flow found no physical solution even after the
@@ -72,6 +81,7 @@ def compute_kpis(
     _load_kpis(k, s, dt_min)
     _cost_kpis(k, s, scenario, conv, dt_min)
     _user_kpis(k, tables, scenario, dt_min)
+    _v2g_kpis(k, s, evs)
     # solver
     for key, v in timing.items():
         k[f"time_{key}" if not key.startswith("n_") else key] = v
@@ -208,3 +218,24 @@ def _user_kpis(k: dict[str, Any], tables: dict[str, pd.DataFrame], scenario: Sce
         float((done["soc_end"] >= done["soc_target"] - 1e-6).mean()) if len(done) else float("nan")
     )
     k["soc_departure_mean"] = float(done["soc_end"].mean()) if len(done) else float("nan")
+
+
+def _v2g_kpis(k: dict[str, Any], s: pd.DataFrame, evs: pd.DataFrame) -> None:
+    """V2G KPIs into ``k`` (all 0 on a run without V2G): energy fed back, its revenue and wear, per-EV means, and
+    the peak reduction attributed to it directly (see the module docstring)."""
+
+    def col(df: pd.DataFrame, name: str) -> np.ndarray:  # tables of results written before V2G lack the columns
+        return df[name].to_numpy(float) if name in df and len(df) else np.zeros(len(df))
+
+    v2g = evs["v2g"].to_numpy(bool) if "v2g" in evs and len(evs) else np.zeros(len(evs), bool)
+    plugged = np.isfinite(col(evs, "plugin_min")) if "plugin_min" in evs else np.zeros(len(evs), bool)
+    revenue, wear = col(evs, "v2g_revenue_usd"), col(evs, "degradation_usd")
+    n = int((v2g & plugged).sum())
+    k["n_v2g_evs"] = n
+    k["v2g_discharged_kwh"] = float(col(evs, "discharged_kwh").sum())
+    k["v2g_revenue_usd"] = float(revenue.sum())
+    k["v2g_degradation_usd"] = float(wear.sum())
+    k["v2g_revenue_per_ev_usd"] = float(revenue[v2g & plugged].sum() / n) if n else 0.0
+    k["v2g_degradation_per_ev_usd"] = float(wear[v2g & plugged].sum() / n) if n else 0.0
+    total = col(s, "total_load_kw")
+    k["v2g_peak_reduction_kw"] = float((total + col(s, "ev_discharge_kw")).max() - total.max()) if len(s) else 0.0

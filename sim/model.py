@@ -266,15 +266,8 @@ class CoSimulation(mesa.Model):
         self.market_operator = MarketOperator(self, mech, self.n_steps, tariff(scenario, self.tod_h, base_total))
         self.interface = MarketInterface(self, mech)
         self.aggregator = Aggregator(self, self.n_steps)
-        vv = g.volt_var
-        self.dso = DSO(
-            self,
-            net,
-            engine,
-            curtail=g.curtailment,
-            volt_var=(np.asarray(vv.v_pu), np.asarray(vv.q_share)) if vv.enabled else None,
-            dispatch=g.dispatch,
-        )
+        vv = (np.asarray(g.volt_var.v_pu), np.asarray(g.volt_var.q_share)) if g.volt_var.enabled else None
+        self.dso = DSO(self, net, engine, curtail=g.curtailment, volt_var=vv, dispatch=g.dispatch)
         self.stations = [Station(self, i, self.station_table) for i in range(len(self.station_table))]
         self._station_alternatives = self._alternatives(scenario.fleet.station_choice)
         self.estimator = None
@@ -410,11 +403,8 @@ class CoSimulation(mesa.Model):
         f.e_kwh[ev_idx] = np.minimum(f.e_kwh[ev_idx] + e_batt, f.battery_kwh[ev_idx])
         f.grid_kwh[ev_idx] += p_ev * dt_h
         f.cost_usd[ev_idx] += p_ev * dt_h * price / 1000.0
-        if (p_ev < 0).any():  # V2G: what was fed back, and the battery wear it cost (part of the EV's cost)
-            wear = np.maximum(-e_batt, 0.0) * f.degradation_usd_per_kwh[ev_idx]
-            f.discharged_kwh[ev_idx] += np.maximum(-p_ev, 0.0) * dt_h
-            f.degradation_usd[ev_idx] += wear
-            f.cost_usd[ev_idx] += wear
+        if (p_ev < 0).any():
+            self._settle_v2g(ev_idx, p_ev, e_batt, price, dt_h)
         f.curtailed_kwh[ev_idx] += (p_disp - p_ev) * dt_h
         agg.shortfall(ev_idx, k, p_ev)
         if self.monitor is not None:
@@ -435,6 +425,18 @@ class CoSimulation(mesa.Model):
             price=price,
             shift_kw=float(shift_bus.sum()),
         )
+
+    def _settle_v2g(self, ev_idx: np.ndarray, p_ev: np.ndarray, e_batt: np.ndarray, price: float, dt_h: float) -> None:
+        """V2G part of step 7 for the EVs ``ev_idx`` (grid-side power ``p_ev`` [kW], battery energy change ``e_batt``
+        [kWh]): what was fed back (grid side), what it earned at the step price, and the battery wear it cost
+        (added to the EV's cost; the revenue is already there, as negative energy at the step price)."""
+        f = self.fleet
+        wear = np.maximum(-e_batt, 0.0) * f.degradation_usd_per_kwh[ev_idx]
+        fed_kwh = np.maximum(-p_ev, 0.0) * dt_h
+        f.discharged_kwh[ev_idx] += fed_kwh
+        f.v2g_revenue_usd[ev_idx] += fed_kwh * price / 1000.0
+        f.degradation_usd[ev_idx] += wear
+        f.cost_usd[ev_idx] += wear
 
     def shift_bus(self, k: int) -> np.ndarray:
         """The day-ahead DR shift of step ``k`` spread over buses in proportion to their load [kW]."""

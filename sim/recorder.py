@@ -13,13 +13,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from agents.fleet import PLUGGED, STATE_NAMES, WAITING
+from agents.fleet import PLUGGED, STATE_NAMES, WAITING, FleetState
 from grids.dispatch import gen_output_kw
 
 if TYPE_CHECKING:  # pragma: no cover
     from agents.dso import GridStep
     from sim.model import CoSimulation
     from sim.result import RunResult
+
+#: Percentiles of the plugged EVs' SOC recorded every step (table ``soc_fleet``).
+SOC_PERCENTILES = (5, 25, 50, 75, 95)
+#: EVs whose SOC trajectory is recorded (table ``soc_evs``), and how many candidates are followed to find them.
+SOC_TRAJECTORIES = 6
+_SOC_CANDIDATES = 4 * SOC_TRAJECTORIES
 
 STEP_COLUMNS = (
     "price_usd_per_mwh",
@@ -29,6 +35,7 @@ STEP_COLUMNS = (
     "ev_load_kw",
     "ev_requested_kw",
     "ev_curtailed_kw",
+    "ev_discharge_kw",
     "ev_q_kvar",
     "pv_kw",
     "wind_kw",
@@ -54,6 +61,16 @@ STEP_COLUMNS = (
 )
 
 
+def soc_candidates(fleet: FleetState, horizon_min: float) -> np.ndarray:
+    """EVs whose SOC the recorder follows: of those arriving within the run, V2G-capable first, then by battery
+    energy needed at arrival (largest first), then by number; the first `_SOC_CANDIDATES`. The trajectories table keeps
+    the first `SOC_TRAJECTORIES` of them that plugged in (a few more are followed since some never get a port)."""
+    rows = np.nonzero(fleet.arrival_min < horizon_min)[0]
+    need = np.maximum(fleet.soc_target[rows] - fleet.soc_arrival[rows], 0.0) * fleet.battery_kwh[rows]
+    order = np.lexsort((rows, -need, ~fleet.v2g[rows].astype(bool)))
+    return rows[order[:_SOC_CANDIDATES]]
+
+
 class Recorder:
     """Collects one row per step (and per step × bus/line/station) in preallocated arrays."""
 
@@ -73,6 +90,11 @@ class Recorder:
         self.st_queue = np.zeros((n, ns))
         self.p_net_bus = np.zeros((n, nb))
         self.q_net_bus = np.zeros((n, nb))
+        # SOC at the end of each step: percentiles over the plugged EVs, and a few EVs' trajectories (O(steps))
+        self.soc_pct = np.full((n, len(SOC_PERCENTILES)), np.nan)
+        self._soc_q = np.asarray(SOC_PERCENTILES, float) / 100.0
+        self.soc_pool = soc_candidates(model.fleet, n * model.dt_min)
+        self.soc_pool_traj = np.full((n, len(self.soc_pool)), np.nan)
 
     def record(
         self,
@@ -101,6 +123,7 @@ class Recorder:
         c["ev_load_kw"][k] = p_ev_bus_final.sum()
         c["ev_requested_kw"][k] = p_ev_requested_kw
         c["ev_curtailed_kw"][k] = p_ev_curtailed_kw  # withheld by the DSO (station caps are not curtailment)
+        c["ev_discharge_kw"][k] = np.maximum(-p_ev, 0.0).sum()  # V2G fed back, grid side (ev_load_kw is net of it)
         c["ev_q_kvar"][k] = 0.0 if grid.ev_q_kvar is None else grid.ev_q_kvar.sum()
         c["pv_kw"][k] = ren[kinds == "pv"].sum() if len(kinds) else 0.0
         c["wind_kw"][k] = ren[kinds == "wind"].sum() if len(kinds) else 0.0
@@ -149,10 +172,24 @@ class Recorder:
         np.add.at(p_net, np.array([d.bus for d in net.renewables], int), -ren)
         self.p_net_bus[k] = p_net
         self.q_net_bus[k] = q_net
+        self._record_soc(k, ev_idx)
+
+    def _record_soc(self, k: int, ev_idx: np.ndarray) -> None:
+        """SOC after step ``k`` of the EVs plugged in during it (``ev_idx``): percentiles, and the candidates'."""
+        f = self.model.fleet
+        if len(ev_idx):  # np.percentile's linear interpolation, without its overhead (every step of a year-long run)
+            soc = np.sort(f.e_kwh[ev_idx] / f.battery_kwh[ev_idx])
+            pos = self._soc_q * (len(soc) - 1)
+            lo = pos.astype(np.int64)
+            hi = np.minimum(lo + 1, len(soc) - 1)
+            self.soc_pct[k] = soc[lo] + (soc[hi] - soc[lo]) * (pos - lo)
+        pool = self.soc_pool
+        if len(pool):
+            self.soc_pool_traj[k] = np.where(f.state[pool] == PLUGGED, f.e_kwh[pool] / f.battery_kwh[pool], np.nan)
 
     # ------------------------------------------------------------------ tables
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The run's tables: steps, bus, line (and trafo), station_step, evs, stations."""
+        """The run's tables: steps, bus, line (and trafo), station_step, evs, stations, soc_fleet, soc_evs."""
         n, nb = self.vm.shape
         steps = self._steps_table(n)
         bus, line, trafo = self._grid_tables(n, nb)
@@ -166,7 +203,31 @@ class Recorder:
         }
         if trafo is not None:
             out["trafo"] = trafo
+        out["soc_fleet"], out["soc_evs"] = self._soc_tables(n)
         return out
+
+    def _soc_tables(self, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """SOC after each step: percentiles over the EVs plugged in during it (NaN when none was), one row per step;
+        and the trajectories of up to `SOC_TRAJECTORIES` EVs (`soc_candidates` that plugged in; NaN while not
+        plugged), step × EV, with their target and V2G floor."""
+        f = self.model.fleet
+        fleet = pd.DataFrame({"step": np.arange(n)})
+        for j, q in enumerate(SOC_PERCENTILES):
+            fleet[f"soc_p{q}"] = self.soc_pct[:n, j]
+        keep = np.nonzero(np.isfinite(f.plugin_min[self.soc_pool]))[0][:SOC_TRAJECTORIES]
+        ev = self.soc_pool[keep]
+        ne = len(ev)
+        evs = pd.DataFrame(
+            {
+                "step": np.repeat(np.arange(n), ne),
+                "ev": np.tile(ev, n).astype(int),
+                "soc": self.soc_pool_traj[:n, keep].ravel(),
+                "soc_target": np.tile(f.soc_target[ev], n),
+                "soc_floor": np.tile(f.soc_floor[ev], n),
+                "v2g": np.tile(f.v2g[ev].astype(bool), n),
+            }
+        )
+        return fleet, evs
 
     def _steps_table(self, n: int) -> pd.DataFrame:
         """One row per step: the recorded columns, derived load and power factor, estimation and attack labels."""
@@ -288,6 +349,10 @@ class Recorder:
                 "p_max_kw": f.p_max_kw,
                 "eta_ch": f.eta_ch,
                 "v2g": f.v2g,
+                "soc_floor": f.soc_floor,
+                "discharged_kwh": f.discharged_kwh,
+                "v2g_revenue_usd": f.v2g_revenue_usd,
+                "degradation_usd": f.degradation_usd,
                 "participates": f.participates,
                 "elasticity": f.elasticity,
                 "income_group": f.income_group,

@@ -246,7 +246,8 @@ class RunResult:
         scenario: the resolved scenario.
         seed: the seed the run used.
         tables: tidy tables — ``steps`` (one row per step), ``bus`` (step × bus), ``line`` (step × line),
-            ``station_step`` (step × station), ``evs`` (one row per EV), ``stations``, ``lsf`` (per bus).
+            ``station_step`` (step × station), ``evs`` (one row per EV), ``stations``, ``lsf`` (per bus),
+            ``soc_fleet`` (SOC percentiles of the plugged EVs per step), ``soc_evs`` (step × a few EVs' SOC).
         kpis: flat mapping of KPI name → value (units in the names; see `sim.kpis`).
         provenance: scenario hash, versions, git revision.
         warnings: what the user should know about how the scenario was applied (e.g. a station zone the network

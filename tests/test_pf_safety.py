@@ -310,6 +310,7 @@ def test_kerber_dorfnetz_half_voltage_operating_points_are_kept(tmp_path: Path) 
     path = tmp_path / "kerber_dorfnetz.json"
     pp.to_json(pn.create_kerber_dorfnetz(), str(path))
     ov = _file_overrides(path) + ["fleet.n_evs=3000", "grid.curtailment=false"]
+    ov += ["fleet.groups.0.battery.model='ideal'", "fleet.groups.1.battery.model='ideal'"]  # as measured
     sim = CoSimulation(load_scenario("default", ov))
     r = sim.run()
     s, rec = r.tables["steps"], sim.recorder

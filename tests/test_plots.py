@@ -166,6 +166,7 @@ def test_plot_run_without_evs_and_bus_table(tmp_path: Path, runs: dict[str, Any]
         "fulfilment.png",
         "network_map.png",
         "sessions.png",
+        "soc.png",
     }
     for p in paths:
         _check_png(p)

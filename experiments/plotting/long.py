@@ -1,7 +1,7 @@
 """Plots for runs of more than a week, where a time series over every step is a smear: what a day looks like across
 the run (daily envelope), which days stand out (calendar of daily peak and voltage minimum) and how often a level is
-reached (duration curves). `experiments.plotting.run.plot_run` draws them instead of the step-by-step load, price
-and session plots once a run spans more than `LONG_DAYS` days.
+reached (duration curves). `experiments.plotting.run.plot_run` draws them instead of the step-by-step load, price,
+session and SOC plots once a run spans more than `LONG_DAYS` days.
 """
 
 from __future__ import annotations
@@ -164,4 +164,4 @@ LONG_PLOTS = {
     "duration_curves.png": _duration_curves,
 }
 #: Step-by-step plots a long run draws the long-horizon ones instead of.
-SHORT_ONLY = ("load_profile.png", "price_ev_load.png", "sessions.png")
+SHORT_ONLY = ("load_profile.png", "price_ev_load.png", "sessions.png", "soc.png")

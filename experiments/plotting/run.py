@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from experiments.plotting import common as c
+from experiments.plotting.battery import V2G_PLOTS, _soc
 from experiments.plotting.common import (
     _bus_label,
     _bus_ticks,
@@ -403,6 +404,7 @@ RUN_PLOTS: dict[str, Callable[..., Path | None]] = {
     "voltage_profile.png": _voltage_profile,
     "network_map.png": _network_map,
     "sessions.png": _sessions,
+    "soc.png": _soc,
 }
 RUN_FILES = tuple(RUN_PLOTS)
 
@@ -416,9 +418,12 @@ def plot_run(
     ``load_profile`` (supply by source, demand, EV share), ``price_ev_load`` (price vs EV load, curtailment),
     ``line_loading`` (per-line distribution vs limit), ``stations`` (utilisation, waiting), ``fulfilment`` (SOC at
     departure, energy fulfilment), ``voltage_profile`` (voltage along the feeder, per branch), ``network_map``
-    (buses by worst voltage, lines by peak loading, stations), ``sessions`` (Gantt of the charging sessions). A run
+    (buses by worst voltage, lines by peak loading, stations), ``sessions`` (Gantt of the charging sessions),
+    ``soc`` (a few EVs' SOC trajectories with target and V2G floor, the fleet's SOC percentiles over time). A run
     of more than `experiments.plotting.long.LONG_DAYS` days draws ``daily_envelope``, ``calendar`` and
-    ``duration_curves`` instead of ``load_profile``, ``price_ev_load`` and ``sessions``.
+    ``duration_curves`` instead of ``load_profile``, ``price_ev_load``, ``sessions`` and ``soc``. A run with V2G EVs
+    also draws ``v2g_value`` (revenue vs battery wear per V2G EV; not in `RUN_FILES`, which a run without V2G
+    writes).
 
     Args:
         result: a `RunResult` (or anything with ``tables``, ``kpis`` and ``scenario``).
@@ -433,5 +438,6 @@ def plot_run(
     plots = RUN_PLOTS
     if run_days(result) > LONG_DAYS:  # a step-by-step series over weeks is a smear: the day, the days, durations
         plots = {k: f for k, f in RUN_PLOTS.items() if k not in SHORT_ONLY} | LONG_PLOTS
+    plots = plots | V2G_PLOTS  # each draws only on a run it applies to
     with c.formats(formats or c.scenario_formats(getattr(result, "scenario", None))):
         return c._run_all(plots, (result,), out, strict)
