@@ -28,6 +28,7 @@ The algorithm (one generation; ``n`` elephants, ``C`` clans, box ``[lower, upper
         → clan c holds ranks c, c+C, c+2C, …; its first member (rank c) is its matriarch, its last its worst
     clan updating  (eq. 21):  x_new = x + α·(x_best,clan − x) ∘ r,   r ~ U[0, 1)^d   (every non-matriarch)
     matriarch      (eq. 22):  x_new = β·x_center,clan,  x_center,clan = mean of the clan's d-vectors (eq. 23)
+                   (matriarch="best", not the paper's:  x_new = x_best,clan + β·(x_best,clan − x_center,clan))
     separating:              each clan's worst (its last member) is replaced by a uniform point of the box
     clip every new point to the box; evaluate all n new points (n evaluations)
     elitism: sort the new points, replace the n_elite worst by the kept elites, sort again
@@ -49,6 +50,20 @@ MATLAB code, "EHO by Gai-Ge Wang", settles a point we follow it):
   well-known origin bias of EHO — test functions with their optimum at 0 flatter it, and on a box that excludes
   the origin the matriarch lands on (is clipped to) the lower faces. β = 1 moves the matriarch to the clan centre.
   The matriarch's good point is not lost: it survives through elitism.
+* **Matriarch variant** ``matriarch="best"`` (ours, not the paper's; the default ``"origin"`` is eq. 22 as above,
+  bit-identical to before the option existed): ``x_new = x_best,clan + β·(x_best,clan − x_center,clan)`` — the
+  matriarch steps from its own position *away from* its clan's centre, along the line centre → best, by β times
+  their distance (β = 1 reflects the centre through the matriarch, as Nelder–Mead reflects a simplex's centroid).
+  Why it removes the origin bias: eq. 22 is a contraction ``0 + β·(x_center − 0)`` about the coordinate origin, a
+  point that carries no information about the objective; the variant's only reference points are the clan's own
+  best and centre, so the update is *translation-equivariant* (shift the objective and the box by ``o`` and every
+  run shifts by ``o``, draw for draw, clipping aside) and never favours 0. Why a step away from the centre and not
+  towards it: the clan updating (eq. 21) already contracts every other elephant towards the matriarch, and elitism
+  keeps the best point, so a contraction (``x_best + β·(x_center − x_best)``, tried) only resamples inside the
+  clan's hull and stalls like eq. 22 on shifted problems; the direction centre → best is the clan's estimate of
+  where the objective falls, and stepping along it keeps the search moving when the optimum lies outside the
+  hull. β keeps its range [0, 1]; β = 0 leaves the matriarch in place. On shifted 10-D test functions any β in
+  0.5–1 does about equally well and β = 0.3 (the paper's) steps too short; see docs/eho.md.
 * **Separating operator.** The clan's worst (by the fitness known at the start of the generation, i.e. its last
   member) has its updated position overwritten by ``lower + (upper − lower)·U[0, 1)^d``. The reference code's
   ``(upper − lower + 1)`` — a leftover from integer problems that can sample outside the box — is not copied.
@@ -85,9 +100,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EHOResult", "eho_minimize", "random_search", "differential_evolution_budget"]
+__all__ = ["MATRIARCH_RULES", "EHOResult", "eho_minimize", "random_search", "differential_evolution_budget"]
 
 SeedLike = int | np.random.Generator | np.random.SeedSequence | None
+
+MATRIARCH_RULES = ("origin", "best")  # eq. 22 as printed; the translation-equivariant variant (module docstring)
 
 _RS_BATCH = 50  # random search: evaluations per history entry (the default n_elephants)
 
@@ -188,6 +205,7 @@ def eho_minimize(
     vectorized: bool = False,
     max_evals: int | None = None,
     callback: Callable[[EHOResult], bool | None] | None = None,
+    matriarch: str = "origin",
 ) -> EHOResult:
     """Minimise ``fun`` over the box ``[lower, upper]`` with Elephant Herding Optimisation.
 
@@ -209,6 +227,8 @@ def eho_minimize(
         vectorized: Whether ``fun`` evaluates a whole (n, d) batch at once.
         max_evals: Evaluation budget, ≥ n_elephants; only whole generations that fit are run. None: no limit.
         callback: Called after each generation with the current state as an `EHOResult`; return True to stop.
+        matriarch: Matriarch update: ``"origin"`` (the paper's eq. 22, ``β·x_center``; pulls towards the origin) or
+            ``"best"`` (``x_best + β·(x_best − x_center)``; translation-equivariant, see the module docstring).
 
     Returns:
         The `EHOResult`: best point and value, best-so-far history (index 0 = initial population), exact number
@@ -222,11 +242,13 @@ def eho_minimize(
     n, C, n_iter, n_elite, alpha, beta, max_evals = _check_args(
         n_elephants, n_clans, n_iter, n_elite, alpha, beta, max_evals, callback
     )
+    if matriarch not in MATRIARCH_RULES:
+        raise ValueError(f"matriarch must be one of {', '.join(map(repr, MATRIARCH_RULES))}; got {matriarch!r}")
 
     rng = np.random.default_rng(seed)
     evaluate = _Evaluator(fun, vectorized)
     span = hi - lo
-    return _herd(evaluate, rng, lo, hi, span, n, C, n_iter, n_elite, alpha, beta, max_evals, callback)
+    return _herd(evaluate, rng, lo, hi, span, n, C, n_iter, n_elite, alpha, beta, max_evals, callback, matriarch)
 
 
 def _check_args(
@@ -286,6 +308,7 @@ def _herd(
     beta: float,
     max_evals: int | None,
     callback: Callable[[EHOResult], bool | None] | None,
+    matriarch: str = "origin",
 ) -> EHOResult:
     """The EHO generations of `eho_minimize` (checked settings, ``span = hi - lo``): initial population, then clan
     updating, matriarchs, separating and elitism until ``n_iter``, the budget or the callback stops it."""
@@ -295,7 +318,7 @@ def _herd(
     ranks = np.arange(n)
     clan_of = ranks % C  # rank k → clan k mod C
     counts = np.bincount(clan_of, minlength=C).astype(float)
-    matriarch = ranks < C  # rank c is clan c's first (best) member
+    is_matriarch = ranks < C  # rank c is clan c's first (best) member
     worst = np.array([c + C * ((n - 1 - c) // C) for c in range(C)])  # each clan's last member
 
     pop = lo + span * rng.random((n, d))
@@ -322,11 +345,7 @@ def _herd(
         # Clan updating (eq. 21) for everyone, from the old positions; matriarchs and worsts overwritten below.
         r = rng.random((n, d))
         new = pop + alpha * (pop[clan_of] - pop) * r
-        # Matriarch (eq. 22–23): β · (mean of the old clan).
-        centres = np.zeros((C, d))
-        np.add.at(centres, clan_of, pop)
-        centres /= counts[:, None]
-        new[matriarch] = beta * centres
+        new[is_matriarch] = _matriarchs(pop, clan_of, counts, beta, matriarch)
         # Separating: each clan's worst → a uniform point of the box.
         new[worst] = lo + span * rng.random((C, d))
         np.clip(new, lo, hi, out=new)
@@ -348,6 +367,19 @@ def _herd(
             break
 
     return snapshot()
+
+
+def _matriarchs(pop: np.ndarray, clan_of: np.ndarray, counts: np.ndarray, beta: float, rule: str) -> np.ndarray:
+    """The C matriarchs' new positions from the old (sorted) population: eq. 22–23 (``"origin"``: β · the mean of
+    the old clan) or the variant (``"best"``: the matriarch ``pop[c]`` plus β · (matriarch − clan mean))."""
+    C = counts.size
+    centres = np.zeros((C, pop.shape[1]))
+    np.add.at(centres, clan_of, pop)
+    centres /= counts[:, None]
+    if rule == "origin":
+        return beta * centres
+    best = pop[:C]
+    return best + beta * (best - centres)
 
 
 def random_search(

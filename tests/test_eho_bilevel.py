@@ -222,6 +222,7 @@ def test_compiled_and_python_kernels_agree() -> None:
         prob.delta,
         prob.epsilon,
         False,
+        False,
         *out,
     )
     inv = np.empty_like(prob.order)

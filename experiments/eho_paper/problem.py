@@ -20,6 +20,7 @@ def problem_from_scenario(
     reach: int = 0,
     weights: tuple[float, float, float] | None = None,
     seed: int | None = None,
+    redirect: str = "followers",
 ) -> tuple[BilevelProblem, dict[str, Any]]:
     """The bilevel problem of a scenario's day: its EVs (drawn as the simulation draws them), stations, base load
     and tariff; the mechanism's parameters from ``[market.params.eho-bilevel]``.
@@ -29,6 +30,8 @@ def problem_from_scenario(
         reach: how many other stations (nearest on the feeder) a following user would accept; 0 = own only.
         weights: (α1, α2, α3); default from the scenario.
         seed: overrides the scenario's seed.
+        redirect: ``"followers"`` (only users who follow the program may change station) or ``"all"`` (users who
+            do not follow are redirected too, to the station where they get a port soonest); see `BilevelProblem`.
 
     Returns:
         (problem, context) with the fleet, station table, time of day per slot and the base load.
@@ -76,6 +79,7 @@ def problem_from_scenario(
             min_fulfilment=p.get("min_fulfilment", 0.95),
             max_wait_h=p.get("max_wait_h", 0.0) or np.inf,
             penalty=p.get("penalty", 10.0),
+            redirect=redirect,
         )
         ctx = {
             "tod_h": m.tod_h.copy(),

@@ -36,7 +36,7 @@ Reading the comparison (details in markets/eho_bilevel/ and experiments/eho_pape
 * The paper's waits (max 6.5 h uncontrolled) and utilisation come from an unstated number of ports; we chose 2
   per station (uncontrolled mean wait ≈ 2 h). Our maximum wait stays above the paper's 4-h threshold: the
   longest waits are at the busiest station (seed 2026: 9 of the 50 EVs drew station 10), and users there who do
-  not follow the program are not redirected.
+  not follow the program are not redirected (`redirect="all"` in the bilevel model does: docs/eho.md).
 * Station limits (50–150 kW) never bind with 2 ports of 7 kW: that half of the decision vector is inert here.
 * Judging: EHO as the paper specifies it (α 0.6, β 0.3, literal eq. 22 — the matriarch moves to β × the clan
   centre, i.e. towards the box's lower corner) ends far below SciPy's differential evolution at the same number

@@ -67,7 +67,8 @@ the station's remaining capacity. Readings:
   it. At a fixed station whose cap does not bind, full rate from plug-in frees every port soonest (by induction
   over the FIFO queue), so no schedule can then beat uncontrolled charging on queue waits.
 * **Users who do not follow** (``follows = False``; Table 11's "participation rate in DR") charge as soon as
-  they plug in, at their own station, and respond to the DR price only through their price elasticity ``e``
+  they plug in, at their own station — or, with ``redirect="all"`` (an option, off by default), at the station of
+  their alternatives where they get the most energy, then a port soonest (own on ties) — and respond to the DR price only through their price elasticity ``e``
   (eq. 4 with ``c0 = BP``): in slot ``t`` they draw ``p_max · clip(1 + e·(DP_t − BP_t)/BP_t, 0, 1)``, i.e. they
   slow down when the DR price is above the base price (they never exceed their rating) and keep charging until
   full or gone.

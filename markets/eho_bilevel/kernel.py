@@ -34,6 +34,7 @@ def _respond_kernel(
     delta,
     eps,
     uncontrolled,
+    redirect_all,
     p_out,
     station_out,
     plugin_out,
@@ -45,7 +46,9 @@ def _respond_kernel(
 
     Written in plain loops over arrays so that numba compiles it unchanged; the Python original is the fallback.
     Outputs are written into ``p_out`` (n, T) [kW], ``station_out``, ``plugin_out``, ``start_out``, ``release_out``
-    [h] and ``reneged_out``.
+    [h] and ``reneged_out``. A following user picks, among its station's alternatives, the most energy, then the
+    smallest ``H``; with ``redirect_all`` a non-following user is redirected too, to the station that gives it the
+    most energy, then the earliest port (its queue wait), own station on ties.
     """
     n = arr.shape[0]
     T = price.shape[0]
@@ -60,7 +63,7 @@ def _respond_kernel(
         e_need = e_grid[i]
         h = home[i]
         n_c = 1
-        if (not uncontrolled) and follows[i]:
+        if (not uncontrolled) and (follows[i] or redirect_all):
             n_c = n_alt[h]
         best_e = -1.0
         best_h = np.inf
@@ -180,7 +183,11 @@ def _respond_kernel(
                 start = first * dt if first >= 0 else g
                 t_end = min((last + 1) * dt, d) if last >= 0 else g
                 h_val = delta * cost + eps * (t_end - a)
-            if e_got > best_e + 1e-9 or (abs(e_got - best_e) <= 1e-9 and h_val < best_h - 1e-12):
+            if follows[i] or uncontrolled:
+                better = h_val < best_h - 1e-12
+            else:  # a redirected non-follower: the earliest port
+                better = plug < best_plug - 1e-12
+            if e_got > best_e + 1e-9 or (abs(e_got - best_e) <= 1e-9 and better):
                 best_e = e_got
                 best_h = h_val
                 best_c = c

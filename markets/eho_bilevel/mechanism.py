@@ -124,6 +124,12 @@ class EHOBilevel(Mechanism):
         "n_iter": (50, "EHO iterations (Table 6)"),
         "eho_alpha": (0.6, "EHO clan-updating scale α (Table 6)"),
         "eho_beta": (0.3, "EHO matriarch/centre scale β (Table 6)"),
+        "eho_matriarch": (
+            "origin",
+            "EHO matriarch update: 'origin' (the paper's eq. 22, β × clan centre: pulls towards the origin) or "
+            "'best' (clan best + β × (clan best − clan centre): no origin bias, best with eho_beta = 1; "
+            "markets/eho.py)",
+        ),
         "n_elite": (2, "EHO elites kept per iteration"),
         "search": (
             "eho",
@@ -184,6 +190,7 @@ class EHOBilevel(Mechanism):
             "n_iter": (integer(p["n_iter"]) and p["n_iter"] >= 0, "integer >= 0"),
             "eho_alpha": (num(p["eho_alpha"]) and 0 <= p["eho_alpha"] <= 2, "[0, 2]"),
             "eho_beta": (num(p["eho_beta"]) and 0 <= p["eho_beta"] <= 1, "[0, 1]"),
+            "eho_matriarch": (p["eho_matriarch"] in ("origin", "best"), "'origin' or 'best'"),
             "n_elite": (
                 integer(p["n_elite"]) and 0 <= p["n_elite"] < max(n_el, 1),
                 "integer in 0..n_elephants-1",
@@ -353,6 +360,7 @@ class EHOBilevel(Mechanism):
                 beta=p["eho_beta"],
                 n_elite=p["n_elite"],
                 seed=int(self.rng.integers(2**63 - 1)),
+                matriarch=p["eho_matriarch"],
             )
         mult = np.clip(out["x"][: prob.n_price], prob.price_bounds[0], prob.price_bounds[1])
         by_hour = np.ones(24)

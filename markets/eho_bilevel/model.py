@@ -122,6 +122,10 @@ class BilevelProblem:
         penalty: weight of a relative constraint violation in ``J``.
         booked_station_kw: EV load already booked at each station per slot [kW], shape (S, T) (rolling use).
         port_free_h: per station, times its ports free (busy ports) [h]; missing ports are free from the start.
+        redirect: who may be sent to another of ``alternatives``: ``"followers"`` (the users who follow the
+            program, each picking its best station) or ``"all"`` (also the users who do not follow, each sent to
+            the station where it gets the most energy, then a port soonest — they still charge as non-followers).
+            Without ``alternatives`` nobody changes station either way.
     """
 
     def __init__(
@@ -149,7 +153,11 @@ class BilevelProblem:
         penalty: float = 10.0,
         booked_station_kw: Any = None,
         port_free_h: Sequence[Sequence[float]] | None = None,
+        redirect: str = "followers",
     ) -> None:
+        if redirect not in ("followers", "all"):
+            raise ValueError(f"redirect: got {redirect!r}; allowed 'followers' or 'all'")
+        self.redirect = redirect
         self.base_price = np.asarray(base_price_usd_per_kwh, float).copy()
         T = self.base_price.size
         self.n_slots = T
@@ -265,6 +273,7 @@ class BilevelProblem:
             self.delta,
             self.epsilon,
             uncontrolled,
+            self.redirect == "all",
             p,
             st,
             plug,

@@ -22,6 +22,7 @@ def solve(
     n_elite: int = 2,
     n_evals: int | None = None,
     seed: Any = None,
+    matriarch: str = "origin",
 ) -> dict[str, Any]:
     """Search the upper level of ``problem`` with EHO (`markets.eho`), random search or SciPy DE.
 
@@ -31,6 +32,9 @@ def solve(
     Returns:
         dict with ``x`` (best upper-level vector), ``objective`` (``J``, maximised), ``history`` (best ``J`` per
         iteration), ``n_evals`` (evaluations counted by the problem), ``wall_time_s`` and the EHO result.
+
+    ``matriarch`` selects EHO's matriarch update (`markets.eho.eho_minimize`): ``"origin"`` (the paper's eq. 22) or
+    ``"best"`` (the translation-equivariant variant).
     """
     import time
 
@@ -52,6 +56,7 @@ def solve(
             n_elite=n_elite,
             seed=seed,
             max_evals=n_evals,
+            matriarch=matriarch,
         )
     elif method == "random":
         res = eho.random_search(problem.loss, lo, hi, n_evals=int(n_evals or n_elephants * (n_iter + 1)), seed=seed)
