@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_request", "run_table2", "format_table2", "ROWS"]
+__all__ = [
+    "build_request",
+    "run_table2",
+    "format_table2",
+    "ROWS",
+    "run_contiguity",
+    "format_contiguity",
+    "plot_contiguity",
+]
 
 # (key in our record, label, key in the scenario's [paper] table, format)
 ROWS: tuple[tuple[str, str, str, str], ...] = (
@@ -240,3 +248,239 @@ def write_table2(rows: list[dict[str, Any]], out: Path) -> Path:
     (out / "table2.md").write_text(text + "\n")
     pd.DataFrame(csv).to_csv(out / "table2.csv", index=False)
     return out / "table2.md"
+
+
+# ------------------------------------------------------------------------------------ contiguity trade-off (S2)
+#: EVA switching weights of the trade-off [$ per EV of a cluster and interruption of its schedule]
+CONTIGUITY_WEIGHTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+#: the weights also run with the switching term's on-threshold at the count share (``min_on_share``)
+THRESHOLD_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
+#: share of an EV's rating below which the trade-off's second count calls a slot a pause
+COUNT_SHARE = 0.2
+
+
+def _contiguity_record(res: Any, req: Any, wall_s: float, count_share: float) -> dict[str, Any]:
+    """One trade-off point: the schedule's interruptions (any power; below ``count_share`` of the rating as a
+    pause), the smallest charging shares, costs, violations and the DSO gap of the kept round."""
+    from markets.qubo.allocation import count_interruptions
+
+    share = req.evs.p_max_kw[:, None]
+    ratio = np.divide(res.p_kw, share, out=np.zeros_like(res.p_kw), where=share > 0)
+    on = res.p_kw > 1e-6
+    viol, obj = res.violations, res.objective
+    grid_v = sum(viol.get(k, 0) for k in ("voltage_slots", "td_power_factor_slots", "substation_slots"))
+    grid_v += viol.get("nonconverged_slots", 0) + viol.get("dso_qubo_rows", 0) + viol.get("eva_annealer_rows", 0)
+    return {
+        "eva_contiguity_pct": _contiguity_price(res),
+        "interruptions": res.info["interruptions"],
+        "interruptions_at_share": count_interruptions(ratio, tol=count_share - 1e-9),
+        "cluster_interruptions": res.info["eva"].get("cluster_interruptions"),
+        "min_share": float(ratio[on].min()) if on.any() else float("nan"),
+        "p5_share": float(np.quantile(ratio[on], 0.05)) if on.any() else float("nan"),
+        **{k: obj[k] for k in ("eva_cost_usd", "dso_cost_usd", "total_cost_usd")},
+        "constraint_violations": grid_v,
+        "dso_gap": None if res.gap is None else 100.0 * res.gap,
+        "rounds": f"{res.info['round_kept']}/{res.info['rounds']}",
+        "runtime_s": wall_s - res.info.get("reference_s", 0.0),
+    }
+
+
+def _contiguity_price(res: Any) -> float | None:
+    """What contiguity costs the EVA at equal prices [%]: the kept round's EVA problem (its prices with the
+    feedback's adders) re-solved without the switching term, against the schedule it kept (both at those prices);
+    None without a switching term. Unlike the total-cost change, this leaves out the feedback rounds' own path."""
+    from dataclasses import replace
+
+    from markets.qubo import eva
+
+    info = res.info["eva"]
+    inst = info.get("instance")
+    if inst is None or not inst.switching:
+        return None
+    free = eva.solve(replace(inst, switch_usd=None), seed=0)
+    c0 = eva.evaluate(inst, free.repaired_n)["cost_usd"]
+    return 100.0 * (eva.evaluate(inst, info["n"])["cost_usd"] / c0 - 1.0)
+
+
+def run_contiguity(
+    bits: tuple[int, ...] = (4, 8),
+    weights: tuple[float, ...] = CONTIGUITY_WEIGHTS,
+    on_shares: tuple[float, ...] = (COUNT_SHARE,),
+    threshold_weights: tuple[float, ...] = THRESHOLD_WEIGHTS,
+    count_share: float = COUNT_SHARE,
+    quick: bool = False,
+    seed: int | None = None,
+    noise_seeds: int = 2,
+) -> list[dict[str, Any]]:
+    """S2's interruptions against its cost over the EVA switching weight (issue 17, part 2).
+
+    Per bit depth: today's formulation (``contiguity_weight = 0``, ``allocation = 'fewest'``) as the baseline,
+    then ``allocation = 'contiguous'`` with each weight in ``weights`` (a slot with any power counts as charging
+    in the switching term), and with each on-threshold in ``on_shares`` (``min_on_share``: the share of a
+    cluster's rating from which a slot counts as charging) at the weights ``threshold_weights``. Every other
+    setting is the scenario's; the seed is Table 2's (``seed`` 0 in the records). ``noise_seeds`` more baseline
+    runs with other annealer seeds (1, 2, …) show how far the costs move without any switching term. Each record
+    carries the cost changes against the baseline [%] and what contiguity costs the EVA at equal prices
+    (:func:`_contiguity_price`).
+    """
+    from markets.base import get
+    from sim.scenario import load_scenario
+
+    sc = load_scenario("qubo-dlmp-33bus-s2", [], seed)
+    req = build_request(sc, 200 if quick else None)
+    rows: list[dict[str, Any]] = []
+    for b in bits:
+        runs = [("fewest", 0.0, 0.0, 0)] + [("fewest", 0.0, 0.0, k + 1) for k in range(noise_seeds)]
+        runs += [("contiguous", 0.0, w, 0) for w in weights]
+        runs += [("contiguous", th, w, 0) for th in on_shares for w in threshold_weights if th > 0]
+        base: dict[str, Any] | None = None
+        for alloc, th, w, k_seed in runs:
+            params = {**sc.market.active_params, "bits": b, "allocation": alloc}
+            params.update({"contiguity_weight": w, "min_on_share": th, **({"num_reads": 8} if quick else {})})
+            mech_seed = np.random.SeedSequence(sc.seed).spawn(8)[5] if k_seed == 0 else 1000 + k_seed
+            mech = get("qubo-dlmp")(seed=mech_seed, **params)
+            t0 = time.perf_counter()
+            res = mech.clear(req)
+            rec = _contiguity_record(res, req, time.perf_counter() - t0, count_share)
+            base = base or rec
+            for k in ("eva_cost_usd", "total_cost_usd"):
+                rec[k.replace("_usd", "_change_pct")] = 100.0 * (rec[k] / base[k] - 1.0)
+            rec.update({"bits": b, "allocation": alloc, "on_share": th, "weight": w, "seed": k_seed})
+            rec["count_share"] = count_share
+            rec["paper_interruptions"] = sc.paper.get("interruptions")
+            rows.append(rec)
+    return rows
+
+
+CONTIGUITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("bits", "bits", "{:.0f}"),
+    ("allocation", "EV split", "{}"),
+    ("on_share", "on from (share)", "{:.2f}"),
+    ("weight", "weight ($/EV)", "{:g}"),
+    ("seed", "annealer seed", "{:.0f}"),
+    ("interruptions", "interruptions", "{:.0f}"),
+    ("interruptions_at_share", "interruptions, < {share:.0%} = pause", "{:.0f}"),
+    ("p5_share", "5 % of charging slots below (share)", "{:.3f}"),
+    ("eva_cost_usd", "EVA cost ($)", "{:.2f}"),
+    ("total_cost_usd", "total cost ($)", "{:.2f}"),
+    ("total_cost_change_pct", "total Δ (%)", "{:+.2f}"),
+    ("eva_cost_change_pct", "EVA Δ (%)", "{:+.2f}"),
+    ("eva_contiguity_pct", "EVA Δ at equal prices (%)", "{:+.2f}"),
+    ("constraint_violations", "violations", "{:.0f}"),
+    ("dso_gap", "DSO gap to HiGHS (%)", "{:.2f}"),
+)
+
+
+def format_contiguity(rows: list[dict[str, Any]]) -> str:
+    """The trade-off as a markdown table, the paper's S2 count first."""
+    share = rows[0]["count_share"] if rows else COUNT_SHARE
+    head = [label.format(share=share) for _, label, _ in CONTIGUITY_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    paper = rows[0].get("paper_interruptions") if rows else None
+    cells = ["paper"] + ["—"] * (len(head) - 1)
+    cells[[key for key, _, _ in CONTIGUITY_COLUMNS].index("interruptions")] = _fmt("{:.0f}", paper)
+    lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(fmt, r.get(key)) for key, _, fmt in CONTIGUITY_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot_contiguity(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Interruptions against cost, per bit depth and on-threshold (points labelled by weight), beside the paper's
+    count (and 10× it) and the 5 % cost line: (a) any power counts as charging, against the total system cost;
+    (b) the same against what contiguity costs the EVA at equal prices; (c) below the count share = a pause.
+    Black: today's formulation (star: Table 2's annealer seed; crosses: other seeds, i.e. the cost noise)."""
+    from experiments.plotting.common import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    share = rows[0]["count_share"] if rows else COUNT_SHARE
+    paper = rows[0].get("paper_interruptions") if rows else None
+    panels = (
+        ("interruptions", "total_cost_change_pct", "(a) any power above 1 mW counts as charging"),
+        ("interruptions", "eva_contiguity_pct", "(b) the same, against the EVA's cost at equal prices"),
+        ("interruptions_at_share", "total_cost_change_pct", f"(c) below {share:.0%} of the rating = a pause"),
+    )
+    series = sorted({(r["bits"], r["on_share"]) for r in rows if r["weight"] > 0})
+    for ax, (key, xkey, title) in zip(axes, panels):
+        for (b, th), marker in zip(series, "osD^vP"):
+            pts = [r for r in rows if (r["bits"], r["on_share"]) == (b, th) and r["weight"] > 0]
+            x = [r[xkey] for r in pts]
+            ax.scatter(x, [r[key] for r in pts], marker=marker, label=f"{b}-bit, on from {th:.0%} of rating")
+            for r in pts:
+                ax.annotate(
+                    f"{r['weight']:g}", (r[xkey], r[key]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                )
+        for r in (r for r in rows if r["weight"] == 0):
+            x0 = 0.0 if xkey == "eva_contiguity_pct" else r[xkey]
+            style = {"fewest": ("k*", 9) if r["seed"] == 0 else ("kx", 6), "contiguous": ("k^", 6)}[r["allocation"]]
+            ax.plot([x0], [r[key]], style[0], ms=style[1], mfc="none" if r["allocation"] == "contiguous" else None)
+        if paper is not None:
+            ax.axhline(paper, color="tab:red", lw=1)
+            ax.axhline(10 * paper, color="tab:red", lw=1, ls=":")
+        ax.axvline(5.0, color="grey", lw=1, ls="--")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=-0.2)
+        ax.set_xlabel(
+            "EVA cost vs its own schedule without the term (%)"
+            if xkey == "eva_contiguity_pct"
+            else "total system cost vs today's formulation (%)"
+        )
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("EV charging interruptions (S2, 1000 EVs)")
+    handles = [
+        plt.Line2D([], [], color="tab:red", lw=1, label=f"paper S2: {paper}"),
+        plt.Line2D([], [], color="tab:red", lw=1, ls=":", label=f"10× paper: {10 * (paper or 0)}"),
+        plt.Line2D([], [], color="grey", lw=1, ls="--", label="+5 % cost"),
+        plt.Line2D([], [], color="k", marker="*", ls="", label="today (fewest split, weight 0)"),
+        plt.Line2D([], [], color="k", marker="x", ls="", label="today, other annealer seeds"),
+        plt.Line2D([], [], color="k", marker="^", mfc="none", ls="", label="contiguous split, weight 0"),
+    ]
+    axes[2].legend(handles=[*axes[2].get_legend_handles_labels()[0], *handles], fontsize=7, loc="lower right")
+    fig.suptitle(
+        "qubo-dlmp S2: interruptions vs cost over the EVA switching weight (labels: $ per EV and interruption)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_contiguity(rows: list[dict[str, Any]], out: Path, img: Path | None = None) -> Path:
+    """Write contiguity.md and contiguity.csv into ``out`` and the plot to ``img`` (default ``out``/…png)."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "contiguity.md").write_text(format_contiguity(rows) + "\n")
+    pd.DataFrame(rows).to_csv(out / "contiguity.csv", index=False)
+    plot_contiguity(rows, img or out / "qubo_dlmp_contiguity.png")
+    return out / "contiguity.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.dlmp_paper contiguity``: the S2 trade-off table, CSV and plot (8–13 min)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m experiments.dlmp_paper", description=main.__doc__)
+    ap.add_argument("what", choices=["contiguity"])
+    ap.add_argument("--bits", default="4,8", help="bit depths, comma-separated (default 4,8)")
+    ap.add_argument("--weights", default=",".join(f"{w:g}" for w in CONTIGUITY_WEIGHTS), help="switching weights")
+    ap.add_argument("--quick", action="store_true", help="200 EVs, 8 reads: a smoke run, not the docs' numbers")
+    ap.add_argument("--out", type=Path, default=Path("results") / "qubo-dlmp", help="directory of the table/CSV")
+    ap.add_argument("--img", type=Path, default=None, help="plot path (docs: docs/img/qubo_dlmp_contiguity.png)")
+    args = ap.parse_args(argv)
+    rows = run_contiguity(
+        bits=tuple(int(b) for b in args.bits.split(",")),
+        weights=tuple(float(w) for w in args.weights.split(",")),
+        quick=args.quick,
+    )
+    md = write_contiguity(rows, args.out, args.img)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

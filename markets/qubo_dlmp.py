@@ -23,7 +23,14 @@ horizon (``mode = "rolling"``: plan slots ``k … T−1``, commit slot ``k``, mo
                      λQ back per round, farthest first. It is the reactive component of a DLMP that the flat λQ
                      misses (Q is worth nothing once the feeder's own demand is covered), learnt like the voltage
                      adder, and runs in the same rounds.
-    (c) allocation : cluster schedules split over the EVs (markets.qubo.allocation, exact LP of eqs. 9–10).
+    (c) allocation : cluster schedules split over the EVs (markets.qubo.allocation, exact LP of eqs. 9–10, then
+                     fewest interruptions: ``allocation = "fewest"``, or pauses only where the cluster pauses:
+                     ``"contiguous"``).
+
+Contiguous charging (issue 17): ``contiguity_weight`` > 0 adds a switching term to the EVA QUBO
+(markets.qubo.contiguity): each interruption of a cluster's schedule (charge, pause, charge again; a slot is
+charging from ``min_on_share`` of the cluster's rating, any power with 0) costs the weight × the cluster's EVs.
+0 (the default) leaves the QUBO and every result as before.
 
 Scenario readings (the paper is silent or inconsistent; our choices, with the paper's numbers as defaults):
 
@@ -164,6 +171,22 @@ class QuboDLMP(_Levels, Mechanism):
         ),
         "q_feedback": (True, "withdraw λQ per cluster/slot while the T–D interface exports reactive power"),
         "q_margin": (0.02, "reactive import kept at the interface by the Q feedback, × |P_TD|, in [0, 0.48]"),
+        "contiguity_weight": (
+            0.0,
+            "EVA switching penalty [$ per EV of a cluster, per interruption of the cluster's schedule (charge, "
+            "pause, charge again)], in [0, 1000]; 0 = none",
+        ),
+        "min_on_share": (
+            0.0,
+            "share of its rating from which a cluster or an EV counts as charging in a slot, in [0, 1): the "
+            "switching penalty's on-indicator, and a second interruption count with an EV below it as paused "
+            "(info interruptions_at_min_share); 0 = any power",
+        ),
+        "allocation": (
+            "fewest",
+            "EV split of the cluster schedules after the LP: 'fewest' (node-limited MILP over on/off per EV and "
+            "slot) or 'contiguous' (fewest pauses between the cluster's runs, none inside one)",
+        ),
     }
 
     def __init__(self, **kw: Any) -> None:
@@ -239,6 +262,13 @@ class QuboDLMP(_Levels, Mechanism):
             ("q_feedback", isinstance(p["q_feedback"], bool), "true or false"),
             ("small_evs", integer(p["small_evs"]) and p["small_evs"] >= 0, "an integer >= 0"),
             ("q_margin", num(p["q_margin"]) and 0 <= p["q_margin"] <= 0.48, "in [0, 0.48]"),
+            (
+                "contiguity_weight",
+                num(p["contiguity_weight"]) and 0 <= p["contiguity_weight"] <= 1000,
+                "a number in [0, 1000] ($ per EV and interruption)",
+            ),
+            ("allocation", p["allocation"] in ("fewest", "contiguous"), "'fewest' or 'contiguous'"),
+            ("min_on_share", num(p["min_on_share"]) and 0 <= p["min_on_share"] < 1, "a number in [0, 1)"),
             ("grid", p["grid"] in ("auto", "none", *CASES), f"'auto', 'none' or a case: {', '.join(CASES)}"),
             (
                 "lam_q_usd_per_mvarh",
@@ -449,10 +479,11 @@ class QuboDLMP(_Levels, Mechanism):
         # ---- EVs → clusters
         cap_mw, need_mwh, s_kva = self._ev_limits(request)
         cl = self._cluster(request, bus_r, int(seeds[0]))
-        c = cl.n_clusters
-        lab = cl.labels
+        c, lab = cl.n_clusters, cl.labels
         member, p_max_c, s_max_c, e_c, cap_c = _cluster_sums(lab, c, evs.p_max_kw, s_kva, need_mwh, cap_mw)
         lam_p_c, lam_q_c = _cluster_prices(request, member, need_mwh, lam_p_slot, lam_q_slot)
+        limits_c = (p_max_c, s_max_c, e_c, cap_c)
+        switch_c = prm["contiguity_weight"] * member.sum(axis=1)  # $ per interruption of each cluster's schedule
         span = float(np.ptp(lam_p_c)) + 1.0
         base_adder = _short_slot_adder(cap_c, p_max_c, span)
         # ---- grid data per slot
@@ -465,17 +496,17 @@ class QuboDLMP(_Levels, Mechanism):
         r_c = (member @ bus_r) / np.maximum(member.sum(axis=1), 1)  # electrical distance from the substation [pu]
         best: dict[str, Any] | None = None
         history = []
-        losses_est = np.zeros(t)
-        lossq_est = np.zeros(t)
+        losses_est, lossq_est = np.zeros(t), np.zeros(t)
         for rnd in range(rounds):
             # ---- (a) EVA level
-            out = self._eva(
-                lam_p_c + base_adder + adder, lam_q_c * q_on, p_max_c, s_max_c, e_c, cap_c, dt, int(seeds[1 + 2 * rnd])
-            )
+            lam_eva = (lam_p_c + base_adder + adder, lam_q_c * q_on)
+            out = self._eva(*lam_eva, *limits_c, dt, int(seeds[1 + 2 * rnd]), switch_usd=switch_c)
             # the EVA's cost is reported at the DLMPs, not at the feedback's internal adders
             out["cost_usd"] = float(np.sum(dt * (lam_p_c * out["p_mw"] + lam_q_c * out["q_mvar"])))
             # ---- (c) allocation (needed for the per-bus load the DSO sees)
-            al = allocation.allocate(out["p_mw"], lab, cap_mw, need_mwh, dt)
+            al = allocation.allocate(
+                out["p_mw"], lab, cap_mw, need_mwh, dt, contiguous=prm["allocation"] == "contiguous"
+            )
             q_ev = _q_per_ev(member, s_kva, out["q_mvar"])  # (N, T) MVAr, load convention
             rec: dict[str, Any] = {"round": rnd + 1, "eva": out, "alloc": al, "q_ev": q_ev}
             if grid is not None:

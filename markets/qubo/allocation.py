@@ -17,6 +17,13 @@ MILP with on/off binaries, :func:`_fewest_interruptions`) keeps the LP's cluster
 energy are unchanged — and re-splits them over the EVs with the fewest interruptions. Interruptions the cluster
 schedule itself forces (a cluster that charges, pauses, and charges again with EVs that need more than one run
 can hold) remain.
+
+``contiguous=True`` replaces that stage by one that works on the cluster's runs (blocks of slots with power):
+a node-limited MILP chooses which runs each EV charges in, with the fewest EVs in more than one
+(:func:`_run_participation`, only for a cluster that pauses), then an LP keeps every EV on in every slot of its
+runs at the largest common share of its rating (:func:`_widest_split`). An EV then pauses only where its
+cluster does — unless no such split exists (a cluster at full power in more slots than its smaller-need EVs can
+take; the LP's split is kept). The share can be small: a slot where the cluster draws little is shared by all.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ def allocate(
     w_energy: float = 1.5,
     min_interruptions: bool = True,
     max_nodes: int = 50,
+    contiguous: bool = False,
 ) -> Allocation:
     """Split cluster schedules over EVs (see module docstring).
 
@@ -90,6 +98,8 @@ def allocate(
             MILP) that keeps the LP's cluster powers and re-splits them with the fewest stop-and-resume events.
         max_nodes: HiGHS branch-and-bound node limit per cluster of that stage (a work limit, not a wall-clock one,
             so the result does not depend on the machine's load); the LP's split is kept if it finds nothing better.
+        contiguous: that stage is :func:`_resplit_contiguous` instead (fewest pauses between the cluster's runs,
+            none inside a run: an EV is interrupted only where its cluster's schedule pauses).
 
     Returns:
         The allocation.
@@ -109,7 +119,8 @@ def allocate(
     np.add.at(got, labels, p)
     lp_interruptions = count_interruptions(p)
     if min_interruptions and t > 2 and lp_interruptions > 0:
-        p, got, stage2_s = _resplit_fewest_interruptions(p, got, labels, cap, need, dt_h, max_nodes)
+        resplit = _resplit_contiguous if contiguous else _resplit_fewest_interruptions
+        p, got, stage2_s = resplit(p, got, labels, cap, need, dt_h, max_nodes)
         secs += stage2_s
     return Allocation(
         p,
@@ -303,3 +314,152 @@ def _fewest_interruptions(
     q[q < 1e-9] = 0.0
     ok = np.abs(q.sum(axis=0) - total_mw).max(initial=0.0) < 1e-6 and np.all(q.sum(axis=1) * dt_h <= need_mwh + 1e-6)
     return q if ok and count_interruptions(q) < count_interruptions(p_lp) else None
+
+
+# ------------------------------------------------------------------------------------- contiguous second stage
+def _support_runs(total_mw: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Run index of each slot of a cluster's power ``total_mw`` (T,): maximal blocks of slots above ``tol``
+    numbered 0, 1, …; −1 where the cluster draws nothing."""
+    on = np.asarray(total_mw) > tol
+    starts = on & ~np.concatenate([[False], on[:-1]])
+    return np.where(on, np.cumsum(starts) - 1, -1)
+
+
+def _resplit_contiguous(
+    p: np.ndarray,
+    got: np.ndarray,
+    labels: np.ndarray,
+    cap: np.ndarray,
+    need: np.ndarray,
+    dt_h: float,
+    max_nodes: int,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The contiguous second stage: per cluster with interruptions, keep its powers ``got`` [MW] and re-split
+    them so that each EV charges in as few of the cluster's runs (blocks of slots with power) as a node-limited
+    MILP finds (:func:`_run_participation`, only when the cluster has more than one run), and without a pause
+    inside any run it takes part in (:func:`_widest_split`: every EV on in every slot of its runs it is plugged
+    in, at the largest common share of its rating). An EV is then interrupted only between two runs of its
+    cluster, i.e. where the cluster's own schedule pauses. ``p`` [MW] is updated in place.
+
+    Returns:
+        ``p``, the cluster totals it gives [MW], and the time spent [s].
+    """
+    c, t = got.shape
+    t0 = time.perf_counter()
+    for k in np.unique(labels[(p > 1e-9).any(axis=1)]):
+        members = np.flatnonzero(labels == k)
+        before = count_interruptions(p[members])
+        if before == 0:
+            continue
+        run = _support_runs(got[k])
+        m = int(run.max()) + 1
+        onehot = (run[:, None] == np.arange(m)[None, :]).astype(float)  # (T, m)
+        part = (p[members] > 1e-9) @ onehot > 0  # (N_k, m): the runs each EV charges in
+        if m > 1:
+            better = _run_participation(got[k], cap[members], need[members], run, dt_h, max_nodes)
+            if better is not None and _pauses(better) < _pauses(part):
+                part = better
+        q = _widest_split(got[k], cap[members], need[members], (part @ onehot.T) > 0, dt_h)
+        if q is not None and count_interruptions(q) < before:
+            p[members] = q
+    secs = time.perf_counter() - t0
+    e = p.sum(axis=1) * dt_h
+    over = e > need
+    p[over] *= (need[over] / e[over])[:, None]
+    got = np.zeros((c, t))
+    np.add.at(got, labels, p)
+    return p, got, secs
+
+
+def _pauses(part: np.ndarray) -> int:
+    """Pauses between runs of a participation ``part`` (N, m): Σ_n (runs taken − 1), 0 for an EV taking none."""
+    return int(np.maximum(np.asarray(part).sum(axis=1) - 1, 0).sum())
+
+
+def _run_participation(
+    total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, run: np.ndarray, dt_h: float, max_nodes: int
+) -> np.ndarray | None:
+    """Which of the cluster's runs each EV charges in, with the fewest EV-run pairs beyond one per EV.
+
+    MILP (HiGHS): ``u[n,r]`` ∈ {0, 1}, ``p[n,t] ≤ cap·u[n, run(t)]``, ``Σ_n p[n,t] = total[t]``,
+    ``Σ_t p·Δt ≤ need``, ``y[n] ≤ Σ_r u[n,r]``, ``y ≤ 1``; minimise ``Σ u − Σ y`` (the EVs' pauses between runs).
+    Returns ``u`` as bool (N, m), or None when HiGHS finds no solution within ``max_nodes`` nodes.
+    """
+    n, t = cap_mw.shape
+    m = int(run.max()) + 1
+    n_p, n_u = n * t, n * m
+    ip = np.arange(n_p).reshape(n, t)
+    iu = n_p + np.arange(n_u).reshape(n, m)
+    iy = n_p + n_u + np.arange(n)
+    sup = np.flatnonzero(run >= 0)
+    rows = [np.repeat(np.arange(t), n), np.arange(n).repeat(t) + t]
+    cols = [ip.T.ravel(), ip.ravel()]
+    vals = [np.ones(n_p), np.full(n_p, dt_h)]
+    r0 = t + n
+    k = r0 + np.arange(n * sup.size)  # p − cap·u ≤ 0, for the slots with power
+    rows += [k, k]
+    cols += [ip[:, sup].ravel(), iu[:, run[sup]].ravel()]
+    vals += [np.ones(k.size), -cap_mw[:, sup].ravel()]
+    r0 += k.size
+    rows += [r0 + np.arange(n), (r0 + np.arange(n)).repeat(m)]  # y − Σ_r u ≤ 0
+    cols += [iy, iu.ravel()]
+    vals += [np.ones(n), -np.ones(n_u)]
+    r0 += n
+    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, iy[-1] + 1))
+    lo = np.concatenate([total_mw, np.full(r0 - t, -np.inf)])
+    hi = np.concatenate([total_mw, need_mwh + 1e-9, np.zeros(r0 - t - n)])
+    h, _ = highs.run(
+        np.concatenate([np.zeros(n_p), np.ones(n_u), -np.ones(n)]),
+        0.0,
+        np.concatenate([np.where(run[None, :] >= 0, np.maximum(cap_mw, 0), 0.0).ravel(), np.ones(n_u + n)]),
+        a,
+        lo,
+        hi,
+        integer=(np.arange(iy[-1] + 1) >= n_p) & (np.arange(iy[-1] + 1) < n_p + n_u),
+        mip_max_nodes=int(max_nodes),
+        mip_rel_gap=1e-4,
+        random_seed=0,
+    )
+    sol = h.getSolution()
+    if not sol.value_valid:
+        return None
+    return np.asarray(sol.col_value)[n_p : n_p + n_u].reshape(n, m) > 0.5
+
+
+def _widest_split(
+    total_mw: np.ndarray, cap_mw: np.ndarray, need_mwh: np.ndarray, on: np.ndarray, dt_h: float
+) -> np.ndarray | None:
+    """Split a cluster's power ``total_mw`` (T,) over its EVs with each EV charging in exactly the slots ``on``
+    (N, T) where it is plugged in, at the largest common share ``ε`` of its rating (LP: maximise ε s.t.
+    ``p ≥ ε·cap`` on those slots, ``p = 0`` elsewhere, ``Σ_n p = total``, ``Σ_t p·Δt ≤ need``). None when the LP
+    has no solution (the slots ``on`` cannot carry the power) or ``ε`` is 0.
+    """
+    n, t = cap_mw.shape
+    on = on & (cap_mw > 0)
+    n_p = n * t
+    ip = np.arange(n_p).reshape(n, t)
+    i_on = ip[on]
+    k = t + n + np.arange(i_on.size)
+    rows = [np.repeat(np.arange(t), n), np.arange(n).repeat(t) + t, k, k]
+    cols = [ip.T.ravel(), ip.ravel(), i_on, np.full(i_on.size, n_p)]
+    vals = [np.ones(n_p), np.full(n_p, dt_h), np.ones(i_on.size), -cap_mw[on]]
+    a = sp.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(k.size + t + n, n_p + 1)
+    )
+    h, _ = highs.run(
+        np.concatenate([np.zeros(n_p), [-1.0]]),
+        0.0,
+        np.concatenate([np.where(on, cap_mw, 0.0).ravel(), [1.0]]),
+        a,
+        np.concatenate([total_mw, np.full(n, -np.inf), np.zeros(i_on.size)]),
+        np.concatenate([total_mw, need_mwh + 1e-9, np.full(i_on.size, np.inf)]),
+    )
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    x = np.asarray(h.getSolution().col_value)
+    if x[n_p] <= 1e-9:
+        return None
+    q = np.clip(x[:n_p].reshape(n, t), 0.0, np.maximum(cap_mw, 0))
+    q[q < 1e-12] = 0.0
+    ok = np.abs(q.sum(axis=0) - total_mw).max(initial=0.0) < 1e-6 and np.all(q.sum(axis=1) * dt_h <= need_mwh + 1e-6)
+    return q if ok else None

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from markets.base import MarketRequest, MarketResult
-from markets.qubo import clustering, dso, eva
+from markets.qubo import allocation, clustering, dso, eva
 
 PAPER_LAM_P = (40.0, 50.0, 60.0, 70.0, 100.0, 60.0)  # $/MWh, Table 1
 
@@ -87,7 +87,10 @@ class _Levels:
         cap_c: np.ndarray,
         dt: float,
         seed: int,
+        switch_usd: np.ndarray | None = None,
     ) -> dict[str, Any]:
+        """Cluster schedules [MW, MVAr] (C, T): flat without demand response, else the EVA QUBO against the prices
+        ``lam_p``, ``lam_q``; ``switch_usd`` (C,) [$ per interruption] is its switching penalty (None or 0: none)."""
         prm = self.params
         c, t = lam_p.shape
         p = np.zeros((c, t))
@@ -111,6 +114,8 @@ class _Levels:
                 dt_h=dt,
                 bits=prm["bits"],
                 reactive=bool(prm["reactive"]),
+                switch_usd=None if switch_usd is None or not np.any(switch_usd > 0) else switch_usd[idx],
+                on_share=float(prm["min_on_share"]),
             )
             sol = eva.solve(
                 inst,
@@ -132,6 +137,9 @@ class _Levels:
                 "sample_s": sol.sample_s,
                 "wall_s": sol.wall_s,
                 "repaired": bool(sol.violations),
+                "cluster_interruptions": int(ev["interruptions"]),
+                "instance": inst,  # the EVA problem of this round (its prices include the feedback's adders)
+                "n": sol.repaired_n,
             }
         cost = float(np.sum(dt * (lam_p * p + lam_q * q)))
         return {"p_mw": p, "q_mvar": q, "cost_usd": cost, "violations": 0, "info": info}
@@ -357,6 +365,8 @@ class _Levels:
             "eva": out["info"],
             "tracking_error_mwh": al.tracking_error_mwh,
             "interruptions": al.interruptions,
+            "interruptions_at_min_share": _paused_below(al.p_mw, evs.p_max_kw, self.params["min_on_share"]),
+            "min_on_share_reached": _min_share(al.p_mw, evs.p_max_kw),
             "interruptions_lp_stage": al.lp_interruptions,
             "cluster_p_mw": out["p_mw"],
             "cluster_q_mvar": out["q_mvar"],
@@ -389,6 +399,22 @@ class _Levels:
             reference_objective=ref,
             gap=gap,
         )
+
+
+def _paused_below(p_mw: np.ndarray, p_max_kw: np.ndarray, share: float) -> int:
+    """Interruptions of the EV schedules ``p_mw`` (N, T) counting a slot below ``share`` of the EV's rating
+    ``p_max_kw`` as paused (any power above 1 mW with ``share`` 0, as ``interruptions``)."""
+    if share <= 0:
+        return allocation.count_interruptions(p_mw)
+    ratio = np.divide(p_mw * 1000.0, p_max_kw[:, None], out=np.zeros_like(p_mw), where=p_max_kw[:, None] > 0)
+    return allocation.count_interruptions(ratio, tol=share - 1e-9)
+
+
+def _min_share(p_mw: np.ndarray, p_max_kw: np.ndarray) -> float:
+    """The smallest power an EV draws in a slot it charges in (above 1 mW), as a share of its rating (nan: none)."""
+    ratio = np.divide(p_mw * 1000.0, p_max_kw[:, None], out=np.zeros_like(p_mw), where=p_max_kw[:, None] > 0)
+    on = p_mw > 1e-9
+    return float(ratio[on].min()) if on.any() else float("nan")
 
 
 def _net_load(

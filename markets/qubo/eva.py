@@ -31,7 +31,10 @@ slack penalties with one large weight — lands 45–130 % above the optimum; se
    energy row is penalised as an augmented Lagrangian ``λ·r + w·r²``; ``λ`` is the dual of the energy row in the
    LP relaxation of the one-hot formulation (HiGHS), so moving energy between slots costs only the price
    difference, not a penalty wall, and ``w`` need only be a fraction of the slot price spread.
-6. *Sampler settings.* The annealing range comes from the problem's price scales
+6. *Contiguity* (optional, ``switch_usd``): a switching term — ``w_c`` per interruption of a cluster's schedule,
+   exactly quadratic in the on-indicators, which are single bits of the domain walls
+   (:mod:`markets.qubo.contiguity`); the exact reference then carries the same term.
+7. *Sampler settings.* The annealing range comes from the problem's price scales
    (:func:`~markets.qubo.composites.beta_range`), not the sampler's default.
 
 :func:`build_qubo` keeps the plain binary formulation (fitted costs, slack bits) for comparison and for tiny
@@ -50,7 +53,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from markets.qubo import composites, encoding, highs, samplers
+from markets.qubo import composites, contiguity, encoding, highs, samplers
 from markets.qubo.model import IntVar, QuboModel
 
 __all__ = [
@@ -81,6 +84,10 @@ class EVAInstance:
     bits: int = 8
     reactive: bool = True
     bus: np.ndarray | None = None  # (C,) bus of each cluster (0-based pandapower index), informative
+    # (C,) $ per interruption of each cluster's schedule (on → off → on; markets.qubo.contiguity); None = 0
+    switch_usd: np.ndarray | None = None
+    # a slot counts as charging (for the switching penalty) from this share of P̄ on: level ≥ ⌈share·K⌉ (0: > 0)
+    on_share: float = 0.0
 
     def __post_init__(self) -> None:
         c, t = np.shape(self.lam_p_usd_per_mwh)
@@ -110,6 +117,28 @@ class EVAInstance:
             raise ValueError("p_max_mw: must be in (0, s_max_mva] for every cluster")
         if np.any(self.e_min_mwh > self.e_max_mwh) or np.any(self.e_min_mwh > self.p_max_mw * self.dt_h * t):
             raise ValueError("e_min_mwh: must be ≤ e_max_mwh and ≤ p_max_mw · horizon for every cluster")
+        if self.switch_usd is not None:
+            w = np.asarray(self.switch_usd, float)
+            if w.shape != (c,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"switch_usd: needs shape ({c},), finite and ≥ 0, got {self.switch_usd!r}")
+        if not (np.isfinite(self.on_share) and 0 <= self.on_share <= 1):
+            raise ValueError(f"on_share: must be in [0, 1], got {self.on_share}")
+
+    @property
+    def on_level(self) -> int:
+        """The smallest level at which a slot counts as charging: ``max(1, ⌈on_share · K⌉)``."""
+        return max(1, int(np.ceil(self.on_share * self.levels - 1e-9)))
+
+    @property
+    def switching(self) -> bool:
+        """Whether the schedule pays for interruptions (a switching weight above 0)."""
+        return self.switch_usd is not None and bool(np.any(np.asarray(self.switch_usd) > 0))
+
+    @property
+    def switch_weights(self) -> np.ndarray:
+        """``w_c`` [$ per interruption] (C,), zeros without ``switch_usd``."""
+        c = self.shape[0]
+        return np.zeros(c) if self.switch_usd is None else np.asarray(self.switch_usd, float).reshape(c)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -211,8 +240,9 @@ def paper_instance(
 def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> dict[str, Any]:
     """Cost [$] and constraint check of a schedule in levels (``m`` None → the best Q for each P level).
 
-    Returns ``cost_usd``, ``violations`` (number of violated rows: energy windows, apparent power, level bounds)
-    and the schedule in MW/MVAr.
+    Returns ``cost_usd``, ``violations`` (number of violated rows: energy windows, apparent power, level bounds),
+    the schedule in MW/MVAr, its ``interruptions`` (on → off → on, summed over clusters) and ``switch_usd``, the
+    switching penalty ``Σ_c w_c · interruptions_c`` it pays in the QUBO (0 without ``inst.switch_usd``).
     """
     n = np.asarray(n, dtype=np.int64)
     c, t = inst.shape
@@ -220,6 +250,7 @@ def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> d
         m = np.take_along_axis(inst.best_q_levels(), np.clip(n, 0, inst.levels)[:, :, None], axis=2)[:, :, 0]
     p = n * inst.p_step_mw[:, None]
     q = inst.q_of_level(m) if inst.reactive else np.zeros_like(p)
+    interrupted = contiguity.interruptions(n, tol=inst.on_level - 1)  # (C,); charging: level ≥ on_level
     cost = float(np.sum(inst.dt_h * (inst.lam_p_usd_per_mwh * p + inst.lam_q_usd_per_mvarh * q)))
     e = p.sum(axis=1) * inst.dt_h
     tol = 1e-9 * np.maximum(inst.e_max_mwh, 1.0)
@@ -235,6 +266,8 @@ def evaluate(inst: EVAInstance, n: np.ndarray, m: np.ndarray | None = None) -> d
         "q_mvar": q,
         "n": n,
         "m": np.asarray(m),
+        "interruptions": int(interrupted.sum()),
+        "switch_usd": float(np.sum(inst.switch_weights * interrupted)) if inst.switching else 0.0,
     }
 
 
@@ -251,7 +284,9 @@ class EVAReference:
 
 
 def _one_hot(inst: EVAInstance, integral: bool) -> tuple[float, np.ndarray, np.ndarray, float]:
-    """Solve the one-hot formulation: z[c,t,k] ∈ {0,1} (or [0,1]), Σ_k z = 1, U̲ ≤ Σ_{t,k} k z ≤ Ū."""
+    """Solve the one-hot formulation: z[c,t,k] ∈ {0,1} (or [0,1]), Σ_k z = 1, U̲ ≤ Σ_{t,k} k z ≤ Ū; the MILP
+    (``integral``) with the switching penalty of ``inst.switch_usd`` (:func:`contiguity.one_hot_terms`), the LP
+    relaxation (the multipliers' source) without it."""
     c, t = inst.shape
     kk = inst.levels + 1
     f = inst.cost_table().reshape(-1)
@@ -265,27 +300,40 @@ def _one_hot(inst: EVAInstance, integral: bool) -> tuple[float, np.ndarray, np.n
     vals = np.concatenate([np.ones(n_col), lev])
     cols = np.concatenate([col, col])
     a = sp.csc_matrix((vals, (rows, cols)), shape=(c * t + c, n_col))
+    r_lo = np.concatenate([np.ones(c * t), lo_u.astype(float)])
+    r_hi = np.concatenate([np.ones(c * t), hi_u.astype(float)])
+    col_hi, const = np.ones(n_col), 0.0
+    if integral and inst.switching:
+        dx, block, cost_u, const = contiguity.one_hot_terms(c, t, kk, inst.on_level, inst.switch_weights, lo_u > 0)
+        f = np.concatenate([f + dx, cost_u])
+        a = sp.vstack([sp.hstack([a, sp.csc_matrix((a.shape[0], cost_u.size))]), block])
+        r_lo = np.concatenate([r_lo, np.zeros(block.shape[0])])
+        r_hi = np.concatenate([r_hi, np.full(block.shape[0], np.inf)])
+        col_hi = np.concatenate([col_hi, np.full(cost_u.size, np.inf)])
     h, secs = highs.run(
         f,
         0.0,
-        1.0,
+        col_hi,
         a,
-        np.concatenate([np.ones(c * t), lo_u.astype(float)]),
-        np.concatenate([np.ones(c * t), hi_u.astype(float)]),
-        integer=integral,
+        r_lo,
+        r_hi,
+        integer=np.arange(f.size) < n_col if integral else None,
         mip_rel_gap=0.0,
         mip_abs_gap=1e-9,
     )
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"EVA reference: HiGHS status {h.modelStatusToString(status)}")
-    z = np.asarray(h.getSolution().col_value).reshape(c, t, kk)
-    duals = np.zeros(c) if integral else np.asarray(h.getSolution().row_dual)[c * t :]
-    return float(h.getInfo().objective_function_value), z, duals, secs
+    z = np.asarray(h.getSolution().col_value)[:n_col].reshape(c, t, kk)
+    duals = np.zeros(c) if integral else np.asarray(h.getSolution().row_dual)[c * t : c * t + c]
+    return float(h.getInfo().objective_function_value) + const, z, duals, secs
 
 
 def reference(inst: EVAInstance) -> EVAReference:
-    """HiGHS optimum of the discretised EVA problem (one-hot MILP, gap 0) and the LP relaxation's duals."""
+    """HiGHS optimum of the discretised EVA problem (one-hot MILP, gap 0) and the LP relaxation's duals.
+
+    With ``inst.switch_usd`` the MILP's objective is the cost plus the switching penalty (``objective_usd``).
+    """
     lp_obj, _, duals, lp_s = _one_hot(inst, integral=False)
     obj, z, _, milp_s = _one_hot(inst, integral=True)
     n = np.argmax(z, axis=2)
@@ -381,6 +429,11 @@ def build_window_qubo(
     ``order_factor`` × the slot's largest absolute increment. With ``lo = 0``, ``step = 1``, ``width = K`` this
     is the whole problem; a short window around a coarser solution refines it. Levels beyond ``K`` are cut by
     shortening the slot's chain (its high bits are fixed to 0 by a linear penalty).
+
+    With ``inst.switch_usd`` the window also carries the switching penalty of
+    :func:`markets.qubo.contiguity.add_switch_penalty` (``w_c`` per interruption of cluster ``c``, on the bit at
+    which a slot's level reaches ``inst.on_level``); ``ρ`` is then at least ``order_factor · w_c``, so that
+    breaking a chain at that bit never pays for the ``≤ 1.5 w_c`` a slot's on-indicator can save.
     """
     c, t = inst.shape
     lo = np.asarray(lo, np.int64)
@@ -391,7 +444,8 @@ def build_window_qubo(
     fw = np.take_along_axis(inst.cost_table(), np.minimum(grid, inst.levels), axis=2)
     inc = np.diff(fw, axis=2)  # (C, T, width)
     big = np.abs(np.where(valid[:, :, 1:], inc, 0.0)).max(axis=2, keepdims=True)  # (C, T, 1)
-    rho = order_factor * np.maximum(big, 1e-9)
+    floor = np.maximum(inst.switch_weights, 1e-9)[:, None, None] if inst.switching else 1e-9
+    rho = order_factor * np.maximum(big, floor)
     model.offset += float(fw[:, :, 0].sum())
     # Out-of-range bits: linear penalty larger than anything they could gain.
     model.add_linear(y.index, np.where(valid[:, :, 1:], inc, 4.0 * rho + np.abs(inc)))
@@ -409,6 +463,8 @@ def build_window_qubo(
     model.add_constraint(
         "energy", model.rows(y, step * sp.kron(sp.identity(c), np.ones((1, t)))), r_lo, r_hi, weight / step, lam
     )
+    if inst.switching and width >= 1:
+        contiguity.add_switch_penalty(model, y, lo, step, inst.on_level, inst.switch_weights, lo_u > 0)
     return model, y
 
 
@@ -524,7 +580,7 @@ def solve(
             stats.append(_stage_record(stage, step, width, nv, ni, secs, ev))
             sample_s += secs
             n_vars, n_int = max(n_vars, nv), max(n_int, ni)
-            key = (ev["violations"], ev["cost_usd"])
+            key = (ev["violations"], ev["cost_usd"] + ev["switch_usd"])
             if best is None or key < best[0]:
                 best = (key, new)
             changed = not np.array_equal(new, n)
@@ -580,6 +636,8 @@ def _solution(
     ev = evaluate(inst, n)
     rep = repair(inst, n) if ev["violations"] else n
     ev_r = evaluate(inst, rep) if ev["violations"] else ev
+    if inst.switching:  # what the schedule pays for its interruptions, beside its cost
+        info = {**info, "interruptions": ev_r["interruptions"], "switch_usd": ev_r["switch_usd"]}
     return EVASolution(
         n,
         ev["cost_usd"],
