@@ -11,18 +11,18 @@ Runs the default study (seed 2026, one day, 1000 EVs): the ideal vs the two-stag
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from experiments.doc_blocks import markers, splice
 from sim.model import CoSimulation
 from sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "v2g.md"
 README = ROOT / "README.md"
-START, END = "<!-- battery-tables:start -->", "<!-- battery-tables:end -->"
+START, END = markers("battery-tables")
 MILP_PEAK = ["market.mechanism=milp", "market.params.milp.objective='peak'"]
 
 
@@ -94,20 +94,12 @@ def render() -> tuple[str, str]:
     return block, line
 
 
-def _splice(text: str, block: str) -> str:
-    pat = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pat.search(text):
-        raise SystemExit(f"{DOC}: markers {START} … {END} not found")
-    return pat.sub(lambda _: block, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if docs/v2g.md or the README line is stale")
     args = ap.parse_args(argv)
     block, line = render()
-    doc = DOC.read_text(encoding="utf-8")
-    new = _splice(doc, block)
+    doc, new = splice(DOC, "battery-tables", block)
     readme_ok = line in README.read_text(encoding="utf-8")
     if args.check:
         if new != doc or not readme_ok:

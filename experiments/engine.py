@@ -337,8 +337,13 @@ def make_sweep(
     return Study("oat" if oat else "sweep", scenario, points, n, scenario.seed, extra=extra or {})
 
 
-def load_study_file(name: str, *, n: int | None = None, seed: int | None = None) -> tuple[Study, str]:
-    """A ready study (``experiments/studies/<name>.toml``) or a study TOML file → (Study, label)."""
+def load_study_file(
+    name: str, *, n: int | None = None, seed: int | None = None, overrides: list[str] | None = None
+) -> tuple[Study, str]:
+    """A ready study (``experiments/studies/<name>.toml``) or a study TOML file → (Study, label).
+
+    ``overrides`` (``key=value``, as ``--set``) apply to the study's scenario after the study's own ``set``.
+    """
     from pathlib import Path
 
     from sim.scenario import load_scenario, read_toml
@@ -371,7 +376,9 @@ def load_study_file(name: str, *, n: int | None = None, seed: int | None = None)
     if kind not in ("sweep", "oat", "montecarlo", "points"):
         raise ScenarioError(f"{path.name}: kind '{kind}'; allowed: sweep, oat, montecarlo, points")
     sc = load_scenario(
-        spec.get("scenario", "default"), list(spec.get("set", [])), seed if seed is not None else spec.get("seed")
+        spec.get("scenario", "default"),
+        [*spec.get("set", []), *(overrides or [])],
+        seed if seed is not None else spec.get("seed"),
     )
     reps = int(n if n is not None else spec.get("n", 20))
     extra = {"study": path.stem, "headline_kpis": spec.get("headline_kpis"), "paper_table": spec.get("paper_table")}

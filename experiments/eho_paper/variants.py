@@ -22,7 +22,6 @@ Two tables, every search at the same number of objective evaluations (50 elephan
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.doc_blocks import markers, splice
 from experiments.eho_paper.cosim import _sim_case
 from experiments.eho_paper.problem import SCENARIO, problem_from_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "eho.md"
-START, END = "<!-- eho-variants:start -->", "<!-- eho-variants:end -->"
+START, END = markers("eho-variants")
 
 N_ELEPHANTS, N_ITER = 50, 50
 BUDGET = N_ELEPHANTS * (N_ITER + 1)
@@ -324,20 +324,12 @@ def render(*, seeds: int = 5, fn_seeds: int = 10, scenario: str = SCENARIO) -> s
     return "\n".join(lines)
 
 
-def _replace(text: str, block: str) -> str:
-    pat = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pat.search(text):
-        raise SystemExit(f"{DOC}: markers {START} … {END} not found")
-    return pat.sub(lambda _: block, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the tables in docs/eho.md are stale")
     args = ap.parse_args(argv)
     block = render()
-    doc = DOC.read_text(encoding="utf-8")
-    new = _replace(doc, block)
+    doc, new = splice(DOC, "eho-variants", block)
     if args.check:
         if new != doc:
             print(f"{DOC} is stale: run 'python -m experiments.eho_paper.variants'", file=sys.stderr)
