@@ -39,8 +39,6 @@ from sim.scenario import load_scenario
 #: outside the band, $ per kWh left undelivered at departure.
 REWARD_WEIGHTS = {"cost": 1.0, "peak": 0.05, "voltage": 10.0, "unserved": 0.5}
 
-_LEFT = (DEPARTED, RENEGED)
-
 
 class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
     """See the module docstring."""
@@ -67,6 +65,7 @@ class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
         self.spec_scenario = load_scenario(scenario, [*overrides, *agent])
         self._model: Any = None
         self._peak_kw = 0.0
+        self._gone = np.zeros(0, bool)  # per EV: departed or reneged before this step (set by _build)
         self._seeds = np.random.SeedSequence(self.spec_scenario.seed)
         self._build(self._seeds.spawn(1)[0])
         ns = len(self._stations())
@@ -94,13 +93,14 @@ class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"action: expected shape ({self.n_stations},) (one share per station), got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError("action: NaN or inf in the station shares; allowed: finite numbers in [0, 1]")
-        clipped = int(np.sum((a < 0) | (a > 1)))
+        clipped = int(np.count_nonzero((a < 0) | (a > 1)))
         self._mech.station_share = np.clip(a, 0.0, 1.0)
         f = m.fleet
-        before = f.state.copy()
         k = m.steps
         m.advance(1)
-        left = ~np.isin(before, _LEFT) & np.isin(f.state, _LEFT)
+        gone = (f.state == DEPARTED) | (f.state == RENEGED)
+        left = np.flatnonzero(gone & ~self._gone)  # EVs that left during this step
+        self._gone = gone
         cols = m.recorder.cols
         dt_h = m.dt_min / 60.0
         cost = float(cols["ev_load_kw"][k] * cols["price_usd_per_mwh"][k] * dt_h / 1000.0)
@@ -109,11 +109,12 @@ class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
         self._peak_kw = max(self._peak_kw, grid_kw)
         vm = m.recorder.vm[k]
         net = m.network
-        if np.all(np.isfinite(vm)):
+        converged = bool(np.isfinite(vm).all())
+        if converged:
             viol = float(np.sum(np.maximum(net.v_min_pu - vm, 0.0) + np.maximum(vm - net.v_max_pu, 0.0)))
         else:  # a failed power flow: no voltages to judge, a fixed penalty instead
             viol = 0.1 * len(vm)
-        unserved = float(f.e_need_kwh[left].sum())
+        unserved = float(f.need_of(left).sum())  # need_of: only the leavers, not the whole fleet's need
         w = self.weights
         reward = -(w["cost"] * cost + w["peak"] * rise + w["voltage"] * viol + w["unserved"] * unserved)
         info = {
@@ -122,7 +123,7 @@ class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
             "voltage_violation_pu": viol,
             "unserved_kwh": unserved,
             "clipped_actions": clipped,
-            "pf_converged": bool(np.all(np.isfinite(vm))),
+            "pf_converged": converged,
             "step": k,
         }
         return self._observe(), reward, m.steps >= m.n_steps, False, info
@@ -155,30 +156,30 @@ class EVGridEnv(gym.Env[np.ndarray, np.ndarray]):
         st = self._model.station_table
         self._ports = np.maximum(st.ports.astype(float), 1.0)
         self._station_bus = st.bus
+        state = self._model.fleet.state
+        self._gone = (state == DEPARTED) | (state == RENEGED)  # EVs already gone: step() reports only new leavers
 
     def _observe(self) -> np.ndarray:
+        # Only the plugged EVs enter the per-station sums (the others would add zeros: the same values as over the
+        # whole fleet), written straight into the float32 result: fewer numpy calls in the per-step path.
         m = self._model
         f = m.fleet
         ns = self.n_stations
         k = min(m.steps, m.n_steps - 1)
         tod = m.tod_h[k] * 2 * np.pi / 24.0
-        plugged = f.state == PLUGGED
-        st = f.station
-        need = np.where(plugged, f.e_need_kwh, 0.0)
+        plugged = np.flatnonzero(f.state == PLUGGED)
+        st = f.station[plugged]
+        need = f.need_of(plugged)
         dt_h = m.dt_min / 60.0
-        deliverable = np.where(plugged, np.minimum(f.p_max_kw, need / (np.maximum(f.eta_ch, 1e-12) * dt_h)), 0.0)
-        vm = m.recorder.vm[m.steps - 1][self._station_bus] if m.steps else np.ones(ns)
-        obs = np.concatenate(
-            [
-                [np.sin(tod), np.cos(tod), m.market_operator.price_usd_per_mwh[k] / 100.0],
-                np.bincount(st[plugged], minlength=ns) / self._ports,
-                np.bincount(st[f.state == WAITING], minlength=ns) / self._ports,
-                np.bincount(st, weights=need, minlength=ns) / 100.0,
-                np.bincount(st, weights=deliverable, minlength=ns) / 100.0,
-                np.nan_to_num(vm, nan=0.0),
-            ]
-        )
-        return obs.astype(np.float32)
+        deliverable = np.minimum(f.p_max_kw[plugged], need / (np.maximum(f.eta_ch[plugged], 1e-12) * dt_h))
+        obs = np.empty(3 + 5 * ns, np.float32)
+        obs[:3] = np.sin(tod), np.cos(tod), m.market_operator.price_usd_per_mwh[k] / 100.0
+        obs[3 : 3 + ns] = np.bincount(st, minlength=ns) / self._ports
+        obs[3 + ns : 3 + 2 * ns] = np.bincount(f.station[f.state == WAITING], minlength=ns) / self._ports
+        obs[3 + 2 * ns : 3 + 3 * ns] = np.bincount(st, weights=need, minlength=ns) / 100.0
+        obs[3 + 3 * ns : 3 + 4 * ns] = np.bincount(st, weights=deliverable, minlength=ns) / 100.0
+        obs[3 + 4 * ns :] = np.nan_to_num(m.recorder.vm[m.steps - 1][self._station_bus], nan=0.0) if m.steps else 1.0
+        return obs
 
 
 def make_vec(n: int, scenario: str = "default", overrides: Sequence[str] = (), **kw: Any) -> gym.vector.VectorEnv:
