@@ -43,6 +43,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
+	$(BIN)/python bench/bench_powerflow.py
 	$(BIN)/python bench/bench_montecarlo.py
 	$(BIN)/python bench/bench_milp.py
 	$(BIN)/python bench/bench_dlmp.py

@@ -175,13 +175,15 @@ class DSO(mesa.Agent):
         if not res.converged:
             return False
         vm = res.vm_pu
-        live = ~np.isnan(vm)  # buses pandapower drops (out of service, isolated) have no voltage
+        in_band = (vm >= v_lo - _TOL_V) & (vm <= v_hi + _TOL_V)
+        # buses pandapower drops (out of service, isolated) have no voltage (NaN) and are not judged; the NaN test
+        # only runs when a bus is out of band (this check runs several times a step: the gym's hot path)
+        if not (in_band.all() or (in_band | np.isnan(vm)).all()):
+            return False
         return bool(
-            np.all(vm[live] >= v_lo[live] - _TOL_V)
-            and np.all(vm[live] <= v_hi[live] + _TOL_V)
-            and np.all(res.line_loading_percent <= load_hi + _TOL_LOADING)
+            (res.line_loading_percent <= load_hi + _TOL_LOADING).all()
             and np.hypot(res.ext_grid_p_mw, res.ext_grid_q_mvar) <= s_hi + 1e-9
-            and (trafo_hi is None or np.all(res.trafo_loading_percent <= trafo_hi + _TOL_LOADING))
+            and (trafo_hi is None or (res.trafo_loading_percent <= trafo_hi + _TOL_LOADING).all())
         )
 
     def _fixed_injections(
@@ -215,12 +217,23 @@ class DSO(mesa.Agent):
 
         Used to give market mechanisms the voltage headroom (LinDistFlow constraint) of future slots.
         """
+        import time
+
         vm = np.ones_like(p_load_kw)
-        for j in range(len(p_load_kw)):
-            p, q, *_ = self._fixed_injections(
-                p_load_kw[j], q_load_kvar[j], float(price_usd_per_mwh[j]), renewable_kw[j]
-            )
-            res = self._solve(p / 1000.0, q / 1000.0)
+        if not len(p_load_kw):
+            return vm
+        fixed = [
+            self._fixed_injections(p_load_kw[j], q_load_kvar[j], float(price_usd_per_mwh[j]), renewable_kw[j])[:2]
+            for j in range(len(p_load_kw))
+        ]
+        t = time.perf_counter()
+        # the slots solved together (grids.powerflow.batch: one shared Jacobian, every snapshot still checked)
+        out = self.engine.solve_batch(
+            np.stack([p for p, _ in fixed]) / 1000.0, np.stack([q for _, q in fixed]) / 1000.0
+        )
+        self.pf_time_s += time.perf_counter() - t
+        self.n_pf += len(out)
+        for j, res in enumerate(out):
             if res.converged:
                 vm[j] = np.nan_to_num(res.vm_pu, nan=1.0)
         return vm

@@ -399,21 +399,19 @@ class Recorder:
         if not len(steps) or not steps["converged"].any():  # failed steps have no losses to start from
             return pd.DataFrame(columns=["bus", "lsf"])
         k = int(steps["losses_kw"].idxmax())
-        eng = m.dso.engine
         p, q = self.p_net_bus[k] / 1000.0, self.q_net_bus[k] / 1000.0
-        base = eng.solve(p, q)
-        lsf = np.full(len(p), np.nan)
         ids = m.network.bus_ids
-        slack = set(np.atleast_1d(m.network.net.ext_grid.bus.values).tolist())
-        for i in range(len(p)):
-            if ids[i] in slack:
-                lsf[i] = 0.0
-                continue
-            dp = p.copy()
-            dp[i] += delta_kw / 1000.0
-            r = eng.solve(dp, q)
-            if r.converged and base.converged:
-                lsf[i] = (r.losses_mw - base.losses_mw) * 1000.0 / delta_kw
+        slack = np.isin(ids, np.atleast_1d(m.network.net.ext_grid.bus.values))
+        bus = np.flatnonzero(~slack)
+        # the base snapshot and one with delta_kw more at each non-slack bus, solved as one batch
+        P = np.repeat(p[None, :], len(bus) + 1, axis=0)
+        P[np.arange(1, len(bus) + 1), bus] += delta_kw / 1000.0
+        base, *moved = m.dso.engine.solve_batch(P, np.repeat(q[None, :], len(P), axis=0))
+        lsf = np.where(slack, 0.0, np.nan)
+        if base.converged:
+            for i, r in zip(bus, moved, strict=True):
+                if r.converged:
+                    lsf[i] = (r.losses_mw - base.losses_mw) * 1000.0 / delta_kw
         return pd.DataFrame({"bus": ids, "lsf": lsf, "step": k})
 
     def _attack_kpis(self) -> dict[str, Any]:
