@@ -12,8 +12,10 @@ raises every DG to its rating (the extra cost is counted) before it touches EV l
 (`grids.dlmp.OpfDispatch`, pandapower ``runopp`` warm-started from the previous step): least substation energy at the
 step's price plus DG cost, within voltage, line, transformer and substation limits, renewables curtailed only where
 a limit binds — the network co-optimisation of `002_…`. The load it dispatches against is the step's whole load,
-EV load included. A step whose OPF does not converge uses the merit order and is flagged
-(``GridStep.dispatch_failed``: the step table's ``dispatch_failed``, the KPI ``opf_failed_steps``), never raised. The limit check and curtailment below follow either way.
+EV load included. ``grid.dispatch = "lindistflow"`` does the same on radial feeders with one convex QP per step on
+the LinDistFlow model (`grids.dlmp.LinDistFlowDispatch`, 40–65× cheaper). A step whose OPF or QP has no solution
+uses the merit order and is flagged (``GridStep.dispatch_failed``: the step table's ``dispatch_failed``, the KPI
+``opf_failed_steps``), never raised. The limit check and curtailment below follow either way.
 
 **Curtailment rule** (documented, deterministic): after the power flow, the DSO checks bus voltages against
 ``[v_min_pu, v_max_pu]``, line loading against ``max_line_loading_percent``, transformer loading against
@@ -69,7 +71,7 @@ class GridStep:
     n_pf: int
     curtailed: bool
     ev_q_kvar: np.ndarray | None = None  # reactive injection of EV chargers per bus [kVAr] (+ = inject)
-    dispatch_failed: bool = False  # grid.dispatch = "opf": the OPF failed and merit order dispatched the DGs
+    dispatch_failed: bool = False  # grid.dispatch "opf"/"lindistflow": no solution, merit order dispatched the DGs
 
 
 def dg_cost_usd_per_h(network: Network, dg_p_kw: np.ndarray, dg_q_kvar: np.ndarray) -> float:
@@ -125,11 +127,12 @@ class DSO(mesa.Agent):
     ) -> None:
         super().__init__(model)
         self.network = network
-        self.opf: Any = None  # grid.dispatch = "opf": the AC OPF that dispatches the DGs each step
-        if dispatch == "opf" and network.dgs:
-            from grids.dlmp import OpfDispatch
+        # grid.dispatch = "opf" / "lindistflow": what dispatches the DGs each step (AC OPF, or one LinDistFlow QP)
+        self.opf: Any = None
+        if dispatch in ("opf", "lindistflow") and network.dgs:
+            from grids.dlmp import LinDistFlowDispatch, OpfDispatch
 
-            self.opf = OpfDispatch(network)
+            self.opf = OpfDispatch(network) if dispatch == "opf" else LinDistFlowDispatch(network)
         self.engine = engine
         self.volt_var = volt_var
         if hasattr(engine, "reset_warm_start"):

@@ -9,8 +9,9 @@ the compiled radial topology are not counted):
   largest |ΔλP| / |ΔλQ| between them;
 * ``case118`` (IEEE 118-bus, meshed, 54 generators): AC OPF milliseconds per slot over ``--slots-118`` load levels;
   LinDistFlow does not apply to a meshed network (:class:`grids.dlmp.NotRadialError`), which is printed;
-* the DSO's DG dispatch per simulated step on ``dr-tou-33bus``: merit order vs AC OPF (``grid.dispatch``), wall
-  and CPU per day, the OPF's milliseconds per step and how many steps fell back to merit order.
+* the DSO's DG dispatch per simulated step on ``dr-tou-33bus``: merit order vs AC OPF vs the LinDistFlow QP
+  (``grid.dispatch``), wall and CPU per day, the dispatch's own milliseconds per step (wall and CPU: the OPF's
+  ``runopp``, the QP's whole ``solve`` with its base-point power flow) and how many steps fell back to merit order.
 
 Usage: ``python bench/bench_dlmp.py [--slots-118 4]``
 """
@@ -103,24 +104,35 @@ def main() -> None:
 
 
 def _dispatch_cost() -> None:
-    """The DSO's DG dispatch per simulated step on dr-tou-33bus: merit order vs AC OPF (``grid.dispatch``), both
-    runs in this process, after a warm-up run of each; CPU beside wall."""
+    """The DSO's DG dispatch per simulated step on dr-tou-33bus: merit order vs AC OPF vs LinDistFlow QP
+    (``grid.dispatch``), all runs in this process, after a warm-up run of each; CPU beside wall."""
     from sim.model import CoSimulation
     from sim.scenario import load_scenario
 
     print("\nDSO dispatch per simulated step, dr-tou-33bus (24 hourly steps, 167 EVs), same run")
-    print(f"{'dispatch':<9} {'wall s/day':>10} {'CPU s/day':>10} {'ms/step':>8} {'OPF ms/step':>12} {'OPF failed':>11}")
+    print(
+        f"{'dispatch':<12} {'wall s/day':>10} {'CPU s/day':>10} {'ms/step':>8} {'dispatch ms/step wall':>21} "
+        f"{'CPU':>6} {'failed':>7}"
+    )
+    modes = ("merit", "opf", "lindistflow")
     out = {}
-    for mode in ("merit", "opf", "merit", "opf"):  # the first pair warms up imports and caches
+    for mode in modes + modes:  # the first round warms up imports and caches
         m = CoSimulation(load_scenario("dr-tou-33bus", [f"grid.dispatch='{mode}'"]))
         t, c = time.perf_counter(), time.process_time()
         m.run()
         out[mode] = (time.perf_counter() - t, time.process_time() - c, m.dso.opf)
-    for mode, (wall, cpu, opf) in out.items():
-        per = f"{opf.time_s / max(opf.n_solved + opf.n_failed, 1) * 1e3:>12.0f}" if opf is not None else f"{'—':>12}"
-        failed = f"{opf.n_failed:>11}" if opf is not None else f"{'—':>11}"
-        print(f"{mode:<9} {wall:>10.2f} {cpu:>10.2f} {wall / 24 * 1e3:>8.0f} {per} {failed}")
-    print(f"OPF dispatch / merit order, CPU per day: x{out['opf'][1] / out['merit'][1]:.1f}")
+    for mode, (wall, cpu, disp) in out.items():
+        if disp is not None:
+            n = max(disp.n_solved + disp.n_failed, 1)
+            per = f"{disp.time_s / n * 1e3:>21.1f} {disp.cpu_s / n * 1e3:>6.1f} {disp.n_failed:>7}"
+        else:
+            per = f"{'—':>21} {'—':>6} {'—':>7}"
+        print(f"{mode:<12} {wall:>10.2f} {cpu:>10.2f} {wall / 24 * 1e3:>8.1f} {per}")
+    print(
+        f"CPU per day against merit order: OPF x{out['opf'][1] / out['merit'][1]:.1f}, "
+        f"LinDistFlow x{out['lindistflow'][1] / out['merit'][1]:.1f}; "
+        f"dispatch CPU per step, OPF / LinDistFlow: x{out['opf'][2].cpu_s / out['lindistflow'][2].cpu_s:.0f}"
+    )
 
 
 if __name__ == "__main__":

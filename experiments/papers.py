@@ -97,7 +97,7 @@ NOTES = {
     "dr-tou": (
         "Differences to expect: the paper solves a deterministic NLP (GAMS/CONOPT) over hourly levels with its own "
         "load and PV curves, which survive only as figures; we run a stochastic agent simulation with synthetic "
-        "zonal profiles (grids.network.PROFILES), the DSO's DG dispatch (grid.dispatch: merit order, or AC OPF) "
+        "zonal profiles (grids.network.PROFILES), the DSO's DG dispatch (grid.dispatch: merit order, AC OPF or LinDistFlow) "
         "and valley-filling EV response; its DGs and PV out-produce the non-EV load over the day, so extra load "
         "lowers losses (docs/results.md). The paper's loss figures are also mutually inconsistent (Table 5: "
         "1156 kWh; Table 7: 383.6 kWh for the same base case). Compare directions and orders of magnitude, not "

@@ -206,6 +206,26 @@ def check_size(scenario: Scenario, memory_bytes: int | None = None) -> None:
         )
 
 
+def check_dispatch(g: GridSpec, network: Network) -> None:
+    """Refuse ``grid.dispatch = "lindistflow"`` on a network LinDistFlow cannot model (meshed or split, several
+    slacks, voltage-controlled generators, off-nominal transformer ratios; `grids.dlmp.radial_problem`).
+
+    Raises:
+        ScenarioError: one line naming the field, the value, the network's problem and what is allowed.
+    """
+    if g.dispatch != "lindistflow":
+        return
+    from grids.dlmp import radial_problem
+    from sim.scenario import ScenarioError
+
+    why = radial_problem(network)
+    if why is not None:
+        raise ScenarioError(
+            f"grid.dispatch: got 'lindistflow', which needs a radial feeder, but network {network.name!r} {why}; "
+            "allowed: 'merit' or 'opf' (AC OPF, any network)"
+        )
+
+
 class CoSimulation(mesa.Model):
     """EVs, stations, aggregator, DSO and market operator on one SimPy clock against a pandapower grid.
 
@@ -248,6 +268,7 @@ class CoSimulation(mesa.Model):
         g = scenario.grid
         self.network, engine = compiled_grid(g)
         net = self.network
+        check_dispatch(g, net)
         self.warnings: list[str] = []  # for the user: RunResult.warnings, printed by the CLI
         self.station_table = build_stations(scenario, net, self.warnings)
         self.fleet = generate_fleet(scenario, self.station_table, self.streams, self.warnings)

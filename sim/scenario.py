@@ -135,10 +135,11 @@ class GridSpec(_Model):
         "load-following", description="the network's own generators (net.gen) follow the demand, or stay fixed"
     )
     dg_cost_scale: float = Field(1.0, gt=0, le=10, description="multiplies the DGs' cost coefficients A, B, C")
-    dispatch: Literal["merit", "opf"] = Field(
+    dispatch: Literal["merit", "opf", "lindistflow"] = Field(
         "merit",
         description="how the DSO dispatches its DGs each step: 'merit' (each runs when its marginal cost is below the "
-        "price) or 'opf' (AC OPF with the network's voltage and loading limits; merit order where it fails)",
+        "price), 'opf' (AC OPF with the network's voltage and loading limits) or 'lindistflow' (one LinDistFlow QP "
+        "with linearised losses and the same limits, ~50x faster; radial networks only); merit order where they fail",
     )
     engine: Literal["fast", "pandapower"] = Field(
         "fast", description="power-flow engine: evgrid's own Newton-Raphson, or pandapower's runpp"

@@ -115,7 +115,9 @@ Congestion Management and Voltage Support", IEEE Trans. Power Systems 33(4), 201
 
 Layout: :mod:`~grids.dlmp.common` (result columns, input checks, :class:`FlexibleEV`, errors),
 :mod:`~grids.dlmp.acopf` (a), :mod:`~grids.dlmp.radial` (the compiled radial model) and
-:mod:`~grids.dlmp.lindistflow` (b, with the decomposition). Everything public is importable from :mod:`grids.dlmp`.
+:mod:`~grids.dlmp.lindistflow` (b, with the decomposition). The DSO's per-step DG dispatch: :class:`OpfDispatch` (AC OPF, in
+:mod:`~grids.dlmp.acopf`) and :class:`LinDistFlowDispatch` (one LinDistFlow QP per step, in
+:mod:`~grids.dlmp.lindist_dispatch`). Everything public is importable from :mod:`grids.dlmp`.
 """
 
 from __future__ import annotations
@@ -130,10 +132,13 @@ from grids.dlmp.common import (
     NotRadialError,
     slot_summary,
 )
+from grids.dlmp.lindist_dispatch import LinDistFlowDispatch, radial_problem
 from grids.dlmp.lindistflow import dlmp_lindistflow
 
 __all__ = [
     "OpfDispatch",
+    "LinDistFlowDispatch",
+    "radial_problem",
     "FlexibleEV",
     "NotRadialError",
     "DLMPInputError",
