@@ -107,10 +107,7 @@ def follow_curve(
     within the curve — so the energy the taper removes from late slots is pulled forward instead of lost; and no
     slot takes the battery past the goal. Discharge (negative power) is kept.
     """
-    n, n_slots = p_kw.shape
-    planned = (np.where(p_kw > 0, p_kw * eta_ch[:, None], p_kw / eta_dis[:, None]) * dt_h).sum(axis=1)
-    top = e_kwh + np.clip(planned, 0.0, e_need_kwh)  # the goal: never above the target
-    arr = [np.ascontiguousarray(a, np.float64) for a in (p_kw, e_kwh, top, cap_kwh, p_max_kw, transition_soc)]
+    arr = [np.ascontiguousarray(a, np.float64) for a in (p_kw, e_kwh, e_need_kwh, cap_kwh, p_max_kw, transition_soc)]
     eta = [np.ascontiguousarray(a, np.float64) for a in (eta_ch, eta_dis)]
     return _follow_curve_kernel(*arr, *eta, float(dt_h), np.ascontiguousarray(avail, np.float64))
 
@@ -129,7 +126,7 @@ def _mx(a: float, b: float) -> float:
 def _follow_curve_kernel(
     p: np.ndarray,
     e0: np.ndarray,
-    top: np.ndarray,
+    need: np.ndarray,
     cap: np.ndarray,
     pmax: np.ndarray,
     tsoc: np.ndarray,
@@ -138,20 +135,35 @@ def _follow_curve_kernel(
     dt_h: float,
     avail: np.ndarray,
 ) -> np.ndarray:
-    """`follow_curve` from its goal ``top`` on: `reserve_kwh` and the slot loop per EV, with the arithmetic of the
+    """`follow_curve` per EV: its goal (the schedule's net battery energy summed slot by slot, clipped to [0, need]),
+    `reserve_kwh` and the slot loop, with the arithmetic of the
     numpy code (`slope_kw_per_kwh`, `charge_limit_kw`: same operations in the same order, ``_mn``/``_mx`` as
     ``np.minimum``/``np.maximum``), so the schedule is bit-identical; numpy's ~25 calls per slot and EV group made
     this the costliest part of a re-planning step (5 ms of a gym step over a 96-slot horizon)."""
     n, n_slots = p.shape
-    out = np.empty((n, n_slots))
+    out = np.zeros((n, n_slots))
     res = np.empty(n_slots + 1)
     for i in range(n):
+        # Only the slots from the first to the last one that is available or scheduled can change anything: in a
+        # slot with neither, the reserve carries over unchanged and the schedule stays 0 (the formulas give exactly
+        # that), so the loops skip them — most of a long horizon for most EVs.
+        t0, t1 = n_slots, -1
+        for t in range(n_slots):
+            if avail[i, t] != 0.0 or p[i, t] != 0.0:
+                t0 = min(t0, t)
+                t1 = t
+        if t1 < 0:
+            continue
+        planned = 0.0
+        for t in range(t0, t1 + 1):
+            planned += (p[i, t] * eta[i] if p[i, t] > 0 else p[i, t] / eta_dis[i]) * dt_h
+        top = e0[i] + _mn(_mx(planned, 0.0), need[i])  # the goal: never above the target
         denom = cap[i] * (1.0 - tsoc[i])
         ok = tsoc[i] < 1.0 and denom > 0
         s = pmax[i] / denom if ok else np.inf
         inf_s = np.isinf(s)
-        res[n_slots] = top[i]
-        for t in range(n_slots - 1, -1, -1):
+        res[t1 + 1] = top
+        for t in range(t1, t0 - 1, -1):
             nxt = res[t + 1]
             a = eta[i] * dt_h * avail[i, t]
             full = nxt - a * pmax[i]
@@ -161,12 +173,12 @@ def _follow_curve_kernel(
                 tapered = -np.inf
             res[t] = nxt if nxt > cap[i] + 1e-9 else _mx(full, tapered)
         e = e0[i]
-        for t in range(n_slots):
+        for t in range(t0, t1 + 1):
             room = _mx(cap[i] - e, 0.0)
             taper = np.inf if inf_s else s * room
             lim = _mn(_mn(pmax[i], taper) * avail[i, t], room / (eta[i] * dt_h))
-            catch_up = (_mn(res[t + 1], top[i]) - e) / (eta[i] * dt_h)
-            q = _mn(_mn(_mx(p[i, t], catch_up), lim), _mx(top[i] - e, 0.0) / (eta[i] * dt_h))
+            catch_up = (_mn(res[t + 1], top) - e) / (eta[i] * dt_h)
+            q = _mn(_mn(_mx(p[i, t], catch_up), lim), _mx(top - e, 0.0) / (eta[i] * dt_h))
             q = p[i, t] if p[i, t] < 0 else _mx(q, 0.0)
             out[i, t] = q
             e = e + (q * eta[i] if q > 0 else q / eta_dis[i]) * dt_h

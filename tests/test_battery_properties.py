@@ -168,7 +168,9 @@ def test_follow_curve_stays_on_the_curve_and_never_adds_energy_the_schedule_did_
 def _follow_numpy(s: dict[str, Any], p: np.ndarray) -> np.ndarray:
     """`follow_curve` as numpy code over the fleet (what the compiled kernel replaced), from the public pieces."""
     eta, dt = s["eta"], s["dt"]
-    planned = _battery_kwh(p, eta, s["eta_dis"], dt).sum(axis=1)
+    planned = np.zeros(len(p))
+    for t in range(p.shape[1]):  # summed slot by slot, as the kernel does
+        planned += _battery_kwh(p[:, t : t + 1], eta, s["eta_dis"], dt)[:, 0]
     top = s["e0"] + np.clip(planned, 0.0, s["need"])
     res = reserve_kwh(top, s["cap"], s["p_max"], s["soc_t"], eta, dt, s["avail"])
     e, out = s["e0"].astype(float).copy(), p.astype(float).copy()
