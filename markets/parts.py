@@ -133,8 +133,13 @@ class EVFlex:
         return cls(*(z for _ in fields(cls)))
 
     def select(self, mask: np.ndarray) -> EVFlex:
-        """The EVs where ``mask`` is true (a new, independent `EVFlex`)."""
-        return EVFlex(*(getattr(self, f.name)[mask] for f in fields(self)))
+        """The EVs where ``mask`` (boolean or index array) is true (a new, independent `EVFlex`). Not validated again: a subset of checked
+        arrays is checked (validation was ~0.8 ms a call, 16 % of a long run's CPU)."""
+        take = np.asarray(mask)  # a boolean or index array: the arrays below are copies, never views
+        out = object.__new__(EVFlex)
+        for f in fields(self):
+            object.__setattr__(out, f.name, getattr(self, f.name)[take])
+        return out
 
     @property
     def discharges(self) -> np.ndarray:
