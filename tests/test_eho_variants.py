@@ -84,7 +84,7 @@ def test_redirect_without_alternatives_changes_nothing_and_is_validated() -> Non
 
 # ----------------------------------------------------------------------------------------------- the variant
 def test_mechanism_selects_and_validates_the_matriarch_update() -> None:
-    from tests.test_eho_bilevel import _request
+    from test_eho_bilevel import _request  # tests/ is on sys.path (pytest prepends the test folder)
 
     req = _request(np.random.default_rng(0), 12, caps=np.array([30.0, 60.0, 90.0]), day_ahead=True)
     kw = {"n_elephants": 10, "n_clans": 2, "n_iter": 6, "seed": 3}
