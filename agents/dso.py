@@ -285,17 +285,11 @@ class DSO(mesa.Agent):
         *,
         q_ev_kvar: np.ndarray | None = None,
     ) -> GridStep:
-        """Run one step: DGs, power flow, limit check, curtailment.
-
-        Args:
-            p_base_kw: non-EV active load per bus [kW].
-            q_base_kvar: non-EV reactive load per bus [kVAr].
-            p_ev_kw: EV load per bus [kW] (negative where V2G discharges).
-            price_usd_per_mwh: energy price of this step [$/MWh].
-            renewable_kw: available output of each renewable DER [kW].
-            s_ev_kva: apparent-power rating of the plugged EV chargers per bus [kVA] (Volt/VAr droop).
-            q_ev_kvar: the market's reactive injection of EV chargers per bus [kVAr] (+ = inject; droop: the rest).
-        """
+        """Run one step: DGs, power flow, limit check, curtailment. Per bus: ``p_base_kw``/``q_base_kvar`` the non-EV
+        load [kW]/[kVAr], ``p_ev_kw`` the EV load [kW] (negative where V2G discharges), ``s_ev_kva`` the plugged
+        chargers' rating [kVA] (Volt/VAr droop), ``q_ev_kvar`` the market's reactive injection of the chargers [kVAr]
+        (+ = inject; droop: the rest); ``price_usd_per_mwh`` the step's energy price, ``renewable_kw`` each renewable
+        DER's available output [kW]."""
         net = self.network
         ev_charge, ev_dis = np.maximum(p_ev_kw, 0.0), np.minimum(p_ev_kw, 0.0)
         ones = np.ones_like(p_ev_kw)
@@ -327,9 +321,8 @@ class DSO(mesa.Agent):
 
         n0 = self.n_pf
         dg_p, dg_q, dg_cost = set_dgs(False)
-        # Where curtailment can act, a full-load snapshot the fast engine cannot solve is curtailed like a failed
-        # bisection probe, without first asking pp.runpp for a start point: on overloaded days those runs all
-        # failed too (46 pairs in a 10 000-EV day, half its CPU). The step's recorded solution keeps the fallback.
+        # where curtailment can act, an unsolvable full-load snapshot is curtailed like a failed probe, without
+        # pp.runpp start points (on overloaded days they all failed too: half a 10 000-EV day's CPU)
         can_curtail = bool(self.curtail and ev_charge.sum() > 0)
         res = solve(ones, probe=can_curtail)
         v_lo, v_hi = np.full(net.n_bus, net.v_min_pu), np.full(net.n_bus, net.v_max_pu)
