@@ -21,6 +21,8 @@ from experiments.console import fail as _fail
 from experiments.console import guard as _guard
 from experiments.console import simulate as _simulate
 
+_BENCH_METHODS = ("pipeline", "sa", "steepest-descent", "tabu", "random", "greedy", "highs")
+
 app = typer.Typer(
     name="evgrid",
     help="Agent-based co-simulation of EV charging, electricity markets and distribution grids.",
@@ -405,6 +407,55 @@ def qubo_rtp_cmd(
     args = {"full": full, "runs": runs, "reference": reference}
     with staged_output(target, command_provenance("qubo-rtp", args, sc), replace=force) as staged:
         qubo_rtp_report(sc, full=full, runs=runs, reference=reference, out=staged, shown=target)
+
+
+@app.command(name="qubo-bench")
+def qubo_bench_cmd(
+    scenario: Annotated[str, typer.Argument(help="shipped scenario name or TOML file")] = "qubo-rtp-118bus",
+    full: Annotated[bool, typer.Option("--full", help="the paper's scale: 500 stations / 10,000 EVs")] = False,
+    intervals: Annotated[int, typer.Option(help="intervals in the window (from --start-h)")] = 8,
+    start_h: Annotated[float, typer.Option(help="clock hour the window starts at (evening peak: 18)")] = 18.0,
+    hard_feeder: Annotated[float, typer.Option(help="paper.feeder_factor of the hard family")] = 0.3,
+    methods: Annotated[str, typer.Option(help="comma-separated: " + ", ".join(_BENCH_METHODS))] = ",".join(
+        _BENCH_METHODS
+    ),
+    seed: Annotated[int | None, typer.Option(help="random seed (overrides the scenario's)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """qubo-rtp against baselines (SA, steepest descent, tabu, random, greedy, HiGHS) on easy and hard intervals."""
+    from sim.scenario import ScenarioError, load_scenario
+
+    picked = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in picked if m not in _BENCH_METHODS]
+    if bad or not picked:
+        _fail(f"--methods: got {methods!r}; allowed: comma-separated of {', '.join(_BENCH_METHODS)}")
+    if not 1 <= intervals <= 96:
+        _fail(f"--intervals: got {intervals}; allowed: integer in [1, 96]")
+    if not 0.0 <= start_h < 24.0:
+        _fail(f"--start-h: got {start_h}; allowed: 0 <= hour < 24")
+    if not 0.0 < hard_feeder <= 10.0:
+        _fail(f"--hard-feeder: got {hard_feeder}; allowed: 0 < factor <= 10")
+    if seed is not None and seed < 0:
+        _fail(f"--seed: got {seed}; allowed: integer >= 0")
+    from experiments import qubo_bench
+
+    for label, extra in (
+        ("easy", []),
+        (f"hard (paper.feeder_factor={hard_feeder:g})", [f"paper.feeder_factor={hard_feeder}"]),
+    ):
+        try:
+            sc = load_scenario(scenario, [*(set_ or []), *extra], seed)
+            rows, (bind, total), n_st = qubo_bench.family(
+                sc, full=full, start_h=start_h, n_intervals=intervals, methods=picked, seed=seed
+            )
+        except (ScenarioError, ValueError) as err:
+            _fail(str(err).replace("\n", "; "))
+        share = f"{bind}/{total} = {100 * bind / max(total, 1):.1f} %"
+        title = (
+            f"{label}: {n_st} stations, {intervals} intervals from {start_h:g} h; "
+            f"feeder rows binding in the exact optimum: {share}"
+        )
+        typer.echo(qubo_bench.table(title, rows) + "\n")
 
 
 def _terminate(signum: int, _frame: object) -> None:
