@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from markets.qubo.rtp import RTPInstance, evaluate, reference
-from markets.qubo.rtp_sampling import _repair, gap, solve
+from markets.qubo.rtp_sampling import gap, repair_feeders, solve
 
 METHODS = ("pipeline", "sa", "steepest-descent", "tabu", "random", "greedy", "highs")
 BIND_TOL = 1e-3  # a feeder row binds when the exact optimum loads it to within 0.1 % of its capacity
@@ -98,7 +98,7 @@ def greedy(inst: RTPInstance) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(inst.levels + 1)
     masked = np.where((k[None, :] >= lo[:, None]) & (k[None, :] <= hi[:, None]), table, np.inf)
     raw = np.argmin(masked, axis=1).astype(np.int64)
-    return _repair(inst, raw, hi, table, demand), raw
+    return repair_feeders(inst, raw, hi, table, demand), raw
 
 
 @dataclass

@@ -42,7 +42,9 @@ def _decode(blocks: list[_Block], x: np.ndarray, base: np.ndarray) -> np.ndarray
     return out
 
 
-def _repair(inst: RTPInstance, levels: np.ndarray, hi: np.ndarray, table: np.ndarray, demand: np.ndarray) -> np.ndarray:
+def repair_feeders(
+    inst: RTPInstance, levels: np.ndarray, hi: np.ndarray, table: np.ndarray, demand: np.ndarray
+) -> np.ndarray:
     """Greedy: while a bus row is violated, raise by one level the station at that bus with the least cost
     increase per kW removed."""
     levels = levels.copy()
@@ -226,7 +228,7 @@ def _final_levels(
     final = ann_levels
     repaired = False
     if not annealer_feasible and repair:
-        final = _repair(inst, ann_levels, hi, table, demand)
+        final = repair_feeders(inst, ann_levels, hi, table, demand)
         repaired = True
     # tie-break toward users: a read at the base level moves down to the window's lowest level (same demand, cost)
     at_base = (final == qlo) & (qlo == kb) & (lo < kb)
