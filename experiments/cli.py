@@ -540,11 +540,12 @@ def preload(argv: list[str]) -> None:
     args = argv[1:]
     if not args or args[0] in LIGHT_COMMANDS or {"--help", "-h", "--version"} & set(args):
         return
-    gc.disable()
+    gc.disable()  # paused from the first import on; import_frozen freezes what the imports made
     try:
-        import sim.model  # noqa: F401
+        from experiments.replication import import_frozen  # what the study workers do at their start too
+
+        import_frozen()
     finally:
-        gc.freeze()
         gc.enable()
 
 

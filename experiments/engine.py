@@ -197,7 +197,9 @@ def _execute_dask(
     # the handler's level, and the message comes later, from the event loop. The logger's own level stays.
     logging.getLogger("distributed.batched").setLevel(logging.ERROR)
     cluster = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": max_attempts - 1}):
+    # no profiler on local workers: it samples each replication every 10 ms (~10 % CPU), for a dashboard they lack
+    cfg = {"distributed.scheduler.allowed-failures": max_attempts - 1, "distributed.worker.profile.enabled": False}
+    with dask.config.set(cfg):
         if scheduler == "local":
             with _children_ignore_sigint():  # Ctrl-C is handled here, which stops the cluster
                 cluster = LocalCluster(

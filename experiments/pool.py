@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.replication import Task, failed_row, run_replication
+from experiments.replication import MAX_ATTEMPTS, Task, failed_row, import_frozen, run_replication
 
 
 def default_workers() -> int:
@@ -67,6 +67,7 @@ def _pool_worker(conn: Any, parent_pid: int) -> None:
     """A pool worker: run the tasks the parent sends, one at a time, until it sends None or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     _watch_parent(parent_pid)
+    import_frozen()  # imports before the first task, the garbage collector paused; then they are frozen
     while True:
         try:
             task = conn.recv()
@@ -97,8 +98,8 @@ def _children_ignore_sigint() -> Iterator[None]:
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask preload of `LocalCluster` workers (run in each worker's main thread): ignore SIGINT, as above, and log
-    only errors.
+    """Dask preload of `LocalCluster` workers (run in each worker's main thread): ignore SIGINT, as above, log only
+    errors, and import the simulation stack frozen (`import_frozen`).
 
     Covers workers that a nanny restarts after a death, which `_children_ignore_sigint` cannot reach. A worker
     whose connection closes while the study stops (Ctrl-C) logs it at INFO with a traceback on the user's terminal.
@@ -107,6 +108,7 @@ def dask_setup(worker: Any) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    import_frozen()  # as a pool worker does; before the worker registers with the scheduler
 
 
 @dataclass
@@ -125,48 +127,77 @@ def _death(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def _execute_pool(
-    tasks: list[Task], on_result: Callable[..., None], *, workers: int, notice: Notice, max_attempts: int
-) -> None:
-    """K spawned worker processes, each fed one task at a time over its own pipe.
+class WorkerPool:
+    """K spawned worker processes, each fed one task at a time over its own pipe; reusable for several `run`s.
 
     Not `concurrent.futures.ProcessPoolExecutor`: there one dead worker breaks the whole pool (BrokenProcessPool)
     and nobody knows which task killed it. Here the parent knows which task each worker runs, so a dead worker's
     task is re-queued (or, at its ``max_attempts``-th death, stored as failed) and a new worker replaces it.
+    Reuse lets a caller (bench/bench_montecarlo.py) warm the workers up (imports, grid cache, numba kernels) with
+    one `run` before it starts its clock. Leaving the ``with`` block on an exception kills the workers at once.
     """
-    import multiprocessing as mp
-    from multiprocessing.connection import wait
 
-    # "spawn": a fresh interpreter per worker (forking a process that holds BLAS/numba threads is unsafe);
-    # passed per pool, never set globally.
-    ctx = mp.get_context("spawn")
-    queue = collections.deque(tasks)
-    deaths: collections.Counter[tuple[int, int]] = collections.Counter()
-    pool: list[_Worker] = []
-    parent = os.getpid()
+    def __init__(self, workers: int, *, notice: Notice = _stderr, max_attempts: int = MAX_ATTEMPTS) -> None:
+        import multiprocessing as mp
 
-    def start() -> _Worker:
-        ours, theirs = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_pool_worker, args=(theirs, parent), name="evgrid-worker", daemon=True)
+        # "spawn": a fresh interpreter per worker (forking a process that holds BLAS/numba threads is unsafe);
+        # passed per pool, never set globally.
+        self._ctx = mp.get_context("spawn")
+        self.workers = workers
+        self.notice = notice
+        self.max_attempts = max_attempts
+        self._pool: list[_Worker] = []
+        self._parent = os.getpid()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(clean=exc_type is None)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (e.g. to read their CPU time)."""
+        return [w.proc.pid for w in self._pool]
+
+    def _start(self) -> _Worker:
+        ours, theirs = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_pool_worker, args=(theirs, self._parent), name="evgrid-worker", daemon=True)
         with _children_ignore_sigint():
             proc.start()
         theirs.close()
         return _Worker(proc, ours)
 
-    def busy() -> int:
-        return sum(w.task is not None for w in pool)
+    def run(self, tasks: list[Task], on_result: Callable[..., None]) -> None:
+        """Run ``tasks``, handing each result to ``on_result`` as it arrives. An exception (from ``on_result``, or
+        a KeyboardInterrupt) kills the workers at once and propagates."""
+        try:
+            self._run(collections.deque(tasks), on_result)
+        except BaseException:
+            self.close(clean=False)
+            raise
 
-    clean = False
-    try:
-        pool += [start() for _ in range(min(workers, len(queue)))]
+    def _run(self, queue: collections.deque[Task], on_result: Callable[..., None]) -> None:
+        from multiprocessing.connection import wait
+
+        pool = self._pool
+        deaths: collections.Counter[tuple[int, int]] = collections.Counter()
+
+        def busy() -> int:
+            return sum(w.task is not None for w in pool)
+
+        def feed(w: _Worker) -> None:
+            if w.task is None and queue:
+                w.task = queue.popleft()
+                try:
+                    w.conn.send(w.task)
+                except OSError:  # it died: seen through its sentinel
+                    pass
+
+        while len(pool) < min(self.workers, len(queue)):
+            pool.append(self._start())
         while queue or busy():
             for w in pool:
-                if w.task is None and queue:
-                    w.task = queue.popleft()
-                    try:
-                        w.conn.send(w.task)
-                    except OSError:  # it died: seen through its sentinel below
-                        pass
+                feed(w)
             ready = set(wait([w.conn for w in pool if w.task is not None] + [w.proc.sentinel for w in pool]))
             for w in list(pool):
                 if w.task is not None and w.conn in ready:
@@ -176,6 +207,7 @@ def _execute_pool(
                         pass
                     else:
                         w.task = None
+                        feed(w)  # its next task first: the worker computes while the parent stores this result
                         on_result(row, series)
                 if w.proc.sentinel not in ready:
                     continue
@@ -184,12 +216,22 @@ def _execute_pool(
                 pool.remove(w)
                 cause = _death(w.proc.exitcode)
                 if w.task is not None:
-                    _handle_death(w.task, w.proc.pid, cause, deaths, queue, on_result, notice, max_attempts)
-                if len(pool) < min(workers, len(queue) + busy()):
-                    pool.append(start())
-        clean = True
-    finally:
+                    _handle_death(w.task, w.proc.pid, cause, deaths, queue, on_result, self.notice, self.max_attempts)
+                if len(pool) < min(self.workers, len(queue) + busy()):
+                    pool.append(self._start())
+
+    def close(self, clean: bool = True) -> None:
+        """Stop the workers (see `_shutdown`); the pool may start new ones in a later `run`."""
+        pool, self._pool = self._pool, []
         _shutdown(pool, clean)
+
+
+def _execute_pool(
+    tasks: list[Task], on_result: Callable[..., None], *, workers: int, notice: Notice, max_attempts: int
+) -> None:
+    """`WorkerPool` for one run: its workers are stopped at the end, killed at once on an exception."""
+    with WorkerPool(workers, notice=notice, max_attempts=max_attempts) as pool:
+        pool.run(tasks, on_result)
 
 
 def _handle_death(
