@@ -117,9 +117,10 @@ class Aggregator(mesa.Agent):
         # per EV and step, kept around each EV's stay on long runs (agents/setpoints.py; dense on short ones)
         reach = max(model.lookahead_steps, model.steps_per_day)  # the real-time and the day-ahead requests' reach
         width = ring_width(fleet.arrival_min, fleet.departure_min, model.dt_min, reach)
-        check_memory(len(fleet), min(width, n_steps))
-        self.kw = Setpoints(len(fleet), n_steps, width)
-        self.kvar = Setpoints(len(fleet), n_steps, width)  # reactive set-points (+ = inject), when a market sets them
+        first = np.floor(fleet.arrival_min / model.dt_min).astype(np.int64)  # each EV's window opens at arrival
+        self.kw = Setpoints(len(fleet), n_steps, width, first)  # (np.zeros: no page touched before the check)
+        check_memory(*self.kw.data.shape)
+        self.kvar = Setpoints(len(fleet), n_steps, width, first)  # reactive (+ = inject), when a market sets them
         self.scheduled = np.zeros(len(fleet), bool)
         self._kvar_set = False  # schedule_kvar is all zeros until a market sets reactive power
         # per EV, the step after the last schedule entry ever written: clearing an old schedule touches only up to

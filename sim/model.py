@@ -34,7 +34,7 @@ from agents.aggregator import Aggregator, MarketOperator
 from agents.attacker import Attacker
 from agents.detection import ReportMonitor
 from agents.dso import DSO
-from agents.ev import EV, Station, wait_min
+from agents.ev import EV, Station, UnqueuedSessions, wait_min
 from agents.fleet import PLUGGED, build_stations, generate_fleet
 from grids.dispatch import with_gen_dispatch
 from grids.network import Network, build_network
@@ -261,6 +261,7 @@ class CoSimulation(mesa.Model):
         t = scenario.time
         self.dt_min = t.dt_min
         self.n_steps = t.n_steps
+        self._until_min = self.n_steps * self.dt_min + 1e-9  # `run` processes the events due before this
         self.steps_per_day = max(int(round(24 * 60 / t.dt_min)), 1)
         self.lookahead_steps = max(int(np.ceil(scenario.market.lookahead_h * 60 / t.dt_min - 1e-9)), 1)
         self.t_build = time.perf_counter()
@@ -309,14 +310,27 @@ class CoSimulation(mesa.Model):
                 scenario.detection, st.ports, st.cap_kw, float(self.fleet.p_max_kw.max()) if len(self.fleet) else 0.0
             )
         self.evs = [EV(self, i) for i in range(len(self.fleet))]
-        if self.evs:  # sessions start in creation order (Mesa's AgentSet keeps it), so runs stay bit-identical
-            self.agents_by_type[EV].do(lambda ev: self.env.process(ev.session()))
+        bulk = self._never_queue()
+        self.unqueued = UnqueuedSessions(self.fleet, np.nonzero(bulk)[0])
+        for ev in self.evs:  # sessions start in creation order, so runs stay bit-identical
+            if not bulk[ev.idx]:
+                self.env.process(ev.session())
         from sim.recorder import Recorder
 
         self.recorder = Recorder(self)
         self.env.process(self._market_steps())
         self.t_build = time.perf_counter() - self.t_build
         self._release_next: np.ndarray = np.zeros(0, int)
+
+    def _never_queue(self) -> np.ndarray:
+        """EVs whose session is fixed in advance (`agents.ev.UnqueuedSessions`): at a station with a port for every
+        EV assigned to it, kept until departure, and no EV redirected between stations."""
+        f, st = self.fleet, self.station_table
+        if self._station_alternatives is not None or not len(f):
+            return np.zeros(len(f), bool)
+        assigned = np.bincount(f.station, minlength=len(st))
+        roomy = (st.ports >= assigned) & ~st.release_when_full.astype(bool)
+        return roomy[f.station]
 
     def _alternatives(self, reach: int) -> list[list[int]] | None:
         """Per station, itself and its ``reach`` nearest stations of the same group along the feeder."""
@@ -354,11 +368,13 @@ class CoSimulation(mesa.Model):
                 if not ev.charged.triggered:
                     ev.charged.succeed()
             yield _Late(self.env, 0.0)
+            self.unqueued.advance(self.env.now)
             self._step(k)
             self.steps = k + 1
             if self.progress is not None:
                 self.progress(k + 1, self.n_steps)
             yield _Late(self.env, self.dt_min)
+        self.unqueued.advance(self._until_min, inclusive=False)  # as SimPy's run(until) leaves the rest
 
     def _horizon(self, k: int, idx: np.ndarray) -> int:
         """Steps a real-time clearing at step ``k`` covers: ``market.lookahead_h``, extended to the last departure of
@@ -489,7 +505,7 @@ class CoSimulation(mesa.Model):
         """Run the whole horizon and return the `RunResult`."""
         t0 = time.perf_counter()
         c0 = time.process_time()
-        self.env.run(until=self.n_steps * self.dt_min + 1e-9)
+        self.env.run(until=self._until_min)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         result = self.recorder.result(wall_s=wall, cpu_s=cpu)
         self.close()

@@ -337,11 +337,16 @@ def test_set_points_kept_per_ev_window_read_back_what_a_dense_matrix_holds() -> 
             result = model.run()
         finally:
             mp.undo()
-        return {"width": model.aggregator.kw.width, **{k: v for k, v in result.tables.items() if k in ("steps", "evs")}}
+        return {
+            "width": model.aggregator.kw.width,
+            "rows": model.aggregator.kw.data.shape[0],
+            **{k: v for k, v in result.tables.items() if k in ("steps", "evs")},
+        }
 
     dense = tables(lambda *a: 10**9)
     ring = tables(sp.ring_width)
     assert dense["width"] == 288 and ring["width"] < 288
+    assert dense["rows"] == 900 and ring["rows"] < 900  # a row per open window, not per EV
     for name in ("steps", "evs"):
         timing = [c for c in dense[name].columns if c.startswith("time_") or c.endswith("_time_s")]
         assert dense[name].drop(columns=timing).equals(ring[name].drop(columns=timing)), name
@@ -352,39 +357,61 @@ def test_set_points_kept_per_ev_window_read_back_what_a_dense_matrix_holds() -> 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_set_points_ring_equals_the_dense_matrix_inside_each_window(seed: int) -> None:
-    """Random writes, clears, reads and committed sums, each inside its EV's window [a, a + width): a ring and the
-    dense matrix answer alike, bit for bit."""
+    """Random writes, clears, reads and committed sums as time goes on, each inside its EV's window [a, a + width):
+    a ring with a row per EV, a ring whose rows EVs share once their windows closed, and the dense matrix answer
+    alike, bit for bit."""
     from agents.setpoints import Setpoints
 
     rng = np.random.default_rng(seed)
-    n_evs, n_steps, width = 12, 200, int(rng.integers(20, 60))
+    n_evs, n_steps, width = 30, 200, int(rng.integers(20, 60))
     arrival = rng.integers(0, n_steps - 5, n_evs)
     ring, dense = Setpoints(n_evs, n_steps, width), Setpoints(n_evs, n_steps, n_steps)
-    assert ring.ring and not dense.ring
-    for _ in range(40):
-        k = int(rng.integers(0, n_steps))
-        idx = np.nonzero(arrival <= k)[0]
+    shared = Setpoints(n_evs, n_steps, width, arrival)
+    assert ring.ring and not dense.ring and shared.data.shape[0] <= n_evs
+    for k in np.sort(rng.integers(0, n_steps, 60)):
+        k = int(k)
+        idx = np.nonzero((arrival <= k) & (k < arrival + width))[0]
+        idx = idx[rng.random(len(idx)) < 0.7]
         if not len(idx):
             continue
         room = int((arrival[idx] + width).min()) - k  # columns every chosen EV's window still has from k
         n = int(rng.integers(1, max(min(room, n_steps - k), 1) + 1))
-        if room < 1:
-            continue
         what = rng.integers(0, 3)
         if what == 0:
             vals = rng.normal(size=(len(idx), n))
-            ring.write(idx, k, vals)
-            dense.write(idx, k, vals)
+            for sp in (ring, dense, shared):
+                sp.write(idx, k, vals)
         elif what == 1:
-            ring.clear(idx, k, k + n)
-            dense.clear(idx, k, k + n)
+            for sp in (ring, dense, shared):
+                sp.clear(idx, k, k + n)
         target = rng.integers(0, 3, n_evs)
-        out_r, out_d = np.zeros((3, n)), np.zeros((3, n))
-        ring.add_rows(out_r, target, idx, k)
-        dense.add_rows(out_d, target, idx, k)
-        assert np.array_equal(out_r, out_d)
-        assert np.array_equal(ring.window(idx, k, n), dense.window(idx, k, n))
-        assert np.array_equal(ring.at(idx, k), dense.at(idx, k))
+        outs = [np.zeros((3, n)) for _ in range(3)]
+        for sp, out in zip((ring, dense, shared), outs, strict=True):
+            sp.add_rows(out, target, idx, k)
+        assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[2], outs[1])
+        for sp in (ring, shared):
+            assert np.array_equal(sp.window(idx, k, n), dense.window(idx, k, n))
+            assert np.array_equal(sp.at(idx, k), dense.at(idx, k))
+
+
+def test_set_points_rows_are_shared_only_between_windows_that_do_not_overlap() -> None:
+    """A year of 1 000 arrivals a day keeps a row per open window (a few thousand), not one per EV; an EV read
+    after another took its row is an error, not someone else's numbers."""
+    from agents.setpoints import Setpoints, shared_rows
+
+    rng = np.random.default_rng(1)
+    start = np.sort(rng.integers(0, 35_040, 365_000))
+    row_of, turn, n_rows = shared_rows(start, 300)
+    assert n_rows < 12_000
+    for r in (0, 7, n_rows - 1):  # each row's EVs in turn, each window closed before the next opens
+        s = np.sort(start[row_of == r])
+        assert np.all(np.diff(s) >= 300) and np.array_equal(np.sort(turn[row_of == r]), np.arange(len(s)))
+    sp = Setpoints(3, 100, 10, np.array([0, 5, 12]))
+    assert sp.data.shape[0] == 2  # EV 2's window [12, 22) opens after EV 0's [0, 10) closed
+    sp.write(np.array([0]), 3, np.ones((1, 2)))
+    np.testing.assert_array_equal(sp.at(np.array([2]), 12), [0.0])  # the row is zeroed for its new EV
+    with pytest.raises(RuntimeError, match="set-points of EV 0 accessed after its window"):
+        sp.at(np.array([0]), 13)
 
 
 def test_real_time_clearings_plan_a_rolling_horizon() -> None:
@@ -416,3 +443,30 @@ def test_real_time_clearings_plan_a_rolling_horizon() -> None:
     assert seen and all(n == 96 - k for k, n, _ in seen)  # one day: to the end, unchanged
     with pytest.raises(ScenarioError, match="market.lookahead_h"):
         load_scenario("default", ["market.lookahead_h=0"])
+
+
+def test_sessions_that_cannot_queue_advance_in_bulk_exactly_as_their_simpy_processes() -> None:
+    """Home EVs (a port each, kept to departure) skip their SimPy process (`UnqueuedSessions`): every table and KPI
+    equals the run with one process per EV, bit for bit, on one day and on three; queueing EVs keep theirs."""
+    import sim.model as model_mod
+
+    def tables(overrides: list[str], bulk: bool) -> tuple[dict, dict, int]:  # type: ignore[type-arg]
+        mp = pytest.MonkeyPatch()
+        if not bulk:
+            mp.setattr(model_mod.CoSimulation, "_never_queue", lambda self: np.zeros(len(self.fleet), bool))
+        try:
+            m = CoSimulation(load_scenario("default", overrides))
+            r = m.run()
+        finally:
+            mp.undo()
+        kpis = {k: v for k, v in r.kpis.items() if not k.startswith("time_") and not k.endswith("_time_s")}
+        return r.tables, kpis, len(m.unqueued)
+
+    for overrides in (["fleet.n_evs=400"], ["fleet.n_evs=200", "time.horizon_h=60", "time.start_h=7"]):
+        a, ka, n_bulk = tables(overrides, True)
+        b, kb, none = tables(overrides, False)
+        assert none == 0 and 0 < n_bulk < sum(len(t) for n, t in a.items() if n == "evs")
+        np.testing.assert_equal(ka, kb)
+        for name in a:
+            timing = [c for c in a[name].columns if c.startswith("time_") or c.endswith("_time_s")]
+            assert a[name].drop(columns=timing).equals(b[name].drop(columns=timing)), name
