@@ -20,6 +20,7 @@ from agents.fleet import PLUGGED
 from agents.setpoints import Setpoints, check_memory, ring_width
 from markets.base import EVFlex, MarketRequest, MarketResult, Mechanism
 from markets.battery import charge_limit_kw, follow_curve, reserve_kwh
+from markets.parts import availability
 from markets.scoring import Scored
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,13 +137,7 @@ class Aggregator(mesa.Agent):
     def flex(self, idx: np.ndarray, k: int, n_slots: int) -> EVFlex:
         """Flexibility of EVs ``idx`` for a request whose slot 0 is step ``k``."""
         f = self.model.fleet
-        dt = self.model.dt_min
-        t0 = k * dt
-        dep_rel = (f.departure_min[idx] - t0) / dt
-        end = np.minimum(np.ceil(dep_rel - 1e-9).astype(int), n_slots)
-        end = np.maximum(end, 1)
-        frac = np.where(np.ceil(dep_rel - 1e-9) <= n_slots, dep_rel - (end - 1), 1.0)
-        frac = np.clip(frac, 1e-6, 1.0)
+        end, frac = self._window(idx, k, n_slots)
         return EVFlex(
             ev_id=idx,
             bus=f.bus[idx],
@@ -166,6 +161,15 @@ class Aggregator(mesa.Agent):
             transition_soc=f.transition_soc[idx],
             degradation_usd_per_kwh=f.degradation_usd_per_kwh[idx],
         )
+
+    def _window(self, idx: np.ndarray, k: int, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
+        """End slot (exclusive) and the plugged-in share of the last slot of EVs ``idx``, slot 0 = step ``k``."""
+        dt = self.model.dt_min
+        dep_rel = (self.model.fleet.departure_min[idx] - k * dt) / dt
+        end = np.minimum(np.ceil(dep_rel - 1e-9).astype(int), n_slots)
+        end = np.maximum(end, 1)
+        frac = np.where(np.ceil(dep_rel - 1e-9) <= n_slots, dep_rel - (end - 1), 1.0)
+        return end, np.clip(frac, 1e-6, 1.0)
 
     @property
     def schedule_kw(self) -> np.ndarray:
@@ -223,7 +227,7 @@ class Aggregator(mesa.Agent):
         """Schedules ``p_kw`` of EVs ``rows`` (slot 0 = step ``k``) made to follow their charging curve
         (`markets.battery.follow_curve`)."""
         f = self.model.fleet
-        evs = self.flex(rows, k, p_kw.shape[1])
+        end, frac = self._window(rows, k, p_kw.shape[1])
         return follow_curve(
             p_kw,
             f.e_kwh[rows],
@@ -234,7 +238,7 @@ class Aggregator(mesa.Agent):
             f.eta_ch[rows],
             f.eta_dis[rows],
             self.model.dt_min / 60.0,
-            evs.availability(p_kw.shape[1]),
+            availability(np.zeros(len(rows), int), end, frac, p_kw.shape[1]),  # as flex(rows, k, n).availability
         )
 
     def dispatch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from markets.compiled import njit_cached
+
 if TYPE_CHECKING:  # pragma: no cover
     from grids.network import Network
 
@@ -22,6 +24,32 @@ class MarketConfigError(MarketError, ValueError):
 
 class RequestError(MarketError, ValueError):
     """A `MarketRequest` is malformed (shape, range or NaN)."""
+
+
+def availability(start_slot: np.ndarray, end_slot: np.ndarray, end_frac: np.ndarray, n_slots: int) -> np.ndarray:
+    """Share of each slot each EV is plugged in, shape (n_evs, n_slots): 1 in ``[start_slot, end_slot)``, the last
+    of those slots ``end_frac`` (when it lies in the horizon), 0 elsewhere."""
+    out = np.zeros((len(start_slot), n_slots))
+    _availability_into(
+        out,
+        np.asarray(start_slot, np.int64),
+        np.asarray(end_slot, np.int64),
+        np.asarray(end_frac, np.float64),
+    )
+    return out
+
+
+@njit_cached
+def _availability_into(out: np.ndarray, start: np.ndarray, end: np.ndarray, frac: np.ndarray) -> None:
+    """Fill `availability` (a compiled loop: the boolean-matrix version was ~4 ms a call at 25 000 EVs, three calls
+    a step)."""
+    n_slots = out.shape[1]
+    for i in range(out.shape[0]):
+        for t in range(max(start[i], 0), min(end[i], n_slots)):
+            out[i, t] = 1.0
+        last = end[i] - 1
+        if 0 <= last < n_slots:
+            out[i, last] *= frac[i]
 
 
 def _arr(x: Any, dtype: Any = float) -> np.ndarray:
@@ -148,12 +176,7 @@ class EVFlex:
 
     def availability(self, n_slots: int) -> np.ndarray:
         """Share of each slot each EV is plugged in, shape (n_evs, n_slots), values in [0, 1]."""
-        k = np.arange(n_slots)
-        a = ((k >= self.start_slot[:, None]) & (k < self.end_slot[:, None])).astype(float)
-        last = self.end_slot - 1
-        inside = last < n_slots
-        a[np.nonzero(inside)[0], last[inside]] *= self.end_frac[inside]
-        return a
+        return availability(self.start_slot, self.end_slot, self.end_frac, n_slots)
 
 
 @dataclass(frozen=True)
