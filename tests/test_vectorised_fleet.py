@@ -271,3 +271,24 @@ def test_aggregator_committed_load_matches_np_add_at(midday_model) -> None:
         assert np.array_equal(agg.committed_station_kw(k), want)
         assert want.any() or k > 40
         assert np.array_equal(agg.committed_kw(k), agg.schedule_kw[rows, k:].sum(axis=0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_slots=st.integers(1, 40),
+    windows=st.lists(st.tuples(st.integers(0, 45), st.integers(1, 30), st.floats(1e-6, 1.0)), min_size=0, max_size=20),
+)
+def test_availability_matches_the_boolean_matrix_reference(n_slots: int, windows: list) -> None:  # type: ignore[type-arg]
+    """The compiled `availability` equals the former numpy formula bit for bit: 1 inside [start, end), the last
+    slot's share where it lies in the horizon, 0 elsewhere (windows starting or ending past the horizon included)."""
+    from markets.parts import availability
+
+    start = np.array([w[0] for w in windows], int)
+    end = start + np.array([w[1] for w in windows], int)
+    frac = np.array([w[2] for w in windows], float)
+    k = np.arange(n_slots)
+    ref = ((k >= start[:, None]) & (k < end[:, None])).astype(float)
+    last = end - 1
+    inside = last < n_slots
+    ref[np.nonzero(inside)[0], last[inside]] *= frac[inside]
+    np.testing.assert_array_equal(availability(start, end, frac, n_slots), ref)
