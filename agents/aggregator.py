@@ -138,7 +138,7 @@ class Aggregator(mesa.Agent):
         """Flexibility of EVs ``idx`` for a request whose slot 0 is step ``k``."""
         f = self.model.fleet
         end, frac = self._window(idx, k, n_slots)
-        return EVFlex(
+        return EVFlex.trusted(  # the fleet's own state, built here (re-validated over whole runs in tests)
             ev_id=idx,
             bus=f.bus[idx],
             station=f.station[idx],

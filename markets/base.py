@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from grids.network import Network
 
 
-from markets.battery import charge_limit_kw
+from markets.battery import charge_along_curve_kernel, charge_limit_kw
 from markets.parts import Elasticity as Elasticity
 from markets.parts import EVFlex as EVFlex
 from markets.parts import MarketConfigError as MarketConfigError
@@ -478,8 +478,22 @@ def asap_fill(evs: EVFlex, n_slots: int, dt_h: float, p_cap_kw: np.ndarray | Non
 def charge_along_curve(evs: EVFlex, p_kw: np.ndarray, avail: np.ndarray, dt_h: float) -> np.ndarray:
     """Full power, within the charging curve of each EV's battery, until its need is met [kW], shape of ``avail``.
 
-    ``p_kw`` is each EV's power limit (≤ ``p_max_kw``); the curve's slope stays that of ``p_max_kw``.
+    ``p_kw`` is each EV's power limit (≤ ``p_max_kw``); the curve's slope stays that of ``p_max_kw``. Slot by slot
+    (`markets.battery.charge_limit_kw`) for all EVs together, until none needs more than 1e-12 kWh
+    (`markets.battery.charge_along_curve_kernel`, compiled; `charge_along_curve_numpy` is the reference).
     """
+    last = int(evs.end_slot.max()) if len(evs) else 0
+    f64 = [np.ascontiguousarray(a, np.float64) for a in (evs.e_kwh, evs.e_need_kwh, evs.e_cap_kwh, evs.p_max_kw)]
+    more = [np.ascontiguousarray(a, np.float64) for a in (evs.transition_soc, evs.eta_ch, p_kw)]
+    out = np.zeros(avail.shape)
+    charge_along_curve_kernel(
+        *f64, *more, float(dt_h), np.ascontiguousarray(avail, np.float64), min(last, avail.shape[1]), out
+    )
+    return out
+
+
+def charge_along_curve_numpy(evs: EVFlex, p_kw: np.ndarray, avail: np.ndarray, dt_h: float) -> np.ndarray:
+    """`charge_along_curve` in numpy, one vectorised step per slot: the reference the kernel matches bit for bit."""
     e = evs.e_kwh.astype(float)
     left = evs.e_need_kwh.astype(float)  # battery energy still to deliver
     out = np.zeros(avail.shape)

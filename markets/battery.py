@@ -183,3 +183,45 @@ def _follow_curve_kernel(
             out[i, t] = q
             e = e + (q * eta[i] if q > 0 else q / eta_dis[i]) * dt_h
     return out
+
+
+@njit_cached
+def charge_along_curve_kernel(
+    e0: np.ndarray,
+    need: np.ndarray,
+    cap: np.ndarray,
+    pmax: np.ndarray,
+    tsoc: np.ndarray,
+    eta: np.ndarray,
+    p_lim: np.ndarray,
+    dt_h: float,
+    avail: np.ndarray,
+    n_slots: int,
+    out: np.ndarray,
+) -> None:
+    """`markets.base.charge_along_curve` into ``out``: slot by slot, every EV at the least of its curve
+    (`charge_limit_kw`, the same operations in the same order), its limit ``p_lim`` and what is left, until no EV
+    needs more than 1e-12 kWh after a slot — the numpy reference's loop (``charge_along_curve_numpy``), compiled:
+    ~20 numpy calls per slot were 0.5 s of ten simulated days."""
+    n = e0.shape[0]
+    e = e0.copy()
+    left = need.copy()
+    s = np.empty(n)
+    for i in range(n):  # slope_kw_per_kwh
+        denom = cap[i] * (1.0 - tsoc[i])
+        s[i] = pmax[i] / denom if (tsoc[i] < 1.0 and denom > 0) else np.inf
+    for t in range(n_slots):
+        busy = False
+        for i in range(n):
+            a = avail[i, t]
+            room = _mx(cap[i] - e[i], 0.0)
+            taper = np.inf if np.isinf(s[i]) else s[i] * room
+            lim = _mn(_mn(pmax[i], taper) * a, room / (eta[i] * dt_h))
+            q = _mn(_mn(lim, p_lim[i] * a), left[i] / (eta[i] * dt_h))
+            out[i, t] = q
+            e[i] += q * eta[i] * dt_h
+            left[i] = _mx(left[i] - q * eta[i] * dt_h, 0.0)
+            if left[i] > 1e-12:
+                busy = True
+        if not busy:
+            break

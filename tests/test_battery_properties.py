@@ -461,3 +461,36 @@ def test_dispatch_keeps_the_limits_and_the_reserve_against_any_schedule(seed: in
     (one already below the next step's reserve, which rises as departure nears, charges back up to it), and the
     dispatch keeps the curve, the floor and the target."""
     _check_run(*_run_traced(["fleet.groups.0.v2g_share=1", "fleet.groups.1.v2g_share=1"], seed, adversary=True))
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(0, 30), n_slots=st.integers(1, 40))
+def test_compiled_charge_along_curve_equals_the_numpy_reference(seed: int, n: int, n_slots: int) -> None:
+    """`charge_along_curve` (compiled) and `charge_along_curve_numpy` agree bit for bit on random fleets: ideal and
+    two-stage batteries, partial availability, limits below the charger's, needs from 0 to more than fits."""
+    from markets.base import EVFlex, charge_along_curve, charge_along_curve_numpy
+
+    rng = np.random.default_rng(seed)
+    cap = rng.uniform(10, 100, n)
+    e = cap * rng.uniform(0, 0.95, n)
+    evs = EVFlex(
+        ev_id=np.arange(n),
+        bus=np.zeros(n, int),
+        station=np.zeros(n, int),
+        start_slot=np.zeros(n, int),
+        end_slot=rng.integers(1, n_slots + 5, n),
+        end_frac=rng.uniform(0.01, 1.0, n),
+        e_need_kwh=np.minimum(rng.choice([0.0, 1.0, 20.0, 200.0], n), cap - e),
+        p_max_kw=rng.choice([3.7, 11.0, 50.0], n),
+        p_min_kw=np.zeros(n),
+        eta_ch=rng.uniform(0.85, 1.0, n),
+        participates=np.ones(n, bool),
+        elasticity=np.zeros(n),
+        e_kwh=e,
+        e_cap_kwh=cap,
+        transition_soc=rng.choice([1.0, 0.8, 0.5], n),
+    )
+    avail = evs.availability(n_slots) * rng.choice([1.0, 0.5], (n, n_slots))
+    p_lim = evs.p_max_kw * rng.choice([1.0, 0.3], n)
+    fast = charge_along_curve(evs, p_lim, avail, 0.25)
+    np.testing.assert_array_equal(fast, charge_along_curve_numpy(evs, p_lim, avail, 0.25))

@@ -470,3 +470,36 @@ def test_sessions_that_cannot_queue_advance_in_bulk_exactly_as_their_simpy_proce
         for name in a:
             timing = [c for c in a[name].columns if c.startswith("time_") or c.endswith("_time_s")]
             assert a[name].drop(columns=timing).equals(b[name].drop(columns=timing)), name
+
+
+def test_the_aggregators_reports_pass_the_checks_they_skip() -> None:
+    """`Aggregator.flex` builds its EVFlex with `EVFlex.trusted` (no checks): every report of a V2G day with
+    two-stage batteries and of a three-day run passes the full validation, field by field."""
+    from dataclasses import fields
+
+    import agents.aggregator as aggregator_mod
+    from markets.base import EVFlex
+
+    seen = []
+    real = aggregator_mod.Aggregator.flex
+
+    def checked(self, idx, k, n_slots):  # type: ignore[no-untyped-def]
+        out = real(self, idx, k, n_slots)
+        again = EVFlex(**{f.name: getattr(out, f.name) for f in fields(EVFlex)})  # raises if any check fails
+        for f in fields(EVFlex):
+            a, b = getattr(out, f.name), getattr(again, f.name)
+            assert a.dtype == b.dtype and np.array_equal(a, b) and not a.flags.writeable, f.name
+        seen.append(len(out))
+        return out
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(aggregator_mod.Aggregator, "flex", checked)
+    try:
+        for overrides in (
+            ["fleet.n_evs=300", "fleet.groups.0.v2g_share=0.5"],
+            ["fleet.n_evs=200", "time.horizon_h=72"],
+        ):
+            CoSimulation(load_scenario("default", overrides)).run()
+    finally:
+        mp.undo()
+    assert sum(seen) > 500
