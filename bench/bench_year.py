@@ -5,9 +5,9 @@ this process and the two largest things it holds: the aggregator's set-point mat
 recorder's per-step arrays. Target (issue 18): ≤ 30 s CPU per simulated year. The machine is shared: CPU time is
 the figure to compare.
 
-Measured 2026-12-06 (load 2–3.5): a year 204 s CPU in the step loop, peak 3.85 GiB, of which the set-point
-matrices are 2 × 1.84 GiB of address space (the reactive one untouched unless a market sets Q) and the recorder's
-arrays ~0.2 GiB; 30 days 15 s CPU, 0.80 GiB (docs/performance.md).
+Measured 2026-12-06: before set-point rows were shared between EVs whose windows never overlap, a year was peak
+3.85 GiB (set-point matrices 2 × 1.84 GiB); after, 1.88 GiB (set-points 0.07 GiB, recorder arrays 0.19 GiB), step
+loop 234 s CPU at load 2.4; 30 days 0.66 GiB (docs/performance.md).
 
 Usage: ``python bench/bench_year.py [--days 365] [--set key=value ...]``
 """
